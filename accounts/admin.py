@@ -1,0 +1,376 @@
+"""Operators' view of accounts, departments, API keys, inbox and audit trail.
+
+Personal data is masked in every list and form; the full values are one
+click away for operators holding ``accounts.view_pii``, and each click is
+audited.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from accounts import idnumber, pii, services
+from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
+
+
+def _ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+class AuditedModelAdmin(admin.ModelAdmin):
+    """Every add, change and delete made in the admin also lands in the
+    audit trail (next to Django's own admin log)."""
+
+    def log_addition(self, request, obj, message):  # type: ignore[no-untyped-def]
+        services.audit_record(
+            actor=request.user,
+            action=f"admin.{obj._meta.model_name}.added",
+            target=obj,
+            ip=_ip(request),
+        )
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):  # type: ignore[no-untyped-def]
+        services.audit_record(
+            actor=request.user,
+            action=f"admin.{obj._meta.model_name}.changed",
+            target=obj,
+            data={"change": message},
+            ip=_ip(request),
+        )
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):  # type: ignore[no-untyped-def]
+        for obj in queryset:
+            services.audit_record(
+                actor=request.user,
+                action=f"admin.{obj._meta.model_name}.deleted",
+                target=obj,
+                data={"repr": str(obj)},
+                ip=_ip(request),
+            )
+        return super().log_deletions(request, queryset)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- Users ------------------------------------------------------------------------------
+
+
+class StaffCreationForm(AdminUserCreationForm):
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("username",)
+
+
+class StaffChangeForm(UserChangeForm):
+    class Meta(UserChangeForm.Meta):
+        model = User
+        fields = "__all__"
+
+
+@admin.register(User)
+class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
+    form = StaffChangeForm
+    add_form = StaffCreationForm
+    list_display = (
+        "__str__",
+        "phone_masked_display",
+        "real_name_masked_display",
+        "identity_level",
+        "is_active",
+        "is_staff",
+        "department",
+        "date_joined",
+    )
+    list_filter = ("identity_level", "is_active", "is_staff", "department")
+    search_fields = ("username", "=phone", "nickname")
+    search_help_text = _("用户名、完整手机号、昵称或完整身份证号")
+    ordering = ("-date_joined",)
+    list_select_related = ("department",)
+    readonly_fields = (
+        "phone_masked_display",
+        "real_name_masked_display",
+        "id_number_masked_display",
+        "identity_level",
+        "real_name_verified_at",
+        "subject",
+        "pii_link",
+        "last_login",
+        "date_joined",
+        "closed_at",
+    )
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        (
+            _("市民信息"),
+            {
+                "fields": (
+                    "phone_masked_display",
+                    "nickname",
+                    "email",
+                    "identity_level",
+                    "real_name_masked_display",
+                    "id_number_masked_display",
+                    "real_name_verified_at",
+                    "subject",
+                    "pii_link",
+                )
+            },
+        ),
+        (
+            _("权限"),
+            {
+                "fields": (
+                    "is_active",
+                    "is_staff",
+                    "is_superuser",
+                    "department",
+                    "groups",
+                    "user_permissions",
+                )
+            },
+        ),
+        (_("时间"), {"fields": ("last_login", "date_joined", "closed_at")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": (
+                    "username",
+                    "usable_password",
+                    "password1",
+                    "password2",
+                    "is_staff",
+                    "department",
+                ),
+            },
+        ),
+    )
+    actions = ["suspend", "reinstate"]
+
+    @admin.display(description=_("手机号"))
+    def phone_masked_display(self, user: User) -> str:
+        return user.phone_masked
+
+    @admin.display(description=_("姓名"))
+    def real_name_masked_display(self, user: User) -> str:
+        return user.real_name_masked
+
+    @admin.display(description=_("身份证号"))
+    def id_number_masked_display(self, user: User) -> str:
+        return user.id_number_masked
+
+    @admin.display(description=_("完整个人信息"))
+    def pii_link(self, user: User) -> str:
+        if not user.pk or not (user.phone or user.real_name):
+            return "-"
+        url = reverse("admin:accounts_user_pii", args=[user.pk])
+        return format_html('<a href="{}">{}</a>', url, _("查看（需权限，留痕）"))
+
+    def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
+        term = idnumber.normalize(search_term)
+        if len(term) == 18:
+            index = pii.blind_index(term, purpose="id_number")
+            return queryset.filter(id_number_index=index), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path(
+                "<uuid:user_id>/pii/",
+                self.admin_site.admin_view(self.pii_view),
+                name="accounts_user_pii",
+            ),
+            *super().get_urls(),
+        ]
+
+    def pii_view(self, request: HttpRequest, user_id: str) -> HttpResponse:
+        subject = get_object_or_404(User, pk=user_id)
+        if not request.user.has_perm("accounts.view_pii"):
+            raise PermissionDenied
+        values = services.pii_reveal(subject=subject, operator=request.user, ip=_ip(request))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("完整个人信息"),
+            "subject": subject,
+            "values": values,
+        }
+        return TemplateResponse(request, "admin/accounts/user/pii.html", context)
+
+    @admin.action(description=_("停用所选账户（吊销令牌）"), permissions=["change"])
+    def suspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            services.user_set_active(user=user, active=False, actor=request.user, ip=_ip(request))
+        self.message_user(request, _("已停用 %(n)s 个账户") % {"n": queryset.count()})
+
+    @admin.action(description=_("恢复所选账户"), permissions=["change"])
+    def reinstate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        count = 0
+        for user in queryset.filter(closed_at__isnull=True):
+            services.user_set_active(user=user, active=True, actor=request.user, ip=_ip(request))
+            count += 1
+        self.message_user(request, _("已恢复 %(n)s 个账户") % {"n": count})
+
+
+# --- Departments and keys -------------------------------------------------------------------
+
+
+@admin.register(Department)
+class DepartmentAdmin(AuditedModelAdmin):
+    list_display = ("code", "name", "contact_phone", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("code", "name", "name_en")
+    ordering = ("code",)
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("department", "scope", "name")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = (
+        "key_prefix",
+        "department",
+        "scope",
+        "name",
+        "created_at",
+        "last_used_at",
+        "status",
+    )
+    list_filter = ("scope", "department", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("prefix", "name", "department__code", "department__name")
+    list_select_related = ("department",)
+    readonly_fields = (
+        "key_prefix",
+        "department",
+        "scope",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "revoked_at",
+    )
+    actions = ["revoke"]
+
+    @admin.display(description=_("密钥"))
+    def key_prefix(self, key: ApiKey) -> str:
+        return f"mcs_{key.prefix}_…" if key.prefix else "-"
+
+    @admin.display(description=_("状态"))
+    def status(self, key: ApiKey) -> str:
+        return str(_("有效")) if key.is_active else str(_("已吊销"))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):  # type: ignore[no-untyped-def]
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return self.readonly_fields if obj else ()
+
+    def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ("department", "scope", "name")
+        return (
+            "key_prefix",
+            "department",
+            "scope",
+            "name",
+            "created_at",
+            "created_by",
+            "last_used_at",
+            "revoked_at",
+        )
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, raw = services.api_key_create(
+            department=form.cleaned_data["department"],
+            scope=form.cleaned_data["scope"],
+            name=form.cleaned_data["name"],
+            created_by=request.user,
+        )
+        obj.pk = key.pk
+        obj._state.adding = False
+        self.message_user(
+            request,
+            format_html(
+                "{}<br><code style='user-select:all'>{}</code>",
+                _("新密钥只显示这一次，请立即复制并交给部门："),
+                raw,
+            ),
+            level=messages.WARNING,
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description=_("吊销所选密钥"), permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset.filter(revoked_at__isnull=True):
+            services.api_key_revoke(key=key, actor=request.user, ip=_ip(request))
+        self.message_user(request, _("所选密钥已吊销"))
+
+
+# --- Inbox, codes and audit (read-only) ----------------------------------------------------------
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "kind", "__str__", "read_at")
+    list_filter = ("kind", ("read_at", admin.EmptyFieldListFilter))
+    search_fields = ("kind",)
+    list_select_related = ("user",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(OtpChallenge)
+class OtpChallengeAdmin(ReadOnlyAdmin):
+    list_display = ("masked_phone", "created_at", "expires_at", "attempts", "close_reason", "ip")
+    list_filter = ("close_reason",)
+    search_fields = ("=phone",)
+    search_help_text = _("完整手机号")
+    exclude = ("code_hash", "phone")
+    readonly_fields = ("masked_phone",)
+
+    @admin.display(description=_("手机号"))
+    def masked_phone(self, challenge: OtpChallenge) -> str:
+        return pii.mask_phone(challenge.phone)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ("at", "actor_kind", "actor_label", "action", "target_type", "target_id", "ip")
+    list_filter = ("actor_kind", "action", "target_type")
+    search_fields = ("=target_id", "=actor_id", "actor_label", "action")
+    date_hierarchy = "at"

@@ -1,0 +1,336 @@
+"""Citizen identity API: login by SMS code, tokens, profile, real name, inbox."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
+
+from accounts import selectors, services
+from accounts.authentication import IsCitizen
+from accounts.models import Message, User
+from config.api import FeedPagination, problems
+
+
+def client_ip(request: Request) -> str | None:
+    """The caller's address, trusting ``NUM_PROXIES`` proxies (as throttles do)."""
+    return BaseThrottle().get_ident(request) or None
+
+
+class RealNameThrottle(UserRateThrottle):
+    scope = "real_name"
+
+
+# --- Serializers --------------------------------------------------------------------
+
+
+class UserSerializer(serializers.ModelSerializer):
+    """The citizen's own profile; personal data masked."""
+
+    phone = serializers.CharField(source="phone_masked", read_only=True, help_text="138****8000")
+    real_name = serializers.CharField(source="real_name_masked", read_only=True, help_text="张*")
+    id_number = serializers.CharField(
+        source="id_number_masked", read_only=True, help_text="430102********123X"
+    )
+    identity_level = serializers.IntegerField(
+        read_only=True, help_text="1: phone verified; 2: real-name verified"
+    )
+
+    class Meta:
+        model = User
+        fields = [
+            "id",
+            "phone",
+            "nickname",
+            "email",
+            "identity_level",
+            "real_name",
+            "id_number",
+            "real_name_verified_at",
+            "date_joined",
+        ]
+        read_only_fields = ["id", "real_name_verified_at", "date_joined"]
+
+
+class ProfileUpdateSerializer(serializers.Serializer):
+    nickname = serializers.CharField(max_length=40, allow_blank=True, required=False)
+    email = serializers.EmailField(allow_blank=True, required=False)
+
+
+class OtpRequestSerializer(serializers.Serializer):
+    phone = serializers.CharField(max_length=32, help_text="13800138000 or +8613800138000")
+
+
+class LoginSerializer(serializers.Serializer):
+    phone = serializers.CharField(max_length=32)
+    code = serializers.CharField(max_length=16, help_text="The 6-digit code from the SMS")
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField(max_length=4096)
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class LoginResponseSerializer(TokenPairSerializer):
+    user = UserSerializer()
+
+
+class RealNameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=40)
+    id_number = serializers.CharField(max_length=32)
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    title = serializers.SerializerMethodField()
+    body = serializers.SerializerMethodField()
+    is_read = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = ["id", "kind", "title", "body", "data", "created_at", "read_at", "is_read"]
+
+    def get_title(self, message: Message) -> str:
+        return message.localized_title()
+
+    def get_body(self, message: Message) -> str:
+        return message.localized_body()
+
+    def get_is_read(self, message: Message) -> bool:
+        return message.read_at is not None
+
+
+# --- Login and tokens ------------------------------------------------------------------
+
+
+class OtpView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Send a login code by SMS",
+        request=OtpRequestSerializer,
+        responses={
+            202: inline_serializer(
+                "OtpSent",
+                {
+                    "detail": serializers.CharField(),
+                    "resend_after": serializers.IntegerField(),
+                    "expires_in": serializers.IntegerField(),
+                },
+            ),
+            **problems("phone_invalid", "throttled", "sms_unavailable"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = OtpRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.otp_send(phone=serializer.validated_data["phone"], ip=client_ip(request))
+        return Response(
+            {
+                "detail": _("验证码已发送"),
+                "resend_after": settings.OTP_SEND_INTERVAL_SECONDS,
+                "expires_in": settings.OTP_TTL_SECONDS,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class TokenView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Log in with the SMS code (creates the account on first login)",
+        request=LoginSerializer,
+        responses={
+            200: LoginResponseSerializer,
+            **problems(
+                "phone_invalid",
+                "otp_invalid",
+                "otp_expired",
+                "otp_attempts_exceeded",
+                "account_suspended",
+                "throttled",
+            ),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = services.otp_login(**serializer.validated_data)
+        tokens = services.tokens_issue(user=user)
+        return Response({**tokens, "user": UserSerializer(user).data})
+
+
+class TokenRefreshView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "refresh"
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Trade a refresh token for a new pair (the old one is revoked)",
+        request=RefreshSerializer,
+        responses={200: TokenPairSerializer, **problems("token_invalid", "account_inactive")},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RefreshSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(services.token_refresh(refresh=serializer.validated_data["refresh"]))
+
+
+class LogoutView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Log out: revoke a refresh token",
+        request=RefreshSerializer,
+        responses={204: None, **problems("token_invalid")},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RefreshSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.token_revoke(refresh=serializer.validated_data["refresh"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- The citizen's own account ------------------------------------------------------------
+
+
+class MeView(APIView):
+    permission_classes = [IsCitizen]
+
+    @extend_schema(tags=["me"], summary="My profile", responses={200: UserSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(UserSerializer(request.user).data)
+
+    @extend_schema(
+        tags=["me"],
+        summary="Change nickname or e-mail",
+        request=ProfileUpdateSerializer,
+        responses={200: UserSerializer},
+    )
+    def patch(self, request: Request) -> Response:
+        serializer = ProfileUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        user = services.profile_update(user=request.user, **serializer.validated_data)
+        return Response(UserSerializer(user).data)
+
+    @extend_schema(
+        tags=["me"],
+        summary="Close my account (personal data erased, tokens revoked)",
+        responses={204: None},
+    )
+    def delete(self, request: Request) -> Response:
+        services.account_close(user=request.user, ip=client_ip(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RealNameView(APIView):
+    permission_classes = [IsCitizen]
+    throttle_classes = [RealNameThrottle]
+
+    @extend_schema(
+        tags=["me"],
+        summary="Verify my real name (identity level 2)",
+        request=RealNameSerializer,
+        responses={
+            200: UserSerializer,
+            **problems(
+                "name_invalid",
+                "id_number_invalid",
+                "already_verified",
+                "id_number_taken",
+                "identity_mismatch",
+                "identity_provider_unavailable",
+                "throttled",
+            ),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RealNameSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = services.real_name_verify(
+            user=request.user, ip=client_ip(request), **serializer.validated_data
+        )
+        return Response(UserSerializer(user).data)
+
+
+class ExportView(APIView):
+    permission_classes = [IsCitizen]
+
+    @extend_schema(
+        tags=["me"],
+        summary="Everything held about me, unmasked (JSON)",
+        responses={200: inline_serializer("AccountExport", {"profile": serializers.DictField()})},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            selectors.account_export(request.user),
+            headers={"Content-Disposition": 'attachment; filename="my-changsha-export.json"'},
+        )
+
+
+class MessageListView(ListAPIView):
+    permission_classes = [IsCitizen]
+    serializer_class = MessageSerializer
+    pagination_class = FeedPagination
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):
+            return Message.objects.none()
+        unread = self.request.query_params.get("unread", "").lower() in ("1", "true", "yes")
+        return selectors.messages_for(self.request.user, unread_only=unread)
+
+    @extend_schema(
+        tags=["me"],
+        summary="My inbox, newest first",
+        parameters=[OpenApiParameter("unread", bool, description="Only unread messages")],
+    )
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class MessageReadView(APIView):
+    permission_classes = [IsCitizen]
+
+    @extend_schema(
+        tags=["me"],
+        summary="Mark a message read",
+        request=None,
+        responses={200: MessageSerializer, **problems("not_found")},
+    )
+    def post(self, request: Request, message_id: str) -> Response:
+        message = services.message_mark_read(user=request.user, message_id=message_id)
+        return Response(MessageSerializer(message).data)
+
+
+class MessageReadAllView(APIView):
+    permission_classes = [IsCitizen]
+
+    @extend_schema(
+        tags=["me"],
+        summary="Mark every message read",
+        request=None,
+        responses={200: inline_serializer("MarkedRead", {"marked": serializers.IntegerField()})},
+    )
+    def post(self, request: Request) -> Response:
+        return Response({"marked": services.messages_mark_all_read(user=request.user)})

@@ -1,0 +1,468 @@
+"""Shared API plumbing: error codes, RFC 9457 problem details, pagination.
+
+Every app declares its stable error codes with :func:`error_code` in its own
+``errors.py`` and raises its own subclass of :class:`DomainError`. One DRF
+exception handler renders those, DRF's and Django's errors alike, as
+``application/problem+json``::
+
+    {"type": "/api/problems/otp_invalid", "title": "...", "status": 400,
+     "detail": "...", "code": "otp_invalid", "errors": {"code": ["..."]}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers
+from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """A stable error ``code`` that clients switch on, with its HTTP status."""
+
+    code: str
+    status: int
+    title: Promise | str
+
+
+ERROR_CODES: dict[str, ErrorCode] = {}
+
+
+def error_code(code: str, status: int, title: Promise | str) -> ErrorCode:
+    """Declare (once) a stable error code. Codes are global across apps."""
+    existing = ERROR_CODES.get(code)
+    if existing is not None and existing.status != status:
+        raise ValueError(f"error code {code!r} declared twice with different statuses")
+    error = ErrorCode(code=code, status=status, title=title)
+    ERROR_CODES[code] = error
+    return error
+
+
+class DomainError(Exception):
+    """Base of each app's error type: a business rule refused the request."""
+
+    def __init__(
+        self,
+        error: ErrorCode,
+        detail: Promise | str | None = None,
+        *,
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{error.code}: {detail or error.title}")
+        self.error = error
+        self.detail = detail
+        self.errors = errors or {}
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+
+# Platform-wide codes. App-specific ones live in each app's errors.py.
+INVALID = error_code("invalid", 400, _("请求参数有误"))
+MALFORMED_REQUEST = error_code("malformed_request", 400, _("请求体不是合法的 JSON"))
+PAGINATION_INVALID = error_code("pagination_invalid", 400, _("分页参数无效"))
+NOT_AUTHENTICATED = error_code("not_authenticated", 401, _("需要身份凭据"))
+AUTHENTICATION_FAILED = error_code("authentication_failed", 401, _("身份凭据无效"))
+TOKEN_INVALID = error_code("token_invalid", 401, _("令牌无效、已过期或已注销"))
+ACCOUNT_INACTIVE = error_code("account_inactive", 401, _("账户已停用或已注销"))
+PERMISSION_DENIED = error_code("permission_denied", 403, _("无权执行此操作"))
+NOT_FOUND = error_code("not_found", 404, _("资源不存在"))
+METHOD_NOT_ALLOWED = error_code("method_not_allowed", 405, _("不支持该请求方法"))
+NOT_ACCEPTABLE = error_code("not_acceptable", 406, _("无法提供请求的响应格式"))
+PAYLOAD_TOO_LARGE = error_code("payload_too_large", 413, _("请求体过大"))
+UNSUPPORTED_MEDIA_TYPE = error_code("unsupported_media_type", 415, _("不支持的请求体类型"))
+THROTTLED = error_code("throttled", 429, _("请求过于频繁，请稍后再试"))
+SERVER_ERROR = error_code("server_error", 500, _("服务器内部错误"))
+SERVICE_UNAVAILABLE = error_code("service_unavailable", 503, _("服务暂不可用"))
+
+_BY_STATUS = {
+    400: INVALID,
+    401: AUTHENTICATION_FAILED,
+    403: PERMISSION_DENIED,
+    404: NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    406: NOT_ACCEPTABLE,
+    413: PAYLOAD_TOO_LARGE,
+    415: UNSUPPORTED_MEDIA_TYPE,
+    429: THROTTLED,
+    503: SERVICE_UNAVAILABLE,
+}
+
+# simplejwt's codes and ours.
+_AUTH_CODES = {
+    "token_not_valid": TOKEN_INVALID,
+    "user_inactive": ACCOUNT_INACTIVE,
+    "user_not_found": ACCOUNT_INACTIVE,
+    "no_active_account": ACCOUNT_INACTIVE,
+}
+
+
+def problem_body(
+    error: ErrorCode,
+    detail: Promise | str | None = None,
+    *,
+    errors: dict[str, list[str]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"/api/problems/{error.code}",
+        "title": str(error.title),
+        "status": error.status,
+        "detail": str(detail) if detail else str(error.title),
+        "code": error.code,
+        "errors": errors or {},
+    }
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(
+    error: ErrorCode,
+    detail: Promise | str | None = None,
+    *,
+    errors: dict[str, list[str]] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """A DRF response carrying problem details."""
+    return Response(
+        problem_body(error, detail, errors=errors, extra=extra),
+        status=error.status,
+        headers=headers,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+def problem_http_response(
+    error: ErrorCode,
+    detail: Promise | str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    """The same body for plain Django views and middleware (no DRF request)."""
+    response = HttpResponse(
+        json.dumps(problem_body(error, detail), ensure_ascii=False),
+        status=error.status,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error detail as ``{"field.sub.0": [messages]}``."""
+    out: dict[str, list[str]] = defaultdict(list)
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                if isinstance(value, dict | list):
+                    walk(value, f"{path}.{index}" if path else str(index))
+                else:
+                    out[path or "non_field_errors"].append(str(value))
+        else:
+            out[path or "non_field_errors"].append(str(node))
+
+    walk(detail, prefix)
+    return dict(out)
+
+
+def _leaf_codes(codes: Any) -> Iterable[str]:
+    if isinstance(codes, dict):
+        for value in codes.values():
+            yield from _leaf_codes(value)
+    elif isinstance(codes, list):
+        for value in codes:
+            yield from _leaf_codes(value)
+    elif isinstance(codes, str):
+        yield codes
+
+
+def _translate(exc: exceptions.APIException) -> tuple[ErrorCode, Any, dict[str, list[str]]]:
+    """(error code, detail, field errors) for one of DRF's exceptions."""
+    if isinstance(exc, exceptions.ValidationError):
+        errors = flatten_errors(exc.detail)
+        codes = set(_leaf_codes(exc.get_codes()))
+        error = INVALID
+        if len(codes) == 1:
+            known = ERROR_CODES.get(codes.pop())
+            if known is not None and known.status == 400:
+                error = known
+        field, messages = next(iter(errors.items()), ("", [""]))
+        detail = f"{field}: {messages[0]}" if field and field != "non_field_errors" else messages[0]
+        return error, detail or None, errors
+    if isinstance(exc, exceptions.ParseError):
+        return MALFORMED_REQUEST, exc.detail, {}
+    if isinstance(exc, exceptions.NotAuthenticated):
+        return NOT_AUTHENTICATED, exc.detail, {}
+    if isinstance(exc, exceptions.Throttled):
+        wait = math.ceil(exc.wait) if exc.wait is not None else None
+        detail = _("请求过于频繁，请 %(seconds)s 秒后再试") % {"seconds": wait} if wait else None
+        return THROTTLED, detail, {}
+    detail = exc.detail
+    if isinstance(detail, dict):  # simplejwt: {"detail", "code", "messages"}
+        code = str(detail.get("code", ""))
+        detail = detail.get("detail", "")
+    else:
+        code = next(iter(_leaf_codes(exc.get_codes())), "")
+    if isinstance(exc, exceptions.AuthenticationFailed):
+        return _AUTH_CODES.get(code) or _registered(code, 401) or AUTHENTICATION_FAILED, detail, {}
+    error = _registered(code, exc.status_code) or _BY_STATUS.get(exc.status_code, INVALID)
+    return error, detail, {}
+
+
+def _registered(code: str, status: int) -> ErrorCode | None:
+    error = ERROR_CODES.get(code)
+    return error if error is not None and error.status == status else None
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF ``EXCEPTION_HANDLER``: every error leaves as problem details."""
+    # Imported here: rest_framework.views loads the authentication classes,
+    # which import the apps' error modules, which import this module.
+    from rest_framework.views import set_rollback
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    if isinstance(exc, DomainError):
+        set_rollback()
+        return problem_response(
+            exc.error, exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra
+        )
+
+    if isinstance(exc, exceptions.APIException):
+        headers: dict[str, str] = {}
+        auth_header = getattr(exc, "auth_header", None)
+        if auth_header:
+            headers["WWW-Authenticate"] = auth_header
+        wait = getattr(exc, "wait", None)
+        if wait is not None:
+            headers["Retry-After"] = str(math.ceil(wait))
+        error, detail, errors = _translate(exc)
+        set_rollback()
+        return problem_response(error, detail, errors=errors, headers=headers)
+
+    view = context.get("view")
+    logger.exception("unhandled error in %s", type(view).__name__ if view else "view")
+    set_rollback()
+    return problem_response(SERVER_ERROR)
+
+
+# --- Django-level error views (requests that never reach DRF) -----------------
+
+
+def _wants_problem(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Catch-all for unknown ``/api/`` routes, in DEBUG as in production."""
+    return problem_http_response(NOT_FOUND, _("没有这个接口：%(path)s") % {"path": request.path})
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_problem(request):
+        return problem_http_response(INVALID)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_problem(request):
+        return problem_http_response(PERMISSION_DENIED)
+    from django.views.defaults import permission_denied
+
+    return permission_denied(request, exception)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_problem(request):
+        return problem_http_response(NOT_FOUND)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if _wants_problem(request):
+        return problem_http_response(SERVER_ERROR)
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+# --- Pagination -----------------------------------------------------------------
+
+
+def _paginated_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["results", "next", "previous"],
+        "properties": {
+            "results": schema,
+            "next": {"type": "string", "nullable": True, "format": "uri"},
+            "previous": {"type": "string", "nullable": True, "format": "uri"},
+        },
+    }
+
+
+class PagePagination(PageNumberPagination):
+    """Page numbers, for the catalog: ``{"results", "next", "previous"}``."""
+
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except exceptions.NotFound as exc:
+            raise DomainError(PAGINATION_INVALID, exc.detail) from exc
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(
+            {
+                "results": data,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return _paginated_schema(schema)
+
+
+class FeedPagination(CursorPagination):
+    """Cursors, for per-user feeds (newest first)."""
+
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+    ordering = "-created_at"
+
+    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except exceptions.NotFound as exc:
+            raise DomainError(PAGINATION_INVALID, exc.detail) from exc
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(
+            {
+                "results": data,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return _paginated_schema(schema)
+
+
+# --- OpenAPI --------------------------------------------------------------------
+
+
+class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details, as every error of this API is rendered."""
+
+    type = serializers.CharField(help_text="`/api/problems/<code>`")
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Stable snake_case code that clients switch on")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Field path → messages (400 only)",
+    )
+
+    class Meta:
+        ref_name = "Problem"
+
+
+def problems(*codes: str) -> dict[Any, OpenApiResponse]:
+    """``extend_schema(responses=...)`` entries documenting the given codes."""
+    by_status: dict[int, list[ErrorCode]] = defaultdict(list)
+    for code in codes:
+        error = ERROR_CODES[code]
+        by_status[error.status].append(error)
+    return {
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            ProblemSerializer,
+            description="; ".join(f"`{e.code}`: {e.title}" for e in errors),
+        )
+        for status, errors in sorted(by_status.items())
+    }
+
+
+def add_generic_problem_responses(result, generator, request, public):  # type: ignore[no-untyped-def]
+    """drf-spectacular postprocessing hook: the errors any endpoint can give."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    if "Problem" not in schemas:
+        schemas["Problem"] = {
+            "type": "object",
+            "properties": {
+                name: {"type": "integer" if name == "status" else "string"}
+                for name in ("type", "title", "status", "detail", "code")
+            }
+            | {
+                "errors": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                }
+            },
+            "required": ["type", "title", "status", "detail", "code", "errors"],
+        }
+    ref = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            responses = operation.setdefault("responses", {})
+            generic: dict[str, str] = {}
+            if method in ("post", "put", "patch"):
+                generic["400"] = "`invalid`, `malformed_request`: " + str(INVALID.title)
+                generic["413"] = "`payload_too_large`: " + str(PAYLOAD_TOO_LARGE.title)
+                generic["415"] = "`unsupported_media_type`: " + str(UNSUPPORTED_MEDIA_TYPE.title)
+            security = operation.get("security") or []
+            if security and any(item for item in security):
+                generic["401"] = "`not_authenticated`, `authentication_failed`, `token_invalid`"
+            for status, description in generic.items():
+                if status in responses:
+                    existing = responses[status].get("description", "")
+                    responses[status]["description"] = f"{existing}; {description}".strip("; ")
+                else:
+                    responses[status] = {"description": description, "content": ref}
+    return result

@@ -1,0 +1,56 @@
+"""Liveness and readiness probes for the load balancer and orchestrator."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.http import HttpRequest, JsonResponse
+from kombu import Connection
+from kombu.exceptions import OperationalError
+
+logger = logging.getLogger(__name__)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up and serving requests; checks nothing else."""
+    return JsonResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+def _check_database() -> str:
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        logger.warning("readiness: database unavailable: %s", exc)
+        return "unavailable"
+    return "ok"
+
+
+def _check_broker() -> str:
+    conn = Connection(
+        settings.CELERY_BROKER_URL,
+        connect_timeout=2,
+        transport_options=dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS),
+    )
+    try:
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    except (OperationalError, OSError) as exc:
+        logger.warning("readiness: broker unavailable: %s", exc)
+        return "unavailable"
+    finally:
+        conn.release()
+    return "ok"
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready to take traffic: the database and the Celery broker answer."""
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )

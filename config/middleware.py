@@ -1,0 +1,45 @@
+"""Middleware for the API surface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
+
+from config.api import INVALID, PAYLOAD_TOO_LARGE, problem_http_response
+
+
+class ApiRequestLimitsMiddleware:
+    """Refuses oversized API bodies before anything reads them, and keeps
+    API answers out of shared caches unless a view says otherwise.
+
+    Django and DRF read at most ``CONTENT_LENGTH`` bytes (a body without one
+    is read as empty), so checking the header bounds what a request can make
+    the process buffer.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith("/api/"):
+            return self.get_response(request)
+        raw_length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw_length)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return problem_http_response(INVALID, _("Content-Length 无效"))
+        limit = settings.API_MAX_BODY_BYTES
+        if length > limit:
+            return problem_http_response(
+                PAYLOAD_TOO_LARGE,
+                _("请求体不能超过 %(limit)s 字节") % {"limit": limit},
+            )
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response

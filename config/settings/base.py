@@ -1,0 +1,376 @@
+"""Settings for every environment, read from environment variables only.
+
+Production is this module with production values in the environment; tests
+add ``config.settings.test`` on top. The embedded default (no env vars at all)
+runs on SQLite with a server-less Celery broker, so a laptop with nothing but
+Python runs the whole system.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+from kombu import Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+# Development values. With DEBUG=0 none of these is accepted (see below).
+DEV_SECRET_KEY = "dev-insecure-secret-key-for-my-changsha-do-not-use-in-production"
+DEV_FIELD_ENCRYPTION_KEY = "ZGV2LW9ubHktcGlpLWtleS1kby1ub3QtdXNlLWl0ISE="
+DEV_BLIND_INDEX_KEY = "dev-insecure-blind-index-key"
+
+
+def secret(name: str, default: str = "") -> str:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE``."""
+    path = env.str(f"{name}_FILE", default="")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path} cannot be read: {exc}") from exc
+    return env.str(name, default=default)
+
+
+DEBUG = env.bool("DEBUG", default=True)
+
+SECRET_KEY = secret("SECRET_KEY", DEV_SECRET_KEY)
+# Comma-separated Fernet keys: the first encrypts, all decrypt (rotation).
+FIELD_ENCRYPTION_KEYS = [
+    k.strip()
+    for k in secret("FIELD_ENCRYPTION_KEY", DEV_FIELD_ENCRYPTION_KEY).split(",")
+    if k.strip()
+]
+# Key of the blind index (HMAC) over PII. It does not rotate with the
+# encryption keys: changing it means rebuilding every index.
+BLIND_INDEX_KEY = secret("BLIND_INDEX_KEY", DEV_BLIND_INDEX_KEY)
+
+
+def _check_production_secrets() -> None:
+    problems = {
+        "SECRET_KEY": not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY,
+        "FIELD_ENCRYPTION_KEY": not FIELD_ENCRYPTION_KEYS
+        or DEV_FIELD_ENCRYPTION_KEY in FIELD_ENCRYPTION_KEYS,
+        "BLIND_INDEX_KEY": not BLIND_INDEX_KEY or BLIND_INDEX_KEY == DEV_BLIND_INDEX_KEY,
+    }
+    for name, bad in problems.items():
+        if bad:
+            raise ImproperlyConfigured(
+                f"{name} is missing or is the development value, and DEBUG=0. "
+                f"Set {name} (or {name}_FILE) to a production secret."
+            )
+
+
+if not DEBUG:
+    _check_production_secrets()
+
+
+def _check_fernet_keys() -> None:
+    from cryptography.fernet import Fernet
+
+    for key in FIELD_ENCRYPTION_KEYS:
+        try:
+            Fernet(key)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                "FIELD_ENCRYPTION_KEY must be url-safe base64 of 32 bytes (a Fernet key); "
+                "generate one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            ) from exc
+
+
+_check_fernet_keys()
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Number of reverse proxies in front of the web nodes; X-Forwarded-For is
+# trusted only that deep when finding the client address for throttles.
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "accounts",
+    "services",
+    "payments",
+    "qr",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ApiRequestLimitsMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one file: WAL lets readers run beside the
+    # writer, IMMEDIATE transactions take the write lock up front so two
+    # writers queue instead of deadlocking on a lock upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+# --- Redis: broker, results and cache ----------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "mcs",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery ------------------------------------------------------------------
+
+CELERY_BROKER_DIR = VAR_DIR / "broker"
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_RESULT_BACKEND = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message not acknowledged within this time is handed to another
+        # worker. Tasks never wait longer than CELERY_MAX_COUNTDOWN in the
+        # broker (longer waits are kept in the database and swept), and no
+        # task runs anywhere near this long, so redelivery only happens for a
+        # worker that died.
+        "visibility_timeout": 3600,
+    }
+else:
+    # Server-less broker: messages are files in var/broker, shared by the web,
+    # worker and beat processes of one machine.
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_RESULT_BACKEND = None
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_BROKER_DIR / "messages"),
+        "data_folder_out": str(CELERY_BROKER_DIR / "messages"),
+        "control_folder": str(CELERY_BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+# The longest countdown a task may be given; longer waits go through the
+# database (next_attempt_at) and the periodic sweeper.
+CELERY_MAX_COUNTDOWN = 600
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "Asia/Shanghai"
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Queues by kind of work, so deliveries cannot starve payments or housekeeping.
+# A worker started without -Q consumes all of them.
+CELERY_TASK_QUEUES = [Queue(name) for name in ("default", "deliveries", "payments", "housekeeping")]
+CELERY_TASK_ROUTES: dict = {}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE: dict = {
+    "accounts-purge-otp-challenges": {
+        "task": "accounts.purge_otp_challenges",
+        "schedule": crontab(minute=17),
+        "options": {"queue": "housekeeping"},
+    },
+}
+CELERY_TASK_ALWAYS_EAGER = False
+
+# --- Internationalisation ------------------------------------------------------
+
+LANGUAGE_CODE = "zh-hans"
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "Asia/Shanghai"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Security ------------------------------------------------------------------
+
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if NUM_PROXIES else None
+
+# The largest request body any API accepts; larger bodies get 413.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
+
+# --- REST framework --------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.CitizenJWTAuthentication",
+        "accounts.authentication.ApiKeyAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.PagePagination",
+    "PAGE_SIZE": 20,
+    "EXCEPTION_HANDLER": "config.api.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env.str("THROTTLE_LOGIN", default="30/min"),
+        "refresh": env.str("THROTTLE_REFRESH", default="60/min"),
+        "real_name": env.str("THROTTLE_REAL_NAME", default="10/day"),
+    },
+    "NUM_PROXIES": NUM_PROXIES or None,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=30)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "My Changsha (我的长沙) API",
+    "DESCRIPTION": (
+        "One entry for every city service: citizens log in once, find any "
+        "department's service, apply, pay, follow progress and carry the "
+        "star-code. Departments integrate through `/api/v1/dept/` with an "
+        "`Api-Key`. Every error is RFC 9457 problem details with a stable "
+        "`code`; the list of codes is at `/api/problems/`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.add_generic_problem_responses",
+    ],
+}
+
+# --- Accounts: OTP, SMS, identity -----------------------------------------------
+
+OTP_TTL_SECONDS = env.int("OTP_TTL_SECONDS", default=300)
+OTP_MAX_ATTEMPTS = env.int("OTP_MAX_ATTEMPTS", default=5)
+OTP_SEND_INTERVAL_SECONDS = env.int("OTP_SEND_INTERVAL_SECONDS", default=60)
+OTP_SEND_DAILY_LIMIT_PER_PHONE = env.int("OTP_SEND_DAILY_LIMIT_PER_PHONE", default=10)
+OTP_SEND_HOURLY_LIMIT_PER_IP = env.int("OTP_SEND_HOURLY_LIMIT_PER_IP", default=100)
+OTP_SEND_DAILY_LIMIT_PER_IP = env.int("OTP_SEND_DAILY_LIMIT_PER_IP", default=500)
+
+SMS_BACKENDS = {
+    "console": "accounts.sms.ConsoleBackend",
+    "file": "accounts.sms.FileBackend",
+    "locmem": "accounts.sms.LocmemBackend",
+}
+SMS_BACKEND = env.str("SMS_BACKEND", default="console")
+SMS_FILE_PATH = env.str("SMS_FILE_PATH", default=str(VAR_DIR / "sms-outbox.jsonl"))
+SMS_SIGNATURE = "【我的长沙】"
+
+IDENTITY_PROVIDER = env.str(
+    "IDENTITY_PROVIDER", default="accounts.identity.SandboxIdentityProvider"
+)
+
+# --- Platform switches (design §3) ------------------------------------------------
+
+STAR_CODE_TTL = env.int("STAR_CODE_TTL", default=60)
+ROUTING_ALLOW_PRIVATE_ENDPOINTS = env.bool("ROUTING_ALLOW_PRIVATE_ENDPOINTS", default=DEBUG)
+PAYMENTS_SANDBOX = env.bool("PAYMENTS_SANDBOX", default=DEBUG)
+
+# --- Logging ------------------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"mask_pii": {"()": "config.logging.MaskPiiFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["mask_pii"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
+
+ADMIN_SITE_HEADER = _("我的长沙 · 运营管理")

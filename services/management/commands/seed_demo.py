@@ -1,0 +1,77 @@
+"""Demo data for a laptop or a staging city: departments and demo accounts.
+
+Idempotent: running it again changes nothing that is already there.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.models import IdentityLevel, User
+from accounts.services import department_ensure, real_name_verify
+
+# Changsha's departments that own the demo catalog.
+DEPARTMENTS = [
+    (
+        "hrss",
+        "长沙市人力资源和社会保障局",
+        "Changsha Human Resources and Social Security Bureau",
+        "12333",
+    ),
+    ("medicare", "长沙市医疗保障局", "Changsha Healthcare Security Administration", "0731-12393"),
+    ("hpf", "长沙住房公积金管理中心", "Changsha Housing Provident Fund Management Center", "12329"),
+    ("police", "长沙市公安局", "Changsha Public Security Bureau", "0731-82587110"),
+    ("transport", "长沙市交通运输局", "Changsha Transport Bureau", "12328"),
+    ("education", "长沙市教育局", "Changsha Education Bureau", "0731-88665000"),
+    (
+        "housing",
+        "长沙市住房和城乡建设局",
+        "Changsha Housing and Urban-Rural Development Bureau",
+        "0731-88665700",
+    ),
+    (
+        "culture",
+        "长沙市文化旅游广电局",
+        "Changsha Culture, Tourism, Radio and TV Bureau",
+        "0731-88665500",
+    ),
+    ("market", "长沙市市场监督管理局", "Changsha Administration for Market Regulation", "12315"),
+    ("civil", "长沙市民政局", "Changsha Civil Affairs Bureau", "0731-88665800"),
+]
+
+DEMO_PHONE = "13800138000"
+DEMO_NAME = "张三"
+DEMO_ID_NUMBER = "430102199003071234"  # valid checksum, fictional person
+DEMO_ADMIN = "admin"
+
+
+class Command(BaseCommand):
+    help = "Load the demo departments and accounts (idempotent)."
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        password = os.environ.get("DEMO_ADMIN_PASSWORD", "changsha-demo" if settings.DEBUG else "")
+        if not password:
+            raise CommandError("set DEMO_ADMIN_PASSWORD to seed the demo operator with DEBUG=0")
+        with transaction.atomic():
+            for code, name, name_en, phone in DEPARTMENTS:
+                department, _ = department_ensure(
+                    code=code, name=name, name_en=name_en, contact_phone=phone
+                )
+            operator = User.objects.filter(username=DEMO_ADMIN).first()
+            if operator is None:
+                User.objects.create_superuser(DEMO_ADMIN, password)
+            citizen = User.objects.filter(phone=DEMO_PHONE).first()
+            if citizen is None:
+                citizen = User(phone=DEMO_PHONE, nickname="长沙市民")
+                citizen.set_unusable_password()
+                citizen.save()
+            if citizen.identity_level < IdentityLevel.REAL_NAME:
+                real_name_verify(user=citizen, name=DEMO_NAME, id_number=DEMO_ID_NUMBER)
+        self.stdout.write(
+            f"demo data ready: {len(DEPARTMENTS)} departments, operator '{DEMO_ADMIN}', "
+            f"citizen {DEMO_PHONE} (real-name verified)"
+        )

@@ -1,0 +1,169 @@
+"""Operators in the admin: masked lists, audited look-ups, keys shown once."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from accounts.models import ApiKey, AuditEntry, User
+from tests.accounts.factories import StaffFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def test_user_list_shows_masked_phone_and_name(admin_client, citizen) -> None:
+    response = admin_client.get("/admin/accounts/user/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "138****8000" in html and "张**" in html
+    assert "13800138000" not in html and "张三丰" not in html
+
+
+def test_user_form_shows_masked_values_only(admin_client, citizen) -> None:
+    html = admin_client.get(f"/admin/accounts/user/{citizen.pk}/change/").content.decode()
+    assert "138****8000" in html
+    assert citizen.id_number not in html and "13800138000" not in html and "张三丰" not in html
+
+
+def test_operator_finds_a_citizen_by_full_id_number(admin_client, citizen, other_citizen) -> None:
+    html = admin_client.get(
+        "/admin/accounts/user/", {"q": citizen.id_number.lower()}
+    ).content.decode()
+    assert "138****8000" in html
+    assert "139****9000" not in html
+
+
+def test_operator_finds_a_citizen_by_full_phone(admin_client, citizen, other_citizen) -> None:
+    html = admin_client.get("/admin/accounts/user/", {"q": "13900139000"}).content.decode()
+    assert "139****9000" in html and "138****8000" not in html
+
+
+def test_full_personal_data_needs_the_permission(client, citizen) -> None:
+    clerk = StaffFactory(username="clerk")
+    clerk.user_permissions.add(Permission.objects.get(codename="view_user"))
+    client.force_login(clerk)
+    response = client.get(f"/admin/accounts/user/{citizen.pk}/pii/")
+    assert response.status_code == 403
+    assert not AuditEntry.objects.filter(action="user.pii_viewed").exists()
+
+
+def test_viewing_full_personal_data_is_audited(client, citizen) -> None:
+    officer = StaffFactory(username="officer")
+    officer.user_permissions.add(
+        Permission.objects.get(codename="view_user"), Permission.objects.get(codename="view_pii")
+    )
+    client.force_login(officer)
+    response = client.get(f"/admin/accounts/user/{citizen.pk}/pii/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert citizen.id_number in html and "13800138000" in html
+    entry = AuditEntry.objects.get(action="user.pii_viewed")
+    assert entry.actor_id == str(officer.pk) and entry.target_id == str(citizen.pk)
+    assert entry.actor_kind == "operator"
+
+
+def test_operator_creates_a_key_and_sees_it_once(admin_client, department) -> None:
+    response = admin_client.post(
+        "/admin/accounts/apikey/add/",
+        {"department": department.pk, "scope": "scanner", "name": "地铁闸机"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    raw = re.search(r"mcs_[0-9a-f]{8}_[A-Za-z0-9_\-]{43}", html).group(0)
+    key = ApiKey.objects.get()
+    assert key.scope == "scanner" and key.name == "地铁闸机"
+    assert raw.split("_")[1] == key.prefix
+    # The list and the detail page never show it again.
+    assert raw not in admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert raw not in admin_client.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
+    assert AuditEntry.objects.filter(action="api_key.created", actor_kind="operator").exists()
+
+
+def test_operator_revokes_keys_from_the_list(admin_client, integrator_key) -> None:
+    admin_client.post(
+        "/admin/accounts/apikey/",
+        {"action": "revoke", "_selected_action": [integrator_key.pk]},
+    )
+    integrator_key.refresh_from_db()
+    assert integrator_key.revoked_at is not None
+
+
+def test_operator_suspends_a_citizen(admin_client, citizen) -> None:
+    admin_client.post(
+        "/admin/accounts/user/", {"action": "suspend", "_selected_action": [citizen.pk]}
+    )
+    citizen.refresh_from_db()
+    assert not citizen.is_active
+    assert AuditEntry.objects.filter(action="account.suspended", target_id=str(citizen.pk)).exists()
+
+
+def test_admin_changes_land_in_the_audit_trail(admin_client, department) -> None:
+    response = admin_client.post(
+        f"/admin/accounts/department/{department.pk}/change/",
+        {
+            "code": department.code,
+            "name": "新名称",
+            "name_en": "",
+            "description": "",
+            "contact_phone": "12345",
+            "is_active": "on",
+        },
+    )
+    assert response.status_code == 302
+    entry = AuditEntry.objects.get(action="admin.department.changed")
+    assert entry.target_id == str(department.pk)
+
+
+def test_audit_trail_cannot_be_edited(admin_client, citizen) -> None:
+    from accounts.services import audit_record
+
+    entry = audit_record(actor=None, action="test", target=citizen)
+    assert admin_client.get("/admin/accounts/auditentry/").status_code == 200
+    assert (
+        admin_client.post(
+            f"/admin/accounts/auditentry/{entry.pk}/delete/", {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    assert admin_client.get("/admin/accounts/auditentry/add/").status_code == 403
+
+
+def test_operator_creates_a_staff_account_for_a_department(admin_client, department) -> None:
+    response = admin_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "username": "li.clerk",
+            "usable_password": "true",
+            "password1": "a-long-Passw0rd!",
+            "password2": "a-long-Passw0rd!",
+            "is_staff": "on",
+            "department": department.pk,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    staff = User.objects.get(username="li.clerk")
+    assert staff.department == department and staff.is_staff and staff.phone is None
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "/admin/accounts/message/",
+        "/admin/accounts/otpchallenge/",
+        "/admin/accounts/department/",
+        "/admin/accounts/apikey/",
+        "/admin/accounts/apikey/add/",
+        "/admin/accounts/user/add/",
+    ],
+)
+def test_admin_pages_render(admin_client, citizen, integrator_key, page) -> None:
+    assert admin_client.get(page).status_code == 200

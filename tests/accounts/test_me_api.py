@@ -1,0 +1,118 @@
+"""The citizen's own account: profile, export, closing."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import AuditEntry, Message, User
+from accounts.services import message_post
+from tests.accounts.helpers import log_in
+
+pytestmark = pytest.mark.django_db
+
+ME = "/api/v1/me/"
+
+
+def test_profile_masks_phone_name_and_id_number(citizen_api, citizen) -> None:
+    response = citizen_api.get(ME)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["phone"] == "138****8000"
+    assert body["real_name"] == "张**"
+    assert body["id_number"] == f"{citizen.id_number[:6]}********{citizen.id_number[14:]}"
+    assert body["identity_level"] == 2
+    text = response.content.decode()
+    assert citizen.id_number not in text and "13800138000" not in text and "张三丰" not in text
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_citizen_changes_nickname_and_email(citizen_api) -> None:
+    response = citizen_api.patch(
+        ME, {"nickname": "小张", "email": "zhang@example.org"}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["nickname"] == "小张"
+    assert citizen_api.get(ME).json()["email"] == "zhang@example.org"
+
+
+def test_identity_fields_cannot_be_patched(citizen_api, citizen) -> None:
+    citizen_api.patch(
+        ME, {"identity_level": 9, "phone": "13900000000", "id_number": "x"}, format="json"
+    )
+    citizen.refresh_from_db()
+    assert citizen.identity_level == 2
+    assert citizen.phone == "13800138000"
+
+
+def test_a_bad_email_is_a_field_error(citizen_api) -> None:
+    response = citizen_api.patch(ME, {"email": "not-an-email"}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["email"]
+
+
+def test_export_holds_everything_unmasked(citizen_api, citizen) -> None:
+    message_post(user=citizen, kind="test", title="标题", body="正文")
+    response = citizen_api.get("/api/v1/me/export/")
+    assert response.status_code == 200
+    assert "attachment" in response["Content-Disposition"]
+    body = response.json()
+    assert body["profile"]["id_number"] == citizen.id_number
+    assert body["profile"]["phone"] == "13800138000"
+    assert body["profile"]["real_name"] == "张三丰"
+    assert [m["title"]["zh-hans"] for m in body["messages"]] == ["标题"]
+
+
+def test_a_citizen_sees_only_their_own_export(citizen_api, other_citizen) -> None:
+    message_post(user=other_citizen, kind="test", title="别人的消息", body="...")
+    body = citizen_api.get("/api/v1/me/export/").json()
+    assert body["messages"] == []
+    assert other_citizen.id_number not in str(body)
+
+
+def test_closing_erases_personal_data_and_keeps_a_pseudonymous_row(citizen_api, citizen) -> None:
+    message_post(user=citizen, kind="test", title="标题", body="正文")
+    assert citizen_api.delete(ME).status_code == 204
+    closed = User.objects.get(pk=citizen.pk)
+    assert closed.phone is None
+    assert closed.real_name == "" and closed.id_number == "" and closed.id_number_index is None
+    assert not closed.is_active and closed.closed_at is not None
+    assert closed.subject == citizen.subject
+    assert not Message.objects.filter(user=closed).exists()
+    assert AuditEntry.objects.filter(action="account.closed", target_id=str(citizen.pk)).exists()
+
+
+def test_after_closing_the_phone_opens_a_new_account(api, citizen, citizen_api) -> None:
+    citizen_api.delete(ME)
+    tokens = log_in(api, "13800138000")
+    assert tokens["user"]["id"] != str(citizen.pk)
+    assert tokens["user"]["identity_level"] == 1
+
+
+def test_every_citizen_answer_masks_personal_data(api, citizen, citizen_api) -> None:
+    """The full ID number, name and phone appear in no answer but the export."""
+    message_post(user=citizen, kind="test", title="标题", body="正文")
+    answers = [
+        citizen_api.get(ME),
+        citizen_api.patch(ME, {"nickname": "n"}, format="json"),
+        citizen_api.get("/api/v1/me/messages/"),
+        citizen_api.post(
+            "/api/v1/me/real-name/",
+            {"name": "张三丰", "id_number": citizen.id_number},
+            format="json",
+        ),
+    ]
+    api.post("/api/v1/auth/otp/", {"phone": "13800138000"}, format="json")
+    from tests.accounts.helpers import last_code_sent_to
+
+    answers.append(
+        api.post(
+            "/api/v1/auth/token/",
+            {"phone": "13800138000", "code": last_code_sent_to("13800138000")},
+            format="json",
+        )
+    )
+    for answer in answers:
+        text = answer.content.decode()
+        assert citizen.id_number not in text
+        assert "13800138000" not in text
+        assert "张三丰" not in text

@@ -1,0 +1,147 @@
+"""The cast of every story: citizens, departments, their keys, an operator.
+
+Integration tests (``@pytest.mark.integration``) need the real stack and run
+when ``DATABASE_URL`` points at PostgreSQL and ``REDIS_URL`` is set (CI's
+second pass). Elsewhere they are reported as skipped, never hidden; with the
+variables set, a service that does not answer fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts import sms
+from accounts.models import ApiKey, ApiKeyScope, Department, User
+from accounts.services import api_key_create
+from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
+
+
+def real_stack() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")) and bool(
+        os.environ.get("REDIS_URL")
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            pytest.exit(f"REDIS_URL={url} is set but Redis does not answer: {exc}", returncode=3)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if real_stack():
+        return
+    skip = pytest.mark.skip(
+        reason="integration: needs DATABASE_URL=postgres://… and REDIS_URL (CI's second pass)"
+    )
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_edges() -> None:
+    """Throttle counters and the SMS outbox start empty in every test."""
+    cache.clear()
+    sms.outbox.clear()
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def client_for(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    return client
+
+
+def client_with_key(raw: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+    return client
+
+
+@pytest.fixture
+def citizen(db) -> User:
+    """Zhang, real-name verified (identity level 2)."""
+    return CitizenFactory(verified=True, phone="13800138000")
+
+
+@pytest.fixture
+def other_citizen(db) -> User:
+    return CitizenFactory(verified=True, phone="13900139000", real_name="李四")
+
+
+@pytest.fixture
+def new_citizen(db) -> User:
+    """Logged in by phone only (identity level 1)."""
+    return CitizenFactory(phone="13700137000")
+
+
+@pytest.fixture
+def citizen_api(citizen: User) -> APIClient:
+    return client_for(citizen)
+
+
+@pytest.fixture
+def other_citizen_api(other_citizen: User) -> APIClient:
+    return client_for(other_citizen)
+
+
+@pytest.fixture
+def department(db) -> Department:
+    return DepartmentFactory(code="hrss", name="长沙市人力资源和社会保障局")
+
+
+@pytest.fixture
+def other_department(db) -> Department:
+    return DepartmentFactory(code="gjj", name="长沙住房公积金管理中心")
+
+
+def _key(department: Department, scope: ApiKeyScope) -> ApiKey:
+    key, raw = api_key_create(department=department, scope=scope, name=f"{scope} test key")
+    key.raw = raw  # type: ignore[attr-defined]
+    return key
+
+
+@pytest.fixture
+def integrator_key(department: Department) -> ApiKey:
+    return _key(department, ApiKeyScope.INTEGRATOR)
+
+
+@pytest.fixture
+def other_integrator_key(other_department: Department) -> ApiKey:
+    return _key(other_department, ApiKeyScope.INTEGRATOR)
+
+
+@pytest.fixture
+def scanner_key(department: Department) -> ApiKey:
+    return _key(department, ApiKeyScope.SCANNER)
+
+
+@pytest.fixture
+def integrator_api(integrator_key: ApiKey) -> APIClient:
+    return client_with_key(integrator_key.raw)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def scanner_api(scanner_key: ApiKey) -> APIClient:
+    return client_with_key(scanner_key.raw)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def operator(db) -> User:
+    """A city operator with every admin permission."""
+    return StaffFactory(username="operator", is_superuser=True)

@@ -1,0 +1,291 @@
+"""The platform's promises: settings from env, problem details, docs, probes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import OperationalError
+from django.test import override_settings
+
+from config.api import ERROR_CODES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    """Import the production settings in a fresh interpreter, as a server would."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.base", **env_overrides})
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "x" * 50,
+    "FIELD_ENCRYPTION_KEY": "3q2-7wQvV0gkEzvvZHvmtg2k8i9wT9Wm4Qd8Hq6JHcM=",
+    "BLIND_INDEX_KEY": "y" * 40,
+    "ALLOWED_HOSTS": "api.example.org",
+}
+
+
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEY", "BLIND_INDEX_KEY"])
+def test_production_refuses_to_start_with_a_development_secret(variable: str) -> None:
+    from config.settings import base
+
+    dev_values = {
+        "SECRET_KEY": base.DEV_SECRET_KEY,
+        "FIELD_ENCRYPTION_KEY": base.DEV_FIELD_ENCRYPTION_KEY,
+        "BLIND_INDEX_KEY": base.DEV_BLIND_INDEX_KEY,
+    }
+    result = start_django({**PRODUCTION, variable: dev_values[variable]})
+    assert result.returncode != 0
+    assert "started" not in result.stdout
+    assert f"{variable} is missing or is the development value" in result.stderr
+
+
+def test_production_refuses_to_start_without_secret_key() -> None:
+    env = dict(PRODUCTION)
+    env.pop("SECRET_KEY")
+    result = start_django(env)
+    assert result.returncode != 0
+    assert "SECRET_KEY is missing" in result.stderr
+
+
+def test_production_starts_with_real_secrets_and_reads_file_variants(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("z" * 50 + "\n")
+    env = dict(PRODUCTION)
+    env.pop("SECRET_KEY")
+    env["SECRET_KEY_FILE"] = str(secret_file)
+    result = start_django(env)
+    assert result.returncode == 0, result.stderr
+    assert "started" in result.stdout
+
+
+def test_a_malformed_encryption_key_is_named() -> None:
+    result = start_django({**PRODUCTION, "FIELD_ENCRYPTION_KEY": "not-a-key"})
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEY must be url-safe base64 of 32 bytes" in result.stderr
+
+
+def test_settings_follow_the_environment(settings) -> None:
+    assert settings.TIME_ZONE == "Asia/Shanghai"
+    assert settings.LANGUAGE_CODE == "zh-hans"
+    assert [code for code, _ in settings.LANGUAGES] == ["zh-hans", "en"]
+    if os.environ.get("REDIS_URL"):
+        assert os.environ["REDIS_URL"] == settings.CELERY_BROKER_URL
+        assert settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
+    else:
+        assert settings.CELERY_BROKER_URL == "filesystem://"
+        assert settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        assert engine == "django.db.backends.postgresql"
+    else:
+        assert engine == "django.db.backends.sqlite3"
+
+
+# --- Problem details -------------------------------------------------------------------
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["type"] == f"/api/problems/{code}"
+    assert set(body) >= {"type", "title", "status", "detail", "code", "errors"}
+    return body
+
+
+@pytest.mark.django_db
+def test_unknown_api_route_is_a_problem_not_a_page(api) -> None:
+    assert_problem(api.get("/api/v1/no-such-thing/"), 404, "not_found")
+    assert_problem(api.post("/api/v2/", {}, format="json"), 404, "not_found")
+
+
+@pytest.mark.django_db
+def test_unknown_route_is_a_problem_even_in_debug(api, settings) -> None:
+    settings.DEBUG = True
+    assert_problem(api.get("/api/v1/no-such-thing/"), 404, "not_found")
+
+
+@pytest.mark.django_db
+def test_malformed_json_is_a_400_problem(api) -> None:
+    response = api.post("/api/v1/auth/otp/", "{not json", content_type="application/json")
+    assert_problem(response, 400, "malformed_request")
+
+
+@pytest.mark.django_db
+def test_a_json_array_where_an_object_belongs_is_a_400(api) -> None:
+    response = api.post("/api/v1/auth/otp/", "[1, 2]", content_type="application/json")
+    body = assert_problem(response, 400, "invalid")
+    assert "non_field_errors" in body["errors"]
+
+
+@pytest.mark.django_db
+def test_missing_field_names_the_field(api) -> None:
+    body = assert_problem(api.post("/api/v1/auth/token/", {}, format="json"), 400, "invalid")
+    assert set(body["errors"]) == {"phone", "code"}
+
+
+@pytest.mark.django_db
+def test_wrong_type_is_a_400(api) -> None:
+    body = assert_problem(
+        api.post("/api/v1/auth/otp/", {"phone": {"nested": True}}, format="json"), 400, "invalid"
+    )
+    assert "phone" in body["errors"]
+
+
+@pytest.mark.django_db
+def test_form_encoded_body_is_refused_with_415(api) -> None:
+    response = api.post(
+        "/api/v1/auth/otp/", "phone=13800138000", content_type="application/x-www-form-urlencoded"
+    )
+    assert_problem(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.django_db
+def test_oversized_body_is_refused_before_parsing(api, settings) -> None:
+    settings.API_MAX_BODY_BYTES = 1024
+    body = json.dumps({"phone": "1" * 5000})
+    assert_problem(
+        api.post("/api/v1/auth/otp/", body, content_type="application/json"),
+        413,
+        "payload_too_large",
+    )
+
+
+@pytest.mark.django_db
+def test_wrong_method_is_a_405_problem(api) -> None:
+    assert_problem(api.get("/api/v1/auth/otp/"), 405, "method_not_allowed")
+
+
+@pytest.mark.django_db
+def test_titles_follow_accept_language(api) -> None:
+    zh = api.post("/api/v1/auth/otp/", {"phone": "12"}, format="json")
+    en = api.post("/api/v1/auth/otp/", {"phone": "12"}, format="json", HTTP_ACCEPT_LANGUAGE="en")
+    assert zh.json()["title"] == "请输入有效的中国大陆手机号"
+    assert en.json()["title"] == "Enter a valid mainland China mobile number"
+    assert en.json()["code"] == zh.json()["code"] == "phone_invalid"
+
+
+def test_every_error_code_has_an_english_title() -> None:
+    from django.utils import translation
+
+    missing = []
+    for code, error in ERROR_CODES.items():
+        with translation.override("en"):
+            english = str(error.title)
+        with translation.override("zh-hans"):
+            chinese = str(error.title)
+        if english == chinese:
+            missing.append(code)
+    assert missing == []
+
+
+@pytest.mark.django_db
+def test_problem_types_resolve_to_their_description(api) -> None:
+    listing = api.get("/api/problems/").json()["results"]
+    codes = {item["code"] for item in listing}
+    assert {"otp_invalid", "identity_mismatch", "throttled", "not_found"} <= codes
+    one = api.get("/api/problems/identity_mismatch", HTTP_ACCEPT_LANGUAGE="en").json()
+    assert one == {
+        "code": "identity_mismatch",
+        "status": 422,
+        "title": "Name and ID number do not match",
+    }
+    assert_problem(api.get("/api/problems/no_such_code"), 404, "not_found")
+
+
+# --- Schema and docs -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_openapi_schema_is_valid_and_warning_free() -> None:
+    out = StringIO()
+    call_command(
+        "spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", stdout=out
+    )
+    schema = json.loads(out.getvalue())
+    assert schema["openapi"].startswith("3.")
+    otp = schema["paths"]["/api/v1/auth/otp/"]["post"]
+    assert "phone_invalid" in otp["responses"]["400"]["description"]
+    assert "application/problem+json" in otp["responses"]["429"]["content"]
+
+
+@pytest.mark.django_db
+def test_schema_and_docs_are_served(api) -> None:
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    assert "/api/v1/me/" in schema.json()["paths"]
+    docs = api.get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"swagger" in docs.content.lower()
+
+
+# --- Probes -------------------------------------------------------------------------------
+
+
+def test_healthz_answers_without_touching_anything(api) -> None:
+    response = api.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_reports_database_and_broker(api) -> None:
+    response = api.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_when_the_broker_is_unreachable(api) -> None:
+    with override_settings(
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0", CELERY_BROKER_TRANSPORT_OPTIONS={}
+    ):
+        response = api.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "broker": "unavailable"}
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_when_the_database_is_unreachable(api, monkeypatch) -> None:
+    from django.db import connections
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connections["default"], "cursor", refuse)
+    response = api.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "unavailable"
+
+
+def test_compiled_translations_match_their_sources() -> None:
+    """Every English string in the .po is translated and compiled into the .mo."""
+    import polib
+
+    locale_dir = ROOT / "locale" / "en" / "LC_MESSAGES"
+    po = polib.pofile(str(locale_dir / "django.po"))
+    mo = {entry.msgid: entry.msgstr for entry in polib.mofile(str(locale_dir / "django.mo"))}
+    assert po.untranslated_entries() == []
+    assert po.fuzzy_entries() == []
+    stale = [e.msgid for e in po.translated_entries() if mo.get(e.msgid) != e.msgstr]
+    assert stale == [], "run: python manage.py compilemessages -l en"
