@@ -107,9 +107,11 @@ def main() -> int:
                 break
         stopping.wait(0.5)
 
+    # Each leader shuts its own children down (Celery's pool, gunicorn's
+    # workers); only a leader that hangs gets its whole group killed.
     for process in processes.values():
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            process.terminate()
     deadline = time.monotonic() + 15
     for process in processes.values():
         try:

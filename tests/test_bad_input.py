@@ -27,7 +27,22 @@ JUNK_BODIES = [
     "\ufeff{}",
     '{"\\u0000": "\\u0000"}',
 ]
-WRONG_VALUES = [None, 12, -1, 1.5e308, True, [], {}, ["x"], {"k": "v"}, "", " ", "x" * 5000, "\u0000", "💥"]
+WRONG_VALUES = [
+    None,
+    12,
+    -1,
+    1.5e308,
+    True,
+    [],
+    {},
+    ["x"],
+    {"k": "v"},
+    "",
+    " ",
+    "x" * 5000,
+    "\u0000",
+    "💥",
+]
 
 
 @cache
@@ -83,6 +98,10 @@ def test_junk_input_is_refused_cleanly(callers, path, method, fields) -> None:
             assert_clean_refusal(call(url, "<xml/>", content_type="application/xml"))
             for field in fields:
                 for value in WRONG_VALUES:
-                    assert_clean_refusal(call(url, json.dumps({field: value}), content_type="application/json"))
+                    assert_clean_refusal(
+                        call(url, json.dumps({field: value}), content_type="application/json")
+                    )
         else:
-            assert_clean_refusal(call(url, {"page": "x", "cursor": "%%%", "page_size": "-1", "q": "\u0000"}))
+            assert_clean_refusal(
+                call(url, {"page": "x", "cursor": "%%%", "page_size": "-1", "q": "\u0000"})
+            )

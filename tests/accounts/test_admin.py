@@ -167,3 +167,9 @@ def test_operator_creates_a_staff_account_for_a_department(admin_client, departm
 )
 def test_admin_pages_render(admin_client, citizen, integrator_key, page) -> None:
     assert admin_client.get(page).status_code == 200
+
+
+def test_sms_code_log_masks_the_phone(admin_client, api) -> None:
+    api.post("/api/v1/auth/otp/", {"phone": "13800138000"}, format="json")
+    html = admin_client.get("/admin/accounts/otpchallenge/").content.decode()
+    assert "138****8000" in html and "13800138000" not in html
