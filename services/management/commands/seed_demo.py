@@ -1,18 +1,25 @@
-"""Demo data for a laptop or a staging city: departments and demo accounts.
+"""Demo data for a laptop or a staging city: departments, the catalog of
+categories and services (``services/demo/catalog.json``, in the operators'
+import format), and demo accounts.
 
 Idempotent: running it again changes nothing that is already there.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import IdentityLevel, User
 from accounts.services import department_ensure, real_name_verify
+from services.catalog import catalog_import, category_ensure
+
+CATALOG_FILE = Path(__file__).resolve().parents[2] / "demo" / "catalog.json"
 
 # Changsha's departments that own the demo catalog.
 DEPARTMENTS = [
@@ -50,19 +57,23 @@ DEMO_ADMIN = "admin"
 
 
 class Command(BaseCommand):
-    help = "Load the demo departments and accounts (idempotent)."
+    help = "Load the demo departments, catalog and accounts (idempotent)."
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        # A well-known password is only for a laptop (DEBUG); elsewhere the
+        # demo operator exists only if its password is given.
         password = os.environ.get("DEMO_ADMIN_PASSWORD", "changsha-demo" if settings.DEBUG else "")
-        if not password:
-            raise CommandError("set DEMO_ADMIN_PASSWORD to seed the demo operator with DEBUG=0")
         with transaction.atomic():
             for code, name, name_en, phone in DEPARTMENTS:
                 department, _ = department_ensure(
                     code=code, name=name, name_en=name_en, contact_phone=phone
                 )
+            catalog = json.loads(CATALOG_FILE.read_text(encoding="utf-8"))
+            for category in catalog["categories"]:
+                category_ensure(**category)
+            report = catalog_import(catalog["services"], actor=None)
             operator = User.objects.filter(username=DEMO_ADMIN).first()
-            if operator is None:
+            if operator is None and password:
                 User.objects.create_superuser(DEMO_ADMIN, password)
             citizen = User.objects.filter(phone=DEMO_PHONE).first()
             if citizen is None:
@@ -71,7 +82,11 @@ class Command(BaseCommand):
                 citizen.save()
             if citizen.identity_level < IdentityLevel.REAL_NAME:
                 real_name_verify(user=citizen, name=DEMO_NAME, id_number=DEMO_ID_NUMBER)
+        operator_note = f"operator '{DEMO_ADMIN}'"
+        if not password and operator is None:
+            operator_note = "no demo operator (set DEMO_ADMIN_PASSWORD)"
         self.stdout.write(
-            f"demo data ready: {len(DEPARTMENTS)} departments, operator '{DEMO_ADMIN}', "
+            f"demo data ready: {len(DEPARTMENTS)} departments, {len(catalog['categories'])} categories, "
+            f"{len(catalog['services'])} services ({len(report.created)} new), {operator_note}, "
             f"citizen {DEMO_PHONE} (real-name verified)"
         )

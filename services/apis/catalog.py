@@ -1,0 +1,83 @@
+"""Public catalog API: departments, categories, services and their guides."""
+
+from __future__ import annotations
+
+import django_filters
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework.generics import ListAPIView, RetrieveAPIView
+from rest_framework.permissions import AllowAny
+
+from services import selectors
+from services.models import Service
+from services.serializers import (
+    CategorySerializer,
+    DepartmentSerializer,
+    ServiceGuideSerializer,
+    ServiceSummarySerializer,
+)
+
+CATALOG_CACHE = "public, max-age=60"
+
+
+class PublicCatalogView:
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def finalize_response(self, request, response, *args, **kwargs):  # type: ignore[no-untyped-def]
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        if response.status_code == 200:
+            response["Cache-Control"] = CATALOG_CACHE
+        return response
+
+
+@extend_schema_view(get=extend_schema(tags=["catalog"], summary="Departments"))
+class DepartmentListView(PublicCatalogView, ListAPIView):
+    serializer_class = DepartmentSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.departments_public()
+
+
+@extend_schema_view(get=extend_schema(tags=["catalog"], summary="Categories (themes)"))
+class CategoryListView(PublicCatalogView, ListAPIView):
+    serializer_class = CategorySerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.categories_public()
+
+
+class ServiceFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(
+        method="search",
+        max_length=50,
+        help_text="Words of the name or keywords, or their pinyin: full (gongjijin) or initials (gjj)",
+    )
+    category = django_filters.CharFilter(field_name="category__code", help_text="Category code")
+    department = django_filters.CharFilter(
+        field_name="department__code", help_text="Department code"
+    )
+
+    class Meta:
+        model = Service
+        fields = ["q", "category", "department"]
+
+    def search(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        return selectors.services_matching(queryset, value)
+
+
+@extend_schema_view(get=extend_schema(tags=["catalog"], summary="Find services"))
+class ServiceListView(PublicCatalogView, ListAPIView):
+    serializer_class = ServiceSummarySerializer
+    filterset_class = ServiceFilter
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.services_public()
+
+
+@extend_schema_view(get=extend_schema(tags=["catalog"], summary="A service's guide (办事指南)"))
+class ServiceDetailView(PublicCatalogView, RetrieveAPIView):
+    serializer_class = ServiceGuideSerializer
+    lookup_field = "code"
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.services_public()

@@ -1,0 +1,92 @@
+"""Department API: a department manages its own service guides."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import ApiKeyAuthentication, IsIntegrator
+from config.api import PagePagination, problems
+from services import catalog, selectors
+from services.models import Service
+from services.serializers import GuideSerializer, ServiceCreateSerializer, ServiceGuideSerializer
+
+
+class DepartmentView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsIntegrator]
+
+    @property
+    def department(self):  # type: ignore[no-untyped-def]
+        return self.request.auth.department
+
+
+class DeptServiceListView(DepartmentView):
+    @extend_schema(
+        tags=["dept: services"],
+        summary="My department's services",
+        responses={200: ServiceGuideSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(
+            selectors.department_services(self.department), request, self
+        )
+        return paginator.get_paginated_response(ServiceGuideSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["dept: services"],
+        summary="Publish a service (live at once unless is_active is false)",
+        request=ServiceCreateSerializer,
+        responses={
+            201: ServiceGuideSerializer,
+            **problems(
+                "form_schema_invalid", "guide_invalid", "service_code_taken", "api_key_scope"
+            ),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ServiceCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        service = catalog.service_create(
+            department=self.department, actor=request.auth, **serializer.validated_data
+        )
+        return Response(ServiceGuideSerializer(service).data, status=status.HTTP_201_CREATED)
+
+
+class DeptServiceDetailView(DepartmentView):
+    def get_service(self, code: str) -> Service:
+        service = selectors.department_services(self.department).filter(code=code).first()
+        if service is None:
+            raise Http404
+        return service
+
+    @extend_schema(
+        tags=["dept: services"],
+        summary="One of my department's services",
+        responses={200: ServiceGuideSerializer, **problems("not_found")},
+    )
+    def get(self, request: Request, code: str) -> Response:
+        return Response(ServiceGuideSerializer(self.get_service(code)).data)
+
+    @extend_schema(
+        tags=["dept: services"],
+        summary="Change a service's guide (code and department are fixed)",
+        request=GuideSerializer(partial=True),
+        responses={
+            200: ServiceGuideSerializer,
+            **problems("form_schema_invalid", "guide_invalid", "not_found"),
+        },
+    )
+    def patch(self, request: Request, code: str) -> Response:
+        service = self.get_service(code)
+        serializer = GuideSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        service = catalog.service_update(
+            service=service, actor=request.auth, **serializer.validated_data
+        )
+        return Response(ServiceGuideSerializer(service).data)

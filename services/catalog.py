@@ -1,0 +1,206 @@
+"""Writes to the service catalog: services, categories, import and export."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
+from pypinyin import Style, lazy_pinyin
+
+from accounts.models import ApiKey, Department, User
+from accounts.services import audit_record
+from services.errors import FORM_SCHEMA_INVALID, GUIDE_INVALID, SERVICE_CODE_TAKEN, ServicesError
+from services.formschema import schema_problems
+from services.models import Category, Channel, Service
+
+# Guide fields a department or an operator may set (besides code and department).
+GUIDE_FIELDS = (
+    "name",
+    "category",
+    "summary",
+    "eligibility",
+    "materials",
+    "fee_fen",
+    "time_limit_days",
+    "legal_basis",
+    "channels",
+    "identity_level",
+    "form_schema",
+    "keywords",
+    "is_active",
+)
+
+
+def search_text_for(name: str, keywords: Iterable[str]) -> str:
+    """Name and keywords, each also as full pinyin and as initials.
+
+    ``住房公积金`` gives ``住房公积金 zhufanggongjijin zfgjj``, so ``公积金``,
+    ``gongjijin`` and ``gjj`` all find it.
+    """
+    parts: list[str] = []
+    for text in [name, *keywords]:
+        text = text.strip().lower()
+        if not text:
+            continue
+        parts.append(text)
+        parts.append("".join(lazy_pinyin(text)).replace(" ", ""))
+        parts.append("".join(lazy_pinyin(text, style=Style.FIRST_LETTER)).replace(" ", ""))
+    return " ".join(dict.fromkeys(parts))
+
+
+def check_guide(values: Mapping[str, Any]) -> None:
+    """Rules a guide must follow beyond field shapes (the serializer's job)."""
+    errors: dict[str, list[str]] = {}
+    if "form_schema" in values:
+        problems = schema_problems(values["form_schema"])
+        if problems:
+            raise ServicesError(FORM_SCHEMA_INVALID, problems[0], errors={"form_schema": problems})
+    channels = values.get("channels")
+    if channels is not None:
+        if not channels:
+            errors["channels"] = [_("至少选择一个办理渠道")]
+        elif any(c not in Channel.values for c in channels):
+            errors["channels"] = [_("办理渠道只能是 online、hall、mail")]
+    materials = values.get("materials")
+    if materials is not None:
+        names = [m.get("name", "") for m in materials]
+        if len(set(names)) != len(names):
+            errors["materials"] = [_("材料名称不能重复")]
+    if errors:
+        raise ServicesError(GUIDE_INVALID, next(iter(errors.values()))[0], errors=errors)
+
+
+def _normalise(values: dict[str, Any]) -> dict[str, Any]:
+    if "channels" in values:
+        values["channels"] = list(dict.fromkeys(values["channels"]))
+    if "keywords" in values:
+        values["keywords"] = [k.strip() for k in dict.fromkeys(values["keywords"]) if k.strip()]
+    if "materials" in values:
+        values["materials"] = [
+            {
+                "name": m["name"],
+                "required": bool(m.get("required", True)),
+                "note": m.get("note", ""),
+            }
+            for m in values["materials"]
+        ]
+    return values
+
+
+def service_create(
+    *, code: str, department: Department, actor: User | ApiKey | None, **values: Any
+) -> Service:
+    """Publish a new service for ``department`` (live unless ``is_active`` is false)."""
+    values = _normalise(dict(values))
+    check_guide(values)
+    service = Service(code=code, department=department, **values)
+    service.search_text = search_text_for(service.name, service.keywords)
+    try:
+        with transaction.atomic():
+            service.save()
+            audit_record(
+                actor=actor,
+                action="service.created",
+                target=service,
+                data={"code": code, "department": department.code},
+            )
+    except IntegrityError as exc:
+        raise ServicesError(
+            SERVICE_CODE_TAKEN, errors={"code": [str(SERVICE_CODE_TAKEN.title)]}
+        ) from exc
+    return service
+
+
+def service_update(*, service: Service, actor: User | ApiKey | None, **values: Any) -> Service:
+    """Change a service's guide. Its code and department never change."""
+    values = _normalise({k: v for k, v in values.items() if k in GUIDE_FIELDS})
+    check_guide(values)
+    changed = [name for name, value in values.items() if getattr(service, name) != value]
+    if not changed:
+        return service
+    for name in changed:
+        setattr(service, name, values[name])
+    service.search_text = search_text_for(service.name, service.keywords)
+    with transaction.atomic():
+        service.save()
+        audit_record(
+            actor=actor,
+            action="service.updated",
+            target=service,
+            data={"code": service.code, "fields": sorted(changed)},
+        )
+    return service
+
+
+def category_ensure(*, code: str, name: str, **fields: Any) -> Category:
+    category, _created = Category.objects.update_or_create(
+        code=code, defaults={"name": name, **fields}
+    )
+    return category
+
+
+# --- Import and export (operators, admin) -------------------------------------------------
+
+
+def service_as_record(service: Service) -> dict[str, Any]:
+    """One service as the department API and the catalog file show it."""
+    return {
+        "code": service.code,
+        "department": service.department.code,
+        "category": service.category.code,
+        **{name: getattr(service, name) for name in GUIDE_FIELDS if name not in ("category",)},
+    }
+
+
+def catalog_export(services: Iterable[Service]) -> list[dict[str, Any]]:
+    return [service_as_record(s) for s in services]
+
+
+@dataclass
+class ImportReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def catalog_import(records: list[dict[str, Any]], *, actor: User | None) -> ImportReport:
+    """Create or update every service in ``records`` (the export format), all
+    or nothing: the first bad record aborts the import with its code named."""
+    from services.serializers import CatalogRecordSerializer
+
+    report = ImportReport()
+    with transaction.atomic():
+        for index, record in enumerate(records):
+            serializer = CatalogRecordSerializer(data=record)
+            if not serializer.is_valid():
+                errors = {f"{index}.{k}": v for k, v in serializer.errors.items()}
+                raise ServicesError(
+                    GUIDE_INVALID,
+                    _("第 %(n)s 条（%(code)s）有误")
+                    % {"n": index + 1, "code": record.get("code", "?")},
+                    errors={
+                        k: [str(m) for m in v] if isinstance(v, list) else [str(v)]
+                        for k, v in errors.items()
+                    },
+                )
+            data = dict(serializer.validated_data)
+            code = data.pop("code")
+            department = data.pop("department")
+            existing = Service.objects.filter(code=code).select_related("department").first()
+            if existing is None:
+                service_create(code=code, department=department, actor=actor, **data)
+                report.created.append(code)
+            elif existing.department_id != department.pk:
+                raise ServicesError(
+                    SERVICE_CODE_TAKEN,
+                    _("事项 %(code)s 属于其他部门") % {"code": code},
+                    errors={f"{index}.code": [str(SERVICE_CODE_TAKEN.title)]},
+                )
+            else:
+                before = existing.updated_at
+                service_update(service=existing, actor=actor, **data)
+                (report.updated if existing.updated_at != before else report.unchanged).append(code)
+    return report

@@ -1,0 +1,88 @@
+"""Operators manage the catalog in the admin, including bulk files."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from services.models import Service
+from tests.services.factories import SIMPLE_FORM, CategoryFactory, ServiceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def upload(admin_client, document) -> object:
+    data = io.BytesIO(json.dumps(document, ensure_ascii=False).encode())
+    data.name = "catalog.json"
+    return admin_client.post("/admin/services/service/import/", {"file": data}, follow=True)
+
+
+def test_export_then_import_round_trips_the_catalog(admin_client) -> None:
+    call_command("seed_demo", verbosity=0)
+    ids = list(Service.objects.values_list("pk", flat=True))
+    exported = admin_client.post(
+        "/admin/services/service/", {"action": "export_json", "_selected_action": ids}
+    )
+    assert exported["Content-Disposition"].startswith("attachment")
+    document = json.loads(exported.content)
+    assert len(document["services"]) == len(ids)
+    document["services"][0]["fee_fen"] = 12345
+    response = upload(admin_client, document)
+    assert "更新 1" in response.content.decode()
+    assert Service.objects.get(code=document["services"][0]["code"]).fee_fen == 12345
+
+
+def test_a_bad_record_aborts_the_whole_import(admin_client, department) -> None:
+    CategoryFactory(code="shebao")
+    good = {
+        "code": "new-one", "department": department.code, "category": "shebao", "name": "新事项",
+        "channels": ["online"], "form_schema": SIMPLE_FORM,
+    }  # fmt: skip
+    bad = {**good, "code": "bad-one", "form_schema": {"type": "object", "required": "yes"}}
+    response = upload(admin_client, {"services": [good, bad]})
+    html = response.content.decode()
+    assert "bad-one" not in Service.objects.values_list("code", flat=True)
+    assert not Service.objects.filter(code="new-one").exists()
+    assert "errorlist" in html
+
+
+def test_a_file_that_is_not_a_catalog_is_refused(admin_client) -> None:
+    response = upload(admin_client, {"nothing": 1})
+    assert "errorlist" in response.content.decode()
+
+
+def test_operator_edits_a_service_and_the_schema_is_checked(admin_client) -> None:
+    service = ServiceFactory(code="x1")
+    form = {
+        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
+        "materials": "[]", "fee_fen": 0, "time_limit_days": 3, "legal_basis": "",
+        "channels": '["online"]', "identity_level": 2, "form_schema": '{"type": "string"}',
+        "keywords": "[]", "is_active": "on",
+    }  # fmt: skip
+    response = admin_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    assert response.status_code == 200 and "errorlist" in response.content.decode()
+    form["form_schema"] = json.dumps(SIMPLE_FORM)
+    response = admin_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    assert response.status_code == 302
+    service.refresh_from_db()
+    assert service.time_limit_days == 3
+
+
+def test_catalog_admin_pages_render(admin_client) -> None:
+    ServiceFactory()
+    for page in (
+        "/admin/services/service/",
+        "/admin/services/service/add/",
+        "/admin/services/service/import/",
+        "/admin/services/category/",
+    ):
+        assert admin_client.get(page).status_code == 200, page

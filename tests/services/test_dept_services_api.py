@@ -1,0 +1,132 @@
+"""A department publishes and edits its own service guides."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import AuditEntry
+from services.models import Service
+from tests.services.factories import SIMPLE_FORM, CategoryFactory, ServiceFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/dept/services/"
+
+
+@pytest.fixture
+def category(db):
+    return CategoryFactory(code="shebao", name="社保")
+
+
+def guide(**overrides) -> dict:
+    return {
+        "code": "sbk-apply",
+        "name": "社会保障卡申领",
+        "category": "shebao",
+        "summary": "首次申领社会保障卡",
+        "eligibility": "参保人员",
+        "materials": [{"name": "居民身份证", "required": True, "note": ""}],
+        "fee_fen": 0,
+        "time_limit_days": 5,
+        "legal_basis": "《社会保险法》",
+        "channels": ["online", "hall"],
+        "identity_level": 2,
+        "form_schema": SIMPLE_FORM,
+        "keywords": ["社保卡"],
+        **overrides,
+    }
+
+
+def test_a_department_publishes_a_service_that_is_live_at_once(
+    integrator_api, api, category
+) -> None:
+    response = integrator_api.post(URL, guide(), format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["department"] == "hrss"
+    assert response.json()["is_active"] is True
+    assert api.get("/api/v1/services/sbk-apply/").status_code == 200
+    assert "sbk-apply" in [
+        s["code"] for s in api.get("/api/v1/services/", {"q": "sbk"}).json()["results"]
+    ]
+    entry = AuditEntry.objects.get(action="service.created")
+    assert entry.actor_kind == "api_key"
+
+
+def test_a_service_published_inactive_stays_hidden(integrator_api, api, category) -> None:
+    integrator_api.post(URL, guide(is_active=False), format="json")
+    assert api.get("/api/v1/services/sbk-apply/").status_code == 404
+
+
+def test_an_invalid_form_schema_is_refused(integrator_api, category) -> None:
+    response = integrator_api.post(
+        URL,
+        guide(form_schema={"type": "object", "properties": {"a": {"type": "nope"}}}),
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "form_schema_invalid"
+    assert "form_schema" in response.json()["errors"]
+    response = integrator_api.post(URL, guide(form_schema={"type": "array"}), format="json")
+    assert response.json()["code"] == "form_schema_invalid"
+
+
+def test_field_shapes_are_checked(integrator_api, category) -> None:
+    response = integrator_api.post(
+        URL,
+        guide(channels=["fax"], fee_fen=-1, category="nope", materials=[{"x": 1}]),
+        format="json",
+    )
+    assert response.status_code == 400
+    assert {"channels.0", "fee_fen", "category", "materials.0.name"} <= set(
+        response.json()["errors"]
+    )
+
+
+def test_a_taken_code_is_a_conflict(integrator_api, category) -> None:
+    ServiceFactory(code="sbk-apply")
+    response = integrator_api.post(URL, guide(), format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "service_code_taken"
+
+
+def test_a_department_lists_only_its_own_services(
+    integrator_api, department, other_department
+) -> None:
+    ServiceFactory(code="mine", department=department)
+    ServiceFactory(code="theirs", department=other_department)
+    ServiceFactory(code="mine-offline", department=department, is_active=False)
+    codes = [s["code"] for s in integrator_api.get(URL).json()["results"]]
+    assert sorted(codes) == ["mine", "mine-offline"]
+
+
+def test_a_department_edits_its_guide(integrator_api, department, category) -> None:
+    ServiceFactory(code="mine", department=department, keywords=[])
+    response = integrator_api.patch(
+        f"{URL}mine/", {"fee_fen": 1500, "keywords": ["证明"]}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    service = Service.objects.get(code="mine")
+    assert service.fee_fen == 1500
+    assert "zhengming" in service.search_text
+
+
+def test_code_and_department_cannot_be_changed(integrator_api, department) -> None:
+    ServiceFactory(code="mine", department=department)
+    integrator_api.patch(f"{URL}mine/", {"code": "other", "department": "gjj"}, format="json")
+    assert Service.objects.get(code="mine").department == department
+
+
+def test_another_departments_service_is_not_found(integrator_api, other_department) -> None:
+    ServiceFactory(code="theirs", department=other_department)
+    assert integrator_api.get(f"{URL}theirs/").status_code == 404
+    response = integrator_api.patch(f"{URL}theirs/", {"fee_fen": 1}, format="json")
+    assert response.status_code == 404
+    assert Service.objects.get(code="theirs").fee_fen == 0
+
+
+def test_scanner_keys_and_citizens_cannot_manage_services(
+    scanner_api, citizen_api, category
+) -> None:
+    assert scanner_api.post(URL, guide(), format="json").json()["code"] == "api_key_scope"
+    response = citizen_api.get(URL)
+    assert response.status_code == 401
