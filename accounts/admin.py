@@ -111,6 +111,8 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
     ordering = ("-date_joined",)
     list_select_related = ("department",)
     readonly_fields = (
+        "is_active",
+        "deactivated_at",
         "phone_masked_display",
         "real_name_masked_display",
         "id_number_masked_display",
@@ -153,7 +155,7 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
                 )
             },
         ),
-        (_("时间"), {"fields": ("last_login", "date_joined", "closed_at")}),
+        (_("时间"), {"fields": ("last_login", "date_joined", "deactivated_at", "closed_at")}),
     )
     add_fieldsets = (
         (
@@ -171,6 +173,8 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
             },
         ),
     )
+    # Suspending goes through the actions, which also revoke tokens and
+    # record when, so the checkbox is read-only here.
     actions = ["suspend", "reinstate"]
 
     @admin.display(description=_("手机号"))

@@ -103,6 +103,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(_("可登录管理后台"), default=False)
     date_joined = models.DateTimeField(_("注册时间"), default=timezone.now)
     closed_at = models.DateTimeField(_("注销时间"), null=True, blank=True)
+    # When the account last stopped being usable (suspended or closed), so
+    # offline scanners can learn which subjects to refuse since a given time.
+    deactivated_at = models.DateTimeField(_("停用时间"), null=True, blank=True, db_index=True)
 
     objects = UserManager()
 

@@ -426,7 +426,7 @@ def account_close(*, user: User, ip: str | None = None) -> None:
     locked.id_number = ""
     locked.id_number_index = None
     locked.is_active = False
-    locked.closed_at = timezone.now()
+    locked.closed_at = locked.deactivated_at = timezone.now()
     locked.set_unusable_password()
     locked.save()
     Message.objects.filter(user=locked).delete()
@@ -439,8 +439,9 @@ def user_set_active(*, user: User, active: bool, actor: User | None, ip: str | N
     if user.closed_at is not None and active:
         raise AccountsError(ACCOUNT_INACTIVE, _("已注销的账户不能恢复"))
     with transaction.atomic():
-        User.objects.filter(pk=user.pk).update(is_active=active)
-        user.is_active = active
+        deactivated_at = None if active else timezone.now()
+        User.objects.filter(pk=user.pk).update(is_active=active, deactivated_at=deactivated_at)
+        user.is_active, user.deactivated_at = active, deactivated_at
         if not active:
             tokens_revoke_all(user=user)
         audit_record(

@@ -21,3 +21,8 @@ def _prepare_embedded_broker(sender: Celery, **kwargs: object) -> None:
     for key in ("data_folder_in", "data_folder_out", "control_folder"):
         if options.get(key):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+
+@app.task(name="platform.noop", ignore_result=True)
+def noop() -> None:
+    """Does nothing: the floor of the delivery benchmark (broker + worker cost)."""

@@ -356,6 +356,9 @@ STAR_CODE_TTL = env.int("STAR_CODE_TTL", default=60)
 ROUTING_ALLOW_PRIVATE_ENDPOINTS = env.bool("ROUTING_ALLOW_PRIVATE_ENDPOINTS", default=DEBUG)
 PAYMENTS_SANDBOX = env.bool("PAYMENTS_SANDBOX", default=DEBUG)
 
+# Mounts /bench/bare, the floor of the HTTP benchmarks (never in production).
+BENCHMARK_VIEWS = env.bool("BENCHMARK_VIEWS", default=False)
+
 # --- Logging ------------------------------------------------------------------------
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

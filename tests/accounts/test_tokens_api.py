@@ -103,3 +103,18 @@ def test_a_suspended_account_cannot_refresh(api, operator) -> None:
     assert bearer(api, tokens["access"]).get("/api/v1/me/").status_code == 401
     api.credentials()
     assert api.post(REFRESH, {"refresh": tokens["refresh"]}, format="json").status_code == 401
+
+
+def test_suspension_and_reinstatement_record_when(operator) -> None:
+    from accounts.models import User
+    from accounts.services import account_close, user_set_active
+    from tests.accounts.factories import CitizenFactory
+
+    user = CitizenFactory()
+    user_set_active(user=user, active=False, actor=operator)
+    assert User.objects.get(pk=user.pk).deactivated_at is not None
+    user_set_active(user=user, active=True, actor=operator)
+    assert User.objects.get(pk=user.pk).deactivated_at is None
+    account_close(user=user)
+    closed = User.objects.get(pk=user.pk)
+    assert closed.deactivated_at == closed.closed_at
