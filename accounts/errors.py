@@ -26,6 +26,10 @@ IDENTITY_LEVEL_TOO_LOW = error_code("identity_level_too_low", 403, _("请先完�
 API_KEY_INVALID = error_code("api_key_invalid", 401, _("API 密钥无效或已吊销"))
 API_KEY_SCOPE = error_code("api_key_scope", 403, _("API 密钥的权限范围不允许此操作"))
 CITIZEN_REQUIRED = error_code("citizen_required", 403, _("此接口仅供市民账户使用"))
+IDEMPOTENCY_KEY_REUSED = error_code(
+    "idempotency_key_reused", 422, _("该幂等键已用于另一个不同的请求")
+)
+IDEMPOTENCY_KEY_INVALID = error_code("idempotency_key_invalid", 400, _("幂等键格式无效"))
 
 
 class AccountsError(DomainError):

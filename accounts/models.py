@@ -13,7 +13,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from accounts import pii
-from accounts.fields import EncryptedTextField
+from accounts.fields import EncryptedJSONField, EncryptedTextField
 from config.ids import uuid7
 
 
@@ -294,3 +294,25 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_type}:{self.target_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a POST sent with an ``Idempotency-Key``, kept 24 h
+    per caller so a retry gets the same answer instead of a second effect."""
+
+    owner = models.CharField(max_length=80)  # "user:<id>" or "key:<id>"
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)  # of method, path and body
+    status_code = models.PositiveSmallIntegerField(default=0)
+    body = EncryptedJSONField(null=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("幂等记录")
+        verbose_name_plural = _("幂等记录")
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.key}"

@@ -15,10 +15,22 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts.admin import AuditedModelAdmin
-from services import catalog
+from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
+from services import catalog, routing
 from services.errors import ServicesError
-from services.models import Category, Service
+from services.models import (
+    Application,
+    ApplicationStatus,
+    Category,
+    Delivery,
+    DeliveryAttempt,
+    Endpoint,
+    Holiday,
+    OutboxEvent,
+    Service,
+    TimelineEntry,
+)
+from services.workdays import add_working_days
 
 
 @admin.register(Category)
@@ -169,3 +181,235 @@ class ServiceAdmin(admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/services/service/import.html", context)
+
+
+# --- Applications -----------------------------------------------------------------------
+
+
+@admin.register(Holiday)
+class HolidayAdmin(AuditedModelAdmin):
+    list_display = ("date", "name", "is_workday")
+    list_filter = ("is_workday",)
+    date_hierarchy = "date"
+
+
+class DeadlineFilter(admin.SimpleListFilter):
+    title = _("办结期限")
+    parameter_name = "deadline"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [
+            ("overdue", _("已超期")),
+            ("due_soon", _("3 个工作日内到期")),
+            ("on_track", _("期限内")),
+        ]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        today = timezone.localdate()
+        soon = add_working_days(today, 3)
+        accepted = queryset.filter(status=ApplicationStatus.ACCEPTED, due_date__isnull=False)
+        if self.value() == "overdue":
+            return accepted.filter(due_date__lt=today)
+        if self.value() == "due_soon":
+            return accepted.filter(due_date__gte=today, due_date__lte=soon)
+        if self.value() == "on_track":
+            return accepted.filter(due_date__gt=soon)
+        return queryset
+
+
+class TimelineInline(admin.TabularInline):
+    model = TimelineEntry
+    extra = 0
+    can_delete = False
+    fields = ("at", "status", "actor", "actor_label", "note")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(Application)
+class ApplicationAdmin(ReadOnlyAdmin):
+    """Applications change only through their API (citizen, department,
+    payments); operators watch them here, deadlines first."""
+
+    list_display = (
+        "number",
+        "service",
+        "department",
+        "status",
+        "applicant_masked",
+        "created_at",
+        "due_date",
+        "deadline_state",
+    )
+    list_filter = (DeadlineFilter, "status", "department")
+    search_fields = ("=number", "=department_reference")
+    list_select_related = ("service", "department", "applicant")
+    date_hierarchy = "created_at"
+    fields = (
+        "number",
+        "service",
+        "department",
+        "status",
+        "applicant_masked",
+        "fee_fen",
+        "department_reference",
+        "created_at",
+        "accepted_at",
+        "due_date",
+        "paused_at",
+        "closed_at",
+        "rating_score",
+        "rating_comment",
+    )
+    readonly_fields = fields
+    inlines = [TimelineInline]
+
+    @admin.display(description=_("申请人"))
+    def applicant_masked(self, application: Application) -> str:
+        return str(application.applicant)
+
+    @admin.display(description=_("期限"))
+    def deadline_state(self, application: Application) -> str:
+        if application.status != ApplicationStatus.ACCEPTED or application.due_date is None:
+            return "-"
+        today = timezone.localdate()
+        if application.due_date < today:
+            return str(_("已超期"))
+        if application.due_date <= add_working_days(today, 3):
+            return str(_("即将到期"))
+        return str(_("期限内"))
+
+
+# --- Routing ------------------------------------------------------------------------------
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):
+    list_display = (
+        "url",
+        "department",
+        "state",
+        "consecutive_failures",
+        "last_success_at",
+        "last_failure_at",
+    )
+    list_filter = ("is_active", ("paused_at", admin.EmptyFieldListFilter), "department")
+    search_fields = ("url", "department__code", "description")
+    list_select_related = ("department",)
+    fields = (
+        "department",
+        "url",
+        "description",
+        "events",
+        "is_active",
+        "disabled_reason",
+        "paused_at",
+        "pause_reason",
+        "consecutive_failures",
+        "last_success_at",
+        "last_failure_at",
+        "last_probe_at",
+        "created_at",
+    )
+    readonly_fields = fields
+    actions = ["resume", "ping"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # departments register endpoints through their API (the secret goes to them)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Endpoint | None = None) -> bool:
+        return False
+
+    @admin.action(description=_("恢复投递（启用并解除熔断）"), permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        for endpoint in queryset.filter(deleted_at=None):
+            routing.endpoint_update(endpoint=endpoint, actor=request.user, is_active=True)
+        self.message_user(request, _("已恢复"))
+
+    @admin.action(description=_("发送测试事件（ping）"), permissions=["change"])
+    def ping(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        for endpoint in queryset.filter(deleted_at=None):
+            routing.endpoint_ping(endpoint=endpoint, actor=request.user)
+        self.message_user(request, _("已发送"))
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "type", "department", "application", "handled_at")
+    list_filter = ("type", "department")
+    search_fields = ("=id", "application__number")
+    list_select_related = ("department", "application")
+    exclude = ("data",)
+    date_hierarchy = "created_at"
+
+
+class AttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = (
+        "number",
+        "started_at",
+        "duration_ms",
+        "status_code",
+        "succeeded",
+        "error",
+        "response_body",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "event_type",
+        "endpoint",
+        "status",
+        "attempt_count",
+        "last_status_code",
+        "next_attempt_at",
+    )
+    list_filter = ("status", "event__type", "endpoint__department")
+    search_fields = ("=event__id", "endpoint__url", "event__application__number")
+    list_select_related = ("event", "endpoint__department")
+    fields = (
+        "event",
+        "endpoint",
+        "status",
+        "attempt_count",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "last_attempt_at",
+        "succeeded_at",
+        "failed_at",
+        "created_at",
+    )
+    readonly_fields = fields
+    inlines = [AttemptInline]
+    actions = ["replay"]
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        # Viewing is read-only (all fields are); the replay action needs "change".
+        return request.user.has_perm("services.change_delivery")
+
+    @admin.display(description=_("事件类型"))
+    def event_type(self, delivery: Delivery) -> str:
+        return delivery.event.type
+
+    @admin.action(description=_("重新投递（死信重放）"), permissions=["change"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        replayed = 0
+        for delivery in queryset:
+            try:
+                routing.delivery_replay(delivery=delivery, actor=request.user)
+                replayed += 1
+            except ServicesError:
+                continue
+        self.message_user(request, _("已重新投递 %(n)s 条") % {"n": replayed})

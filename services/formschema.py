@@ -63,13 +63,19 @@ def form_errors(schema: dict[str, Any], form: Any) -> dict[str, list[str]]:
     """``{"form.<field>": [messages]}`` for every way ``form`` breaks ``schema``."""
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
     errors: dict[str, list[str]] = {}
+
+    def add(key: str, message: str) -> None:
+        messages = errors.setdefault(key, [])
+        if message not in messages:
+            messages.append(message)
+
     for error in sorted(validator.iter_errors(form), key=lambda e: list(e.absolute_path)):
         if error.validator == "required" and isinstance(error.instance, dict):
+            # One error per missing name, each naming all required ones.
             for name in error.validator_value:
                 if name not in error.instance:
-                    errors.setdefault(_key(error, name), []).append(_("此项为必填项"))
+                    add(_key(error, name), _("此项为必填项"))
             continue
-        key = _key(error)
         describe = _MESSAGES.get(str(error.validator), lambda e: _("不符合要求"))
-        errors.setdefault(key, []).append(describe(error))
+        add(_key(error), describe(error))
     return errors

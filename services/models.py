@@ -1,11 +1,16 @@
-"""The service catalog (办事指南)."""
+"""The service catalog (办事指南), applications (办件) and their routing to
+department systems (endpoints, the event outbox, deliveries)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts.fields import EncryptedJSONField, EncryptedTextField
 from accounts.models import Department, IdentityLevel
+from config.ids import uuid7
 
 
 class Channel(models.TextChoices):
@@ -79,3 +84,279 @@ class Service(models.Model):
     @property
     def is_free(self) -> bool:
         return self.fee_fen == 0
+
+
+class Holiday(models.Model):
+    """A day that breaks the Monday–Friday rule: a public holiday, or a
+    weekend day that is worked (调休). Deadlines count working days."""
+
+    date = models.DateField(_("日期"), unique=True)
+    name = models.CharField(_("名称"), max_length=50)
+    is_workday = models.BooleanField(
+        _("调休上班"),
+        default=False,
+        help_text=_("勾选：这一天（通常是周末）上班；不勾选：这一天放假。"),
+    )
+
+    class Meta:
+        ordering = ["date"]
+        verbose_name = _("节假日")
+        verbose_name_plural = _("节假日")
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.name}"
+
+
+# --- Applications ---------------------------------------------------------------------
+
+
+class ApplicationStatus(models.TextChoices):
+    AWAITING_PAYMENT = "awaiting_payment", _("待支付")
+    SUBMITTED = "submitted", _("已提交")
+    ROUTED = "routed", _("已送达部门")
+    ACCEPTED = "accepted", _("已受理")
+    NEEDS_INFO = "needs_info", _("待补正")
+    COMPLETED = "completed", _("已办结")
+    REJECTED = "rejected", _("未通过")
+    CANCELLED = "cancelled", _("已撤回")
+
+
+class ActorKind(models.TextChoices):
+    CITIZEN = "citizen", _("申请人")
+    DEPARTMENT = "department", _("部门")
+    SYSTEM = "system", _("系统")
+
+
+class ApplicationSerial(models.Model):
+    """One row per application: the database's counter behind numbers."""
+
+    id = models.BigAutoField(primary_key=True)
+
+    def __str__(self) -> str:
+        return str(self.pk)
+
+
+class Application(models.Model):
+    """A citizen's application for one service, and where it stands."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    number = models.CharField(_("办件编号"), max_length=32, unique=True)
+    service = models.ForeignKey(
+        Service, verbose_name=_("服务事项"), on_delete=models.PROTECT, related_name="applications"
+    )
+    department = models.ForeignKey(
+        Department,
+        verbose_name=_("办理部门"),
+        on_delete=models.PROTECT,
+        related_name="applications",
+    )
+    applicant = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("申请人"),
+        on_delete=models.PROTECT,
+        related_name="applications",
+    )
+    status = models.CharField(_("状态"), max_length=20, choices=ApplicationStatus.choices)
+    # The answers carry personal data: encrypted at rest like ID numbers.
+    form = EncryptedJSONField(_("申请表"), editable=False)
+    fee_fen = models.PositiveIntegerField(_("应缴金额（分）"), default=0)
+    department_reference = models.CharField(_("部门受理号"), max_length=100, blank=True)
+    accepted_at = models.DateTimeField(_("受理时间"), null=True, blank=True)
+    due_date = models.DateField(_("办结期限"), null=True, blank=True)
+    paused_at = models.DateTimeField(_("补正开始"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("结束时间"), null=True, blank=True)
+    rating_score = models.PositiveSmallIntegerField(_("评价"), null=True, blank=True)
+    rating_comment = models.TextField(_("评价内容"), blank=True)
+    rated_at = models.DateTimeField(_("评价时间"), null=True, blank=True)
+    created_at = models.DateTimeField(_("申请时间"), default=timezone.now)
+    updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("办件")
+        verbose_name_plural = _("办件")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["applicant", "-created_at"], name="application_citizen_feed"),
+            models.Index(
+                fields=["department", "status", "-created_at"], name="application_dept_feed"
+            ),
+            models.Index(fields=["status", "due_date"], name="application_deadline"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class TimelineEntry(models.Model):
+    """One step of an application's history, shown to citizen and department."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="timeline")
+    status = models.CharField(_("状态"), max_length=20, choices=ApplicationStatus.choices)
+    at = models.DateTimeField(_("时间"), default=timezone.now)
+    actor = models.CharField(_("操作方"), max_length=16, choices=ActorKind.choices)
+    actor_label = models.CharField(_("操作方名称"), max_length=100, blank=True)
+    note = models.TextField(_("说明"), blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        verbose_name = _("办件进度")
+        verbose_name_plural = _("办件进度")
+
+    def __str__(self) -> str:
+        return f"{self.application_id} {self.status} {self.at:%Y-%m-%d %H:%M}"
+
+
+# --- Routing to department systems -------------------------------------------------------
+
+
+class Endpoint(models.Model):
+    """A department system's URL that receives signed events."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    department = models.ForeignKey(
+        Department, verbose_name=_("部门"), on_delete=models.PROTECT, related_name="endpoints"
+    )
+    url = models.URLField(_("回调地址"), max_length=500)
+    description = models.CharField(_("说明"), max_length=200, blank=True)
+    events = models.JSONField(_("订阅事件"), default=list)
+    is_active = models.BooleanField(_("启用"), default=True)
+    secret = EncryptedTextField(editable=False)
+    # The secret before the last rotation keeps signing until this time, so
+    # departments can switch verification over without losing events.
+    previous_secret = EncryptedTextField(blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_reason = models.CharField(_("停用原因"), max_length=200, blank=True)
+    paused_at = models.DateTimeField(_("熔断暂停时间"), null=True, blank=True)
+    pause_reason = models.CharField(_("暂停原因"), max_length=200, blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("连续失败次数"), default=0)
+    last_success_at = models.DateTimeField(_("最近成功"), null=True, blank=True)
+    last_failure_at = models.DateTimeField(_("最近失败"), null=True, blank=True)
+    last_probe_at = models.DateTimeField(_("最近探测"), null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("创建时间"), default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = _("部门回调地址")
+        verbose_name_plural = _("部门回调地址")
+        ordering = ["department", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.department.code}: {self.url}"
+
+    @property
+    def state(self) -> str:
+        if self.deleted_at:
+            return "deleted"
+        if not self.is_active:
+            return "disabled"
+        if self.paused_at:
+            return "paused"
+        return "active"
+
+
+class OutboxEvent(models.Model):
+    """Something that happened, written in the same transaction as the change
+    itself; delivered to department endpoints and to in-process subscribers.
+    Its id is the ``webhook-id`` every delivery of it carries."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    type = models.CharField(_("事件类型"), max_length=64)
+    department = models.ForeignKey(
+        Department,
+        verbose_name=_("接收部门"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="events",
+    )
+    application = models.ForeignKey(
+        Application, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+    data = EncryptedJSONField(editable=False)
+    created_at = models.DateTimeField(_("时间"), default=timezone.now, db_index=True)
+    # When in-process subscribers (other apps) have handled it.
+    handled_at = models.DateTimeField(_("本地处理时间"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("事件")
+        verbose_name_plural = _("事件")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["handled_at", "created_at"], name="outbox_unhandled")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.webhook_id}"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"msg_{self.id.hex}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("待投递")
+    SUCCEEDED = "succeeded", _("已送达")
+    FAILED = "failed", _("失败（死信）")
+    CANCELLED = "cancelled", _("已取消")
+
+
+class Delivery(models.Model):
+    """One event on its way to one endpoint, with every try recorded."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    event = models.ForeignKey(
+        OutboxEvent, verbose_name=_("事件"), on_delete=models.PROTECT, related_name="deliveries"
+    )
+    endpoint = models.ForeignKey(
+        Endpoint, verbose_name=_("回调地址"), on_delete=models.PROTECT, related_name="deliveries"
+    )
+    status = models.CharField(
+        _("状态"), max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempt_count = models.PositiveIntegerField(_("尝试次数"), default=0)
+    # Position in the retry schedule; a replay starts the schedule again.
+    schedule_index = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(_("下次尝试"), null=True, blank=True)
+    # A worker holding the delivery; expires so a killed worker loses nothing.
+    locked_until = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(_("最近状态码"), null=True, blank=True)
+    last_error = models.CharField(_("最近错误"), max_length=500, blank=True)
+    last_attempt_at = models.DateTimeField(_("最近尝试"), null=True, blank=True)
+    succeeded_at = models.DateTimeField(_("送达时间"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("进入死信时间"), null=True, blank=True)
+    created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("投递")
+        verbose_name_plural = _("投递")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "endpoint"], name="delivery_once_per_endpoint")
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+            models.Index(fields=["endpoint", "-created_at"], name="delivery_endpoint_feed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event.type} → {self.endpoint.url}"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP try of a delivery."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField(_("序号"))
+    started_at = models.DateTimeField(_("开始时间"))
+    duration_ms = models.PositiveIntegerField(_("耗时（毫秒）"))
+    status_code = models.PositiveSmallIntegerField(_("状态码"), null=True, blank=True)
+    error = models.CharField(_("错误"), max_length=500, blank=True)
+    response_body = models.TextField(_("响应（截断）"), blank=True)
+    succeeded = models.BooleanField(_("成功"), default=False)
+
+    class Meta:
+        verbose_name = _("投递尝试")
+        verbose_name_plural = _("投递尝试")
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"#{self.number} {self.status_code or self.error}"

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from django.db.models import Case, IntegerField, QuerySet, Value, When
+import datetime as dt
+from typing import Any
 
-from accounts.models import Department
-from services.models import Category, Service
+from django.db.models import Case, IntegerField, Prefetch, QuerySet, Value, When
+from django.utils import timezone
+
+from accounts.models import Department, User
+from services.models import (
+    Application,
+    ApplicationStatus,
+    Category,
+    Delivery,
+    Endpoint,
+    Service,
+    TimelineEntry,
+)
 
 
 def departments_public() -> QuerySet[Department]:
@@ -42,3 +54,90 @@ def services_matching(services: QuerySet[Service], q: str) -> QuerySet[Service]:
 
 def department_services(department: Department) -> QuerySet[Service]:
     return Service.objects.filter(department=department).select_related("department", "category")
+
+
+# --- Applications ---------------------------------------------------------------------------
+
+
+def _iso(value: dt.datetime | dt.date | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return timezone.localtime(value).isoformat()
+    return value.isoformat()
+
+
+def department_view(application: Application) -> dict[str, Any]:
+    """An application as its department sees it, in the department API and
+    in events alike: with the applicant's verified identity, unmasked (the
+    department needs it to handle the case)."""
+    applicant = application.applicant
+    return {
+        "number": application.number,
+        "service": application.service.code,
+        "status": application.status,
+        "form": application.form,
+        "fee_fen": application.fee_fen,
+        "created_at": _iso(application.created_at),
+        "due_date": _iso(application.due_date),
+        "reference": application.department_reference,
+        "applicant": {
+            "sub": applicant.subject,
+            "name": applicant.real_name,
+            "id_number": applicant.id_number,
+            "phone": applicant.phone or "",
+        },
+    }
+
+
+def applications_of(citizen: User) -> QuerySet[Application]:
+    return Application.objects.filter(applicant=citizen).select_related("service")
+
+
+def application_of(citizen: User, application_id: Any) -> Application | None:
+    """The citizen's own application, or None (another's is not found)."""
+    return (
+        applications_of(citizen)
+        .prefetch_related(Prefetch("timeline", queryset=TimelineEntry.objects.order_by("at", "id")))
+        .filter(pk=application_id)
+        .first()
+    )
+
+
+def applications_for_department(
+    department: Department, *, status: str | None = None
+) -> QuerySet[Application]:
+    applications = Application.objects.filter(department=department).select_related(
+        "service", "applicant"
+    )
+    if status:
+        applications = applications.filter(status=status)
+    return applications
+
+
+def application_for_department(department: Department, number: str) -> Application | None:
+    return (
+        applications_for_department(department)
+        .prefetch_related(Prefetch("timeline", queryset=TimelineEntry.objects.order_by("at", "id")))
+        .filter(number=number)
+        .first()
+    )
+
+
+def applications_overdue(today: dt.date | None = None) -> QuerySet[Application]:
+    """Accepted applications past their deadline (补正 pauses the clock)."""
+    today = today or timezone.localdate()
+    return Application.objects.filter(status=ApplicationStatus.ACCEPTED, due_date__lt=today)
+
+
+# --- Routing ----------------------------------------------------------------------------------
+
+
+def endpoints_of(department: Department) -> QuerySet[Endpoint]:
+    return Endpoint.objects.filter(department=department, deleted_at=None)
+
+
+def deliveries_of(department: Department) -> QuerySet[Delivery]:
+    return Delivery.objects.filter(endpoint__department=department).select_related(
+        "event", "endpoint"
+    )

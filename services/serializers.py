@@ -5,7 +5,18 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accounts.models import Department, IdentityLevel
-from services.models import Category, Channel, Service
+from services.events import SUBSCRIBABLE
+from services.models import (
+    Application,
+    ApplicationStatus,
+    Category,
+    Channel,
+    Delivery,
+    DeliveryAttempt,
+    Endpoint,
+    Service,
+    TimelineEntry,
+)
 
 
 class MaterialSerializer(serializers.Serializer):
@@ -104,3 +115,206 @@ class CategorySerializer(serializers.ModelSerializer):
     class Meta:
         model = Category
         fields = ["code", "name", "name_en", "description"]
+
+
+# --- Applications ------------------------------------------------------------------------
+
+
+class TimelineEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TimelineEntry
+        fields = ["status", "at", "actor", "note"]
+
+
+class RatingSerializer(serializers.Serializer):
+    score = serializers.IntegerField(min_value=1, max_value=5)
+    comment = serializers.CharField(max_length=500, allow_blank=True, default="")
+
+
+class ApplicationListItemSerializer(serializers.ModelSerializer):
+    service = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    service_name = serializers.CharField(source="service.name", read_only=True)
+
+    class Meta:
+        model = Application
+        fields = ["id", "number", "service", "service_name", "status", "created_at", "due_date"]
+
+
+class ApplicationSerializer(ApplicationListItemSerializer):
+    """One of the citizen's applications, with its form and timeline."""
+
+    form = serializers.JSONField(read_only=True)
+    currency = serializers.SerializerMethodField()
+    rating = serializers.SerializerMethodField()
+    timeline = TimelineEntrySerializer(many=True, read_only=True)
+
+    class Meta(ApplicationListItemSerializer.Meta):
+        fields = [
+            *ApplicationListItemSerializer.Meta.fields,
+            "form",
+            "fee_fen",
+            "currency",
+            "rating",
+            "timeline",
+        ]
+
+    def get_currency(self, application: Application) -> str:
+        return "CNY"
+
+    def get_rating(self, application: Application) -> dict | None:
+        if application.rated_at is None:
+            return None
+        return {
+            "score": application.rating_score,
+            "comment": application.rating_comment,
+            "rated_at": serializers.DateTimeField().to_representation(application.rated_at),
+        }
+
+
+class ApplicationCreateSerializer(serializers.Serializer):
+    service = serializers.SlugRelatedField(
+        slug_field="code",
+        queryset=Service.objects.filter(is_active=True, department__is_active=True),
+    )
+    form = serializers.JSONField(help_text="Answers to the service's form_schema")
+
+
+class CancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=200, allow_blank=True, default="")
+
+
+class SupplementSerializer(serializers.Serializer):
+    form = serializers.JSONField(
+        help_text="The fields to correct or add; merged into the earlier answers"
+    )
+
+
+class DepartmentApplicantSerializer(serializers.Serializer):
+    sub = serializers.CharField()
+    name = serializers.CharField()
+    id_number = serializers.CharField()
+    phone = serializers.CharField()
+
+
+class DepartmentApplicationSerializer(serializers.Serializer):
+    """Documentation of :func:`services.selectors.department_view` (events carry the same)."""
+
+    number = serializers.CharField()
+    service = serializers.CharField()
+    status = serializers.ChoiceField(choices=ApplicationStatus.choices)
+    form = serializers.JSONField()
+    fee_fen = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    due_date = serializers.DateField(allow_null=True)
+    reference = serializers.CharField()
+    applicant = DepartmentApplicantSerializer()
+    timeline = TimelineEntrySerializer(many=True, required=False)
+
+
+class DepartmentStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=ApplicationStatus.choices)
+    note = serializers.CharField(max_length=1000, allow_blank=True, default="")
+    reference = serializers.CharField(max_length=100, allow_blank=True, default="")
+
+
+# --- Endpoints and deliveries ------------------------------------------------------------------
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    state = serializers.CharField(
+        read_only=True, help_text="active, paused (circuit breaker) or disabled"
+    )
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "id",
+            "url",
+            "description",
+            "events",
+            "is_active",
+            "state",
+            "pause_reason",
+            "disabled_reason",
+            "consecutive_failures",
+            "last_success_at",
+            "last_failure_at",
+            "created_at",
+        ]
+        read_only_fields = [
+            "id",
+            "state",
+            "pause_reason",
+            "disabled_reason",
+            "consecutive_failures",
+            "last_success_at",
+            "last_failure_at",
+            "created_at",
+        ]
+
+
+class EndpointWriteSerializer(serializers.Serializer):
+    url = serializers.URLField(max_length=500)
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=[(e, e) for e in SUBSCRIBABLE]),
+        min_length=1,
+        max_length=10,
+    )
+    description = serializers.CharField(max_length=200, allow_blank=True, default="")
+    is_active = serializers.BooleanField(default=True)
+
+
+class EndpointWithSecretSerializer(EndpointSerializer):
+    secret = serializers.CharField(read_only=True, help_text="whsec_…: shown only now")
+
+    class Meta(EndpointSerializer.Meta):
+        fields = [*EndpointSerializer.Meta.fields, "secret"]
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "number",
+            "started_at",
+            "duration_ms",
+            "status_code",
+            "error",
+            "response_body",
+            "succeeded",
+        ]
+
+
+class DeliveryEventSerializer(serializers.Serializer):
+    id = serializers.CharField(source="webhook_id", help_text="The webhook-id header of every try")
+    type = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    event = DeliveryEventSerializer(read_only=True)
+    endpoint = serializers.UUIDField(source="endpoint_id", read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "event",
+            "endpoint",
+            "status",
+            "attempt_count",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "last_attempt_at",
+            "succeeded_at",
+            "failed_at",
+            "created_at",
+        ]
+
+
+class DeliveryDetailSerializer(DeliverySerializer):
+    attempts = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta(DeliverySerializer.Meta):
+        fields = [*DeliverySerializer.Meta.fields, "attempts"]

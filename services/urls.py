@@ -1,6 +1,6 @@
 from django.urls import path
 
-from services.apis import catalog, dept_services
+from services.apis import applications, catalog, dept_applications, dept_routing, dept_services
 
 urlpatterns = [
     path("departments/", catalog.DepartmentListView.as_view(), name="department-list"),
@@ -12,5 +12,68 @@ urlpatterns = [
         "dept/services/<slug:code>/",
         dept_services.DeptServiceDetailView.as_view(),
         name="dept-service-detail",
+    ),
+    path("applications/", applications.ApplicationListView.as_view(), name="application-list"),
+    path(
+        "applications/<uuid:application_id>/",
+        applications.ApplicationDetailView.as_view(),
+        name="application-detail",
+    ),
+    path(
+        "applications/<uuid:application_id>/cancel/",
+        applications.ApplicationCancelView.as_view(),
+        name="application-cancel",
+    ),
+    path(
+        "applications/<uuid:application_id>/supplement/",
+        applications.ApplicationSupplementView.as_view(),
+        name="application-supplement",
+    ),
+    path(
+        "applications/<uuid:application_id>/rating/",
+        applications.ApplicationRatingView.as_view(),
+        name="application-rating",
+    ),
+    path(
+        "dept/applications/",
+        dept_applications.DeptApplicationListView.as_view(),
+        name="dept-application-list",
+    ),
+    path(
+        "dept/applications/<str:number>/",
+        dept_applications.DeptApplicationDetailView.as_view(),
+        name="dept-application-detail",
+    ),
+    path(
+        "dept/applications/<str:number>/status/",
+        dept_applications.DeptApplicationStatusView.as_view(),
+        name="dept-application-status",
+    ),
+    path("dept/endpoints/", dept_routing.EndpointListView.as_view(), name="dept-endpoint-list"),
+    path(
+        "dept/endpoints/<uuid:endpoint_id>/",
+        dept_routing.EndpointDetailView.as_view(),
+        name="dept-endpoint-detail",
+    ),
+    path(
+        "dept/endpoints/<uuid:endpoint_id>/rotate-secret/",
+        dept_routing.EndpointRotateSecretView.as_view(),
+        name="dept-endpoint-rotate-secret",
+    ),
+    path(
+        "dept/endpoints/<uuid:endpoint_id>/test/",
+        dept_routing.EndpointTestView.as_view(),
+        name="dept-endpoint-test",
+    ),
+    path("dept/deliveries/", dept_routing.DeliveryListView.as_view(), name="dept-delivery-list"),
+    path(
+        "dept/deliveries/<uuid:delivery_id>/",
+        dept_routing.DeliveryDetailView.as_view(),
+        name="dept-delivery-detail",
+    ),
+    path(
+        "dept/deliveries/<uuid:delivery_id>/retry/",
+        dept_routing.DeliveryRetryView.as_view(),
+        name="dept-delivery-retry",
     ),
 ]

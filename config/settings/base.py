@@ -195,6 +195,8 @@ if REDIS_URL:
         # task runs anywhere near this long, so redelivery only happens for a
         # worker that died.
         "visibility_timeout": 3600,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
     }
 else:
     # Server-less broker: messages are files in var/broker, shared by the web,
@@ -210,6 +212,8 @@ else:
 # The longest countdown a task may be given; longer waits go through the
 # database (next_attempt_at) and the periodic sweeper.
 CELERY_MAX_COUNTDOWN = 600
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -226,9 +230,13 @@ CELERY_TASK_QUEUES = [
 ]
 CELERY_TASK_DEFAULT_EXCHANGE = "default"
 CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
-CELERY_TASK_ROUTES: dict = {}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict = {
+    "accounts-purge-idempotency-records": {
+        "task": "accounts.purge_idempotency_records",
+        "schedule": crontab(minute=23),
+        "options": {"queue": "housekeeping"},
+    },
     "accounts-purge-otp-challenges": {
         "task": "accounts.purge_otp_challenges",
         "schedule": crontab(minute=17),
@@ -321,7 +329,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {"IdentityLevelEnum": "accounts.models.IdentityLevel"},
+    "ENUM_NAME_OVERRIDES": {
+        "IdentityLevelEnum": "accounts.models.IdentityLevel",
+        "ApplicationStatusEnum": "services.models.ApplicationStatus",
+        "DeliveryStatusEnum": "services.models.DeliveryStatus",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.add_generic_problem_responses",
@@ -348,6 +360,40 @@ SMS_SIGNATURE = "【我的长沙】"
 
 IDENTITY_PROVIDER = env.str(
     "IDENTITY_PROVIDER", default="accounts.identity.SandboxIdentityProvider"
+)
+
+# --- Routing to department systems ------------------------------------------------
+
+# Seconds to wait before each retry after the first try (design §6).
+ROUTING_RETRY_SCHEDULE = [
+    int(s)
+    for s in env.list(
+        "ROUTING_RETRY_SCHEDULE",
+        default=["5", "30", "120", "600", "1800", "3600", "10800", "21600"],
+    )
+]
+ROUTING_RETRY_JITTER = env.float("ROUTING_RETRY_JITTER", default=0.1)
+ROUTING_TIMEOUT_SECONDS = env.float("ROUTING_TIMEOUT_SECONDS", default=10.0)
+# How long a worker holds a delivery it is sending (longer than the timeout).
+ROUTING_LEASE_SECONDS = env.int("ROUTING_LEASE_SECONDS", default=60)
+# Consecutive failed tries that pause an endpoint (circuit breaker).
+ROUTING_BREAKER_THRESHOLD = env.int("ROUTING_BREAKER_THRESHOLD", default=10)
+ROUTING_PROBE_INTERVAL_SECONDS = env.int("ROUTING_PROBE_INTERVAL_SECONDS", default=300)
+ROUTING_SECRET_OVERLAP_HOURS = env.int("ROUTING_SECRET_OVERLAP_HOURS", default=24)
+# A due delivery not picked up this long after its nudge is nudged again.
+ROUTING_SWEEP_GRACE_SECONDS = env.int("ROUTING_SWEEP_GRACE_SECONDS", default=10)
+ROUTING_SWEEP_EVERY_SECONDS = env.float("ROUTING_SWEEP_EVERY_SECONDS", default=5.0)
+
+CELERY_TASK_ROUTES = {
+    "routing.deliver": {"queue": "deliveries"},
+    "routing.sweep": {"queue": "housekeeping"},
+    "routing.probe_paused": {"queue": "housekeeping"},
+}
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "routing-sweep": {"task": "routing.sweep", "schedule": ROUTING_SWEEP_EVERY_SECONDS},
+        "routing-probe-paused": {"task": "routing.probe_paused", "schedule": 60.0},
+    }
 )
 
 # --- Platform switches (design §3) ------------------------------------------------

@@ -29,6 +29,7 @@ class DeptServiceListView(DepartmentView):
     @extend_schema(
         tags=["dept: services"],
         summary="My department's services",
+        operation_id="dept_services_list",
         responses={200: ServiceGuideSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:

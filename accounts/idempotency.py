@@ -1,0 +1,91 @@
+"""``Idempotency-Key`` on POSTs that create things (design §4).
+
+Same key and same body from the same caller → the first response again
+(``Idempotent-Replayed: true``); same key with another body → 422
+``idempotency_key_reused``. Keys live 24 h. Two identical requests racing
+each other produce one effect: the record is inserted in the same database
+transaction as the effect, so the second request waits on the unique index
+until the first commits, then replays its answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Callable
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.errors import IDEMPOTENCY_KEY_INVALID, IDEMPOTENCY_KEY_REUSED, AccountsError
+from accounts.models import ApiKey, IdempotencyRecord
+
+KEY_LIFETIME = dt.timedelta(hours=24)
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _owner(request: Request) -> str:
+    if isinstance(request.auth, ApiKey):
+        return f"key:{request.auth.pk}"
+    return f"user:{request.user.pk}"
+
+
+def _fingerprint(request: Request) -> str:
+    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def _replay(record: IdempotencyRecord, fingerprint: str) -> Response:
+    if record.fingerprint != fingerprint:
+        raise AccountsError(IDEMPOTENCY_KEY_REUSED)
+    return Response(record.body, status=record.status_code, headers={"Idempotent-Replayed": "true"})
+
+
+class _NotStored(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def idempotent(request: Request, create: Callable[[], Response]) -> Response:
+    """Run ``create`` at most once per caller and ``Idempotency-Key``."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return create()
+    if not _KEY.match(key):
+        raise AccountsError(IDEMPOTENCY_KEY_INVALID, _("幂等键须为 1 至 255 个可见 ASCII 字符"))
+    owner, fingerprint = _owner(request), _fingerprint(request)
+    cutoff = timezone.now() - KEY_LIFETIME
+    records = IdempotencyRecord.objects.filter(owner=owner, key=key)
+    records.filter(created_at__lt=cutoff).delete()
+    existing = records.first()
+    if existing is not None:
+        return _replay(existing, fingerprint)
+    try:
+        with transaction.atomic():
+            record = IdempotencyRecord.objects.create(owner=owner, key=key, fingerprint=fingerprint)
+            response = create()
+            if response.status_code >= 500:
+                raise _NotStored(response)
+            record.status_code, record.body = response.status_code, response.data
+            record.save(update_fields=["status_code", "body"])
+            return response
+    except _NotStored as failed:
+        return failed.response
+    except IntegrityError:
+        # Another request with this key committed first.
+        existing = records.first()
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint)
+
+
+def purge_expired() -> int:
+    deleted, _counts = IdempotencyRecord.objects.filter(
+        created_at__lt=timezone.now() - KEY_LIFETIME
+    ).delete()
+    return deleted

@@ -1,0 +1,147 @@
+"""Citizen API: apply, follow, cancel, supplement, rate."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import IsCitizen
+from accounts.idempotency import idempotent
+from config.api import FeedPagination, problems
+from services import applications, selectors
+from services.models import Application
+from services.serializers import (
+    ApplicationCreateSerializer,
+    ApplicationListItemSerializer,
+    ApplicationSerializer,
+    CancelSerializer,
+    RatingSerializer,
+    SupplementSerializer,
+)
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Same key and body within 24 h → the first response again; another body → 422",
+)
+
+
+class CitizenView(APIView):
+    permission_classes = [IsCitizen]
+
+    def own(self, application_id: str) -> Application:
+        application = selectors.application_of(self.request.user, application_id)
+        if application is None:
+            raise Http404
+        return application
+
+
+class ApplicationListView(CitizenView, ListAPIView):
+    serializer_class = ApplicationListItemSerializer
+    pagination_class = FeedPagination
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):
+            return Application.objects.none()
+        return selectors.applications_of(self.request.user)
+
+    @extend_schema(tags=["applications"], summary="My applications, newest first")
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        tags=["applications"],
+        summary="Apply for a service",
+        parameters=[IDEMPOTENCY_KEY],
+        request=ApplicationCreateSerializer,
+        responses={
+            201: ApplicationSerializer,
+            **problems(
+                "form_invalid",
+                "identity_level_too_low",
+                "idempotency_key_reused",
+                "idempotency_key_invalid",
+            ),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        def create() -> Response:
+            serializer = ApplicationCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            application = applications.application_submit(
+                citizen=request.user, **serializer.validated_data
+            )
+            application = selectors.application_of(request.user, application.pk)
+            return Response(ApplicationSerializer(application).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, create)
+
+
+class ApplicationDetailView(CitizenView):
+    @extend_schema(
+        tags=["applications"],
+        summary="One of my applications, with its timeline",
+        responses={200: ApplicationSerializer, **problems("not_found")},
+    )
+    def get(self, request: Request, application_id: str) -> Response:
+        return Response(ApplicationSerializer(self.own(application_id)).data)
+
+
+class ApplicationCancelView(CitizenView):
+    @extend_schema(
+        tags=["applications"],
+        summary="Withdraw an application (before the department accepts it)",
+        request=CancelSerializer,
+        responses={200: ApplicationSerializer, **problems("invalid_transition", "not_found")},
+    )
+    def post(self, request: Request, application_id: str) -> Response:
+        application = self.own(application_id)
+        serializer = CancelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        application = applications.application_cancel(
+            citizen=request.user, application=application, **serializer.validated_data
+        )
+        return Response(ApplicationSerializer(self.own(application.pk)).data)
+
+
+class ApplicationSupplementView(CitizenView):
+    @extend_schema(
+        tags=["applications"],
+        summary="Supply the information the department asked for (needs_info → accepted)",
+        request=SupplementSerializer,
+        responses={
+            200: ApplicationSerializer,
+            **problems("form_invalid", "invalid_transition", "not_found"),
+        },
+    )
+    def post(self, request: Request, application_id: str) -> Response:
+        application = self.own(application_id)
+        serializer = SupplementSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        application = applications.application_supplement(
+            citizen=request.user, application=application, **serializer.validated_data
+        )
+        return Response(ApplicationSerializer(self.own(application.pk)).data)
+
+
+class ApplicationRatingView(CitizenView):
+    @extend_schema(
+        tags=["applications"],
+        summary="Rate the service (好差评), once, after it ended",
+        request=RatingSerializer,
+        responses={200: ApplicationSerializer, **problems("rating_not_allowed", "not_found")},
+    )
+    def post(self, request: Request, application_id: str) -> Response:
+        application = self.own(application_id)
+        serializer = RatingSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        application = applications.application_rate(
+            citizen=request.user, application=application, **serializer.validated_data
+        )
+        return Response(ApplicationSerializer(self.own(application.pk)).data)

@@ -1,0 +1,82 @@
+"""Department API: the applications to a department's services."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.api import FeedPagination, problems
+from services import applications, selectors
+from services.apis.dept_services import DepartmentView
+from services.models import Application, ApplicationStatus
+from services.serializers import (
+    DepartmentApplicationSerializer,
+    DepartmentStatusSerializer,
+    TimelineEntrySerializer,
+)
+
+
+def _with_timeline(application: Application) -> dict:
+    return {
+        **selectors.department_view(application),
+        "timeline": TimelineEntrySerializer(application.timeline.all(), many=True).data,
+    }
+
+
+class DeptApplicationListView(DepartmentView):
+    @extend_schema(
+        tags=["dept: applications"],
+        summary="Applications to my department's services, newest first",
+        operation_id="dept_applications_list",
+        parameters=[OpenApiParameter("status", str, enum=ApplicationStatus.values)],
+        responses={200: DepartmentApplicationSerializer(many=True), **problems("invalid")},
+    )
+    def get(self, request: Request) -> Response:
+        wanted = request.query_params.get("status") or None
+        if wanted is not None and wanted not in ApplicationStatus.values:
+            raise ValidationError({"status": [f"one of {', '.join(ApplicationStatus.values)}"]})
+        paginator = FeedPagination()
+        page = paginator.paginate_queryset(
+            selectors.applications_for_department(self.department, status=wanted), request, self
+        )
+        return paginator.get_paginated_response([selectors.department_view(a) for a in page])
+
+
+class DeptApplicationDetailView(DepartmentView):
+    def get_application(self, number: str) -> Application:
+        application = selectors.application_for_department(self.department, number)
+        if application is None:
+            raise Http404
+        return application
+
+    @extend_schema(
+        tags=["dept: applications"],
+        summary="One application, with the applicant's verified identity and the timeline",
+        responses={200: DepartmentApplicationSerializer, **problems("not_found")},
+    )
+    def get(self, request: Request, number: str) -> Response:
+        return Response(_with_timeline(self.get_application(number)))
+
+
+class DeptApplicationStatusView(DeptApplicationDetailView):
+    @extend_schema(
+        tags=["dept: applications"],
+        summary="Report progress: accepted, needs_info, completed or rejected",
+        request=DepartmentStatusSerializer,
+        responses={
+            200: DepartmentApplicationSerializer,
+            **problems("invalid_transition", "not_found"),
+        },
+    )
+    def post(self, request: Request, number: str) -> Response:
+        serializer = DepartmentStatusSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        application = applications.application_department_update(
+            application=self.get_application(number),
+            api_key=request.auth,
+            **serializer.validated_data,
+        )
+        return Response(_with_timeline(self.get_application(application.number)))

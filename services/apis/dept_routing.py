@@ -1,0 +1,203 @@
+"""Department API: endpoints that receive events, and their deliveries."""
+
+from __future__ import annotations
+
+import django_filters
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.api import FeedPagination, PagePagination, problems
+from services import routing, selectors
+from services.apis.dept_services import DepartmentView
+from services.models import Delivery, DeliveryStatus, Endpoint
+from services.serializers import (
+    DeliveryDetailSerializer,
+    DeliverySerializer,
+    EndpointSerializer,
+    EndpointWithSecretSerializer,
+    EndpointWriteSerializer,
+)
+
+
+class EndpointListView(DepartmentView):
+    @extend_schema(
+        tags=["dept: endpoints"],
+        summary="My endpoints",
+        operation_id="dept_endpoints_list",
+        responses={200: EndpointSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(selectors.endpoints_of(self.department), request, self)
+        return paginator.get_paginated_response(EndpointSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["dept: endpoints"],
+        summary="Register an endpoint (the secret is shown only in this answer)",
+        request=EndpointWriteSerializer,
+        responses={
+            201: EndpointWithSecretSerializer,
+            **problems("endpoint_url_invalid", "endpoint_url_not_allowed"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EndpointWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        endpoint, secret = routing.endpoint_create(
+            department=self.department, actor=request.auth, **serializer.validated_data
+        )
+        return Response(
+            {**EndpointSerializer(endpoint).data, "secret": secret}, status=status.HTTP_201_CREATED
+        )
+
+
+class EndpointDetailView(DepartmentView):
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        endpoint = selectors.endpoints_of(self.department).filter(pk=endpoint_id).first()
+        if endpoint is None:
+            raise Http404
+        return endpoint
+
+    @extend_schema(
+        tags=["dept: endpoints"],
+        summary="One endpoint",
+        responses={200: EndpointSerializer, **problems("not_found")},
+    )
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        return Response(EndpointSerializer(self.get_endpoint(endpoint_id)).data)
+
+    @extend_schema(
+        tags=["dept: endpoints"],
+        summary="Change an endpoint (is_active: true also resumes a paused one)",
+        request=EndpointWriteSerializer(partial=True),
+        responses={
+            200: EndpointSerializer,
+            **problems("endpoint_url_invalid", "endpoint_url_not_allowed", "not_found"),
+        },
+    )
+    def patch(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = self.get_endpoint(endpoint_id)
+        serializer = EndpointWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        endpoint = routing.endpoint_update(
+            endpoint=endpoint, actor=request.auth, **serializer.validated_data
+        )
+        return Response(EndpointSerializer(endpoint).data)
+
+    @extend_schema(
+        tags=["dept: endpoints"],
+        summary="Remove an endpoint",
+        responses={204: None, **problems("not_found")},
+    )
+    def delete(self, request: Request, endpoint_id: str) -> Response:
+        routing.endpoint_delete(endpoint=self.get_endpoint(endpoint_id), actor=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EndpointRotateSecretView(EndpointDetailView):
+    @extend_schema(
+        tags=["dept: endpoints"],
+        summary="New secret; the old one keeps signing alongside it for a day",
+        request=None,
+        responses={
+            200: inline_serializer(
+                "RotatedSecret",
+                {
+                    "secret": serializers.CharField(),
+                    "previous_secret_expires_at": serializers.DateTimeField(),
+                },
+            ),
+            **problems("not_found"),
+        },
+    )
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = self.get_endpoint(endpoint_id)
+        secret = routing.endpoint_rotate_secret(endpoint=endpoint, actor=request.auth)
+        return Response(
+            {
+                "secret": secret,
+                "previous_secret_expires_at": serializers.DateTimeField().to_representation(
+                    endpoint.previous_secret_expires_at
+                ),
+            }
+        )
+
+
+class EndpointTestView(EndpointDetailView):
+    @extend_schema(
+        tags=["dept: endpoints"],
+        summary="Send a ping event (a paused endpoint that answers it is resumed)",
+        request=None,
+        responses={202: DeliverySerializer, **problems("not_found")},
+    )
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        delivery = routing.endpoint_ping(
+            endpoint=self.get_endpoint(endpoint_id), actor=request.auth
+        )
+        return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DeliveryFilter(django_filters.FilterSet):
+    endpoint = django_filters.UUIDFilter(field_name="endpoint_id")
+    status = django_filters.ChoiceFilter(choices=DeliveryStatus.choices)
+
+    class Meta:
+        model = Delivery
+        fields = ["endpoint", "status"]
+
+
+class DeliveryListView(DepartmentView):
+    @extend_schema(
+        tags=["dept: deliveries"],
+        summary="Deliveries to my endpoints, newest first",
+        operation_id="dept_deliveries_list",
+        parameters=[
+            OpenApiParameter("endpoint", str, description="Endpoint id"),
+            OpenApiParameter("status", str, enum=DeliveryStatus.values),
+        ],
+        responses={200: DeliverySerializer(many=True), **problems("invalid")},
+    )
+    def get(self, request: Request) -> Response:
+        filtered = DeliveryFilter(
+            request.query_params, queryset=selectors.deliveries_of(self.department)
+        )
+        if not filtered.is_valid():
+            raise serializers.ValidationError(filtered.errors)
+        paginator = FeedPagination()
+        page = paginator.paginate_queryset(filtered.qs, request, self)
+        return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
+
+
+class DeliveryDetailView(DepartmentView):
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        delivery = selectors.deliveries_of(self.department).filter(pk=delivery_id).first()
+        if delivery is None:
+            raise Http404
+        return delivery
+
+    @extend_schema(
+        tags=["dept: deliveries"],
+        summary="One delivery with every try (status, latency, error, response)",
+        responses={200: DeliveryDetailSerializer, **problems("not_found")},
+    )
+    def get(self, request: Request, delivery_id: str) -> Response:
+        return Response(DeliveryDetailSerializer(self.get_delivery(delivery_id)).data)
+
+
+class DeliveryRetryView(DeliveryDetailView):
+    @extend_schema(
+        tags=["dept: deliveries"],
+        summary="Send again now with a fresh retry schedule (dead letters and delivered ones alike)",
+        request=None,
+        responses={202: DeliverySerializer, **problems("delivery_not_retryable", "not_found")},
+    )
+    def post(self, request: Request, delivery_id: str) -> Response:
+        delivery = routing.delivery_replay(
+            delivery=self.get_delivery(delivery_id), actor=request.auth
+        )
+        return Response(
+            DeliverySerializer(self.get_delivery(delivery.pk)).data, status=status.HTTP_202_ACCEPTED
+        )

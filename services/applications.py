@@ -1,0 +1,328 @@
+"""Every change of an application (办件): submit, the status machine,
+cancel, supplement, rating, deadlines. Each change writes a timeline entry,
+tells the citizen in their inbox, and publishes the event departments get."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
+from accounts.models import ApiKey, User
+from accounts.services import audit_record, message_post
+from services import events, routing
+from services.errors import FORM_INVALID, INVALID_TRANSITION, RATING_NOT_ALLOWED, ServicesError
+from services.formschema import form_errors
+from services.models import (
+    ActorKind,
+    Application,
+    ApplicationSerial,
+    ApplicationStatus,
+    Service,
+    TimelineEntry,
+)
+from services.selectors import department_view
+from services.workdays import add_working_days, working_days_between
+
+S = ApplicationStatus
+
+# Who may move an application from one status to another. Nothing else.
+TRANSITIONS: dict[str, dict[str, set[str]]] = {
+    S.AWAITING_PAYMENT: {S.SUBMITTED: {ActorKind.SYSTEM}, S.CANCELLED: {ActorKind.CITIZEN}},
+    S.SUBMITTED: {
+        S.ROUTED: {ActorKind.SYSTEM},
+        S.ACCEPTED: {ActorKind.DEPARTMENT},
+        S.REJECTED: {ActorKind.DEPARTMENT},
+        S.CANCELLED: {ActorKind.CITIZEN},
+    },
+    S.ROUTED: {
+        S.ACCEPTED: {ActorKind.DEPARTMENT},
+        S.REJECTED: {ActorKind.DEPARTMENT},
+        S.CANCELLED: {ActorKind.CITIZEN},
+    },
+    S.ACCEPTED: {
+        S.NEEDS_INFO: {ActorKind.DEPARTMENT},
+        S.COMPLETED: {ActorKind.DEPARTMENT},
+        S.REJECTED: {ActorKind.DEPARTMENT},
+    },
+    S.NEEDS_INFO: {S.ACCEPTED: {ActorKind.CITIZEN}},
+}
+DEPARTMENT_TARGETS = (S.ACCEPTED, S.NEEDS_INFO, S.COMPLETED, S.REJECTED)
+FINAL = (S.COMPLETED, S.REJECTED, S.CANCELLED)
+
+
+def can_transition(current: str, target: str, actor: str) -> bool:
+    return actor in TRANSITIONS.get(current, {}).get(target, set())
+
+
+def _move(
+    application: Application, target: str, *, actor: str, actor_label: str = "", note: str = ""
+) -> TimelineEntry:
+    """The one place a status changes. ``application`` must be locked."""
+    if not can_transition(application.status, target, actor):
+        raise ServicesError(
+            INVALID_TRANSITION,
+            _("办件当前为“%(current)s”，不能变为“%(target)s”")
+            % {"current": S(application.status).label, "target": S(target).label},
+            extra={"status": application.status},
+        )
+    now = timezone.now()
+    application.status = target
+    if target in FINAL:
+        application.closed_at = now
+    application.save()
+    entry = TimelineEntry.objects.create(
+        application=application,
+        status=target,
+        at=now,
+        actor=actor,
+        actor_label=actor_label,
+        note=note,
+    )
+    message_post(
+        user=application.applicant,
+        kind="application.status",
+        title=_("办件进度：%(status)s"),
+        body=_("您申请的“%(service)s”（%(number)s）状态已更新为：%(status)s。%(note)s"),
+        params={
+            "status": S(target).label,
+            "service": application.service.name,
+            "number": application.number,
+            "note": note,
+        },
+        data={"application": str(application.id), "number": application.number, "status": target},
+    )
+    return entry
+
+
+def _locked(application: Application) -> Application:
+    return (
+        Application.objects.select_for_update()
+        .select_related("service", "department", "applicant")
+        .get(pk=application.pk)
+    )
+
+
+def _publish(application: Application, event_type: str, **extra: Any) -> None:
+    routing.event_publish(
+        type=event_type,
+        department=application.department,
+        application=application,
+        data={"application": department_view(application), **extra},
+    )
+
+
+def _new_number(now: dt.datetime) -> str:
+    serial = ApplicationSerial.objects.create().pk
+    return f"CS{timezone.localtime(now):%Y%m%d}{serial:06d}"
+
+
+# --- Citizen ---------------------------------------------------------------------------------
+
+
+def application_submit(*, citizen: User, service: Service, form: Any) -> Application:
+    """Apply for ``service``. The form is checked against the service's
+    schema and the citizen's identity level against the service's; the
+    application and its ``application.submitted`` event are written in one
+    transaction. Services with a fee wait for payment first."""
+    if citizen.identity_level < service.identity_level:
+        raise AccountsError(IDENTITY_LEVEL_TOO_LOW)
+    errors = form_errors(service.form_schema, form)
+    if errors:
+        first = next(iter(errors))
+        raise ServicesError(FORM_INVALID, f"{first}: {errors[first][0]}", errors=errors)
+    now = timezone.now()
+    status = S.AWAITING_PAYMENT if service.fee_fen else S.SUBMITTED
+    with transaction.atomic():
+        application = Application.objects.create(
+            number=_new_number(now),
+            service=service,
+            department=service.department,
+            applicant=citizen,
+            status=status,
+            form=form,
+            fee_fen=service.fee_fen,
+            created_at=now,
+        )
+        TimelineEntry.objects.create(
+            application=application,
+            status=status,
+            at=now,
+            actor=ActorKind.CITIZEN,
+            actor_label=str(citizen),
+        )
+        message_post(
+            user=citizen,
+            kind="application.submitted",
+            title=_("申请已提交"),
+            body=_("您已提交“%(service)s”的申请，办件编号 %(number)s。%(next)s"),
+            params={
+                "service": service.name,
+                "number": application.number,
+                "next": _("请尽快完成缴费。")
+                if status == S.AWAITING_PAYMENT
+                else _("我们已通知办理部门。"),
+            },
+            data={
+                "application": str(application.id),
+                "number": application.number,
+                "status": status,
+            },
+        )
+        if status == S.SUBMITTED:
+            _publish(application, events.APPLICATION_SUBMITTED)
+    return application
+
+
+def application_cancel(*, citizen: User, application: Application, reason: str = "") -> Application:
+    """Withdraw an application the department has not accepted yet. A paid
+    one is refunded by the payments app, which listens for the event."""
+    with transaction.atomic():
+        application = _locked(application)
+        department_knew = application.status in (S.SUBMITTED, S.ROUTED)
+        _move(
+            application, S.CANCELLED, actor=ActorKind.CITIZEN, actor_label=str(citizen), note=reason
+        )
+        routing.event_publish(
+            type=events.APPLICATION_CANCELLED,
+            # The department hears of it only if it had heard of the application.
+            department=application.department if department_knew else None,
+            application=application,
+            data={"application": department_view(application), "reason": reason},
+        )
+    return application
+
+
+def application_supplement(*, citizen: User, application: Application, form: Any) -> Application:
+    """Answer the department's request for more information (补正): the
+    given fields replace the earlier answers, the whole form is checked
+    again, and the clock that stopped at ``needs_info`` starts again."""
+    with transaction.atomic():
+        application = _locked(application)
+        if application.status != S.NEEDS_INFO:
+            raise ServicesError(
+                INVALID_TRANSITION,
+                _("只有待补正的办件可以补充材料"),
+                extra={"status": application.status},
+            )
+        if not isinstance(form, dict):
+            raise ServicesError(FORM_INVALID, errors={"form": [str(_("补正内容必须是对象"))]})
+        merged = {**application.form, **form}
+        errors = form_errors(application.service.form_schema, merged)
+        if errors:
+            first = next(iter(errors))
+            raise ServicesError(FORM_INVALID, f"{first}: {errors[first][0]}", errors=errors)
+        application.form = merged
+        if application.due_date and application.paused_at:
+            paused_days = working_days_between(
+                timezone.localdate(application.paused_at), timezone.localdate()
+            )
+            application.due_date = add_working_days(application.due_date, paused_days)
+        application.paused_at = None
+        _move(
+            application,
+            S.ACCEPTED,
+            actor=ActorKind.CITIZEN,
+            actor_label=str(citizen),
+            note=_("已补正"),
+        )
+        _publish(application, events.APPLICATION_SUPPLEMENTED, supplement=form)
+    return application
+
+
+def application_rate(
+    *, citizen: User, application: Application, score: int, comment: str = ""
+) -> Application:
+    """Rate the service (好差评): once, after the application ended in
+    ``completed`` or ``rejected``."""
+    with transaction.atomic():
+        application = _locked(application)
+        if application.status not in (S.COMPLETED, S.REJECTED) or application.rated_at is not None:
+            raise ServicesError(RATING_NOT_ALLOWED)
+        application.rating_score = score
+        application.rating_comment = comment
+        application.rated_at = timezone.now()
+        application.save(update_fields=["rating_score", "rating_comment", "rated_at", "updated_at"])
+    return application
+
+
+# --- Department -------------------------------------------------------------------------------
+
+
+def application_department_update(
+    *, application: Application, status: str, note: str = "", reference: str = "", api_key: ApiKey
+) -> Application:
+    """A department reports progress: accept (the deadline starts), ask for
+    more information, complete or reject."""
+    with transaction.atomic():
+        application = _locked(application)
+        if status not in DEPARTMENT_TARGETS:
+            raise ServicesError(INVALID_TRANSITION, extra={"status": application.status})
+        previous = application.status
+        now = timezone.now()
+        if reference:
+            application.department_reference = reference[:100]
+        if status == S.ACCEPTED and application.accepted_at is None:
+            application.accepted_at = now
+            application.due_date = add_working_days(
+                timezone.localdate(now), application.service.time_limit_days
+            )
+        if status == S.NEEDS_INFO:
+            application.paused_at = now
+        _move(
+            application,
+            status,
+            actor=ActorKind.DEPARTMENT,
+            actor_label=api_key.department.name,
+            note=note,
+        )
+        audit_record(
+            actor=api_key,
+            action="application.status_changed",
+            target=application,
+            data={
+                "number": application.number,
+                "from": previous,
+                "to": status,
+                "reference": reference,
+            },
+        )
+    return application
+
+
+# --- System -----------------------------------------------------------------------------------
+
+
+def application_mark_routed(*, application_id: Any, reference: str = "") -> bool:
+    """The department's system took ``application.submitted`` (2xx). Only a
+    still-``submitted`` application moves; one the department already
+    accepted through the API stays where it is."""
+    with transaction.atomic():
+        application = (
+            Application.objects.select_for_update()
+            .select_related("service", "applicant")
+            .filter(pk=application_id)
+            .first()
+        )
+        if application is None:
+            return False
+        if reference and not application.department_reference:
+            application.department_reference = reference
+            application.save(update_fields=["department_reference", "updated_at"])
+        if not can_transition(application.status, S.ROUTED, ActorKind.SYSTEM):
+            return False
+        _move(application, S.ROUTED, actor=ActorKind.SYSTEM, note=_("已送达办理部门"))
+    return True
+
+
+def application_mark_paid(*, application: Application) -> Application:
+    """Payment arrived: the application goes to the department."""
+    with transaction.atomic():
+        application = _locked(application)
+        _move(application, S.SUBMITTED, actor=ActorKind.SYSTEM, note=_("已缴费"))
+        _publish(application, events.APPLICATION_SUBMITTED)
+    return application

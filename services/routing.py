@@ -1,0 +1,544 @@
+"""Routing events to department systems: endpoints, the outbox, deliveries.
+
+The outbox row is the truth and is written in the same transaction as the
+change it reports, together with one delivery row per subscribed endpoint.
+After commit a Celery task is nudged; if the nudge is lost (broker down,
+worker killed) the periodic sweeper finds the due delivery and nudges again.
+A delivery is claimed with a short lease before each try, so duplicate
+nudges never send twice at once, and a killed worker's claim simply expires.
+Every try is recorded; failures follow the retry schedule, then dead-letter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from kombu.exceptions import OperationalError as BrokerError
+
+from accounts.models import ApiKey, Department, User
+from accounts.services import audit_record, message_post
+from services import events, transport
+from services.errors import (
+    DELIVERY_NOT_RETRYABLE,
+    ENDPOINT_URL_INVALID,
+    ENDPOINT_URL_NOT_ALLOWED,
+    ServicesError,
+)
+from services.models import (
+    Application,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Endpoint,
+    OutboxEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+Actor = User | ApiKey | None
+
+
+# --- Endpoints ---------------------------------------------------------------------------
+
+
+def _checked_url(url: str) -> str:
+    try:
+        transport.allowed_addresses(url)
+    except transport.UrlNotAllowed as exc:
+        error = ENDPOINT_URL_INVALID if exc.shape else ENDPOINT_URL_NOT_ALLOWED
+        raise ServicesError(error, str(exc), errors={"url": [str(exc)]}) from exc
+    return url
+
+
+def endpoint_create(
+    *,
+    department: Department,
+    url: str,
+    events: list[str],
+    description: str = "",
+    is_active: bool = True,
+    actor: Actor,
+) -> tuple[Endpoint, str]:
+    """Register a department system's URL; returns it with its new secret
+    (``whsec_...``), which is shown this once."""
+    secret = transport.new_secret()
+    with transaction.atomic():
+        endpoint = Endpoint.objects.create(
+            department=department,
+            url=_checked_url(url),
+            events=list(dict.fromkeys(events)),
+            description=description,
+            is_active=is_active,
+            secret=secret,
+        )
+        audit_record(
+            actor=actor,
+            action="endpoint.created",
+            target=endpoint,
+            data={"url": url, "events": events},
+        )
+    return endpoint, secret
+
+
+def endpoint_update(*, endpoint: Endpoint, actor: Actor, **values: Any) -> Endpoint:
+    """Change URL, events, description or the active switch. Switching an
+    endpoint (back) on also lifts a circuit-breaker pause."""
+    changes: dict[str, Any] = {}
+    if "url" in values and values["url"] != endpoint.url:
+        changes["url"] = _checked_url(values["url"])
+    if "events" in values:
+        changes["events"] = list(dict.fromkeys(values["events"]))
+    if "description" in values:
+        changes["description"] = values["description"]
+    resume = False
+    if "is_active" in values:
+        changes["is_active"] = values["is_active"]
+        if values["is_active"]:
+            changes["disabled_reason"] = ""
+            resume = endpoint.paused_at is not None or not endpoint.is_active
+    with transaction.atomic():
+        for name, value in changes.items():
+            setattr(endpoint, name, value)
+        endpoint.save()
+        audit_record(
+            actor=actor,
+            action="endpoint.updated",
+            target=endpoint,
+            data={k: v for k, v in changes.items() if k != "disabled_reason"},
+        )
+        if resume:
+            _resume(endpoint)
+    return endpoint
+
+
+def endpoint_delete(*, endpoint: Endpoint, actor: Actor) -> None:
+    """Stop delivering to the endpoint; its history stays for the record."""
+    with transaction.atomic():
+        endpoint.deleted_at = timezone.now()
+        endpoint.is_active = False
+        endpoint.save(update_fields=["deleted_at", "is_active"])
+        endpoint.deliveries.filter(status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.CANCELLED, next_attempt_at=None
+        )
+        audit_record(actor=actor, action="endpoint.deleted", target=endpoint)
+
+
+def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor) -> str:
+    """A new secret; the old one keeps signing alongside it for
+    ``ROUTING_SECRET_OVERLAP_HOURS`` so the department can switch over."""
+    secret = transport.new_secret()
+    with transaction.atomic():
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_expires_at = timezone.now() + dt.timedelta(
+            hours=settings.ROUTING_SECRET_OVERLAP_HOURS
+        )
+        endpoint.secret = secret
+        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
+        audit_record(actor=actor, action="endpoint.secret_rotated", target=endpoint)
+    return secret
+
+
+def endpoint_ping(*, endpoint: Endpoint, actor: Actor) -> Delivery:
+    """Send a ``ping`` to this endpoint only. A paused endpoint that answers
+    the ping is resumed."""
+    with transaction.atomic():
+        event = event_publish(
+            type=events.PING,
+            data={"endpoint": str(endpoint.id), "department": endpoint.department.code},
+            endpoints=[endpoint],
+        )
+        audit_record(actor=actor, action="endpoint.pinged", target=endpoint)
+    return event.deliveries.get()
+
+
+def _signing_keys(endpoint: Endpoint, now: dt.datetime) -> list[str]:
+    keys = [endpoint.secret]
+    if (
+        endpoint.previous_secret
+        and endpoint.previous_secret_expires_at
+        and now < endpoint.previous_secret_expires_at
+    ):
+        keys.append(endpoint.previous_secret)
+    return keys
+
+
+# --- Publishing ----------------------------------------------------------------------------
+
+
+def event_publish(
+    *,
+    type: str,
+    data: dict[str, Any],
+    department: Department | None = None,
+    application: Application | None = None,
+    endpoints: Iterable[Endpoint] | None = None,
+) -> OutboxEvent:
+    """Write an event and its deliveries in the caller's transaction.
+
+    Deliveries go to ``endpoints`` if given, else to every endpoint of
+    ``department`` subscribed to ``type`` (paused ones included: they get
+    it when they resume). In-process subscribers run after commit.
+    """
+    now = timezone.now()
+    has_subscribers = bool(events.subscribers(type))
+    event = OutboxEvent.objects.create(
+        type=type,
+        department=department,
+        application=application,
+        data=data,
+        created_at=now,
+        handled_at=None if has_subscribers else now,
+    )
+    if endpoints is None:
+        endpoints = (
+            [
+                e
+                for e in Endpoint.objects.filter(
+                    department=department, is_active=True, deleted_at=None
+                )
+                if type in e.events
+            ]
+            if department is not None
+            else []
+        )
+    deliveries = Delivery.objects.bulk_create(
+        [
+            Delivery(event=event, endpoint=endpoint, next_attempt_at=now, created_at=now)
+            for endpoint in endpoints
+        ]
+    )
+    delivery_ids = [str(d.id) for d in deliveries]
+    transaction.on_commit(
+        lambda: _nudge(delivery_ids, str(event.id) if has_subscribers else None), robust=True
+    )
+    return event
+
+
+def _nudge(delivery_ids: list[str], event_id: str | None) -> None:
+    """Wake the workers now rather than at the next sweep. Losing a nudge
+    loses nothing: the rows are committed and the sweeper finds them."""
+    from services import tasks
+
+    try:
+        for delivery_id in delivery_ids:
+            tasks.deliver.apply_async((delivery_id,), retry=False)
+        if event_id:
+            tasks.handle_event.apply_async((event_id,), retry=False)
+    except (BrokerError, OSError) as exc:
+        logger.warning("broker unavailable, the sweeper will deliver: %s", exc)
+
+
+def event_body(event: OutboxEvent) -> str:
+    """The JSON body departments receive, identical on every try."""
+    return json.dumps(
+        {
+            "type": event.type,
+            "timestamp": timezone.localtime(event.created_at).isoformat(),
+            "data": event.data,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def event_handle(event_id: Any) -> bool:
+    """Run the in-process subscribers of one event, once."""
+    with transaction.atomic():
+        event = OutboxEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.handled_at is not None:
+            return False
+        for subscriber in events.subscribers(event.type):
+            subscriber(event)
+        event.handled_at = timezone.now()
+        event.save(update_fields=["handled_at"])
+    return True
+
+
+# --- Delivering ------------------------------------------------------------------------------
+
+
+def _retryable(status_code: int | None) -> bool:
+    return status_code is None or status_code in (408, 429) or status_code >= 500
+
+
+def _jittered(seconds: float) -> float:
+    spread = settings.ROUTING_RETRY_JITTER
+    return seconds * random.uniform(1 - spread, 1 + spread)
+
+
+def delivery_attempt(delivery_id: Any) -> Delivery | None:
+    """One try of one delivery, if it is due and nobody else holds it."""
+    now = timezone.now()
+    claimed = (
+        Delivery.objects.filter(
+            pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+        )
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .update(locked_until=now + dt.timedelta(seconds=settings.ROUTING_LEASE_SECONDS))
+    )
+    if not claimed:
+        return None
+    delivery = Delivery.objects.select_related("event", "endpoint__department").get(pk=delivery_id)
+    endpoint, event = delivery.endpoint, delivery.event
+
+    if endpoint.deleted_at is not None or not endpoint.is_active:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.CANCELLED, next_attempt_at=None, locked_until=None
+        )
+        return delivery
+    if endpoint.paused_at is not None and event.type != events.PING:
+        # Held back, not failed: the retry budget is kept for after the pause.
+        Delivery.objects.filter(pk=delivery.pk).update(
+            next_attempt_at=now + dt.timedelta(seconds=settings.ROUTING_PROBE_INTERVAL_SECONDS),
+            locked_until=None,
+        )
+        return delivery
+
+    body = event_body(event)
+    headers = transport.signature_headers(
+        msg_id=event.webhook_id, body=body, keys=_signing_keys(endpoint, now), now=now
+    )
+    result = transport.post(
+        endpoint.url, body=body, headers=headers, timeout=settings.ROUTING_TIMEOUT_SECONDS
+    )
+    return _record(delivery, result, started_at=now)
+
+
+def _record(
+    delivery: Delivery, result: transport.SendResult, *, started_at: dt.datetime
+) -> Delivery:
+    now = timezone.now()
+    endpoint, event = delivery.endpoint, delivery.event
+    schedule = settings.ROUTING_RETRY_SCHEDULE
+    with transaction.atomic():
+        delivery.attempt_count += 1
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            number=delivery.attempt_count,
+            started_at=started_at,
+            duration_ms=result.duration_ms,
+            status_code=result.status_code,
+            error=result.error[:500],
+            response_body=result.body,
+            succeeded=result.ok,
+        )
+        delivery.last_status_code = result.status_code
+        delivery.last_error = result.error[:500]
+        delivery.last_attempt_at = now
+        delivery.locked_until = None
+        if result.ok:
+            delivery.status = DeliveryStatus.SUCCEEDED
+            delivery.succeeded_at = now
+            delivery.next_attempt_at = None
+            _endpoint_succeeded(endpoint, now)
+            if event.type == events.APPLICATION_SUBMITTED and event.application_id:
+                from services.applications import (
+                    application_mark_routed,
+                )  # applications imports routing
+
+                application_mark_routed(
+                    application_id=event.application_id, reference=_reference(result.body)
+                )
+        else:
+            if result.status_code == 410:
+                _endpoint_gone(endpoint)
+            if result.status_code == 410 or not _retryable(result.status_code):
+                delay = None
+            elif event.type == events.PING:
+                delay = None  # a test: the department sends another when ready
+            elif delivery.schedule_index >= len(schedule):
+                delay = None
+            else:
+                delay = _jittered(schedule[delivery.schedule_index])
+                if result.status_code == 429 and result.retry_after:
+                    delay = max(delay, min(result.retry_after, max(schedule)))
+                delivery.schedule_index += 1
+            if delay is None:
+                delivery.status = DeliveryStatus.FAILED
+                delivery.failed_at = now
+                delivery.next_attempt_at = None
+            else:
+                delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+                # Short waits ride on a countdown; longer ones are left to
+                # the sweeper, so no broker message outlives its visibility.
+                if delay <= settings.CELERY_MAX_COUNTDOWN:
+                    delivery.enqueued_at = now
+                    delivery_id = str(delivery.id)
+                    transaction.on_commit(lambda: _nudge_later(delivery_id, delay), robust=True)
+            _endpoint_failed(endpoint, now, result)
+        delivery.save()
+    return delivery
+
+
+def _nudge_later(delivery_id: str, countdown: float) -> None:
+    from services import tasks
+
+    try:
+        tasks.deliver.apply_async((delivery_id,), countdown=countdown, retry=False)
+    except (BrokerError, OSError) as exc:
+        logger.warning("broker unavailable, the sweeper will retry: %s", exc)
+
+
+def _reference(body: str) -> str:
+    try:
+        reference = json.loads(body).get("reference")
+    except (ValueError, AttributeError):
+        return ""
+    return str(reference)[:100] if reference else ""
+
+
+def _endpoint_succeeded(endpoint: Endpoint, now: dt.datetime) -> None:
+    Endpoint.objects.filter(pk=endpoint.pk).update(consecutive_failures=0, last_success_at=now)
+    if endpoint.paused_at is not None:
+        endpoint.refresh_from_db()
+        _resume(endpoint)
+        audit_record(actor=None, action="endpoint.resumed", target=endpoint, data={"by": "ping"})
+
+
+def _endpoint_failed(endpoint: Endpoint, now: dt.datetime, result: transport.SendResult) -> None:
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1, last_failure_at=now
+    )
+    endpoint.refresh_from_db(fields=["consecutive_failures", "paused_at", "is_active"])
+    if (
+        endpoint.is_active
+        and endpoint.paused_at is None
+        and endpoint.consecutive_failures >= settings.ROUTING_BREAKER_THRESHOLD
+    ):
+        reason = f"{endpoint.consecutive_failures} consecutive failures, last: {result.status_code or result.error}"
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=now, pause_reason=reason[:200])
+        _tell_department(
+            endpoint,
+            action="endpoint.paused",
+            title=_("回调地址已暂停投递"),
+            body=_(
+                "回调地址 %(url)s 连续失败，已暂停投递；事件不会丢失，恢复后补发。请排查后在接口中发送测试事件或重新启用。"
+            ),
+            reason=reason,
+        )
+
+
+def _endpoint_gone(endpoint: Endpoint) -> None:
+    Endpoint.objects.filter(pk=endpoint.pk).update(is_active=False, disabled_reason="410 Gone")
+    _tell_department(
+        endpoint,
+        action="endpoint.disabled",
+        title=_("回调地址已停用"),
+        body=_("回调地址 %(url)s 返回 410 Gone，已停用。如需继续接收事件，请重新启用。"),
+        reason="410 Gone",
+    )
+
+
+def _tell_department(
+    endpoint: Endpoint, *, action: str, title: Any, body: Any, reason: str
+) -> None:
+    audit_record(actor=None, action=action, target=endpoint, data={"reason": reason})
+    for staff in User.objects.filter(department_id=endpoint.department_id, is_active=True):
+        message_post(
+            user=staff,
+            kind=action,
+            title=title,
+            body=body,
+            params={"url": endpoint.url},
+            data={"endpoint": str(endpoint.id)},
+        )
+
+
+def _resume(endpoint: Endpoint) -> None:
+    """Lift a pause and send everything that waited, now."""
+    now = timezone.now()
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        paused_at=None, pause_reason="", consecutive_failures=0
+    )
+    endpoint.paused_at = None
+    waiting = list(
+        Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING).values_list(
+            "id", flat=True
+        )
+    )
+    Delivery.objects.filter(pk__in=waiting).update(next_attempt_at=now)
+    ids = [str(i) for i in waiting]
+    transaction.on_commit(lambda: _nudge(ids, None), robust=True)
+
+
+def delivery_replay(*, delivery: Delivery, actor: Actor) -> Delivery:
+    """Send a delivery again with a fresh retry schedule: a dead letter, a
+    delivered event the department lost, or a pending one, now."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Delivery.objects.select_for_update().select_related("endpoint").get(pk=delivery.pk)
+        if locked.locked_until and locked.locked_until > now:
+            raise ServicesError(DELIVERY_NOT_RETRYABLE)
+        if locked.status == DeliveryStatus.CANCELLED or locked.endpoint.deleted_at is not None:
+            raise ServicesError(DELIVERY_NOT_RETRYABLE)
+        locked.status = DeliveryStatus.PENDING
+        locked.schedule_index = 0
+        locked.next_attempt_at = now
+        locked.failed_at = None
+        locked.save(update_fields=["status", "schedule_index", "next_attempt_at", "failed_at"])
+        audit_record(actor=actor, action="delivery.replayed", target=locked)
+        delivery_id = str(locked.id)
+        transaction.on_commit(lambda: _nudge([delivery_id], None), robust=True)
+    return locked
+
+
+# --- Periodic work --------------------------------------------------------------------------
+
+
+def sweep(*, limit: int = 500) -> dict[str, int]:
+    """Nudge again whatever is due and not in hand: deliveries whose nudge
+    was lost, events whose subscribers have not run."""
+    now = timezone.now()
+    grace = dt.timedelta(seconds=settings.ROUTING_SWEEP_GRACE_SECONDS)
+    due = list(
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - grace))
+        .order_by("next_attempt_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
+    unhandled = list(
+        OutboxEvent.objects.filter(handled_at__isnull=True, created_at__lte=now - grace)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    from services import tasks
+
+    try:
+        for delivery_id in due:
+            tasks.deliver.apply_async((str(delivery_id),), retry=False)
+        for event_id in unhandled:
+            tasks.handle_event.apply_async((str(event_id),), retry=False)
+    except (BrokerError, OSError) as exc:
+        # The rows stay due; the next sweep tries again.
+        Delivery.objects.filter(pk__in=due).update(enqueued_at=None)
+        logger.warning("sweep could not reach the broker: %s", exc)
+        return {"deliveries": 0, "events": 0}
+    return {"deliveries": len(due), "events": len(unhandled)}
+
+
+def probe_paused_endpoints() -> int:
+    """Ping every paused endpoint whose last probe is older than the probe
+    interval; the ping's success resumes it."""
+    now = timezone.now()
+    interval = dt.timedelta(seconds=settings.ROUTING_PROBE_INTERVAL_SECONDS)
+    endpoints = Endpoint.objects.filter(
+        paused_at__isnull=False, is_active=True, deleted_at=None
+    ).filter(Q(last_probe_at__isnull=True) | Q(last_probe_at__lt=now - interval))
+    count = 0
+    for endpoint in endpoints:
+        Endpoint.objects.filter(pk=endpoint.pk).update(last_probe_at=now)
+        endpoint_ping(endpoint=endpoint, actor=None)
+        count += 1
+    return count
