@@ -26,6 +26,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
@@ -280,6 +281,30 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     logger.exception("unhandled error in %s", type(view).__name__ if view else "view")
     set_rollback()
     return problem_response(SERVER_ERROR)
+
+
+# --- Parsing ---------------------------------------------------------------------
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class StrictJSONParser(JSONParser):
+    """JSON bodies, refusing NUL characters anywhere (no database text column
+    can hold them, and no legitimate client sends them)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+        data = super().parse(stream, media_type, parser_context)
+        if _has_nul(data):
+            raise exceptions.ParseError(_("请求中含有不允许的 NUL 字符"))
+        return data
 
 
 # --- Django-level error views (requests that never reach DRF) -----------------

@@ -8,12 +8,21 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 
-from config.api import INVALID, PAYLOAD_TOO_LARGE, problem_http_response
+from config.api import INVALID, MALFORMED_REQUEST, PAYLOAD_TOO_LARGE, problem_http_response
+
+
+def _has_nul(request: HttpRequest) -> bool:
+    if "\x00" in request.path:
+        return True
+    return any(
+        "\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()
+    )
 
 
 class ApiRequestLimitsMiddleware:
-    """Refuses oversized API bodies before anything reads them, and keeps
-    API answers out of shared caches unless a view says otherwise.
+    """Refuses oversized API bodies before anything reads them and NUL
+    characters in paths and query strings, and keeps API answers out of
+    shared caches unless a view says otherwise.
 
     Django and DRF read at most ``CONTENT_LENGTH`` bytes (a body without one
     is read as empty), so checking the header bounds what a request can make
@@ -26,6 +35,8 @@ class ApiRequestLimitsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not request.path.startswith("/api/"):
             return self.get_response(request)
+        if _has_nul(request):
+            return problem_http_response(MALFORMED_REQUEST, _("请求中含有不允许的 NUL 字符"))
         raw_length = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(raw_length)

@@ -61,8 +61,13 @@ def operations() -> list[tuple[str, str, tuple[str, ...]]]:
     return found
 
 
-def concrete(path: str) -> str:
-    return re.sub(r"\{[^}]+\}", lambda m: str(uuid.uuid4()) if "id" in m.group(0) else "nope", path)
+def concrete(path: str, value: str | None = None) -> str:
+    def fill(match: re.Match) -> str:
+        if value is not None:
+            return value
+        return str(uuid.uuid4()) if "id" in match.group(0) else "nope"
+
+    return re.sub(r"\{[^}]+\}", fill, path)
 
 
 def assert_clean_refusal(response) -> None:

@@ -1,0 +1,420 @@
+"""Events reach department systems signed, retried, dead-lettered, paused
+and replayed as the design says. A real HTTP server plays the department;
+signatures are checked with the standardwebhooks library."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Message
+from services import events, routing
+from services.models import Application, Delivery, DeliveryStatus, Endpoint
+from tests.accounts.factories import StaffFactory
+from tests.services.conftest import submit
+from tests.services.department import Answer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def hook(department, department_server):
+    endpoint, secret = routing.endpoint_create(
+        department=department,
+        url=department_server.url("/hrss/events"),
+        events=[
+            events.APPLICATION_SUBMITTED,
+            events.APPLICATION_CANCELLED,
+            events.APPLICATION_SUPPLEMENTED,
+        ],
+        actor=None,
+    )
+    endpoint.secret_shown = secret
+    return endpoint
+
+
+def apply(client, capture, **kwargs):
+    with capture(execute=True):
+        response = submit(client, **kwargs)
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def make_due(delivery: Delivery) -> None:
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+
+
+def try_again(delivery: Delivery, capture) -> Delivery:
+    """What the worker does when the retry comes due."""
+    make_due(delivery)
+    with capture(execute=True):
+        routing.delivery_attempt(delivery.pk)
+    return Delivery.objects.get(pk=delivery.pk)
+
+
+def test_a_submitted_application_reaches_the_department_signed(
+    citizen, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    [request] = department_server.received
+    payload = request.verified(hook.secret_shown)  # raises if the signature is wrong
+    assert payload["type"] == "application.submitted"
+    assert payload["timestamp"].endswith("+08:00")
+    application = payload["data"]["application"]
+    assert application["number"] == body["number"] and application["service"] == "sbk-apply"
+    assert application["form"] == body["form"]
+    assert application["applicant"] == {
+        "sub": citizen.subject,
+        "name": "张三丰",
+        "id_number": citizen.id_number,
+        "phone": "13800138000",
+    }
+    delivery = Delivery.objects.get()
+    assert request.headers["webhook-id"] == delivery.event.webhook_id
+    assert request.headers["user-agent"].startswith("MyChangsha-Webhooks")
+    assert delivery.status == "succeeded" and delivery.attempt_count == 1
+    routed = Application.objects.get(pk=body["id"])
+    assert routed.status == "routed"
+    assert routed.department_reference == "DEPT-REF-1"
+    assert (
+        citizen_api.get(f"/api/v1/applications/{body['id']}/").json()["timeline"][-1]["status"]
+        == "routed"
+    )
+
+
+def test_a_wrong_secret_does_not_verify(
+    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    from standardwebhooks import WebhookVerificationError
+
+    from services.transport import new_secret
+
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    with pytest.raises(WebhookVerificationError):
+        department_server.received[0].verified(new_secret())
+
+
+def test_only_subscribed_live_endpoints_of_the_owning_department_receive(
+    citizen_api,
+    service,
+    hook,
+    department,
+    other_department,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    routing.endpoint_create(
+        department=department,
+        url=department_server.url("/only-cancels"),
+        events=["application.cancelled"],
+        actor=None,
+    )
+    routing.endpoint_create(
+        department=other_department,
+        url=department_server.url("/other-dept"),
+        events=["application.submitted"],
+        actor=None,
+    )
+    off, _s = routing.endpoint_create(
+        department=department,
+        url=department_server.url("/off"),
+        events=["application.submitted"],
+        actor=None,
+    )
+    routing.endpoint_update(endpoint=off, actor=None, is_active=False)
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    assert [r.path for r in department_server.received] == ["/hrss/events"]
+
+
+def test_a_failing_department_gets_the_same_event_again_until_it_recovers(
+    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    department_server.answer(Answer(500, {"error": "db down"}), Answer(503, {}))
+    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    assert delivery.status == "pending" and delivery.attempt_count == 1
+    wait = (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()
+    assert 4.5 <= wait <= 5.5  # 5 s ± 10 % jitter
+    delivery = try_again(delivery, django_capture_on_commit_callbacks)
+    wait = (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()
+    assert 27 <= wait <= 33
+    delivery = try_again(delivery, django_capture_on_commit_callbacks)
+    assert delivery.status == "succeeded"
+    assert [a.status_code for a in delivery.attempts.all()] == [500, 503, 200]
+    assert delivery.attempts.first().response_body == '{"error": "db down"}'
+    ids = {r.headers["webhook-id"] for r in department_server.received}
+    assert ids == {delivery.event.webhook_id}
+    assert all(r.verified(hook.secret_shown) for r in department_server.received)
+    assert Application.objects.get(pk=body["id"]).status == "routed"
+
+
+def test_a_delivery_that_never_succeeds_is_dead_lettered_after_the_schedule(
+    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    department_server.default = Answer(500, {})
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    while delivery.status == DeliveryStatus.PENDING:
+        delivery = try_again(delivery, django_capture_on_commit_callbacks)
+    assert delivery.status == "failed" and delivery.failed_at is not None
+    assert delivery.attempt_count == 1 + len(settings.ROUTING_RETRY_SCHEDULE) == 9
+    assert len(department_server.received) == 9
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [(400, False), (401, False), (404, False), (408, True), (429, True), (502, True)],
+)
+def test_client_errors_are_final_except_timeout_and_throttling(
+    citizen_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+    status,
+    retried,
+) -> None:
+    department_server.answer(Answer(status, {}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    assert delivery.status == ("pending" if retried else "failed")
+
+
+def test_retry_after_is_honoured_on_429(
+    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    department_server.answer(Answer(429, {}, {"Retry-After": "120"}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    assert 119 <= (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds() <= 121
+
+
+def test_410_gone_disables_the_endpoint_and_tells_the_department(
+    department, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    clerk = StaffFactory(department=department)
+    department_server.answer(Answer(410, {}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    hook.refresh_from_db()
+    assert not hook.is_active and hook.disabled_reason == "410 Gone"
+    assert Delivery.objects.get().status == "failed"
+    assert Message.objects.filter(user=clerk, kind="endpoint.disabled").exists()
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    assert Delivery.objects.count() == 1  # nothing more goes to a disabled endpoint
+
+
+def test_redirects_are_not_followed(
+    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    department_server.answer(Answer(302, {}, {"Location": "http://169.254.169.254/"}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    assert len(department_server.received) == 1
+    assert Delivery.objects.get().status == "failed"
+
+
+def test_a_slow_department_times_out(
+    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    settings.ROUTING_TIMEOUT_SECONDS = 0.5
+    department_server.answer(Answer(200, {}, delay=2))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    assert delivery.status == "pending"
+    attempt = delivery.attempts.get()
+    assert attempt.status_code is None and attempt.error == "响应超时"
+    assert attempt.duration_ms < 1500
+
+
+def test_the_address_is_checked_again_at_delivery_time(
+    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False  # the endpoint now points somewhere forbidden
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    assert department_server.received == []
+    delivery = Delivery.objects.get()
+    assert "127.0.0.1" in delivery.attempts.get().error
+    assert delivery.status == "pending"
+
+
+def test_the_circuit_breaker_pauses_holds_and_resumes(
+    settings,
+    department,
+    citizen_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+    integrator_api,
+) -> None:
+    settings.ROUTING_BREAKER_THRESHOLD = 3
+    clerk = StaffFactory(department=department)
+    department_server.default = Answer(500, {})
+    for _ in range(3):
+        apply(citizen_api, django_capture_on_commit_callbacks)
+    hook.refresh_from_db()
+    assert hook.state == "paused" and "3 consecutive failures" in hook.pause_reason
+    assert Message.objects.filter(user=clerk, kind="endpoint.paused").exists()
+    assert integrator_api.get(f"/api/v1/dept/endpoints/{hook.id}/").json()["state"] == "paused"
+
+    # While paused, new events wait without spending their retries.
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    held = Delivery.objects.order_by("-created_at").first()
+    assert held.attempt_count == 0 and held.next_attempt_at > timezone.now()
+    assert len(department_server.received) == 3
+
+    # The department fixes its system and sends a test event: everything flows.
+    department_server.default = Answer(200, {"reference": "OK"})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = integrator_api.post(f"/api/v1/dept/endpoints/{hook.id}/test/")
+    assert response.status_code == 202
+    hook.refresh_from_db()
+    assert hook.state == "active" and hook.consecutive_failures == 0
+    Delivery.objects.filter(status="pending").update(
+        next_attempt_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        for delivery in Delivery.objects.filter(status="pending"):
+            routing.delivery_attempt(delivery.pk)
+    assert not Delivery.objects.filter(status="pending").exists()
+    assert department_server.of_type("application.submitted")[-1].payload["data"]["application"][
+        "number"
+    ]
+
+
+def test_paused_endpoints_are_probed_and_resumed(
+    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    Endpoint.objects.filter(pk=hook.pk).update(paused_at=timezone.now(), pause_reason="test")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert routing.probe_paused_endpoints() == 1
+    assert department_server.of_type("ping")
+    hook.refresh_from_db()
+    assert hook.state == "active"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert routing.probe_paused_endpoints() == 0
+
+
+def test_ping_reaches_the_endpoint_signed(
+    integrator_api, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = integrator_api.post(f"/api/v1/dept/endpoints/{hook.id}/test/")
+    assert response.status_code == 202
+    [request] = department_server.received
+    assert request.verified(hook.secret_shown)["type"] == "ping"
+
+
+def test_a_dead_letter_is_replayed_with_the_same_id(
+    citizen_api,
+    integrator_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    department_server.answer(Answer(400, {"error": "schema"}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    assert delivery.status == "failed"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = integrator_api.post(f"/api/v1/dept/deliveries/{delivery.id}/retry/")
+    assert response.status_code == 202
+    delivery.refresh_from_db()
+    assert delivery.status == "succeeded" and delivery.attempt_count == 2
+    assert len({r.headers["webhook-id"] for r in department_server.received}) == 1
+
+
+def test_the_department_reads_its_deliveries_and_their_attempts(
+    citizen_api,
+    integrator_api,
+    other_integrator_key,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    from tests.conftest import client_with_key
+
+    department_server.answer(Answer(500, {"e": 1}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    listed = integrator_api.get(
+        "/api/v1/dept/deliveries/", {"endpoint": str(hook.id), "status": "pending"}
+    ).json()
+    assert [d["id"] for d in listed["results"]] == [str(delivery.id)]
+    assert listed["results"][0]["event"]["id"] == delivery.event.webhook_id
+    detail = integrator_api.get(f"/api/v1/dept/deliveries/{delivery.id}/").json()
+    assert detail["attempts"][0]["status_code"] == 500
+    assert detail["attempts"][0]["response_body"] == '{"e": 1}'
+    assert (
+        integrator_api.get("/api/v1/dept/deliveries/", {"status": "succeeded"}).json()["results"]
+        == []
+    )
+    assert integrator_api.get("/api/v1/dept/deliveries/", {"endpoint": "nope"}).status_code == 400
+    other = client_with_key(other_integrator_key.raw)
+    assert other.get(f"/api/v1/dept/deliveries/{delivery.id}/").status_code == 404
+    assert other.post(f"/api/v1/dept/deliveries/{delivery.id}/retry/").status_code == 404
+    assert other.get("/api/v1/dept/deliveries/").json()["results"] == []
+
+
+def test_a_delivery_in_a_workers_hands_is_not_sent_twice(
+    citizen, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    from services.applications import application_submit
+    from tests.services.conftest import GOOD_FORM
+
+    application_submit(citizen=citizen, service=service, form=GOOD_FORM)  # nudge never runs
+    delivery = Delivery.objects.get()
+    Delivery.objects.filter(pk=delivery.pk).update(
+        locked_until=timezone.now() + dt.timedelta(seconds=30)
+    )
+    assert routing.delivery_attempt(delivery.pk) is None
+    assert department_server.received == []
+
+
+def test_the_sweeper_delivers_what_lost_its_nudge(
+    settings, citizen, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    from services.applications import application_submit
+    from tests.services.conftest import GOOD_FORM
+
+    application_submit(
+        citizen=citizen, service=service, form=GOOD_FORM
+    )  # the broker "lost" the nudge
+    assert department_server.received == []
+    Delivery.objects.update(
+        next_attempt_at=timezone.now()
+        - dt.timedelta(seconds=settings.ROUTING_SWEEP_GRACE_SECONDS + 1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert routing.sweep() == {"deliveries": 1, "events": 0}
+    assert len(department_server.received) == 1
+    assert Delivery.objects.get().status == "succeeded"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert routing.sweep() == {"deliveries": 0, "events": 0}
+
+
+def test_a_huge_response_is_cut_short(
+    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    department_server.answer(Answer(200, b"x" * 500_000))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    attempt = Delivery.objects.get().attempts.get()
+    assert len(attempt.response_body) == 2048
+
+
+def test_in_process_subscribers_run_once_per_event(django_capture_on_commit_callbacks) -> None:
+    seen = []
+    events.subscribe("test.happened", lambda event: seen.append(event.id))
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            event = routing.event_publish(type="test.happened", data={"x": 1})
+        assert seen == [event.id]
+        assert routing.event_handle(event.id) is False
+        assert seen == [event.id]
+    finally:
+        events._subscribers.pop("test.happened", None)

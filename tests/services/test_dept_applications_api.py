@@ -1,0 +1,136 @@
+"""A department follows the applications to its services and reports progress."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import AuditEntry
+from services.models import Application
+from tests.services.conftest import GOOD_FORM, submit
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/dept/applications/"
+
+
+def test_the_department_sees_the_applicants_verified_identity(
+    integrator_api, citizen, citizen_api, service
+) -> None:
+    number = submit(citizen_api).json()["number"]
+    response = integrator_api.get(f"{URL}{number}/")
+    assert response.status_code == 200
+    body = response.json()
+    assert (
+        body["number"] == number
+        and body["service"] == "sbk-apply"
+        and body["status"] == "submitted"
+    )
+    assert body["form"] == GOOD_FORM
+    assert body["applicant"] == {
+        "sub": citizen.subject,
+        "name": "张三丰",
+        "id_number": citizen.id_number,
+        "phone": "13800138000",
+    }
+    assert [t["status"] for t in body["timeline"]] == ["submitted"]
+
+
+def test_a_department_lists_only_applications_to_its_services(
+    integrator_api, citizen_api, service, other_service
+) -> None:
+    mine = submit(citizen_api).json()["number"]
+    submit(citizen_api, other_service.code)
+    listed = integrator_api.get(URL).json()
+    assert [a["number"] for a in listed["results"]] == [mine]
+
+
+def test_a_department_filters_by_status(integrator_api, citizen_api, service) -> None:
+    first = submit(citizen_api).json()["number"]
+    second = submit(citizen_api).json()["number"]
+    integrator_api.post(f"{URL}{first}/status/", {"status": "accepted"}, format="json")
+    accepted = integrator_api.get(URL, {"status": "accepted"}).json()["results"]
+    assert [a["number"] for a in accepted] == [first]
+    submitted = integrator_api.get(URL, {"status": "submitted"}).json()["results"]
+    assert [a["number"] for a in submitted] == [second]
+    assert integrator_api.get(URL, {"status": "nope"}).status_code == 400
+
+
+def test_another_departments_application_is_not_found(
+    integrator_api, citizen_api, other_service
+) -> None:
+    number = submit(citizen_api, other_service.code).json()["number"]
+    assert integrator_api.get(f"{URL}{number}/").status_code == 404
+    response = integrator_api.post(f"{URL}{number}/status/", {"status": "accepted"}, format="json")
+    assert response.status_code == 404
+    assert Application.objects.get(number=number).status == "submitted"
+
+
+def test_the_department_accepts_asks_for_more_and_completes(
+    integrator_api, citizen_api, service
+) -> None:
+    body = submit(citizen_api).json()
+    number = body["number"]
+    accepted = integrator_api.post(
+        f"{URL}{number}/status/",
+        {"status": "accepted", "note": "已受理", "reference": "HRSS-2026-001"},
+        format="json",
+    )
+    assert accepted.status_code == 200, accepted.json()
+    assert accepted.json()["reference"] == "HRSS-2026-001"
+    assert accepted.json()["due_date"] is not None
+    integrator_api.post(
+        f"{URL}{number}/status/", {"status": "needs_info", "note": "请补充份数"}, format="json"
+    )
+    citizen_view = citizen_api.get(f"/api/v1/applications/{body['id']}/").json()
+    assert citizen_view["status"] == "needs_info"
+    assert citizen_view["timeline"][-1]["note"] == "请补充份数"
+    citizen_api.post(
+        f"/api/v1/applications/{body['id']}/supplement/", {"form": {"copies": 1}}, format="json"
+    )
+    done = integrator_api.post(f"{URL}{number}/status/", {"status": "completed"}, format="json")
+    assert done.json()["status"] == "completed"
+    actions = AuditEntry.objects.filter(action="application.status_changed").values_list(
+        "data__to", flat=True
+    )
+    assert sorted(actions) == ["accepted", "completed", "needs_info"]
+
+
+@pytest.mark.parametrize("target", ["routed", "cancelled", "submitted", "awaiting_payment"])
+def test_a_department_cannot_make_the_citizens_or_systems_moves(
+    integrator_api, citizen_api, service, target
+) -> None:
+    number = submit(citizen_api).json()["number"]
+    response = integrator_api.post(f"{URL}{number}/status/", {"status": target}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "invalid_transition"
+
+
+def test_completing_before_accepting_is_refused(integrator_api, citizen_api, service) -> None:
+    number = submit(citizen_api).json()["number"]
+    response = integrator_api.post(f"{URL}{number}/status/", {"status": "completed"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["status"] == "submitted"
+
+
+def test_an_unknown_status_is_a_400(integrator_api, citizen_api, service) -> None:
+    number = submit(citizen_api).json()["number"]
+    response = integrator_api.post(f"{URL}{number}/status/", {"status": "done"}, format="json")
+    assert response.status_code == 400
+    assert "status" in response.json()["errors"]
+
+
+def test_scanner_keys_cannot_touch_applications(scanner_api, citizen_api, service) -> None:
+    number = submit(citizen_api).json()["number"]
+    assert scanner_api.get(f"{URL}{number}/").status_code == 403
+
+
+def test_listing_is_flat_in_queries(
+    integrator_api, citizen, service, django_assert_max_num_queries
+) -> None:
+    from services.applications import application_submit
+
+    for _ in range(25):
+        application_submit(citizen=citizen, service=service, form=GOOD_FORM)
+    with django_assert_max_num_queries(3):
+        response = integrator_api.get(URL, {"page_size": 25})
+    assert len(response.json()["results"]) == 25

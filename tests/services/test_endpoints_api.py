@@ -1,0 +1,161 @@
+"""A department registers the endpoints that receive its events."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+from accounts.models import AuditEntry
+from services import routing
+from services.models import Endpoint
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/dept/endpoints/"
+EVENTS = ["application.submitted", "application.cancelled"]
+
+
+def register(client, url: str = "https://dept.example.org/hook", **extra):
+    return client.post(URL, {"url": url, "events": EVENTS, **extra}, format="json")
+
+
+@pytest.fixture
+def public_dns(monkeypatch):
+    """example.org resolves to a public address; everything else for real."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def fake(host, port, *args, **kwargs):
+        if host.endswith("example.org"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+def test_registering_shows_the_secret_once(integrator_api, public_dns) -> None:
+    response = register(integrator_api, description="审批系统")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["secret"].startswith("whsec_")
+    assert body["events"] == EVENTS and body["state"] == "active"
+    listed = integrator_api.get(URL).json()["results"]
+    assert [e["id"] for e in listed] == [body["id"]]
+    assert "secret" not in listed[0]
+    assert "secret" not in integrator_api.get(f"{URL}{body['id']}/").json()
+    assert AuditEntry.objects.filter(action="endpoint.created").exists()
+
+
+def test_the_secret_is_encrypted_at_rest(integrator_api, public_dns) -> None:
+    from django.db import connection
+
+    secret = register(integrator_api).json()["secret"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM services_endpoint")
+        [(raw,)] = cursor.fetchall()
+    assert secret not in raw
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("ftp://dept.example.org/hook", "endpoint_url_invalid"),
+        ("https://user:pass@dept.example.org/hook", "endpoint_url_invalid"),
+        ("http://127.0.0.1:8000/hook", "endpoint_url_not_allowed"),
+        ("http://localhost/hook", "endpoint_url_not_allowed"),
+        ("http://10.1.2.3/hook", "endpoint_url_not_allowed"),
+        ("http://192.168.1.1/hook", "endpoint_url_not_allowed"),
+        ("http://172.16.0.5/hook", "endpoint_url_not_allowed"),
+        ("http://169.254.169.254/latest/meta-data", "endpoint_url_not_allowed"),
+        ("http://100.64.0.1/hook", "endpoint_url_not_allowed"),
+        ("http://[::1]/hook", "endpoint_url_not_allowed"),
+        ("http://[fd00::1]/hook", "endpoint_url_not_allowed"),
+        ("http://[::ffff:127.0.0.1]/hook", "endpoint_url_not_allowed"),
+        ("http://0.0.0.0/hook", "endpoint_url_not_allowed"),
+        ("https://no-such-host.invalid/hook", "endpoint_url_not_allowed"),
+    ],
+)
+def test_urls_into_private_networks_are_refused(
+    integrator_api, settings, public_dns, url, code
+) -> None:
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    response = register(integrator_api, url)
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == code
+    assert "url" in response.json()["errors"]
+    assert not Endpoint.objects.exists()
+
+
+def test_a_public_address_is_accepted_when_private_ones_are_not(
+    integrator_api, settings, public_dns
+) -> None:
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    assert register(integrator_api).status_code == 201
+
+
+def test_private_addresses_are_allowed_when_switched_on(integrator_api, settings) -> None:
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = True
+    assert register(integrator_api, "http://127.0.0.1:9001/hook").status_code == 201
+
+
+@pytest.mark.parametrize("events", [[], ["nope"], ["ping"], "application.submitted"])
+def test_events_must_be_a_non_empty_list_of_known_types(integrator_api, public_dns, events) -> None:
+    response = integrator_api.post(
+        URL, {"url": "https://dept.example.org/h", "events": events}, format="json"
+    )
+    assert response.status_code == 400
+    assert any(key.startswith("events") for key in response.json()["errors"])
+
+
+def test_a_department_edits_and_removes_its_endpoint(integrator_api, public_dns) -> None:
+    endpoint_id = register(integrator_api).json()["id"]
+    patched = integrator_api.patch(
+        f"{URL}{endpoint_id}/", {"events": ["application.supplemented"]}, format="json"
+    )
+    assert patched.json()["events"] == ["application.supplemented"]
+    assert integrator_api.delete(f"{URL}{endpoint_id}/").status_code == 204
+    assert integrator_api.get(f"{URL}{endpoint_id}/").status_code == 404
+    assert integrator_api.get(URL).json()["results"] == []
+
+
+def test_another_departments_endpoint_is_not_found(
+    integrator_api, other_integrator_key, public_dns
+) -> None:
+    from tests.conftest import client_with_key
+
+    theirs = register(client_with_key(other_integrator_key.raw)).json()["id"]
+    for method, path in [
+        ("get", ""),
+        ("patch", ""),
+        ("delete", ""),
+        ("post", "rotate-secret/"),
+        ("post", "test/"),
+    ]:
+        response = getattr(integrator_api, method)(f"{URL}{theirs}/{path}", {}, format="json")
+        assert response.status_code == 404, (method, path)
+    assert Endpoint.objects.get(pk=theirs).deleted_at is None
+
+
+def test_after_rotation_both_secrets_sign_until_the_overlap_ends(
+    integrator_api, public_dns
+) -> None:
+    created = register(integrator_api).json()
+    rotated = integrator_api.post(f"{URL}{created['id']}/rotate-secret/").json()
+    assert rotated["secret"] != created["secret"]
+    endpoint = Endpoint.objects.get(pk=created["id"])
+    now = timezone.now()
+    headers = routing.transport.signature_headers(
+        msg_id="msg_1", body="{}", keys=routing._signing_keys(endpoint, now), now=now
+    )
+    assert Webhook(created["secret"]).verify("{}", headers) == {}
+    assert Webhook(rotated["secret"]).verify("{}", headers) == {}
+    later = endpoint.previous_secret_expires_at + dt.timedelta(seconds=1)
+    assert routing._signing_keys(endpoint, later) == [rotated["secret"]]
+
+
+def test_scanner_keys_cannot_register_endpoints(scanner_api, public_dns) -> None:
+    assert register(scanner_api).status_code == 403
