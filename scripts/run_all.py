@@ -1,4 +1,5 @@
-"""Start the whole system on one machine: web, Celery worker, Celery beat.
+"""Start the whole system on one machine: web, Celery worker, Celery beat and
+the demo department backend.
 
 ``make run`` calls this after migrating and seeding. Output of every process
 is shown with its name; Ctrl-C stops them all. If one process dies, the rest
@@ -44,6 +45,15 @@ def commands() -> dict[str, list[str]]:
             "2",
         ],
         "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
+        "dept": [
+            str(BIN / "python"),
+            "manage.py",
+            "department_stub",
+            "--port",
+            os.environ.get("STUB_PORT", "9001"),
+            "--api",
+            f"http://{HOST}:{PORT}",
+        ],
     }
 
 
@@ -66,6 +76,8 @@ def banner() -> str:
             f"  Health                 {base}/healthz  {base}/readyz",
             "  Demo citizen           13800138000: POST /api/v1/auth/otp/,",
             "                         the SMS code is printed below by 'web'",
+            "  Demo departments       'dept' receives their signed events and reports",
+            "                         progress back (accepted, then completed)",
             "  Stop with Ctrl-C",
             "",
         ]

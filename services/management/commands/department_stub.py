@@ -1,0 +1,174 @@
+"""A demo department backend, so the whole loop runs on one machine.
+
+It registers an endpoint for each department (and an integrator key to call
+back with), serves those endpoints over real HTTP, verifies every event's
+Standard Webhooks signature, answers ``application.submitted`` with its own
+reference, and after a short delay reports progress through the department
+API: accepted, then completed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+from django.core.management.base import BaseCommand, CommandError
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from accounts.models import ApiKey, ApiKeyScope, Department
+from accounts.services import api_key_create, api_key_revoke
+from services import events, routing
+from services.models import Endpoint
+
+KEY_NAME = "department_stub"
+
+
+class Command(BaseCommand):
+    help = "Run a demo department backend that receives events and reports progress back."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--port", type=int, default=9001)
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument(
+            "--api", default="http://127.0.0.1:8000", help="Base URL of the web API"
+        )
+        parser.add_argument(
+            "--department",
+            action="append",
+            dest="departments",
+            help="Code (repeatable; default all)",
+        )
+        parser.add_argument(
+            "--delay", type=float, default=2.0, help="Seconds before each progress report"
+        )
+
+    def handle(
+        self,
+        *args,
+        port: int,
+        host: str,
+        api: str,
+        departments: list[str] | None,
+        delay: float,
+        **options,
+    ):  # type: ignore[no-untyped-def]
+        wanted = Department.objects.filter(is_active=True)
+        if departments:
+            wanted = wanted.filter(code__in=departments)
+        wired = {department.code: self.wire(department, host, port) for department in wanted}
+        if not wired:
+            raise CommandError("no active departments; run seed_demo or create_department first")
+        stub = Stub(wired, api=api.rstrip("/"), delay=delay, say=self.say)
+        server = ThreadingHTTPServer((host, port), stub.handler())
+        server.daemon_threads = True
+        self.say(
+            f"department stub for {', '.join(sorted(wired))} listening on http://{host}:{port}/<code>/events"
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def wire(self, department: Department, host: str, port: int) -> dict[str, str]:
+        """A fresh integrator key and a live endpoint (with a secret we know)."""
+        for old in ApiKey.objects.filter(department=department, name=KEY_NAME, revoked_at=None):
+            api_key_revoke(key=old, actor=None)
+        _key, raw = api_key_create(
+            department=department, scope=ApiKeyScope.INTEGRATOR, name=KEY_NAME
+        )
+        url = f"http://{host}:{port}/{department.code}/events"
+        endpoint = Endpoint.objects.filter(department=department, url=url, deleted_at=None).first()
+        if endpoint is None:
+            endpoint, secret = routing.endpoint_create(
+                department=department,
+                url=url,
+                events=list(events.SUBSCRIBABLE),
+                description="demo department backend (department_stub)",
+                actor=None,
+            )
+        else:
+            secret = routing.endpoint_rotate_secret(endpoint=endpoint, actor=None)
+            routing.endpoint_update(
+                endpoint=endpoint, actor=None, is_active=True, events=list(events.SUBSCRIBABLE)
+            )
+        return {"key": raw, "secret": secret}
+
+
+class Stub:
+    def __init__(
+        self, wired: dict[str, dict[str, str]], *, api: str, delay: float, say: Any
+    ) -> None:
+        self.wired, self.api, self.delay, self.say = wired, api, delay, say
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                code = self.path.strip("/").split("/")[0]
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = stub.receive(code, body, dict(self.headers.items()))
+                payload = json.dumps(answer, ensure_ascii=False).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def receive(
+        self, code: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str]]:
+        wired = self.wired.get(code)
+        if wired is None:
+            return 404, {"error": "unknown department"}
+        try:
+            event = Webhook(wired["secret"]).verify(body, headers)
+        except WebhookVerificationError as exc:
+            self.say(f"[{code}] refused an event: {exc}")
+            return 401, {"error": "bad signature"}
+        kind = event["type"]
+        application = event.get("data", {}).get("application") or {}
+        number = application.get("number", "")
+        self.say(
+            f"[{code}] {kind} {number} (webhook-id {headers.get('webhook-id') or headers.get('Webhook-Id')})"
+        )
+        if kind == events.APPLICATION_SUBMITTED:
+            reference = f"{code.upper()}-{number[-8:]}"
+            threading.Thread(target=self.progress, args=(code, number), daemon=True).start()
+            return 200, {"reference": reference}
+        return 200, {}
+
+    def progress(self, code: str, number: str) -> None:
+        for status, note in (
+            ("accepted", "材料齐全，予以受理"),
+            ("completed", "已办结，请留意领取通知"),
+        ):
+            time.sleep(self.delay)
+            try:
+                response = httpx.post(
+                    f"{self.api}/api/v1/dept/applications/{number}/status/",
+                    json={"status": status, "note": note},
+                    headers={"Authorization": f"Api-Key {self.wired[code]['key']}"},
+                    timeout=10,
+                )
+            except httpx.HTTPError as exc:
+                self.say(f"[{code}] could not report {status} for {number}: {exc}")
+                return
+            self.say(f"[{code}] reported {status} for {number}: HTTP {response.status_code}")
+            if response.status_code != 200:
+                return

@@ -1,0 +1,92 @@
+"""The demo department backend closes the loop on one machine."""
+
+from __future__ import annotations
+
+import threading
+from http.server import ThreadingHTTPServer
+
+import httpx
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import ApiKey
+from services.management.commands.department_stub import Command, Stub
+from services.models import Application, Endpoint
+from tests.processes import free_port, wait_for
+from tests.services.conftest import GOOD_FORM
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def stub_for(live_server):
+    servers = []
+
+    def start(*departments):
+        port = free_port()
+        command = Command()
+        wired = {d.code: command.wire(d, "127.0.0.1", port) for d in departments}
+        stub = Stub(wired, api=live_server.url, delay=0.1, say=lambda text: None)
+        server = ThreadingHTTPServer(("127.0.0.1", port), stub.handler())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return port, wired
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_stub_accepts_and_completes_what_citizens_submit(
+    stub_for, live_server, citizen, service, department
+) -> None:
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    stub_for(department)
+    token = RefreshToken.for_user(citizen).access_token
+    response = httpx.post(
+        f"{live_server.url}/api/v1/applications/",
+        json={"service": service.code, "form": GOOD_FORM},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.text
+    application_id = response.json()["id"]
+
+    def status() -> str:
+        return Application.objects.get(pk=application_id).status
+
+    wait_for(lambda: status() == "completed", timeout=30, message=f"stuck at {status()}")
+    application = Application.objects.get(pk=application_id)
+    assert application.department_reference.startswith("HRSS-")
+    assert list(application.timeline.values_list("status", flat=True)) == [
+        "submitted",
+        "routed",
+        "accepted",
+        "completed",
+    ]
+
+
+def test_the_stub_refuses_unsigned_events(stub_for, department) -> None:
+    port, _wired = stub_for(department)
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/{department.code}/events", json={"type": "ping"}
+    )
+    assert response.status_code == 401
+
+
+def test_restarting_the_stub_reuses_its_endpoint_and_replaces_its_key(stub_for, department) -> None:
+    stub_for(department)
+    stub_for(department)
+    assert (
+        Endpoint.objects.filter(department=department, deleted_at=None).count() == 2
+    )  # one per port
+    live_keys = ApiKey.objects.filter(
+        department=department, name="department_stub", revoked_at=None
+    )
+    assert live_keys.count() == 1
+
+
+def test_the_command_needs_a_department(db) -> None:
+    with pytest.raises(CommandError, match="no active departments"):
+        call_command("department_stub", "--port", str(free_port()))
