@@ -5,6 +5,7 @@ tells the citizen in their inbox, and publishes the event departments get."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -60,9 +61,16 @@ def can_transition(current: str, target: str, actor: str) -> bool:
 
 
 def _move(
-    application: Application, target: str, *, actor: str, actor_label: str = "", note: str = ""
+    application: Application,
+    target: str,
+    *,
+    actor: str,
+    actor_label: str = "",
+    note: str = "",
+    also: Iterable[str] = (),
 ) -> TimelineEntry:
-    """The one place a status changes. ``application`` must be locked."""
+    """The one place a status changes. ``application`` must be locked;
+    ``also`` names other fields the caller changed, saved in the same UPDATE."""
     if not can_transition(application.status, target, actor):
         raise ServicesError(
             INVALID_TRANSITION,
@@ -74,7 +82,7 @@ def _move(
     application.status = target
     if target in FINAL:
         application.closed_at = now
-    application.save()
+    application.save(update_fields=["status", "closed_at", "updated_at", *also])
     entry = TimelineEntry.objects.create(
         application=application,
         status=target,
@@ -100,8 +108,11 @@ def _move(
 
 
 def _locked(application: Application) -> Application:
+    # of=("self",): lock the application row only. Without it PostgreSQL
+    # also locks the joined citizen, service and department rows, and two
+    # applications of one citizen moving at once deadlock.
     return (
-        Application.objects.select_for_update()
+        Application.objects.select_for_update(of=("self",))
         .select_related("service", "department", "applicant")
         .get(pk=application.pk)
     )
@@ -229,6 +240,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
             actor=ActorKind.CITIZEN,
             actor_label=str(citizen),
             note=_("已补正"),
+            also=["form", "due_date", "paused_at"],
         )
         _publish(application, events.APPLICATION_SUPPLEMENTED, supplement=form)
     return application
@@ -279,6 +291,7 @@ def application_department_update(
             actor=ActorKind.DEPARTMENT,
             actor_label=api_key.department.name,
             note=note,
+            also=["department_reference", "accepted_at", "due_date", "paused_at"],
         )
         audit_record(
             actor=api_key,
@@ -303,19 +316,27 @@ def application_mark_routed(*, application_id: Any, reference: str = "") -> bool
     accepted through the API stays where it is."""
     with transaction.atomic():
         application = (
-            Application.objects.select_for_update()
+            Application.objects.select_for_update(of=("self",))
             .select_related("service", "applicant")
             .filter(pk=application_id)
             .first()
         )
         if application is None:
             return False
-        if reference and not application.department_reference:
+        keep_reference = bool(reference and not application.department_reference)
+        if keep_reference:
             application.department_reference = reference
-            application.save(update_fields=["department_reference", "updated_at"])
         if not can_transition(application.status, S.ROUTED, ActorKind.SYSTEM):
+            if keep_reference:
+                application.save(update_fields=["department_reference", "updated_at"])
             return False
-        _move(application, S.ROUTED, actor=ActorKind.SYSTEM, note=_("已送达办理部门"))
+        _move(
+            application,
+            S.ROUTED,
+            actor=ActorKind.SYSTEM,
+            note=_("已送达办理部门"),
+            also=["department_reference"] if keep_reference else (),
+        )
     return True
 
 

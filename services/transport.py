@@ -132,7 +132,12 @@ def _http() -> httpx.Client:
         _client = httpx.Client(
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            # Headers and body leave as separate writes: without TCP_NODELAY
+            # the body waits for the peer's delayed ACK (40 ms on Linux).
+            transport=httpx.HTTPTransport(
+                limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            ),
         )
     return _client
 

@@ -77,7 +77,6 @@ class ApplicationListView(CitizenView, ListAPIView):
             application = applications.application_submit(
                 citizen=request.user, **serializer.validated_data
             )
-            application = selectors.application_of(request.user, application.pk)
             return Response(ApplicationSerializer(application).data, status=status.HTTP_201_CREATED)
 
         return idempotent(request, create)

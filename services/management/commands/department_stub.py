@@ -114,6 +114,8 @@ class Stub:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True
+
             def do_POST(self) -> None:  # noqa: N802
                 code = self.path.strip("/").split("/")[0]
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -1,0 +1,64 @@
+"""Deliveries, submissions and status changes racing on PostgreSQL's row locks."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from accounts.services import api_key_create
+from services import events, routing
+from services.applications import application_department_update, application_submit
+from services.models import Application, Delivery
+from tests.accounts.factories import CitizenFactory
+from tests.concurrency import at_once
+from tests.services.conftest import GOOD_FORM
+from tests.services.department import Answer
+from tests.services.factories import ServiceFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def test_one_citizens_applications_move_at_once_without_deadlocks(
+    department_server, settings
+) -> None:
+    """Regression: locking an application for a change used to lock its
+    citizen's and service's rows too. A worker marking one application
+    routed then deadlocked with the web inserting the citizen's next one
+    (whose foreign keys take share locks on those same rows)."""
+    settings.ROUTING_BREAKER_THRESHOLD = 1000
+    service = ServiceFactory()
+    routing.endpoint_create(
+        department=service.department,
+        url=department_server.url(),
+        events=[events.APPLICATION_SUBMITTED],
+        actor=None,
+    )
+    key, _raw = api_key_create(department=service.department, scope="integrator")
+    citizen = CitizenFactory(verified=True)
+    for _round in range(4):
+        department_server.default = Answer(503, {})  # first tries fail, so retries can race
+        waiting = [
+            application_submit(citizen=citizen, service=service, form=GOOD_FORM) for _ in range(12)
+        ]
+        department_server.default = Answer(200, {"reference": "R"})
+        due = Delivery.objects.filter(event__application__in=waiting[:6], status="pending")
+        due.update(next_attempt_at=timezone.now())
+        deliveries = list(due.values_list("id", flat=True))
+
+        def work(i: int, deliveries: list = deliveries, waiting: list = waiting) -> str:
+            if i < 6:
+                routing.delivery_attempt(deliveries[i])
+                return "delivered"
+            if i < 12:
+                application_submit(citizen=citizen, service=service, form=GOOD_FORM)
+                return "submitted"
+            application_department_update(
+                application=waiting[i - 6], status="accepted", api_key=key
+            )
+            return "accepted"
+
+        results = at_once(16, work)
+        assert results.count("delivered") == 6 and results.count("accepted") == 4
+        routed = Application.objects.filter(pk__in=[a.pk for a in waiting[:6]], status="routed")
+        assert routed.count() == 6
+    assert Application.objects.filter(status="accepted").count() == 4 * 4
