@@ -227,10 +227,10 @@ class RedisScanRecorder(ScanRecorder):
         self._trim = client.register_script(_TRIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
         # Inside the cache's key space, so each deployment (and test run)
-        # keeps its own.
+        # keeps its own; QR_SCAN_BUFFER_KEY names the list explicitly.
         prefix = cache.make_key("qr")
-        self.events_key = f"{prefix}:events"
-        self.lock_key = f"{prefix}:events:flush-lock"
+        self.events_key = settings.QR_SCAN_BUFFER_KEY or f"{prefix}:events"
+        self.lock_key = f"{self.events_key}:flush-lock"
         self._prefix = prefix
 
     def record(
@@ -299,6 +299,6 @@ def get_recorder() -> ScanRecorder:
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: object) -> None:
-    if setting in ("QR_SCAN_RECORDER", "REDIS_URL", "CACHES"):
+    if setting in ("QR_SCAN_RECORDER", "QR_SCAN_BUFFER_KEY", "REDIS_URL", "CACHES"):
         get_recorder.cache_clear()
         _redis.cache_clear()

@@ -381,6 +381,7 @@ QR_SCAN_RECORDER = env.str(
     "QR_SCAN_RECORDER",
     default="qr.recorders.RedisScanRecorder" if REDIS_URL else "qr.recorders.DatabaseScanRecorder",
 )
+QR_SCAN_BUFFER_KEY = env.str("QR_SCAN_BUFFER_KEY", default="")  # default: in the cache's prefix
 QR_SCAN_FLUSH_SECONDS = env.int("QR_SCAN_FLUSH_SECONDS", default=2)
 QR_SCAN_RETENTION_DAYS = env.int("QR_SCAN_RETENTION_DAYS", default=180)
 QR_OFFLINE_BATCH_MAX = env.int("QR_OFFLINE_BATCH_MAX", default=500)
