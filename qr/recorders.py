@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 
 from django.conf import settings
@@ -54,17 +54,29 @@ class ScanRecord:
     place: str = ""
     terminal_event_id: str = ""
 
+    def as_dict(self) -> dict[str, object]:
+        # Not dataclasses.asdict: that deep-copies, and this runs per scan.
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(self.as_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def to_json_pair(self) -> tuple[str, str]:
+        """This record and the same one marked ``replayed``, as JSON."""
+        data = self.as_dict()
+        plain = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        data["valid"], data["reason"] = False, "replayed"
+        return plain, json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ScanRecord:
         return cls(**json.loads(raw))
 
     def replayed(self) -> ScanRecord:
-        copy = ScanRecord(**asdict(self))
-        copy.valid, copy.reason = False, "replayed"
-        return copy
+        return replace(self, valid=False, reason="replayed")
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(ScanRecord))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +254,10 @@ class RedisScanRecorder(ScanRecorder):
             rate_key, retry_after = _window(limit, now)
             limit_count, window = limit.limit, limit.window
         claim_key = f"{self._prefix}:claim:{claim.holder}:{claim.jti}" if claim else ""
-        payload = record.to_json()
-        replayed = record.replayed().to_json() if claim else ""
+        if claim:
+            payload, replayed = record.to_json_pair()
+        else:
+            payload, replayed = record.to_json(), ""
         try:
             result = self._record(
                 keys=[f"{self._prefix}:rate:{rate_key}", claim_key, self.events_key],

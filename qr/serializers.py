@@ -15,10 +15,12 @@ from services.models import Service
 from services.selectors import department_services
 
 _CODE_HELP = "The scanned text: `MCS1:` + compact JWS"
+# Longer than any code (which the verifier calls malformed) but bounded.
+CODE_FIELD_MAX_LENGTH = MAX_LENGTH * 2
 
 
 class CodeInSerializer(serializers.Serializer):
-    code = serializers.CharField(max_length=MAX_LENGTH * 2, help_text=_CODE_HELP)
+    code = serializers.CharField(max_length=CODE_FIELD_MAX_LENGTH, help_text=_CODE_HELP)
 
 
 class StarCodeSerializer(serializers.Serializer):
