@@ -13,6 +13,7 @@ admin.site.site_title = settings.ADMIN_SITE_HEADER
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("services.urls")),
+    path("", include("qr.urls")),
 ]
 
 urlpatterns = [

@@ -402,6 +402,67 @@ STAR_CODE_TTL = env.int("STAR_CODE_TTL", default=60)
 ROUTING_ALLOW_PRIVATE_ENDPOINTS = env.bool("ROUTING_ALLOW_PRIVATE_ENDPOINTS", default=DEBUG)
 PAYMENTS_SANDBOX = env.bool("PAYMENTS_SANDBOX", default=DEBUG)
 
+# --- Star-code (qr) ------------------------------------------------------------------
+
+# The ``iss`` of every star-code and venue code.
+QR_ISSUER = env.str("QR_ISSUER", default="https://my.changsha.gov.cn")
+# A rotated-in key is published this long before it signs (offline
+# scanners refresh their JWKS in that time); JWKS answers are cacheable for
+# QR_JWKS_MAX_AGE seconds.
+QR_KEY_PUBLISH_AHEAD_SECONDS = env.int("QR_KEY_PUBLISH_AHEAD_SECONDS", default=3600)
+QR_JWKS_MAX_AGE = env.int("QR_JWKS_MAX_AGE", default=300)
+# How long a web process trusts what it remembered: signing keys, scanner
+# keys and profiles (revocations take effect within this), deactivated
+# accounts (online verify refuses a suspended account within this).
+QR_KEY_CACHE_SECONDS = env.int("QR_KEY_CACHE_SECONDS", default=30)
+QR_SCANNER_AUTH_CACHE_SECONDS = env.int("QR_SCANNER_AUTH_CACHE_SECONDS", default=5)
+QR_ACCOUNT_STATE_REFRESH_SECONDS = env.float("QR_ACCOUNT_STATE_REFRESH_SECONDS", default=1.0)
+# Rates (DRF notation): verifications per scanner key, code resolutions per
+# client address, star-codes per citizen.
+QR_VERIFY_RATE = env.str("QR_VERIFY_RATE", default="600/min")
+QR_RESOLVE_RATE = env.str("QR_RESOLVE_RATE", default="60/min")
+QR_STAR_CODE_RATE = env.str("QR_STAR_CODE_RATE", default="120/min")
+# Where scan events wait before the database (qr/recorders.py).
+QR_SCAN_RECORDER = env.str(
+    "QR_SCAN_RECORDER",
+    default="qr.recorders.RedisScanRecorder" if REDIS_URL else "qr.recorders.DatabaseScanRecorder",
+)
+QR_SCAN_BUFFER_KEY = env.str("QR_SCAN_BUFFER_KEY", default="")  # default: in the cache's prefix
+QR_SCAN_FLUSH_SECONDS = env.int("QR_SCAN_FLUSH_SECONDS", default=2)
+QR_SCAN_RETENTION_DAYS = env.int("QR_SCAN_RETENTION_DAYS", default=180)
+QR_OFFLINE_BATCH_MAX = env.int("QR_OFFLINE_BATCH_MAX", default=500)
+QR_REVOCATIONS_PAGE_SIZE = env.int("QR_REVOCATIONS_PAGE_SIZE", default=1000)
+QR_REVOCATIONS_LAG_SECONDS = env.int("QR_REVOCATIONS_LAG_SECONDS", default=5)
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "qr-prune-signing-keys": {
+            "task": "qr.prune_signing_keys",
+            "schedule": timedelta(minutes=10),
+            "options": {"queue": "housekeeping"},
+        },
+        "qr-purge-scan-events": {
+            "task": "qr.purge_scan_events",
+            "schedule": crontab(hour=3, minute=41),
+            "options": {"queue": "housekeeping"},
+        },
+    }
+)
+if "Redis" in QR_SCAN_RECORDER:
+    # Buffered scan events go to the database every few seconds.
+    CELERY_BEAT_SCHEDULE["qr-flush-scan-events"] = {
+        "task": "qr.flush_scan_events",
+        "schedule": timedelta(seconds=QR_SCAN_FLUSH_SECONDS),
+        "options": {"queue": "default", "expires": 30},
+    }
+CELERY_TASK_ROUTES.update(
+    {
+        "qr.flush_scan_events": {"queue": "default"},
+        "qr.prune_signing_keys": {"queue": "housekeeping"},
+        "qr.purge_scan_events": {"queue": "housekeeping"},
+    }
+)
+
 # Mounts /bench/bare, the floor of the HTTP benchmarks (never in production).
 BENCHMARK_VIEWS = env.bool("BENCHMARK_VIEWS", default=False)
 

@@ -1,0 +1,173 @@
+"""Operators' view of signing keys, venue codes, scanner profiles and scans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
+
+from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
+from qr import selectors, services
+from qr.models import ScanEvent, ScannerProfile, SigningKey, VenueCode
+from qr.recorders import ScanStateUnavailable, get_recorder
+
+
+def _ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+STATUS_LABELS = {
+    "upcoming": _("已发布，待启用"),
+    "active": _("签发中"),
+    "retiring": _("已停止签发，仍在公布"),
+    "withdrawn": _("已撤下"),
+}
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(ReadOnlyAdmin):
+    list_display = ("kid", "status", "activates_at", "created_at", "withdrawn_at")
+    fields = ("kid", "status", "public_key", "created_at", "activates_at", "withdrawn_at")
+    readonly_fields = fields
+    change_list_template = "admin/qr/signingkey/change_list.html"
+
+    @admin.display(description=_("状态"))
+    def status(self, key: SigningKey) -> str:
+        return str(STATUS_LABELS[selectors.signing_key_status(key)])
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path(
+                "rotate/",
+                self.admin_site.admin_view(self.rotate_view),
+                name="qr_signingkey_rotate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def rotate_view(self, request: HttpRequest) -> HttpResponse:
+        return require_POST(self._rotate)(request)
+
+    def _rotate(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        immediately = request.POST.get("immediately") == "1"
+        key = services.signing_key_rotate(immediately=immediately, actor=request.user)
+        services.signing_keys_prune()
+        self.message_user(
+            request,
+            _("新密钥 %(kid)s 已发布，将于 %(at)s 开始签发")
+            % {"kid": key.kid, "at": key.activates_at.isoformat(timespec="seconds")},
+            level=messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:qr_signingkey_changelist"))
+
+
+@admin.register(VenueCode)
+class VenueCodeAdmin(admin.ModelAdmin):
+    list_display = (
+        "label",
+        "service",
+        "department",
+        "location",
+        "scan_count_display",
+        "is_active_display",
+        "created_at",
+    )
+    list_filter = (("deactivated_at", admin.EmptyFieldListFilter), "department")
+    search_fields = ("label", "location", "service__code", "service__name", "=jti")
+    list_select_related = ("service", "department")
+    fields = (
+        "id",
+        "department",
+        "service",
+        "label",
+        "location",
+        "kid",
+        "code",
+        "created_at",
+        "deactivated_at",
+    )
+    readonly_fields = fields
+    actions = ["deactivate"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[VenueCode]:
+        return selectors.venue_codes_with_scan_counts(super().get_queryset(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # departments create codes through their API
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("扫码次数"), ordering="scan_count")
+    def scan_count_display(self, venue: VenueCode) -> int:
+        return venue.scan_count  # type: ignore[attr-defined]
+
+    @admin.display(description=_("有效"), boolean=True)
+    def is_active_display(self, venue: VenueCode) -> bool:
+        return venue.is_active
+
+    @admin.action(description=_("停用所选场所码"), permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[VenueCode]) -> None:
+        count = 0
+        for venue in queryset.filter(deactivated_at__isnull=True):
+            services.venue_code_deactivate(venue=venue, actor=request.user, ip=_ip(request))
+            count += 1
+        self.message_user(request, _("已停用 %(n)s 个场所码") % {"n": count})
+
+
+@admin.register(ScannerProfile)
+class ScannerProfileAdmin(AuditedModelAdmin):
+    list_display = ("api_key", "place", "disclosure", "updated_at")
+    list_filter = ("disclosure",)
+    search_fields = ("place", "api_key__prefix", "api_key__name", "api_key__department__code")
+    autocomplete_fields = ("api_key",)
+    list_select_related = ("api_key__department",)
+
+
+@admin.register(ScanEvent)
+class ScanEventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "scanned_at",
+        "source",
+        "department",
+        "place",
+        "kind",
+        "valid",
+        "reason",
+        "subject_masked",
+    )
+    list_filter = ("source", "kind", "valid", "reason", "department")
+    search_fields = ("=subject", "=jti", "=terminal_event_id", "place")
+    search_help_text = _("完整匿名主体标识、码标识或终端事件号")
+    list_select_related = ("department",)
+    date_hierarchy = "scanned_at"
+    exclude = ("subject",)
+    readonly_fields = ("subject_masked",)
+
+    @admin.display(description=_("匿名主体标识"))
+    def subject_masked(self, event: ScanEvent) -> str:
+        return f"{event.subject[:6]}…" if event.subject else "-"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+        try:
+            pending = get_recorder().pending()
+        except ScanStateUnavailable:
+            pending = None
+        extra_context = {**(extra_context or {}), "title": _("扫码记录")}
+        if pending:
+            self.message_user(
+                request,
+                _("另有 %(n)s 条扫码记录在缓冲区中，几秒内入库") % {"n": pending},
+                level=messages.INFO,
+            )
+        elif pending is None:
+            self.message_user(request, _("扫码缓冲区暂不可达"), level=messages.WARNING)
+        return super().changelist_view(request, extra_context)

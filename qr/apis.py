@@ -1,0 +1,446 @@
+"""Star-code API: the citizen's code, scanners, venue codes, public keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from accounts.apis import client_ip
+from accounts.authentication import ApiKeyAuthentication, IsCitizen, IsIntegrator, IsScanner
+from config.api import FeedPagination, PagePagination, problems
+from qr import caches, rendering, selectors, services
+from qr.authentication import ScannerKeyAuthentication
+from qr.codes import Kind
+from qr.errors import SINCE_INVALID, QrError
+from qr.models import VenueCode
+from qr.serializers import (
+    CODE_FIELD_MAX_LENGTH,
+    CodeInSerializer,
+    JwksSerializer,
+    MyScanSerializer,
+    ResolvedSerializer,
+    RevocationsSerializer,
+    ScanUploadResultSerializer,
+    ScanUploadSerializer,
+    StarCodeSerializer,
+    VenueCodeCreateSerializer,
+    VenueCodeSerializer,
+    VerifyResultSerializer,
+)
+from qr.services import OfflineScan
+
+IMAGE_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+class FirstRenderer(BaseContentNegotiation):
+    """Views that answer images or a JWKS ignore ``Accept`` (a browser or a
+    scanner asks for ``image/*`` or ``application/jwk-set+json``); errors
+    still leave as problem details."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):  # type: ignore[no-untyped-def]
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):  # type: ignore[no-untyped-def]
+        return parsers[0] if parsers else None
+
+
+class _SettingRateThrottle(SimpleRateThrottle):
+    setting = ""
+
+    def get_rate(self) -> str:
+        return getattr(settings, self.setting)
+
+
+class StarCodeThrottle(_SettingRateThrottle):
+    scope = "qr_star_code"
+    setting = "QR_STAR_CODE_RATE"
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+class ResolveThrottle(_SettingRateThrottle):
+    scope = "qr_resolve"
+    setting = "QR_RESOLVE_RATE"
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+def _image_response(body: bytes, fmt: str, *, filename: str | None = None) -> HttpResponse:
+    response = HttpResponse(body, content_type=IMAGE_TYPES[fmt])
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    if filename:
+        response["Content-Disposition"] = f'inline; filename="{filename}.{fmt}"'
+    return response
+
+
+_IMAGE_RESPONSES = {
+    (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="PNG"),
+    (200, "image/svg+xml"): OpenApiResponse(OpenApiTypes.STR, description="SVG"),
+}
+
+
+# --- Public keys ----------------------------------------------------------------------
+
+
+class KeysView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    content_negotiation_class = FirstRenderer
+
+    @extend_schema(
+        tags=["star-code"],
+        summary="Public keys (JWKS) that star-codes and venue codes are signed with",
+        description=(
+            "Standard JSON Web Key Set (RFC 7517; OKP/Ed25519 keys of RFC 8037): the "
+            "active key, upcoming keys (published before they sign) and retired keys "
+            "whose codes may still be valid. Cacheable; conditional GET with ETag."
+        ),
+        responses={200: JwksSerializer, 304: OpenApiResponse(description="Not modified")},
+    )
+    def get(self, request: Request) -> Response:
+        caches.keyring.ensure()
+        body = selectors.jwks()
+        etag = (
+            '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'
+        )
+        headers = {
+            "Cache-Control": f"public, max-age={settings.QR_JWKS_MAX_AGE}",
+            "ETag": etag,
+        }
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(body, headers=headers, content_type="application/jwk-set+json")
+
+
+# --- The citizen's own code -------------------------------------------------------------
+
+
+class StarCodeView(APIView):
+    permission_classes = [IsCitizen]
+    throttle_classes = [StarCodeThrottle]
+
+    @extend_schema(
+        tags=["star-code"],
+        summary="My star-code (a new one on each call)",
+        responses={200: StarCodeSerializer, **problems("account_suspended", "throttled")},
+    )
+    def get(self, request: Request) -> Response:
+        issued = services.star_code_issue(user=request.user)
+        return Response(
+            StarCodeSerializer(issued).data, headers={"Cache-Control": "no-store, private"}
+        )
+
+
+class StarCodeImageView(APIView):
+    permission_classes = [IsCitizen]
+    throttle_classes = [StarCodeThrottle]
+    content_negotiation_class = FirstRenderer
+
+    @extend_schema(
+        tags=["star-code"],
+        summary="My star-code as an image (a new code on each call)",
+        responses={**_IMAGE_RESPONSES, **problems("account_suspended", "throttled")},
+    )
+    def get(self, request: Request, fmt: str) -> HttpResponse:
+        issued = services.star_code_issue(user=request.user)
+        body = rendering.png(issued.code) if fmt == "png" else rendering.svg(issued.code)
+        return _image_response(body, fmt)
+
+
+class MyScansView(APIView):
+    permission_classes = [IsCitizen]
+
+    class Pagination(FeedPagination):
+        ordering = "-scanned_at"
+
+    @extend_schema(
+        tags=["star-code"],
+        summary="Where and when my star-code was scanned, newest first",
+        responses={200: MyScanSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        paginator = self.Pagination()
+        page = paginator.paginate_queryset(selectors.scans_of(request.user), request, self)
+        return paginator.get_paginated_response(MyScanSerializer(page, many=True).data)
+
+
+# --- Scanners ----------------------------------------------------------------------------------
+
+
+class ScannerView(APIView):
+    authentication_classes = [ScannerKeyAuthentication]
+    permission_classes = [IsScanner]
+    # JSON only, whatever a terminal's Accept says (and no negotiation cost per scan).
+    content_negotiation_class = FirstRenderer
+
+
+class VerifyView(ScannerView):
+    @extend_schema(
+        tags=["scanner"],
+        summary="Verify a scanned code (every call is a scan event)",
+        description=(
+            "Always 200 for a scanned code, valid or not; the reasons are `malformed`, "
+            "`bad_signature`, `unknown_key`, `expired`, `not_yet_valid`, `revoked`, "
+            "`replayed` (this key already verified this code) and `account_inactive`. "
+            "The subject is disclosed as the key's profile allows."
+        ),
+        request=CodeInSerializer,
+        responses={
+            200: VerifyResultSerializer,
+            **problems("api_key_scope", "throttled", "scan_state_unavailable"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        verdict = services.scan_verify(scanner=request.auth, text=_scanned_text(request.data))
+        if not verdict.valid:
+            return Response({"valid": False, "reason": verdict.reason.value})
+        claims = verdict.claims
+        subject: dict[str, Any] = {"id": claims.sub, "identity_level": claims.lvl}
+        if verdict.discloses_name and claims.knd is Kind.CITIZEN:
+            subject["name_masked"] = verdict.name_masked
+        expires_at = None
+        if claims.exp is not None:
+            expires_at = timezone.localtime(dt.datetime.fromtimestamp(claims.exp, tz=dt.UTC))
+        return Response(
+            {
+                "valid": True,
+                "kind": claims.knd.value,
+                "subject": subject,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            }
+        )
+
+
+def _scanned_text(data: Any) -> str:
+    """The ``code`` of a verify request. The common case is checked inline
+    (this runs per passenger at a gate); anything unusual goes through the
+    serializer, which words the 400."""
+    code = data.get("code") if isinstance(data, dict) else None
+    if (
+        isinstance(code, str)
+        and 0 < len(code) <= CODE_FIELD_MAX_LENGTH
+        and code.isprintable()
+        and not code[0].isspace()
+        and not code[-1].isspace()
+    ):
+        return code
+    serializer = CodeInSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data["code"]
+
+
+_OFFSET_AFTER_SPACE = re.compile(r"(\d) (\d\d(?::?\d\d)?)$")
+
+
+def _parse_since(raw: str | None) -> dt.datetime | None:
+    if raw is None or raw == "":
+        return None
+    # An unencoded "+08:00" in a query string arrives as " 08:00".
+    text = _OFFSET_AFTER_SPACE.sub(r"\1+\2", raw.strip())
+    try:
+        value = parse_datetime(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise QrError(SINCE_INVALID, errors={"since": [str(SINCE_INVALID.title)]})
+    return value
+
+
+class RevocationsView(ScannerView):
+    @extend_schema(
+        tags=["scanner"],
+        summary="Revoked codes and deactivated subjects since a time (offline terminals)",
+        parameters=[
+            OpenApiParameter(
+                "since",
+                OpenApiTypes.DATETIME,
+                description="ISO 8601 with offset; the `until` of the previous answer. "
+                "Omitted: everything.",
+            )
+        ],
+        responses={200: RevocationsSerializer, **problems("since_invalid", "api_key_scope")},
+    )
+    def get(self, request: Request) -> Response:
+        since = _parse_since(request.query_params.get("since"))
+        revocations = selectors.revocations_since(since)
+        return Response(RevocationsSerializer(revocations).data)
+
+
+class ScanUploadView(ScannerView):
+    @extend_schema(
+        tags=["scanner"],
+        summary="Upload scans made offline (idempotent on each event_id)",
+        request=ScanUploadSerializer,
+        responses={200: ScanUploadResultSerializer, **problems("api_key_scope")},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ScanUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        scans = [
+            OfflineScan(
+                event_id=item["event_id"],
+                code=item["code"],
+                scanned_at=item["scanned_at"],
+                valid=item["valid"],
+                reason=item["reason"],
+            )
+            for item in serializer.validated_data["scans"]
+        ]
+        results = services.scans_upload(scanner=request.auth, scans=scans)
+        recorded = sum(1 for r in results if r["status"] == "recorded")
+        return Response(
+            {"recorded": recorded, "duplicates": len(results) - recorded, "scans": results}
+        )
+
+
+class ResolveView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ResolveThrottle]
+
+    @extend_schema(
+        tags=["star-code"],
+        summary="What a scanned venue code opens",
+        request=CodeInSerializer,
+        responses={
+            200: ResolvedSerializer,
+            **problems("code_invalid", "code_revoked", "throttled"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = CodeInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        venue = services.venue_code_resolve(text=serializer.validated_data["code"])
+        return Response(
+            {
+                "kind": "venue",
+                "service": {"code": venue.service.code, "name": venue.service.name},
+                "label": venue.label,
+                "location": venue.location,
+            }
+        )
+
+
+# --- Department: venue codes ---------------------------------------------------------------------
+
+
+class DeptCodesView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsIntegrator]
+
+    @property
+    def department(self):  # type: ignore[no-untyped-def]
+        return self.request.auth.department
+
+    def get_venue(self, code_id: Any) -> VenueCode:
+        venue = selectors.venue_code_of(self.department, code_id)
+        if venue is None:
+            raise Http404
+        return venue
+
+
+class DeptCodeListView(DeptCodesView):
+    @extend_schema(
+        tags=["dept: codes"],
+        summary="My department's venue codes, newest first",
+        operation_id="dept_codes_list",
+        parameters=[
+            OpenApiParameter("service", str, description="Only codes of this service code"),
+            OpenApiParameter("is_active", bool),
+        ],
+        responses={200: VenueCodeSerializer(many=True), **problems("api_key_scope")},
+    )
+    def get(self, request: Request) -> Response:
+        venues = selectors.venue_codes_of(self.department)
+        service = request.query_params.get("service")
+        if service:
+            venues = venues.filter(service__code=service)
+        active = request.query_params.get("is_active", "").lower()
+        if active in ("true", "1"):
+            venues = venues.filter(deactivated_at__isnull=True)
+        elif active in ("false", "0"):
+            venues = venues.filter(deactivated_at__isnull=False)
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(venues, request, self)
+        return paginator.get_paginated_response(VenueCodeSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["dept: codes"],
+        summary="Create a venue code for one of my department's services",
+        request=VenueCodeCreateSerializer,
+        responses={201: VenueCodeSerializer, **problems("api_key_scope")},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = VenueCodeCreateSerializer(
+            data=request.data, context={"department": self.department}
+        )
+        serializer.is_valid(raise_exception=True)
+        venue = services.venue_code_create(
+            department=self.department, actor=request.auth, **serializer.validated_data
+        )
+        return Response(VenueCodeSerializer(venue).data, status=status.HTTP_201_CREATED)
+
+
+class DeptCodeDetailView(DeptCodesView):
+    @extend_schema(
+        tags=["dept: codes"],
+        summary="One of my department's venue codes",
+        responses={200: VenueCodeSerializer, **problems("not_found")},
+    )
+    def get(self, request: Request, code_id: str) -> Response:
+        return Response(VenueCodeSerializer(self.get_venue(code_id)).data)
+
+
+class DeptCodeImageView(DeptCodesView):
+    content_negotiation_class = FirstRenderer
+
+    @extend_schema(
+        tags=["dept: codes"],
+        summary="A venue code as PNG, or as print-ready SVG (60 mm wide, with its caption)",
+        responses={**_IMAGE_RESPONSES, **problems("not_found")},
+    )
+    def get(self, request: Request, code_id: str, fmt: str) -> HttpResponse:
+        venue = self.get_venue(code_id)
+        if fmt == "png":
+            body = rendering.png(venue.code, error_correction=rendering.PRINT, box_size=10)
+        else:
+            body = rendering.svg(
+                venue.code,
+                error_correction=rendering.PRINT,
+                caption=[venue.service.name, venue.label, venue.location],
+            )
+        return _image_response(body, fmt, filename=f"venue-code-{venue.pk}")
+
+
+class DeptCodeDeactivateView(DeptCodesView):
+    @extend_schema(
+        tags=["dept: codes"],
+        summary="Deactivate a venue code for good (it then resolves as revoked)",
+        request=None,
+        responses={200: VenueCodeSerializer, **problems("not_found")},
+    )
+    def post(self, request: Request, code_id: str) -> Response:
+        venue = services.venue_code_deactivate(
+            venue=self.get_venue(code_id), actor=request.auth, ip=client_ip(request)
+        )
+        return Response(VenueCodeSerializer(venue).data)

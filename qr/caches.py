@@ -1,0 +1,222 @@
+"""What each web process keeps in memory so that verifying a code touches
+neither the database nor the network on the common path.
+
+Every cache here is bounded in age by a setting and refreshed from the
+database, which stays the truth:
+
+- :class:`KeyRing`: the published signing keys (``QR_KEY_CACHE_SECONDS``);
+  a code naming a ``kid`` we do not hold triggers a reload, at most once a
+  second, so a key created by another process is picked up at once.
+- :class:`ScannerProfiles`: each scanner key's disclosure profile, with the
+  same lifetime as the scanner-key authentication cache.
+- :class:`InactiveSubjects`: subjects deactivated recently enough to still
+  hold an unexpired code (``QR_ACCOUNT_STATE_REFRESH_SECONDS``). A subject
+  deactivated longer ago than a code lives cannot hold a valid code: codes
+  are only issued to active accounts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils import timezone
+
+from accounts import pii
+from qr.codes import CLOCK_SKEW_SECONDS, b64url_decode
+
+# A code naming an unknown kid reloads the keys at most this often.
+_MISS_RELOAD_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    activates_at: dt.datetime
+    public_key: Ed25519PublicKey
+    encrypted_private_key: str
+
+
+class KeyRing:
+    """The signing keys as this process knows them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, LoadedKey] = {}
+        self._private: dict[str, Ed25519PrivateKey] = {}
+        self._loaded_at = float("-inf")
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys, self._private, self._loaded_at = {}, {}, float("-inf")
+
+    def _load(self) -> None:
+        from qr.models import SigningKey
+
+        rows = SigningKey.objects.filter(withdrawn_at__isnull=True).values_list(
+            "kid", "activates_at", "public_key", "private_key"
+        )
+        keys = {
+            kid: LoadedKey(
+                kid=kid,
+                activates_at=activates_at,
+                public_key=Ed25519PublicKey.from_public_bytes(b64url_decode(public)),
+                encrypted_private_key=private,
+            )
+            for kid, activates_at, public, private in rows
+        }
+        self._keys = keys
+        self._private = {kid: k for kid, k in self._private.items() if kid in keys}
+        self._loaded_at = time.monotonic()
+
+    def _current(self) -> dict[str, LoadedKey]:
+        if time.monotonic() - self._loaded_at > settings.QR_KEY_CACHE_SECONDS:
+            with self._lock:
+                if time.monotonic() - self._loaded_at > settings.QR_KEY_CACHE_SECONDS:
+                    self._load()
+        return self._keys
+
+    def get(self, kid: str) -> Ed25519PublicKey | None:
+        """The public key named ``kid``, if it is published."""
+        key = self._current().get(kid)
+        if key is None and time.monotonic() - self._loaded_at > _MISS_RELOAD_INTERVAL:
+            with self._lock:
+                self._load()
+            key = self._keys.get(kid)
+        return key.public_key if key is not None else None
+
+    def published(self) -> list[LoadedKey]:
+        """Every key in the JWKS: upcoming, active and retiring, newest first."""
+        return sorted(self._current().values(), key=lambda k: k.activates_at, reverse=True)
+
+    def active(self, now: dt.datetime | None = None) -> LoadedKey | None:
+        now = now or timezone.now()
+        live = [k for k in self._current().values() if k.activates_at <= now]
+        return max(live, key=lambda k: k.activates_at) if live else None
+
+    def ensure(self) -> None:
+        """Make sure a key is active (a fresh installation has none yet)."""
+        if self.active() is None:
+            self.signing_key()
+
+    def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
+        """``(kid, private key)`` of the active key; the first key is made on demand."""
+        key = self.active()
+        if key is None:
+            from qr.services import signing_key_ensure
+
+            signing_key_ensure()
+            with self._lock:
+                self._load()
+            key = self.active()
+            assert key is not None
+        private = self._private.get(key.kid)
+        if private is None:
+            raw = b64url_decode(pii.decrypt(key.encrypted_private_key))
+            private = Ed25519PrivateKey.from_private_bytes(raw)
+            self._private[key.kid] = private
+        return key.kid, private
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    place: str
+    disclosure: str
+
+
+class ScannerProfiles:
+    """Disclosure profile and place of each scanner key, remembered briefly."""
+
+    def __init__(self) -> None:
+        self._entries: dict[object, tuple[float, ProfileView]] = {}
+
+    def clear(self) -> None:
+        self._entries = {}
+
+    def get(self, key_id: object, *, fallback_place: str) -> ProfileView:
+        hit = self._entries.get(key_id)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        from qr.models import Disclosure, ScannerProfile
+
+        row = (
+            ScannerProfile.objects.filter(api_key_id=key_id)
+            .values_list("place", "disclosure")
+            .first()
+        )
+        view = (
+            ProfileView(place=row[0] or fallback_place, disclosure=row[1])
+            if row
+            else ProfileView(place=fallback_place, disclosure=Disclosure.LEVEL)
+        )
+        lifetime = settings.QR_SCANNER_AUTH_CACHE_SECONDS
+        if lifetime > 0:
+            if len(self._entries) > 10_000:
+                self._entries = {}
+            self._entries[key_id] = (now + lifetime, view)
+        return view
+
+
+class InactiveSubjects:
+    """Subjects deactivated within the life of a code, as of the last refresh."""
+
+    def __init__(self) -> None:
+        self._subjects: frozenset[str] = frozenset()
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._subjects, self._loaded_at = frozenset(), float("-inf")
+
+    @staticmethod
+    def window() -> dt.timedelta:
+        # Codes live STAR_CODE_TTL (+ skew); the margin covers an issuance
+        # racing the deactivation and a TTL lowered while codes are out.
+        return dt.timedelta(seconds=settings.STAR_CODE_TTL + 2 * CLOCK_SKEW_SECONDS + 60)
+
+    def _load(self) -> None:
+        from accounts.models import User
+
+        since = timezone.now() - self.window()
+        self._subjects = frozenset(
+            User.objects.filter(is_active=False, deactivated_at__gte=since).values_list(
+                "subject", flat=True
+            )
+        )
+        self._loaded_at = time.monotonic()
+
+    def __contains__(self, subject: str) -> bool:
+        if time.monotonic() - self._loaded_at >= settings.QR_ACCOUNT_STATE_REFRESH_SECONDS:
+            with self._lock:
+                if time.monotonic() - self._loaded_at >= settings.QR_ACCOUNT_STATE_REFRESH_SECONDS:
+                    self._load()
+        return subject in self._subjects
+
+
+keyring = KeyRing()
+scanner_profiles = ScannerProfiles()
+inactive_subjects = InactiveSubjects()
+
+
+def clear() -> None:
+    """Forget everything (tests; after a rotation in this process)."""
+    from qr.authentication import forget_scanner_keys
+
+    keyring.clear()
+    scanner_profiles.clear()
+    inactive_subjects.clear()
+    forget_scanner_keys()
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs: object) -> None:
+    if setting.startswith("QR_") or setting in ("STAR_CODE_TTL", "FIELD_ENCRYPTION_KEYS"):
+        clear()

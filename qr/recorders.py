@@ -1,0 +1,318 @@
+"""Where verifications meet shared state: replay claims, the per-key rate
+limit, and scan events on their way to the database.
+
+Chosen by ``QR_SCAN_RECORDER`` (a dotted path). Two implementations:
+
+- :class:`RedisScanRecorder` (default with ``REDIS_URL``): one Redis call
+  per verification, a Lua script that counts the request against the key's
+  rate limit, claims the code's ``jti`` for the scanner (``SET NX`` with the
+  code's remaining life) and appends the scan event to a list. A Celery beat
+  task moves the list into PostgreSQL in bulk (:meth:`flush`). An event is
+  in Redis before the answer leaves, and leaves Redis only after the rows
+  are committed: a web process, a worker or the flusher may die at any
+  point and no event is lost; one flushed twice is stored once (the event's
+  id is its primary key).
+- :class:`DatabaseScanRecorder` (the embedded default, no Redis): claims and
+  limits through Django's cache, each event written to the database at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ScanRecord:
+    """A scan event before it is a row (JSON-ready, no personal data)."""
+
+    id: str
+    source: str
+    scanned_at: float
+    valid: bool
+    reason: str = ""
+    kind: str = ""
+    subject: str = ""
+    jti: str = ""
+    kid: str = ""
+    scanner: str | None = None
+    department: int | None = None
+    place: str = ""
+    terminal_event_id: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        # Not dataclasses.asdict: that deep-copies, and this runs per scan.
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def to_json_pair(self) -> tuple[str, str]:
+        """This record and the same one marked ``replayed``, as JSON."""
+        data = self.as_dict()
+        plain = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        data["valid"], data["reason"] = False, "replayed"
+        return plain, json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ScanRecord:
+        return cls(**json.loads(raw))
+
+    def replayed(self) -> ScanRecord:
+        return replace(self, valid=False, reason="replayed")
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(ScanRecord))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """First valid use of ``jti`` by ``holder`` within ``ttl`` seconds."""
+
+    holder: str
+    jti: str
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` records per ``window`` seconds under ``key``."""
+
+    key: str
+    limit: int
+    window: int
+
+
+class Admission(Enum):
+    RECORDED = "recorded"
+    REPLAYED = "replayed"
+    THROTTLED = "throttled"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    admission: Admission
+    retry_after: int = 0
+
+
+class ScanStateUnavailable(Exception):
+    """The shared state cannot be reached: answer 503, scanners go offline."""
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"600/min"`` → ``(600, 60)`` (DRF's notation)."""
+    count, period = rate.split("/")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period.strip()[0]]
+    return int(count), seconds
+
+
+class ScanRecorder:
+    """Base class: what the verify endpoint needs from shared state.
+
+    Implementations must make :meth:`record` atomic per claim (two
+    concurrent verifications of one code by one scanner: one is
+    ``RECORDED``, the other ``REPLAYED``) and must not lose a record they
+    accepted.
+    """
+
+    def record(
+        self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
+    ) -> Outcome:
+        """Count against ``limit`` (over it: nothing recorded, ``THROTTLED``);
+        then claim (taken already: the record is stored as ``replayed``);
+        then store the record."""
+        raise NotImplementedError
+
+    def flush(self, store: Callable[[Sequence[ScanRecord]], object], *, budget: float = 20) -> int:
+        """Move buffered records into the database through ``store``; returns how many."""
+        return 0
+
+    def pending(self) -> int:
+        """Records accepted but not yet in the database."""
+        return 0
+
+
+def _window(limit: RateLimit, now: float) -> tuple[str, int]:
+    index = int(now // limit.window)
+    retry_after = max(1, int((index + 1) * limit.window - now + 0.999))
+    return f"{limit.key}:{index}", retry_after
+
+
+class DatabaseScanRecorder(ScanRecorder):
+    """Claims and limits in Django's cache; records written straight away."""
+
+    def record(
+        self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
+    ) -> Outcome:
+        from qr.services import scan_events_store
+
+        if limit is not None:
+            key, retry_after = _window(limit, time.time())
+            key = f"qr:rate:{key}"
+            cache.add(key, 0, timeout=limit.window + 1)
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, timeout=limit.window + 1)
+                count = 1
+            if count > limit.limit:
+                return Outcome(Admission.THROTTLED, retry_after)
+        admission = Admission.RECORDED
+        if claim is not None and not cache.add(
+            f"qr:claim:{claim.holder}:{claim.jti}", 1, timeout=max(1, claim.ttl)
+        ):
+            record, admission = record.replayed(), Admission.REPLAYED
+        scan_events_store([record])
+        return Outcome(admission)
+
+
+_RECORD_SCRIPT = """
+-- KEYS: rate counter, claim, events list
+-- ARGV: limit (0 = none), window, claim ttl (0 = no claim), record, replayed record
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local count = redis.call('INCR', KEYS[1])
+  if count == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 1) end
+  if count > limit then return 2 end
+end
+if tonumber(ARGV[3]) > 0 then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[3])) then
+    redis.call('RPUSH', KEYS[3], ARGV[5])
+    return 1
+  end
+end
+redis.call('RPUSH', KEYS[3], ARGV[4])
+return 0
+"""
+
+# Trim what was stored, but only while still holding the flush lock: a
+# flusher that stalled past its lock leaves the items for the next one
+# (storing them twice is harmless, trimming them twice would lose others).
+_TRIM_SCRIPT = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@functools.cache
+def _redis():  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+
+
+class RedisScanRecorder(ScanRecorder):
+    """One Lua call per verification; events buffered in a Redis list."""
+
+    batch = 1000
+    lock_seconds = 60
+
+    def __init__(self) -> None:
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        client = _redis()
+        self._record = client.register_script(_RECORD_SCRIPT)
+        self._trim = client.register_script(_TRIM_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+        # Inside the cache's key space, so each deployment (and test run)
+        # keeps its own; QR_SCAN_BUFFER_KEY names the list explicitly.
+        prefix = cache.make_key("qr")
+        self.events_key = settings.QR_SCAN_BUFFER_KEY or f"{prefix}:events"
+        self.lock_key = f"{self.events_key}:flush-lock"
+        self._prefix = prefix
+
+    def record(
+        self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
+    ) -> Outcome:
+        now = time.time()
+        rate_key, retry_after, limit_count, window = "", 0, 0, 0
+        if limit is not None:
+            rate_key, retry_after = _window(limit, now)
+            limit_count, window = limit.limit, limit.window
+        claim_key = f"{self._prefix}:claim:{claim.holder}:{claim.jti}" if claim else ""
+        if claim:
+            payload, replayed = record.to_json_pair()
+        else:
+            payload, replayed = record.to_json(), ""
+        try:
+            result = self._record(
+                keys=[f"{self._prefix}:rate:{rate_key}", claim_key, self.events_key],
+                args=[limit_count, window, max(1, claim.ttl) if claim else 0, payload, replayed],
+            )
+        except self._errors as exc:
+            raise ScanStateUnavailable(str(exc)) from exc
+        if result == 2:
+            return Outcome(Admission.THROTTLED, retry_after)
+        return Outcome(Admission.REPLAYED if result == 1 else Admission.RECORDED)
+
+    def flush(self, store: Callable[[Sequence[ScanRecord]], object], *, budget: float = 20) -> int:
+        client = _redis()
+        token = uuid.uuid4().hex
+        if not client.set(self.lock_key, token, nx=True, ex=self.lock_seconds):
+            return 0
+        moved = 0
+        deadline = time.monotonic() + min(budget, self.lock_seconds / 2)
+        try:
+            while time.monotonic() < deadline:
+                raw = client.lrange(self.events_key, 0, self.batch - 1)
+                if not raw:
+                    break
+                records = []
+                for item in raw:
+                    try:
+                        records.append(ScanRecord.from_json(item))
+                    except (ValueError, TypeError) as exc:
+                        logger.error("dropping an unreadable scan event %r: %s", item[:200], exc)
+                store(records)
+                if not self._trim(
+                    keys=[self.events_key, self.lock_key],
+                    args=[token, len(raw), self.lock_seconds],
+                ):
+                    logger.warning("scan event flush lost its lock; the next flush takes over")
+                    break
+                moved += len(records)
+        finally:
+            self._release(keys=[self.lock_key], args=[token])
+        return moved
+
+    def pending(self) -> int:
+        try:
+            return int(_redis().llen(self.events_key))
+        except self._errors as exc:
+            raise ScanStateUnavailable(str(exc)) from exc
+
+
+@functools.cache
+def get_recorder() -> ScanRecorder:
+    return import_string(settings.QR_SCAN_RECORDER)()
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: object) -> None:
+    if setting in ("QR_SCAN_RECORDER", "QR_SCAN_BUFFER_KEY", "REDIS_URL", "CACHES"):
+        get_recorder.cache_clear()
+        _redis.cache_clear()

@@ -1,0 +1,199 @@
+"""Reads of the star-code app."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import Department, User
+from qr import caches, codes
+from qr.models import ScanEvent, SigningKey, VenueCode
+
+# --- Keys -----------------------------------------------------------------------------
+
+
+def signing_key_active(*, now: dt.datetime | None = None) -> SigningKey | None:
+    """The one key that signs: the newest that has activated and is still published."""
+    now = now or timezone.now()
+    return (
+        SigningKey.objects.filter(withdrawn_at__isnull=True, activates_at__lte=now)
+        .order_by("-activates_at", "-pk")
+        .first()
+    )
+
+
+def signing_key_status(key: SigningKey, *, now: dt.datetime | None = None) -> str:
+    """``upcoming``, ``active``, ``retiring`` (superseded, still published) or ``withdrawn``."""
+    now = now or timezone.now()
+    if key.withdrawn_at is not None:
+        return "withdrawn"
+    if key.activates_at > now:
+        return "upcoming"
+    active = signing_key_active(now=now)
+    return "active" if active is not None and active.pk == key.pk else "retiring"
+
+
+def kids_of_active_venue_codes() -> set[str]:
+    return set(
+        VenueCode.objects.filter(deactivated_at__isnull=True)
+        .values_list("kid", flat=True)
+        .distinct()
+    )
+
+
+def jwks() -> dict[str, Any]:
+    """The published keys as a JSON Web Key Set (RFC 7517, OKP keys of RFC 8037)."""
+    return {
+        "keys": [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": codes.b64url(key.public_key.public_bytes_raw()),
+                "kid": key.kid,
+                "alg": codes.ALGORITHM,
+                "use": "sig",
+            }
+            for key in caches.keyring.published()
+        ]
+    }
+
+
+# --- Citizens and their scans ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CitizenState:
+    is_active: bool
+    real_name: str
+
+
+def citizen_state(subject: str) -> CitizenState | None:
+    row = User.objects.filter(subject=subject).values_list("is_active", "real_name").first()
+    return CitizenState(is_active=row[0], real_name=row[1]) if row else None
+
+
+def scans_of(user: User) -> QuerySet[ScanEvent]:
+    """Where and when the citizen's codes were scanned (signature-checked scans only)."""
+    return ScanEvent.objects.filter(subject=user.subject, kind=codes.Kind.CITIZEN).select_related(
+        "department"
+    )
+
+
+def scans_export(user: User) -> list[dict[str, Any]]:
+    return [
+        {
+            "scanned_at": event.scanned_at,
+            "department": event.department.name if event.department else "",
+            "place": event.place,
+            "source": event.source,
+            "valid": event.valid,
+            "reason": event.reason,
+        }
+        for event in scans_of(user).order_by("scanned_at")
+    ]
+
+
+# --- Venue codes ------------------------------------------------------------------------------
+
+
+def venue_codes_of(department: Department) -> QuerySet[VenueCode]:
+    return VenueCode.objects.filter(department=department).select_related("service")
+
+
+def venue_code_of(department: Department, venue_id: Any) -> VenueCode | None:
+    """The department's own code, or None (others' codes do not exist for it)."""
+    return venue_codes_of(department).filter(pk=venue_id).first()
+
+
+def venue_code_by_jti(jti: str) -> VenueCode | None:
+    return VenueCode.objects.select_related("service").filter(jti=jti).first()
+
+
+def venue_code_is_revoked(jti: str) -> bool:
+    return not VenueCode.objects.filter(jti=jti, deactivated_at__isnull=True).exists()
+
+
+def venue_codes_with_scan_counts(queryset: QuerySet[VenueCode]) -> QuerySet[VenueCode]:
+    """Each code with how often it was scanned or opened (signature-checked scans)."""
+    per_code = (
+        ScanEvent.objects.filter(kind=codes.Kind.VENUE, jti=OuterRef("jti"))
+        .order_by()
+        .values("jti")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return queryset.annotate(scan_count=Coalesce(Subquery(per_code[:1]), 0))
+
+
+# --- Revocations for offline terminals ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Revocations:
+    revoked: list[dict[str, Any]]
+    inactive_subjects: list[dict[str, Any]]
+    until: dt.datetime
+
+
+def revocations_since(since: dt.datetime | None, *, limit: int | None = None) -> Revocations:
+    """Codes revoked and subjects deactivated at or after ``since`` (all, if
+    None), oldest first, at most ``limit`` of each; ``until`` is the
+    ``since`` of the next call.
+
+    Entries at exactly ``until`` may come again next time (terminals treat
+    the lists as sets). ``until`` trails the clock by
+    ``QR_REVOCATIONS_LAG_SECONDS`` so that a change committed late, with an
+    earlier timestamp, is not skipped.
+    """
+    limit = limit or settings.QR_REVOCATIONS_PAGE_SIZE
+    until = timezone.now() - dt.timedelta(seconds=settings.QR_REVOCATIONS_LAG_SECONDS)
+    if since is not None:
+        until = max(until, since)
+    revoked_qs = VenueCode.objects.filter(deactivated_at__isnull=False).order_by(
+        "deactivated_at", "pk"
+    )
+    inactive_qs = User.objects.filter(is_active=False, deactivated_at__isnull=False).order_by(
+        "deactivated_at", "pk"
+    )
+    if since is not None:
+        revoked_qs = revoked_qs.filter(deactivated_at__gte=since)
+        inactive_qs = inactive_qs.filter(deactivated_at__gte=since)
+    revoked_qs = revoked_qs.values_list("jti", "deactivated_at")
+    inactive_qs = inactive_qs.values_list("subject", "deactivated_at")
+    revoked = list(revoked_qs[: limit + 1])
+    inactive = list(inactive_qs[: limit + 1])
+    # A list with more than a page ends the window at its first entry left
+    # out; the rest comes with the next call.
+    for rows in (revoked, inactive):
+        if len(rows) > limit:
+            until = min(until, rows[limit][1])
+    if since is not None and until <= since:
+        # A whole page shares the instant ``since``: send that instant whole,
+        # so the window always moves on.
+        until = since + dt.timedelta(microseconds=1)
+        revoked = list(revoked_qs.filter(deactivated_at__lt=until))
+        inactive = list(inactive_qs.filter(deactivated_at__lt=until))
+    return Revocations(
+        revoked=[{"jti": jti, "at": at} for jti, at in revoked if at < until],
+        inactive_subjects=[{"sub": sub, "at": at} for sub, at in inactive if at < until],
+        until=until,
+    )
+
+
+def venue_codes_signed_by_withdrawn_keys() -> list[tuple[str, int]]:
+    """Active venue codes no published key can verify, per department code."""
+    live = set(SigningKey.objects.filter(withdrawn_at__isnull=True).values_list("kid", flat=True))
+    return list(
+        VenueCode.objects.filter(deactivated_at__isnull=True)
+        .exclude(kid__in=live)
+        .order_by()
+        .values_list("department__code")
+        .annotate(n=Count("pk"))
+        .order_by("department__code")
+    )

@@ -1,0 +1,112 @@
+"""Star-code stories: a citizen's code, scanners at gates and halls, venue codes."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from accounts.models import ApiKey, ApiKeyScope, User
+from qr import caches, codes, services
+from qr.models import Disclosure, ScanEvent, ScannerProfile
+from qr.recorders import get_recorder
+from services.models import Service
+from tests.conftest import _key, client_with_key
+from tests.services.factories import ServiceFactory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_qr_memory():
+    """Each test starts with empty process caches (the database is rolled back under them)."""
+    caches.clear()
+    get_recorder.cache_clear()
+    yield
+    caches.clear()
+
+
+def issue(api) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    response = api.get("/api/v1/me/star-code/")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def verify(api, code: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    response = api.post("/api/v1/qr/verify/", {"code": code}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def recorded_scans() -> list[ScanEvent]:
+    """Every scan event, after moving anything buffered into the database."""
+    services.scan_events_flush()
+    return list(ScanEvent.objects.order_by("scanned_at", "recorded_at"))
+
+
+def forge(claims: dict[str, Any] | None = None, *, drop: tuple[str, ...] = (), **overrides) -> str:  # type: ignore[no-untyped-def]
+    """A code signed with our active key, with the claims a test needs."""
+    now = int(time.time())
+    body = {
+        "iss": settings.QR_ISSUER,
+        "sub": "s_" + "0" * 24,
+        "iat": now,
+        "exp": now + settings.STAR_CODE_TTL,
+        "jti": secrets.token_urlsafe(12),
+        "lvl": 2,
+        "knd": "citizen",
+        **(claims or {}),
+        **overrides,
+    }
+    for name in drop:
+        body.pop(name, None)
+    kid, private = caches.keyring.signing_key()
+    return codes.sign(body, kid=kid, private_key=private)
+
+
+def citizen_code(user: User, **overrides) -> str:  # type: ignore[no-untyped-def]
+    return forge(sub=user.subject, lvl=int(user.identity_level), **overrides)
+
+
+@pytest.fixture
+def hall_key(department) -> ApiKey:  # type: ignore[no-untyped-def]
+    """A service hall's scanner: its profile discloses the masked name."""
+    key = _key(department, ApiKeyScope.SCANNER)
+    ScannerProfile.objects.create(
+        api_key=key, place="芙蓉区政务服务中心", disclosure=Disclosure.MASKED_NAME
+    )
+    return key
+
+
+@pytest.fixture
+def hall_api(hall_key):  # type: ignore[no-untyped-def]
+    return client_with_key(hall_key.raw)
+
+
+@pytest.fixture
+def gate_profile(scanner_key) -> ScannerProfile:  # type: ignore[no-untyped-def]
+    """The default scanner is a metro gate: valid and level only."""
+    return ScannerProfile.objects.create(api_key=scanner_key, place="地铁2号线 五一广场站 3号闸机")
+
+
+@pytest.fixture
+def service(department) -> Service:  # type: ignore[no-untyped-def]
+    return ServiceFactory(department=department, code="hrss-card", name="社会保障卡申领")
+
+
+@pytest.fixture
+def other_service(other_department) -> Service:  # type: ignore[no-untyped-def]
+    return ServiceFactory(department=other_department, code="gjj-withdraw", name="公积金提取")
+
+
+def create_venue(
+    api, service_code: str, label: str = "3号窗口", location: str = "芙蓉中路二段"
+) -> dict:  # type: ignore[no-untyped-def]
+    response = api.post(
+        "/api/v1/dept/codes/",
+        {"service": service_code, "label": label, "location": location},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return response.json()

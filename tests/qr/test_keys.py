@@ -1,0 +1,149 @@
+"""Keys rotate without a valid code ever failing; retired keys leave when no code needs them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from qr import caches, selectors, services
+from qr.models import SigningKey
+from tests.qr.conftest import create_venue, issue, verify
+from tests.qr.test_star_code_api import independently_verified
+
+pytestmark = pytest.mark.django_db
+
+
+def kids(api) -> list[str]:  # type: ignore[no-untyped-def]
+    return [k["kid"] for k in api.get("/api/v1/qr/keys/").json()["keys"]]
+
+
+def test_rotation_publishes_the_new_key_before_it_signs(citizen_api, api, settings):
+    old = services.signing_key_ensure()
+    new = services.signing_key_rotate()
+    ahead = (new.activates_at - new.created_at).total_seconds()
+    assert 3599 < ahead <= 3600
+    assert kids(api) == [new.kid, old.kid]
+    claims_kid = independently_verified(api, issue(citizen_api)["code"])
+    assert claims_kid and selectors.signing_key_active().kid == old.kid
+    assert selectors.signing_key_status(new) == "upcoming"
+
+
+def test_an_immediate_rotation_keeps_old_codes_verifiable_until_they_expire(
+    citizen_api, api, scanner_api
+):
+    old = services.signing_key_ensure()
+    old_code = issue(citizen_api)["code"]
+    new = services.signing_key_rotate(immediately=True)
+    new_code = issue(citizen_api)["code"]
+    assert new_code != old_code
+    assert services.signing_keys_prune() == []  # the old key's codes may still be valid
+    assert kids(api) == [new.kid, old.kid]
+    assert verify(scanner_api, old_code)["valid"] is True
+    assert independently_verified(api, old_code)
+    assert verify(scanner_api, new_code)["valid"] is True
+    assert selectors.signing_key_status(old) == "retiring"
+    assert selectors.signing_key_status(new) == "active"
+
+    later = timezone.now() + dt.timedelta(seconds=30 + 60 + 15 + 1)
+    assert services.signing_keys_prune(now=later) == [old.kid]
+    assert kids(api) == [new.kid]
+    old.refresh_from_db()
+    assert old.private_key == "" and old.withdrawn_at is not None
+    assert verify(scanner_api, old_code)["reason"] in ("unknown_key", "replayed")
+
+
+def test_exactly_one_key_signs(citizen_api):
+    services.signing_key_ensure()
+    services.signing_key_rotate(immediately=True)
+    services.signing_key_rotate()
+    live = SigningKey.objects.filter(withdrawn_at__isnull=True)
+    statuses = sorted(selectors.signing_key_status(k) for k in live)
+    assert statuses == ["active", "retiring", "upcoming"]
+
+
+def test_a_venue_code_holds_its_key_until_it_is_deactivated(integrator_api, service, api):
+    old = services.signing_key_ensure()
+    venue = create_venue(integrator_api, service.code)
+    services.signing_key_rotate(immediately=True)
+    far = timezone.now() + dt.timedelta(days=365)
+    assert services.signing_keys_prune(now=far) == []
+    assert (
+        api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json").status_code == 200
+    )
+    integrator_api.post(f"/api/v1/dept/codes/{venue['id']}/deactivate/")
+    assert services.signing_keys_prune(now=far) == [old.kid]
+
+
+def test_a_key_made_by_another_process_is_found_on_first_sight(
+    citizen_api, scanner_api, monkeypatch
+):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from accounts import pii
+    from qr import codes
+    from tests.qr.conftest import forge
+
+    services.signing_key_ensure()
+    verify(scanner_api, issue(citizen_api)["code"])  # this process now holds the key list
+    # Another process rotates: the row appears without this process being told.
+    private = Ed25519PrivateKey.generate()
+    raw = private.private_bytes_raw()
+    SigningKey.objects.create(
+        kid="other-process",
+        public_key=codes.b64url(private.public_key().public_bytes_raw()),
+        private_key=pii.encrypt(codes.b64url(raw)),
+        activates_at=timezone.now(),
+    )
+    code = forge()  # still signed with the key this process knew
+    assert verify(scanner_api, code)["valid"] is True
+    monkeypatch.setattr(caches, "_MISS_RELOAD_INTERVAL", 0)
+    now = int(time.time())
+    theirs = codes.sign(
+        {
+            "iss": "https://my.changsha.gov.cn",
+            "sub": "s_x",
+            "iat": now,
+            "exp": now + 60,
+            "jti": "j" * 16,
+            "lvl": 1,
+            "knd": "citizen",
+        },
+        kid="other-process",
+        private_key=private,
+    )
+    assert verify(scanner_api, theirs)["valid"] is True
+
+
+def test_the_command_rotates_and_reports(citizen_api):
+    out = StringIO()
+    call_command("rotate_signing_key", stdout=out)
+    assert "signing from" in out.getvalue()  # the very first key starts at once
+    first = selectors.signing_key_active()
+    call_command("rotate_signing_key", stdout=out)
+    assert "signing starts in 3600 s" in out.getvalue()
+    call_command("rotate_signing_key", "--now", stdout=out)
+    assert selectors.signing_key_active().kid != first.kid
+
+
+def test_a_compromised_key_is_withdrawn_at_once(citizen_api, scanner_api, integrator_api, service):
+    services.signing_key_ensure()
+    old_code = issue(citizen_api)["code"]
+    create_venue(integrator_api, service.code)
+    out = StringIO()
+    call_command("rotate_signing_key", "--withdraw-previous", stdout=out)
+    assert verify(scanner_api, old_code) == {"valid": False, "reason": "unknown_key"}
+    assert "hrss: 1 venue code(s) must be replaced" in out.getvalue()
+    assert SigningKey.objects.filter(withdrawn_at__isnull=True).count() == 1
+
+
+def test_rotation_is_audited(operator):
+    from accounts.models import AuditEntry
+
+    key = services.signing_key_rotate(immediately=True, actor=operator)
+    entry = AuditEntry.objects.get(action="qr.signing_key.created", target_id=str(key.pk))
+    assert entry.actor_id == str(operator.pk)

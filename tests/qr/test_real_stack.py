@@ -1,0 +1,128 @@
+"""Scan events through Redis and a real worker into PostgreSQL; replay races; Redis down."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from django.conf import settings
+
+from config.celery import app
+from qr import services
+from qr.models import ScanEvent
+from qr.recorders import RedisScanRecorder, ScanRecord, get_recorder
+from tests.concurrency import at_once
+from tests.conftest import client_with_key
+from tests.processes import celery_worker, wait_for
+from tests.qr.conftest import issue, verify
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored"),
+]
+
+
+def test_redis_buffers_the_scan_events() -> None:
+    assert settings.QR_SCAN_RECORDER == "qr.recorders.RedisScanRecorder"
+    assert isinstance(get_recorder(), RedisScanRecorder)
+
+
+def test_scan_events_reach_postgres_through_a_real_worker(citizen_api, scanner_api):
+    codes_ = [issue(citizen_api)["code"] for _ in range(5)]
+    for code in codes_:
+        assert verify(scanner_api, code)["valid"] is True
+    verify(scanner_api, codes_[0])  # a replay is a scan too
+    # Answered, and not yet in the database: the request path did not write.
+    assert ScanEvent.objects.count() == 0
+    assert get_recorder().pending() == 6
+    # The worker is a production process: tell it this test run's buffer.
+    with celery_worker("--concurrency", "1", QR_SCAN_BUFFER_KEY=get_recorder().events_key):
+        app.send_task("qr.flush_scan_events")  # what beat sends every few seconds
+        wait_for(lambda: ScanEvent.objects.count() == 6, message="events were not flushed")
+    assert get_recorder().pending() == 0
+    reasons = Counter(ScanEvent.objects.values_list("reason", flat=True))
+    assert reasons == {"": 5, "replayed": 1}
+
+
+def test_a_flush_that_dies_after_writing_loses_nothing_and_duplicates_nothing(
+    citizen_api, scanner_api
+):
+    for _ in range(3):
+        verify(scanner_api, issue(citizen_api)["code"])
+
+    def store_then_die(records):  # type: ignore[no-untyped-def]
+        services.scan_events_store(records)
+        raise SystemExit("worker killed after the commit, before trimming")
+
+    with pytest.raises(SystemExit):
+        get_recorder().flush(store_then_die)
+    assert ScanEvent.objects.count() == 3
+    assert get_recorder().pending() == 3  # still buffered: the trim never happened
+    assert services.scan_events_flush() == 3
+    assert ScanEvent.objects.count() == 3
+    assert get_recorder().pending() == 0
+
+
+def test_a_flush_that_lost_its_lock_does_not_trim(citizen_api, scanner_api):
+    import redis as redis_lib
+
+    verify(scanner_api, issue(citizen_api)["code"])
+    recorder = get_recorder()
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+
+    def slow_store(records):  # type: ignore[no-untyped-def]
+        client.set(recorder.lock_key, "someone-else")  # our lock expired meanwhile
+        services.scan_events_store(records)
+
+    assert recorder.flush(slow_store) == 0
+    assert recorder.pending() == 1
+    client.delete(recorder.lock_key)
+    assert services.scan_events_flush() == 1
+    assert ScanEvent.objects.count() == 1
+
+
+def test_one_code_verifies_once_however_many_scans_race(citizen_api, scanner_key):
+    code = issue(citizen_api)["code"]
+
+    def scan(_: int) -> bool:
+        response = client_with_key(scanner_key.raw).post(
+            "/api/v1/qr/verify/", {"code": code}, format="json"
+        )
+        return response.json()["valid"]
+
+    assert sorted(at_once(8, scan)) == [False] * 7 + [True]
+    services.scan_events_flush()
+    assert Counter(ScanEvent.objects.values_list("reason", flat=True)) == {"": 1, "replayed": 7}
+
+
+def test_with_redis_down_verify_says_so_and_resolve_still_counts(
+    citizen_api, scanner_api, integrator_api, service, api, settings
+):
+    from tests.qr.conftest import create_venue
+
+    venue = create_venue(integrator_api, service.code)
+    code = issue(citizen_api)["code"]
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    try:
+        response = scanner_api.post("/api/v1/qr/verify/", {"code": code}, format="json")
+        assert response.status_code == 503
+        assert response.json()["code"] == "scan_state_unavailable"
+        resolved = api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json")
+        assert resolved.status_code == 200
+    finally:
+        settings.REDIS_URL = settings.CELERY_BROKER_URL
+    assert ScanEvent.objects.filter(source="app").count() == 1
+
+
+def test_unreadable_items_do_not_block_the_buffer(citizen_api, scanner_api):
+    import redis as redis_lib
+
+    recorder = get_recorder()
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    client.rpush(recorder.events_key, b"{not json")
+    verify(scanner_api, issue(citizen_api)["code"])
+    services.scan_events_flush()
+    assert ScanEvent.objects.count() == 1
+    assert recorder.pending() == 0
+    assert ScanRecord  # the format the buffer holds

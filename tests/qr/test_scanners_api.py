@@ -1,0 +1,239 @@
+"""Offline terminals: revocation lists, batch uploads; citizens see their scans."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.services import account_close, user_set_active
+from qr.models import ScanEvent
+from tests.qr.conftest import citizen_code, create_venue, issue, recorded_scans, verify
+
+pytestmark = pytest.mark.django_db
+
+
+def revocations(api, since: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    response = api.get("/api/v1/qr/revocations/", {"since": since} if since else {})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_deactivations_reach_offline_terminals(
+    settings, citizen, other_citizen, integrator_api, service, scanner_api
+):
+    settings.QR_REVOCATIONS_LAG_SECONDS = 0
+    start = revocations(scanner_api)
+    assert start["revoked"] == [] and start["inactive_subjects"] == []
+
+    venue = create_venue(integrator_api, service.code)
+    integrator_api.post(f"/api/v1/dept/codes/{venue['id']}/deactivate/")
+    user_set_active(user=citizen, active=False, actor=None)
+    account_close(user=other_citizen)
+
+    answer = revocations(scanner_api, start["until"])
+    assert [r["jti"] for r in answer["revoked"]] == [venue["id"]]
+    assert [s["sub"] for s in answer["inactive_subjects"]] == [
+        citizen.subject,
+        other_citizen.subject,
+    ]
+    assert answer["inactive_subjects"][0]["at"].endswith("+08:00")
+    later = revocations(scanner_api, answer["until"])
+    assert later["revoked"] == [] and later["inactive_subjects"] == []
+
+
+def test_a_reinstated_account_drops_out(settings, citizen, scanner_api):
+    settings.QR_REVOCATIONS_LAG_SECONDS = 0
+    user_set_active(user=citizen, active=False, actor=None)
+    user_set_active(user=citizen, active=True, actor=None)
+    assert revocations(scanner_api)["inactive_subjects"] == []
+
+
+def test_long_lists_come_in_pages_without_gaps(settings, scanner_api):
+    settings.QR_REVOCATIONS_LAG_SECONDS = 0
+    settings.QR_REVOCATIONS_PAGE_SIZE = 3
+    base = timezone.now() - dt.timedelta(minutes=5)
+    users = []
+    for i in range(8):
+        user = User.objects.create(phone=f"1370000{i:04d}", is_active=False)
+        # Two pairs share an instant, to test the page edges.
+        user.deactivated_at = base + dt.timedelta(seconds=i - (i in (3, 6)))
+        user.save()
+        users.append(user)
+    seen, since = set(), None
+    for _ in range(10):
+        answer = revocations(scanner_api, since)
+        seen |= {s["sub"] for s in answer["inactive_subjects"]}
+        if since == answer["until"]:
+            break
+        since = answer["until"]
+    assert seen == {u.subject for u in users}
+
+
+def test_the_window_trails_the_clock(settings, citizen, scanner_api):
+    settings.QR_REVOCATIONS_LAG_SECONDS = 5
+    before = timezone.now()
+    answer = revocations(scanner_api)
+    until = dt.datetime.fromisoformat(answer["until"])
+    assert before - dt.timedelta(seconds=6) < until <= before - dt.timedelta(seconds=4)
+
+
+@pytest.mark.parametrize("since", ["yesterday", "2026-13-01T00:00:00+08:00", "2026-11-25T10:00:00"])
+def test_a_bad_since_is_a_400(scanner_api, since):
+    response = scanner_api.get("/api/v1/qr/revocations/", {"since": since})
+    assert response.status_code == 400
+    assert response.json()["code"] == "since_invalid"
+
+
+def test_an_unencoded_plus_in_since_is_understood(scanner_api):
+    response = scanner_api.get("/api/v1/qr/revocations/?since=2026-11-25T10:00:00+08:00")
+    assert response.status_code == 200
+
+
+def test_only_scanners_read_revocations(integrator_api, citizen_api, api):
+    assert integrator_api.get("/api/v1/qr/revocations/").status_code == 403
+    assert citizen_api.get("/api/v1/qr/revocations/").status_code == 401
+    assert api.get("/api/v1/qr/revocations/").status_code == 401
+
+
+# --- Offline uploads ------------------------------------------------------------------------
+
+
+def scan(
+    code: str,
+    *,
+    valid: bool = True,
+    reason: str | None = None,
+    event_id: str | None = None,
+    ago: int = 60,
+) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "code": code,
+        "scanned_at": (timezone.now() - dt.timedelta(seconds=ago)).isoformat(),
+        "valid": valid,
+        "reason": reason,
+    }
+
+
+def test_offline_scans_upload_once(citizen, scanner_key, scanner_api, gate_profile):
+    batch = [
+        scan(citizen_code(citizen), event_id="gate3-0001"),
+        scan("junk", valid=False, reason="malformed", event_id="gate3-0002"),
+    ]
+    first = scanner_api.post("/api/v1/qr/scans/", {"scans": batch}, format="json")
+    assert first.status_code == 200, first.content
+    assert first.json() == {
+        "recorded": 2,
+        "duplicates": 0,
+        "scans": [
+            {"event_id": "gate3-0001", "status": "recorded"},
+            {"event_id": "gate3-0002", "status": "recorded"},
+        ],
+    }
+    again = scanner_api.post("/api/v1/qr/scans/", {"scans": batch}, format="json")
+    assert again.json()["recorded"] == 0 and again.json()["duplicates"] == 2
+    events = recorded_scans()
+    assert len(events) == 2
+    by_id = {e.terminal_event_id: e for e in events}
+    assert by_id["gate3-0001"].subject == citizen.subject
+    assert by_id["gate3-0001"].source == "offline"
+    assert by_id["gate3-0001"].place == gate_profile.place
+    assert by_id["gate3-0002"].subject == ""
+
+
+def test_a_repeated_event_id_within_one_batch_counts_once(citizen, scanner_api):
+    code = citizen_code(citizen)
+    batch = [scan(code, event_id="e1"), scan(code, event_id="e1")]
+    body = scanner_api.post("/api/v1/qr/scans/", {"scans": batch}, format="json").json()
+    assert [s["status"] for s in body["scans"]] == ["recorded", "duplicate"]
+    assert ScanEvent.objects.count() == 1
+
+
+def test_event_ids_belong_to_their_own_key(citizen, scanner_api, hall_api):
+    code = citizen_code(citizen)
+    scanner_api.post("/api/v1/qr/scans/", {"scans": [scan(code, event_id="e1")]}, format="json")
+    body = hall_api.post("/api/v1/qr/scans/", {"scans": [scan(code, event_id="e1")]}, format="json")
+    assert body.json()["recorded"] == 1
+
+
+def test_an_upload_cannot_write_into_a_citizens_history(citizen, scanner_api):
+    forged = citizen_code(citizen)[:-6] + "AAAAAA"
+    scanner_api.post("/api/v1/qr/scans/", {"scans": [scan(forged)]}, format="json")
+    (event,) = recorded_scans()
+    assert event.subject == ""
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"valid": True, "reason": "expired"},
+        {"valid": False, "reason": None},
+        {"reason": "nonsense", "valid": False},
+        {"scanned_at": "2999-01-01T00:00:00+08:00"},
+        {"scanned_at": "2001-01-01T00:00:00+08:00"},
+        {"event_id": "x" * 65},
+    ],
+)
+def test_bad_scans_are_refused_with_field_errors(citizen, scanner_api, broken):
+    response = scanner_api.post(
+        "/api/v1/qr/scans/", {"scans": [scan(citizen_code(citizen)) | broken]}, format="json"
+    )
+    assert response.status_code == 400
+    assert any(key.startswith("scans.0") for key in response.json()["errors"])
+
+
+def test_batches_are_bounded(citizen, scanner_api, settings):
+    settings.QR_OFFLINE_BATCH_MAX = 2
+    code = citizen_code(citizen)
+    response = scanner_api.post("/api/v1/qr/scans/", {"scans": [scan(code)] * 3}, format="json")
+    assert response.status_code == 400
+    assert scanner_api.post("/api/v1/qr/scans/", {"scans": []}, format="json").status_code == 400
+
+
+def test_integrators_cannot_upload_scans(integrator_api, citizen):
+    response = integrator_api.post(
+        "/api/v1/qr/scans/", {"scans": [scan(citizen_code(citizen))]}, format="json"
+    )
+    assert response.status_code == 403
+
+
+# --- The citizen's own scan list ---------------------------------------------------------------
+
+
+def test_a_citizen_sees_where_and_when_their_code_was_scanned(
+    citizen, citizen_api, other_citizen_api, scanner_api, gate_profile, department
+):
+    verify(scanner_api, issue(citizen_api)["code"])
+    verify(scanner_api, issue(other_citizen_api)["code"])
+    recorded_scans()
+    body = citizen_api.get("/api/v1/me/scans/").json()
+    assert set(body) == {"results", "next", "previous"}
+    (item,) = body["results"]
+    assert item["department"] == {"code": department.code, "name": department.name}
+    assert item["place"] == gate_profile.place
+    assert item["source"] == "online" and item["valid"] is True and item["reason"] == ""
+    assert item["scanned_at"].endswith("+08:00")
+
+
+def test_the_scan_list_pages_newest_first(citizen, citizen_api, scanner_api):
+    for i in range(5):
+        scanner_api.post(
+            "/api/v1/qr/scans/",
+            {"scans": [scan(citizen_code(citizen), ago=600 - i * 60, event_id=f"e{i}")]},
+            format="json",
+        )
+    first = citizen_api.get("/api/v1/me/scans/?page_size=3").json()
+    second = citizen_api.get(first["next"]).json()
+    times = [i["scanned_at"] for i in first["results"] + second["results"]]
+    assert len(times) == 5 and times == sorted(times, reverse=True)
+
+
+def test_the_export_includes_the_scans(citizen, citizen_api, scanner_api):
+    verify(scanner_api, issue(citizen_api)["code"])
+    recorded_scans()
+    export = citizen_api.get("/api/v1/me/export/").json()
+    assert len(export["star_code_scans"]) == 1

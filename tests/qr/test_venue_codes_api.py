@@ -1,0 +1,185 @@
+"""Departments print venue codes; the app resolves them; deactivated ones are revoked."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import zxingcpp
+from PIL import Image
+
+from qr.codes import b64url_decode
+from tests.conftest import client_with_key
+from tests.qr.conftest import create_venue, recorded_scans, verify
+from tests.qr.test_star_code_api import independently_verified, rasterize
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_department_creates_a_venue_code_for_its_service(integrator_api, service, api):
+    body = create_venue(integrator_api, service.code)
+    assert body | {"id": "-", "code": "-", "created_at": "-"} == {
+        "id": "-",
+        "code": "-",
+        "service": "hrss-card",
+        "label": "3号窗口",
+        "location": "芙蓉中路二段",
+        "is_active": True,
+        "created_at": "-",
+        "deactivated_at": None,
+    }
+    claims = independently_verified(api, body["code"])
+    assert claims["knd"] == "venue"
+    assert "exp" not in claims
+    assert claims["jti"] == body["id"]
+    assert claims["sub"] == "hrss-card"
+    assert claims["lvl"] == service.identity_level
+
+
+def test_only_its_own_services(integrator_api, other_service):
+    response = integrator_api.post(
+        "/api/v1/dept/codes/", {"service": other_service.code, "label": "x"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "service" in response.json()["errors"]
+    nowhere = integrator_api.post(
+        "/api/v1/dept/codes/", {"service": "no-such", "label": "x"}, format="json"
+    )
+    assert nowhere.json()["errors"] == response.json()["errors"]
+
+
+def test_another_departments_code_does_not_exist_for_you(
+    integrator_api, other_integrator_key, other_service
+):
+    theirs = create_venue(client_with_key(other_integrator_key.raw), other_service.code)
+    base = f"/api/v1/dept/codes/{theirs['id']}"
+    for url in (f"{base}/", f"{base}/image.png", f"{base}/image.svg"):
+        assert integrator_api.get(url).status_code == 404
+    assert integrator_api.post(f"{base}/deactivate/").status_code == 404
+    assert integrator_api.get("/api/v1/dept/codes/").json()["results"] == []
+
+
+def test_a_scanner_key_cannot_manage_codes(scanner_api, service):
+    response = scanner_api.post(
+        "/api/v1/dept/codes/", {"service": service.code, "label": "x"}, format="json"
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "api_key_scope"
+    assert scanner_api.get("/api/v1/dept/codes/").status_code == 403
+
+
+def test_listing_filters_by_service_and_state(integrator_api, service, department):
+    from tests.services.factories import ServiceFactory
+
+    second = ServiceFactory(department=department, code="hrss-2")
+    a = create_venue(integrator_api, service.code, label="A")
+    create_venue(integrator_api, second.code, label="B")
+    integrator_api.post(f"/api/v1/dept/codes/{a['id']}/deactivate/")
+    listed = integrator_api.get("/api/v1/dept/codes/").json()
+    assert [c["label"] for c in listed["results"]] == ["B", "A"]
+    assert set(listed) == {"results", "next", "previous"}
+    only = integrator_api.get("/api/v1/dept/codes/?service=hrss-2").json()["results"]
+    assert [c["label"] for c in only] == ["B"]
+    active = integrator_api.get("/api/v1/dept/codes/?is_active=false").json()["results"]
+    assert [c["label"] for c in active] == ["A"]
+
+
+def test_images_decode_back_to_the_code(integrator_api, service):
+    body = create_venue(integrator_api, service.code, label="<b>窗口</b> & 3")
+    png = integrator_api.get(f"/api/v1/dept/codes/{body['id']}/image.png")
+    assert png.status_code == 200 and png["Content-Type"] == "image/png"
+    texts = [r.text for r in zxingcpp.read_barcodes(Image.open(io.BytesIO(png.content)))]
+    assert texts == [body["code"]]
+
+    svg = integrator_api.get(f"/api/v1/dept/codes/{body['id']}/image.svg")
+    assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
+    assert b'width="60mm"' in svg.content
+    assert "社会保障卡申领".encode() in svg.content  # the caption, for the counter
+    assert b"&lt;b&gt;" in svg.content and b"<b>" not in svg.content  # labels are escaped
+    texts = [r.text for r in zxingcpp.read_barcodes(rasterize(svg.content))]
+    assert texts == [body["code"]]
+
+
+def test_the_app_resolves_what_a_venue_code_opens(integrator_api, service, api):
+    body = create_venue(integrator_api, service.code)
+    response = api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json")
+    assert response.status_code == 200
+    assert response.json() == {
+        "kind": "venue",
+        "service": {"code": "hrss-card", "name": "社会保障卡申领"},
+        "label": "3号窗口",
+        "location": "芙蓉中路二段",
+    }
+
+
+def test_a_deactivated_code_resolves_as_revoked(integrator_api, service, api, scanner_api):
+    body = create_venue(integrator_api, service.code)
+    response = integrator_api.post(f"/api/v1/dept/codes/{body['id']}/deactivate/")
+    assert response.status_code == 200 and response.json()["is_active"] is False
+    again = integrator_api.post(f"/api/v1/dept/codes/{body['id']}/deactivate/")
+    assert again.json()["deactivated_at"] == response.json()["deactivated_at"]
+    resolved = api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json")
+    assert resolved.status_code == 410
+    assert resolved.json()["code"] == "code_revoked"
+    assert verify(scanner_api, body["code"]) == {"valid": False, "reason": "revoked"}
+
+
+def test_anything_else_is_code_invalid(api, citizen_api, integrator_api, service):
+    from tests.qr.conftest import issue
+
+    body = create_venue(integrator_api, service.code)
+    header, payload, signature = body["code"][5:].split(".")
+    claims = json.loads(b64url_decode(payload))
+    claims["sub"] = "someone-else"
+    from qr.codes import b64url
+
+    tampered = f"MCS1:{header}.{b64url(json.dumps(claims).encode())}.{signature}"
+    for text in ("hello", issue(citizen_api)["code"], tampered):
+        response = api.post("/api/v1/qr/resolve/", {"code": text}, format="json")
+        assert response.status_code == 400, text
+        assert response.json()["code"] == "code_invalid"
+
+
+def test_a_scanner_may_verify_a_venue_code(integrator_api, service, scanner_api):
+    body = create_venue(integrator_api, service.code)
+    answer = verify(scanner_api, body["code"])
+    assert answer == {
+        "valid": True,
+        "kind": "venue",
+        "subject": {"id": "hrss-card", "identity_level": service.identity_level},
+        "expires_at": None,
+    }
+    # Printed codes are scanned again and again: no replay for venue codes.
+    assert verify(scanner_api, body["code"])["valid"] is True
+
+
+def test_resolutions_count_as_scans_of_the_code(integrator_api, service, api):
+    body = create_venue(integrator_api, service.code)
+    for _ in range(3):
+        api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json")
+    events = recorded_scans()
+    assert len(events) == 3
+    assert {(e.source, e.kind, e.jti, e.subject) for e in events} == {
+        ("app", "venue", body["id"], "")
+    }
+
+
+def test_resolve_is_throttled_per_client(integrator_api, service, api, settings):
+    settings.QR_RESOLVE_RATE = "2/min"
+    body = create_venue(integrator_api, service.code)
+    statuses = [
+        api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json").status_code
+        for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+
+
+def test_creating_and_deactivating_are_audited(integrator_api, integrator_key, service):
+    from accounts.models import AuditEntry
+
+    body = create_venue(integrator_api, service.code)
+    integrator_api.post(f"/api/v1/dept/codes/{body['id']}/deactivate/")
+    entries = AuditEntry.objects.filter(target_id=body["id"]).order_by("at")
+    assert [e.action for e in entries] == ["qr.venue_code.created", "qr.venue_code.deactivated"]
+    assert {e.actor_id for e in entries} == {str(integrator_key.pk)}
