@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -35,7 +37,7 @@ PORT = int(os.environ.get("BENCH_PORT", "8791"))
 SECRETS = {
     "DEBUG": "0",
     "SECRET_KEY": "bench-" + "s" * 50,
-    "FIELD_ENCRYPTION_KEY": "3q2-7wQvV0gkEzvvZHvmtg2k8i9wT9Wm4Qd8Hq6JHcM=",
+    "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     "BLIND_INDEX_KEY": "bench-" + "b" * 40,
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "LOG_LEVEL": "WARNING",

@@ -5,15 +5,23 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import urls as accounts_urls
 from config import api, bench, health, problems
+from qr import urls as qr_urls
+from services import urls as services_urls
 
 admin.site.site_header = settings.ADMIN_SITE_HEADER
 admin.site.site_title = settings.ADMIN_SITE_HEADER
 
+# Mounted by first segment, so resolving a path tries a handful of patterns,
+# not every route of every app; the scanners' hot path comes first.
 api_v1 = [
-    path("", include("accounts.urls")),
-    path("", include("services.urls")),
-    path("", include("qr.urls")),
+    path("qr/", include(qr_urls.scanner_urls)),
+    path("auth/", include(accounts_urls.auth_urls)),
+    path("me/", include([*accounts_urls.me_urls, *qr_urls.me_urls])),
+    path("applications/", include(services_urls.application_urls)),
+    path("dept/", include([*services_urls.dept_urls, *qr_urls.dept_urls])),
+    path("", include(services_urls.catalog_urls)),
 ]
 
 urlpatterns = [

@@ -1,78 +1,89 @@
+"""Services URLs, by area; ``config.urls`` mounts each under its prefix."""
+
 from django.urls import path
 
 from services.apis import applications, catalog, dept_applications, dept_routing, dept_services
 
-urlpatterns = [
+# /api/v1/ (public catalog)
+catalog_urls = [
     path("departments/", catalog.DepartmentListView.as_view(), name="department-list"),
     path("categories/", catalog.CategoryListView.as_view(), name="category-list"),
     path("services/", catalog.ServiceListView.as_view(), name="service-list"),
     path("services/<slug:code>/", catalog.ServiceDetailView.as_view(), name="service-detail"),
-    path("dept/services/", dept_services.DeptServiceListView.as_view(), name="dept-service-list"),
+]
+
+# /api/v1/applications/
+application_urls = [
+    path("", applications.ApplicationListView.as_view(), name="application-list"),
     path(
-        "dept/services/<slug:code>/",
-        dept_services.DeptServiceDetailView.as_view(),
-        name="dept-service-detail",
-    ),
-    path("applications/", applications.ApplicationListView.as_view(), name="application-list"),
-    path(
-        "applications/<uuid:application_id>/",
+        "<uuid:application_id>/",
         applications.ApplicationDetailView.as_view(),
         name="application-detail",
     ),
     path(
-        "applications/<uuid:application_id>/cancel/",
+        "<uuid:application_id>/cancel/",
         applications.ApplicationCancelView.as_view(),
         name="application-cancel",
     ),
     path(
-        "applications/<uuid:application_id>/supplement/",
+        "<uuid:application_id>/supplement/",
         applications.ApplicationSupplementView.as_view(),
         name="application-supplement",
     ),
     path(
-        "applications/<uuid:application_id>/rating/",
+        "<uuid:application_id>/rating/",
         applications.ApplicationRatingView.as_view(),
         name="application-rating",
     ),
+]
+
+# /api/v1/dept/
+dept_urls = [
+    path("services/", dept_services.DeptServiceListView.as_view(), name="dept-service-list"),
     path(
-        "dept/applications/",
+        "services/<slug:code>/",
+        dept_services.DeptServiceDetailView.as_view(),
+        name="dept-service-detail",
+    ),
+    path(
+        "applications/",
         dept_applications.DeptApplicationListView.as_view(),
         name="dept-application-list",
     ),
     path(
-        "dept/applications/<str:number>/",
+        "applications/<str:number>/",
         dept_applications.DeptApplicationDetailView.as_view(),
         name="dept-application-detail",
     ),
     path(
-        "dept/applications/<str:number>/status/",
+        "applications/<str:number>/status/",
         dept_applications.DeptApplicationStatusView.as_view(),
         name="dept-application-status",
     ),
-    path("dept/endpoints/", dept_routing.EndpointListView.as_view(), name="dept-endpoint-list"),
+    path("endpoints/", dept_routing.EndpointListView.as_view(), name="dept-endpoint-list"),
     path(
-        "dept/endpoints/<uuid:endpoint_id>/",
+        "endpoints/<uuid:endpoint_id>/",
         dept_routing.EndpointDetailView.as_view(),
         name="dept-endpoint-detail",
     ),
     path(
-        "dept/endpoints/<uuid:endpoint_id>/rotate-secret/",
+        "endpoints/<uuid:endpoint_id>/rotate-secret/",
         dept_routing.EndpointRotateSecretView.as_view(),
         name="dept-endpoint-rotate-secret",
     ),
     path(
-        "dept/endpoints/<uuid:endpoint_id>/test/",
+        "endpoints/<uuid:endpoint_id>/test/",
         dept_routing.EndpointTestView.as_view(),
         name="dept-endpoint-test",
     ),
-    path("dept/deliveries/", dept_routing.DeliveryListView.as_view(), name="dept-delivery-list"),
+    path("deliveries/", dept_routing.DeliveryListView.as_view(), name="dept-delivery-list"),
     path(
-        "dept/deliveries/<uuid:delivery_id>/",
+        "deliveries/<uuid:delivery_id>/",
         dept_routing.DeliveryDetailView.as_view(),
         name="dept-delivery-detail",
     ),
     path(
-        "dept/deliveries/<uuid:delivery_id>/retry/",
+        "deliveries/<uuid:delivery_id>/retry/",
         dept_routing.DeliveryRetryView.as_view(),
         name="dept-delivery-retry",
     ),
