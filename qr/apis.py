@@ -212,23 +212,26 @@ class VerifyView(ScannerView):
     )
     def post(self, request: Request) -> Response:
         verdict = services.scan_verify(scanner=request.auth, text=_scanned_text(request.data))
-        if not verdict.valid:
-            return Response({"valid": False, "reason": verdict.reason.value})
-        claims = verdict.claims
-        subject: dict[str, Any] = {"id": claims.sub, "identity_level": claims.lvl}
-        if verdict.discloses_name and claims.knd is Kind.CITIZEN:
-            subject["name_masked"] = verdict.name_masked
-        expires_at = None
-        if claims.exp is not None:
-            expires_at = timezone.localtime(dt.datetime.fromtimestamp(claims.exp, tz=dt.UTC))
-        return Response(
-            {
-                "valid": True,
-                "kind": claims.knd.value,
-                "subject": subject,
-                "expires_at": expires_at.isoformat() if expires_at else None,
-            }
-        )
+        return Response(verify_answer(verdict))
+
+
+def verify_answer(verdict: services.Verdict) -> dict[str, Any]:
+    """The body of a verify answer (the view and :mod:`qr.fastpath` alike)."""
+    if not verdict.valid:
+        return {"valid": False, "reason": verdict.reason.value}
+    claims = verdict.claims
+    subject: dict[str, Any] = {"id": claims.sub, "identity_level": claims.lvl}
+    if verdict.discloses_name and claims.knd is Kind.CITIZEN:
+        subject["name_masked"] = verdict.name_masked
+    expires_at = None
+    if claims.exp is not None:
+        expires_at = timezone.localtime(dt.datetime.fromtimestamp(claims.exp, tz=dt.UTC))
+    return {
+        "valid": True,
+        "kind": claims.knd.value,
+        "subject": subject,
+        "expires_at": expires_at.isoformat() if expires_at else None,
+    }
 
 
 def _scanned_text(data: Any) -> str:

@@ -19,7 +19,7 @@ from rest_framework.authentication import get_authorization_header
 from rest_framework.request import Request
 
 from accounts.authentication import ApiKeyAuthentication, ApiKeyPrincipal, ApiKeyScheme
-from accounts.models import ApiKey
+from accounts.models import ApiKey, ApiKeyScope
 
 _MAX_REMEMBERED = 10_000
 _remembered: dict[bytes, tuple[float, ApiKeyPrincipal, ApiKey]] = {}
@@ -27,6 +27,19 @@ _remembered: dict[bytes, tuple[float, ApiKeyPrincipal, ApiKey]] = {}
 
 def forget_scanner_keys() -> None:
     _remembered.clear()
+
+
+def remembered_scanner(header: bytes) -> ApiKey | None:
+    """The scanner key behind ``Authorization: Api-Key …`` if this process
+    authenticated it within ``QR_SCANNER_AUTH_CACHE_SECONDS``; else None
+    (the caller then goes the full way, which authenticates and remembers)."""
+    parts = header.split()
+    if len(parts) != 2 or parts[0].lower() != ScannerKeyAuthentication.keyword:
+        return None
+    hit = _remembered.get(hashlib.sha256(parts[1]).digest())
+    if hit is None or hit[0] <= time.monotonic() or hit[2].scope != ApiKeyScope.SCANNER:
+        return None
+    return hit[2]
 
 
 class ScannerKeyAuthentication(ApiKeyAuthentication):

@@ -420,6 +420,9 @@ QR_ACCOUNT_STATE_REFRESH_SECONDS = env.float("QR_ACCOUNT_STATE_REFRESH_SECONDS",
 # Rates (DRF notation): verifications per scanner key, code resolutions per
 # client address, star-codes per citizen.
 QR_VERIFY_RATE = env.str("QR_VERIFY_RATE", default="600/min")
+# Answer the common case of /api/v1/qr/verify/ in front of Django's request
+# cycle (qr/fastpath.py); 0 sends every verify through the full cycle.
+QR_VERIFY_FAST_PATH = env.bool("QR_VERIFY_FAST_PATH", default=True)
 QR_RESOLVE_RATE = env.str("QR_RESOLVE_RATE", default="60/min")
 QR_STAR_CODE_RATE = env.str("QR_STAR_CODE_RATE", default="120/min")
 # Where scan events wait before the database (qr/recorders.py).

@@ -126,3 +126,37 @@ def test_unreadable_items_do_not_block_the_buffer(citizen_api, scanner_api):
     assert ScanEvent.objects.count() == 1
     assert recorder.pending() == 0
     assert ScanRecord  # the format the buffer holds
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gates_verify_through_gunicorn_and_every_scan_reaches_postgres(
+    tmp_path, citizen, scanner_key
+) -> None:
+    """The production server, its verify fast path, a worker flushing the
+    Redis buffer: every scan answered and stored once."""
+    import httpx
+
+    from qr.models import ScanEvent
+    from tests.processes import web_server
+    from tests.qr.conftest import citizen_code
+
+    codes = [citizen_code(citizen) for _ in range(30)]
+    with (
+        web_server() as base,
+        celery_worker("--concurrency", "1", "-B", "-s", str(tmp_path / "beat")),
+    ):
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Api-Key {scanner_key.raw}"}
+        ) as http:
+            answers = [
+                http.post("/api/v1/qr/verify/", json={"code": code}).json() for code in codes
+            ]
+            again = http.post("/api/v1/qr/verify/", json={"code": codes[0]}).json()
+        wait_for(
+            lambda: ScanEvent.objects.count() == 31,
+            timeout=60,
+            message=f"{ScanEvent.objects.count()} stored",
+        )
+    assert all(answer["valid"] for answer in answers)
+    assert again == {"valid": False, "reason": "replayed"}
+    assert ScanEvent.objects.filter(valid=True).count() == 30

@@ -1,0 +1,112 @@
+"""The scanners' hot path, answered in front of Django's request cycle.
+
+A metro gate calls ``POST /api/v1/qr/verify/`` once per passenger, and the
+city runs thousands of gates; the request cycle (middleware, routing, DRF)
+would cost more than the verification itself. This WSGI layer answers the
+common case only: a scanner key this process authenticated moments ago,
+a small JSON body with a plain ``code``. It runs the same
+``services.scan_verify`` and builds the same answer as the view
+(:func:`qr.apis.verify_answer`), with the same headers. Everything else,
+the first request of a key, odd bodies, throttling, an unreachable scan
+store, goes to Django unchanged, so errors keep one home.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.http.request import split_domain_port, validate_host
+
+from qr import services
+from qr.authentication import remembered_scanner
+from qr.errors import QrError
+from qr.serializers import CODE_FIELD_MAX_LENGTH
+
+logger = logging.getLogger(__name__)
+
+PATH = "/api/v1/qr/verify/"
+MAX_BODY = 4096
+# What Django's middleware and DRF put on this answer (see the parity test).
+HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Allow", "POST, OPTIONS"),
+    ("X-Frame-Options", "DENY"),
+    ("Vary", "Accept-Language"),
+    ("Content-Language", "zh-hans"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+]
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class VerifyFastPath:
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        code, scanner = self._common_case(environ)
+        if code is None or scanner is None:
+            return self.app(environ, start_response)
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            verdict = services.scan_verify(scanner=scanner, text=code)
+        except QrError:
+            # Throttled, or the scan store is out of reach: nothing was
+            # recorded; the view answers it (and words the problem).
+            return self.app(environ, start_response)
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+        from qr.apis import verify_answer  # the view module pulls in DRF
+
+        body = json.dumps(verify_answer(verdict), ensure_ascii=False, separators=(",", ":")).encode()
+        start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _common_case(self, environ: dict[str, Any]) -> tuple[str | None, Any]:
+        """(code, scanner key) when this request is the plain common case;
+        the body is put back for Django whatever the answer."""
+        if not str(environ.get("CONTENT_TYPE", "")).startswith("application/json"):
+            return None, None
+        if environ.get("HTTP_ACCEPT_LANGUAGE", "zh")[:2].lower() not in ("zh", "*", ""):
+            return None, None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None, None
+        if not 0 < length <= MAX_BODY:
+            return None, None
+        scanner = remembered_scanner(str(environ.get("HTTP_AUTHORIZATION", "")).encode("latin-1"))
+        if scanner is None:
+            return None, None
+        host, _port = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+        if not host or not validate_host(host, settings.ALLOWED_HOSTS):
+            return None, None
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        if b"\x00" in body or b"\\u0000" in body:
+            return None, None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None, None
+        code = data.get("code") if isinstance(data, dict) else None
+        if not (
+            isinstance(code, str)
+            and 0 < len(code) <= CODE_FIELD_MAX_LENGTH
+            and code.isprintable()
+            and code == code.strip()
+        ):
+            return None, None
+        return code, scanner

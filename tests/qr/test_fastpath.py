@@ -1,0 +1,209 @@
+"""The verify fast path answers exactly as the view does, and only the common case.
+
+These tests call the project's real WSGI application (``config.wsgi``), the
+one gunicorn serves; the test client would skip the fast path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.core import signals
+from django.db import close_old_connections
+
+from accounts.models import ApiKeyScope
+from qr import apis
+from qr.models import ScanEvent
+from tests.conftest import _key
+from tests.qr.conftest import citizen_code, recorded_scans
+
+pytestmark = pytest.mark.django_db
+
+PATH = "/api/v1/qr/verify/"
+
+
+def wsgi(
+    body: Any, *, key: str, content_type: str = "application/json", **extra: str
+) -> tuple[int, dict[str, str], bytes]:
+    from config.wsgi import application
+
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(raw)),
+        "HTTP_AUTHORIZATION": f"Api-Key {key}",
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+        **extra,
+    }
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+    # As Django's test client does: the test's transaction holds the
+    # connection, so the per-request connection cleanup must not close it.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        chunks = application(environ, start_response)
+        payload = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    return seen["status"], seen["headers"], payload
+
+
+@pytest.fixture
+def view_calls():
+    """Counts the requests that reached the DRF view (the full cycle)."""
+    calls = []
+    original = apis.VerifyView.post
+
+    def spy(self, request):  # type: ignore[no-untyped-def]
+        calls.append(request)
+        return original(self, request)
+
+    with mock.patch.object(apis.VerifyView, "post", spy):
+        yield calls
+
+
+@pytest.fixture
+def other_scanner(department):  # type: ignore[no-untyped-def]
+    return _key(department, ApiKeyScope.SCANNER)
+
+
+def test_a_keys_first_request_takes_the_full_way_then_the_fast_path_answers(
+    citizen, scanner_key, view_calls
+) -> None:
+    first = wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    assert first[0] == 200 and json.loads(first[2])["valid"] is True
+    assert len(view_calls) == 1
+    for _ in range(3):
+        status, _headers, body = wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+        assert status == 200 and json.loads(body)["valid"] is True
+    assert len(view_calls) == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda user: citizen_code(user),
+        lambda user: citizen_code(user)[:-4] + "AAAA",  # bad signature
+        lambda user: citizen_code(user, exp=1),  # expired
+        lambda user: "MCS1:not.a.code",
+    ],
+    ids=["valid", "bad_signature", "expired", "malformed"],
+)
+def test_the_fast_path_answers_byte_for_byte_as_the_view(
+    citizen, scanner_key, other_scanner, make, view_calls
+) -> None:
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)  # remember the key
+    code = make(citizen)
+    fast = wsgi({"code": code}, key=scanner_key.raw)
+    calls_before = len(view_calls)
+    full = wsgi({"code": code}, key=other_scanner.raw)  # a key seen for the first time
+    assert len(view_calls) == calls_before + 1
+    assert fast[0] == full[0] == 200
+    assert fast[2] == full[2]
+    volatile = {"Content-Length"}
+    assert {k: v for k, v in fast[1].items() if k not in volatile} == {
+        k: v for k, v in full[1].items() if k not in volatile
+    }
+
+
+def test_replays_are_caught_on_the_fast_path(citizen, scanner_key) -> None:
+    code = citizen_code(citizen)
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)  # remember the key
+    assert json.loads(wsgi({"code": code}, key=scanner_key.raw)[2])["valid"] is True
+    assert json.loads(wsgi({"code": code}, key=scanner_key.raw)[2]) == {
+        "valid": False,
+        "reason": "replayed",
+    }
+
+
+def test_every_fast_verify_is_a_scan_event(citizen, scanner_key) -> None:
+    for _ in range(4):
+        wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    events = recorded_scans()
+    assert len(events) == 4
+    assert all(e.source == ScanEvent.Source.ONLINE and e.valid for e in events)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "extra", "status", "code"),
+    [
+        (b"[1, 2]", "application/json", {}, 400, "invalid"),
+        (b'{"code": "x\\u0000"}', "application/json", {}, 400, "malformed_request"),
+        (b"code=abc", "application/x-www-form-urlencoded", {}, 400, "malformed_request"),
+        (b"{not json", "application/json", {}, 400, "malformed_request"),
+        (b'{"code": ""}', "application/json", {}, 400, "invalid"),
+    ],
+)
+def test_anything_unusual_goes_the_full_way_and_gets_its_problem(
+    citizen, scanner_key, view_calls, body, content_type, extra, status, code
+) -> None:
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    answer = wsgi(body, key=scanner_key.raw, content_type=content_type, **extra)
+    assert answer[0] == status
+    assert answer[1]["Content-Type"] == "application/problem+json"
+    assert json.loads(answer[2])["code"] == code
+
+
+def test_english_scanners_get_english_headers_the_full_way(
+    citizen, scanner_key, view_calls
+) -> None:
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    status, headers, _body = wsgi(
+        {"code": citizen_code(citizen)}, key=scanner_key.raw, HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert status == 200 and headers["Content-Language"] == "en"
+    assert len(view_calls) == 2
+
+
+def test_a_throttled_scanner_gets_429_with_retry_after(citizen, scanner_key, settings) -> None:
+    settings.QR_VERIFY_RATE = "2/min"
+    answers = [wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw) for _ in range(3)]
+    assert [a[0] for a in answers] == [200, 200, 429]
+    assert json.loads(answers[2][2])["code"] == "throttled"
+    assert int(answers[2][1]["Retry-After"]) >= 1
+
+
+def test_an_integrator_key_never_takes_the_fast_path(citizen, integrator_key, view_calls) -> None:
+    for _ in range(2):
+        status, _headers, body = wsgi({"code": citizen_code(citizen)}, key=integrator_key.raw)
+        assert status == 403 and json.loads(body)["code"] == "api_key_scope"
+
+
+def test_a_forgotten_or_revoked_key_goes_the_full_way(citizen, scanner_key, operator) -> None:
+    from accounts.services import api_key_revoke
+    from qr.authentication import forget_scanner_keys
+
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    api_key_revoke(key=scanner_key, actor=operator)
+    forget_scanner_keys()  # what the short remembrance window does by itself
+    status, _headers, body = wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    assert status == 401 and json.loads(body)["code"] == "api_key_invalid"
+
+
+def test_a_host_outside_allowed_hosts_goes_the_full_way(citizen, scanner_key, settings) -> None:
+    settings.ALLOWED_HOSTS = ["api.example.org"]
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw, HTTP_HOST="api.example.org")
+    status, _headers, _body = wsgi(
+        {"code": citizen_code(citizen)}, key=scanner_key.raw, HTTP_HOST="evil.example"
+    )
+    assert status == 400
