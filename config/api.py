@@ -366,8 +366,9 @@ def _paginated_schema(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class PagePagination(PageNumberPagination):
-    """Page numbers, for the catalog: ``{"results", "next", "previous"}``."""
+class _ListShape:
+    """Every list is ``{"results", "next", "previous"}``; a page or cursor
+    that does not exist is a 400 ``pagination_invalid``, not a 404."""
 
     page_size = 20
     page_size_query_param = "page_size"
@@ -375,7 +376,7 @@ class PagePagination(PageNumberPagination):
 
     def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
         try:
-            return super().paginate_queryset(queryset, request, view)
+            return super().paginate_queryset(queryset, request, view)  # type: ignore[misc]
         except exceptions.NotFound as exc:
             raise DomainError(PAGINATION_INVALID, exc.detail) from exc
 
@@ -383,8 +384,8 @@ class PagePagination(PageNumberPagination):
         return Response(
             {
                 "results": data,
-                "next": self.get_next_link(),
-                "previous": self.get_previous_link(),
+                "next": self.get_next_link(),  # type: ignore[attr-defined]
+                "previous": self.get_previous_link(),  # type: ignore[attr-defined]
             }
         )
 
@@ -392,31 +393,14 @@ class PagePagination(PageNumberPagination):
         return _paginated_schema(schema)
 
 
-class FeedPagination(CursorPagination):
+class PagePagination(_ListShape, PageNumberPagination):
+    """Page numbers, for the catalog."""
+
+
+class FeedPagination(_ListShape, CursorPagination):
     """Cursors, for per-user feeds (newest first)."""
 
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
     ordering = "-created_at"
-
-    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except exceptions.NotFound as exc:
-            raise DomainError(PAGINATION_INVALID, exc.detail) from exc
-
-    def get_paginated_response(self, data: Any) -> Response:
-        return Response(
-            {
-                "results": data,
-                "next": self.get_next_link(),
-                "previous": self.get_previous_link(),
-            }
-        )
-
-    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        return _paginated_schema(schema)
 
 
 # --- OpenAPI --------------------------------------------------------------------

@@ -70,7 +70,9 @@ class VerifyFastPath:
             signals.request_finished.send(sender=self.__class__)
         from qr.apis import verify_answer  # the view module pulls in DRF
 
-        body = json.dumps(verify_answer(verdict), ensure_ascii=False, separators=(",", ":")).encode()
+        body = json.dumps(
+            verify_answer(verdict), ensure_ascii=False, separators=(",", ":")
+        ).encode()
         start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body)))])
         return [body]
 

@@ -43,23 +43,7 @@ class CategoryAdmin(AuditedModelAdmin):
 class ServiceForm(forms.ModelForm):
     class Meta:
         model = Service
-        fields = (
-            "code",
-            "name",
-            "department",
-            "category",
-            "summary",
-            "eligibility",
-            "materials",
-            "fee_fen",
-            "time_limit_days",
-            "legal_basis",
-            "channels",
-            "identity_level",
-            "form_schema",
-            "keywords",
-            "is_active",
-        )
+        fields = ("code", "department", *catalog.GUIDE_FIELDS)
 
     def clean(self):  # type: ignore[no-untyped-def]
         cleaned = super().clean()
