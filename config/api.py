@@ -301,7 +301,10 @@ class StrictJSONParser(JSONParser):
     can hold them, and no legitimate client sends them)."""
 
     def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
-        data = super().parse(stream, media_type, parser_context)
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:  # "[[[[…" nested past Python's limit
+            raise exceptions.ParseError(_("JSON 嵌套层数过多")) from exc
         if _has_nul(data):
             raise exceptions.ParseError(_("请求中含有不允许的 NUL 字符"))
         return data

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
 
+from config.api import PROBLEM_CONTENT_TYPE, SERVER_ERROR, problem_body
 from qr import services
 from qr.authentication import remembered_scanner
 from qr.errors import QrError
@@ -66,6 +67,14 @@ class VerifyFastPath:
             # Throttled, or the scan store is out of reach: nothing was
             # recorded; the view answers it (and words the problem).
             return self.app(environ, start_response)
+        except Exception:  # never a bare server error: the same problem the API gives
+            logger.exception("verify fast path failed")
+            body = json.dumps(problem_body(SERVER_ERROR), ensure_ascii=False).encode()
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         finally:
             signals.request_finished.send(sender=self.__class__)
         from qr.apis import verify_answer  # the view module pulls in DRF
@@ -101,7 +110,7 @@ class VerifyFastPath:
             return None, None
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None, None
         code = data.get("code") if isinstance(data, dict) else None
         if not (

@@ -158,6 +158,7 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
             form=form,
             fee_fen=service.fee_fen,
             created_at=now,
+            submitted_at=now if status == S.SUBMITTED else None,
         )
         TimelineEntry.objects.create(
             application=application,
@@ -344,6 +345,13 @@ def application_mark_paid(*, application: Application) -> Application:
     """Payment arrived: the application goes to the department."""
     with transaction.atomic():
         application = _locked(application)
-        _move(application, S.SUBMITTED, actor=ActorKind.SYSTEM, note=_("已缴费"))
+        application.submitted_at = timezone.now()
+        _move(
+            application,
+            S.SUBMITTED,
+            actor=ActorKind.SYSTEM,
+            note=_("已缴费"),
+            also=["submitted_at"],
+        )
         _publish(application, events.APPLICATION_SUBMITTED)
     return application

@@ -161,6 +161,9 @@ class Application(models.Model):
     form = EncryptedJSONField(_("申请表"), editable=False)
     fee_fen = models.PositiveIntegerField(_("应缴金额（分）"), default=0)
     department_reference = models.CharField(_("部门受理号"), max_length=100, blank=True)
+    # When it went to the department (at once if free, after payment if not);
+    # until then the department does not see it.
+    submitted_at = models.DateTimeField(_("提交时间"), null=True, blank=True)
     accepted_at = models.DateTimeField(_("受理时间"), null=True, blank=True)
     due_date = models.DateField(_("办结期限"), null=True, blank=True)
     paused_at = models.DateTimeField(_("补正开始"), null=True, blank=True)
@@ -274,8 +277,11 @@ class OutboxEvent(models.Model):
     )
     data = EncryptedJSONField(editable=False)
     created_at = models.DateTimeField(_("时间"), default=timezone.now, db_index=True)
-    # When in-process subscribers (other apps) have handled it.
+    # When in-process subscribers (other apps) have handled it; failed runs
+    # are tried again with growing waits.
     handled_at = models.DateTimeField(_("本地处理时间"), null=True, blank=True)
+    handle_attempts = models.PositiveIntegerField(default=0)
+    handle_after = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("事件")

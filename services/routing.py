@@ -52,12 +52,13 @@ Actor = User | ApiKey | None
 
 
 def _checked_url(url: str) -> str:
+    """The URL as stored (host in ASCII), if it may receive events."""
     try:
         transport.allowed_addresses(url)
+        return transport.normalize_url(url)
     except transport.UrlNotAllowed as exc:
         error = ENDPOINT_URL_INVALID if exc.shape else ENDPOINT_URL_NOT_ALLOWED
         raise ServicesError(error, str(exc), errors={"url": [str(exc)]}) from exc
-    return url
 
 
 def endpoint_create(
@@ -100,16 +101,19 @@ def endpoint_update(*, endpoint: Endpoint, actor: Actor, **values: Any) -> Endpo
         changes["events"] = list(dict.fromkeys(values["events"]))
     if "description" in values:
         changes["description"] = values["description"]
-    resume = False
-    if "is_active" in values:
-        changes["is_active"] = values["is_active"]
-        if values["is_active"]:
-            changes["disabled_reason"] = ""
-            resume = endpoint.paused_at is not None or not endpoint.is_active
     with transaction.atomic():
+        # Locked and saved field by field: a concurrent secret rotation,
+        # pause or 410 must not be written back over by this change.
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        resume = False
+        if "is_active" in values:
+            changes["is_active"] = values["is_active"]
+            if values["is_active"]:
+                changes["disabled_reason"] = ""
+                resume = endpoint.paused_at is not None or not endpoint.is_active
         for name, value in changes.items():
             setattr(endpoint, name, value)
-        endpoint.save()
+        endpoint.save(update_fields=list(changes))
         audit_record(
             actor=actor,
             action="endpoint.updated",
@@ -138,6 +142,7 @@ def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor) -> str:
     ``ROUTING_SECRET_OVERLAP_HOURS`` so the department can switch over."""
     secret = transport.new_secret()
     with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
         endpoint.previous_secret = endpoint.secret
         endpoint.previous_secret_expires_at = timezone.now() + dt.timedelta(
             hours=settings.ROUTING_SECRET_OVERLAP_HOURS
@@ -159,6 +164,14 @@ def endpoint_ping(*, endpoint: Endpoint, actor: Actor) -> Delivery:
         )
         audit_record(actor=actor, action="endpoint.pinged", target=endpoint)
     return event.deliveries.get()
+
+
+def _takes_deliveries(endpoint: Endpoint, event_type: str) -> bool:
+    """Whether the endpoint is sent to now. A ping goes even to a paused or
+    disabled endpoint: it is how a department checks it before resuming."""
+    if event_type == events.PING:
+        return endpoint.deleted_at is None
+    return endpoint.is_active and endpoint.paused_at is None and endpoint.deleted_at is None
 
 
 def _signing_keys(endpoint: Endpoint, now: dt.datetime) -> list[str]:
@@ -200,12 +213,12 @@ def event_publish(
         handled_at=None if has_subscribers else now,
     )
     if endpoints is None:
+        # Paused and disabled endpoints get their deliveries too, held (no
+        # due time) until they are resumed or enabled again: nothing is lost.
         endpoints = (
             [
                 e
-                for e in Endpoint.objects.filter(
-                    department=department, is_active=True, deleted_at=None
-                )
+                for e in Endpoint.objects.filter(department=department, deleted_at=None)
                 if type in e.events
             ]
             if department is not None
@@ -213,11 +226,16 @@ def event_publish(
         )
     deliveries = Delivery.objects.bulk_create(
         [
-            Delivery(event=event, endpoint=endpoint, next_attempt_at=now, created_at=now)
+            Delivery(
+                event=event,
+                endpoint=endpoint,
+                next_attempt_at=now if _takes_deliveries(endpoint, type) else None,
+                created_at=now,
+            )
             for endpoint in endpoints
         ]
     )
-    delivery_ids = [str(d.id) for d in deliveries]
+    delivery_ids = [str(d.id) for d in deliveries if d.next_attempt_at is not None]
     transaction.on_commit(
         lambda: _nudge(delivery_ids, str(event.id) if has_subscribers else None), robust=True
     )
@@ -252,15 +270,28 @@ def event_body(event: OutboxEvent) -> str:
 
 
 def event_handle(event_id: Any) -> bool:
-    """Run the in-process subscribers of one event, once."""
-    with transaction.atomic():
-        event = OutboxEvent.objects.select_for_update().filter(pk=event_id).first()
-        if event is None or event.handled_at is not None:
-            return False
-        for subscriber in events.subscribers(event.type):
-            subscriber(event)
-        event.handled_at = timezone.now()
-        event.save(update_fields=["handled_at"])
+    """Run the in-process subscribers of one event, once. A subscriber that
+    fails rolls the whole run back; it is tried again later, waiting twice as
+    long each time (up to an hour), so one bad event cannot spin."""
+    try:
+        with transaction.atomic():
+            event = OutboxEvent.objects.select_for_update().filter(pk=event_id).first()
+            if event is None or event.handled_at is not None:
+                return False
+            for subscriber in events.subscribers(event.type):
+                subscriber(event)
+            event.handled_at = timezone.now()
+            event.save(update_fields=["handled_at"])
+    except Exception:
+        logger.exception("subscribers of event %s failed; will try again", event_id)
+        failed = OutboxEvent.objects.filter(pk=event_id).first()
+        if failed is not None:
+            wait = min(3600, 5 * 2**failed.handle_attempts)
+            OutboxEvent.objects.filter(pk=event_id).update(
+                handle_attempts=F("handle_attempts") + 1,
+                handle_after=timezone.now() + dt.timedelta(seconds=wait),
+            )
+        return False
     return True
 
 
@@ -279,29 +310,28 @@ def _jittered(seconds: float) -> float:
 def delivery_attempt(delivery_id: Any) -> Delivery | None:
     """One try of one delivery, if it is due and nobody else holds it."""
     now = timezone.now()
+    lease = now + dt.timedelta(seconds=settings.ROUTING_LEASE_SECONDS)
     claimed = (
         Delivery.objects.filter(
             pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
         )
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .update(locked_until=now + dt.timedelta(seconds=settings.ROUTING_LEASE_SECONDS))
+        .update(locked_until=lease)
     )
     if not claimed:
         return None
     delivery = Delivery.objects.select_related("event", "endpoint__department").get(pk=delivery_id)
     endpoint, event = delivery.endpoint, delivery.event
 
-    if endpoint.deleted_at is not None or not endpoint.is_active:
+    if endpoint.deleted_at is not None:
         Delivery.objects.filter(pk=delivery.pk).update(
             status=DeliveryStatus.CANCELLED, next_attempt_at=None, locked_until=None
         )
         return delivery
-    if endpoint.paused_at is not None and event.type != events.PING:
-        # Held back, not failed: the retry budget is kept for after the pause.
-        Delivery.objects.filter(pk=delivery.pk).update(
-            next_attempt_at=now + dt.timedelta(seconds=settings.ROUTING_PROBE_INTERVAL_SECONDS),
-            locked_until=None,
-        )
+    if not _takes_deliveries(endpoint, event.type):
+        # Paused or disabled: held, not failed, its retries kept for later.
+        # Resuming or enabling the endpoint makes it due again.
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None, locked_until=None)
         return delivery
 
     body = event_body(event)
@@ -312,28 +342,31 @@ def delivery_attempt(delivery_id: Any) -> Delivery | None:
         endpoint.url, body=body, headers=headers, timeout=settings.ROUTING_TIMEOUT_SECONDS
     )
     try:
-        return _record(delivery, result, started_at=now)
+        return _record(delivery, result, started_at=now, lease=lease)
     except Exception:
         # Recording failed (a database error): let go at once so the task's
         # retry can try again. The department may see this event twice,
         # under the same webhook-id.
-        Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
-            locked_until=None
-        )
+        Delivery.objects.filter(pk=delivery.pk, locked_until=lease).update(locked_until=None)
         raise
 
 
 def _record(
-    delivery: Delivery, result: transport.SendResult, *, started_at: dt.datetime
+    delivery: Delivery, result: transport.SendResult, *, started_at: dt.datetime, lease: dt.datetime
 ) -> Delivery:
     now = timezone.now()
     endpoint, event = delivery.endpoint, delivery.event
     schedule = settings.ROUTING_RETRY_SCHEDULE
     with transaction.atomic():
-        delivery.attempt_count += 1
+        current = (
+            Delivery.objects.select_for_update()
+            .filter(pk=delivery.pk)
+            .values("status", "locked_until", "attempt_count", "schedule_index")
+            .get()
+        )
         DeliveryAttempt.objects.create(
             delivery=delivery,
-            number=delivery.attempt_count,
+            number=current["attempt_count"] + 1,
             started_at=started_at,
             duration_ms=result.duration_ms,
             status_code=result.status_code,
@@ -341,14 +374,7 @@ def _record(
             response_body=result.body,
             succeeded=result.ok,
         )
-        delivery.last_status_code = result.status_code
-        delivery.last_error = result.error[:500]
-        delivery.last_attempt_at = now
-        delivery.locked_until = None
         if result.ok:
-            delivery.status = DeliveryStatus.SUCCEEDED
-            delivery.succeeded_at = now
-            delivery.next_attempt_at = None
             _endpoint_succeeded(endpoint, now)
             if event.type == events.APPLICATION_SUBMITTED and event.application_id:
                 # Imported here: the applications module imports this one.
@@ -358,12 +384,29 @@ def _record(
                     application_id=event.application_id, reference=_reference(result.body)
                 )
         else:
-            if result.status_code == 410:
-                _endpoint_gone(endpoint)
-            if result.status_code == 410 or not _retryable(result.status_code):
-                delay = None
-            elif event.type == events.PING:
-                delay = None  # a test: the department sends another when ready
+            _endpoint_failed(endpoint, now, result)
+        if current["status"] != DeliveryStatus.PENDING or current["locked_until"] != lease:
+            # Our hold ran out and another worker (or a deletion) took over:
+            # the try is on record, the delivery's state is theirs to write.
+            Delivery.objects.filter(pk=delivery.pk).update(attempt_count=F("attempt_count") + 1)
+            return delivery
+        delivery.attempt_count = current["attempt_count"] + 1
+        delivery.schedule_index = current["schedule_index"]
+        delivery.last_status_code = result.status_code
+        delivery.last_error = result.error[:500]
+        delivery.last_attempt_at = now
+        delivery.locked_until = None
+        if result.ok:
+            delivery.status = DeliveryStatus.SUCCEEDED
+            delivery.succeeded_at = now
+            delivery.next_attempt_at = None
+        elif result.status_code == 410:
+            # The endpoint is now disabled (see _endpoint_failed); the event
+            # waits for the department to enable it again.
+            delivery.next_attempt_at = None
+        else:
+            if not _retryable(result.status_code) or event.type == events.PING:
+                delay = None  # a client error is final; a ping is a test
             elif delivery.schedule_index >= len(schedule):
                 delay = None
             else:
@@ -383,8 +426,21 @@ def _record(
                     delivery.enqueued_at = now
                     delivery_id = str(delivery.id)
                     transaction.on_commit(lambda: _nudge_later(delivery_id, delay), robust=True)
-            _endpoint_failed(endpoint, now, result)
-        delivery.save()
+        delivery.save(
+            update_fields=[
+                "attempt_count",
+                "schedule_index",
+                "last_status_code",
+                "last_error",
+                "last_attempt_at",
+                "locked_until",
+                "status",
+                "succeeded_at",
+                "failed_at",
+                "next_attempt_at",
+                "enqueued_at",
+            ]
+        )
     return delivery
 
 
@@ -400,9 +456,9 @@ def _nudge_later(delivery_id: str, countdown: float) -> None:
 def _reference(body: str) -> str:
     try:
         reference = json.loads(body).get("reference")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
-    return str(reference)[:100] if reference else ""
+    return str(reference).replace("\x00", "")[:100] if reference else ""
 
 
 def _endpoint_succeeded(endpoint: Endpoint, now: dt.datetime) -> None:
@@ -413,13 +469,15 @@ def _endpoint_succeeded(endpoint: Endpoint, now: dt.datetime) -> None:
     )
     if endpoint.consecutive_failures or stale:
         Endpoint.objects.filter(pk=endpoint.pk).update(consecutive_failures=0, last_success_at=now)
-    if endpoint.paused_at is not None:
+    if endpoint.paused_at is not None and endpoint.is_active:
         endpoint.refresh_from_db()
         _resume(endpoint)
         audit_record(actor=None, action="endpoint.resumed", target=endpoint, data={"by": "ping"})
 
 
 def _endpoint_failed(endpoint: Endpoint, now: dt.datetime, result: transport.SendResult) -> None:
+    if result.status_code == 410 and endpoint.is_active:
+        _endpoint_gone(endpoint)
     Endpoint.objects.filter(pk=endpoint.pk).update(
         consecutive_failures=F("consecutive_failures") + 1, last_failure_at=now
     )
@@ -448,7 +506,7 @@ def _endpoint_gone(endpoint: Endpoint) -> None:
         endpoint,
         action="endpoint.disabled",
         title=_("回调地址已停用"),
-        body=_("回调地址 %(url)s 返回 410 Gone，已停用。如需继续接收事件，请重新启用。"),
+        body=_("回调地址 %(url)s 返回 410 Gone，已停用。事件会保留，重新启用后补发。"),
         reason="410 Gone",
     )
 
@@ -528,6 +586,7 @@ def sweep(*, limit: int = 500) -> dict[str, int]:
     Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
     unhandled = list(
         OutboxEvent.objects.filter(handled_at__isnull=True, created_at__lte=now - grace)
+        .filter(Q(handle_after__isnull=True) | Q(handle_after__lte=now))
         .order_by("created_at")
         .values_list("id", flat=True)[:limit]
     )

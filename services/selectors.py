@@ -107,9 +107,11 @@ def application_of(citizen: User, application_id: Any) -> Application | None:
 def applications_for_department(
     department: Department, *, status: str | None = None
 ) -> QuerySet[Application]:
-    applications = Application.objects.filter(department=department).select_related(
-        "service", "applicant"
-    )
+    # Only what reached the department: not unpaid ones, nor ones withdrawn
+    # before payment (their applicants' identities are none of its business).
+    applications = Application.objects.filter(
+        department=department, submitted_at__isnull=False
+    ).select_related("service", "applicant")
     if status:
         applications = applications.filter(status=status)
     return applications

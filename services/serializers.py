@@ -174,7 +174,10 @@ class ApplicationSerializer(ApplicationListItemSerializer):
 class ApplicationCreateSerializer(serializers.Serializer):
     service = serializers.SlugRelatedField(
         slug_field="code",
-        queryset=Service.objects.filter(is_active=True, department__is_active=True),
+        # What the public catalog shows, and nothing it hides.
+        queryset=Service.objects.filter(
+            is_active=True, department__is_active=True, category__is_active=True
+        ),
     )
     form = serializers.JSONField(help_text="Answers to the service's form_schema")
 

@@ -110,3 +110,10 @@ def test_junk_input_is_refused_cleanly(callers, path, method, fields) -> None:
             assert_clean_refusal(
                 call(url, {"page": "x", "cursor": "%%%", "page_size": "-1", "q": "\u0000"})
             )
+
+
+@pytest.mark.django_db
+def test_json_nested_past_the_interpreters_limit_is_a_400(api) -> None:
+    response = api.post("/api/v1/auth/otp/", "[" * 5000, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_request"

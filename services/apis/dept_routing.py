@@ -114,8 +114,10 @@ class EndpointRotateSecretView(EndpointDetailView):
         },
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
+        secret = routing.endpoint_rotate_secret(
+            endpoint=self.get_endpoint(endpoint_id), actor=request.auth
+        )
         endpoint = self.get_endpoint(endpoint_id)
-        secret = routing.endpoint_rotate_secret(endpoint=endpoint, actor=request.auth)
         return Response(
             {
                 "secret": secret,

@@ -207,3 +207,27 @@ def test_a_host_outside_allowed_hosts_goes_the_full_way(citizen, scanner_key, se
         {"code": citizen_code(citizen)}, key=scanner_key.raw, HTTP_HOST="evil.example"
     )
     assert status == 400
+
+
+def test_deeply_nested_json_is_a_400_on_both_paths(citizen, scanner_key) -> None:
+    body = b"[" * 4000
+    first = wsgi(body, key=scanner_key.raw)  # unknown key yet: the full way
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    second = wsgi(body, key=scanner_key.raw)  # remembered key: the fast path declines
+    assert first[0] == second[0] == 400
+    assert json.loads(second[2])["code"] == "malformed_request"
+
+
+def test_an_unexpected_failure_is_a_problem_not_a_bare_500(
+    citizen, scanner_key, monkeypatch
+) -> None:
+    from qr import services
+
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    monkeypatch.setattr(
+        services, "scan_verify", mock.Mock(side_effect=RuntimeError("cache on fire"))
+    )
+    status, headers, body = wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    assert status == 500
+    assert headers["Content-Type"] == "application/problem+json"
+    assert json.loads(body)["code"] == "server_error"

@@ -326,3 +326,11 @@ def test_another_citizen_sees_nothing_in_lists_even_with_many_applications(servi
     stranger = client_for(CitizenFactory(verified=True))
     assert stranger.get(URL).json()["results"] == []
     assert ApplicationStatus.SUBMITTED == "submitted"
+
+
+def test_a_service_hidden_by_its_category_cannot_be_applied_for(citizen_api, service) -> None:
+    service.category.is_active = False
+    service.category.save()
+    response = submit(citizen_api)
+    assert response.status_code == 400
+    assert "service" in response.json()["errors"]

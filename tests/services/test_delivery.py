@@ -193,18 +193,55 @@ def test_retry_after_is_honoured_on_429(
     assert 119 <= (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds() <= 121
 
 
-def test_410_gone_disables_the_endpoint_and_tells_the_department(
-    department, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+def test_410_gone_disables_the_endpoint_and_its_events_wait_for_it(
+    department,
+    citizen_api,
+    integrator_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
 ) -> None:
     clerk = StaffFactory(department=department)
     department_server.answer(Answer(410, {}))
     apply(citizen_api, django_capture_on_commit_callbacks)
     hook.refresh_from_db()
     assert not hook.is_active and hook.disabled_reason == "410 Gone"
-    assert Delivery.objects.get().status == "failed"
     assert Message.objects.filter(user=clerk, kind="endpoint.disabled").exists()
+    first = Delivery.objects.get()
+    assert first.status == "pending" and first.next_attempt_at is None  # held, not dead
     apply(citizen_api, django_capture_on_commit_callbacks)
-    assert Delivery.objects.count() == 1  # nothing more goes to a disabled endpoint
+    assert len(department_server.received) == 1  # nothing is sent to a disabled endpoint...
+    assert (
+        Delivery.objects.filter(status="pending", next_attempt_at=None).count() == 2
+    )  # ...but kept
+    with django_capture_on_commit_callbacks(execute=True):
+        response = integrator_api.patch(
+            f"/api/v1/dept/endpoints/{hook.id}/", {"is_active": True}, format="json"
+        )
+    assert response.json()["state"] == "active"
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
+    assert len(department_server.of_type("application.submitted")) == 3
+
+
+def test_a_department_pausing_its_endpoint_loses_nothing(
+    citizen_api,
+    integrator_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    integrator_api.patch(f"/api/v1/dept/endpoints/{hook.id}/", {"is_active": False}, format="json")
+    for _ in range(2):
+        apply(citizen_api, django_capture_on_commit_callbacks)
+    assert department_server.received == []
+    with django_capture_on_commit_callbacks(execute=True):
+        integrator_api.patch(
+            f"/api/v1/dept/endpoints/{hook.id}/", {"is_active": True}, format="json"
+        )
+    assert len(department_server.of_type("application.submitted")) == 2
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
 
 
 def test_redirects_are_not_followed(
@@ -263,26 +300,19 @@ def test_the_circuit_breaker_pauses_holds_and_resumes(
     # While paused, new events wait without spending their retries.
     apply(citizen_api, django_capture_on_commit_callbacks)
     held = Delivery.objects.order_by("-created_at").first()
-    assert held.attempt_count == 0 and held.next_attempt_at > timezone.now()
+    assert held.attempt_count == 0 and held.next_attempt_at is None
     assert len(department_server.received) == 3
 
-    # The department fixes its system and sends a test event: everything flows.
+    # The department fixes its system and sends a test event: everything flows,
+    # the held event and the three that failed (their retries made due at once).
     department_server.default = Answer(200, {"reference": "OK"})
     with django_capture_on_commit_callbacks(execute=True):
         response = integrator_api.post(f"/api/v1/dept/endpoints/{hook.id}/test/")
     assert response.status_code == 202
     hook.refresh_from_db()
     assert hook.state == "active" and hook.consecutive_failures == 0
-    Delivery.objects.filter(status="pending").update(
-        next_attempt_at=timezone.now() - dt.timedelta(seconds=1)
-    )
-    with django_capture_on_commit_callbacks(execute=True):
-        for delivery in Delivery.objects.filter(status="pending"):
-            routing.delivery_attempt(delivery.pk)
     assert not Delivery.objects.filter(status="pending").exists()
-    assert department_server.of_type("application.submitted")[-1].payload["data"]["application"][
-        "number"
-    ]
+    assert len(department_server.of_type("application.submitted")) == 3 + 4
 
 
 def test_paused_endpoints_are_probed_and_resumed(
@@ -418,3 +448,61 @@ def test_in_process_subscribers_run_once_per_event(django_capture_on_commit_call
         assert seen == [event.id]
     finally:
         events._subscribers.pop("test.happened", None)
+
+
+def test_a_change_made_while_a_send_is_in_flight_is_not_overwritten(
+    citizen, service, hook, department_server, monkeypatch
+) -> None:
+    """The department deletes its endpoint while a try is on the wire: the
+    try is recorded, the delivery stays cancelled."""
+    from services.applications import application_submit
+    from tests.services.conftest import GOOD_FORM
+
+    application_submit(citizen=citizen, service=service, form=GOOD_FORM)  # nudge never runs
+    delivery = Delivery.objects.get()
+    real_post = routing.transport.post
+
+    def post_while_deleting(*args, **kwargs):
+        result = real_post(*args, **kwargs)
+        routing.endpoint_delete(endpoint=Endpoint.objects.get(pk=hook.pk), actor=None)
+        return result
+
+    monkeypatch.setattr(routing.transport, "post", post_while_deleting)
+    routing.delivery_attempt(delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == "cancelled"
+    assert delivery.attempt_count == 1
+    assert delivery.attempts.get().succeeded
+
+
+def test_a_failing_subscriber_is_tried_again_later_not_in_a_loop(
+    settings, django_capture_on_commit_callbacks
+) -> None:
+    from services.models import OutboxEvent
+
+    calls = []
+
+    def flaky(event) -> None:
+        calls.append(event.id)
+        if len(calls) == 1:
+            raise RuntimeError("payments database hiccup")
+
+    events.subscribe("test.flaky", flaky)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            event = routing.event_publish(type="test.flaky", data={})
+        event.refresh_from_db()
+        assert event.handled_at is None and event.handle_attempts == 1
+        assert event.handle_after > timezone.now()
+        OutboxEvent.objects.filter(pk=event.pk).update(
+            created_at=timezone.now() - dt.timedelta(minutes=1)
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            assert routing.sweep()["events"] == 0  # not before its wait is over
+        OutboxEvent.objects.filter(pk=event.pk).update(handle_after=timezone.now())
+        with django_capture_on_commit_callbacks(execute=True):
+            assert routing.sweep()["events"] == 1
+        event.refresh_from_db()
+        assert event.handled_at is not None and len(calls) == 2
+    finally:
+        events._subscribers.pop("test.flaky", None)

@@ -134,3 +134,25 @@ def test_listing_is_flat_in_queries(
     with django_assert_max_num_queries(3):
         response = integrator_api.get(URL, {"page_size": 25})
     assert len(response.json()["results"]) == 25
+
+
+def test_unpaid_applications_are_not_the_departments_to_see(
+    integrator_api, citizen_api, paid_service
+) -> None:
+    body = submit(citizen_api, "id-card-renew").json()
+    assert body["status"] == "awaiting_payment"
+    assert integrator_api.get(URL).json()["results"] == []
+    assert integrator_api.get(f"{URL}{body['number']}/").status_code == 404
+    citizen_api.post(f"/api/v1/applications/{body['id']}/cancel/", {}, format="json")
+    assert integrator_api.get(URL).json()["results"] == []
+
+
+def test_a_paid_application_reaches_the_department(
+    integrator_api, citizen_api, paid_service
+) -> None:
+    from services.applications import application_mark_paid
+
+    body = submit(citizen_api, "id-card-renew").json()
+    application_mark_paid(application=Application.objects.get(pk=body["id"]))
+    [listed] = integrator_api.get(URL).json()["results"]
+    assert listed["number"] == body["number"] and listed["status"] == "submitted"

@@ -1,0 +1,119 @@
+"""Rules of the HTTP edge to department systems."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from services import routing, transport
+from tests.services.department import Answer
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.0.0.8", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("::1", False),
+        ("fd00::1", False),
+        ("::ffff:169.254.169.254", False),  # IPv4-mapped
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 to the metadata address
+        ("2002:a9fe:a9fe::", False),  # 6to4 around the metadata address
+        ("::7f00:1", False),  # IPv4-compatible loopback
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+        ("64:ff9b::5db8:d822", True),  # NAT64 to a public address
+        ("224.0.0.1", False),
+    ],
+)
+def test_only_publicly_routable_addresses_count_as_public(address, public) -> None:
+    assert transport.is_public_address(address) is public
+
+
+def test_international_domain_names_are_stored_and_sent_in_ascii() -> None:
+    assert (
+        transport.normalize_url("https://例子.中国:8443/hook?x=1")
+        == "https://xn--fsqu00a.xn--fiqs8s:8443/hook?x=1"
+    )
+    assert transport.check_url_shape("http://例子.中国/h")[1] == "xn--fsqu00a.xn--fiqs8s"
+
+
+def test_the_refusal_does_not_reveal_the_private_address(settings, monkeypatch) -> None:
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, **kw: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.8.7", port))],
+    )
+    with pytest.raises(transport.UrlNotAllowed) as refused:
+        transport.allowed_addresses("https://db.internal.example/hook")
+    assert "10.9.8.7" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "low", "high"),
+    [
+        ("120", 119, 121),
+        ("Wed, 21 Oct 2015 07:28:00 -0000", 0, 0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0, 0),
+        ("soon", None, None),
+        ("", None, None),
+    ],
+)
+def test_retry_after_is_read_in_both_http_forms(header, low, high) -> None:
+    value = transport._retry_after(header)
+    if low is None:
+        assert value is None
+    else:
+        assert low <= value <= high
+
+
+def test_a_send_never_raises(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setattr(transport, "_http", broken)
+    result = transport.post("http://127.0.0.1:9/x", body="{}", headers={}, timeout=1)
+    assert result.status_code is None
+    assert "something nobody expected" in result.error
+
+
+def test_each_host_gets_its_own_connection_pool() -> None:
+    assert transport._http("https", "a.example", 443) is transport._http("https", "a.example", 443)
+    assert transport._http("https", "a.example", 443) is not transport._http(
+        "https", "b.example", 443
+    )
+
+
+def test_a_reference_is_read_safely() -> None:
+    assert routing._reference('{"reference": "HR-1"}') == "HR-1"
+    assert routing._reference('{"reference": "a\\u0000b"}') == "ab"
+    assert routing._reference("[" * 100_000) == ""
+    assert routing._reference("not json") == ""
+    assert routing._reference('["list"]') == ""
+
+
+@pytest.mark.django_db
+def test_nul_bytes_in_a_department_answer_are_recorded_safely(
+    citizen_api, service, department, department_server, django_capture_on_commit_callbacks
+) -> None:
+    from services.models import Application, Delivery
+    from tests.services.conftest import submit
+
+    routing.endpoint_create(
+        department=department,
+        url=department_server.url(),
+        events=["application.submitted"],
+        actor=None,
+    )
+    department_server.answer(Answer(200, b'{"reference": "R\\u0000-1", "x": "\x00"}'))
+    with django_capture_on_commit_callbacks(execute=True):
+        body = submit(citizen_api).json()
+    delivery = Delivery.objects.get()
+    assert delivery.status == "succeeded"
+    assert "\x00" not in delivery.attempts.get().response_body
+    assert Application.objects.get(pk=body["id"]).department_reference == "R-1"
