@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -92,25 +95,36 @@ class ApplicationDetailView(CitizenView):
         return Response(ApplicationSerializer(self.own(application_id)).data)
 
 
-class ApplicationCancelView(CitizenView):
-    @extend_schema(
+class ApplicationActionView(CitizenView):
+    """A citizen's move on one of their applications: check the body, call
+    the service, answer with the application as it now stands."""
+
+    body: type[serializers.Serializer]
+    move: Callable[..., Any]  # the service function
+
+    def post(self, request: Request, application_id: str) -> Response:
+        application = self.own(application_id)
+        serializer = self.body(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self.move(citizen=request.user, application=application, **serializer.validated_data)
+        return Response(ApplicationSerializer(self.own(application.pk)).data)
+
+
+@extend_schema_view(
+    post=extend_schema(
         tags=["applications"],
         summary="Withdraw an application (before the department accepts it)",
         request=CancelSerializer,
         responses={200: ApplicationSerializer, **problems("invalid_transition", "not_found")},
     )
-    def post(self, request: Request, application_id: str) -> Response:
-        application = self.own(application_id)
-        serializer = CancelSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        application = applications.application_cancel(
-            citizen=request.user, application=application, **serializer.validated_data
-        )
-        return Response(ApplicationSerializer(self.own(application.pk)).data)
+)
+class ApplicationCancelView(ApplicationActionView):
+    body = CancelSerializer
+    move = staticmethod(applications.application_cancel)
 
 
-class ApplicationSupplementView(CitizenView):
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         tags=["applications"],
         summary="Supply the information the department asked for (needs_info → accepted)",
         request=SupplementSerializer,
@@ -119,28 +133,20 @@ class ApplicationSupplementView(CitizenView):
             **problems("form_invalid", "invalid_transition", "not_found"),
         },
     )
-    def post(self, request: Request, application_id: str) -> Response:
-        application = self.own(application_id)
-        serializer = SupplementSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        application = applications.application_supplement(
-            citizen=request.user, application=application, **serializer.validated_data
-        )
-        return Response(ApplicationSerializer(self.own(application.pk)).data)
+)
+class ApplicationSupplementView(ApplicationActionView):
+    body = SupplementSerializer
+    move = staticmethod(applications.application_supplement)
 
 
-class ApplicationRatingView(CitizenView):
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         tags=["applications"],
         summary="Rate the service (好差评), once, after it ended",
         request=RatingSerializer,
         responses={200: ApplicationSerializer, **problems("rating_not_allowed", "not_found")},
     )
-    def post(self, request: Request, application_id: str) -> Response:
-        application = self.own(application_id)
-        serializer = RatingSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        application = applications.application_rate(
-            citizen=request.user, application=application, **serializer.validated_data
-        )
-        return Response(ApplicationSerializer(self.own(application.pk)).data)
+)
+class ApplicationRatingView(ApplicationActionView):
+    body = RatingSerializer
+    move = staticmethod(applications.application_rate)
