@@ -28,7 +28,6 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils import timezone
 
-from accounts import pii
 from qr.codes import CLOCK_SKEW_SECONDS, b64url_decode
 
 # A code naming an unknown kid reloads the keys at most this often.
@@ -40,7 +39,7 @@ class LoadedKey:
     kid: str
     activates_at: dt.datetime
     public_key: Ed25519PublicKey
-    encrypted_private_key: str
+    private_key_b64: str
 
 
 class KeyRing:
@@ -67,7 +66,7 @@ class KeyRing:
                 kid=kid,
                 activates_at=activates_at,
                 public_key=Ed25519PublicKey.from_public_bytes(b64url_decode(public)),
-                encrypted_private_key=private,
+                private_key_b64=private,
             )
             for kid, activates_at, public, private in rows
         }
@@ -118,7 +117,7 @@ class KeyRing:
             assert key is not None
         private = self._private.get(key.kid)
         if private is None:
-            raw = b64url_decode(pii.decrypt(key.encrypted_private_key))
+            raw = b64url_decode(key.private_key_b64)
             private = Ed25519PrivateKey.from_private_bytes(raw)
             self._private[key.kid] = private
         return key.kid, private

@@ -7,8 +7,10 @@ common case only: a scanner key this process authenticated moments ago,
 a small JSON body with a plain ``code``. It runs the same
 ``services.scan_verify`` and builds the same answer as the view
 (:func:`qr.apis.verify_answer`), with the same headers. Everything else,
-the first request of a key, odd bodies, throttling, an unreachable scan
-store, goes to Django unchanged, so errors keep one home.
+the first request of a key, odd bodies, other languages, goes to Django
+unchanged. What the verification itself refuses (throttling, an unreachable
+scan store) is answered here with the same problem the view gives, since
+running it again could count or record the scan twice.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
 
-from config.api import PROBLEM_CONTENT_TYPE, SERVER_ERROR, problem_body
+from config.api import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
 from qr import services
 from qr.authentication import remembered_scanner
 from qr.errors import QrError
@@ -50,6 +53,25 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
+def _problem(
+    start_response: StartResponse,
+    error: ErrorCode,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[bytes]:
+    body = json.dumps(problem_body(error, detail, extra=extra), ensure_ascii=False).encode()
+    reason = HTTPStatus(error.status).phrase
+    problem_headers = [
+        ("Content-Type", PROBLEM_CONTENT_TYPE),
+        *[(k, v) for k, v in HEADERS if k != "Content-Type"],
+        *(headers or {}).items(),
+        ("Content-Length", str(len(body))),
+    ]
+    start_response(f"{error.status} {reason}", problem_headers)
+    return [body]
+
+
 class VerifyFastPath:
     def __init__(self, app: WsgiApp) -> None:
         self.app = app
@@ -63,18 +85,14 @@ class VerifyFastPath:
         signals.request_started.send(sender=self.__class__, environ=environ)
         try:
             verdict = services.scan_verify(scanner=scanner, text=code)
-        except QrError:
-            # Throttled, or the scan store is out of reach: nothing was
-            # recorded; the view answers it (and words the problem).
-            return self.app(environ, start_response)
+        except QrError as exc:
+            # Throttled, or the scan store out of reach: answered here, as
+            # the view would; running the verification again could count or
+            # record the scan twice.
+            return _problem(start_response, exc.error, exc.detail, exc.headers, exc.extra)
         except Exception:  # never a bare server error: the same problem the API gives
             logger.exception("verify fast path failed")
-            body = json.dumps(problem_body(SERVER_ERROR), ensure_ascii=False).encode()
-            start_response(
-                "500 Internal Server Error",
-                [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(body)))],
-            )
-            return [body]
+            return _problem(start_response, SERVER_ERROR)
         finally:
             signals.request_finished.send(sender=self.__class__)
         from qr.apis import verify_answer  # the view module pulls in DRF

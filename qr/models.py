@@ -7,6 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts.fields import EncryptedTextField
 from accounts.models import ApiKey, ApiKeyScope, Department
 from config.ids import uuid7
 from qr.codes import Kind, Reason
@@ -26,9 +27,9 @@ class SigningKey(models.Model):
     public_key = models.CharField(
         _("公钥"), max_length=64, help_text=_("Ed25519 公钥（base64url）")
     )
-    # The 32-byte private key, base64url, Fernet-encrypted under
-    # FIELD_ENCRYPTION_KEY (accounts.pii). Blank once withdrawn.
-    private_key = models.TextField(blank=True, editable=False)
+    # The 32-byte private key, base64url; encrypted at rest under
+    # FIELD_ENCRYPTION_KEY like all personal data. Blank once withdrawn.
+    private_key = EncryptedTextField(blank=True, editable=False)
     created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
     activates_at = models.DateTimeField(_("启用时间"), db_index=True)
     withdrawn_at = models.DateTimeField(_("撤下时间"), null=True, blank=True)

@@ -182,7 +182,9 @@ class DatabaseScanRecorder(ScanRecorder):
 
 _RECORD_SCRIPT = """
 -- KEYS: rate counter, claim, events list
--- ARGV: limit (0 = none), window, claim ttl (0 = no claim), record, replayed record
+-- ARGV: limit (0 = none), window, claim ttl (0 = no claim), record, replayed record, record id
+-- The claim holds the id of the record that made it: the same call run
+-- twice (a lost reply) finds its own claim and records nothing more.
 local limit = tonumber(ARGV[1])
 if limit > 0 then
   local count = redis.call('INCR', KEYS[1])
@@ -190,7 +192,8 @@ if limit > 0 then
   if count > limit then return 2 end
 end
 if tonumber(ARGV[3]) > 0 then
-  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[3])) then
+  if not redis.call('SET', KEYS[2], ARGV[6], 'NX', 'EX', tonumber(ARGV[3])) then
+    if redis.call('GET', KEYS[2]) == ARGV[6] then return 0 end
     redis.call('RPUSH', KEYS[3], ARGV[5])
     return 1
   end
@@ -220,8 +223,14 @@ return 0
 @functools.cache
 def _redis():  # type: ignore[no-untyped-def]
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    # No silent retries: the recording script must not run twice for one
+    # scan, and a gate must hear "unavailable" at once, not after a minute.
+    return redis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
 
 
 class RedisScanRecorder(ScanRecorder):
@@ -261,7 +270,14 @@ class RedisScanRecorder(ScanRecorder):
         try:
             result = self._record(
                 keys=[f"{self._prefix}:rate:{rate_key}", claim_key, self.events_key],
-                args=[limit_count, window, max(1, claim.ttl) if claim else 0, payload, replayed],
+                args=[
+                    limit_count,
+                    window,
+                    max(1, claim.ttl) if claim else 0,
+                    payload,
+                    replayed,
+                    record.id,
+                ],
             )
         except self._errors as exc:
             raise ScanStateUnavailable(str(exc)) from exc

@@ -63,7 +63,7 @@ def signing_key_create(
         key = SigningKey.objects.create(
             kid=_new_kid(now),
             public_key=codes.b64url(raw_public),
-            private_key=pii.encrypt(codes.b64url(raw_private)),
+            private_key=codes.b64url(raw_private),
             created_at=now,
             activates_at=activates_at or now,
         )

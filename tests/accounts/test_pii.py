@@ -63,7 +63,7 @@ def test_reencrypt_command_moves_rows_to_the_new_key(settings, citizen) -> None:
     assert not any(pii.is_current(value) for value in raw_columns())
     out = StringIO()
     call_command("reencrypt_pii", stdout=out)
-    assert "re-encrypted 1 account" in out.getvalue()
+    assert "accounts.User: re-encrypted 1 row(s)" in out.getvalue()
     assert all(pii.is_current(value) for value in raw_columns())
     settings.FIELD_ENCRYPTION_KEYS = [new_key]  # the old key can go now
     reloaded = User.objects.get(pk=citizen.pk)
@@ -122,3 +122,36 @@ def test_the_configured_log_handler_masks_records() -> None:
 
 def test_logging_settings_attach_the_mask_to_the_console(settings) -> None:
     assert "mask_pii" in settings.LOGGING["handlers"]["console"]["filters"]
+
+
+@pytest.mark.django_db
+def test_reencrypt_covers_every_encrypted_column_in_the_project(settings) -> None:
+    """Signing keys, endpoint secrets, forms, payloads: after the command the
+    old key can go and everything still opens."""
+    from accounts.management.commands.reencrypt_pii import encrypted_columns
+    from qr import services as qr_services
+    from qr.models import SigningKey
+    from services import routing
+    from tests.accounts.factories import DepartmentFactory
+
+    covered = {model._meta.label: set(names) for model, names in encrypted_columns()}
+    assert covered["accounts.User"] == {"real_name", "id_number"}
+    assert covered["qr.SigningKey"] >= {"private_key"}
+    assert covered["services.Endpoint"] == {"secret", "previous_secret"}
+    assert {"services.Application", "services.OutboxEvent", "accounts.IdempotencyRecord"} <= set(
+        covered
+    )
+
+    qr_services.signing_key_ensure()
+    endpoint, secret = routing.endpoint_create(
+        department=DepartmentFactory(),
+        url="http://127.0.0.1:9/h",
+        events=["application.submitted"],
+        actor=None,
+    )
+    old_key = settings.FIELD_ENCRYPTION_KEYS[0]
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), old_key]
+    call_command("reencrypt_pii", stdout=StringIO())
+    settings.FIELD_ENCRYPTION_KEYS = settings.FIELD_ENCRYPTION_KEYS[:1]  # the old key is gone
+    assert routing.Endpoint.objects.get(pk=endpoint.pk).secret == secret
+    assert all(key.private_key for key in SigningKey.objects.all())

@@ -160,3 +160,31 @@ def test_gates_verify_through_gunicorn_and_every_scan_reaches_postgres(
     assert all(answer["valid"] for answer in answers)
     assert again == {"valid": False, "reason": "replayed"}
     assert ScanEvent.objects.filter(valid=True).count() == 30
+
+
+def test_the_recording_call_run_twice_records_once() -> None:
+    """A reply lost on the way back must not turn a first scan into a replay."""
+    import time
+
+    from qr.recorders import Admission, Claim
+
+    recorder = get_recorder()
+    record = ScanRecord(
+        id="01a2-same-record", source="online", scanned_at=time.time(), valid=True, reason=""
+    )
+    claim = Claim(holder="scanner-1", jti="jti-once", ttl=60)
+    before = recorder.pending()
+    assert recorder.record(record, claim=claim).admission is Admission.RECORDED
+    assert recorder.record(record, claim=claim).admission is Admission.RECORDED
+    assert recorder.pending() == before + 1
+    other = ScanRecord(
+        id="01a2-other-record", source="online", scanned_at=time.time(), valid=True, reason=""
+    )
+    assert recorder.record(other, claim=claim).admission is Admission.REPLAYED
+
+
+def test_the_redis_client_never_retries_behind_our_back() -> None:
+    from qr.recorders import _redis
+
+    retry = _redis().get_retry()
+    assert retry is None or retry.get_retries() == 0

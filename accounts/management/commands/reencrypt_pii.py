@@ -1,31 +1,50 @@
 from __future__ import annotations
 
+from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from tqdm import tqdm
 
-from accounts.models import User
+from accounts.fields import EncryptedJSONField, EncryptedTextField
+
+ENCRYPTED = (EncryptedTextField, EncryptedJSONField)
+
+
+def encrypted_columns() -> list[tuple[type, list[str]]]:
+    """Every model with encrypted fields, and those fields (all apps)."""
+    found = []
+    for model in apps.get_models():
+        names = [f.name for f in model._meta.concrete_fields if isinstance(f, ENCRYPTED)]
+        if names:
+            found.append((model, names))
+    return found
 
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt personal data under the first FIELD_ENCRYPTION_KEY. Run after "
-        "putting a new key first; afterwards the old keys can be removed."
+        "Re-encrypt every encrypted column (names and ID numbers, forms, event payloads, "
+        "endpoint secrets, signing keys, stored replies) under the first "
+        "FIELD_ENCRYPTION_KEY. Run after putting a new key first; afterwards the old "
+        "keys can be removed."
     )
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--batch-size", type=int, default=500)
 
     def handle(self, *args, batch_size: int, **options) -> None:  # type: ignore[no-untyped-def]
-        # Verified accounts are the ones holding encrypted data. Reading
-        # decrypts with any listed key; saving encrypts with the first.
-        users = User.objects.exclude(id_number_index=None).only("id", "real_name", "id_number")
-        ids = list(users.values_list("id", flat=True))
-        done = 0
-        for start in tqdm(range(0, len(ids), batch_size), unit="batch", disable=not ids):
-            chunk = ids[start : start + batch_size]
-            with transaction.atomic():
-                rows = list(users.select_for_update().filter(id__in=chunk))
-                User.objects.bulk_update(rows, ["real_name", "id_number"])
-            done += len(rows)
-        self.stdout.write(f"re-encrypted {done} account(s)")
+        total = 0
+        for model, names in encrypted_columns():
+            # Reading decrypts with any listed key; saving encrypts with the first.
+            rows = model._default_manager.only("pk", *names)
+            ids = list(rows.values_list("pk", flat=True))
+            label = model._meta.label
+            for start in tqdm(
+                range(0, len(ids), batch_size), desc=label, unit="batch", disable=not ids
+            ):
+                chunk = ids[start : start + batch_size]
+                with transaction.atomic():
+                    batch = list(rows.select_for_update().filter(pk__in=chunk))
+                    model._default_manager.bulk_update(batch, names)
+            self.stdout.write(f"{label}: re-encrypted {len(ids)} row(s) ({', '.join(names)})")
+            total += len(ids)
+        self.stdout.write(f"re-encrypted {total} row(s) in all")
