@@ -266,7 +266,14 @@ def _parse_since(raw: str | None) -> dt.datetime | None:
         value = None
     if value is None or value.tzinfo is None:
         raise QrError(SINCE_INVALID, errors={"since": [str(SINCE_INVALID.title)]})
+    # Nothing was revoked before the service existed, nor tomorrow; times
+    # at the ends of the calendar would overflow the arithmetic.
+    if not SINCE_EARLIEST <= value <= timezone.now() + dt.timedelta(days=1):
+        raise QrError(SINCE_INVALID, errors={"since": [str(SINCE_INVALID.title)]})
     return value
+
+
+SINCE_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 class RevocationsView(ScannerView):

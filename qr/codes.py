@@ -86,9 +86,13 @@ def b64url_decode(text: str) -> bytes:
         raise ValueError("padding is not allowed")
     try:
         data = text.encode("ascii")
-        return base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
+        decoded = base64.b64decode(data + b"=" * (-len(data) % 4), altchars=b"-_", validate=True)
     except (UnicodeEncodeError, binascii.Error) as exc:
         raise ValueError("not base64url") from exc
+    # One spelling per value: no "+" or "/", no stray low bits at the end.
+    if b64url(decoded) != text:
+        raise ValueError("not canonical base64url")
+    return decoded
 
 
 def _compact_json(value: object) -> bytes:
@@ -211,3 +215,23 @@ def verify(
 
 def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def unverified_jti(text: str) -> str | None:
+    """The ``jti`` a code claims, read WITHOUT checking its signature.
+
+    Only for telling a scanner that a code is revoked after the key that
+    signed it is gone: answering "revoked" for a forgery that names a
+    revoked code reveals nothing and grants nothing.
+    """
+    if not isinstance(text, str) or len(text) > MAX_LENGTH or not text.startswith(PREFIX):
+        return None
+    parts = text[len(PREFIX) :].split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(b64url_decode(parts[1]))
+    except (ValueError, RecursionError):
+        return None
+    jti = payload.get("jti") if isinstance(payload, dict) else None
+    return jti if isinstance(jti, str) and 0 < len(jti) <= 64 else None

@@ -183,3 +183,18 @@ class ScanEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scanned_at:%Y-%m-%d %H:%M:%S} {self.kind or '?'} {self.reason or 'valid'}"
+
+
+class ScanClaim(models.Model):
+    """Without Redis: the first valid verification of a code by a scanner
+    key. The unique index makes a second one a replay in every process."""
+
+    holder = models.CharField(max_length=64)
+    jti = models.CharField(max_length=64)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["holder", "jti"], name="scan_claim_once")]
+
+    def __str__(self) -> str:
+        return f"{self.holder} {self.jti}"

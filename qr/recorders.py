@@ -18,6 +18,7 @@ Chosen by ``QR_SCAN_RECORDER`` (a dotted path). Two implementations:
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import logging
@@ -30,7 +31,9 @@ from enum import Enum
 from django.conf import settings
 from django.core.cache import cache
 from django.core.signals import setting_changed
+from django.db import connection
 from django.dispatch import receiver
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
@@ -153,7 +156,8 @@ def _window(limit: RateLimit, now: float) -> tuple[str, int]:
 
 
 class DatabaseScanRecorder(ScanRecorder):
-    """Claims and limits in Django's cache; records written straight away."""
+    """Claims as database rows (shared by every process), limits in Django's
+    cache, records written straight away."""
 
     def record(
         self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
@@ -172,12 +176,33 @@ class DatabaseScanRecorder(ScanRecorder):
             if count > limit.limit:
                 return Outcome(Admission.THROTTLED, retry_after)
         admission = Admission.RECORDED
-        if claim is not None and not cache.add(
-            f"qr:claim:{claim.holder}:{claim.jti}", 1, timeout=max(1, claim.ttl)
-        ):
+        if claim is not None and not _claim_row(claim):
             record, admission = record.replayed(), Admission.REPLAYED
         scan_events_store([record])
         return Outcome(admission)
+
+
+def _claim_row(claim: Claim) -> bool:
+    """Take the claim in one statement; False if it is taken (a replay).
+
+    Only unexpired codes are claimed and every code has its own ``jti``, so
+    a claim is never in the way of a later, legitimate one; expired rows are
+    swept with the scan events."""
+    from qr.models import ScanClaim
+
+    expires_at = timezone.now() + dt.timedelta(seconds=max(1, claim.ttl))
+    table = connection.ops.quote_name(ScanClaim._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (holder, jti, expires_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (holder, jti) DO NOTHING",
+            [
+                claim.holder,
+                claim.jti,
+                ScanClaim._meta.get_field("expires_at").get_db_prep_value(expires_at, connection),
+            ],
+        )
+        return cursor.rowcount == 1
 
 
 _RECORD_SCRIPT = """

@@ -24,7 +24,7 @@ from config.ids import uuid7
 from qr import caches, codes, selectors
 from qr.codes import CLOCK_SKEW_SECONDS, Claims, CodeRejected, Kind, Reason
 from qr.errors import CODE_INVALID, CODE_REVOKED, SCAN_STATE_UNAVAILABLE, QrError
-from qr.models import Disclosure, ScanEvent, SigningKey, VenueCode
+from qr.models import Disclosure, ScanClaim, ScanEvent, SigningKey, VenueCode
 from qr.recorders import (
     Admission,
     Claim,
@@ -209,6 +209,16 @@ class Verdict:
     discloses_name: bool = False
 
 
+def _revoked_with_its_key_gone(text: str) -> bool:
+    """A deactivated venue code outlives the key that signed it (keys are
+    withdrawn once no active code needs them); it still answers "revoked"."""
+    jti = codes.unverified_jti(text)
+    if jti is None:
+        return False
+    venue = selectors.venue_code_by_jti(jti)
+    return venue is not None and not venue.is_active
+
+
 def _claims_or_rejection(text: str, now: float) -> tuple[Claims | None, Reason | None]:
     try:
         return codes.verify(text, keys=caches.keyring, now=now, issuer=settings.QR_ISSUER), None
@@ -230,6 +240,8 @@ def scan_verify(*, scanner: ApiKey, text: str) -> Verdict:
     profile = caches.scanner_profiles.get(scanner.pk, fallback_place=scanner.name)
     discloses_name = profile.disclosure == Disclosure.MASKED_NAME
     claims, reason = _claims_or_rejection(text, now)
+    if reason is Reason.UNKNOWN_KEY and _revoked_with_its_key_gone(text):
+        reason = Reason.REVOKED
     name_masked = None
     if reason is None and claims is not None:
         if claims.knd is Kind.VENUE:
@@ -329,6 +341,7 @@ def scan_events_purge(*, older_than: dt.timedelta | None = None) -> int:
     """Delete scan events past their retention (``QR_SCAN_RETENTION_DAYS``)."""
     older_than = older_than or dt.timedelta(days=settings.QR_SCAN_RETENTION_DAYS)
     cutoff = timezone.now() - older_than
+    ScanClaim.objects.filter(expires_at__lt=timezone.now()).delete()
     deleted = 0
     while True:
         ids = list(
@@ -352,10 +365,12 @@ def scans_upload(*, scanner: ApiKey, scans: Sequence[OfflineScan]) -> list[dict[
     """Store scans an offline terminal made; idempotent on its event ids.
 
     The terminal's verdict is recorded as it was given (that is what
-    happened at the gate). The scan is attributed to a citizen only if the
-    code's signature checks out against our keys, so a terminal cannot
-    write into anyone's history. Returns ``{event_id, status}`` per scan,
-    ``recorded`` or ``duplicate``, in the order given.
+    happened at the gate). The scan is attributed to a citizen only if our
+    own check of the code passes at the time of the scan (signature, key,
+    validity period), and only once per scanner key and code, so a terminal,
+    or a stolen scanner key with a screenshot, cannot fill anyone's history.
+    Returns ``{event_id, status}`` per scan, ``recorded`` or ``duplicate``,
+    in the order given.
     """
     profile = caches.scanner_profiles.get(scanner.pk, fallback_place=scanner.name)
     ids = [scan.event_id for scan in scans]
@@ -364,14 +379,30 @@ def scans_upload(*, scanner: ApiKey, scans: Sequence[OfflineScan]) -> list[dict[
             "terminal_event_id", flat=True
         )
     )
+    checked = {
+        scan.event_id: _claims_or_rejection(scan.code, scan.scanned_at.timestamp())
+        for scan in scans
+    }
+    attributed = set(
+        ScanEvent.objects.filter(
+            scanner=scanner,
+            jti__in=[c.jti for c, reason in checked.values() if c is not None and reason is None],
+        )
+        .exclude(subject="")
+        .values_list("jti", flat=True)
+    )
     results, records, seen = [], [], set()
     for scan in scans:
         if scan.event_id in already or scan.event_id in seen:
             results.append({"event_id": scan.event_id, "status": "duplicate"})
             continue
         seen.add(scan.event_id)
-        claims, _ = _claims_or_rejection(scan.code, scan.scanned_at.timestamp())
+        claims, server_reason = checked[scan.event_id]
         record = _record_for(claims, scan.reason, now=scan.scanned_at.timestamp())
+        if server_reason is not None or (claims is not None and claims.jti in attributed):
+            record.subject = ""
+        elif claims is not None:
+            attributed.add(claims.jti)
         record.valid = scan.valid
         record.source = ScanEvent.Source.OFFLINE
         record.scanner = str(scanner.pk)
@@ -454,6 +485,8 @@ def venue_code_resolve(*, text: str) -> VenueCode:
     resolution is a scan of that code."""
     now = time.time()
     claims, reason = _claims_or_rejection(text, now)
+    if reason is Reason.UNKNOWN_KEY and _revoked_with_its_key_gone(text):
+        raise QrError(CODE_REVOKED)
     if reason is not None or claims is None or claims.knd is not Kind.VENUE:
         raise QrError(CODE_INVALID)
     venue = selectors.venue_code_by_jti(claims.jti)

@@ -147,3 +147,19 @@ def test_rotation_is_audited(operator):
     key = services.signing_key_rotate(immediately=True, actor=operator)
     entry = AuditEntry.objects.get(action="qr.signing_key.created", target_id=str(key.pk))
     assert entry.actor_id == str(operator.pk)
+
+
+def test_a_deactivated_code_still_says_revoked_after_its_key_is_gone(
+    integrator_api, service, api, scanner_api
+):
+    services.signing_key_ensure()
+    venue = create_venue(integrator_api, service.code)
+    services.signing_key_rotate(immediately=True)
+    integrator_api.post(f"/api/v1/dept/codes/{venue['id']}/deactivate/")
+    far = timezone.now() + dt.timedelta(days=365)
+    assert services.signing_keys_prune(now=far)
+    caches.clear()
+    response = api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json")
+    assert response.status_code == 410
+    assert response.json()["code"] == "code_revoked"
+    assert verify(scanner_api, venue["code"]) == {"valid": False, "reason": "revoked"}

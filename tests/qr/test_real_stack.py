@@ -188,3 +188,16 @@ def test_the_redis_client_never_retries_behind_our_back() -> None:
 
     retry = _redis().get_retry()
     assert retry is None or retry.get_retries() == 0
+
+
+def test_without_redis_a_code_still_verifies_once_across_processes(
+    citizen_api, scanner_key, settings
+):
+    """The database recorder's claims are rows: every worker process sees them."""
+    settings.QR_SCAN_RECORDER = "qr.recorders.DatabaseScanRecorder"
+    code = issue(citizen_api)["code"]
+
+    def scan(_: int) -> bool:
+        return verify(client_with_key(scanner_key.raw), code)["valid"]
+
+    assert Counter(at_once(8, scan)) == {True: 1, False: 7}

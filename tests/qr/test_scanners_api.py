@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import User
@@ -102,6 +104,12 @@ def test_only_scanners_read_revocations(integrator_api, citizen_api, api):
 # --- Offline uploads ------------------------------------------------------------------------
 
 
+def code_shown_at(citizen, ago: int) -> str:  # type: ignore[no-untyped-def]
+    """The citizen's code as their phone showed it ``ago`` seconds ago."""
+    iat = int(time.time()) - ago - 5
+    return citizen_code(citizen, iat=iat, exp=iat + settings.STAR_CODE_TTL)
+
+
 def scan(
     code: str,
     *,
@@ -121,7 +129,7 @@ def scan(
 
 def test_offline_scans_upload_once(citizen, scanner_key, scanner_api, gate_profile):
     batch = [
-        scan(citizen_code(citizen), event_id="gate3-0001"),
+        scan(code_shown_at(citizen, 60), event_id="gate3-0001"),
         scan("junk", valid=False, reason="malformed", event_id="gate3-0002"),
     ]
     first = scanner_api.post("/api/v1/qr/scans/", {"scans": batch}, format="json")
@@ -223,7 +231,11 @@ def test_the_scan_list_pages_newest_first(citizen, citizen_api, scanner_api):
     for i in range(5):
         scanner_api.post(
             "/api/v1/qr/scans/",
-            {"scans": [scan(citizen_code(citizen), ago=600 - i * 60, event_id=f"e{i}")]},
+            {
+                "scans": [
+                    scan(code_shown_at(citizen, 600 - i * 60), ago=600 - i * 60, event_id=f"e{i}")
+                ]
+            },
             format="json",
         )
     first = citizen_api.get("/api/v1/me/scans/?page_size=3").json()
@@ -237,3 +249,30 @@ def test_the_export_includes_the_scans(citizen, citizen_api, scanner_api):
     recorded_scans()
     export = citizen_api.get("/api/v1/me/export/").json()
     assert len(export["star_code_scans"]) == 1
+
+
+def test_uploads_cannot_fill_a_citizens_history(citizen, citizen_api, scanner_api):
+    """The same code uploaded again and again, or a code that was not valid
+    when the terminal says it scanned it, is stored but not put on the citizen."""
+    code = code_shown_at(citizen, 60)
+    batch = [scan(code, event_id=f"replay-{n}") for n in range(5)]
+    batch.append(scan(code_shown_at(citizen, 3600), ago=60, event_id="stale"))  # expired by then
+    body = scanner_api.post("/api/v1/qr/scans/", {"scans": batch}, format="json").json()
+    assert body["recorded"] == 6
+    recorded_scans()
+    assert len(citizen_api.get("/api/v1/me/scans/").json()["results"]) == 1
+    again = scanner_api.post(
+        "/api/v1/qr/scans/", {"scans": [scan(code, event_id="later")]}, format="json"
+    )
+    assert again.json()["recorded"] == 1
+    recorded_scans()
+    assert len(citizen_api.get("/api/v1/me/scans/").json()["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    "since", ["9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00+08:00", "1999-12-31T23:59:59Z"]
+)
+def test_a_since_outside_any_sane_range_is_refused(scanner_api, since):
+    response = scanner_api.get("/api/v1/qr/revocations/", {"since": since})
+    assert response.status_code == 400
+    assert response.json()["code"] == "since_invalid"

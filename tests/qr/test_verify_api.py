@@ -339,3 +339,20 @@ def test_a_hall_reads_one_row_more(citizen_api, hall_api, django_assert_max_num_
     for code in codes_[1:]:
         with django_assert_max_num_queries(3):
             assert verify(hall_api, code)["valid"] is True
+
+
+def test_one_code_has_one_spelling(citizen, scanner_api):
+    """base64url as RFC 7515 writes it: no "+" or "/", no stray trailing bits."""
+    code = citizen_code(citizen)
+    head, payload, signature = code.removeprefix("MCS1:").split(".")
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    index = last.index(signature[-1])
+    sibling = last[index ^ 1]  # flips a low bit the decoder drops
+    for spelling in (
+        f"MCS1:{head}.{payload}.{signature[:-1]}{sibling}",
+        f"MCS1:{head}.{payload}.{signature.replace('-', '+').replace('_', '/')}",
+    ):
+        if spelling.removeprefix("MCS1:") == code.removeprefix("MCS1:"):
+            continue
+        assert verify(scanner_api, spelling)["valid"] is False
+    assert verify(scanner_api, code)["valid"] is True
