@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, models, transaction
+from django.db.models.functions import Now
 from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.functional import Promise
@@ -426,9 +427,12 @@ def account_close(*, user: User, ip: str | None = None) -> None:
     locked.id_number = ""
     locked.id_number_index = None
     locked.is_active = False
-    locked.closed_at = locked.deactivated_at = timezone.now()
+    # The database's clock, as every deactivation stamp: offline scanners
+    # page through them by time, whichever web node wrote them.
+    locked.closed_at = locked.deactivated_at = Now()
     locked.set_unusable_password()
     locked.save()
+    locked.refresh_from_db(fields=["closed_at", "deactivated_at"])
     Message.objects.filter(user=locked).delete()
     tokens_revoke_all(user=locked)
     audit_record(actor=locked, action="account.closed", target=locked, ip=ip)
@@ -439,9 +443,10 @@ def user_set_active(*, user: User, active: bool, actor: User | None, ip: str | N
     if user.closed_at is not None and active:
         raise AccountsError(ACCOUNT_INACTIVE, _("已注销的账户不能恢复"))
     with transaction.atomic():
-        deactivated_at = None if active else timezone.now()
-        User.objects.filter(pk=user.pk).update(is_active=active, deactivated_at=deactivated_at)
-        user.is_active, user.deactivated_at = active, deactivated_at
+        User.objects.filter(pk=user.pk).update(
+            is_active=active, deactivated_at=None if active else Now()
+        )
+        user.refresh_from_db(fields=["is_active", "deactivated_at"])
         if not active:
             tokens_revoke_all(user=user)
         audit_record(

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts import pii
@@ -462,12 +463,12 @@ def venue_code_deactivate(
     """Deactivate for good (idempotent): the code then resolves as revoked
     and appears in the revocation list."""
     with transaction.atomic():
-        now = timezone.now()
+        # The database's clock: the revocation list pages by these stamps.
         updated = VenueCode.objects.filter(pk=venue.pk, deactivated_at__isnull=True).update(
-            deactivated_at=now
+            deactivated_at=Now()
         )
+        venue.refresh_from_db(fields=["deactivated_at"])
         if updated:
-            venue.deactivated_at = now
             audit_record(
                 actor=actor,
                 action="qr.venue_code.deactivated",
@@ -475,8 +476,6 @@ def venue_code_deactivate(
                 data={"service": venue.service_id, "label": venue.label},
                 ip=ip,
             )
-        else:
-            venue.refresh_from_db(fields=["deactivated_at"])
     return venue
 
 
