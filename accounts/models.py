@@ -125,14 +125,6 @@ class User(AbstractBaseUser, PermissionsMixin):
         return f"user-{str(self.id)[-8:]}"
 
     @property
-    def is_citizen(self) -> bool:
-        return bool(self.phone) and not self.is_staff
-
-    @property
-    def is_closed(self) -> bool:
-        return self.closed_at is not None
-
-    @property
     def phone_masked(self) -> str:
         return pii.mask_phone(self.phone)
 

@@ -26,10 +26,6 @@ def messages_for(user: User, *, unread_only: bool = False) -> QuerySet[Message]:
     return messages
 
 
-def unread_message_count(user: User) -> int:
-    return Message.objects.filter(user=user, read_at__isnull=True).count()
-
-
 def account_export(user: User) -> dict[str, Any]:
     """Everything held about the citizen, unmasked: it is theirs."""
     profile = {

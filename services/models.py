@@ -81,10 +81,6 @@ class Service(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.code})"
 
-    @property
-    def is_free(self) -> bool:
-        return self.fee_fen == 0
-
 
 class Holiday(models.Model):
     """A day that breaks the Monday–Friday rule: a public holiday, or a

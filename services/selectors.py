@@ -11,7 +11,6 @@ from django.utils import timezone
 from accounts.models import Department, User
 from services.models import (
     Application,
-    ApplicationStatus,
     Category,
     Delivery,
     Endpoint,
@@ -124,12 +123,6 @@ def application_for_department(department: Department, number: str) -> Applicati
         .filter(number=number)
         .first()
     )
-
-
-def applications_overdue(today: dt.date | None = None) -> QuerySet[Application]:
-    """Accepted applications past their deadline (补正 pauses the clock)."""
-    today = today or timezone.localdate()
-    return Application.objects.filter(status=ApplicationStatus.ACCEPTED, due_date__lt=today)
 
 
 # --- Routing ----------------------------------------------------------------------------------
