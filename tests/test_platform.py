@@ -289,3 +289,15 @@ def test_compiled_translations_match_their_sources() -> None:
     assert po.fuzzy_entries() == []
     stale = [e.msgid for e in po.translated_entries() if mo.get(e.msgid) != e.msgstr]
     assert stale == [], "run: python manage.py compilemessages -l en"
+
+
+@pytest.mark.integration
+def test_no_broker_message_outlives_its_visibility(settings) -> None:
+    """Redis hands an unacknowledged message to another worker after the
+    visibility timeout: every countdown and every task must end well before."""
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    longest_task = settings.ROUTING_LEASE_SECONDS
+    assert settings.CELERY_MAX_COUNTDOWN + longest_task < visibility
+    assert (
+        max(settings.ROUTING_RETRY_SCHEDULE) > settings.CELERY_MAX_COUNTDOWN
+    )  # longer waits: the sweeper

@@ -8,7 +8,7 @@ from django.utils import timezone
 from accounts.services import api_key_create
 from services import events, routing
 from services.applications import application_department_update, application_submit
-from services.models import Application, Delivery
+from services.models import Application, Delivery, OutboxEvent
 from tests.accounts.factories import CitizenFactory
 from tests.concurrency import at_once
 from tests.services.conftest import GOOD_FORM
@@ -62,3 +62,27 @@ def test_one_citizens_applications_move_at_once_without_deadlocks(
         routed = Application.objects.filter(pk__in=[a.pk for a in waiting[:6]], status="routed")
         assert routed.count() == 6
     assert Application.objects.filter(status="accepted").count() == 4 * 4
+
+
+def test_identical_submits_racing_with_one_idempotency_key_make_one_application() -> None:
+    """A phone that retries while the first request is still running: every
+    answer is the one application, created once."""
+    from tests.conftest import client_for
+
+    service = ServiceFactory()
+    citizen = CitizenFactory(verified=True)
+
+    def submit(_: int):  # type: ignore[no-untyped-def]
+        response = client_for(citizen).post(
+            "/api/v1/applications/",
+            {"service": service.code, "form": GOOD_FORM},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="retry-same-tap",
+        )
+        return response.status_code, response.json()
+
+    answers = at_once(6, submit)
+    assert {status for status, _ in answers} == {201}
+    assert len({body["id"] for _, body in answers}) == 1
+    assert Application.objects.count() == 1
+    assert OutboxEvent.objects.filter(type="application.submitted").count() == 1
