@@ -16,11 +16,10 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
-from services import catalog, routing
+from services import catalog, routing, selectors
 from services.errors import ServicesError
 from services.models import (
     Application,
-    ApplicationStatus,
     Category,
     Delivery,
     DeliveryAttempt,
@@ -30,7 +29,6 @@ from services.models import (
     Service,
     TimelineEntry,
 )
-from services.workdays import add_working_days
 
 
 @admin.register(Category)
@@ -189,15 +187,8 @@ class DeadlineFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
-        today = timezone.localdate()
-        soon = add_working_days(today, 3)
-        accepted = queryset.filter(status=ApplicationStatus.ACCEPTED, due_date__isnull=False)
-        if self.value() == "overdue":
-            return accepted.filter(due_date__lt=today)
-        if self.value() == "due_soon":
-            return accepted.filter(due_date__gte=today, due_date__lte=soon)
-        if self.value() == "on_track":
-            return accepted.filter(due_date__gt=soon)
+        if self.value() in ("overdue", "due_soon", "on_track"):
+            return queryset.filter(deadline=self.value())
         return queryset
 
 
@@ -256,14 +247,11 @@ class ApplicationAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("期限"))
     def deadline_state(self, application: Application) -> str:
-        if application.status != ApplicationStatus.ACCEPTED or application.due_date is None:
-            return "-"
-        today = timezone.localdate()
-        if application.due_date < today:
-            return str(_("已超期"))
-        if application.due_date <= add_working_days(today, 3):
-            return str(_("即将到期"))
-        return str(_("期限内"))
+        labels = {"overdue": _("已超期"), "due_soon": _("即将到期"), "on_track": _("期限内")}
+        return str(labels.get(application.deadline, "-"))
+
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        return selectors.with_deadline_state(super().get_queryset(request))
 
 
 # --- Routing ------------------------------------------------------------------------------

@@ -5,18 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Case, IntegerField, Prefetch, QuerySet, Value, When
+from django.db.models import Case, CharField, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from accounts.models import Department, User
 from services.models import (
     Application,
+    ApplicationStatus,
     Category,
     Delivery,
     Endpoint,
     Service,
     TimelineEntry,
 )
+from services.workdays import add_working_days
 
 
 def departments_public() -> QuerySet[Department]:
@@ -135,4 +137,26 @@ def endpoints_of(department: Department) -> QuerySet[Endpoint]:
 def deliveries_of(department: Department) -> QuerySet[Delivery]:
     return Delivery.objects.filter(endpoint__department=department).select_related(
         "event", "endpoint"
+    )
+
+
+DUE_SOON_WORKING_DAYS = 3
+
+
+def with_deadline_state(applications: QuerySet[Application]) -> QuerySet[Application]:
+    """Annotate ``deadline``: ``overdue``, ``due_soon`` (within
+    ``DUE_SOON_WORKING_DAYS`` working days) or ``on_track`` for accepted
+    applications, None otherwise (补正 pauses the clock). One holiday lookup
+    for the whole list."""
+    today = timezone.localdate()
+    soon = add_working_days(today, DUE_SOON_WORKING_DAYS)
+    accepted = Q(status=ApplicationStatus.ACCEPTED, due_date__isnull=False)
+    return applications.annotate(
+        deadline=Case(
+            When(accepted & Q(due_date__lt=today), then=Value("overdue")),
+            When(accepted & Q(due_date__lte=soon), then=Value("due_soon")),
+            When(accepted, then=Value("on_track")),
+            default=None,
+            output_field=CharField(),
+        )
     )

@@ -88,3 +88,14 @@ def test_operators_see_overdue_and_due_soon_applications(
     assert late.number in listed("overdue") and soon.number not in listed("overdue")
     assert soon.number in listed("due_soon") and fine.number not in listed("due_soon")
     assert fine.number in listed("on_track") and late.number not in listed("on_track")
+
+
+def test_the_admin_list_costs_one_holiday_lookup_however_many_rows(
+    client, operator, citizen_api, service, django_assert_max_num_queries
+) -> None:
+    client.force_login(operator)
+    for _ in range(15):
+        move(Application.objects.get(pk=submit(citizen_api).json()["id"]), "accepted")
+    with django_assert_max_num_queries(12):
+        response = client.get("/admin/services/application/")
+    assert response.content.decode().count("期限内") >= 15
