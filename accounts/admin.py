@@ -24,10 +24,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts import idnumber, pii, services
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
-
-
-def _ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+from config.api import client_ip
 
 
 class AuditedModelAdmin(admin.ModelAdmin):
@@ -39,7 +36,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
             actor=request.user,
             action=f"admin.{obj._meta.model_name}.added",
             target=obj,
-            ip=_ip(request),
+            ip=client_ip(request),
         )
         return super().log_addition(request, obj, message)
 
@@ -49,7 +46,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
             action=f"admin.{obj._meta.model_name}.changed",
             target=obj,
             data={"change": message},
-            ip=_ip(request),
+            ip=client_ip(request),
         )
         return super().log_change(request, obj, message)
 
@@ -60,7 +57,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
                 action=f"admin.{obj._meta.model_name}.deleted",
                 target=obj,
                 data={"repr": str(obj)},
-                ip=_ip(request),
+                ip=client_ip(request),
             )
         return super().log_deletions(request, queryset)
 
@@ -217,7 +214,7 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
         subject = get_object_or_404(User, pk=user_id)
         if not request.user.has_perm("accounts.view_pii"):
             raise PermissionDenied
-        values = services.pii_reveal(subject=subject, operator=request.user, ip=_ip(request))
+        values = services.pii_reveal(subject=subject, operator=request.user, ip=client_ip(request))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -230,14 +227,18 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
     @admin.action(description=_("停用所选账户（吊销令牌）"), permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         for user in queryset:
-            services.user_set_active(user=user, active=False, actor=request.user, ip=_ip(request))
+            services.user_set_active(
+                user=user, active=False, actor=request.user, ip=client_ip(request)
+            )
         self.message_user(request, _("已停用 %(n)s 个账户") % {"n": queryset.count()})
 
     @admin.action(description=_("恢复所选账户"), permissions=["change"])
     def reinstate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         count = 0
         for user in queryset.filter(closed_at__isnull=True):
-            services.user_set_active(user=user, active=True, actor=request.user, ip=_ip(request))
+            services.user_set_active(
+                user=user, active=True, actor=request.user, ip=client_ip(request)
+            )
             count += 1
         self.message_user(request, _("已恢复 %(n)s 个账户") % {"n": count})
 
@@ -342,7 +343,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description=_("吊销所选密钥"), permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset.filter(revoked_at__isnull=True):
-            services.api_key_revoke(key=key, actor=request.user, ip=_ip(request))
+            services.api_key_revoke(key=key, actor=request.user, ip=client_ip(request))
         self.message_user(request, _("所选密钥已吊销"))
 
 

@@ -10,21 +10,21 @@ from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.authentication import IsCitizen
 from accounts.models import Message, User
-from config.api import FeedPagination, problems
+from config.api import (
+    ClientScopedRateThrottle,
+    ClientUserRateThrottle,
+    FeedPagination,
+    client_ip,
+    problems,
+)
 
 
-def client_ip(request: Request) -> str | None:
-    """The caller's address, trusting ``NUM_PROXIES`` proxies (as throttles do)."""
-    return BaseThrottle().get_ident(request) or None
-
-
-class RealNameThrottle(UserRateThrottle):
+class RealNameThrottle(ClientUserRateThrottle):
     scope = "real_name"
 
 
@@ -150,7 +150,7 @@ class OtpView(APIView):
 class TokenView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientScopedRateThrottle]
     throttle_scope = "login"
 
     @extend_schema(
@@ -180,7 +180,7 @@ class TokenView(APIView):
 class TokenRefreshView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientScopedRateThrottle]
     throttle_scope = "refresh"
 
     @extend_schema(

@@ -11,6 +11,7 @@ exception handler renders those, DRF's and Django's errors alike, as
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.functional import Promise
@@ -28,6 +30,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +284,57 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     logger.exception("unhandled error in %s", type(view).__name__ if view else "view")
     set_rollback()
     return problem_response(SERVER_ERROR)
+
+
+# --- The client's address -----------------------------------------------------------
+
+
+def _ip_or_none(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The caller's address, for throttles, OTP limits and the audit trail.
+
+    ``NUM_PROXIES=0`` (the default): the socket's address, and
+    ``X-Forwarded-For`` is ignored, whatever it says. ``N``: the N-th address
+    from the right of that header, the one our outermost proxy saw (the
+    leftmost when the header is shorter). Anything that is not an IP address
+    counts as absent, never as an address.
+    """
+    remote = _ip_or_none(request.META.get("REMOTE_ADDR"))
+    proxies = settings.NUM_PROXIES
+    if proxies <= 0:
+        return remote
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    if not hops:
+        return remote
+    return _ip_or_none(hops[-min(proxies, len(hops))]) or remote
+
+
+class _ClientAddress:
+    """DRF throttles keyed by :func:`client_ip` for anonymous callers."""
+
+    def get_ident(self, request: HttpRequest) -> str:
+        return client_ip(request) or "unknown"
+
+
+class ClientScopedRateThrottle(_ClientAddress, ScopedRateThrottle):
+    """``throttle_scope`` rates, per user or per client address."""
+
+
+class ClientUserRateThrottle(_ClientAddress, UserRateThrottle):
+    """Per user, or per client address before login."""
+
+
+class ClientSimpleRateThrottle(_ClientAddress, SimpleRateThrottle):
+    """Base of the project's own throttles."""
 
 
 # --- Parsing ---------------------------------------------------------------------

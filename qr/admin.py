@@ -13,14 +13,10 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
+from config.api import client_ip
 from qr import selectors, services
 from qr.models import ScanEvent, ScannerProfile, SigningKey, VenueCode
 from qr.recorders import ScanStateUnavailable, get_recorder
-
-
-def _ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
 
 STATUS_LABELS = {
     "upcoming": _("已发布，待启用"),
@@ -118,7 +114,7 @@ class VenueCodeAdmin(admin.ModelAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[VenueCode]) -> None:
         count = 0
         for venue in queryset.filter(deactivated_at__isnull=True):
-            services.venue_code_deactivate(venue=venue, actor=request.user, ip=_ip(request))
+            services.venue_code_deactivate(venue=venue, actor=request.user, ip=client_ip(request))
             count += 1
         self.message_user(request, _("已停用 %(n)s 个场所码") % {"n": count})
 

@@ -19,12 +19,16 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from accounts.apis import client_ip
 from accounts.authentication import ApiKeyAuthentication, IsCitizen, IsIntegrator, IsScanner
-from config.api import FeedPagination, PagePagination, problems
+from config.api import (
+    ClientSimpleRateThrottle,
+    FeedPagination,
+    PagePagination,
+    client_ip,
+    problems,
+)
 from qr import caches, rendering, selectors, services
 from qr.authentication import ScannerKeyAuthentication
 from qr.codes import Kind
@@ -61,7 +65,7 @@ class FirstRenderer(BaseContentNegotiation):
         return parsers[0] if parsers else None
 
 
-class _SettingRateThrottle(SimpleRateThrottle):
+class _SettingRateThrottle(ClientSimpleRateThrottle):
     setting = ""
 
     def get_rate(self) -> str:

@@ -299,7 +299,9 @@ REST_FRAMEWORK = {
         "refresh": env.str("THROTTLE_REFRESH", default="60/min"),
         "real_name": env.str("THROTTLE_REAL_NAME", default="10/day"),
     },
-    "NUM_PROXIES": NUM_PROXIES or None,
+    # Our throttles use config.api.client_ip; 0 keeps any stock DRF throttle
+    # off X-Forwarded-For too (None would trust the whole header).
+    "NUM_PROXIES": max(NUM_PROXIES, 0),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DATETIME_FORMAT": "iso-8601",

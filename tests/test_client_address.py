@@ -1,0 +1,124 @@
+"""Whose address is it? ``X-Forwarded-For`` counts only as deep as
+``NUM_PROXIES`` says, and only when it holds an IP address."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import RequestFactory
+from rest_framework.throttling import ScopedRateThrottle
+
+from accounts.models import AuditEntry, OtpChallenge
+from config.api import client_ip
+
+pytestmark = pytest.mark.django_db
+
+OTP = "/api/v1/auth/otp/"
+TOKEN = "/api/v1/auth/token/"
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "remote", "expected"),
+    [
+        (0, "", "203.0.113.9", "203.0.113.9"),
+        (0, "198.51.100.1", "203.0.113.9", "203.0.113.9"),
+        (0, "not-an-ip", "203.0.113.9", "203.0.113.9"),
+        (1, "198.51.100.1", "10.0.0.2", "198.51.100.1"),
+        (1, "192.0.2.77, 198.51.100.1", "10.0.0.2", "198.51.100.1"),
+        (2, "192.0.2.77, 198.51.100.1, 10.0.0.3", "10.0.0.2", "198.51.100.1"),
+        (2, "198.51.100.1", "10.0.0.2", "198.51.100.1"),
+        (1, "not-an-ip", "10.0.0.2", "10.0.0.2"),
+        (1, "1.2.3.4:5678", "10.0.0.2", "10.0.0.2"),
+        (1, " 2001:DB8::1 ", "10.0.0.2", "2001:db8::1"),
+        (1, "", "10.0.0.2", "10.0.0.2"),
+        (0, "", "garbage", None),
+    ],
+)
+def test_the_client_address_rule(settings, proxies, forwarded, remote, expected) -> None:
+    settings.NUM_PROXIES = proxies
+    request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_ip(request) == expected
+
+
+def test_a_changing_forwarded_header_does_not_lift_the_otp_cap_per_address(api, settings) -> None:
+    settings.OTP_SEND_HOURLY_LIMIT_PER_IP = 3
+    for n in range(3):
+        response = api.post(
+            OTP, {"phone": f"1380013800{n}"}, format="json", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}"
+        )
+        assert response.status_code == 202
+    response = api.post(
+        OTP, {"phone": "13800138009"}, format="json", HTTP_X_FORWARDED_FOR="192.0.2.200"
+    )
+    assert response.status_code == 429
+    assert set(OtpChallenge.objects.values_list("ip", flat=True)) == {"127.0.0.1"}
+
+
+def test_a_changing_forwarded_header_does_not_lift_the_login_throttle(api, monkeypatch) -> None:
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
+    codes = [
+        api.post(
+            TOKEN,
+            {"phone": "13800138000", "code": "000000"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"192.0.2.{n}",
+        ).status_code
+        for n in range(4)
+    ]
+    assert codes == [400, 400, 400, 429]
+
+
+@pytest.mark.parametrize("forwarded", ["not-an-ip", "1.2.3.4, 5.6.7.8", "::ffff:zz", "ä" * 40])
+def test_a_junk_forwarded_header_never_breaks_a_request(api, settings, forwarded) -> None:
+    settings.NUM_PROXIES = 1
+    response = api.post(
+        OTP, {"phone": "13800138000"}, format="json", HTTP_X_FORWARDED_FOR=forwarded
+    )
+    assert response.status_code == 202
+    expected = "5.6.7.8" if forwarded == "1.2.3.4, 5.6.7.8" else "127.0.0.1"
+    assert OtpChallenge.objects.get().ip == expected
+
+
+def test_behind_one_proxy_the_address_it_saw_counts(api, settings) -> None:
+    settings.NUM_PROXIES = 1
+    settings.OTP_SEND_HOURLY_LIMIT_PER_IP = 1
+    first = api.post(
+        OTP,
+        {"phone": "13800138000"},
+        format="json",
+        REMOTE_ADDR="10.0.0.2",
+        HTTP_X_FORWARDED_FOR="192.0.2.1",
+    )
+    assert first.status_code == 202
+    # The same citizen's address again, with a forged entry on the left.
+    second = api.post(
+        OTP,
+        {"phone": "13900139000"},
+        format="json",
+        REMOTE_ADDR="10.0.0.2",
+        HTTP_X_FORWARDED_FOR="198.51.100.7, 192.0.2.1",
+    )
+    assert second.status_code == 429
+    other = api.post(
+        OTP,
+        {"phone": "13900139000"},
+        format="json",
+        REMOTE_ADDR="10.0.0.2",
+        HTTP_X_FORWARDED_FOR="192.0.2.2",
+    )
+    assert other.status_code == 202
+
+
+def test_the_admin_audit_trail_records_the_same_address(client, operator, settings) -> None:
+    from tests.accounts.factories import CitizenFactory
+
+    settings.NUM_PROXIES = 0
+    citizen = CitizenFactory(verified=True)
+    client.force_login(operator)
+    response = client.get(
+        f"/admin/accounts/user/{citizen.pk}/pii/",
+        REMOTE_ADDR="203.0.113.5",
+        HTTP_X_FORWARDED_FOR="198.51.100.66",
+    )
+    assert response.status_code == 200
+    entry = AuditEntry.objects.filter(action="user.pii_viewed").latest("at")
+    assert entry.ip == "203.0.113.5"
