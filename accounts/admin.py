@@ -11,8 +11,10 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -21,6 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import idnumber, pii, services
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
@@ -73,7 +76,49 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-# --- Users ------------------------------------------------------------------------------
+# --- Users and privileges -----------------------------------------------------------------
+
+# What makes an account stronger: only superusers change these.
+PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "department", "groups", "user_permissions")
+
+
+def _permission_names(permissions: Any) -> list[str]:
+    return sorted(
+        f"{p.content_type.app_label}.{p.codename}"
+        for p in permissions.select_related("content_type")
+    )
+
+
+def privileges_of(obj: User | Group) -> dict[str, Any]:
+    """What an account or group may do, as stored now."""
+    if obj.pk is None:
+        return {}
+    if isinstance(obj, Group):
+        return {"permissions": _permission_names(Group.objects.get(pk=obj.pk).permissions)}
+    stored = User.objects.get(pk=obj.pk)
+    return {
+        "is_staff": stored.is_staff,
+        "is_superuser": stored.is_superuser,
+        "department": stored.department_id,
+        "groups": sorted(stored.groups.values_list("name", flat=True)),
+        "permissions": _permission_names(stored.user_permissions),
+    }
+
+
+def audit_privilege_change(request: HttpRequest, obj: User | Group, before: dict) -> None:
+    """An audit entry naming what changed in an account's or group's powers."""
+    after = privileges_of(obj)
+    changed = {
+        k: {"before": before.get(k), "after": v} for k, v in after.items() if before.get(k) != v
+    }
+    if changed:
+        services.audit_record(
+            actor=request.user,
+            action=f"admin.{obj._meta.model_name}.privileges_changed",
+            target=obj,
+            data=changed,
+            ip=client_ip(request),
+        )
 
 
 class StaffCreationForm(AdminUserCreationForm):
@@ -83,9 +128,18 @@ class StaffCreationForm(AdminUserCreationForm):
 
 
 class StaffChangeForm(UserChangeForm):
+    # Citizens have no username (NULL); Django's UsernameField cannot take that.
+    username = forms.CharField(label=_("用户名"), max_length=150, required=False)
+
     class Meta(UserChangeForm.Meta):
         model = User
         fields = "__all__"
+
+    def clean_username(self) -> str | None:
+        username = self.cleaned_data.get("username") or None
+        if username is None and self.instance.is_staff:
+            raise forms.ValidationError(_("工作人员账户需要用户名"))
+        return username
 
 
 @admin.register(User)
@@ -173,6 +227,36 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
     # Suspending goes through the actions, which also revoke tokens and
     # record when, so the checkbox is read-only here.
     actions = ["suspend", "reinstate"]
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return fields
+        return fields + tuple(f for f in PRIVILEGE_FIELDS if f not in fields)
+
+    def get_fieldsets(self, request, obj=None):  # type: ignore[no-untyped-def]
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None and not request.user.is_superuser:
+            return [
+                (name, {**opts, "fields": [f for f in opts["fields"] if f not in PRIVILEGE_FIELDS]})
+                for name, opts in fieldsets
+            ]
+        return fieldsets
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        # A staff account (its password included) is only a superuser's to
+        # change: otherwise a clerk could take over a stronger account.
+        if obj is not None and obj.is_staff and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        form.privileges_before = privileges_of(obj) if change else {}
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        super().save_related(request, form, formsets, change)
+        audit_privilege_change(request, form.instance, getattr(form, "privileges_before", {}))
 
     @admin.display(description=_("手机号"))
     def phone_masked_display(self, user: User) -> str:
@@ -379,3 +463,76 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     list_filter = ("actor_kind", "action", "target_type")
     search_fields = ("=target_id", "=actor_id", "actor_label", "action")
     date_hierarchy = "at"
+
+
+# --- Groups and refresh tokens --------------------------------------------------------------
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(AuditedModelAdmin, DjangoGroupAdmin):
+    """A group's permissions are every member's: only superusers change them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        form.privileges_before = privileges_of(obj) if change else {}
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        super().save_related(request, form, formsets, change)
+        audit_privilege_change(request, form.instance, getattr(form, "privileges_before", {}))
+
+
+admin.site.unregister(OutstandingToken)
+admin.site.unregister(BlacklistedToken)
+
+
+@admin.register(OutstandingToken)
+class OutstandingTokenAdmin(ReadOnlyAdmin):
+    """Refresh tokens by id and fingerprint only: a token value would let
+    whoever reads it act as the citizen."""
+
+    list_display = ("jti", "user", "created_at", "expires_at", "revoked")
+    search_fields = ("=jti", "=user__id")
+    list_select_related = ("user",)
+    fields = ("jti", "user", "fingerprint", "created_at", "expires_at")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+
+    @admin.display(description=_("指纹"))
+    def fingerprint(self, token: OutstandingToken) -> str:
+        return token.token if token.token.startswith("sha256:") else "-"
+
+    @admin.display(description=_("已注销"), boolean=True)
+    def revoked(self, token: OutstandingToken) -> bool:
+        return hasattr(token, "blacklistedtoken")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OutstandingToken]:
+        return super().get_queryset(request).select_related("user", "blacklistedtoken")
+
+
+@admin.register(BlacklistedToken)
+class BlacklistedTokenAdmin(ReadOnlyAdmin):
+    list_display = ("token_jti", "token_user", "blacklisted_at")
+    search_fields = ("=token__jti", "=token__user__id")
+    list_select_related = ("token__user",)
+    fields = ("token_jti", "token_user", "blacklisted_at")
+    readonly_fields = fields
+    ordering = ("-blacklisted_at",)
+
+    @admin.display(description="jti")
+    def token_jti(self, entry: BlacklistedToken) -> str:
+        return str(entry.token.jti)
+
+    @admin.display(description=_("用户"))
+    def token_user(self, entry: BlacklistedToken) -> str:
+        return str(entry.token.user) if entry.token.user else "-"

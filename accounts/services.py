@@ -19,8 +19,10 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
-from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
+from rest_framework_simplejwt.tokens import BlacklistMixin, RefreshToken, UntypedToken
+from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts import idnumber, pii
 from accounts.errors import (
@@ -250,8 +252,51 @@ def purge_otp_challenges(*, older_than: dt.timedelta = dt.timedelta(days=2)) -> 
 # --- Tokens --------------------------------------------------------------------------
 
 
+def token_fingerprint(raw: str) -> str:
+    """What the database keeps of a refresh token: enough to tell two apart,
+    never enough to use one."""
+    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+class CitizenRefreshToken(RefreshToken):
+    """simplejwt's refresh token, listed as outstanding under its fingerprint
+    (the stock token stores the whole token, which anyone reading the table
+    or the admin could use)."""
+
+    @classmethod
+    def for_user(cls, user: User) -> CitizenRefreshToken:  # type: ignore[override]
+        # Token.for_user builds the claims; BlacklistMixin.for_user, skipped
+        # here, would store the token itself.
+        token = super(BlacklistMixin, cls).for_user(user)
+        OutstandingToken.objects.create(
+            user=user,
+            jti=token[api_settings.JTI_CLAIM],
+            token=token_fingerprint(str(token)),
+            created_at=token.current_time,
+            expires_at=datetime_from_epoch(token["exp"]),
+        )
+        return token
+
+    def outstand(self) -> OutstandingToken:
+        outstanding, _ = OutstandingToken.objects.get_or_create(
+            jti=self.payload[api_settings.JTI_CLAIM],
+            defaults={
+                "user": User.objects.filter(
+                    pk=self.payload.get(api_settings.USER_ID_CLAIM)
+                ).first(),
+                "created_at": self.current_time,
+                "token": token_fingerprint(str(self)),
+                "expires_at": datetime_from_epoch(self.payload["exp"]),
+            },
+        )
+        return outstanding
+
+    def blacklist(self) -> tuple[BlacklistedToken, bool]:
+        return BlacklistedToken.objects.get_or_create(token=self.outstand())
+
+
 def tokens_issue(*, user: User) -> dict[str, str]:
-    refresh = RefreshToken.for_user(user)
+    refresh = CitizenRefreshToken.for_user(user)
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
@@ -286,7 +331,7 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
     leaked or a client misbehaves: every session of that user is revoked.
     """
     try:
-        token = RefreshToken(refresh)
+        token = CitizenRefreshToken(refresh)
     except TokenError as exc:
         reused_by = _user_of_spent_token(refresh)
         if reused_by is not None:
@@ -314,7 +359,7 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
 def token_revoke(*, refresh: str) -> None:
     """Log out: revoke one refresh token."""
     try:
-        token = RefreshToken(refresh)
+        token = CitizenRefreshToken(refresh)
     except TokenError as exc:
         raise AccountsError(TOKEN_INVALID) from exc
     token.blacklist()
