@@ -41,6 +41,7 @@ SECRETS = {
     "BLIND_INDEX_KEY": "bench-" + "b" * 40,
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "LOG_LEVEL": "WARNING",
+    "SMS_BACKEND": "file",
 }
 
 

@@ -173,6 +173,7 @@ def main() -> None:
         "BENCHMARK_VIEWS": "1",
         "ROUTING_ALLOW_PRIVATE_ENDPOINTS": "1",
         "LOG_LEVEL": "WARNING",
+        "SMS_BACKEND": "file",
         "PYTHONUNBUFFERED": "1",
     }
     os.environ.update(env)

@@ -6,12 +6,24 @@ import os
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _django_logging(**kwargs: object) -> None:
+    """Workers and beat log through the project's LOGGING (with its PII
+    mask), not through handlers of Celery's own."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
 
 
 @app.on_after_configure.connect

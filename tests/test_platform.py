@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -35,10 +36,11 @@ def start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
 
 PRODUCTION = {
     "DEBUG": "0",
-    "SECRET_KEY": "x" * 50,
+    "SECRET_KEY": "kq3VJ0bX-2mZ8cR4tY7uW1eA9sD6fG5hJ3kL0pO8iU2yT4rE6wQ1zX9cV7bN5mM3",
     "FIELD_ENCRYPTION_KEY": "3q2-7wQvV0gkEzvvZHvmtg2k8i9wT9Wm4Qd8Hq6JHcM=",
-    "BLIND_INDEX_KEY": "y" * 40,
+    "BLIND_INDEX_KEY": "Yb7Qp2Lm9Xc4Vn8Rt1Ks6Wd3Hf0Gj5Za",
     "ALLOWED_HOSTS": "api.example.org",
+    "SMS_BACKEND": "tests.accounts.test_login_api.BrokenGateway",
 }
 
 
@@ -67,13 +69,67 @@ def test_production_refuses_to_start_without_secret_key() -> None:
 
 def test_production_starts_with_real_secrets_and_reads_file_variants(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
-    secret_file.write_text("z" * 50 + "\n")
+    secret_file.write_text(PRODUCTION["SECRET_KEY"][::-1] + "\n")
     env = dict(PRODUCTION)
     env.pop("SECRET_KEY")
     env["SECRET_KEY_FILE"] = str(secret_file)
     result = start_django(env)
     assert result.returncode == 0, result.stderr
     assert "started" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SECRET_KEY", "short"),
+        ("SECRET_KEY", "ab" * 40),  # long, but two distinct characters
+        ("BLIND_INDEX_KEY", "Yb7Qp2Lm9"),
+    ],
+)
+def test_production_refuses_a_weak_secret(variable: str, value: str) -> None:
+    result = start_django({**PRODUCTION, variable: value})
+    assert result.returncode != 0
+    assert f"{variable} is too weak for DEBUG=0" in result.stderr
+    assert value not in result.stderr
+
+
+def test_production_needs_an_sms_gateway_chosen() -> None:
+    env = {k: v for k, v in PRODUCTION.items() if k != "SMS_BACKEND"}
+    result = start_django(env)
+    assert result.returncode != 0
+    assert "SMS_BACKEND is not set and DEBUG=0" in result.stderr
+    # The console, printing phones and codes, only when chosen by name.
+    assert start_django({**env, "SMS_BACKEND": "console"}).returncode == 0
+
+
+def _deploy_check(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
+    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.base", **env_overrides})
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_deploy_check_is_clean_with_the_https_switches_on() -> None:
+    https = {
+        "SECURE_SSL_REDIRECT": "1",
+        "SECURE_HSTS_SECONDS": "31536000",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+        "SECURE_HSTS_PRELOAD": "1",
+    }
+    result = _deploy_check({**PRODUCTION, **https})
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout + result.stderr
+    # Without them, the two warnings README explains (TLS ends at the proxy).
+    result = _deploy_check(PRODUCTION)
+    output = result.stdout + result.stderr
+    warnings = set(re.findall(r"security\.W\d+", output))
+    assert warnings == {"security.W004", "security.W008"}, output
 
 
 def test_a_malformed_encryption_key_is_named() -> None:

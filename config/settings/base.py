@@ -53,6 +53,12 @@ FIELD_ENCRYPTION_KEYS = [
 BLIND_INDEX_KEY = secret("BLIND_INDEX_KEY", DEV_BLIND_INDEX_KEY)
 
 
+# The shortest secrets production accepts (Django's own deploy check wants
+# 50 characters and 5 distinct ones for SECRET_KEY).
+MIN_SECRET_LENGTH = {"SECRET_KEY": 50, "BLIND_INDEX_KEY": 32}
+MIN_SECRET_DISTINCT = 5
+
+
 def _check_production_secrets() -> None:
     problems = {
         "SECRET_KEY": not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY,
@@ -65,6 +71,13 @@ def _check_production_secrets() -> None:
             raise ImproperlyConfigured(
                 f"{name} is missing or is the development value, and DEBUG=0. "
                 f"Set {name} (or {name}_FILE) to a production secret."
+            )
+    for name, value in (("SECRET_KEY", SECRET_KEY), ("BLIND_INDEX_KEY", BLIND_INDEX_KEY)):
+        if len(value) < MIN_SECRET_LENGTH[name] or len(set(value)) < MIN_SECRET_DISTINCT:
+            raise ImproperlyConfigured(
+                f"{name} is too weak for DEBUG=0: use at least {MIN_SECRET_LENGTH[name]} "
+                f"random characters, e.g. python -c 'import secrets; "
+                f"print(secrets.token_urlsafe(64))'"
             )
 
 
@@ -100,6 +113,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "axes",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
@@ -124,7 +138,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out admin login into 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin logins go through django-axes first: after ADMIN_LOGIN_FAILURE_LIMIT
+# wrong passwords for one username from one client address, that pair is
+# locked out for ADMIN_LOGIN_COOLOFF_MINUTES (`manage.py axes_reset` lifts it).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.api.client_ip"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -274,6 +305,13 @@ CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if NUM_PROXIES else None
+# HTTPS switches, off unless the deployment terminates TLS in front of us
+# and says so. The probes stay reachable over plain HTTP for load balancers.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 # The largest request body any API accepts; larger bodies get 413.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
@@ -356,7 +394,14 @@ SMS_BACKENDS = {
     "file": "accounts.sms.FileBackend",
     "locmem": "accounts.sms.LocmemBackend",
 }
-SMS_BACKEND = env.str("SMS_BACKEND", default="console")
+# The console backend prints whole phone numbers and codes: in production
+# only when chosen explicitly.
+SMS_BACKEND = env.str("SMS_BACKEND", default="console" if DEBUG else "")
+if not SMS_BACKEND:
+    raise ImproperlyConfigured(
+        "SMS_BACKEND is not set and DEBUG=0. Set it to the dotted path of your SMS "
+        "gateway's backend (or `file`; `console` prints phone numbers and codes)."
+    )
 SMS_FILE_PATH = env.str("SMS_FILE_PATH", default=str(VAR_DIR / "sms-outbox.jsonl"))
 SMS_SIGNATURE = "【我的长沙】"
 

@@ -185,3 +185,35 @@ def test_a_superuser_grants_powers_and_the_audit_trail_says_which(client, citize
     entry = AuditEntry.objects.get(action="admin.group.privileges_changed")
     assert entry.data == {"permissions": {"before": [], "after": ["accounts.view_pii"]}}
     assert AuditEntry.objects.filter(action="admin.group.changed").exists()
+
+
+# --- Admin login ------------------------------------------------------------------------
+
+
+def _admin_login(client, password: str, ip: str = "203.0.113.5"):
+    return client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "root", "password": password},
+        REMOTE_ADDR=ip,
+    )
+
+
+def test_admin_logins_are_throttled_per_username_and_address(client, settings) -> None:
+    settings.AXES_FAILURE_LIMIT = 3
+    root = StaffFactory(username="root", is_superuser=True)
+    root.set_password("Right-pass-2026")
+    root.save()
+    assert [_admin_login(client, "wrong").status_code for _ in range(3)] == [200, 200, 429]
+    locked = _admin_login(client, "Right-pass-2026")
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session
+    # The same operator from elsewhere still gets in; a forged header does not help.
+    assert _admin_login(client, "Right-pass-2026", ip="198.51.100.9").status_code == 302
+    client.logout()
+    forged = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "root", "password": "Right-pass-2026"},
+        REMOTE_ADDR="203.0.113.5",
+        HTTP_X_FORWARDED_FOR="198.51.100.77",
+    )
+    assert forged.status_code == 429

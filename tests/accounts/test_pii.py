@@ -155,3 +155,63 @@ def test_reencrypt_covers_every_encrypted_column_in_the_project(settings) -> Non
     settings.FIELD_ENCRYPTION_KEYS = settings.FIELD_ENCRYPTION_KEYS[:1]  # the old key is gone
     assert routing.Endpoint.objects.get(pk=endpoint.pk).secret == secret
     assert all(key.private_key for key in SigningKey.objects.all())
+
+
+def _log_through_the_configured_handler(emit) -> str:
+    """What the project's console handler prints for the records ``emit`` makes."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    stream = StringIO()
+    dictConfig(settings.LOGGING)
+    handler = next(h for h in logging.getLogger().handlers if h.get_name() == "console")
+    old_stream = handler.setStream(stream)
+    try:
+        emit(logging.getLogger("tests.pii"))
+    finally:
+        handler.setStream(old_stream)
+    return stream.getvalue()
+
+
+def test_exceptions_and_tracebacks_are_masked_too() -> None:
+    def emit(logger: logging.Logger) -> None:
+        try:
+            raise ValueError(
+                "duplicate key: (phone)=(13800138000) id 43010219900307123X "
+                "{'real_name': '张三丰', \"name\": \"欧阳娜娜\"}"
+            )
+        except ValueError:
+            logger.exception("submit failed for %s", "+8613900139000")
+        logger.warning("stack", stack_info=True, extra={})
+
+    output = _log_through_the_configured_handler(emit)
+    assert "Traceback" in output and "ValueError" in output
+    for secret in ("13800138000", "13900139000", "43010219900307123X", "张三丰", "欧阳娜娜"):
+        assert secret not in output
+    assert "138****8000" in output and "'real_name': '张**'" in output
+    assert '"name": "欧***"' in output
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("real_name=张三", "real_name=张*"),
+        ("Key (real_name)=(李四光) already exists", "Key (real_name)=(李**) already exists"),
+        ("姓名：王小明", "姓名：王**"),
+        ('{"applicant": {"name": "阿依古丽·买买提"}}', '{"applicant": {"name": "阿*******"}}'),
+        ("service_code=sbk-apply", "service_code=sbk-apply"),
+        ("tel 0086 138 0013 8000", "tel 0086 138****8000"),
+    ],
+)
+def test_names_are_masked_where_a_key_says_they_are_names(text, masked) -> None:
+    assert mask_text(text) == masked
+
+
+def test_celery_workers_log_through_the_same_masked_handlers() -> None:
+    from celery.signals import setup_logging
+
+    from config import celery as celery_config
+
+    receivers = [r() if callable(r) else r for _, r in setup_logging.receivers]
+    assert celery_config._django_logging in receivers
