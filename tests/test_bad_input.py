@@ -117,3 +117,80 @@ def test_json_nested_past_the_interpreters_limit_is_a_400(api) -> None:
     response = api.post("/api/v1/auth/otp/", "[" * 5000, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["code"] == "malformed_request"
+
+
+# The methods of each route, as DESIGN §5 gives them (the contract, not what
+# the views happen to define). A new route goes here too.
+CONTRACT: dict[str, set[str]] = {
+    "/api/v1/applications/": {"get", "post"},
+    "/api/v1/applications/{application_id}/": {"get"},
+    "/api/v1/applications/{application_id}/cancel/": {"post"},
+    "/api/v1/applications/{application_id}/rating/": {"post"},
+    "/api/v1/applications/{application_id}/supplement/": {"post"},
+    "/api/v1/auth/logout/": {"post"},
+    "/api/v1/auth/otp/": {"post"},
+    "/api/v1/auth/token/": {"post"},
+    "/api/v1/auth/token/refresh/": {"post"},
+    "/api/v1/categories/": {"get"},
+    "/api/v1/departments/": {"get"},
+    "/api/v1/dept/applications/": {"get"},
+    "/api/v1/dept/applications/{number}/": {"get"},
+    "/api/v1/dept/applications/{number}/status/": {"post"},
+    "/api/v1/dept/codes/": {"get", "post"},
+    "/api/v1/dept/codes/{code_id}/": {"get"},
+    "/api/v1/dept/codes/{code_id}/deactivate/": {"post"},
+    "/api/v1/dept/codes/{code_id}/image.png": {"get"},
+    "/api/v1/dept/codes/{code_id}/image.svg": {"get"},
+    "/api/v1/dept/deliveries/": {"get"},
+    "/api/v1/dept/deliveries/{delivery_id}/": {"get"},
+    "/api/v1/dept/deliveries/{delivery_id}/retry/": {"post"},
+    "/api/v1/dept/endpoints/": {"get", "post"},
+    "/api/v1/dept/endpoints/{endpoint_id}/": {"get", "patch", "delete"},
+    "/api/v1/dept/endpoints/{endpoint_id}/rotate-secret/": {"post"},
+    "/api/v1/dept/endpoints/{endpoint_id}/test/": {"post"},
+    "/api/v1/dept/services/": {"get", "post"},
+    "/api/v1/dept/services/{code}/": {"get", "patch"},
+    "/api/v1/me/": {"get", "patch", "delete"},
+    "/api/v1/me/export/": {"get"},
+    "/api/v1/me/messages/": {"get"},
+    "/api/v1/me/messages/{message_id}/read/": {"post"},
+    "/api/v1/me/messages/read-all/": {"post"},
+    "/api/v1/me/real-name/": {"post"},
+    "/api/v1/me/scans/": {"get"},
+    "/api/v1/me/star-code/": {"get"},
+    "/api/v1/me/star-code/image.png": {"get"},
+    "/api/v1/me/star-code/image.svg": {"get"},
+    "/api/v1/qr/keys/": {"get"},
+    "/api/v1/qr/resolve/": {"post"},
+    "/api/v1/qr/revocations/": {"get"},
+    "/api/v1/qr/scans/": {"post"},
+    "/api/v1/qr/verify/": {"post"},
+    "/api/v1/services/": {"get"},
+    "/api/v1/services/{code}/": {"get"},
+}
+
+
+def test_the_schema_documents_exactly_the_contracts_methods() -> None:
+    documented: dict[str, set[str]] = {}
+    for path, method, _fields in operations():
+        documented.setdefault(path, set()).add(method)
+    assert documented == CONTRACT
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("path", "allowed"), sorted(CONTRACT.items()), ids=lambda v: str(v))
+def test_each_route_answers_only_its_methods(callers, path, allowed) -> None:
+    url = concrete(path)
+    for method in {"get", "post", "put", "patch", "delete"} - allowed:
+        statuses = set()
+        for caller in callers.values():
+            call = getattr(caller, method)
+            response = (
+                call(url) if method == "get" else call(url, "{}", content_type="application/json")
+            )
+            assert_clean_refusal(response)
+            statuses.add(response.status_code)
+        # Callers the route is not for are refused first; its own caller
+        # learns the method is not there.
+        assert statuses <= {401, 403, 405}, (method, statuses)
+        assert 405 in statuses, (method, statuses)

@@ -45,13 +45,17 @@ class DeptApplicationListView(DepartmentView):
         return paginator.get_paginated_response([selectors.department_view(a) for a in page])
 
 
-class DeptApplicationDetailView(DepartmentView):
+class _DeptApplicationView(DepartmentView):
+    """Looks up one of the department's applications; answers no method itself."""
+
     def get_application(self, number: str) -> Application:
         application = selectors.application_for_department(self.department, number)
         if application is None:
             raise Http404
         return application
 
+
+class DeptApplicationDetailView(_DeptApplicationView):
     @extend_schema(
         tags=["dept: applications"],
         summary="One application, with the applicant's verified identity and the timeline",
@@ -61,7 +65,7 @@ class DeptApplicationDetailView(DepartmentView):
         return Response(_with_timeline(self.get_application(number)))
 
 
-class DeptApplicationStatusView(DeptApplicationDetailView):
+class DeptApplicationStatusView(_DeptApplicationView):
     @extend_schema(
         tags=["dept: applications"],
         summary="Report progress: accepted, needs_info, completed or rejected",

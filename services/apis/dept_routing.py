@@ -54,13 +54,18 @@ class EndpointListView(DepartmentView):
         )
 
 
-class EndpointDetailView(DepartmentView):
+class _EndpointView(DepartmentView):
+    """Looks up one of the department's endpoints; answers no method itself
+    (each route answers only the methods its own class defines)."""
+
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
         endpoint = selectors.endpoints_of(self.department).filter(pk=endpoint_id).first()
         if endpoint is None:
             raise Http404
         return endpoint
 
+
+class EndpointDetailView(_EndpointView):
     @extend_schema(
         tags=["dept: endpoints"],
         summary="One endpoint",
@@ -97,7 +102,7 @@ class EndpointDetailView(DepartmentView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class EndpointRotateSecretView(EndpointDetailView):
+class EndpointRotateSecretView(_EndpointView):
     @extend_schema(
         tags=["dept: endpoints"],
         summary="New secret; the old one keeps signing alongside it for a day",
@@ -128,7 +133,7 @@ class EndpointRotateSecretView(EndpointDetailView):
         )
 
 
-class EndpointTestView(EndpointDetailView):
+class EndpointTestView(_EndpointView):
     @extend_schema(
         tags=["dept: endpoints"],
         summary="Send a ping event (a paused endpoint that answers it is resumed)",
@@ -173,13 +178,17 @@ class DeliveryListView(DepartmentView):
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
 
-class DeliveryDetailView(DepartmentView):
+class _DeliveryView(DepartmentView):
+    """Looks up one delivery to the department's endpoints; answers no method itself."""
+
     def get_delivery(self, delivery_id: str) -> Delivery:
         delivery = selectors.deliveries_of(self.department).filter(pk=delivery_id).first()
         if delivery is None:
             raise Http404
         return delivery
 
+
+class DeliveryDetailView(_DeliveryView):
     @extend_schema(
         tags=["dept: deliveries"],
         summary="One delivery with every try (status, latency, error, response)",
@@ -189,7 +198,7 @@ class DeliveryDetailView(DepartmentView):
         return Response(DeliveryDetailSerializer(self.get_delivery(delivery_id)).data)
 
 
-class DeliveryRetryView(DeliveryDetailView):
+class DeliveryRetryView(_DeliveryView):
     @extend_schema(
         tags=["dept: deliveries"],
         summary="Send again now with a fresh retry schedule (dead letters and delivered ones alike)",
