@@ -11,12 +11,13 @@ exception handler renders those, DRF's and Django's errors alike, as
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import CursorPagination, PageNumberPagination
@@ -59,6 +61,16 @@ def error_code(code: str, status: int, title: Promise | str) -> ErrorCode:
     return error
 
 
+# The members RFC 9457 and DESIGN §4 give a meaning; no extra member may reuse one.
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "errors"})
+
+
+def _refuse_shadowing(extra: dict[str, Any] | None) -> None:
+    clash = PROBLEM_MEMBERS.intersection(extra or ())
+    if clash:
+        raise ValueError(f"extra problem members {sorted(clash)} would shadow the standard ones")
+
+
 class DomainError(Exception):
     """Base of each app's error type: a business rule refused the request."""
 
@@ -72,6 +84,7 @@ class DomainError(Exception):
         extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{error.code}: {detail or error.title}")
+        _refuse_shadowing(extra)
         self.error = error
         self.detail = detail
         self.errors = errors or {}
@@ -134,6 +147,7 @@ def problem_body(
     errors: dict[str, list[str]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    _refuse_shadowing(extra)
     body: dict[str, Any] = {
         "type": f"/api/problems/{error.code}",
         "title": str(error.title),
@@ -371,9 +385,35 @@ def _wants_problem(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
+@csrf_exempt
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    """Catch-all for unknown ``/api/`` routes, in DEBUG as in production."""
+    """Catch-all for unknown ``/api/`` routes, any method, in DEBUG as in
+    production. CSRF-exempt: there is no form here to protect, and a POST
+    must learn that the route does not exist, not that a cookie is missing."""
     return problem_http_response(NOT_FOUND, _("没有这个接口：%(path)s") % {"path": request.path})
+
+
+def api_read_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A plain Django view under ``/api/`` that answers GET (and HEAD) only;
+    any other method is a 405 problem, never a CSRF page."""
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return problem_http_response(METHOD_NOT_ALLOWED, headers={"Allow": "GET, HEAD"})
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """``CSRF_FAILURE_VIEW``: a problem under ``/api/``, Django's page elsewhere."""
+    if _wants_problem(request):
+        return problem_http_response(PERMISSION_DENIED)
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason)
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.api import ERROR_CODES, NOT_FOUND, problem_http_response
+from config.api import ERROR_CODES, NOT_FOUND, api_read_only, problem_http_response
 
 
 def _describe(code: str) -> dict[str, object]:
@@ -12,6 +12,7 @@ def _describe(code: str) -> dict[str, object]:
     return {"code": error.code, "status": error.status, "title": str(error.title)}
 
 
+@api_read_only
 def problem_list(request: HttpRequest) -> JsonResponse:
     results = [_describe(code) for code in sorted(ERROR_CODES)]
     return JsonResponse(
@@ -21,6 +22,7 @@ def problem_list(request: HttpRequest) -> JsonResponse:
     )
 
 
+@api_read_only
 def problem_detail(request: HttpRequest, code: str) -> HttpResponse:
     if code not in ERROR_CODES:
         return problem_http_response(NOT_FOUND)

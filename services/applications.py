@@ -76,7 +76,7 @@ def _move(
             INVALID_TRANSITION,
             _("办件当前为“%(current)s”，不能变为“%(target)s”")
             % {"current": S(application.status).label, "target": S(target).label},
-            extra={"status": application.status},
+            extra={"current_status": application.status},
         )
     now = timezone.now()
     application.status = target
@@ -219,7 +219,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
             raise ServicesError(
                 INVALID_TRANSITION,
                 _("只有待补正的办件可以补充材料"),
-                extra={"status": application.status},
+                extra={"current_status": application.status},
             )
         if not isinstance(form, dict):
             raise ServicesError(FORM_INVALID, errors={"form": [str(_("补正内容必须是对象"))]})
@@ -274,7 +274,7 @@ def application_department_update(
     with transaction.atomic():
         application = _locked(application)
         if status not in DEPARTMENT_TARGETS:
-            raise ServicesError(INVALID_TRANSITION, extra={"status": application.status})
+            raise ServicesError(INVALID_TRANSITION, extra={"current_status": application.status})
         previous = application.status
         now = timezone.now()
         if reference:

@@ -176,6 +176,39 @@ def test_unknown_api_route_is_a_problem_not_a_page(api) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete", "options"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/applications/not-a-uuid/cancel/",
+        "/api/v1/auth/otp",
+        "/api/nothing",
+        "/api/v1/dept/endpoints/xyz/test/",
+    ],
+)
+def test_unknown_api_routes_are_404_problems_for_every_method(method, path) -> None:
+    """As a browser or a client with cookies would call them: CSRF checks on."""
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    call = getattr(client, method)
+    response = call(path) if method == "get" else call(path, "{}", content_type="application/json")
+    assert_problem(response, 404, "not_found")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/problems/", "/api/problems/not_found"])
+def test_problem_pages_answer_get_only(path) -> None:
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    assert client.get(path).status_code in (200, 404)
+    response = client.post(path, "{}", content_type="application/json")
+    assert_problem(response, 405, "method_not_allowed")
+    assert response["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.django_db
 def test_unknown_route_is_a_problem_even_in_debug(api, settings) -> None:
     settings.DEBUG = True
     assert_problem(api.get("/api/v1/no-such-thing/"), 404, "not_found")
@@ -357,3 +390,14 @@ def test_no_broker_message_outlives_its_visibility(settings) -> None:
     assert (
         max(settings.ROUTING_RETRY_SCHEDULE) > settings.CELERY_MAX_COUNTDOWN
     )  # longer waits: the sweeper
+
+
+@pytest.mark.parametrize("member", ["type", "title", "status", "detail", "code", "errors"])
+def test_no_extra_member_may_shadow_a_standard_one(member) -> None:
+    from config.api import INVALID, DomainError, problem_body
+
+    with pytest.raises(ValueError, match="shadow"):
+        problem_body(INVALID, extra={member: "x"})
+    with pytest.raises(ValueError, match="shadow"):
+        DomainError(INVALID, extra={member: "x"})
+    assert problem_body(INVALID, extra={"current_status": "x"})["current_status"] == "x"

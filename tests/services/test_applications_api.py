@@ -223,7 +223,11 @@ def test_an_accepted_application_cannot_be_cancelled(citizen_api, service) -> No
     move(Application.objects.get(pk=body["id"]), "accepted")
     response = citizen_api.post(f"{URL}{body['id']}/cancel/", {}, format="json")
     assert response.status_code == 409
-    assert response.json()["code"] == "invalid_transition"
+    problem = response.json()
+    assert problem["code"] == "invalid_transition"
+    # RFC 9457's status is the HTTP status; the application's is its own member.
+    assert problem["status"] == 409
+    assert problem["current_status"] == "accepted"
 
 
 def test_supplement_answers_needs_info(citizen_api, service) -> None:

@@ -103,13 +103,16 @@ def test_a_department_cannot_make_the_citizens_or_systems_moves(
     response = integrator_api.post(f"{URL}{number}/status/", {"status": target}, format="json")
     assert response.status_code == 409
     assert response.json()["code"] == "invalid_transition"
+    assert response.json()["status"] == 409
+    assert response.json()["current_status"] == "submitted"
 
 
 def test_completing_before_accepting_is_refused(integrator_api, citizen_api, service) -> None:
     number = submit(citizen_api).json()["number"]
     response = integrator_api.post(f"{URL}{number}/status/", {"status": "completed"}, format="json")
     assert response.status_code == 409
-    assert response.json()["status"] == "submitted"
+    assert response.json()["status"] == 409
+    assert response.json()["current_status"] == "submitted"
 
 
 def test_an_unknown_status_is_a_400(integrator_api, citizen_api, service) -> None:
