@@ -351,6 +351,21 @@ class ClientSimpleRateThrottle(_ClientAddress, SimpleRateThrottle):
     """Base of the project's own throttles."""
 
 
+# --- Fields ----------------------------------------------------------------------------
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string and nothing else (DRF's CharField would take ``123`` as
+    ``"123"``): for fields whose value is scanned or signed text."""
+
+    default_error_messages = {"not_a_string": _("必须是字符串")}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
 # --- Parsing ---------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from config.api import StrictCharField
 from qr.codes import MAX_LENGTH, Kind, Reason
 from qr.models import ScanEvent, VenueCode
 from services.models import Service
@@ -20,7 +21,7 @@ CODE_FIELD_MAX_LENGTH = MAX_LENGTH * 2
 
 
 class CodeInSerializer(serializers.Serializer):
-    code = serializers.CharField(max_length=CODE_FIELD_MAX_LENGTH, help_text=_CODE_HELP)
+    code = StrictCharField(max_length=CODE_FIELD_MAX_LENGTH, help_text=_CODE_HELP)
 
 
 class StarCodeSerializer(serializers.Serializer):
@@ -86,7 +87,7 @@ class OfflineScanSerializer(serializers.Serializer):
     event_id = serializers.CharField(
         max_length=64, help_text="The terminal's own id for this scan (unique per key)"
     )
-    code = serializers.CharField(max_length=MAX_LENGTH * 2, help_text=_CODE_HELP)
+    code = StrictCharField(max_length=MAX_LENGTH * 2, help_text=_CODE_HELP)
     scanned_at = serializers.DateTimeField()
     valid = serializers.BooleanField(help_text="The terminal's verdict")
     reason = serializers.ChoiceField(

@@ -244,3 +244,22 @@ def test_an_unexpected_failure_is_a_problem_not_a_bare_500(
     assert status == 500
     assert headers["Content-Type"] == "application/problem+json"
     assert json.loads(body)["code"] == "server_error"
+
+
+@pytest.mark.parametrize("code", [123, ["MCS1:x"], None, {"a": 1}, True, 1.5])
+def test_a_code_that_is_not_a_string_is_a_400_on_every_path(
+    citizen, scanner_key, scanner_api, code
+) -> None:
+    """DESIGN §5 gives 200 to scanned codes only; a request without one is
+    invalid. The fast path (warmed up first) and the view say the same."""
+    assert wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)[0] == 200  # warm
+    before = ScanEvent.objects.count()
+    status, headers, body = wsgi({"code": code}, key=scanner_key.raw)
+    assert status == 400, body
+    assert headers["Content-Type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == 400 and "code" in problem["errors"]
+    via_view = scanner_api.post(PATH, {"code": code}, format="json")
+    assert via_view.status_code == 400
+    assert via_view.json()["code"] == problem["code"]
+    assert ScanEvent.objects.count() == before  # not a scan
