@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
@@ -369,27 +370,45 @@ class StrictCharField(serializers.CharField):
 # --- Parsing ---------------------------------------------------------------------
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+# No form, event or list this API takes nests deeper; everything that walks
+# a body later (serializers, JSON Schema, encryption) stays far from
+# Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def _json_problem(value: Any) -> Promise | None:
+    """Why a parsed body is refused (NUL characters, nesting), or None.
+    Iterative, so no body can exhaust the stack here."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return _("请求中含有不允许的 NUL 字符")
+        elif isinstance(node, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return _("JSON 嵌套层数过多")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                if isinstance(key, str) and "\x00" in key:
+                    return _("请求中含有不允许的 NUL 字符")
+                stack.append((child, depth + 1))
+    return None
 
 
 class StrictJSONParser(JSONParser):
     """JSON bodies, refusing NUL characters anywhere (no database text column
-    can hold them, and no legitimate client sends them)."""
+    can hold them, and no legitimate client sends them) and nesting deeper
+    than :data:`MAX_JSON_DEPTH`."""
 
     def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:  # "[[[[…" nested past Python's limit
             raise exceptions.ParseError(_("JSON 嵌套层数过多")) from exc
-        if _has_nul(data):
-            raise exceptions.ParseError(_("请求中含有不允许的 NUL 字符"))
+        problem = _json_problem(data)
+        if problem is not None:
+            raise exceptions.ParseError(problem)
         return data
 
 
@@ -510,9 +529,30 @@ class PagePagination(_ListShape, PageNumberPagination):
 
 
 class FeedPagination(_ListShape, CursorPagination):
-    """Cursors, for per-user feeds (newest first)."""
+    """Cursors, for per-user feeds (newest first).
+
+    A cursor is the client's to hold, so its position is checked against the
+    ordering field before it reaches a query: a tampered one is a 400
+    ``pagination_invalid``, not a database error.
+    """
 
     ordering = "-created_at"
+
+    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+        ordering = self.get_ordering(request, queryset, view)
+        self._position_field = queryset.model._meta.get_field(ordering[0].lstrip("-"))
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request):  # type: ignore[no-untyped-def]
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                self._position_field.to_python(cursor.position)
+            except DjangoValidationError as exc:
+                raise exceptions.NotFound(self.invalid_cursor_message) from exc
+            if "\x00" in cursor.position:
+                raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 # --- OpenAPI --------------------------------------------------------------------

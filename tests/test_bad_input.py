@@ -26,6 +26,10 @@ JUNK_BODIES = [
     '{"a": {"b": {"c": [1, 2, {"d": null}]}}}',
     "\ufeff{}",
     '{"\\u0000": "\\u0000"}',
+    # Deep, but within what the JSON decoder itself takes.
+    "[" * 450 + "]" * 450,
+    '{"a": ' * 700 + "1" + "}" * 700,
+    '{"form": ' + '{"a": [' * 300 + "1" + "]}" * 300 + "}",
 ]
 WRONG_VALUES = [
     None,
@@ -110,6 +114,44 @@ def test_junk_input_is_refused_cleanly(callers, path, method, fields) -> None:
             assert_clean_refusal(
                 call(url, {"page": "x", "cursor": "%%%", "page_size": "-1", "q": "\u0000"})
             )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("depth", [65, 400, 600, 900, 5000])
+def test_deeply_nested_json_is_a_400_at_any_depth(api, depth) -> None:
+    for body in ("[" * depth + "]" * depth, '{"a": ' * depth + "1" + "}" * depth):
+        response = api.post("/api/v1/auth/otp/", body, content_type="application/json")
+        assert response.status_code == 400
+        assert response.json()["code"] == "malformed_request"
+
+
+def _cursor(query: str) -> str:
+    import base64
+
+    return base64.b64encode(query.encode()).decode()
+
+
+TAMPERED_CURSORS = [
+    _cursor("p=garbage"),
+    _cursor("r=1&p=2026-13-01T00:00:00"),
+    _cursor("p=\x00"),
+    _cursor("o=-5"),
+    "cD0",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("cursor", TAMPERED_CURSORS)
+def test_a_tampered_cursor_is_a_400_on_every_cursor_list(callers, cursor) -> None:
+    lists = {
+        "citizen": ["/api/v1/applications/", "/api/v1/me/messages/", "/api/v1/me/scans/"],
+        "integrator": ["/api/v1/dept/applications/", "/api/v1/dept/deliveries/"],
+    }
+    for caller, urls in lists.items():
+        for url in urls:
+            response = callers[caller].get(url, {"cursor": cursor})
+            assert response.status_code == 400, (url, response.content[:300])
+            assert response.json()["code"] == "pagination_invalid"
 
 
 @pytest.mark.django_db
