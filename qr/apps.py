@@ -11,12 +11,13 @@ class QrConfig(AppConfig):
         from qr import (
             errors,  # noqa: F401  (registers the error codes)
             selectors,
+            services,
         )
         from qr.models import ScanEvent
 
         citizen_data.register(
             "star_code_scans",
             export=selectors.scans_export,
-            erase=None,
+            erase=services.scans_unlink,
             models=[ScanEvent],
         )
