@@ -237,6 +237,11 @@ class MeView(APIView):
     @extend_schema(
         tags=["me"],
         summary="Close my account (personal data erased, tokens revoked)",
+        description=(
+            "Every section of the citizen's data is erased or pseudonymised in one "
+            "transaction; applications stay as pseudonymous records, and the events "
+            "stored for departments keep only the pseudonymous `sub` (see README)."
+        ),
         responses={204: None},
     )
     def delete(self, request: Request) -> Response:
@@ -280,7 +285,23 @@ class ExportView(APIView):
     @extend_schema(
         tags=["me"],
         summary="Everything held about me, unmasked (JSON)",
-        responses={200: inline_serializer("AccountExport", {"profile": serializers.DictField()})},
+        description=(
+            "One member per section of the citizen's data that an app declares "
+            "(accounts.citizen_data): `profile`, `messages`, `applications` (with form, "
+            "timeline, rating and the events sent to departments), `star_code_scans`, "
+            "and every section added later (payments)."
+        ),
+        responses={
+            200: inline_serializer(
+                "AccountExport",
+                {
+                    "profile": serializers.DictField(),
+                    "messages": serializers.ListField(child=serializers.DictField()),
+                    "applications": serializers.ListField(child=serializers.DictField()),
+                    "star_code_scans": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
     )
     def get(self, request: Request) -> Response:
         return Response(

@@ -7,4 +7,29 @@ class AccountsConfig(AppConfig):
     verbose_name = _("账户与部门")
 
     def ready(self) -> None:
-        from accounts import errors  # noqa: F401  (registers the error codes)
+        from accounts import (
+            citizen_data,
+            errors,  # noqa: F401  (registers the error codes)
+            idempotency,
+            selectors,
+            services,
+        )
+        from accounts.models import IdempotencyRecord, Message, User
+
+        citizen_data.register(
+            "profile", export=selectors.profile_export, erase=services.profile_erase, models=[User]
+        )
+        citizen_data.register(
+            "messages",
+            export=selectors.messages_export,
+            erase=services.messages_erase,
+            models=[Message],
+        )
+        # Stored answers to the citizen's POSTs, kept 24 h for retries: what
+        # they repeat is in the other sections already.
+        citizen_data.register(
+            "idempotency_records",
+            export=None,
+            erase=idempotency.records_erase,
+            models=[IdempotencyRecord],
+        )

@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.errors import IDEMPOTENCY_KEY_INVALID, IDEMPOTENCY_KEY_REUSED, AccountsError
-from accounts.models import ApiKey, IdempotencyRecord
+from accounts.models import ApiKey, IdempotencyRecord, User
 
 KEY_LIFETIME = dt.timedelta(hours=24)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -32,7 +32,11 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 def _owner(request: Request) -> str:
     if isinstance(request.auth, ApiKey):
         return f"key:{request.auth.pk}"
-    return f"user:{request.user.pk}"
+    return _user_owner(request.user.pk)
+
+
+def _user_owner(user_id: object) -> str:
+    return f"user:{user_id}"
 
 
 def _fingerprint(request: Request) -> str:
@@ -89,3 +93,9 @@ def purge_expired() -> int:
         created_at__lt=timezone.now() - KEY_LIFETIME
     ).delete()
     return deleted
+
+
+def records_erase(user: User) -> None:
+    """Forget the citizen's stored answers (they repeat forms and
+    applications); a closed account sends no retries."""
+    IdempotencyRecord.objects.filter(owner=_user_owner(user.pk)).delete()

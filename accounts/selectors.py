@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
+from accounts import citizen_data
 from accounts.models import Message, User
-
-ExportSection = Callable[[User], Any]
-_export_sections: dict[str, ExportSection] = {}
-
-
-def register_export_section(name: str, section: ExportSection) -> None:
-    """Add a section to every citizen's data export (apps call this in
-    ``AppConfig.ready``): ``section(user)`` returns JSON-ready data."""
-    _export_sections[name] = section
 
 
 def messages_for(user: User, *, unread_only: bool = False) -> QuerySet[Message]:
@@ -26,32 +19,41 @@ def messages_for(user: User, *, unread_only: bool = False) -> QuerySet[Message]:
     return messages
 
 
-def account_export(user: User) -> dict[str, Any]:
-    """Everything held about the citizen, unmasked: it is theirs."""
-    profile = {
+def _local(value: dt.datetime | None) -> str | None:
+    return timezone.localtime(value).isoformat() if value is not None else None
+
+
+def profile_export(user: User) -> dict[str, Any]:
+    return {
         "id": str(user.id),
+        "subject": user.subject,
         "phone": user.phone,
         "nickname": user.nickname,
         "email": user.email,
         "identity_level": user.identity_level,
         "real_name": user.real_name,
         "id_number": user.id_number,
-        "real_name_verified_at": user.real_name_verified_at,
-        "date_joined": user.date_joined,
+        "real_name_verified_at": _local(user.real_name_verified_at),
+        "date_joined": _local(user.date_joined),
     }
-    messages = [
+
+
+def messages_export(user: User) -> list[dict[str, Any]]:
+    return [
         {
             "id": str(message.id),
             "kind": message.kind,
             "title": message.title,
             "body": message.body,
             "data": message.data,
-            "created_at": message.created_at,
-            "read_at": message.read_at,
+            "created_at": _local(message.created_at),
+            "read_at": _local(message.read_at),
         }
-        for message in Message.objects.filter(user=user).order_by("created_at")
+        for message in Message.objects.filter(user=user).order_by("created_at", "id")
     ]
-    export: dict[str, Any] = {"profile": profile, "messages": messages}
-    for name, section in _export_sections.items():
-        export[name] = section(user)
-    return export
+
+
+def account_export(user: User) -> dict[str, Any]:
+    """Everything held about the citizen, unmasked (it is theirs): one
+    member per section the apps registered in :mod:`accounts.citizen_data`."""
+    return citizen_data.export(user)

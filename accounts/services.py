@@ -24,7 +24,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import BlacklistMixin, RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
-from accounts import idnumber, pii
+from accounts import citizen_data, idnumber, pii
 from accounts.errors import (
     ACCOUNT_SUSPENDED,
     ALREADY_VERIFIED,
@@ -458,29 +458,44 @@ def real_name_verify(*, user: User, name: str, id_number: str, ip: str | None = 
 def account_close(*, user: User, ip: str | None = None) -> None:
     """Close the citizen's account at their request.
 
-    Personal data is erased (the phone and ID number become free for a new
-    account), the inbox is emptied, every token is revoked; rows that other
+    Every section of the citizen's data (:mod:`accounts.citizen_data`) runs
+    its erase hook in this transaction: personal data is erased (the phone
+    and ID number become free for a new account), the inbox is emptied,
+    stored events keep only the pseudonymous subject; rows that other
     records point at stay, pseudonymised under the account's opaque id.
+    Every token is revoked.
     """
     locked = User.objects.select_for_update().get(pk=user.pk)
     if locked.closed_at is not None:
         return
-    locked.phone = None
-    locked.nickname = ""
-    locked.email = ""
-    locked.real_name = ""
-    locked.id_number = ""
-    locked.id_number_index = None
+    citizen_data.erase(locked)
     locked.is_active = False
     # The database's clock, as every deactivation stamp: offline scanners
     # page through them by time, whichever web node wrote them.
     locked.closed_at = locked.deactivated_at = Now()
     locked.set_unusable_password()
-    locked.save()
+    locked.save(update_fields=["is_active", "closed_at", "deactivated_at", "password"])
     locked.refresh_from_db(fields=["closed_at", "deactivated_at"])
-    Message.objects.filter(user=locked).delete()
     tokens_revoke_all(user=locked)
     audit_record(actor=locked, action="account.closed", target=locked, ip=ip)
+
+
+def profile_erase(user: User) -> None:
+    """The account's personal data goes; its opaque id and pseudonymous
+    subject stay (departments and scanners know the account by them)."""
+    user.phone = None
+    user.nickname = ""
+    user.email = ""
+    user.real_name = ""
+    user.id_number = ""
+    user.id_number_index = None
+    user.save(
+        update_fields=["phone", "nickname", "email", "real_name", "id_number", "id_number_index"]
+    )
+
+
+def messages_erase(user: User) -> None:
+    Message.objects.filter(user=user).delete()
 
 
 def user_set_active(*, user: User, active: bool, actor: User | None, ip: str | None = None) -> User:

@@ -7,8 +7,17 @@ class QrConfig(AppConfig):
     verbose_name = _("星码")
 
     def ready(self) -> None:
-        from accounts.selectors import register_export_section
-        from qr import errors  # noqa: F401  (registers the error codes)
-        from qr.selectors import scans_export
+        from accounts import citizen_data
+        from qr import (
+            errors,  # noqa: F401  (registers the error codes)
+            selectors,
+            services,
+        )
+        from qr.models import ScanEvent
 
-        register_export_section("star_code_scans", scans_export)
+        citizen_data.register(
+            "star_code_scans",
+            export=selectors.scans_export,
+            erase=services.scans_unlink,
+            models=[ScanEvent],
+        )

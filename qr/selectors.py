@@ -89,7 +89,7 @@ def scans_of(user: User) -> QuerySet[ScanEvent]:
 def scans_export(user: User) -> list[dict[str, Any]]:
     return [
         {
-            "scanned_at": event.scanned_at,
+            "scanned_at": timezone.localtime(event.scanned_at).isoformat(),
             "department": event.department.name if event.department else "",
             "place": event.place,
             "source": event.source,

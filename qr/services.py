@@ -338,11 +338,29 @@ def scan_events_flush(*, budget: float = 20) -> int:
     return get_recorder().flush(scan_events_store, budget=budget)
 
 
+def scans_unlink(user: User) -> None:
+    """Where the citizen's code was scanned stops being theirs when the
+    account closes (the erase hook of the ``star_code_scans`` section): the
+    events stay, for the scanners' and venues' own counts, without the
+    subject that tied them to the account."""
+    ScanEvent.objects.filter(subject=user.subject).update(subject="")
+
+
+def _unlink_closed_accounts(*, since: dt.datetime) -> int:
+    """Scans stored after their account closed (buffered at the time,
+    uploaded later by an offline terminal, or a closed account's code
+    presented again) lose the subject too, at the next purge."""
+    closed = User.objects.filter(closed_at__gte=since).values("subject")
+    return ScanEvent.objects.filter(subject__in=closed).update(subject="")
+
+
 def scan_events_purge(*, older_than: dt.timedelta | None = None) -> int:
-    """Delete scan events past their retention (``QR_SCAN_RETENTION_DAYS``)."""
+    """Delete scan events past their retention (``QR_SCAN_RETENTION_DAYS``);
+    unlink those of accounts closed within it."""
     older_than = older_than or dt.timedelta(days=settings.QR_SCAN_RETENTION_DAYS)
     cutoff = timezone.now() - older_than
     ScanClaim.objects.filter(expires_at__lt=timezone.now()).delete()
+    _unlink_closed_accounts(since=cutoff)
     deleted = 0
     while True:
         ids = list(

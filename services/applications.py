@@ -263,6 +263,36 @@ def application_rate(
     return application
 
 
+def applications_pseudonymise(citizen: User) -> None:
+    """What the citizen's applications keep when the account closes (the
+    erase hook of the ``applications`` section of their data).
+
+    Kept, under the account's pseudonymous subject: each application's
+    record (number, service, department, status, dates, fee, the
+    department's reference, the rating's score) and its timeline, notes of
+    the department included: the city's record of what was asked of whom
+    and how it was handled. Erased: what the citizen wrote (the form and its
+    supplements, a cancel reason, the rating's comment, the masked phone
+    naming their own steps), and in the stored events the applicant's name,
+    ID number and phone and the form. The department received the full
+    application when it was submitted and keeps its own case file.
+    """
+    owned = list(
+        Application.objects.select_for_update()
+        .filter(applicant=citizen)
+        .values_list("pk", flat=True)
+    )
+    if not owned:
+        return
+    Application.objects.filter(pk__in=owned).update(
+        form={}, rating_comment="", updated_at=timezone.now()
+    )
+    TimelineEntry.objects.filter(application_id__in=owned, actor=ActorKind.CITIZEN).update(
+        actor_label="", note=""
+    )
+    routing.events_pseudonymise(application_ids=owned, subject=citizen.subject)
+
+
 # --- Department -------------------------------------------------------------------------------
 
 

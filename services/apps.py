@@ -7,4 +7,17 @@ class ServicesConfig(AppConfig):
     verbose_name = _("服务事项与办件")
 
     def ready(self) -> None:
-        from services import errors  # noqa: F401  (registers the error codes)
+        from accounts import citizen_data
+        from services import (
+            applications,
+            errors,  # noqa: F401  (registers the error codes)
+            selectors,
+        )
+        from services.models import Application, Delivery, OutboxEvent, TimelineEntry
+
+        citizen_data.register(
+            "applications",
+            export=selectors.applications_export,
+            erase=applications.applications_pseudonymise,
+            models=[Application, TimelineEntry, OutboxEvent, Delivery],
+        )

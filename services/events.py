@@ -28,6 +28,24 @@ SUBSCRIBABLE = (
     PAYMENT_REFUNDED,
 )
 
+
+def pseudonymised(data: dict[str, Any], *, subject: str) -> dict[str, Any]:
+    """An event's payload once its applicant has closed their account: the
+    applicant is the pseudonymous ``subject`` alone (no name, ID number or
+    phone) and what the citizen wrote (form, supplement, cancel reason) is
+    gone. Everything else, the application's number and status included,
+    stays as it was sent."""
+    data = dict(data)
+    application = data.get("application")
+    if isinstance(application, dict):
+        data["application"] = {**application, "form": {}, "applicant": {"sub": subject}}
+    if "supplement" in data:
+        data["supplement"] = {}
+    if "reason" in data:
+        data["reason"] = ""
+    return data
+
+
 Subscriber = Callable[[Any], None]  # receives the OutboxEvent
 _subscribers: dict[str, list[Subscriber]] = defaultdict(list)
 

@@ -269,6 +269,18 @@ def event_body(event: OutboxEvent) -> str:
     )
 
 
+def events_pseudonymise(*, application_ids: Iterable[Any], subject: str) -> int:
+    """Strip the personal data from the stored events of these applications
+    (their applicant closed the account). Each event keeps its id, so its
+    ``webhook-id``, type and time: a replay is the same event to the
+    department, now carrying the pseudonymous ``subject`` only."""
+    stored = list(OutboxEvent.objects.filter(application_id__in=list(application_ids)))
+    for event in stored:
+        event.data = events.pseudonymised(event.data, subject=subject)
+    OutboxEvent.objects.bulk_update(stored, ["data"], batch_size=500)
+    return len(stored)
+
+
 def event_handle(event_id: Any) -> bool:
     """Run the in-process subscribers of one event, once. A subscriber that
     fails rolls the whole run back; it is tried again later, waiting twice as

@@ -15,6 +15,7 @@ from services.models import (
     Category,
     Delivery,
     Endpoint,
+    OutboxEvent,
     Service,
     TimelineEntry,
 )
@@ -68,11 +69,23 @@ def _iso(value: dt.datetime | dt.date | None) -> str | None:
     return value.isoformat()
 
 
+def applicant_view(applicant: User) -> dict[str, str]:
+    """Who applied, as the department sees it: the verified identity,
+    unmasked (the department needs it to handle the case); once the
+    account is closed, the pseudonymous subject alone."""
+    if applicant.closed_at is not None:
+        return {"sub": applicant.subject}
+    return {
+        "sub": applicant.subject,
+        "name": applicant.real_name,
+        "id_number": applicant.id_number,
+        "phone": applicant.phone or "",
+    }
+
+
 def department_view(application: Application) -> dict[str, Any]:
     """An application as its department sees it, in the department API and
-    in events alike: with the applicant's verified identity, unmasked (the
-    department needs it to handle the case)."""
-    applicant = application.applicant
+    in events alike."""
     return {
         "number": application.number,
         "service": application.service.code,
@@ -82,12 +95,7 @@ def department_view(application: Application) -> dict[str, Any]:
         "created_at": _iso(application.created_at),
         "due_date": _iso(application.due_date),
         "reference": application.department_reference,
-        "applicant": {
-            "sub": applicant.subject,
-            "name": applicant.real_name,
-            "id_number": applicant.id_number,
-            "phone": applicant.phone or "",
-        },
+        "applicant": applicant_view(application.applicant),
     }
 
 
@@ -125,6 +133,84 @@ def application_for_department(department: Department, number: str) -> Applicati
         .filter(number=number)
         .first()
     )
+
+
+def applications_export(citizen: User) -> list[dict[str, Any]]:
+    """The citizen's applications for their data export: every answer,
+    step and rating, and which department was sent what, and when. A fixed
+    number of queries, however many applications there are."""
+    events = (
+        OutboxEvent.objects.select_related("department")
+        .defer("data")  # the payload repeats the application; not decrypted for nothing
+        .order_by("created_at", "id")
+        .prefetch_related(
+            Prefetch("deliveries", queryset=Delivery.objects.order_by("created_at", "id"))
+        )
+    )
+    applications = (
+        Application.objects.filter(applicant=citizen)
+        .select_related("service", "department")
+        .prefetch_related(
+            Prefetch("timeline", queryset=TimelineEntry.objects.order_by("at", "id")),
+            Prefetch("events", queryset=events),
+        )
+        .order_by("created_at", "id")
+    )
+    return [
+        {
+            "id": str(application.id),
+            "number": application.number,
+            "service": {"code": application.service.code, "name": application.service.name},
+            "department": {
+                "code": application.department.code,
+                "name": application.department.name,
+            },
+            "status": application.status,
+            "form": application.form,
+            "fee_fen": application.fee_fen,
+            "department_reference": application.department_reference,
+            "created_at": _iso(application.created_at),
+            "submitted_at": _iso(application.submitted_at),
+            "accepted_at": _iso(application.accepted_at),
+            "due_date": _iso(application.due_date),
+            "closed_at": _iso(application.closed_at),
+            "rating": {
+                "score": application.rating_score,
+                "comment": application.rating_comment,
+                "rated_at": _iso(application.rated_at),
+            }
+            if application.rated_at is not None
+            else None,
+            "timeline": [
+                {
+                    "status": entry.status,
+                    "at": _iso(entry.at),
+                    "actor": entry.actor,
+                    "actor_label": entry.actor_label,
+                    "note": entry.note,
+                }
+                for entry in application.timeline.all()
+            ],
+            "events_sent": [
+                {
+                    "id": event.webhook_id,
+                    "type": event.type,
+                    "at": _iso(event.created_at),
+                    "department": event.department.code if event.department else None,
+                    "deliveries": [
+                        {
+                            "status": delivery.status,
+                            "attempts": delivery.attempt_count,
+                            "delivered_at": _iso(delivery.succeeded_at),
+                        }
+                        for delivery in event.deliveries.all()
+                    ],
+                }
+                for event in application.events.all()
+            ],
+        }
+        for application in applications
+    ]
 
 
 # --- Routing ----------------------------------------------------------------------------------

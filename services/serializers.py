@@ -193,10 +193,13 @@ class SupplementSerializer(serializers.Serializer):
 
 
 class DepartmentApplicantSerializer(serializers.Serializer):
-    sub = serializers.CharField()
-    name = serializers.CharField()
-    id_number = serializers.CharField()
-    phone = serializers.CharField()
+    """The verified identity; once the applicant has closed the account,
+    ``sub`` alone."""
+
+    sub = serializers.CharField(help_text="The pseudonymous subject, as in star-codes")
+    name = serializers.CharField(required=False, help_text="Absent once the account is closed")
+    id_number = serializers.CharField(required=False, help_text="Absent once the account is closed")
+    phone = serializers.CharField(required=False, help_text="Absent once the account is closed")
 
 
 class DepartmentApplicationSerializer(serializers.Serializer):

@@ -116,3 +116,28 @@ def test_every_citizen_answer_masks_personal_data(api, citizen, citizen_api) -> 
         assert citizen.id_number not in text
         assert "13800138000" not in text
         assert "张三丰" not in text
+
+
+def test_closing_forgets_the_stored_answers_to_the_citizens_requests(
+    citizen_api, citizen, other_citizen_api
+) -> None:
+    from accounts.models import IdempotencyRecord
+    from tests.services.factories import ServiceFactory
+
+    service = ServiceFactory(identity_level=1)
+    for client in (citizen_api, other_citizen_api):
+        response = client.post(
+            "/api/v1/applications/",
+            {"service": service.code, "form": {"reason": "首次申领", "phone": "13800138000"}},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="apply-1",
+        )
+        assert response.status_code == 201
+    assert citizen_api.delete(ME).status_code == 204
+    assert not IdempotencyRecord.objects.filter(owner=f"user:{citizen.pk}").exists()
+    assert IdempotencyRecord.objects.count() == 1  # the other citizen's stays
+
+
+def test_export_times_are_shanghai_times(citizen_api) -> None:
+    profile = citizen_api.get("/api/v1/me/export/").json()["profile"]
+    assert profile["date_joined"].endswith("+08:00")

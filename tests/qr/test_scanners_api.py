@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.services import account_close, user_set_active
 from qr.models import ScanEvent
+from qr.services import scan_events_purge
 from tests.qr.conftest import citizen_code, create_venue, issue, recorded_scans, verify
 
 pytestmark = pytest.mark.django_db
@@ -276,3 +277,32 @@ def test_a_since_outside_any_sane_range_is_refused(scanner_api, since):
     response = scanner_api.get("/api/v1/qr/revocations/", {"since": since})
     assert response.status_code == 400
     assert response.json()["code"] == "since_invalid"
+
+
+# --- A closed account's scan history ------------------------------------------------------------
+
+
+def test_closing_the_account_unlinks_where_its_code_was_scanned(
+    citizen, citizen_api, other_citizen, other_citizen_api, scanner_api, gate_profile
+):
+    verify(scanner_api, issue(citizen_api)["code"])
+    verify(scanner_api, issue(other_citizen_api)["code"])
+    recorded_scans()
+    assert citizen_api.delete("/api/v1/me/").status_code == 204
+    events = recorded_scans()
+    assert len(events) == 2  # the scanner's own record stays
+    assert not ScanEvent.objects.filter(subject=citizen.subject).exists()
+    assert ScanEvent.objects.filter(subject=other_citizen.subject).count() == 1
+
+
+def test_a_scan_uploaded_after_the_account_closed_is_unlinked_at_the_next_purge(
+    citizen, citizen_api, scanner_api
+):
+    code = code_shown_at(citizen, 60)  # shown while the account was open
+    assert citizen_api.delete("/api/v1/me/").status_code == 204
+    scanner_api.post("/api/v1/qr/scans/", {"scans": [scan(code)]}, format="json")
+    recorded_scans()
+    assert ScanEvent.objects.filter(subject=citizen.subject).count() == 1
+    scan_events_purge()
+    assert not ScanEvent.objects.filter(subject=citizen.subject).exists()
+    assert ScanEvent.objects.count() == 1

@@ -1,0 +1,232 @@
+"""A citizen closes their account: the application records stay, pseudonymous;
+what was stored for departments no longer names them, and a department's
+replay sends the pseudonymous subject only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from accounts.models import User
+from services import events, routing
+from services.models import Application, Delivery, OutboxEvent, TimelineEntry
+from tests.services.conftest import submit
+
+pytestmark = pytest.mark.django_db
+
+ME = "/api/v1/me/"
+DEPT = "/api/v1/dept/applications/"
+
+
+@pytest.fixture
+def hook(department, department_server):
+    endpoint, secret = routing.endpoint_create(
+        department=department,
+        url=department_server.url("/hrss/events"),
+        events=[
+            events.APPLICATION_SUBMITTED,
+            events.APPLICATION_CANCELLED,
+            events.APPLICATION_SUPPLEMENTED,
+        ],
+        actor=None,
+    )
+    endpoint.secret_shown = secret
+    return endpoint
+
+
+def apply(client, capture, **kwargs):
+    with capture(execute=True):
+        response = submit(client, **kwargs)
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def personal_data(citizen: User) -> list[str]:
+    """What must not leave once the account is closed (the fixture object
+    keeps the values the database no longer has)."""
+    return [citizen.real_name, citizen.id_number, citizen.phone]
+
+
+def assert_names_nobody(text: str, citizen: User) -> None:
+    for value in personal_data(citizen):
+        assert value not in text
+
+
+def test_a_replay_after_the_account_closed_carries_the_subject_only(
+    citizen,
+    citizen_api,
+    integrator_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    [first] = department_server.received
+    assert first.verified(hook.secret_shown)["data"]["application"]["applicant"]["name"] == "张三丰"
+    delivery = Delivery.objects.get()
+    assert delivery.status == "succeeded"
+
+    assert citizen_api.delete(ME).status_code == 204
+    with django_capture_on_commit_callbacks(execute=True):
+        response = integrator_api.post(f"/api/v1/dept/deliveries/{delivery.id}/retry/")
+    assert response.status_code == 202
+
+    replay = department_server.received[1]
+    payload = replay.verified(hook.secret_shown)
+    assert replay.headers["webhook-id"] == first.headers["webhook-id"]
+    assert payload["type"] == "application.submitted"
+    application = payload["data"]["application"]
+    assert application["applicant"] == {"sub": citizen.subject}
+    assert application["number"] == body["number"]
+    assert application["status"] == "submitted"
+    assert application["form"] == {}
+    assert_names_nobody(replay.body.decode(), citizen)
+    stored = OutboxEvent.objects.get()
+    assert stored.webhook_id == first.headers["webhook-id"]
+    assert_names_nobody(json.dumps(stored.data, ensure_ascii=False), citizen)
+
+
+def test_closing_strips_every_stored_event_of_the_citizen_and_no_one_elses(
+    citizen,
+    citizen_api,
+    other_citizen,
+    other_citizen_api,
+    integrator_api,
+    service,
+    hook,
+    django_capture_on_commit_callbacks,
+) -> None:
+    capture = django_capture_on_commit_callbacks
+    supplemented = apply(citizen_api, capture)
+    for status in ("accepted", "needs_info"):
+        integrator_api.post(
+            f"{DEPT}{supplemented['number']}/status/", {"status": status}, format="json"
+        )
+    with capture(execute=True):
+        citizen_api.post(
+            f"/api/v1/applications/{supplemented['id']}/supplement/",
+            {"form": {"phone": "13800138000", "copies": 2}},
+            format="json",
+        )
+    cancelled = apply(citizen_api, capture)
+    with capture(execute=True):
+        citizen_api.post(
+            f"/api/v1/applications/{cancelled['id']}/cancel/",
+            {"reason": "张三丰换了电话 13800138000"},
+            format="json",
+        )
+    theirs = apply(other_citizen_api, capture)
+    mine = OutboxEvent.objects.filter(application__applicant=citizen)
+    before = {event.id: event.type for event in mine}
+    assert sorted(before.values()) == [
+        "application.cancelled",
+        "application.submitted",
+        "application.submitted",
+        "application.supplemented",
+    ]
+
+    assert citizen_api.delete(ME).status_code == 204
+
+    after = {event.id: event for event in mine.all()}
+    assert {i: e.type for i, e in after.items()} == before  # same events, same webhook-ids
+    for event in after.values():
+        assert_names_nobody(json.dumps(event.data, ensure_ascii=False), citizen)
+        assert event.data["application"]["applicant"] == {"sub": citizen.subject}
+    [other] = OutboxEvent.objects.filter(application__number=theirs["number"])
+    assert other.data["application"]["applicant"]["name"] == "李四"
+    assert other.data["application"]["applicant"]["id_number"] == other_citizen.id_number
+
+
+def test_the_department_keeps_the_case_under_the_subject_and_can_finish_it(
+    citizen, citizen_api, integrator_api, service, hook, django_capture_on_commit_callbacks
+) -> None:
+    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    integrator_api.post(
+        f"{DEPT}{body['number']}/status/",
+        {"status": "accepted", "note": "已受理", "reference": "HRSS-1"},
+        format="json",
+    )
+    assert citizen_api.delete(ME).status_code == 204
+
+    seen = integrator_api.get(f"{DEPT}{body['number']}/").json()
+    assert seen["applicant"] == {"sub": citizen.subject}
+    assert seen["form"] == {}
+    assert seen["status"] == "accepted" and seen["reference"] == "HRSS-1"
+    assert [s["status"] for s in seen["timeline"]] == ["submitted", "routed", "accepted"]
+    assert seen["timeline"][-1]["note"] == "已受理"  # the department's own note stays
+    listed = integrator_api.get(DEPT).json()["results"]
+    assert [a["applicant"] for a in listed] == [{"sub": citizen.subject}]
+    done = integrator_api.post(
+        f"{DEPT}{body['number']}/status/", {"status": "completed"}, format="json"
+    )
+    assert done.status_code == 200 and done.json()["status"] == "completed"
+    assert_names_nobody(done.content.decode(), citizen)
+
+
+def test_the_application_record_stays_without_what_the_citizen_wrote(
+    citizen, citizen_api, integrator_api, service
+) -> None:
+    body = submit(citizen_api).json()
+    for status in ("accepted", "completed"):
+        integrator_api.post(f"{DEPT}{body['number']}/status/", {"status": status}, format="json")
+    citizen_api.post(
+        f"/api/v1/applications/{body['id']}/rating/",
+        {"score": 5, "comment": "张三丰很满意，电话13800138000"},
+        format="json",
+    )
+    assert citizen_api.delete(ME).status_code == 204
+
+    kept = Application.objects.get(pk=body["id"])
+    assert kept.number == body["number"] and kept.status == "completed"
+    assert kept.applicant_id == citizen.pk
+    assert kept.form == {}
+    assert kept.rating_score == 5 and kept.rating_comment == ""
+    steps = TimelineEntry.objects.filter(application=kept)
+    assert [s.status for s in steps] == ["submitted", "accepted", "completed"]
+    mine = steps.get(actor="citizen")
+    assert mine.actor_label == "" and mine.note == ""  # was the masked phone
+
+
+# --- The rule, payload by payload ------------------------------------------------------------------
+
+
+APPLICANT = {
+    "sub": "s_1",
+    "name": "张三丰",
+    "id_number": "430102199003070012",
+    "phone": "13800138000",
+}
+APPLICATION = {"number": "CS1", "status": "submitted", "form": {"phone": "13800138000"}}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"application": {**APPLICATION, "applicant": APPLICANT}},
+            {"application": {**APPLICATION, "form": {}, "applicant": {"sub": "s_1"}}},
+        ),
+        (
+            {"application": {**APPLICATION, "applicant": APPLICANT}, "supplement": {"copies": 2}},
+            {
+                "application": {**APPLICATION, "form": {}, "applicant": {"sub": "s_1"}},
+                "supplement": {},
+            },
+        ),
+        (
+            {"application": {**APPLICATION, "applicant": APPLICANT}, "reason": "换了电话"},
+            {"application": {**APPLICATION, "form": {}, "applicant": {"sub": "s_1"}}, "reason": ""},
+        ),
+        (
+            {"payment": {"order_no": "P1", "application": "CS1", "amount_fen": 2000}},
+            {"payment": {"order_no": "P1", "application": "CS1", "amount_fen": 2000}},
+        ),
+    ],
+    ids=["submitted", "supplemented", "cancelled", "payment"],
+)
+def test_a_pseudonymised_payload_keeps_the_case_and_drops_the_person(data, expected) -> None:
+    original = json.dumps(data, sort_keys=True)
+    assert events.pseudonymised(data, subject="s_1") == expected
+    assert json.dumps(data, sort_keys=True) == original  # the stored dict is not changed in place
