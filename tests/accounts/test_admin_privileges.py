@@ -217,3 +217,22 @@ def test_admin_logins_are_throttled_per_username_and_address(client, settings) -
         HTTP_X_FORWARDED_FOR="198.51.100.77",
     )
     assert forged.status_code == 429
+
+
+def test_a_failed_admin_login_records_no_password_or_token(client) -> None:
+    root = StaffFactory(username="root", is_superuser=True)
+    client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "root", "password": "Guess-Me-1", "csrfmiddlewaretoken": "tok" * 10},
+        REMOTE_ADDR="203.0.113.5",
+    )
+    from axes.models import AccessAttempt
+
+    attempt = AccessAttempt.objects.get()
+    client.force_login(root)
+    pages = [
+        client.get("/admin/axes/accessattempt/").content.decode(),
+        client.get(f"/admin/axes/accessattempt/{attempt.pk}/change/").content.decode(),
+    ]
+    for html in pages:
+        assert "Guess-Me-1" not in html and "tok" * 10 not in html
