@@ -14,9 +14,7 @@ INVALID_TRANSITION = error_code("invalid_transition", 409, _("当前状态下不
 RATING_NOT_ALLOWED = error_code("rating_not_allowed", 409, _("办件办结后才能评价，且只能评价一次"))
 ENDPOINT_URL_INVALID = error_code("endpoint_url_invalid", 400, _("回调地址无效"))
 ENDPOINT_URL_NOT_ALLOWED = error_code(
-    "endpoint_url_not_allowed",
-    400,
-    _("回调地址无法使用：主机名无法解析，或解析到内网、本机或保留地址"),
+    "endpoint_url_not_allowed", 400, _("回调地址不能指向内网、本机或保留地址")
 )
 DELIVERY_NOT_RETRYABLE = error_code(
     "delivery_not_retryable", 409, _("该投递正在进行或已成功，无需重试")

@@ -22,9 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from django.conf import settings
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from standardwebhooks import Webhook
-
-from services.errors import ENDPOINT_URL_NOT_ALLOWED
 
 logger = logging.getLogger(__name__)
 
@@ -160,11 +159,14 @@ def is_public_address(address: str) -> bool:
     )
 
 
+# One answer whether the host does not resolve or resolves somewhere
+# forbidden: two answers would let an integrator tell the city's internal
+# names from names that do not exist. The reason goes to the log only.
+REFUSED = gettext_lazy("主机名无法解析，或解析到内网、本机或保留地址")
+
+
 def _refused() -> UrlNotAllowed:
-    # One answer whether the host does not resolve or resolves somewhere
-    # forbidden: two answers would let an integrator tell the city's internal
-    # names from names that do not exist. The reason goes to the log only.
-    return UrlNotAllowed(str(ENDPOINT_URL_NOT_ALLOWED.title))
+    return UrlNotAllowed(str(REFUSED))
 
 
 def resolve(host: str, port: int) -> list[str]:

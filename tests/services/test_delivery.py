@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from accounts.models import Message
 from services import events, routing
-from services.errors import ENDPOINT_URL_NOT_ALLOWED
 from services.models import Application, Delivery, DeliveryStatus, Endpoint
 from tests.accounts.factories import StaffFactory
 from tests.services.conftest import submit
@@ -274,7 +273,7 @@ def test_the_address_is_checked_again_at_delivery_time(
     apply(citizen_api, django_capture_on_commit_callbacks)
     assert department_server.received == []
     delivery = Delivery.objects.get()
-    assert delivery.attempts.get().error == str(ENDPOINT_URL_NOT_ALLOWED.title)
+    assert delivery.attempts.get().error == str(routing.transport.REFUSED)
     assert delivery.status == "pending"
 
 
@@ -329,7 +328,7 @@ def test_a_host_whose_dns_answer_changes_is_refused_at_send_time_without_saying_
         [attempt] = detail["attempts"]
         assert attempt["status_code"] is None
         errors.add(attempt["error"])
-    assert errors == {str(ENDPOINT_URL_NOT_ALLOWED.title)}
+    assert errors == {str(routing.transport.REFUSED)}
 
 
 def test_the_circuit_breaker_pauses_holds_and_resumes(
