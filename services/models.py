@@ -320,6 +320,12 @@ class Delivery(models.Model):
     # A worker holding the delivery; expires so a killed worker loses nothing.
     locked_until = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Events of one application reach an endpoint in the order they happened:
+    # a delivery is not sent while one with the same key (the application's
+    # id) and a lower sequence to the same endpoint is still pending. Empty
+    # for events that belong to no application (pings): those are not ordered.
+    ordering_key = models.UUIDField(null=True, blank=True, editable=False)
+    sequence = models.PositiveIntegerField(null=True, blank=True, editable=False)
     last_status_code = models.PositiveSmallIntegerField(_("最近状态码"), null=True, blank=True)
     last_error = models.CharField(_("最近错误"), max_length=500, blank=True)
     last_attempt_at = models.DateTimeField(_("最近尝试"), null=True, blank=True)
@@ -332,7 +338,14 @@ class Delivery(models.Model):
         verbose_name_plural = _("投递")
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["event", "endpoint"], name="delivery_once_per_endpoint")
+            models.UniqueConstraint(
+                fields=["event", "endpoint"], name="delivery_once_per_endpoint"
+            ),
+            # Also the index of "is an earlier one still pending?" and of the
+            # next sequence number of an application.
+            models.UniqueConstraint(
+                fields=["ordering_key", "endpoint", "sequence"], name="delivery_in_order"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),

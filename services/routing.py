@@ -7,6 +7,13 @@ worker killed) the periodic sweeper finds the due delivery and nudges again.
 A delivery is claimed with a short lease before each try, so duplicate
 nudges never send twice at once, and a killed worker's claim simply expires.
 Every try is recorded; failures follow the retry schedule, then dead-letter.
+
+Events of one application reach each endpoint in the order they happened:
+every delivery carries the application as its ordering key and the event's
+place among that application's events, and a delivery is claimed only when
+no earlier one of its key to its endpoint is still pending. The claim is one
+conditional UPDATE, so this holds however many workers race; a delivery that
+finishes (delivered or dead-lettered) nudges the one that waited for it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
@@ -202,8 +209,35 @@ def event_publish(
     ``department`` subscribed to ``type`` (paused ones included: they get
     it when they resume). In-process subscribers run after commit.
     """
+    with transaction.atomic(savepoint=False):
+        return _publish(
+            type=type,
+            data=data,
+            department=department,
+            application=application,
+            endpoints=endpoints,
+        )
+
+
+def _publish(
+    *,
+    type: str,
+    data: dict[str, Any],
+    department: Department | None,
+    application: Application | None,
+    endpoints: Iterable[Endpoint] | None,
+) -> OutboxEvent:
     now = timezone.now()
     has_subscribers = bool(events.subscribers(type))
+    sequence = None
+    if application is not None:
+        # The application's row lock (the callers hold it already; SQLite's
+        # IMMEDIATE transactions hold the whole database) makes a second event
+        # of one application wait for the first to commit: no two take the
+        # same place, and the later one is numbered after the earlier.
+        Application.objects.select_for_update(of=("self",)).filter(pk=application.pk).exists()
+        last = Delivery.objects.filter(ordering_key=application.pk).aggregate(last=Max("sequence"))
+        sequence = (last["last"] or 0) + 1
     event = OutboxEvent.objects.create(
         type=type,
         department=department,
@@ -231,6 +265,8 @@ def event_publish(
                 endpoint=endpoint,
                 next_attempt_at=now if _takes_deliveries(endpoint, type) else None,
                 created_at=now,
+                ordering_key=application.pk if application is not None else None,
+                sequence=sequence,
             )
             for endpoint in endpoints
         ]
@@ -319,15 +355,34 @@ def _jittered(seconds: float) -> float:
     return seconds * random.uniform(1 - spread, 1 + spread)
 
 
+def _waits_for_earlier() -> Exists:
+    """An earlier event of the same application is still pending (retrying,
+    held or in a worker's hands) to the same endpoint. Never true without an
+    ordering key: NULL equals nothing."""
+    return Exists(
+        Delivery.objects.filter(
+            ordering_key=OuterRef("ordering_key"),
+            endpoint=OuterRef("endpoint"),
+            sequence__lt=OuterRef("sequence"),
+            status=DeliveryStatus.PENDING,
+        )
+    )
+
+
 def delivery_attempt(delivery_id: Any) -> Delivery | None:
-    """One try of one delivery, if it is due and nobody else holds it."""
+    """One try of one delivery, if it is due, nobody else holds it and no
+    earlier event of its application to its endpoint is still pending."""
     now = timezone.now()
     lease = now + dt.timedelta(seconds=settings.ROUTING_LEASE_SECONDS)
+    # One statement: an earlier delivery leaves "pending" only by a commit,
+    # so whichever worker runs this sees it either pending (and waits for its
+    # nudge) or finished.
     claimed = (
         Delivery.objects.filter(
             pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
         )
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .filter(~_waits_for_earlier())
         .update(locked_until=lease)
     )
     if not claimed:
@@ -453,7 +508,37 @@ def _record(
                 "enqueued_at",
             ]
         )
+        if delivery.status != DeliveryStatus.PENDING and delivery.ordering_key is not None:
+            finished = delivery
+            transaction.on_commit(lambda: _release_next(finished), robust=True)
     return delivery
+
+
+def _release_next(finished: Delivery) -> None:
+    """Nudge the event that may have waited for ``finished`` (the next one of
+    its application to its endpoint) now rather than at the next sweep.
+
+    Runs after ``finished`` is committed: a next event committed before this
+    query is found here, one committed after it sees ``finished`` done when
+    its own nudge claims it. One not due yet keeps its own countdown; held
+    ones wait for their endpoint; the events after it wait for it in turn."""
+    following = (
+        Delivery.objects.filter(
+            ordering_key=finished.ordering_key,
+            endpoint_id=finished.endpoint_id,
+            sequence__gt=finished.sequence,
+            status=DeliveryStatus.PENDING,
+        )
+        .order_by("sequence")
+        .values("id", "next_attempt_at")
+        .first()
+    )
+    if following is None or following["next_attempt_at"] is None:
+        return
+    now = timezone.now()
+    if following["next_attempt_at"] <= now:
+        Delivery.objects.filter(pk=following["id"]).update(enqueued_at=now)
+        _nudge([str(following["id"])], None)
 
 
 def _nudge_later(delivery_id: str, countdown: float) -> None:
@@ -545,19 +630,25 @@ def _resume(endpoint: Endpoint) -> None:
         paused_at=None, pause_reason="", consecutive_failures=0
     )
     endpoint.paused_at = None
-    waiting = list(
-        Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING).values_list(
-            "id", flat=True
-        )
+    waiting = Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING)
+    waiting.update(next_attempt_at=now)
+    # Only the first waiting event of each application goes now; each one
+    # delivered or dead-lettered releases the next (see _release_next).
+    first = list(
+        waiting.filter(~_waits_for_earlier()).order_by("created_at").values_list("id", flat=True)
     )
-    Delivery.objects.filter(pk__in=waiting).update(next_attempt_at=now)
-    ids = [str(i) for i in waiting]
+    ids = [str(i) for i in first]
     transaction.on_commit(lambda: _nudge(ids, None), robust=True)
 
 
 def delivery_replay(*, delivery: Delivery, actor: Actor) -> Delivery:
     """Send a delivery again with a fresh retry schedule: a dead letter, a
-    delivered event the department lost, or a pending one, now."""
+    delivered event the department lost, or a pending one, now.
+
+    A replay keeps its event's place in its application's order: it goes at
+    once unless an earlier event to the same endpoint is still pending, and
+    a later event still pending waits for it again. Later events already
+    delivered are not sent again: the department asked for this one only."""
     now = timezone.now()
     with transaction.atomic():
         locked = (
@@ -592,6 +683,9 @@ def sweep(*, limit: int = 500) -> dict[str, int]:
         Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - grace))
+        # One waiting for an earlier event is left alone: that one's end
+        # nudges it (and, if that nudge is lost, a later sweep finds it).
+        .filter(~_waits_for_earlier())
         .order_by("next_attempt_at")
         .values_list("id", flat=True)[:limit]
     )

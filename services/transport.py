@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from django.conf import settings
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from standardwebhooks import Webhook
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ class UrlNotAllowed(Exception):
 
     def __init__(self, message: str, *, shape: bool = False) -> None:
         super().__init__(message)
-        self.shape = shape  # True: malformed; False: points somewhere forbidden
+        # True: malformed (the message says how); False: does not resolve or
+        # points somewhere forbidden (one message for both).
+        self.shape = shape
 
 
 def check_url_shape(url: str) -> tuple[str, str, int]:
@@ -71,56 +74,129 @@ def normalize_url(url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# Written out rather than left to ``is_global`` alone: Python's tables differ
+# between versions (3.11 counts site-local and local-use NAT64 as global).
+# From the IANA special-purpose registries, every range not globally reachable.
+_NOT_PUBLIC_V4 = tuple(
+    ipaddress.IPv4Network(cidr)
+    for cidr in (
+        "0.0.0.0/8",  # "this network"
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local: cloud metadata
+        "172.16.0.0/12",
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "192.168.0.0/16",
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, broadcast
+    )
+)
+_NOT_PUBLIC_V6 = tuple(
+    ipaddress.IPv6Network(cidr)
+    for cidr in (
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translates into private networks
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments, Teredo among them
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 segment identifiers
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, still routed by some stacks)
+        "ff00::/8",  # multicast
+    )
+)
+# The only IPv6 space allocated for global unicast; the ranges that embed an
+# IPv4 address (below) are judged by that address instead.
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT (RFC 7915)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix (RFC 6052)
+_CARRY_IPV4 = (_IPV4_MAPPED, _IPV4_TRANSLATED, _NAT64)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo, NAT64,
-    IPv4-compatible): routers may deliver to those."""
-    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+    """IPv4 addresses an IPv6 address carries, which a translator or tunnel
+    on the way may deliver to: mapped, SIIT-translated, NAT64 (in the last 32
+    bits) and 6to4. (Teredo lies in 2001::/23, refused as a whole.)"""
+    found = []
+    if any(ip in net for net in _CARRY_IPV4):
         found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
     return found
 
 
-def _routable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return ip.is_global and not ip.is_multicast
+def _public_v4(ip: ipaddress.IPv4Address) -> bool:
+    return ip.is_global and not any(ip in net for net in _NOT_PUBLIC_V4)
 
 
 def is_public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    embedded = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else []
-    return _routable(ip) and all(_routable(v4) for v4 in embedded)
+    """Whether an endpoint may be reached at ``address``: the one rule used at
+    registration and before every send."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _public_v4(ip)
+    if ip.scope_id:  # fe80::1%eth0: an interface of this machine
+        return False
+    embedded = _embedded_ipv4(ip)
+    if any(ip in net for net in _CARRY_IPV4):
+        return all(_public_v4(v4) for v4 in embedded)
+    return (
+        ip in _GLOBAL_UNICAST_V6
+        and ip.is_global
+        and not any(ip in net for net in _NOT_PUBLIC_V6)
+        and all(_public_v4(v4) for v4 in embedded)
+    )
+
+
+# One answer whether the host does not resolve or resolves somewhere
+# forbidden: two answers would let an integrator tell the city's internal
+# names from names that do not exist. The reason goes to the log only.
+REFUSED = gettext_lazy("主机名无法解析，或解析到内网、本机或保留地址")
+
+
+def _refused() -> UrlNotAllowed:
+    return UrlNotAllowed(str(REFUSED))
 
 
 def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, or :class:`UrlNotAllowed`."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UrlNotAllowed(_("无法解析主机名 %(host)s") % {"host": host}) from exc
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    except (OSError, UnicodeError, ValueError) as exc:
+        logger.warning("endpoint host %s does not resolve: %s", host, exc)
+        raise _refused() from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        logger.warning("endpoint host %s resolves to nothing", host)
+        raise _refused()
+    return addresses
 
 
 def allowed_addresses(url: str) -> tuple[str, str, int, list[str]]:
     """Check ``url`` and resolve it: (scheme, host, port, addresses to use).
 
     Unless ``ROUTING_ALLOW_PRIVATE_ENDPOINTS``, every resolved address must
-    be publicly routable: no loopback, private, link-local (cloud metadata),
-    shared, reserved or multicast ranges.
+    be publicly routable (:func:`is_public_address`). A host that does not
+    resolve and one that resolves somewhere forbidden get the same refusal.
     """
     scheme, host, port = check_url_shape(url)
     addresses = resolve(host, port)
     if not settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS:
         forbidden = [a for a in addresses if not is_public_address(a)]
         if forbidden:
-            # The address stays in the log: telling the caller would let an
-            # integrator map the internal network through registration.
             logger.warning("endpoint host %s resolves to non-public %s", host, forbidden)
-            raise UrlNotAllowed(_("%(host)s 解析到非公网地址") % {"host": host})
+            raise _refused()
     return scheme, host, port, addresses
 
 

@@ -47,6 +47,9 @@ class DepartmentServer:
         self.script: deque[Answer] = deque()
         self.default = Answer()
         self.on_request: Any = None  # callable(Received), called before answering
+        # callable(Received) -> Answer | None: an answer chosen by the request
+        # (None: the script or the default as usual)
+        self.respond: Any = None
         self._lock = threading.Lock()
         server = self
 
@@ -62,7 +65,9 @@ class DepartmentServer:
                 )
                 with server._lock:
                     server.received.append(record)
-                    answer = server.script.popleft() if server.script else server.default
+                    answer = server.respond(record) if server.respond else None
+                    if answer is None:
+                        answer = server.script.popleft() if server.script else server.default
                 if server.on_request:
                     server.on_request(record)
                 if answer.delay:

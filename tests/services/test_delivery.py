@@ -273,8 +273,62 @@ def test_the_address_is_checked_again_at_delivery_time(
     apply(citizen_api, django_capture_on_commit_callbacks)
     assert department_server.received == []
     delivery = Delivery.objects.get()
-    assert "127.0.0.1" in delivery.attempts.get().error
+    assert delivery.attempts.get().error == str(routing.transport.REFUSED)
     assert delivery.status == "pending"
+
+
+def test_a_host_whose_dns_answer_changes_is_refused_at_send_time_without_saying_why(
+    settings,
+    monkeypatch,
+    citizen_api,
+    integrator_api,
+    service,
+    django_capture_on_commit_callbacks,
+) -> None:
+    """Registered while their names pointed to public addresses; by the first
+    event one name points to loopback through an SIIT address, the other no
+    longer resolves. Nothing is sent, and the department's delivery log
+    tells the two apart no better than registration does."""
+    import socket
+
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    answers = {
+        "rebind.example.org": (socket.AF_INET, "93.184.216.34"),
+        "vanish.example.org": (socket.AF_INET, "93.184.216.35"),
+    }
+
+    def fake_dns(host, port, *args, **kwargs):
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        family, address = answers[host]
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    for host in answers:
+        response = integrator_api.post(
+            "/api/v1/dept/endpoints/",
+            {"url": f"https://{host}/hook", "events": ["application.submitted"]},
+            format="json",
+        )
+        assert response.status_code == 201, response.json()
+    answers["rebind.example.org"] = (socket.AF_INET6, "::ffff:0:7f00:1")
+    del answers["vanish.example.org"]
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("a refused address was connected to")
+
+    monkeypatch.setattr(routing.transport, "_http", no_connection)
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    errors = set()
+    deliveries = integrator_api.get("/api/v1/dept/deliveries/").json()["results"]
+    assert len(deliveries) == 2
+    for delivery in deliveries:
+        assert delivery["status"] == "pending"
+        detail = integrator_api.get(f"/api/v1/dept/deliveries/{delivery['id']}/").json()
+        [attempt] = detail["attempts"]
+        assert attempt["status_code"] is None
+        errors.add(attempt["error"])
+    assert errors == {str(routing.transport.REFUSED)}
 
 
 def test_the_circuit_breaker_pauses_holds_and_resumes(

@@ -90,3 +90,49 @@ def test_restarting_the_stub_reuses_its_endpoint_and_replaces_its_key(stub_for, 
 def test_the_command_needs_a_department(db) -> None:
     with pytest.raises(CommandError, match="no active departments"):
         call_command("department_stub", "--port", str(free_port()))
+
+
+def test_the_stub_stops_working_on_an_application_the_citizen_cancelled(
+    department, monkeypatch
+) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook
+
+    from tests.services.department import DepartmentServer
+
+    held_back = []
+
+    class Thread:  # holds the stub's progress reports until the test runs them
+        def __init__(self, *, target, args, daemon):  # type: ignore[no-untyped-def]
+            held_back.append((target, args))
+
+        def start(self) -> None:
+            pass
+
+    with DepartmentServer() as api:  # plays our API: records what the stub reports
+        wired = {department.code: Command().wire(department, "127.0.0.1", free_port())}
+        stub = Stub(wired, api=api.url(""), delay=0, say=lambda text: None)
+        secret = wired[department.code]["secret"]
+        with monkeypatch.context() as patched:
+            patched.setattr(threading, "Thread", Thread)
+            for number, kind in [
+                ("CS1", "application.submitted"),
+                ("CS1", "application.cancelled"),
+                ("CS2", "application.submitted"),
+            ]:
+                body = json.dumps({"type": kind, "data": {"application": {"number": number}}})
+                msg_id, now = f"msg_{number}_{kind}", datetime.now(UTC)
+                signed = {
+                    "webhook-id": msg_id,
+                    "webhook-timestamp": str(int(now.timestamp())),
+                    "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+                }
+                assert stub.receive(department.code, body.encode(), signed)[0] == 200
+        for target, args in held_back:
+            target(*args)
+        assert [r.path for r in api.received] == [
+            "/api/v1/dept/applications/CS2/status/",
+            "/api/v1/dept/applications/CS2/status/",
+        ]

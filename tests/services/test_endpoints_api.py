@@ -77,6 +77,16 @@ def test_the_secret_is_encrypted_at_rest(integrator_api, public_dns) -> None:
         ("http://[::ffff:127.0.0.1]/hook", "endpoint_url_not_allowed"),
         ("http://0.0.0.0/hook", "endpoint_url_not_allowed"),
         ("https://no-such-host.invalid/hook", "endpoint_url_not_allowed"),
+        ("http://[::ffff:0:7f00:1]/hook", "endpoint_url_not_allowed"),  # SIIT loopback
+        ("http://[::ffff:0:a9fe:a9fe]/hook", "endpoint_url_not_allowed"),  # SIIT metadata
+        ("http://[64:ff9b:1::a00:1]/hook", "endpoint_url_not_allowed"),  # local-use NAT64
+        ("http://[64:ff9b::7f00:1]/hook", "endpoint_url_not_allowed"),  # NAT64 to loopback
+        ("http://[fec0::1]/hook", "endpoint_url_not_allowed"),  # site-local
+        ("http://[2002:7f00:1::]/hook", "endpoint_url_not_allowed"),  # 6to4 around loopback
+        ("http://[3fff::1]/hook", "endpoint_url_not_allowed"),  # documentation (RFC 9637)
+        ("http://[ff0e::1]/hook", "endpoint_url_not_allowed"),  # global-scope multicast
+        ("http://[5f00::1]/hook", "endpoint_url_not_allowed"),  # SRv6 SIDs
+        ("http://192.88.99.1/hook", "endpoint_url_not_allowed"),  # 6to4 relay anycast
     ],
 )
 def test_urls_into_private_networks_are_refused(
@@ -159,3 +169,52 @@ def test_after_rotation_both_secrets_sign_until_the_overlap_ends(
 
 def test_scanner_keys_cannot_register_endpoints(scanner_api, public_dns) -> None:
     assert register(scanner_api).status_code == 403
+
+
+@pytest.fixture
+def internal_dns(monkeypatch):
+    """What an integrator probing the city's network would find: one internal
+    name that resolves (to a private address), and names that do not."""
+    import socket
+
+    def fake(host, port, *args, **kwargs):
+        if host == "db.internal.example.org":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.20.30.40", port))]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+def test_a_refusal_does_not_tell_an_internal_name_from_an_unknown_one(
+    integrator_api, settings, internal_dns
+) -> None:
+    """Otherwise registration is an oracle: "does not resolve" for names that
+    do not exist, "private address" for the city's internal hosts."""
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    internal = register(integrator_api, "https://db.internal.example.org/hook").json()
+    unknown = register(integrator_api, "https://nothing-here.example.org/hook").json()
+    assert internal["code"] == unknown["code"] == "endpoint_url_not_allowed"
+    for field in ("title", "detail", "errors", "status"):
+        assert internal[field] == unknown[field], field
+    assert "10.20.30.40" not in str(internal) and "db.internal" not in str(internal)
+    assert not Endpoint.objects.exists()
+
+
+def test_a_changed_url_is_checked_and_refused_like_a_new_one(
+    integrator_api, settings, public_dns
+) -> None:
+    endpoint_id = register(integrator_api).json()["id"]
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    response = integrator_api.patch(
+        f"{URL}{endpoint_id}/", {"url": "http://[::ffff:0:7f00:1]:8000/hook"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "endpoint_url_not_allowed"
+    assert Endpoint.objects.get(pk=endpoint_id).url == "https://dept.example.org/hook"
+
+
+def test_shape_errors_keep_their_own_message(integrator_api, settings) -> None:
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    body = register(integrator_api, "https://user:pw@dept.example.org/hook").json()
+    assert body["code"] == "endpoint_url_invalid"
+    assert "用户名或密码" in body["detail"]

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import pytest
 from django.utils import timezone
 
 from accounts.services import api_key_create
 from services import events, routing
-from services.applications import application_department_update, application_submit
+from services.applications import (
+    application_cancel,
+    application_department_update,
+    application_submit,
+)
 from services.models import Application, Delivery, OutboxEvent
 from tests.accounts.factories import CitizenFactory
 from tests.concurrency import at_once
@@ -86,3 +93,69 @@ def test_identical_submits_racing_with_one_idempotency_key_make_one_application(
     assert len({body["id"] for _, body in answers}) == 1
     assert Application.objects.count() == 1
     assert OutboxEvent.objects.filter(type="application.submitted").count() == 1
+
+
+def test_workers_racing_over_every_delivery_send_each_applications_events_in_order(
+    department_server, settings, monkeypatch
+) -> None:
+    """Eight workers try every delivery at once, over and over, while the
+    department fails the first try of every submit: no cancel is claimed
+    while its application's submit is still pending, whoever asks first."""
+    settings.ROUTING_BREAKER_THRESHOLD = 1000
+    settings.ROUTING_RETRY_SCHEDULE = [0] * 8  # a failed try is due again at once
+    settings.ROUTING_RETRY_JITTER = 0
+    # No nudges: the workers below find the deliveries by polling, so only
+    # the claim itself keeps the order.
+    monkeypatch.setattr(routing, "_nudge", lambda *args, **kwargs: None)
+    monkeypatch.setattr(routing, "_nudge_later", lambda *args, **kwargs: None)
+    service = ServiceFactory()
+    routing.endpoint_create(
+        department=service.department,
+        url=department_server.url(),
+        events=[events.APPLICATION_SUBMITTED, events.APPLICATION_CANCELLED],
+        actor=None,
+    )
+    citizen = CitizenFactory(verified=True)
+    numbers = []
+    for _ in range(10):
+        application = application_submit(citizen=citizen, service=service, form=GOOD_FORM)
+        application_cancel(citizen=citizen, application=application)
+        numbers.append(application.number)
+    failed_once: set[str] = set()
+
+    def respond(received):  # type: ignore[no-untyped-def]
+        event_id = received.headers["webhook-id"]
+        if received.payload["type"] == events.APPLICATION_SUBMITTED and event_id not in failed_once:
+            failed_once.add(event_id)
+            return Answer(500, {}, delay=0.01)
+        return Answer(200, {}, delay=0.01)
+
+    department_server.respond = respond
+    deliveries = list(Delivery.objects.values_list("id", flat=True))
+    assert len(deliveries) == 20
+
+    def work(i: int) -> int:
+        order = list(deliveries)
+        random.Random(i).shuffle(order)
+        tries = 0
+        deadline = time.monotonic() + 45
+        while Delivery.objects.filter(status="pending").exists():
+            assert time.monotonic() < deadline, "deliveries did not finish"
+            for delivery_id in order:
+                tries += routing.delivery_attempt(delivery_id) is not None
+            time.sleep(0.005)
+        return tries
+
+    assert sum(at_once(8, work)) == 10 * 2 + 10  # every delivery once, every submit twice
+    for number in numbers:
+        arrived = [
+            r.payload["type"]
+            for r in department_server.received
+            if r.payload["data"]["application"]["number"] == number
+        ]
+        assert arrived == [
+            events.APPLICATION_SUBMITTED,
+            events.APPLICATION_SUBMITTED,
+            events.APPLICATION_CANCELLED,
+        ], number
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}

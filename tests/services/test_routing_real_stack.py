@@ -43,11 +43,11 @@ FAST = {
 FORM = {"reason": "首次申领", "phone": "13800138000"}
 
 
-def worker(tmp_path: Path, name: str = "w1", **env: str):
+def worker(tmp_path: Path, name: str = "w1", concurrency: int = 1, **env: str):
     """A worker that also runs beat (the sweeper), on its own schedule file."""
     return celery_worker(
         "--concurrency",
-        "1",
+        str(concurrency),
         "-n",
         f"{name}@%h",
         "-B",
@@ -244,3 +244,55 @@ def test_ping_goes_through_the_worker(world, tmp_path) -> None:
         assert response.status_code == 202
         wait_for(lambda: bool(world["server"].of_type("ping")), timeout=30)
     assert world["server"].of_type("ping")[0].verified(world["secret"])["type"] == "ping"
+
+
+def test_a_worker_of_many_processes_keeps_each_applications_events_in_order(
+    world, tmp_path
+) -> None:
+    """Citizens apply and cancel at once; the department fails every
+    submit's first try. Four worker processes deliver; every cancel reaches
+    the department after the submit it cancels, and nothing is lost."""
+    server = world["server"]
+    failed_once: set[str] = set()
+
+    def respond(received):  # type: ignore[no-untyped-def]
+        event_id = received.headers["webhook-id"]
+        if received.payload["type"] == "application.submitted" and event_id not in failed_once:
+            failed_once.add(event_id)
+            return Answer(500, {"error": "busy"})
+        return None
+
+    server.respond = respond
+    count = 12
+    with (
+        web_server(**FAST) as base,
+        worker(tmp_path, concurrency=4, ROUTING_BREAKER_THRESHOLD="1000"),
+    ):
+        applications = []
+        for _ in range(count):
+            application = apply(base, world)
+            response = httpx.post(
+                f"{base}/api/v1/applications/{application['id']}/cancel/",
+                headers=world["citizen_auth"],
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            applications.append(application)
+        wait_for(
+            lambda: Delivery.objects.filter(status="succeeded").count() == 2 * count,
+            timeout=90,
+            message=f"deliveries: {list(Delivery.objects.values_list('status', 'attempt_count'))}",
+        )
+    for application in applications:
+        arrived = [
+            (r.payload["type"], r.headers["webhook-id"])
+            for r in list(server.received)
+            if r.verified(world["secret"])["data"]["application"]["number"] == application["number"]
+        ]
+        assert [kind for kind, _id in arrived] == [
+            "application.submitted",
+            "application.submitted",
+            "application.cancelled",
+        ], application["number"]
+        assert arrived[0][1] == arrived[1][1]  # the retry kept its webhook-id
+    assert set(Application.objects.values_list("status", flat=True)) == {"cancelled"}

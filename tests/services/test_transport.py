@@ -28,6 +28,35 @@ from tests.services.department import Answer
         ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
         ("64:ff9b::5db8:d822", True),  # NAT64 to a public address
         ("224.0.0.1", False),
+        ("::ffff:0:7f00:1", False),  # SIIT IPv4-translated loopback
+        ("::ffff:0:a9fe:a9fe", False),  # SIIT IPv4-translated metadata address
+        ("::ffff:0:5db8:d822", True),  # SIIT to a public address
+        ("64:ff9b:1::5db8:d822", False),  # local-use NAT64, whatever it carries
+        ("64:ff9b::a00:1", False),  # NAT64 into 10/8
+        ("fec0::1", False),  # site-local
+        ("fe80::1", False),
+        ("fe80::1%eth0", False),
+        ("fc00::1", False),
+        ("::", False),
+        ("::5db8:d822", False),  # IPv4-compatible (deprecated)
+        ("2002:5db8:d822::1", True),  # 6to4 around a public address
+        ("2002:c0a8:1::1", False),  # 6to4 around 192.168.0.1
+        ("2001:db8::1", False),  # documentation
+        ("3fff::1", False),  # documentation (RFC 9637)
+        ("2001:2::1", False),  # benchmarking
+        ("2001:20::1", False),  # ORCHIDv2
+        ("100::1", False),  # discard-only
+        ("5f00::1", False),  # SRv6
+        ("ff0e::1", False),  # global-scope multicast
+        ("4000::1", False),  # not allocated for unicast
+        ("192.0.2.1", False),  # documentation
+        ("198.18.0.1", False),  # benchmarking
+        ("192.0.0.9", False),  # IETF protocol assignments
+        ("192.88.99.1", False),  # 6to4 relay anycast
+        ("0.1.2.3", False),
+        ("240.0.0.1", False),
+        ("255.255.255.255", False),
+        ("not an address", False),
     ],
 )
 def test_only_publicly_routable_addresses_count_as_public(address, public) -> None:
@@ -52,6 +81,24 @@ def test_the_refusal_does_not_reveal_the_private_address(settings, monkeypatch) 
     with pytest.raises(transport.UrlNotAllowed) as refused:
         transport.allowed_addresses("https://db.internal.example/hook")
     assert "10.9.8.7" not in str(refused.value)
+
+
+def test_no_answer_and_a_private_answer_are_refused_alike(settings, monkeypatch) -> None:
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+
+    def dns(host, port, **kw):
+        if host == "db.internal.example":
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fec0::5", port, 0, 0))]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    refusals = []
+    for url in ("https://db.internal.example/hook", "https://nothing.example/hook"):
+        with pytest.raises(transport.UrlNotAllowed) as refused:
+            transport.allowed_addresses(url)
+        refusals.append((str(refused.value), refused.value.shape))
+    assert refusals[0] == refusals[1] == (refusals[0][0], False)
+    assert "internal" not in refusals[0][0]
 
 
 @pytest.mark.parametrize(

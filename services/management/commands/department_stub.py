@@ -109,6 +109,7 @@ class Stub:
         self, wired: dict[str, dict[str, str]], *, api: str, delay: float, say: Any
     ) -> None:
         self.wired, self.api, self.delay, self.say = wired, api, delay, say
+        self.withdrawn: set[str] = set()  # numbers the citizen cancelled
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self
@@ -153,6 +154,8 @@ class Stub:
             reference = f"{code.upper()}-{number[-8:]}"
             threading.Thread(target=self.progress, args=(code, number), daemon=True).start()
             return 200, {"reference": reference}
+        if kind == events.APPLICATION_CANCELLED:
+            self.withdrawn.add(number)  # events of one application arrive in order
         return 200, {}
 
     def progress(self, code: str, number: str) -> None:
@@ -161,6 +164,9 @@ class Stub:
             ("completed", "已办结，请留意领取通知"),
         ):
             time.sleep(self.delay)
+            if number in self.withdrawn:
+                self.say(f"[{code}] {number} was cancelled; no further progress")
+                return
             try:
                 response = httpx.post(
                     f"{self.api}/api/v1/dept/applications/{number}/status/",
