@@ -146,7 +146,9 @@ def _check_form(service: Service, form: Any) -> None:
         errors = form_errors(service.form_schema, form)
     except FormSchemaUnusable as exc:
         logger.warning("service %s: form schema unusable: %s", service.code, exc)
-        raise ServicesError(FORM_SCHEMA_UNUSABLE) from exc
+        raise ServicesError(
+            FORM_SCHEMA_UNUSABLE, _("该事项的申请表暂不可用，请联系办理部门")
+        ) from exc
     if errors:
         first = next(iter(errors))
         raise ServicesError(FORM_INVALID, f"{first}: {errors[first][0]}", errors=errors)

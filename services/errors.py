@@ -11,7 +11,7 @@ FORM_SCHEMA_INVALID = error_code("form_schema_invalid", 400, _("申请表定义�
 # A stored form schema that breaks today's rules (saved before them): the
 # department has to fix it; the citizen's request was fine.
 FORM_SCHEMA_UNUSABLE = error_code(
-    "form_schema_unusable", 409, _("该事项的申请表暂不可用，请联系办理部门")
+    "form_schema_unusable", 409, _("申请表定义不是有效的 JSON Schema")
 )
 GUIDE_INVALID = error_code("guide_invalid", 400, _("办事指南内容有误"))
 SERVICE_CODE_TAKEN = error_code("service_code_taken", 409, _("事项编码已被使用"))

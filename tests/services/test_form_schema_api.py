@@ -168,6 +168,7 @@ def test_applying_with_a_stored_form_that_reaches_out_fetches_nothing(
     response = submit(citizen_api, form={**GOOD_FORM, "extra": "x"})
     assert response.status_code == 409, response.content
     assert response.json()["code"] == "form_schema_unusable"
+    assert response.json()["detail"] == "该事项的申请表暂不可用，请联系办理部门"
     assert schema_host.requests == []
     assert not Application.objects.exists()
 
