@@ -14,9 +14,10 @@ A form schema is data from outside, so it may only describe the form:
 - no form keeps a worker busy: regular expressions (``pattern``,
   ``patternProperties``, ``format: regex``) run on RE2, which takes time
   linear in the input and refuses what needs backtracking (backreferences,
-  lookarounds); references may not loop, and following them may not unfold
-  the schema past :data:`MAX_SCHEMA_EXPANSION` subschemas; forms themselves
-  are bounded in size and depth.
+  lookarounds); ``uniqueItems`` hashes instead of comparing every pair;
+  references may not loop, and following them may not unfold the schema
+  past :data:`MAX_SCHEMA_EXPANSION` subschemas; forms themselves are bounded
+  in size and depth.
 
 :func:`schema_problems` is the one rule, used where schemas are saved and
 again before a stored schema checks a form.
@@ -164,6 +165,33 @@ def _additional_properties(
         yield ValidationError(f"unexpected properties: {', '.join(map(repr, extras))}")
 
 
+def _canonical(value: Any) -> Any:
+    """``value`` such that equal JSON values dump alike (1 and 1.0, key order),
+    and true stays apart from 1. Forms are at most MAX_FORM_DEPTH deep."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical(each) for each in value]
+    if isinstance(value, dict):
+        return {name: _canonical(each) for name, each in value.items()}
+    return value
+
+
+def _unique_items(
+    validator: Any, unique: bool, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    # jsonschema compares objects pairwise: a thousand of them took seconds.
+    if not (unique and validator.is_type(instance, "array")):
+        return
+    seen: set[str] = set()
+    for item in instance:
+        key = json.dumps(_canonical(item), sort_keys=True)
+        if key in seen:
+            yield ValidationError("has non-unique elements")
+            return
+        seen.add(key)
+
+
 _FORMATS = FormatChecker()
 
 
@@ -180,6 +208,7 @@ _FormValidator = validators.extend(
         "pattern": _pattern,
         "patternProperties": _pattern_properties,
         "additionalProperties": _additional_properties,
+        "uniqueItems": _unique_items,
     },
 )
 

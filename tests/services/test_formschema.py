@@ -209,6 +209,19 @@ def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
     }
 
 
+@pytest.mark.timeout(10)
+def test_unique_items_takes_linear_time_with_json_equality() -> None:
+    schema = form_with(a={"type": "array", "uniqueItems": True})
+    # jsonschema's pairwise comparison took minutes over this many objects.
+    many = [{"k": i} for i in range(3000)]
+    assert form_errors(schema, {"a": many}) == {}
+    assert form_errors(schema, {"a": [*many, {"k": 5.0}]}) == {"form.a": ["不符合要求"]}
+    pair = [{"k": 5, "v": [5, {"x": 5}]}, {"v": [5, {"x": 5.0}], "k": 5}]
+    assert form_errors(schema, {"a": pair}) == {"form.a": ["不符合要求"]}
+    assert form_errors(schema, {"a": [1, 1.0]}) == {"form.a": ["不符合要求"]}
+    assert form_errors(schema, {"a": [1, True, 0, False, "1", None, [1], {"1": 1}]}) == {}
+
+
 def test_format_regex_is_checked_with_re2() -> None:
     schema = form_with(rule={"type": "string", "format": "regex"})
     assert form_errors(schema, {"rule": "^[a-z]+$"}) == {}
