@@ -5,6 +5,7 @@ tells the citizen in their inbox, and publishes the event departments get."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,8 +17,14 @@ from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
 from accounts.models import ApiKey, User
 from accounts.services import audit_record, message_post
 from services import events, routing
-from services.errors import FORM_INVALID, INVALID_TRANSITION, RATING_NOT_ALLOWED, ServicesError
-from services.formschema import form_errors
+from services.errors import (
+    FORM_INVALID,
+    FORM_SCHEMA_UNUSABLE,
+    INVALID_TRANSITION,
+    RATING_NOT_ALLOWED,
+    ServicesError,
+)
+from services.formschema import FormSchemaUnusable, form_errors
 from services.models import (
     ActorKind,
     Application,
@@ -28,6 +35,8 @@ from services.models import (
 )
 from services.selectors import department_view
 from services.workdays import add_working_days, working_days_between
+
+logger = logging.getLogger(__name__)
 
 S = ApplicationStatus
 
@@ -132,6 +141,19 @@ def _new_number(now: dt.datetime) -> str:
     return f"CS{timezone.localtime(now):%Y%m%d}{serial:06d}"
 
 
+def _check_form(service: Service, form: Any) -> None:
+    try:
+        errors = form_errors(service.form_schema, form)
+    except FormSchemaUnusable as exc:
+        logger.warning("service %s: form schema unusable: %s", service.code, exc)
+        raise ServicesError(
+            FORM_SCHEMA_UNUSABLE, _("该事项的申请表暂不可用，请联系办理部门")
+        ) from exc
+    if errors:
+        first = next(iter(errors))
+        raise ServicesError(FORM_INVALID, f"{first}: {errors[first][0]}", errors=errors)
+
+
 # --- Citizen ---------------------------------------------------------------------------------
 
 
@@ -142,10 +164,7 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
     transaction. Services with a fee wait for payment first."""
     if citizen.identity_level < service.identity_level:
         raise AccountsError(IDENTITY_LEVEL_TOO_LOW)
-    errors = form_errors(service.form_schema, form)
-    if errors:
-        first = next(iter(errors))
-        raise ServicesError(FORM_INVALID, f"{first}: {errors[first][0]}", errors=errors)
+    _check_form(service, form)
     now = timezone.now()
     status = S.AWAITING_PAYMENT if service.fee_fen else S.SUBMITTED
     with transaction.atomic():
@@ -224,10 +243,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
         if not isinstance(form, dict):
             raise ServicesError(FORM_INVALID, errors={"form": [str(_("补正内容必须是对象"))]})
         merged = {**application.form, **form}
-        errors = form_errors(application.service.form_schema, merged)
-        if errors:
-            first = next(iter(errors))
-            raise ServicesError(FORM_INVALID, f"{first}: {errors[first][0]}", errors=errors)
+        _check_form(application.service, merged)
         application.form = merged
         if application.due_date and application.paused_at:
             paused_days = working_days_between(

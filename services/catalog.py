@@ -190,17 +190,25 @@ def catalog_import(records: list[dict[str, Any]], *, actor: User | None) -> Impo
             code = data.pop("code")
             department = data.pop("department")
             existing = Service.objects.filter(code=code).select_related("department").first()
-            if existing is None:
-                service_create(code=code, department=department, actor=actor, **data)
-                report.created.append(code)
-            elif existing.department_id != department.pk:
+            if existing is not None and existing.department_id != department.pk:
                 raise ServicesError(
                     SERVICE_CODE_TAKEN,
                     _("事项 %(code)s 属于其他部门") % {"code": code},
                     errors={f"{index}.code": [str(SERVICE_CODE_TAKEN.title)]},
                 )
-            else:
-                before = existing.updated_at
-                service_update(service=existing, actor=actor, **data)
-                (report.updated if existing.updated_at != before else report.unchanged).append(code)
+            try:
+                if existing is None:
+                    service_create(code=code, department=department, actor=actor, **data)
+                    report.created.append(code)
+                else:
+                    before = existing.updated_at
+                    service_update(service=existing, actor=actor, **data)
+                    changed = existing.updated_at != before
+                    (report.updated if changed else report.unchanged).append(code)
+            except ServicesError as exc:  # a guide rule (check_guide), named by record
+                raise ServicesError(
+                    exc.error,
+                    _("第 %(n)s 条（%(code)s）有误") % {"n": index + 1, "code": code},
+                    errors={f"{index}.{k}": v for k, v in exc.errors.items()},
+                ) from exc
     return report

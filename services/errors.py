@@ -8,6 +8,11 @@ from config.api import DomainError, error_code
 
 FORM_INVALID = error_code("form_invalid", 400, _("申请表填写有误"))
 FORM_SCHEMA_INVALID = error_code("form_schema_invalid", 400, _("申请表定义不是有效的 JSON Schema"))
+# A stored form schema that breaks today's rules (saved before them): the
+# department has to fix it; the citizen's request was fine.
+FORM_SCHEMA_UNUSABLE = error_code(
+    "form_schema_unusable", 409, _("申请表定义不是有效的 JSON Schema")
+)
 GUIDE_INVALID = error_code("guide_invalid", 400, _("办事指南内容有误"))
 SERVICE_CODE_TAKEN = error_code("service_code_taken", 409, _("事项编码已被使用"))
 INVALID_TRANSITION = error_code("invalid_transition", 409, _("当前状态下不能进行此操作"))

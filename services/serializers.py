@@ -51,7 +51,12 @@ class GuideSerializer(serializers.Serializer):
         choices=IdentityLevel.choices, default=IdentityLevel.REAL_NAME
     )
     form_schema = serializers.JSONField(
-        help_text="JSON Schema (draft 2020-12) of the application form"
+        help_text=(
+            "JSON Schema (draft 2020-12) of the application form. References stay inside "
+            "it (`#` or `#/…`, no `$id`, anchors or dynamic references) and may not loop; "
+            "`pattern` and `patternProperties` use RE2 syntax (no backreferences or "
+            "lookarounds)."
+        )
     )
     keywords = serializers.ListField(
         child=serializers.CharField(max_length=30), max_length=30, default=list

@@ -67,6 +67,7 @@ class ApplicationListView(CitizenView, ListAPIView):
             201: ApplicationSerializer,
             **problems(
                 "form_invalid",
+                "form_schema_unusable",
                 "identity_level_too_low",
                 "idempotency_key_reused",
                 "idempotency_key_invalid",
@@ -130,7 +131,7 @@ class ApplicationCancelView(ApplicationActionView):
         request=SupplementSerializer,
         responses={
             200: ApplicationSerializer,
-            **problems("form_invalid", "invalid_transition", "not_found"),
+            **problems("form_invalid", "form_schema_unusable", "invalid_transition", "not_found"),
         },
     )
 )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from services.models import Service
@@ -49,3 +53,43 @@ def submit(client, service_code: str = "sbk-apply", form: dict | None = None, **
         format="json",
         **headers,
     )
+
+
+class SchemaHost:
+    """A local HTTP server that hands out a JSON schema to whoever asks, and
+    records every request: a form schema must never make us ask."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                host.requests.append(self.path)
+                body = json.dumps({"type": "string", "maxLength": 0}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str = "/schema.json") -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+
+@pytest.fixture
+def schema_host():
+    host = SchemaHost()
+    host.thread.start()
+    try:
+        yield host
+    finally:
+        host.httpd.shutdown()
+        host.httpd.server_close()

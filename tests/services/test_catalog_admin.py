@@ -53,6 +53,7 @@ def test_a_bad_record_aborts_the_whole_import(admin_client, department) -> None:
     assert "bad-one" not in Service.objects.values_list("code", flat=True)
     assert not Service.objects.filter(code="new-one").exists()
     assert "errorlist" in html
+    assert "第 2 条（bad-one）有误" in html and "1.form_schema" in html
 
 
 def test_a_file_that_is_not_a_catalog_is_refused(admin_client) -> None:

@@ -1,0 +1,34 @@
+"""An operator finds the services whose stored form schema nobody can use."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from services.models import Service
+from tests.services.factories import SIMPLE_FORM, ServiceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def stored_before_the_rules(service: Service, schema: dict) -> None:
+    Service.objects.filter(pk=service.pk).update(form_schema=schema)
+
+
+def test_the_check_command_lists_services_whose_stored_form_is_unusable(service) -> None:
+    ServiceFactory(code="fine")
+    out = io.StringIO()
+    call_command("check_form_schemas", stdout=out)
+    assert "2 form schemas checked, all usable" in out.getvalue()
+
+    stored_before_the_rules(
+        service, {**SIMPLE_FORM, "properties": {"extra": {"$ref": "http://127.0.0.1:9/x"}}}
+    )
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 of 2 services"):
+        call_command("check_form_schemas", stdout=out)
+    assert "sbk-apply (hrss, active)" in out.getvalue()
+    assert "properties/extra/$ref" in out.getvalue()
+    assert "fine" not in out.getvalue()

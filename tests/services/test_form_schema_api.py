@@ -1,0 +1,219 @@
+"""A department's form schema cannot reach the network or the disk, nor hold
+a worker: refused where it is saved (department API, admin, catalog file),
+harmless where one saved earlier checks a citizen's form."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+
+import pytest
+
+from services.models import Application, Service
+from tests.services.conftest import GOOD_FORM, submit
+from tests.services.factories import SIMPLE_FORM, CategoryFactory, ServiceFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/dept/services/"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_field(**subschema) -> dict:
+    """SIMPLE_FORM with one more field "extra" described by ``subschema``."""
+    return {**SIMPLE_FORM, "properties": {**SIMPLE_FORM["properties"], "extra": subschema}}
+
+
+def guide(form_schema: dict, code: str = "sbk-apply") -> dict:
+    return {
+        "code": code,
+        "name": "社会保障卡申领",
+        "category": "shebao",
+        "channels": ["online"],
+        "form_schema": form_schema,
+    }
+
+
+@pytest.fixture
+def category(db):
+    return CategoryFactory(code="shebao", name="社保")
+
+
+def attacks(host_url: str) -> dict[str, dict]:
+    return {
+        "http": with_field(**{"$ref": host_url}),
+        "redirect-or-loop": with_field(**{"$ref": f"http://127.0.0.1:{closed_port()}/x"}),
+        "file": with_field(**{"$ref": "file:///etc/passwd"}),
+        "urn": with_field(**{"$ref": "urn:example:form"}),
+        "remote base + relative ref": {
+            **with_field(**{"$ref": "schema.json"}),
+            "$id": host_url.rsplit("/", 1)[0] + "/",
+        },
+        "remote base + local ref": with_field(**{"$id": host_url, "$ref": "#/$defs/x"}),
+        "dynamic ref": with_field(**{"$dynamicRef": host_url}),
+        "dangling local ref": with_field(**{"$ref": "#/$defs/missing"}),
+        "loop": {**with_field(**{"$ref": "#/$defs/a"}), "$defs": {"a": {"$ref": "#/$defs/a"}}},
+        "backreference": with_field(type="string", pattern="^(a)\\1$"),
+    }
+
+
+def test_a_department_cannot_publish_a_form_that_reaches_out(
+    integrator_api, category, schema_host
+) -> None:
+    for name, schema in attacks(schema_host.url()).items():
+        response = integrator_api.post(URL, guide(schema), format="json")
+        assert response.status_code == 400, name
+        body = response.json()
+        assert body["code"] == "form_schema_invalid", name
+        assert body["errors"]["form_schema"], name
+        assert response["Content-Type"] == "application/problem+json"
+    assert not Service.objects.exists()
+    assert schema_host.requests == []
+
+
+def test_a_department_cannot_edit_its_form_into_one_that_reaches_out(
+    integrator_api, department, schema_host
+) -> None:
+    ServiceFactory(code="mine", department=department)
+    for name, schema in attacks(schema_host.url()).items():
+        response = integrator_api.patch(f"{URL}mine/", {"form_schema": schema}, format="json")
+        assert response.status_code == 400, name
+        assert response.json()["errors"]["form_schema"], name
+    assert Service.objects.get(code="mine").form_schema == SIMPLE_FORM
+    assert schema_host.requests == []
+
+
+def test_a_form_with_local_definitions_is_published(integrator_api, category, citizen_api) -> None:
+    schema = {
+        **SIMPLE_FORM,
+        "$defs": {"phone": SIMPLE_FORM["properties"]["phone"]},
+        "properties": {**SIMPLE_FORM["properties"], "phone": {"$ref": "#/$defs/phone"}},
+    }
+    response = integrator_api.post(URL, guide(schema), format="json")
+    assert response.status_code == 201, response.json()
+    assert submit(citizen_api).status_code == 201
+    response = submit(citizen_api, form={**GOOD_FORM, "phone": "12345"})
+    assert response.json()["errors"] == {"form.phone": ["格式不正确"]}
+
+
+@pytest.fixture
+def admin_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def test_an_operator_cannot_save_a_form_that_reaches_out(admin_client, schema_host) -> None:
+    service = ServiceFactory(code="x1")
+    form = {
+        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
+        "materials": "[]", "fee_fen": 0, "time_limit_days": 3, "legal_basis": "",
+        "channels": '["online"]', "identity_level": 2, "keywords": "[]", "is_active": "on",
+        "form_schema": json.dumps(with_field(**{"$ref": schema_host.url()})),
+    }  # fmt: skip
+    response = admin_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["form_schema"]
+    service.refresh_from_db()
+    assert service.form_schema == SIMPLE_FORM
+    assert schema_host.requests == []
+
+
+def test_a_catalog_file_with_a_form_that_reaches_out_is_refused(
+    admin_client, department, schema_host
+) -> None:
+    CategoryFactory(code="shebao")
+    record = {**guide(with_field(**{"$ref": schema_host.url()})), "department": department.code}
+    data = io.BytesIO(json.dumps({"services": [record]}).encode())
+    data.name = "catalog.json"
+    response = admin_client.post("/admin/services/service/import/", {"file": data}, follow=True)
+    assert "errorlist" in response.content.decode()
+    assert "0.form_schema" in response.content.decode()
+    assert not Service.objects.exists()
+    assert schema_host.requests == []
+
+
+# --- Forms saved before the rules --------------------------------------------------------
+
+
+def stored_before_the_rules(service: Service, schema: dict) -> None:
+    """Write straight to the table, as a schema saved before these rules was."""
+    Service.objects.filter(pk=service.pk).update(form_schema=schema)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "http",
+        "redirect-or-loop",
+        "file",
+        "urn",
+        "remote base + relative ref",
+        "remote base + local ref",
+        "dynamic ref",
+        "dangling local ref",
+        "loop",
+        "backreference",
+    ],
+)
+def test_applying_with_a_stored_form_that_reaches_out_fetches_nothing(
+    citizen_api, service, schema_host, name
+) -> None:
+    stored_before_the_rules(service, attacks(schema_host.url())[name])
+    response = submit(citizen_api, form={**GOOD_FORM, "extra": "x"})
+    assert response.status_code == 409, response.content
+    assert response.json()["code"] == "form_schema_unusable"
+    assert response.json()["detail"] == "该事项的申请表暂不可用，请联系办理部门"
+    assert schema_host.requests == []
+    assert not Application.objects.exists()
+
+
+def test_a_supplement_against_a_stored_form_that_reaches_out_fetches_nothing(
+    citizen_api, service, schema_host
+) -> None:
+    from tests.services.test_applications_api import move
+
+    application = Application.objects.get(id=submit(citizen_api).json()["id"])
+    move(application, "accepted", "needs_info")
+    stored_before_the_rules(service, with_field(**{"$ref": schema_host.url()}))
+    response = citizen_api.post(
+        f"/api/v1/applications/{application.id}/supplement/",
+        {"form": {"extra": "x"}},
+        format="json",
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == "form_schema_unusable"
+    assert schema_host.requests == []
+
+
+@pytest.mark.timeout(10)
+def test_a_catastrophic_pattern_cannot_hold_the_worker(citizen_api, service) -> None:
+    # Valid RE2, so a department may save it; a backtracking engine would
+    # need about 2**5000 steps for each of these answers.
+    stored_before_the_rules(
+        service,
+        {
+            **with_field(type="string", pattern="^(a+)+$"),
+            "patternProperties": {"^(b+)+$": {"type": "integer"}},
+        },
+    )
+    response = submit(citizen_api, form={**GOOD_FORM, "extra": "a" * 5000 + "!"})
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"form.extra": ["格式不正确"]}
+    response = submit(citizen_api, form={**GOOD_FORM, "b" * 5000 + "!": 1})
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"form": ["含有表单未定义的字段"]}
+
+
+def test_a_department_may_publish_that_pattern_because_re2_runs_it(
+    integrator_api, category
+) -> None:
+    response = integrator_api.post(
+        URL, guide(with_field(type="string", pattern="^(a+)+$")), format="json"
+    )
+    assert response.status_code == 201, response.json()
