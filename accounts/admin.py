@@ -25,7 +25,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from accounts import idnumber, pii, services
+from accounts import api_keys, audit, citizens, idnumber, pii
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
 from config.api import client_ip
 
@@ -35,7 +35,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
     audit trail (next to Django's own admin log)."""
 
     def log_addition(self, request, obj, message):  # type: ignore[no-untyped-def]
-        services.audit_record(
+        audit.audit_record(
             actor=request.user,
             action=f"admin.{obj._meta.model_name}.added",
             target=obj,
@@ -44,7 +44,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
         return super().log_addition(request, obj, message)
 
     def log_change(self, request, obj, message):  # type: ignore[no-untyped-def]
-        services.audit_record(
+        audit.audit_record(
             actor=request.user,
             action=f"admin.{obj._meta.model_name}.changed",
             target=obj,
@@ -55,7 +55,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
     def log_deletions(self, request, queryset):  # type: ignore[no-untyped-def]
         for obj in queryset:
-            services.audit_record(
+            audit.audit_record(
                 actor=request.user,
                 action=f"admin.{obj._meta.model_name}.deleted",
                 target=obj,
@@ -112,7 +112,7 @@ def audit_privilege_change(request: HttpRequest, obj: User | Group, before: dict
         k: {"before": before.get(k), "after": v} for k, v in after.items() if before.get(k) != v
     }
     if changed:
-        services.audit_record(
+        audit.audit_record(
             actor=request.user,
             action=f"admin.{obj._meta.model_name}.privileges_changed",
             target=obj,
@@ -298,7 +298,7 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
         subject = get_object_or_404(User, pk=user_id)
         if not request.user.has_perm("accounts.view_pii"):
             raise PermissionDenied
-        values = services.pii_reveal(subject=subject, operator=request.user, ip=client_ip(request))
+        values = citizens.pii_reveal(subject=subject, operator=request.user, ip=client_ip(request))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -311,7 +311,7 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
     @admin.action(description=_("停用所选账户（吊销令牌）"), permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         for user in queryset:
-            services.user_set_active(
+            citizens.user_set_active(
                 user=user, active=False, actor=request.user, ip=client_ip(request)
             )
         self.message_user(request, _("已停用 %(n)s 个账户") % {"n": queryset.count()})
@@ -320,7 +320,7 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
     def reinstate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         count = 0
         for user in queryset.filter(closed_at__isnull=True):
-            services.user_set_active(
+            citizens.user_set_active(
                 user=user, active=True, actor=request.user, ip=client_ip(request)
             )
             count += 1
@@ -403,7 +403,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        key, raw = services.api_key_create(
+        key, raw = api_keys.api_key_create(
             department=form.cleaned_data["department"],
             scope=form.cleaned_data["scope"],
             name=form.cleaned_data["name"],
@@ -427,7 +427,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description=_("吊销所选密钥"), permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset.filter(revoked_at__isnull=True):
-            services.api_key_revoke(key=key, actor=request.user, ip=client_ip(request))
+            api_keys.api_key_revoke(key=key, actor=request.user, ip=client_ip(request))
         self.message_user(request, _("所选密钥已吊销"))
 
 

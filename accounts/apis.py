@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import selectors, services
+from accounts import citizens, inbox, otp, selectors, tokens
 from accounts.authentication import IsCitizen
 from accounts.models import Message, User
 from config.api import (
@@ -136,7 +136,7 @@ class OtpView(APIView):
     def post(self, request: Request) -> Response:
         serializer = OtpRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.otp_send(phone=serializer.validated_data["phone"], ip=client_ip(request))
+        otp.otp_send(phone=serializer.validated_data["phone"], ip=client_ip(request))
         return Response(
             {
                 "detail": _("验证码已发送"),
@@ -172,9 +172,9 @@ class TokenView(APIView):
     def post(self, request: Request) -> Response:
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = services.otp_login(**serializer.validated_data)
-        tokens = services.tokens_issue(user=user)
-        return Response({**tokens, "user": UserSerializer(user).data})
+        user = otp.otp_login(**serializer.validated_data)
+        pair = tokens.tokens_issue(user=user)
+        return Response({**pair, "user": UserSerializer(user).data})
 
 
 class TokenRefreshView(APIView):
@@ -192,7 +192,7 @@ class TokenRefreshView(APIView):
     def post(self, request: Request) -> Response:
         serializer = RefreshSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return Response(services.token_refresh(refresh=serializer.validated_data["refresh"]))
+        return Response(tokens.token_refresh(refresh=serializer.validated_data["refresh"]))
 
 
 class LogoutView(APIView):
@@ -208,7 +208,7 @@ class LogoutView(APIView):
     def post(self, request: Request) -> Response:
         serializer = RefreshSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.token_revoke(refresh=serializer.validated_data["refresh"])
+        tokens.token_revoke(refresh=serializer.validated_data["refresh"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -231,7 +231,7 @@ class MeView(APIView):
     def patch(self, request: Request) -> Response:
         serializer = ProfileUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        user = services.profile_update(user=request.user, **serializer.validated_data)
+        user = citizens.profile_update(user=request.user, **serializer.validated_data)
         return Response(UserSerializer(user).data)
 
     @extend_schema(
@@ -245,7 +245,7 @@ class MeView(APIView):
         responses={204: None},
     )
     def delete(self, request: Request) -> Response:
-        services.account_close(user=request.user, ip=client_ip(request))
+        citizens.account_close(user=request.user, ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -273,7 +273,7 @@ class RealNameView(APIView):
     def post(self, request: Request) -> Response:
         serializer = RealNameSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = services.real_name_verify(
+        user = citizens.real_name_verify(
             user=request.user, ip=client_ip(request), **serializer.validated_data
         )
         return Response(UserSerializer(user).data)
@@ -340,7 +340,7 @@ class MessageReadView(APIView):
         responses={200: MessageSerializer, **problems("not_found")},
     )
     def post(self, request: Request, message_id: str) -> Response:
-        message = services.message_mark_read(user=request.user, message_id=message_id)
+        message = inbox.message_mark_read(user=request.user, message_id=message_id)
         return Response(MessageSerializer(message).data)
 
 
@@ -354,4 +354,4 @@ class MessageReadAllView(APIView):
         responses={200: inline_serializer("MarkedRead", {"marked": serializers.IntegerField()})},
     )
     def post(self, request: Request) -> Response:
-        return Response({"marked": services.messages_mark_all_read(user=request.user)})
+        return Response({"marked": inbox.messages_mark_all_read(user=request.user)})

@@ -9,20 +9,21 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from accounts import (
             citizen_data,
+            citizens,
             errors,  # noqa: F401  (registers the error codes)
             idempotency,
+            inbox,
             selectors,
-            services,
         )
         from accounts.models import IdempotencyRecord, Message, User
 
         citizen_data.register(
-            "profile", export=selectors.profile_export, erase=services.profile_erase, models=[User]
+            "profile", export=selectors.profile_export, erase=citizens.profile_erase, models=[User]
         )
         citizen_data.register(
             "messages",
             export=selectors.messages_export,
-            erase=services.messages_erase,
+            erase=inbox.messages_erase,
             models=[Message],
         )
         # Stored answers to the citizen's POSTs, kept 24 h for retries: what
@@ -30,6 +31,6 @@ class AccountsConfig(AppConfig):
         citizen_data.register(
             "idempotency_records",
             export=None,
-            erase=idempotency.records_erase,
+            erase=idempotency.idempotency_records_erase,
             models=[IdempotencyRecord],
         )

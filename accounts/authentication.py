@@ -13,9 +13,9 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from accounts.api_keys import api_key_authenticate
 from accounts.errors import API_KEY_INVALID, API_KEY_SCOPE, CITIZEN_REQUIRED
 from accounts.models import ApiKey, ApiKeyScope, Department, User
-from accounts.services import api_key_authenticate
 
 
 class CitizenJWTAuthentication(JWTAuthentication):

@@ -88,14 +88,14 @@ def idempotent(request: Request, create: Callable[[], Response]) -> Response:
         return _replay(existing, fingerprint)
 
 
-def purge_expired() -> int:
+def idempotency_records_purge() -> int:
     deleted, _counts = IdempotencyRecord.objects.filter(
         created_at__lt=timezone.now() - KEY_LIFETIME
     ).delete()
     return deleted
 
 
-def records_erase(user: User) -> None:
+def idempotency_records_erase(user: User) -> None:
     """Forget the citizen's stored answers (they repeat forms and
     applications); a closed account sends no retries."""
     IdempotencyRecord.objects.filter(owner=_user_owner(user.pk)).delete()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from accounts import idempotency, services
+from accounts import idempotency, otp
 
 
 @shared_task(name="accounts.purge_otp_challenges", acks_late=True)
-def purge_otp_challenges() -> int:
-    return services.purge_otp_challenges()
+def otp_challenges_purge() -> int:
+    return otp.otp_challenges_purge()
 
 
 @shared_task(name="accounts.purge_idempotency_records", acks_late=True)
-def purge_idempotency_records() -> int:
-    return idempotency.purge_expired()
+def idempotency_records_purge() -> int:
+    return idempotency.idempotency_records_purge()

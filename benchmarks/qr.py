@@ -202,8 +202,10 @@ def main() -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
+        from accounts.api_keys import api_key_create
+        from accounts.departments import department_ensure
         from accounts.models import ApiKeyScope
-        from accounts.services import api_key_create, department_ensure, tokens_issue
+        from accounts.tokens import tokens_issue
         from qr import caches, codes, services
         from qr.models import ScannerProfile
         from tests.accounts.factories import CitizenFactory

@@ -17,9 +17,9 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts import pii
+from accounts.audit import audit_record
 from accounts.errors import ACCOUNT_SUSPENDED
 from accounts.models import ApiKey, Department, User
-from accounts.services import audit_record
 from config.api import NOT_FOUND, THROTTLED
 from config.ids import uuid7
 from qr import caches, codes, selectors

@@ -13,9 +13,10 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts.audit import audit_record
 from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
+from accounts.inbox import message_post
 from accounts.models import ApiKey, User
-from accounts.services import audit_record, message_post
 from services import events, routing
 from services.errors import (
     FORM_INVALID,

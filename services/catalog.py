@@ -10,8 +10,8 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 from pypinyin import Style, lazy_pinyin
 
+from accounts.audit import audit_record
 from accounts.models import ApiKey, Department, User
-from accounts.services import audit_record
 from services.errors import FORM_SCHEMA_INVALID, GUIDE_INVALID, SERVICE_CODE_TAKEN, ServicesError
 from services.formschema import schema_problems
 from services.models import Category, Channel, Service

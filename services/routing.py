@@ -32,8 +32,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
 
+from accounts.audit import audit_record
+from accounts.inbox import message_post
 from accounts.models import ApiKey, Department, User
-from accounts.services import audit_record, message_post
 from services import events, transport
 from services.errors import (
     DELIVERY_NOT_RETRYABLE,

@@ -16,8 +16,8 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import sms
+from accounts.api_keys import api_key_create
 from accounts.models import ApiKey, ApiKeyScope, Department, User
-from accounts.services import api_key_create
 from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
 
 

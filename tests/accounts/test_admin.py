@@ -124,7 +124,7 @@ def test_admin_changes_land_in_the_audit_trail(admin_client, department) -> None
 
 
 def test_audit_trail_cannot_be_edited(admin_client, citizen) -> None:
-    from accounts.services import audit_record
+    from accounts.audit import audit_record
 
     entry = audit_record(actor=None, action="test", target=citizen)
     assert admin_client.get("/admin/accounts/auditentry/").status_code == 200

@@ -7,8 +7,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from accounts.api_keys import api_key_revoke
 from accounts.models import ApiKey, AuditEntry, Department
-from accounts.services import api_key_revoke
 from tests.conftest import client_for, client_with_key
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.accounts.scope_urls")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.inbox import message_post
 from accounts.models import AuditEntry, Message, User
-from accounts.services import message_post
 from tests.accounts.helpers import log_in
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils.translation import gettext_lazy as _
 
-from accounts.services import message_post
+from accounts.inbox import message_post
 
 pytestmark = pytest.mark.django_db
 

@@ -92,7 +92,7 @@ def test_one_id_number_verifies_one_account_under_a_race() -> None:
 
 
 def test_a_refresh_token_is_traded_once_under_a_race() -> None:
-    from accounts.services import tokens_issue
+    from accounts.tokens import tokens_issue
 
     user = CitizenFactory()
     refresh = tokens_issue(user=user)["refresh"]

@@ -94,8 +94,8 @@ def test_a_closed_account_loses_its_tokens_at_once(api) -> None:
 
 
 def test_a_suspended_account_cannot_refresh(api, operator) -> None:
+    from accounts.citizens import user_set_active
     from accounts.models import User
-    from accounts.services import user_set_active
 
     tokens = log_in(api)
     user = User.objects.get(phone="13800138000")
@@ -106,8 +106,8 @@ def test_a_suspended_account_cannot_refresh(api, operator) -> None:
 
 
 def test_suspension_and_reinstatement_record_when(operator) -> None:
+    from accounts.citizens import account_close, user_set_active
     from accounts.models import User
-    from accounts.services import account_close, user_set_active
     from tests.accounts.factories import CitizenFactory
 
     user = CitizenFactory()

@@ -203,7 +203,7 @@ def test_an_integrator_key_never_takes_the_fast_path(citizen, integrator_key, vi
 
 
 def test_a_forgotten_or_revoked_key_goes_the_full_way(citizen, scanner_key, operator) -> None:
-    from accounts.services import api_key_revoke
+    from accounts.api_keys import api_key_revoke
     from qr.authentication import forget_scanner_keys
 
     wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)

@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.citizens import account_close, user_set_active
 from accounts.models import User
-from accounts.services import account_close, user_set_active
 from qr.models import ScanEvent
 from qr.services import scan_events_purge
 from tests.qr.conftest import citizen_code, create_venue, issue, recorded_scans, verify

@@ -14,7 +14,7 @@ from django.utils import timezone
 from jwcrypto import jwk, jwt
 from PIL import Image, ImageDraw
 
-from accounts.services import account_close, user_set_active
+from accounts.citizens import account_close, user_set_active
 from qr.models import SigningKey
 from tests.qr.conftest import issue
 

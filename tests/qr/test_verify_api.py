@@ -7,7 +7,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from accounts.services import account_close, user_set_active
+from accounts.citizens import account_close, user_set_active
 from qr import caches, codes
 from tests.conftest import client_for, client_with_key
 from tests.qr.conftest import citizen_code, forge, issue, recorded_scans, verify
@@ -236,7 +236,7 @@ def test_citizens_and_strangers_cannot_verify(citizen_api, api):
 def test_a_revoked_scanner_key_stops_within_the_auth_cache_time(
     citizen_api, scanner_key, scanner_api, settings
 ):
-    from accounts.services import api_key_revoke
+    from accounts.api_keys import api_key_revoke
 
     settings.QR_SCANNER_AUTH_CACHE_SECONDS = 0
     assert verify(scanner_api, issue(citizen_api)["code"])["valid"] is True

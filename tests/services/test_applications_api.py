@@ -19,7 +19,7 @@ URL = "/api/v1/applications/"
 
 def move(application: Application, *statuses: str) -> Application:
     """Put an application where a story needs it, the way the department would."""
-    from accounts.services import api_key_create
+    from accounts.api_keys import api_key_create
     from services.applications import application_department_update
 
     key, _raw = api_key_create(department=application.department, scope="integrator")

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.utils import timezone
 
-from accounts.services import api_key_create
+from accounts.api_keys import api_key_create
 from services import events, routing
 from services.applications import (
     application_cancel,

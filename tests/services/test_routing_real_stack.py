@@ -17,7 +17,7 @@ import httpx
 import pytest
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.services import api_key_create
+from accounts.api_keys import api_key_create
 from services import events, routing
 from services.models import Application, Delivery
 from tests.accounts.factories import CitizenFactory, DepartmentFactory

@@ -77,7 +77,7 @@ def test_any_sequence_of_attempts_stays_on_the_map(start, attempts) -> None:
 def test_the_department_api_refuses_every_move_off_the_table(statuses) -> None:
     """Through the service function, with the database: each refused move is
     409 ``invalid_transition`` and changes nothing."""
-    from accounts.services import api_key_create
+    from accounts.api_keys import api_key_create
     from services.applications import application_department_update, application_submit
     from services.errors import ServicesError
     from tests.accounts.factories import CitizenFactory

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.api_keys import api_key_create
 from accounts.models import ApiKeyScope, Department
-from accounts.services import api_key_create
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.text import slugify
 
-from accounts.services import department_ensure
+from accounts.departments import department_ensure
 
 
 class Command(BaseCommand):

@@ -19,8 +19,8 @@ import httpx
 from django.core.management.base import BaseCommand, CommandError
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from accounts.api_keys import api_key_create, api_key_revoke
 from accounts.models import ApiKey, ApiKeyScope, Department
-from accounts.services import api_key_create, api_key_revoke
 from services import events, routing
 from services.models import Endpoint
 

@@ -15,8 +15,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accounts.citizens import real_name_verify
+from accounts.departments import department_ensure
 from accounts.models import IdentityLevel, User
-from accounts.services import department_ensure, real_name_verify
 from services.catalog import catalog_import, category_ensure
 
 CATALOG_FILE = Path(__file__).resolve().parents[2] / "demo" / "catalog.json"

@@ -1,0 +1,72 @@
+"""The citizen's inbox."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone, translation
+from django.utils.functional import Promise
+
+from accounts.errors import (
+    AccountsError,
+)
+from accounts.models import (
+    Message,
+    User,
+)
+from config.api import NOT_FOUND
+
+# --- Inbox ------------------------------------------------------------------------------
+
+
+def _in_every_language(text: Promise | str, params: Mapping[str, Any] | None) -> dict[str, str]:
+    rendered = {}
+    for code, _name in settings.LANGUAGES:
+        with translation.override(code):
+            values = {key: str(value) for key, value in (params or {}).items()}
+            rendered[code] = str(text) % values if values else str(text)
+    return rendered
+
+
+def message_post(
+    *,
+    user: User,
+    kind: str,
+    title: Promise | str,
+    body: Promise | str,
+    params: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Message:
+    """Post a message to a citizen's inbox (what other apps call).
+
+    ``title`` and ``body`` are translatable templates (``gettext_lazy``) with
+    ``%(name)s`` placeholders filled from ``params``; they are rendered once
+    per supported language, so each reader sees their own.
+    """
+    return Message.objects.create(
+        user=user,
+        kind=kind,
+        title=_in_every_language(title, params),
+        body=_in_every_language(body, params),
+        data=dict(data or {}),
+    )
+
+
+def message_mark_read(*, user: User, message_id: Any) -> Message:
+    message = Message.objects.filter(user=user, pk=message_id).first()
+    if message is None:
+        raise AccountsError(NOT_FOUND)
+    if message.read_at is None:
+        message.read_at = timezone.now()
+        message.save(update_fields=["read_at"])
+    return message
+
+
+def messages_mark_all_read(*, user: User) -> int:
+    return Message.objects.filter(user=user, read_at__isnull=True).update(read_at=timezone.now())
+
+
+def messages_erase(user: User) -> None:
+    Message.objects.filter(user=user).delete()

@@ -1,0 +1,191 @@
+"""Phone numbers and one-time login codes by SMS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import models, transaction
+from django.utils import timezone, translation
+from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.translation import gettext_lazy as _
+
+from accounts.errors import (
+    ACCOUNT_SUSPENDED,
+    OTP_ATTEMPTS_EXCEEDED,
+    OTP_EXPIRED,
+    OTP_INVALID,
+    PHONE_INVALID,
+    SMS_UNAVAILABLE,
+    AccountsError,
+)
+from accounts.models import (
+    OtpChallenge,
+    User,
+)
+from accounts.sms import SmsDeliveryError, send_sms
+from config.api import THROTTLED
+
+# --- Phone numbers and one-time codes ----------------------------------------------
+
+_PHONE = re.compile(r"^1[3-9]\d{9}$")
+
+
+def phone_normalize(raw: str) -> str:
+    """``+86 138-0013-8000`` → ``13800138000``; anything else is refused."""
+    phone = re.sub(r"[\s\-()]", "", raw or "")
+    for prefix in ("+86", "0086", "86"):
+        if phone.startswith(prefix) and len(phone) == len(prefix) + 11:
+            phone = phone[len(prefix) :]
+            break
+    if not _PHONE.match(phone):
+        raise AccountsError(PHONE_INVALID, errors={"phone": [str(PHONE_INVALID.title)]})
+    return phone
+
+
+def _otp_hash(phone: str, code: str) -> str:
+    return salted_hmac("accounts.otp", f"{phone}:{code}", algorithm="sha256").hexdigest()
+
+
+def _throttled(seconds: float) -> AccountsError:
+    wait = max(1, int(seconds + 0.999))
+    return AccountsError(
+        THROTTLED,
+        _("请求过于频繁，请 %(seconds)s 秒后再试") % {"seconds": wait},
+        headers={"Retry-After": str(wait)},
+        extra={"retry_after": wait},
+    )
+
+
+def _start_of_local_day(now: dt.datetime) -> dt.datetime:
+    local = timezone.localtime(now)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _check_send_limits(phone: str, ip: str | None, now: dt.datetime) -> None:
+    interval = settings.OTP_SEND_INTERVAL_SECONDS
+    day_start = _start_of_local_day(now)
+    seconds_to_midnight = (day_start + dt.timedelta(days=1) - now).total_seconds()
+
+    recent = OtpChallenge.objects.filter(phone=phone)
+    last = recent.order_by("-created_at").values_list("created_at", flat=True).first()
+    if last is not None and (now - last).total_seconds() < interval:
+        raise _throttled(interval - (now - last).total_seconds())
+    if recent.filter(created_at__gte=day_start).count() >= settings.OTP_SEND_DAILY_LIMIT_PER_PHONE:
+        raise _throttled(seconds_to_midnight)
+
+    if ip:
+        by_ip = OtpChallenge.objects.filter(ip=ip)
+        hour_ago = now - dt.timedelta(hours=1)
+        last_hour = by_ip.filter(created_at__gte=hour_ago)
+        if last_hour.count() >= settings.OTP_SEND_HOURLY_LIMIT_PER_IP:
+            oldest = last_hour.aggregate(oldest=models.Min("created_at"))["oldest"]
+            raise _throttled(3600 - (now - oldest).total_seconds())
+        if by_ip.filter(created_at__gte=day_start).count() >= settings.OTP_SEND_DAILY_LIMIT_PER_IP:
+            raise _throttled(seconds_to_midnight)
+
+
+def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
+    """Send a login code by SMS.
+
+    The same whether or not the phone has an account. Limits: one code per
+    phone per ``OTP_SEND_INTERVAL_SECONDS``, daily caps per phone and per
+    client address, an hourly cap per address (429 with ``Retry-After``).
+    A new code replaces any earlier one.
+    """
+    phone = phone_normalize(phone)
+    now = timezone.now()
+    _check_send_limits(phone, ip, now)
+    # The database check above is the rule; this atomic gate stops two
+    # simultaneous requests for one phone from both passing it.
+    gate = f"otp-send-gate:{phone}"
+    if not cache.add(gate, 1, timeout=settings.OTP_SEND_INTERVAL_SECONDS):
+        raise _throttled(settings.OTP_SEND_INTERVAL_SECONDS)
+
+    code = f"{secrets.randbelow(10**6):06d}"
+    try:
+        with transaction.atomic():
+            OtpChallenge.objects.filter(phone=phone, closed_at__isnull=True).update(
+                closed_at=now, close_reason=OtpChallenge.CloseReason.SUPERSEDED
+            )
+            challenge = OtpChallenge.objects.create(
+                phone=phone,
+                code_hash=_otp_hash(phone, code),
+                ip=ip,
+                created_at=now,
+                expires_at=now + dt.timedelta(seconds=settings.OTP_TTL_SECONDS),
+            )
+            minutes = settings.OTP_TTL_SECONDS // 60
+            with translation.override(settings.LANGUAGE_CODE):
+                text = str(
+                    _("您的登录验证码是 %(code)s，%(minutes)s 分钟内有效。请勿告诉他人。")
+                    % {"code": code, "minutes": minutes}
+                )
+            send_sms(to=phone, text=text)
+    except SmsDeliveryError as exc:
+        cache.delete(gate)
+        raise AccountsError(SMS_UNAVAILABLE) from exc
+    return challenge
+
+
+def otp_login(*, phone: str, code: str) -> User:
+    """Check a login code and return the citizen, created on first login.
+
+    Each wrong code counts; the fifth burns the challenge. Only the newest
+    open challenge of the phone is considered.
+    """
+    phone = phone_normalize(phone)
+    code = (code or "").strip()
+    if not re.fullmatch(r"\d{6}", code):
+        raise AccountsError(OTP_INVALID, errors={"code": [str(_("验证码为 6 位数字"))]})
+    now = timezone.now()
+    with transaction.atomic():
+        challenge = (
+            OtpChallenge.objects.select_for_update()
+            .filter(phone=phone, closed_at__isnull=True)
+            .order_by("-created_at")
+            .first()
+        )
+        if challenge is None or challenge.expires_at <= now:
+            raise AccountsError(OTP_EXPIRED)
+        if constant_time_compare(challenge.code_hash, _otp_hash(phone, code)):
+            challenge.closed_at = now
+            challenge.close_reason = OtpChallenge.CloseReason.USED
+            challenge.save(update_fields=["closed_at", "close_reason"])
+            return _citizen_for_phone(phone)
+        challenge.attempts += 1
+        left = settings.OTP_MAX_ATTEMPTS - challenge.attempts
+        if left <= 0:
+            challenge.closed_at = now
+            challenge.close_reason = OtpChallenge.CloseReason.BURNED
+        challenge.save(update_fields=["attempts", "closed_at", "close_reason"])
+    # Raised after the block so the counted attempt is committed.
+    if left <= 0:
+        raise AccountsError(OTP_ATTEMPTS_EXCEEDED)
+    raise AccountsError(
+        OTP_INVALID,
+        _("验证码错误，还可尝试 %(left)s 次") % {"left": left},
+        errors={"code": [str(OTP_INVALID.title)]},
+        extra={"attempts_left": left},
+    )
+
+
+def _citizen_for_phone(phone: str) -> User:
+    user = User.objects.filter(phone=phone).first()
+    if user is None:
+        user = User(phone=phone)
+        user.set_unusable_password()
+        user.save()
+        return user
+    if not user.is_active:
+        raise AccountsError(ACCOUNT_SUSPENDED)
+    return user
+
+
+def otp_challenges_purge(*, older_than: dt.timedelta = dt.timedelta(days=2)) -> int:
+    """Delete challenges no limit looks at any more."""
+    deleted, _ = OtpChallenge.objects.filter(created_at__lt=timezone.now() - older_than).delete()
+    return deleted
