@@ -27,6 +27,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from accounts import api_keys, audit, citizens, idnumber, pii
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
+from config import masking
 from config.api import client_ip
 
 
@@ -454,7 +455,7 @@ class OtpChallengeAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("手机号"))
     def masked_phone(self, challenge: OtpChallenge) -> str:
-        return pii.mask_phone(challenge.phone)
+        return masking.mask_phone(challenge.phone)
 
 
 @admin.register(AuditEntry)

@@ -27,7 +27,7 @@ from accounts.models import (
     User,
 )
 from accounts.tokens import tokens_revoke_all
-from config.api import ACCOUNT_INACTIVE
+from config.errors import ACCOUNT_INACTIVE
 
 # --- Profile, real name, closing ----------------------------------------------------------
 

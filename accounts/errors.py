@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils.translation import gettext_lazy as _
 
-from config.api import DomainError, error_code
+from config.errors import DomainError, error_code
 
 PHONE_INVALID = error_code("phone_invalid", 400, _("请输入有效的中国大陆手机号"))
 OTP_INVALID = error_code("otp_invalid", 400, _("验证码错误"))

@@ -16,7 +16,7 @@ from accounts.models import (
     Message,
     User,
 )
-from config.api import NOT_FOUND
+from config.errors import NOT_FOUND
 
 # --- Inbox ------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
-from accounts import pii
 from accounts.fields import EncryptedJSONField, EncryptedTextField
+from config import masking
 from config.ids import uuid7
 
 
@@ -121,20 +121,20 @@ class User(AbstractBaseUser, PermissionsMixin):
         if self.username:
             return self.username
         if self.phone:
-            return pii.mask_phone(self.phone)
+            return masking.mask_phone(self.phone)
         return f"user-{str(self.id)[-8:]}"
 
     @property
     def phone_masked(self) -> str:
-        return pii.mask_phone(self.phone)
+        return masking.mask_phone(self.phone)
 
     @property
     def real_name_masked(self) -> str:
-        return pii.mask_name(self.real_name)
+        return masking.mask_name(self.real_name)
 
     @property
     def id_number_masked(self) -> str:
-        return pii.mask_id_number(self.id_number)
+        return masking.mask_id_number(self.id_number)
 
 
 class OtpChallenge(models.Model):
@@ -163,7 +163,7 @@ class OtpChallenge(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{pii.mask_phone(self.phone)} @ {self.created_at:%Y-%m-%d %H:%M:%S}"
+        return f"{masking.mask_phone(self.phone)} @ {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 class ApiKeyScope(models.TextChoices):

@@ -27,7 +27,7 @@ from accounts.models import (
     User,
 )
 from accounts.sms import SmsDeliveryError, send_sms
-from config.api import THROTTLED
+from config.errors import THROTTLED
 
 # --- Phone numbers and one-time codes ----------------------------------------------
 

@@ -78,27 +78,3 @@ def blind_index(value: str, *, purpose: str) -> str:
     """Keyed, deterministic digest of ``value`` for lookups and uniqueness."""
     message = f"{purpose}\x00{value}".encode()
     return hmac.new(_index_key(), message, hashlib.sha256).hexdigest()
-
-
-def mask_phone(phone: str | None) -> str:
-    if not phone:
-        return ""
-    if len(phone) != 11:
-        return "*" * len(phone)
-    return f"{phone[:3]}****{phone[7:]}"
-
-
-def mask_name(name: str | None) -> str:
-    """``张三`` → ``张*``; ``欧阳娜娜`` → ``欧***``: the first character only."""
-    if not name:
-        return ""
-    return name[0] + "*" * (len(name) - 1) if len(name) > 1 else "*"
-
-
-def mask_id_number(id_number: str | None) -> str:
-    """``430102199003071234`` → ``430102********1234``."""
-    if not id_number:
-        return ""
-    if len(id_number) != 18:
-        return "*" * len(id_number)
-    return f"{id_number[:6]}********{id_number[14:]}"

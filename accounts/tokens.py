@@ -18,7 +18,7 @@ from accounts.errors import (
 from accounts.models import (
     User,
 )
-from config.api import ACCOUNT_INACTIVE, TOKEN_INVALID
+from config.errors import ACCOUNT_INACTIVE, TOKEN_INVALID
 
 # --- Tokens --------------------------------------------------------------------------
 

@@ -1,24 +1,16 @@
-"""Shared API plumbing: error codes, RFC 9457 problem details, pagination.
-
-Every app declares its stable error codes with :func:`error_code` in its own
-``errors.py`` and raises its own subclass of :class:`DomainError`. One DRF
-exception handler renders those, DRF's and Django's errors alike, as
-``application/problem+json``::
-
-    {"type": "/api/problems/otp_invalid", "title": "...", "status": 400,
-     "detail": "...", "code": "otp_invalid", "errors": {"code": ["..."]}}
-"""
+"""Shared DRF plumbing: the one exception handler that renders every error
+(the apps' :class:`config.errors.DomainError`, DRF's and Django's) as problem
+details, the client's address and the throttles keyed by it, strict fields
+and parsing, pagination with :func:`paginated`, and the OpenAPI helpers."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -35,89 +27,32 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
 
+from config.errors import (
+    ACCOUNT_INACTIVE,
+    AUTHENTICATION_FAILED,
+    ERROR_CODES,
+    INVALID,
+    MALFORMED_REQUEST,
+    METHOD_NOT_ALLOWED,
+    NOT_ACCEPTABLE,
+    NOT_AUTHENTICATED,
+    NOT_FOUND,
+    PAGINATION_INVALID,
+    PAYLOAD_TOO_LARGE,
+    PERMISSION_DENIED,
+    PROBLEM_CONTENT_TYPE,
+    SERVER_ERROR,
+    SERVICE_UNAVAILABLE,
+    THROTTLED,
+    TOKEN_INVALID,
+    UNSUPPORTED_MEDIA_TYPE,
+    DomainError,
+    ErrorCode,
+    problem_body,
+    problem_http_response,
+)
+
 logger = logging.getLogger(__name__)
-
-PROBLEM_CONTENT_TYPE = "application/problem+json"
-
-
-@dataclass(frozen=True)
-class ErrorCode:
-    """A stable error ``code`` that clients switch on, with its HTTP status."""
-
-    code: str
-    status: int
-    title: Promise | str
-
-
-ERROR_CODES: dict[str, ErrorCode] = {}
-
-
-def error_code(code: str, status: int, title: Promise | str) -> ErrorCode:
-    """Declare (once) a stable error code. Codes are global across apps."""
-    existing = ERROR_CODES.get(code)
-    if existing is not None and existing.status != status:
-        raise ValueError(f"error code {code!r} declared twice with different statuses")
-    error = ErrorCode(code=code, status=status, title=title)
-    ERROR_CODES[code] = error
-    return error
-
-
-# The members RFC 9457 and DESIGN §4 give a meaning; no extra member may reuse one.
-PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "errors"})
-
-
-def _refuse_shadowing(extra: dict[str, Any] | None) -> None:
-    clash = PROBLEM_MEMBERS.intersection(extra or ())
-    if clash:
-        raise ValueError(f"extra problem members {sorted(clash)} would shadow the standard ones")
-
-
-class DomainError(Exception):
-    """Base of each app's error type: a business rule refused the request."""
-
-    def __init__(
-        self,
-        error: ErrorCode,
-        detail: Promise | str | None = None,
-        *,
-        errors: dict[str, list[str]] | None = None,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(f"{error.code}: {detail or error.title}")
-        _refuse_shadowing(extra)
-        self.error = error
-        self.detail = detail
-        self.errors = errors or {}
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-    @property
-    def code(self) -> str:
-        return self.error.code
-
-    @property
-    def status(self) -> int:
-        return self.error.status
-
-
-# Platform-wide codes. App-specific ones live in each app's errors.py.
-INVALID = error_code("invalid", 400, _("请求参数有误"))
-MALFORMED_REQUEST = error_code("malformed_request", 400, _("请求体不是合法的 JSON"))
-PAGINATION_INVALID = error_code("pagination_invalid", 400, _("分页参数无效"))
-NOT_AUTHENTICATED = error_code("not_authenticated", 401, _("需要身份凭据"))
-AUTHENTICATION_FAILED = error_code("authentication_failed", 401, _("身份凭据无效"))
-TOKEN_INVALID = error_code("token_invalid", 401, _("令牌无效、已过期或已注销"))
-ACCOUNT_INACTIVE = error_code("account_inactive", 401, _("账户已停用或已注销"))
-PERMISSION_DENIED = error_code("permission_denied", 403, _("无权执行此操作"))
-NOT_FOUND = error_code("not_found", 404, _("资源不存在"))
-METHOD_NOT_ALLOWED = error_code("method_not_allowed", 405, _("不支持该请求方法"))
-NOT_ACCEPTABLE = error_code("not_acceptable", 406, _("无法提供请求的响应格式"))
-PAYLOAD_TOO_LARGE = error_code("payload_too_large", 413, _("请求体过大"))
-UNSUPPORTED_MEDIA_TYPE = error_code("unsupported_media_type", 415, _("不支持的请求体类型"))
-THROTTLED = error_code("throttled", 429, _("请求过于频繁，请稍后再试"))
-SERVER_ERROR = error_code("server_error", 500, _("服务器内部错误"))
-SERVICE_UNAVAILABLE = error_code("service_unavailable", 503, _("服务暂不可用"))
 
 _BY_STATUS = {
     400: INVALID,
@@ -141,27 +76,6 @@ _AUTH_CODES = {
 }
 
 
-def problem_body(
-    error: ErrorCode,
-    detail: Promise | str | None = None,
-    *,
-    errors: dict[str, list[str]] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    _refuse_shadowing(extra)
-    body: dict[str, Any] = {
-        "type": f"/api/problems/{error.code}",
-        "title": str(error.title),
-        "status": error.status,
-        "detail": str(detail) if detail else str(error.title),
-        "code": error.code,
-        "errors": errors or {},
-    }
-    if extra:
-        body.update(extra)
-    return body
-
-
 def problem_response(
     error: ErrorCode,
     detail: Promise | str | None = None,
@@ -177,23 +91,6 @@ def problem_response(
         headers=headers,
         content_type=PROBLEM_CONTENT_TYPE,
     )
-
-
-def problem_http_response(
-    error: ErrorCode,
-    detail: Promise | str | None = None,
-    *,
-    headers: dict[str, str] | None = None,
-) -> HttpResponse:
-    """The same body for plain Django views and middleware (no DRF request)."""
-    response = HttpResponse(
-        json.dumps(problem_body(error, detail), ensure_ascii=False),
-        status=error.status,
-        content_type=PROBLEM_CONTENT_TYPE,
-    )
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
 
 
 def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -268,8 +165,8 @@ def _registered(code: str, status: int) -> ErrorCode | None:
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: every error leaves as problem details."""
-    # Imported here: rest_framework.views loads the authentication classes,
-    # which import the apps' error modules, which import this module.
+    # Imported here: rest_framework.views reads DRF's settings when it loads,
+    # and they name this module's parser and pagination classes.
     from rest_framework.views import set_rollback
 
     if isinstance(exc, Http404):
@@ -553,6 +450,26 @@ class FeedPagination(_ListShape, CursorPagination):
             if "\x00" in cursor.position:
                 raise exceptions.NotFound(self.invalid_cursor_message)
         return cursor
+
+
+def paginated(
+    request: Any,
+    view: Any,
+    queryset: Any,
+    render: Callable[[Any], Any],
+    *,
+    pagination: type[_ListShape] = PagePagination,
+) -> Response:
+    """One page of ``queryset`` as ``{"results", "next", "previous"}``, each
+    item rendered by ``render`` (a serializer class, or a function of one
+    object)."""
+    paginator = pagination()
+    page = paginator.paginate_queryset(queryset, request, view)  # type: ignore[attr-defined]
+    if isinstance(render, type) and issubclass(render, serializers.BaseSerializer):
+        data = render(page, many=True).data
+    else:
+        data = [render(item) for item in page]
+    return paginator.get_paginated_response(data)
 
 
 # --- OpenAPI --------------------------------------------------------------------

@@ -9,32 +9,9 @@ traceback, and the stack.
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 
-# Mainland mobile numbers (with or without +86 / 0086) and resident ID
-# numbers, not inside longer digit runs.
-_PHONE = re.compile(r"(?<![\d+])((?:\+?86|0086)[ -]?)?(1[3-9]\d)[ -]?\d{4}[ -]?(\d{4})(?!\d)")
-_ID_NUMBER = re.compile(r"(?<![\dA-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![\dA-Za-z])")
-# A person's name has no shape of its own; it is masked where a key says
-# what it is: JSON and Python reprs ("name": "张三", 'real_name': '张三'),
-# keyword arguments (real_name=张三) and database messages
-# (Key (real_name)=(张三)). Han characters, optionally with the middle dot
-# of minority and foreign names.
-_NAME_KEYS = r"real_?name|full_?name|name|applicant_?name|payer_?name|姓名"
-_NAME = re.compile(
-    rf"""(?P<key>(?<![A-Za-z_])["']?\(?(?:{_NAME_KEYS})\)?["']?\s*[:=：]\s*\(?["']?)"""
-    r"(?P<first>[\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0002ebef])"
-    r"(?P<rest>[\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0002ebef·•]{1,20})",
-    re.IGNORECASE,
-)
-
-
-def mask_text(text: str) -> str:
-    """``text`` with every phone, ID number and keyed personal name masked."""
-    text = _ID_NUMBER.sub(r"\1********\2", text)
-    text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(3)}", text)
-    return _NAME.sub(lambda m: m["key"] + m["first"] + "*" * len(m["rest"]), text)
+from config.masking import mask_text
 
 
 class MaskPiiFilter(logging.Filter):

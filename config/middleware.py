@@ -8,7 +8,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 
-from config.api import INVALID, MALFORMED_REQUEST, PAYLOAD_TOO_LARGE, problem_http_response
+from config.errors import INVALID, MALFORMED_REQUEST, PAYLOAD_TOO_LARGE, problem_http_response
 
 
 def _has_nul(request: HttpRequest) -> bool:

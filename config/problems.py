@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.api import ERROR_CODES, NOT_FOUND, api_read_only, problem_http_response
+from config.api import ERROR_CODES, api_read_only
+from config.errors import NOT_FOUND, problem_http_response
 
 
 def _describe(code: str) -> dict[str, object]:

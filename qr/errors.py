@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils.translation import gettext_lazy as _
 
-from config.api import DomainError, error_code
+from config.errors import DomainError, error_code
 
 CODE_INVALID = error_code("code_invalid", 400, _("无法识别的码"))
 CODE_REVOKED = error_code("code_revoked", 410, _("该码已停用"))

@@ -16,10 +16,10 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from accounts import pii
 from accounts.audit import audit_record
 from accounts.errors import ACCOUNT_SUSPENDED
 from accounts.models import ApiKey, Department, User
+from config import masking
 from config.api import NOT_FOUND, THROTTLED
 from config.ids import uuid7
 from qr import caches, codes, selectors
@@ -253,7 +253,7 @@ def scan_verify(*, scanner: ApiKey, text: str) -> Verdict:
             if state is None or not state.is_active:
                 reason = Reason.ACCOUNT_INACTIVE
             else:
-                name_masked = pii.mask_name(state.real_name) or None
+                name_masked = masking.mask_name(state.real_name) or None
         elif claims.sub in caches.inactive_subjects:
             reason = Reason.ACCOUNT_INACTIVE
 

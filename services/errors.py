@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils.translation import gettext_lazy as _
 
-from config.api import DomainError, error_code
+from config.errors import DomainError, error_code
 
 FORM_INVALID = error_code("form_invalid", 400, _("申请表填写有误"))
 FORM_SCHEMA_INVALID = error_code("form_schema_invalid", 400, _("申请表定义不是有效的 JSON Schema"))

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import OperationalError
 from django.test import override_settings
 
-from config.api import ERROR_CODES
+from config.errors import ERROR_CODES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -394,7 +394,7 @@ def test_no_broker_message_outlives_its_visibility(settings) -> None:
 
 @pytest.mark.parametrize("member", ["type", "title", "status", "detail", "code", "errors"])
 def test_no_extra_member_may_shadow_a_standard_one(member) -> None:
-    from config.api import INVALID, DomainError, problem_body
+    from config.errors import INVALID, DomainError, problem_body
 
     with pytest.raises(ValueError, match="shadow"):
         problem_body(INVALID, extra={member: "x"})
