@@ -143,10 +143,10 @@ def _translate(exc: exceptions.APIException) -> tuple[ErrorCode, Any, dict[str, 
     if isinstance(exc, exceptions.NotAuthenticated):
         return NOT_AUTHENTICATED, exc.detail, {}
     if isinstance(exc, exceptions.Throttled):
-        wait = math.ceil(exc.wait) if exc.wait is not None else None
+        wait = math.ceil(exc.wait) if exc.wait is not None else None  # type: ignore[attr-defined]  # set by Throttled.__init__, missing from the stubs
         detail = _("请求过于频繁，请 %(seconds)s 秒后再试") % {"seconds": wait} if wait else None
         return THROTTLED, detail, {}
-    detail = exc.detail
+    detail: Any = exc.detail
     if isinstance(detail, dict):  # simplejwt: {"detail", "code", "messages"}
         code = str(detail.get("code", ""))
         detail = detail.get("detail", "")
@@ -302,10 +302,10 @@ class StrictJSONParser(JSONParser):
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:  # "[[[[…" nested past Python's limit
-            raise exceptions.ParseError(_("JSON 嵌套层数过多")) from exc
+            raise exceptions.ParseError(str(_("JSON 嵌套层数过多"))) from exc
         problem = _json_problem(data)
         if problem is not None:
-            raise exceptions.ParseError(problem)
+            raise exceptions.ParseError(str(problem))
         return data
 
 
@@ -352,7 +352,7 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Http
         return problem_http_response(INVALID)
     from django.views.defaults import bad_request
 
-    return bad_request(request, exception)
+    return bad_request(request, exception or Exception())
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -360,7 +360,7 @@ def handler403(request: HttpRequest, exception: Exception | None = None) -> Http
         return problem_http_response(PERMISSION_DENIED)
     from django.views.defaults import permission_denied
 
-    return permission_denied(request, exception)
+    return permission_denied(request, exception or Exception())
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -398,15 +398,15 @@ class _ListShape:
     """Every list is ``{"results", "next", "previous"}``; a page or cursor
     that does not exist is a 400 ``pagination_invalid``, not a 404."""
 
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
+    page_size: int | None = 20
+    page_size_query_param: str | None = "page_size"
+    max_page_size: int | None = 100
 
     def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
         try:
             return super().paginate_queryset(queryset, request, view)  # type: ignore[misc]
         except exceptions.NotFound as exc:
-            raise DomainError(PAGINATION_INVALID, exc.detail) from exc
+            raise DomainError(PAGINATION_INVALID, str(exc.detail)) from exc
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response(
