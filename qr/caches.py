@@ -108,7 +108,7 @@ class KeyRing:
         """``(kid, private key)`` of the active key; the first key is made on demand."""
         key = self.active()
         if key is None:
-            from qr.services import signing_key_ensure
+            from qr.keys import signing_key_ensure
 
             signing_key_ensure()
             with self._lock:

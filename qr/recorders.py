@@ -162,7 +162,7 @@ class DatabaseScanRecorder(ScanRecorder):
     def record(
         self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
     ) -> Outcome:
-        from qr.services import scan_events_store
+        from qr.scans import scan_events_store
 
         if limit is not None:
             key, retry_after = _window(limit, time.time())

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import ApiKey, ApiKeyScope, User
-from qr import caches, codes, services
+from qr import caches, codes, scans
 from qr.models import Disclosure, ScanEvent, ScannerProfile
 from qr.recorders import get_recorder
 from services.models import Service
@@ -41,7 +41,7 @@ def verify(api, code: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 def recorded_scans() -> list[ScanEvent]:
     """Every scan event, after moving anything buffered into the database."""
-    services.scan_events_flush()
+    scans.scan_events_flush()
     return list(ScanEvent.objects.order_by("scanned_at", "recorded_at"))
 
 
