@@ -29,7 +29,7 @@ from config.api import (
     client_ip,
     problems,
 )
-from qr import caches, rendering, scans, selectors, star_codes, venue_codes
+from qr import keys, rendering, scans, selectors, star_codes, venue_codes
 from qr.authentication import ScannerKeyAuthentication
 from qr.codes import Kind
 from qr.errors import SINCE_INVALID, QrError
@@ -122,7 +122,7 @@ class KeysView(APIView):
         responses={200: JwksSerializer, 304: OpenApiResponse(description="Not modified")},
     )
     def get(self, request: Request) -> Response:
-        caches.keyring.ensure()
+        keys.keyring_ensure()  # a fresh installation publishes its first key
         body = selectors.jwks()
         etag = (
             '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'

@@ -70,6 +70,25 @@ def signing_key_ensure() -> SigningKey:
         return signing_key_create(activates_at=now)
 
 
+def keyring_ensure() -> tuple[str, Ed25519PrivateKey]:
+    """``(kid, private key)`` of the key this process signs with.
+
+    What every signer calls before signing: the process's key ring answers
+    from memory; only when it holds no active key (a fresh installation, or
+    a key another process made since the ring was loaded) is the database
+    asked, the first key created there if there is none
+    (:func:`signing_key_ensure`), and the ring reloaded. The key ring itself
+    only reads.
+    """
+    held = caches.keyring.signing_key()
+    if held is None:
+        signing_key_ensure()
+        caches.keyring.reload()
+        held = caches.keyring.signing_key()
+        assert held is not None
+    return held
+
+
 def signing_key_rotate(
     *, immediately: bool = False, withdraw_previous: bool = False, actor: User | None = None
 ) -> SigningKey:

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from accounts.errors import ACCOUNT_SUSPENDED
 from accounts.models import User
-from qr import caches, codes
+from qr import codes, keys
 from qr.codes import Kind
 from qr.errors import QrError
 
@@ -26,12 +26,13 @@ class IssuedCode:
 def star_code_issue(*, user: User) -> IssuedCode:
     """A fresh personal star-code: valid ``STAR_CODE_TTL`` seconds, to be
     replaced from ``refresh_after`` on (before it runs out, with room for
-    the round trip and a scanner's clock)."""
+    the round trip and a scanner's clock). The installation's first signing
+    key is made here, on the first issuance."""
     if not user.is_active or user.closed_at is not None:
         raise QrError(ACCOUNT_SUSPENDED)
     ttl = settings.STAR_CODE_TTL
     iat = int(time.time())
-    kid, private = caches.keyring.signing_key()
+    kid, private = keys.keyring_ensure()
     text = codes.sign(
         {
             "iss": settings.QR_ISSUER,

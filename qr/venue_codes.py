@@ -12,7 +12,7 @@ from django.db.models.functions import Now
 from accounts.audit import audit_record
 from accounts.models import ApiKey, Department, User
 from config.api import NOT_FOUND
-from qr import caches, codes, scans, selectors
+from qr import codes, keys, scans, selectors
 from qr.codes import Kind, Reason
 from qr.errors import CODE_INVALID, CODE_REVOKED, QrError
 from qr.models import ScanEvent, VenueCode
@@ -34,7 +34,7 @@ def venue_code_create(
         raise QrError(NOT_FOUND)
     venue = VenueCode(department=department, service=service, label=label, location=location)
     venue.jti = str(venue.id)
-    kid, private = caches.keyring.signing_key()
+    kid, private = keys.keyring_ensure()
     venue.kid = kid
     venue.code = codes.sign(
         {

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import ApiKey, ApiKeyScope, User
-from qr import caches, codes, scans
+from qr import caches, codes, keys, scans
 from qr.models import Disclosure, ScanEvent, ScannerProfile
 from qr.recorders import get_recorder
 from services.models import Service
@@ -61,7 +61,7 @@ def forge(claims: dict[str, Any] | None = None, *, drop: tuple[str, ...] = (), *
     }
     for name in drop:
         body.pop(name, None)
-    kid, private = caches.keyring.signing_key()
+    kid, private = keys.keyring_ensure()
     return codes.sign(body, kid=kid, private_key=private)
 
 

@@ -163,3 +163,79 @@ def test_a_deactivated_code_still_says_revoked_after_its_key_is_gone(
     assert response.status_code == 410
     assert response.json()["code"] == "code_revoked"
     assert verify(scanner_api, venue["code"]) == {"valid": False, "reason": "revoked"}
+
+
+# --- The first key ------------------------------------------------------------------------
+
+
+def a_stranger_code(**claims) -> str:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qr import codes
+
+    now = int(time.time())
+    body = {"iss": "https://my.changsha.gov.cn", "sub": "s_x", "iat": now, "exp": now + 60}
+    return codes.sign(
+        body | claims, kid="20260101-abcdef", private_key=Ed25519PrivateKey.generate()
+    )
+
+
+def test_the_key_ring_only_reads_and_never_makes_a_key():
+    """Readers never create state: the first key is the signers' business."""
+    assert caches.keyring.signing_key() is None
+    assert caches.keyring.active() is None
+    assert caches.keyring.published() == []
+    assert not SigningKey.objects.exists()
+
+
+def test_a_scan_on_a_fresh_installation_is_an_unknown_key_and_makes_none(scanner_api):
+    assert verify(scanner_api, a_stranger_code()) == {"valid": False, "reason": "unknown_key"}
+    assert not SigningKey.objects.exists()
+
+
+def test_the_first_star_code_makes_the_first_key(citizen_api, scanner_api):
+    assert not SigningKey.objects.exists()
+    code = issue(citizen_api)["code"]
+    assert SigningKey.objects.count() == 1
+    assert verify(scanner_api, code)["valid"] is True
+    issue(citizen_api)
+    assert SigningKey.objects.count() == 1
+
+
+def test_the_first_venue_code_makes_the_first_key(integrator_api, service, api):
+    assert not SigningKey.objects.exists()
+    venue = create_venue(integrator_api, service.code)
+    assert SigningKey.objects.get().kid == independently_verified_kid(api, venue["code"])
+    assert (
+        api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json").status_code == 200
+    )
+
+
+def independently_verified_kid(api, code: str) -> str:  # type: ignore[no-untyped-def]
+    import base64
+    import json
+
+    assert independently_verified(api, code)
+    header = code.removeprefix("MCS1:").split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+
+
+def test_a_first_key_another_process_made_is_used_not_doubled(citizen_api, api):
+    """This process looked and found no key; another one made the first
+    since. Issuing here signs with that key rather than making a second."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qr import codes
+
+    caches.keyring.reload()
+    assert caches.keyring.active() is None  # and the ring will not look again for a while
+    private = Ed25519PrivateKey.generate()
+    SigningKey.objects.create(
+        kid="other-process",
+        public_key=codes.b64url(private.public_key().public_bytes_raw()),
+        private_key=codes.b64url(private.private_bytes_raw()),  # the field encrypts it
+        activates_at=timezone.now(),
+    )
+    code = issue(citizen_api)["code"]
+    assert independently_verified_kid(api, code) == "other-process"
+    assert SigningKey.objects.count() == 1
