@@ -116,7 +116,10 @@ def scan_verify(*, scanner: ApiKey, text: str) -> Verdict:
     count, window = parse_rate(settings.QR_VERIFY_RATE)
     try:
         outcome = get_recorder().record(
-            record, claim=claim, limit=RateLimit(f"verify:{scanner.pk}", count, window)
+            record,
+            store=scan_events_store,
+            claim=claim,
+            limit=RateLimit(f"verify:{scanner.pk}", count, window),
         )
     except ScanStateUnavailable as exc:
         logger.error("verify: scan state unavailable: %s", exc)
@@ -144,7 +147,7 @@ def scan_verify(*, scanner: ApiKey, text: str) -> Verdict:
 def scan_events_store(records: Sequence[ScanRecord]) -> int:
     """Write scan events; an event already stored (same id, or same
     terminal event id from the same scanner) is skipped, so storing twice is
-    harmless."""
+    harmless. The recorders' ``store``."""
     rows = [
         ScanEvent(
             id=record.id,

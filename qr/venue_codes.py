@@ -98,7 +98,7 @@ def venue_code_resolve(*, text: str) -> VenueCode:
     record.department = venue.department_id
     record.place = venue.location or venue.label
     try:
-        get_recorder().record(record)
+        get_recorder().record(record, store=scans.scan_events_store)
     except ScanStateUnavailable:
         scans.scan_events_store([record])
     if revoked:

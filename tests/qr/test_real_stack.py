@@ -174,13 +174,22 @@ def test_the_recording_call_run_twice_records_once() -> None:
     )
     claim = Claim(holder="scanner-1", jti="jti-once", ttl=60)
     before = recorder.pending()
-    assert recorder.record(record, claim=claim).admission is Admission.RECORDED
-    assert recorder.record(record, claim=claim).admission is Admission.RECORDED
+    assert (
+        recorder.record(record, store=scans.scan_events_store, claim=claim).admission
+        is Admission.RECORDED
+    )
+    assert (
+        recorder.record(record, store=scans.scan_events_store, claim=claim).admission
+        is Admission.RECORDED
+    )
     assert recorder.pending() == before + 1
     other = ScanRecord(
         id="01a2-other-record", source="online", scanned_at=time.time(), valid=True, reason=""
     )
-    assert recorder.record(other, claim=claim).admission is Admission.REPLAYED
+    assert (
+        recorder.record(other, store=scans.scan_events_store, claim=claim).admission
+        is Admission.REPLAYED
+    )
 
 
 def test_the_redis_client_never_retries_behind_our_back() -> None:
