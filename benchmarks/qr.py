@@ -206,7 +206,7 @@ def main() -> int:
         from accounts.departments import department_ensure
         from accounts.models import ApiKeyScope
         from accounts.tokens import tokens_issue
-        from qr import caches, codes, services
+        from qr import codes, keys, scans
         from qr.models import ScannerProfile
         from tests.accounts.factories import CitizenFactory
 
@@ -215,8 +215,7 @@ def main() -> int:
         ScannerProfile.objects.create(api_key=key, place="2号线 五一广场站")
         citizen = CitizenFactory(verified=True, phone="13800138000")
         access = tokens_issue(user=citizen)["access"]
-        services.signing_key_ensure()
-        kid, private = caches.keyring.signing_key()
+        kid, private = keys.keyring_ensure()
 
         expected = int(args.seconds * args.rounds * 4000 + 20000)
         now = int(time.time())
@@ -290,7 +289,7 @@ def main() -> int:
             offset += int(run["count"])
             results["verify"].append(run)
             results["issue"].append(load([issue] * 10**6, args.seconds))
-        services.scan_events_flush(budget=60)
+        scans.scan_events_flush(budget=60)
         from qr.models import ScanEvent
 
         stored = ScanEvent.objects.count()

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
 from config.api import client_ip
-from qr import selectors, services
+from qr import keys, selectors, venue_codes
 from qr.models import ScanEvent, ScannerProfile, SigningKey, VenueCode
 from qr.recorders import ScanStateUnavailable, get_recorder
 
@@ -54,8 +54,8 @@ class SigningKeyAdmin(ReadOnlyAdmin):
         if not request.user.is_superuser:
             raise PermissionDenied
         immediately = request.POST.get("immediately") == "1"
-        key = services.signing_key_rotate(immediately=immediately, actor=request.user)
-        services.signing_keys_prune()
+        key = keys.signing_key_rotate(immediately=immediately, actor=request.user)
+        keys.signing_keys_prune()
         self.message_user(
             request,
             _("新密钥 %(kid)s 已发布，将于 %(at)s 开始签发")
@@ -114,7 +114,9 @@ class VenueCodeAdmin(admin.ModelAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[VenueCode]) -> None:
         count = 0
         for venue in queryset.filter(deactivated_at__isnull=True):
-            services.venue_code_deactivate(venue=venue, actor=request.user, ip=client_ip(request))
+            venue_codes.venue_code_deactivate(
+                venue=venue, actor=request.user, ip=client_ip(request)
+            )
             count += 1
         self.message_user(request, _("已停用 %(n)s 个场所码") % {"n": count})
 

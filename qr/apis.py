@@ -29,11 +29,12 @@ from config.api import (
     client_ip,
     problems,
 )
-from qr import caches, rendering, selectors, services
+from qr import keys, rendering, scans, selectors, star_codes, venue_codes
 from qr.authentication import ScannerKeyAuthentication
 from qr.codes import Kind
 from qr.errors import SINCE_INVALID, QrError
 from qr.models import VenueCode
+from qr.scans import OfflineScan
 from qr.serializers import (
     CODE_FIELD_MAX_LENGTH,
     CodeInSerializer,
@@ -48,7 +49,6 @@ from qr.serializers import (
     VenueCodeSerializer,
     VerifyResultSerializer,
 )
-from qr.services import OfflineScan
 
 IMAGE_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 
@@ -122,7 +122,7 @@ class KeysView(APIView):
         responses={200: JwksSerializer, 304: OpenApiResponse(description="Not modified")},
     )
     def get(self, request: Request) -> Response:
-        caches.keyring.ensure()
+        keys.keyring_ensure()  # a fresh installation publishes its first key
         body = selectors.jwks()
         etag = (
             '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'
@@ -149,7 +149,7 @@ class StarCodeView(APIView):
         responses={200: StarCodeSerializer, **problems("account_suspended", "throttled")},
     )
     def get(self, request: Request) -> Response:
-        issued = services.star_code_issue(user=request.user)
+        issued = star_codes.star_code_issue(user=request.user)
         return Response(
             StarCodeSerializer(issued).data, headers={"Cache-Control": "no-store, private"}
         )
@@ -166,7 +166,7 @@ class StarCodeImageView(APIView):
         responses={**_IMAGE_RESPONSES, **problems("account_suspended", "throttled")},
     )
     def get(self, request: Request, fmt: str) -> HttpResponse:
-        issued = services.star_code_issue(user=request.user)
+        issued = star_codes.star_code_issue(user=request.user)
         body = rendering.png(issued.code) if fmt == "png" else rendering.svg(issued.code)
         return _image_response(body, fmt)
 
@@ -215,11 +215,11 @@ class VerifyView(ScannerView):
         },
     )
     def post(self, request: Request) -> Response:
-        verdict = services.scan_verify(scanner=request.auth, text=_scanned_text(request.data))
+        verdict = scans.scan_verify(scanner=request.auth, text=_scanned_text(request.data))
         return Response(verify_answer(verdict))
 
 
-def verify_answer(verdict: services.Verdict) -> dict[str, Any]:
+def verify_answer(verdict: scans.Verdict) -> dict[str, Any]:
     """The body of a verify answer (the view and :mod:`qr.fastpath` alike)."""
     if not verdict.valid:
         return {"valid": False, "reason": verdict.reason.value}
@@ -310,7 +310,7 @@ class ScanUploadView(ScannerView):
     def post(self, request: Request) -> Response:
         serializer = ScanUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        scans = [
+        uploaded = [
             OfflineScan(
                 event_id=item["event_id"],
                 code=item["code"],
@@ -320,7 +320,7 @@ class ScanUploadView(ScannerView):
             )
             for item in serializer.validated_data["scans"]
         ]
-        results = services.scans_upload(scanner=request.auth, scans=scans)
+        results = scans.offline_scans_upload(scanner=request.auth, scans=uploaded)
         recorded = sum(1 for r in results if r["status"] == "recorded")
         return Response(
             {"recorded": recorded, "duplicates": len(results) - recorded, "scans": results}
@@ -344,7 +344,7 @@ class ResolveView(APIView):
     def post(self, request: Request) -> Response:
         serializer = CodeInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        venue = services.venue_code_resolve(text=serializer.validated_data["code"])
+        venue = venue_codes.venue_code_resolve(text=serializer.validated_data["code"])
         return Response(
             {
                 "kind": "venue",
@@ -409,7 +409,7 @@ class DeptCodeListView(DeptCodesView):
             data=request.data, context={"department": self.department}
         )
         serializer.is_valid(raise_exception=True)
-        venue = services.venue_code_create(
+        venue = venue_codes.venue_code_create(
             department=self.department, actor=request.auth, **serializer.validated_data
         )
         return Response(VenueCodeSerializer(venue).data, status=status.HTTP_201_CREATED)
@@ -454,7 +454,7 @@ class DeptCodeDeactivateView(DeptCodesView):
         responses={200: VenueCodeSerializer, **problems("not_found")},
     )
     def post(self, request: Request, code_id: str) -> Response:
-        venue = services.venue_code_deactivate(
+        venue = venue_codes.venue_code_deactivate(
             venue=self.get_venue(code_id), actor=request.auth, ip=client_ip(request)
         )
         return Response(VenueCodeSerializer(venue).data)

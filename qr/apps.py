@@ -10,14 +10,14 @@ class QrConfig(AppConfig):
         from accounts import citizen_data
         from qr import (
             errors,  # noqa: F401  (registers the error codes)
+            scans,
             selectors,
-            services,
         )
         from qr.models import ScanEvent
 
         citizen_data.register(
             "star_code_scans",
             export=selectors.scans_export,
-            erase=services.scans_unlink,
+            erase=scans.scan_events_unlink,
             models=[ScanEvent],
         )

@@ -6,7 +6,8 @@ database, which stays the truth:
 
 - :class:`KeyRing`: the published signing keys (``QR_KEY_CACHE_SECONDS``);
   a code naming a ``kid`` we do not hold triggers a reload, at most once a
-  second, so a key created by another process is picked up at once.
+  second, so a key created by another process is picked up at once. The
+  ring only reads: keys are made by :mod:`qr.keys`.
 - :class:`ScannerProfiles`: each scanner key's disclosure profile, with the
   same lifetime as the scanner-key authentication cache.
 - :class:`InactiveSubjects`: subjects deactivated recently enough to still
@@ -99,22 +100,18 @@ class KeyRing:
         live = [k for k in self._current().values() if k.activates_at <= now]
         return max(live, key=lambda k: k.activates_at) if live else None
 
-    def ensure(self) -> None:
-        """Make sure a key is active (a fresh installation has none yet)."""
-        if self.active() is None:
-            self.signing_key()
+    def reload(self) -> None:
+        """Read the keys from the database now, whatever their age."""
+        with self._lock:
+            self._load()
 
-    def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
-        """``(kid, private key)`` of the active key; the first key is made on demand."""
+    def signing_key(self) -> tuple[str, Ed25519PrivateKey] | None:
+        """``(kid, private key)`` of the active key, or None if this process
+        knows of none (a fresh installation: signers go through
+        :func:`qr.keys.keyring_ensure`, which makes the first key)."""
         key = self.active()
         if key is None:
-            from qr.services import signing_key_ensure
-
-            signing_key_ensure()
-            with self._lock:
-                self._load()
-            key = self.active()
-            assert key is not None
+            return None
         private = self._private.get(key.kid)
         if private is None:
             raw = b64url_decode(key.private_key_b64)

@@ -151,7 +151,7 @@ def verify(
 
     ``keys`` maps ``kid`` to public key (a mapping that may load keys on a
     miss). Revocation, account state and replay need the platform's state;
-    they are checked by the caller (``qr.services.scan_verify``).
+    they are checked by the caller (``qr.scans.scan_verify``).
     """
     if not isinstance(text, str) or len(text) > MAX_LENGTH or not text.startswith(PREFIX):
         raise CodeRejected(Reason.MALFORMED)

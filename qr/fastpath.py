@@ -5,7 +5,7 @@ city runs thousands of gates; the request cycle (middleware, routing, DRF)
 would cost more than the verification itself. This WSGI layer answers the
 common case only: a scanner key this process authenticated moments ago,
 a small JSON body with a plain ``code``. It runs the same
-``services.scan_verify`` and builds the same answer as the view
+``scans.scan_verify`` and builds the same answer as the view
 (:func:`qr.apis.verify_answer`), with the same headers. Everything else,
 the first request of a key, odd bodies, other languages, goes to Django
 unchanged. What the verification itself refuses (throttling, an unreachable
@@ -26,8 +26,8 @@ from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
 
-from config.api import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
-from qr import services
+from config.errors import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
+from qr import scans
 from qr.authentication import remembered_scanner
 from qr.errors import QrError
 from qr.serializers import CODE_FIELD_MAX_LENGTH
@@ -84,7 +84,7 @@ class VerifyFastPath:
             return self.app(environ, start_response)
         signals.request_started.send(sender=self.__class__, environ=environ)
         try:
-            verdict = services.scan_verify(scanner=scanner, text=code)
+            verdict = scans.scan_verify(scanner=scanner, text=code)
         except QrError as exc:
             # Throttled, or the scan store out of reach: answered here, as
             # the view would; running the verification again could count or

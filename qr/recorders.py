@@ -101,13 +101,18 @@ class RateLimit:
 
 
 class Admission(Enum):
-    RECORDED = "recorded"
-    REPLAYED = "replayed"
-    THROTTLED = "throttled"
+    """What :meth:`ScanRecorder.record` did with a record."""
+
+    RECORDED = "recorded"  # kept as given (its claim, if any, is now taken)
+    REPLAYED = "replayed"  # kept, marked replayed: the claim was taken already
+    THROTTLED = "throttled"  # over the rate limit: not kept
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """The admission, and when ``THROTTLED`` the seconds until the limit's
+    window ends (``Retry-After``)."""
+
     admission: Admission
     retry_after: int = 0
 
@@ -123,29 +128,77 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), seconds
 
 
-class ScanRecorder:
-    """Base class: what the verify endpoint needs from shared state.
+Store = Callable[[Sequence[ScanRecord]], object]
+"""Writes records to the database, idempotent on :attr:`ScanRecord.id`
+(a record stored twice is one row): ``qr.scans.scan_events_store``."""
 
-    Implementations must make :meth:`record` atomic per claim (two
-    concurrent verifications of one code by one scanner: one is
-    ``RECORDED``, the other ``REPLAYED``) and must not lose a record they
-    accepted.
+
+class ScanRecorder:
+    """Base class: what verification needs from shared state.
+
+    A recorder does three things in one call per scan (:meth:`record`):
+    counts the scan against a rate limit, claims the code for the scanner
+    (replay detection), and takes the scan event on its way to the
+    database, either writing it at once through ``store`` or buffering it
+    until :meth:`flush` moves it there. Chosen by ``QR_SCAN_RECORDER`` (a
+    dotted path); constructed without arguments, once per process
+    (:func:`get_recorder`), and used from many threads at once.
+
+    The contract every implementation keeps (checked on each by
+    ``tests/qr/test_recorders_contract.py``):
+
+    - **Atomic claims.** Of the records (each its own ``id``) that carry
+      the same claim (same ``holder`` and ``jti``) within its ``ttl``,
+      exactly one is ``RECORDED``, however many race; the others are
+      ``REPLAYED``. Claims of another holder or another ``jti`` are
+      independent. A claim stays taken at least for its ``ttl`` (the code's
+      remaining life: after it, the code no longer verifies and is never
+      claimed again).
+    - **Nothing lost.** A record that :meth:`record` accepted (``RECORDED``
+      or ``REPLAYED``) reaches ``store``: at once, or counted by
+      :meth:`pending` until a :meth:`flush` stores it. A record leaves the
+      buffer only after ``store`` returned; if ``store`` raises, the records
+      stay pending for the next flush.
+    - **Nothing duplicated.** Each accepted record is stored under its own
+      ``id``; a flush run again (or after one that died between storing and
+      trimming) may hand ``store`` the same record twice, which ``store``
+      absorbs. Two flushes never trim each other's records.
+    - **Throttling records nothing.** Over the limit: ``THROTTLED`` with
+      ``retry_after`` (whole seconds, at least 1, until the window ends);
+      the record is not stored and its claim is not taken.
+    - **Failure is loud.** A recorder whose state lives outside the
+      database raises :class:`ScanStateUnavailable` from :meth:`record` and
+      :meth:`pending` when it cannot reach it (the verify endpoint answers
+      503 and gates fall back to their offline checks), never an answer as
+      if the scan had been recorded, and never another exception.
     """
 
     def record(
-        self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
+        self,
+        record: ScanRecord,
+        *,
+        store: Store,
+        claim: Claim | None = None,
+        limit: RateLimit | None = None,
     ) -> Outcome:
         """Count against ``limit`` (over it: nothing recorded, ``THROTTLED``);
-        then claim (taken already: the record is stored as ``replayed``);
-        then store the record."""
+        then claim (taken already: the record is kept as
+        :meth:`ScanRecord.replayed`, ``REPLAYED``); then keep the record:
+        written through ``store`` now, or buffered for :meth:`flush`.
+        ``RECORDED`` otherwise. No ``claim``: never a replay; no ``limit``:
+        never throttled."""
         raise NotImplementedError
 
-    def flush(self, store: Callable[[Sequence[ScanRecord]], object], *, budget: float = 20) -> int:
-        """Move buffered records into the database through ``store``; returns how many."""
+    def flush(self, store: Store, *, budget: float = 20) -> int:
+        """Move buffered records into the database through ``store``, in
+        batches, for about ``budget`` seconds at most; returns how many were
+        moved (0 when nothing is buffered, or another flush is under way).
+        A recorder that buffers nothing keeps this default."""
         return 0
 
     def pending(self) -> int:
-        """Records accepted but not yet in the database."""
+        """Records accepted but not yet in the database (0 for a recorder
+        that writes at once)."""
         return 0
 
 
@@ -160,10 +213,13 @@ class DatabaseScanRecorder(ScanRecorder):
     cache, records written straight away."""
 
     def record(
-        self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
+        self,
+        record: ScanRecord,
+        *,
+        store: Store,
+        claim: Claim | None = None,
+        limit: RateLimit | None = None,
     ) -> Outcome:
-        from qr.services import scan_events_store
-
         if limit is not None:
             key, retry_after = _window(limit, time.time())
             key = f"qr:rate:{key}"
@@ -178,7 +234,7 @@ class DatabaseScanRecorder(ScanRecorder):
         admission = Admission.RECORDED
         if claim is not None and not _claim_row(claim):
             record, admission = record.replayed(), Admission.REPLAYED
-        scan_events_store([record])
+        store([record])
         return Outcome(admission)
 
 
@@ -259,7 +315,10 @@ def _redis():  # type: ignore[no-untyped-def]
 
 
 class RedisScanRecorder(ScanRecorder):
-    """One Lua call per verification; events buffered in a Redis list."""
+    """One Lua call per verification; events buffered in a Redis list.
+
+    The same :meth:`record` call run twice (a reply lost on the way back)
+    finds its own claim: ``RECORDED`` again, and recorded once."""
 
     batch = 1000
     lock_seconds = 60
@@ -280,8 +339,15 @@ class RedisScanRecorder(ScanRecorder):
         self._prefix = prefix
 
     def record(
-        self, record: ScanRecord, *, claim: Claim | None = None, limit: RateLimit | None = None
+        self,
+        record: ScanRecord,
+        *,
+        store: Store,
+        claim: Claim | None = None,
+        limit: RateLimit | None = None,
     ) -> Outcome:
+        # ``store`` is the flusher's business: the request path never waits
+        # on the database.
         now = time.time()
         rate_key, retry_after, limit_count, window = "", 0, 0, 0
         if limit is not None:
@@ -310,7 +376,7 @@ class RedisScanRecorder(ScanRecorder):
             return Outcome(Admission.THROTTLED, retry_after)
         return Outcome(Admission.REPLAYED if result == 1 else Admission.RECORDED)
 
-    def flush(self, store: Callable[[Sequence[ScanRecord]], object], *, budget: float = 20) -> int:
+    def flush(self, store: Store, *, budget: float = 20) -> int:
         client = _redis()
         token = uuid.uuid4().hex
         if not client.set(self.lock_key, token, nx=True, ex=self.lock_seconds):

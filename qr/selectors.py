@@ -120,6 +120,16 @@ def venue_code_is_revoked(jti: str) -> bool:
     return not VenueCode.objects.filter(jti=jti, deactivated_at__isnull=True).exists()
 
 
+def venue_code_is_revoked_with_its_key_gone(text: str) -> bool:
+    """A deactivated venue code outlives the key that signed it (keys are
+    withdrawn once no active code needs them); it still answers "revoked"."""
+    jti = codes.unverified_jti(text)
+    if jti is None:
+        return False
+    venue = venue_code_by_jti(jti)
+    return venue is not None and not venue.is_active
+
+
 def venue_codes_with_scan_counts(queryset: QuerySet[VenueCode]) -> QuerySet[VenueCode]:
     """Each code with how often it was scanned or opened (signature-checked scans)."""
     per_code = (

@@ -131,7 +131,7 @@ def test_reencrypt_covers_every_encrypted_column_in_the_project(settings) -> Non
     """Signing keys, endpoint secrets, forms, payloads: after the command the
     old key can go and everything still opens."""
     from accounts.management.commands.reencrypt_pii import encrypted_columns
-    from qr import services as qr_services
+    from qr import keys
     from qr.models import SigningKey
     from services import routing
     from tests.accounts.factories import DepartmentFactory
@@ -144,7 +144,7 @@ def test_reencrypt_covers_every_encrypted_column_in_the_project(settings) -> Non
         covered
     )
 
-    qr_services.signing_key_ensure()
+    keys.signing_key_ensure()
     endpoint, secret = routing.endpoint_create(
         department=DepartmentFactory(),
         url="http://127.0.0.1:9/h",

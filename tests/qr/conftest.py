@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import ApiKey, ApiKeyScope, User
-from qr import caches, codes, services
+from qr import caches, codes, keys, scans
 from qr.models import Disclosure, ScanEvent, ScannerProfile
 from qr.recorders import get_recorder
 from services.models import Service
@@ -41,7 +41,7 @@ def verify(api, code: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 def recorded_scans() -> list[ScanEvent]:
     """Every scan event, after moving anything buffered into the database."""
-    services.scan_events_flush()
+    scans.scan_events_flush()
     return list(ScanEvent.objects.order_by("scanned_at", "recorded_at"))
 
 
@@ -61,7 +61,7 @@ def forge(claims: dict[str, Any] | None = None, *, drop: tuple[str, ...] = (), *
     }
     for name in drop:
         body.pop(name, None)
-    kid, private = caches.keyring.signing_key()
+    kid, private = keys.keyring_ensure()
     return codes.sign(body, kid=kid, private_key=private)
 
 

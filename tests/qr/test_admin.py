@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from qr import services
+from qr import keys
 from qr.models import SigningKey
 from tests.qr.conftest import create_venue, issue, recorded_scans, verify
 
@@ -22,7 +22,7 @@ def admin_client(operator) -> Client:  # type: ignore[no-untyped-def]
 def test_the_admin_pages_render(
     admin_client, citizen, citizen_api, scanner_api, integrator_api, service, hall_key
 ):
-    services.signing_key_ensure()
+    keys.signing_key_ensure()
     create_venue(integrator_api, service.code)
     verify(scanner_api, issue(citizen_api)["code"])
     recorded_scans()
@@ -61,7 +61,7 @@ def test_venue_codes_show_their_scan_counts(admin_client, integrator_api, servic
 
 
 def test_the_rotate_button_publishes_a_new_key(admin_client):
-    services.signing_key_ensure()
+    keys.signing_key_ensure()
     response = admin_client.post("/admin/qr/signingkey/rotate/", {"immediately": "1"})
     assert response.status_code == 302
     assert SigningKey.objects.count() == 2

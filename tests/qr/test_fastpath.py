@@ -234,12 +234,10 @@ def test_deeply_nested_json_is_a_400_on_both_paths(citizen, scanner_key) -> None
 def test_an_unexpected_failure_is_a_problem_not_a_bare_500(
     citizen, scanner_key, monkeypatch
 ) -> None:
-    from qr import services
+    from qr import scans
 
     wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
-    monkeypatch.setattr(
-        services, "scan_verify", mock.Mock(side_effect=RuntimeError("cache on fire"))
-    )
+    monkeypatch.setattr(scans, "scan_verify", mock.Mock(side_effect=RuntimeError("cache on fire")))
     status, headers, body = wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
     assert status == 500
     assert headers["Content-Type"] == "application/problem+json"

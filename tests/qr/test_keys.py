@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from qr import caches, selectors, services
+from qr import caches, keys, selectors
 from qr.models import SigningKey
 from tests.qr.conftest import create_venue, issue, verify
 from tests.qr.test_star_code_api import independently_verified
@@ -23,8 +23,8 @@ def kids(api) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_rotation_publishes_the_new_key_before_it_signs(citizen_api, api, settings):
-    old = services.signing_key_ensure()
-    new = services.signing_key_rotate()
+    old = keys.signing_key_ensure()
+    new = keys.signing_key_rotate()
     ahead = (new.activates_at - new.created_at).total_seconds()
     assert 3599 < ahead <= 3600
     assert kids(api) == [new.kid, old.kid]
@@ -36,12 +36,12 @@ def test_rotation_publishes_the_new_key_before_it_signs(citizen_api, api, settin
 def test_an_immediate_rotation_keeps_old_codes_verifiable_until_they_expire(
     citizen_api, api, scanner_api
 ):
-    old = services.signing_key_ensure()
+    old = keys.signing_key_ensure()
     old_code = issue(citizen_api)["code"]
-    new = services.signing_key_rotate(immediately=True)
+    new = keys.signing_key_rotate(immediately=True)
     new_code = issue(citizen_api)["code"]
     assert new_code != old_code
-    assert services.signing_keys_prune() == []  # the old key's codes may still be valid
+    assert keys.signing_keys_prune() == []  # the old key's codes may still be valid
     assert kids(api) == [new.kid, old.kid]
     assert verify(scanner_api, old_code)["valid"] is True
     assert independently_verified(api, old_code)
@@ -50,7 +50,7 @@ def test_an_immediate_rotation_keeps_old_codes_verifiable_until_they_expire(
     assert selectors.signing_key_status(new) == "active"
 
     later = timezone.now() + dt.timedelta(seconds=30 + 60 + 15 + 1)
-    assert services.signing_keys_prune(now=later) == [old.kid]
+    assert keys.signing_keys_prune(now=later) == [old.kid]
     assert kids(api) == [new.kid]
     old.refresh_from_db()
     assert old.private_key == "" and old.withdrawn_at is not None
@@ -58,25 +58,25 @@ def test_an_immediate_rotation_keeps_old_codes_verifiable_until_they_expire(
 
 
 def test_exactly_one_key_signs(citizen_api):
-    services.signing_key_ensure()
-    services.signing_key_rotate(immediately=True)
-    services.signing_key_rotate()
+    keys.signing_key_ensure()
+    keys.signing_key_rotate(immediately=True)
+    keys.signing_key_rotate()
     live = SigningKey.objects.filter(withdrawn_at__isnull=True)
     statuses = sorted(selectors.signing_key_status(k) for k in live)
     assert statuses == ["active", "retiring", "upcoming"]
 
 
 def test_a_venue_code_holds_its_key_until_it_is_deactivated(integrator_api, service, api):
-    old = services.signing_key_ensure()
+    old = keys.signing_key_ensure()
     venue = create_venue(integrator_api, service.code)
-    services.signing_key_rotate(immediately=True)
+    keys.signing_key_rotate(immediately=True)
     far = timezone.now() + dt.timedelta(days=365)
-    assert services.signing_keys_prune(now=far) == []
+    assert keys.signing_keys_prune(now=far) == []
     assert (
         api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json").status_code == 200
     )
     integrator_api.post(f"/api/v1/dept/codes/{venue['id']}/deactivate/")
-    assert services.signing_keys_prune(now=far) == [old.kid]
+    assert keys.signing_keys_prune(now=far) == [old.kid]
 
 
 def test_a_key_made_by_another_process_is_found_on_first_sight(
@@ -88,7 +88,7 @@ def test_a_key_made_by_another_process_is_found_on_first_sight(
     from qr import codes
     from tests.qr.conftest import forge
 
-    services.signing_key_ensure()
+    keys.signing_key_ensure()
     verify(scanner_api, issue(citizen_api)["code"])  # this process now holds the key list
     # Another process rotates: the row appears without this process being told.
     private = Ed25519PrivateKey.generate()
@@ -131,7 +131,7 @@ def test_the_command_rotates_and_reports(citizen_api):
 
 
 def test_a_compromised_key_is_withdrawn_at_once(citizen_api, scanner_api, integrator_api, service):
-    services.signing_key_ensure()
+    keys.signing_key_ensure()
     old_code = issue(citizen_api)["code"]
     create_venue(integrator_api, service.code)
     out = StringIO()
@@ -144,7 +144,7 @@ def test_a_compromised_key_is_withdrawn_at_once(citizen_api, scanner_api, integr
 def test_rotation_is_audited(operator):
     from accounts.models import AuditEntry
 
-    key = services.signing_key_rotate(immediately=True, actor=operator)
+    key = keys.signing_key_rotate(immediately=True, actor=operator)
     entry = AuditEntry.objects.get(action="qr.signing_key.created", target_id=str(key.pk))
     assert entry.actor_id == str(operator.pk)
 
@@ -152,14 +152,90 @@ def test_rotation_is_audited(operator):
 def test_a_deactivated_code_still_says_revoked_after_its_key_is_gone(
     integrator_api, service, api, scanner_api
 ):
-    services.signing_key_ensure()
+    keys.signing_key_ensure()
     venue = create_venue(integrator_api, service.code)
-    services.signing_key_rotate(immediately=True)
+    keys.signing_key_rotate(immediately=True)
     integrator_api.post(f"/api/v1/dept/codes/{venue['id']}/deactivate/")
     far = timezone.now() + dt.timedelta(days=365)
-    assert services.signing_keys_prune(now=far)
+    assert keys.signing_keys_prune(now=far)
     caches.clear()
     response = api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json")
     assert response.status_code == 410
     assert response.json()["code"] == "code_revoked"
     assert verify(scanner_api, venue["code"]) == {"valid": False, "reason": "revoked"}
+
+
+# --- The first key ------------------------------------------------------------------------
+
+
+def a_stranger_code(**claims) -> str:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qr import codes
+
+    now = int(time.time())
+    body = {"iss": "https://my.changsha.gov.cn", "sub": "s_x", "iat": now, "exp": now + 60}
+    return codes.sign(
+        body | claims, kid="20260101-abcdef", private_key=Ed25519PrivateKey.generate()
+    )
+
+
+def test_the_key_ring_only_reads_and_never_makes_a_key():
+    """Readers never create state: the first key is the signers' business."""
+    assert caches.keyring.signing_key() is None
+    assert caches.keyring.active() is None
+    assert caches.keyring.published() == []
+    assert not SigningKey.objects.exists()
+
+
+def test_a_scan_on_a_fresh_installation_is_an_unknown_key_and_makes_none(scanner_api):
+    assert verify(scanner_api, a_stranger_code()) == {"valid": False, "reason": "unknown_key"}
+    assert not SigningKey.objects.exists()
+
+
+def test_the_first_star_code_makes_the_first_key(citizen_api, scanner_api):
+    assert not SigningKey.objects.exists()
+    code = issue(citizen_api)["code"]
+    assert SigningKey.objects.count() == 1
+    assert verify(scanner_api, code)["valid"] is True
+    issue(citizen_api)
+    assert SigningKey.objects.count() == 1
+
+
+def test_the_first_venue_code_makes_the_first_key(integrator_api, service, api):
+    assert not SigningKey.objects.exists()
+    venue = create_venue(integrator_api, service.code)
+    assert SigningKey.objects.get().kid == independently_verified_kid(api, venue["code"])
+    assert (
+        api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json").status_code == 200
+    )
+
+
+def independently_verified_kid(api, code: str) -> str:  # type: ignore[no-untyped-def]
+    import base64
+    import json
+
+    assert independently_verified(api, code)
+    header = code.removeprefix("MCS1:").split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+
+
+def test_a_first_key_another_process_made_is_used_not_doubled(citizen_api, api):
+    """This process looked and found no key; another one made the first
+    since. Issuing here signs with that key rather than making a second."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from qr import codes
+
+    caches.keyring.reload()
+    assert caches.keyring.active() is None  # and the ring will not look again for a while
+    private = Ed25519PrivateKey.generate()
+    SigningKey.objects.create(
+        kid="other-process",
+        public_key=codes.b64url(private.public_key().public_bytes_raw()),
+        private_key=codes.b64url(private.private_bytes_raw()),  # the field encrypts it
+        activates_at=timezone.now(),
+    )
+    code = issue(citizen_api)["code"]
+    assert independently_verified_kid(api, code) == "other-process"
+    assert SigningKey.objects.count() == 1

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from config.celery import app
-from qr import services
+from qr import scans
 from qr.models import ScanEvent
 from qr.recorders import RedisScanRecorder, ScanRecord, get_recorder
 from tests.concurrency import at_once
@@ -52,14 +52,14 @@ def test_a_flush_that_dies_after_writing_loses_nothing_and_duplicates_nothing(
         verify(scanner_api, issue(citizen_api)["code"])
 
     def store_then_die(records):  # type: ignore[no-untyped-def]
-        services.scan_events_store(records)
+        scans.scan_events_store(records)
         raise SystemExit("worker killed after the commit, before trimming")
 
     with pytest.raises(SystemExit):
         get_recorder().flush(store_then_die)
     assert ScanEvent.objects.count() == 3
     assert get_recorder().pending() == 3  # still buffered: the trim never happened
-    assert services.scan_events_flush() == 3
+    assert scans.scan_events_flush() == 3
     assert ScanEvent.objects.count() == 3
     assert get_recorder().pending() == 0
 
@@ -73,12 +73,12 @@ def test_a_flush_that_lost_its_lock_does_not_trim(citizen_api, scanner_api):
 
     def slow_store(records):  # type: ignore[no-untyped-def]
         client.set(recorder.lock_key, "someone-else")  # our lock expired meanwhile
-        services.scan_events_store(records)
+        scans.scan_events_store(records)
 
     assert recorder.flush(slow_store) == 0
     assert recorder.pending() == 1
     client.delete(recorder.lock_key)
-    assert services.scan_events_flush() == 1
+    assert scans.scan_events_flush() == 1
     assert ScanEvent.objects.count() == 1
 
 
@@ -92,7 +92,7 @@ def test_one_code_verifies_once_however_many_scans_race(citizen_api, scanner_key
         return response.json()["valid"]
 
     assert sorted(at_once(8, scan)) == [False] * 7 + [True]
-    services.scan_events_flush()
+    scans.scan_events_flush()
     assert Counter(ScanEvent.objects.values_list("reason", flat=True)) == {"": 1, "replayed": 7}
 
 
@@ -122,7 +122,7 @@ def test_unreadable_items_do_not_block_the_buffer(citizen_api, scanner_api):
     client = redis_lib.Redis.from_url(settings.REDIS_URL)
     client.rpush(recorder.events_key, b"{not json")
     verify(scanner_api, issue(citizen_api)["code"])
-    services.scan_events_flush()
+    scans.scan_events_flush()
     assert ScanEvent.objects.count() == 1
     assert recorder.pending() == 0
     assert ScanRecord  # the format the buffer holds
@@ -174,13 +174,22 @@ def test_the_recording_call_run_twice_records_once() -> None:
     )
     claim = Claim(holder="scanner-1", jti="jti-once", ttl=60)
     before = recorder.pending()
-    assert recorder.record(record, claim=claim).admission is Admission.RECORDED
-    assert recorder.record(record, claim=claim).admission is Admission.RECORDED
+    assert (
+        recorder.record(record, store=scans.scan_events_store, claim=claim).admission
+        is Admission.RECORDED
+    )
+    assert (
+        recorder.record(record, store=scans.scan_events_store, claim=claim).admission
+        is Admission.RECORDED
+    )
     assert recorder.pending() == before + 1
     other = ScanRecord(
         id="01a2-other-record", source="online", scanned_at=time.time(), valid=True, reason=""
     )
-    assert recorder.record(other, claim=claim).admission is Admission.REPLAYED
+    assert (
+        recorder.record(other, store=scans.scan_events_store, claim=claim).admission
+        is Admission.REPLAYED
+    )
 
 
 def test_the_redis_client_never_retries_behind_our_back() -> None:

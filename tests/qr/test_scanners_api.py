@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts.citizens import account_close, user_set_active
 from accounts.models import User
 from qr.models import ScanEvent
-from qr.services import scan_events_purge
+from qr.scans import scan_events_purge
 from tests.qr.conftest import citizen_code, create_venue, issue, recorded_scans, verify
 
 pytestmark = pytest.mark.django_db

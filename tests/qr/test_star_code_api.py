@@ -119,7 +119,7 @@ def test_a_closed_account_gets_no_code(citizen, citizen_api):
 
 def test_the_service_itself_refuses_an_inactive_account(citizen):
     from qr.errors import QrError
-    from qr.services import star_code_issue
+    from qr.star_codes import star_code_issue
 
     citizen.is_active = False
     with pytest.raises(QrError) as caught:

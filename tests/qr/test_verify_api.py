@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from accounts.citizens import account_close, user_set_active
-from qr import caches, codes
+from qr import caches, codes, keys
 from tests.conftest import client_for, client_with_key
 from tests.qr.conftest import citizen_code, forge, issue, recorded_scans, verify
 
@@ -122,7 +122,7 @@ def test_a_code_signed_by_a_key_we_never_published_is_unknown_key(citizen, scann
 
 
 def test_a_code_signed_by_an_impostor_using_our_kid_is_a_bad_signature(citizen, scanner_api):
-    kid, _ = caches.keyring.signing_key()
+    kid, _ = keys.keyring_ensure()
     now = int(time.time())
     claims = {"iss": "x", "sub": citizen.subject, "iat": now, "exp": now + 60}
     code = codes.sign(claims, kid=kid, private_key=Ed25519PrivateKey.generate())
@@ -297,7 +297,7 @@ def test_every_verification_is_a_scan_event(
 
 
 def test_a_forged_code_is_never_attributed_to_its_claimed_subject(citizen, scanner_api):
-    kid, _ = caches.keyring.signing_key()
+    kid, _ = keys.keyring_ensure()
     now = int(time.time())
     claims = {
         "iss": "https://my.changsha.gov.cn",

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from qr import selectors, services
+from qr import keys, selectors
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, now: bool, withdraw_previous: bool, **options) -> None:  # type: ignore[no-untyped-def]
         first = selectors.signing_key_active() is None
-        key = services.signing_key_rotate(
+        key = keys.signing_key_rotate(
             immediately=now or withdraw_previous or first, withdraw_previous=withdraw_previous
         )
         when = timezone.localtime(key.activates_at).isoformat(timespec="seconds")
@@ -34,7 +34,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"(published now; signing starts in {settings.QR_KEY_PUBLISH_AHEAD_SECONDS} s)"
             )
-        withdrawn = services.signing_keys_prune()
+        withdrawn = keys.signing_keys_prune()
         if withdrawn:
             self.stdout.write(f"withdrawn (no longer needed): {', '.join(withdrawn)}")
         if withdraw_previous:

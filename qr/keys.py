@@ -1,0 +1,153 @@
+"""Signing keys: created, ensured, rotated, withdrawn when no code needs them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.audit import audit_record
+from accounts.models import User
+from qr import caches, codes, selectors
+from qr.codes import CLOCK_SKEW_SECONDS
+from qr.models import SigningKey
+
+
+def _new_kid(now: dt.datetime) -> str:
+    return f"{timezone.localtime(now):%Y%m%d}-{secrets.token_hex(3)}"
+
+
+def signing_key_create(
+    *, activates_at: dt.datetime | None = None, actor: User | None = None
+) -> SigningKey:
+    """A new key, published at once, signing from ``activates_at`` (default now)."""
+    now = timezone.now()
+    private = Ed25519PrivateKey.generate()
+    raw_private = private.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    raw_public = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    with transaction.atomic():
+        key = SigningKey.objects.create(
+            kid=_new_kid(now),
+            public_key=codes.b64url(raw_public),
+            private_key=codes.b64url(raw_private),
+            created_at=now,
+            activates_at=activates_at or now,
+        )
+        audit_record(
+            actor=actor,
+            action="qr.signing_key.created",
+            target=key,
+            data={"kid": key.kid, "activates_at": key.activates_at.isoformat()},
+        )
+    caches.keyring.clear()
+    return key
+
+
+def signing_key_ensure() -> SigningKey:
+    """The active key; the very first one is created on demand, so a fresh
+    installation issues codes out of the box."""
+    now = timezone.now()
+    with transaction.atomic():
+        active = selectors.signing_key_active(now=now)
+        if active is not None:
+            return active
+        # Serialise first-key creation between processes.
+        list(SigningKey.objects.select_for_update().all()[:1])
+        active = selectors.signing_key_active(now=now)
+        if active is not None:
+            return active
+        return signing_key_create(activates_at=now)
+
+
+def keyring_ensure() -> tuple[str, Ed25519PrivateKey]:
+    """``(kid, private key)`` of the key this process signs with.
+
+    What every signer calls before signing: the process's key ring answers
+    from memory; only when it holds no active key (a fresh installation, or
+    a key another process made since the ring was loaded) is the database
+    asked, the first key created there if there is none
+    (:func:`signing_key_ensure`), and the ring reloaded. The key ring itself
+    only reads.
+    """
+    held = caches.keyring.signing_key()
+    if held is None:
+        signing_key_ensure()
+        caches.keyring.reload()
+        held = caches.keyring.signing_key()
+        assert held is not None
+    return held
+
+
+def signing_key_rotate(
+    *, immediately: bool = False, withdraw_previous: bool = False, actor: User | None = None
+) -> SigningKey:
+    """Publish a new key that takes over signing.
+
+    Normally the new key signs only after ``QR_KEY_PUBLISH_AHEAD_SECONDS``,
+    so every scanner that refreshes its JWKS in that time knows it before
+    the first code it signs is shown. ``immediately`` skips the wait (a
+    suspected compromise); ``withdraw_previous`` also pulls every older key
+    from the JWKS at once, which makes the codes they signed unverifiable:
+    citizens simply get a new code; venue codes must be replaced.
+    """
+    now = timezone.now()
+    activates_at = (
+        now if immediately else now + dt.timedelta(seconds=settings.QR_KEY_PUBLISH_AHEAD_SECONDS)
+    )
+    key = signing_key_create(activates_at=activates_at, actor=actor)
+    if withdraw_previous:
+        for old in SigningKey.objects.filter(withdrawn_at__isnull=True).exclude(pk=key.pk):
+            _signing_key_withdraw(old, actor=actor, reason="compromise")
+    return key
+
+
+def _signing_key_withdraw(key: SigningKey, *, actor: User | None, reason: str) -> None:
+    with transaction.atomic():
+        updated = SigningKey.objects.filter(pk=key.pk, withdrawn_at__isnull=True).update(
+            withdrawn_at=timezone.now(), private_key=""
+        )
+        if updated:
+            audit_record(
+                actor=actor,
+                action="qr.signing_key.withdrawn",
+                target=key,
+                data={"kid": key.kid, "reason": reason},
+            )
+    caches.keyring.clear()
+
+
+def signing_keys_prune(*, now: dt.datetime | None = None) -> list[str]:
+    """Withdraw superseded keys that no valid code can need any more.
+
+    A superseded key stays published until every citizen code it signed has
+    expired (its successor's start + the time a process may still sign with
+    a cached key + ``STAR_CODE_TTL`` + clock skew) and while any active
+    venue code was signed with it (venue codes do not expire: replace them
+    with fresh codes and deactivate the old ones to let the key go).
+    Returns the withdrawn kids.
+    """
+    now = now or timezone.now()
+    published = SigningKey.objects.filter(withdrawn_at__isnull=True).order_by("activates_at")
+    started = [k for k in published if k.activates_at <= now]
+    grace = dt.timedelta(
+        seconds=settings.QR_KEY_CACHE_SECONDS + settings.STAR_CODE_TTL + CLOCK_SKEW_SECONDS
+    )
+    in_use = selectors.kids_of_active_venue_codes()
+    withdrawn = []
+    for key, successor in zip(started, started[1:], strict=False):
+        if now < successor.activates_at + grace or key.kid in in_use:
+            continue
+        _signing_key_withdraw(key, actor=None, reason="superseded")
+        withdrawn.append(key.kid)
+    return withdrawn
