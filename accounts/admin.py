@@ -25,7 +25,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from accounts import api_keys, audit, citizens, idnumber, pii
+from accounts import api_keys, audit, citizens, idnumber, pii, privileges
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
 from config import masking
 from config.api import client_ip
@@ -78,48 +78,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 # --- Users and privileges -----------------------------------------------------------------
-
-# What makes an account stronger: only superusers change these.
-PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "department", "groups", "user_permissions")
-
-
-def _permission_names(permissions: Any) -> list[str]:
-    return sorted(
-        f"{p.content_type.app_label}.{p.codename}"
-        for p in permissions.select_related("content_type")
-    )
-
-
-def privileges_of(obj: User | Group) -> dict[str, Any]:
-    """What an account or group may do, as stored now."""
-    if obj.pk is None:
-        return {}
-    if isinstance(obj, Group):
-        return {"permissions": _permission_names(Group.objects.get(pk=obj.pk).permissions)}
-    stored = User.objects.get(pk=obj.pk)
-    return {
-        "is_staff": stored.is_staff,
-        "is_superuser": stored.is_superuser,
-        "department": stored.department_id,
-        "groups": sorted(stored.groups.values_list("name", flat=True)),
-        "permissions": _permission_names(stored.user_permissions),
-    }
-
-
-def audit_privilege_change(request: HttpRequest, obj: User | Group, before: dict) -> None:
-    """An audit entry naming what changed in an account's or group's powers."""
-    after = privileges_of(obj)
-    changed = {
-        k: {"before": before.get(k), "after": v} for k, v in after.items() if before.get(k) != v
-    }
-    if changed:
-        audit.audit_record(
-            actor=request.user,
-            action=f"admin.{obj._meta.model_name}.privileges_changed",
-            target=obj,
-            data=changed,
-            ip=client_ip(request),
-        )
 
 
 class StaffCreationForm(AdminUserCreationForm):
@@ -233,31 +191,63 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
         fields = tuple(super().get_readonly_fields(request, obj))
         if request.user.is_superuser:
             return fields
-        return fields + tuple(f for f in PRIVILEGE_FIELDS if f not in fields)
+        return fields + tuple(f for f in privileges.PRIVILEGE_FIELDS if f not in fields)
 
     def get_fieldsets(self, request, obj=None):  # type: ignore[no-untyped-def]
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None and not request.user.is_superuser:
             return [
-                (name, {**opts, "fields": [f for f in opts["fields"] if f not in PRIVILEGE_FIELDS]})
+                (
+                    name,
+                    {
+                        **opts,
+                        "fields": [
+                            f for f in opts["fields"] if f not in privileges.PRIVILEGE_FIELDS
+                        ],
+                    },
+                )
                 for name, opts in fieldsets
             ]
         return fieldsets
 
+    # A privileged account (its password included) is only a superuser's to
+    # change, suspend or delete: otherwise a clerk could take over or shut
+    # out a stronger account.
     def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        # A staff account (its password included) is only a superuser's to
-        # change: otherwise a clerk could take over a stronger account.
-        if obj is not None and obj.is_staff and not request.user.is_superuser:
+        if obj is not None and not privileges.account_may_manage(actor=request.user, target=obj):
             return False
         return super().has_change_permission(request, obj)
 
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        if obj is not None and not privileges.account_may_manage(actor=request.user, target=obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request):  # type: ignore[no-untyped-def]
+        actions = super().get_actions(request)
+        # Bulk delete would skip the per-account check above.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _manageable(self, request: HttpRequest, queryset: QuerySet[User]) -> list[User]:
+        return [
+            user
+            for user in queryset
+            if privileges.account_may_manage(actor=request.user, target=user)
+        ]
+
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
-        form.privileges_before = privileges_of(obj) if change else {}
+        form.privileges_before = privileges.privileges_of(obj) if change else {}
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
         super().save_related(request, form, formsets, change)
-        audit_privilege_change(request, form.instance, getattr(form, "privileges_before", {}))
+        privileges.privileges_audit(
+            actor=request.user,
+            obj=form.instance,
+            before=getattr(form, "privileges_before", {}),
+            ip=client_ip(request),
+        )
 
     @admin.display(description=_("手机号"))
     def phone_masked_display(self, user: User) -> str:
@@ -311,16 +301,17 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
 
     @admin.action(description=_("停用所选账户（吊销令牌）"), permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        for user in queryset:
+        users = self._manageable(request, queryset)
+        for user in users:
             citizens.user_set_active(
                 user=user, active=False, actor=request.user, ip=client_ip(request)
             )
-        self.message_user(request, _("已停用 %(n)s 个账户") % {"n": queryset.count()})
+        self.message_user(request, _("已停用 %(n)s 个账户") % {"n": len(users)})
 
     @admin.action(description=_("恢复所选账户"), permissions=["change"])
     def reinstate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         count = 0
-        for user in queryset.filter(closed_at__isnull=True):
+        for user in self._manageable(request, queryset.filter(closed_at__isnull=True)):
             citizens.user_set_active(
                 user=user, active=True, actor=request.user, ip=client_ip(request)
             )
@@ -485,12 +476,17 @@ class GroupAdmin(AuditedModelAdmin, DjangoGroupAdmin):
         return request.user.is_superuser
 
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
-        form.privileges_before = privileges_of(obj) if change else {}
+        form.privileges_before = privileges.privileges_of(obj) if change else {}
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
         super().save_related(request, form, formsets, change)
-        audit_privilege_change(request, form.instance, getattr(form, "privileges_before", {}))
+        privileges.privileges_audit(
+            actor=request.user,
+            obj=form.instance,
+            before=getattr(form, "privileges_before", {}),
+            ip=client_ip(request),
+        )
 
 
 admin.site.unregister(OutstandingToken)

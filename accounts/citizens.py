@@ -26,6 +26,7 @@ from accounts.models import (
     IdentityLevel,
     User,
 )
+from accounts.privileges import account_check_manageable
 from accounts.tokens import tokens_revoke_all
 from config.errors import ACCOUNT_INACTIVE
 
@@ -159,7 +160,9 @@ def profile_erase(user: User) -> None:
 
 
 def user_set_active(*, user: User, active: bool, actor: User | None, ip: str | None = None) -> User:
-    """Suspend or reinstate an account (operators). Suspension revokes tokens."""
+    """Suspend or reinstate an account (operators). Suspension revokes tokens.
+    A privileged account is only a superuser's to suspend or reinstate."""
+    account_check_manageable(actor=actor, target=user)
     if user.closed_at is not None and active:
         raise AccountsError(ACCOUNT_INACTIVE, _("已注销的账户不能恢复"))
     with transaction.atomic():

@@ -236,3 +236,89 @@ def test_a_failed_admin_login_records_no_password_or_token(client) -> None:
     ]
     for html in pages:
         assert "Guess-Me-1" not in html and "tok" * 10 not in html
+
+
+# --- Acting on stronger accounts ---------------------------------------------------------------
+
+
+@pytest.fixture
+def root():
+    return StaffFactory(username="root", is_superuser=True)
+
+
+def test_a_clerk_cannot_suspend_or_reinstate_a_privileged_account(client, root, citizen) -> None:
+    client.force_login(_clerk("view_user", "change_user"))
+    response = client.post(
+        "/admin/accounts/user/",
+        {"action": "suspend", "_selected_action": [str(root.pk), str(citizen.pk)]},
+    )
+    assert response.status_code == 302
+    root.refresh_from_db()
+    citizen.refresh_from_db()
+    assert root.is_active and not citizen.is_active  # the citizen, yes; the superuser, no
+
+    from accounts import citizens
+
+    other = StaffFactory(username="other-clerk")
+    citizens.user_set_active(user=other, active=False, actor=root)
+    client.post(
+        "/admin/accounts/user/", {"action": "reinstate", "_selected_action": [str(other.pk)]}
+    )
+    other.refresh_from_db()
+    assert not other.is_active
+
+
+def test_a_clerk_cannot_delete_a_privileged_account(client, root) -> None:
+    client.force_login(_clerk("view_user", "change_user", "delete_user"))
+    assert (
+        client.post(f"/admin/accounts/user/{root.pk}/delete/", {"post": "yes"}).status_code == 403
+    )
+    response = client.post(
+        "/admin/accounts/user/",
+        {"action": "delete_selected", "_selected_action": [str(root.pk)], "post": "yes"},
+    )
+    assert response.status_code in (200, 302)
+    assert User.objects.filter(pk=root.pk).exists()
+
+
+def test_a_clerk_cannot_set_the_password_of_a_non_staff_superuser(client) -> None:
+    hidden_root = StaffFactory(username="hidden", is_superuser=True, is_staff=False)
+    client.force_login(_clerk("view_user", "change_user"))
+    response = client.post(
+        f"/admin/accounts/user/{hidden_root.pk}/password/",
+        {"password1": "Taken-0ver-now!", "password2": "Taken-0ver-now!", "usable_password": "true"},
+    )
+    assert response.status_code == 403
+    hidden_root.refresh_from_db()
+    assert not hidden_root.check_password("Taken-0ver-now!")
+
+
+def test_an_account_with_permissions_is_privileged_too(client) -> None:
+    holder = _citizen_with_permission()
+    client.force_login(_clerk("view_user", "change_user"))
+    response = client.post(
+        "/admin/accounts/user/", {"action": "suspend", "_selected_action": [str(holder.pk)]}
+    )
+    assert response.status_code == 302
+    holder.refresh_from_db()
+    assert holder.is_active
+
+
+def test_the_rule_holds_below_the_admin(root) -> None:
+    from django.core.exceptions import PermissionDenied
+
+    from accounts import citizens
+
+    clerk = _clerk("change_user")
+    with pytest.raises(PermissionDenied):
+        citizens.user_set_active(user=root, active=False, actor=clerk)
+    root.refresh_from_db()
+    assert root.is_active
+
+
+def _citizen_with_permission() -> User:
+    from tests.accounts.factories import CitizenFactory
+
+    user = CitizenFactory()
+    user.user_permissions.add(Permission.objects.get(codename="view_pii"))
+    return user
