@@ -5,6 +5,7 @@ and parsing, pagination with :func:`paginated`, and the OpenAPI helpers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import ipaddress
 import logging
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
@@ -205,9 +207,12 @@ def _ip_or_none(value: str | None) -> str | None:
     if not value:
         return None
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        return None  # "fe80::1%<anything>": no client has a zone on our side
+    return str(address)
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -273,22 +278,35 @@ class StrictCharField(serializers.CharField):
 MAX_JSON_DEPTH = 64
 
 
+def _text_problem(text: str) -> Promise | None:
+    if "\x00" in text:
+        return _("请求中含有不允许的 NUL 字符")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no UTF-8 text holds one
+        return _("请求中含有无效的 Unicode 字符")
+    return None
+
+
 def _json_problem(value: Any) -> Promise | None:
-    """Why a parsed body is refused (NUL characters, nesting), or None.
-    Iterative, so no body can exhaust the stack here."""
+    """Why a parsed body is refused (NUL characters, lone surrogates,
+    nesting), or None. Iterative, so no body can exhaust the stack here."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, str):
-            if "\x00" in node:
-                return _("请求中含有不允许的 NUL 字符")
+            problem = _text_problem(node)
+            if problem is not None:
+                return problem
         elif isinstance(node, dict | list):
             if depth > MAX_JSON_DEPTH:
                 return _("JSON 嵌套层数过多")
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
-                if isinstance(key, str) and "\x00" in key:
-                    return _("请求中含有不允许的 NUL 字符")
+                if isinstance(key, str):
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        return problem
                 stack.append((child, depth + 1))
     return None
 
@@ -443,12 +461,18 @@ class FeedPagination(_ListShape, CursorPagination):
     def decode_cursor(self, request):  # type: ignore[no-untyped-def]
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
-            try:
-                self._position_field.to_python(cursor.position)
-            except DjangoValidationError as exc:
-                raise exceptions.NotFound(self.invalid_cursor_message) from exc
             if "\x00" in cursor.position:
                 raise exceptions.NotFound(self.invalid_cursor_message)
+            try:
+                # As the query will take it: parsed, made aware, put in UTC
+                # (where a time at the calendar's ends overflows).
+                value = self._position_field.to_python(cursor.position)
+                if isinstance(value, dt.datetime):
+                    if timezone.is_naive(value):
+                        value = timezone.make_aware(value)
+                    value.astimezone(dt.UTC)
+            except (DjangoValidationError, OverflowError, ValueError) as exc:
+                raise exceptions.NotFound(self.invalid_cursor_message) from exc
         return cursor
 
 

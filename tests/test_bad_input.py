@@ -30,6 +30,7 @@ JUNK_BODIES = [
     "[" * 450 + "]" * 450,
     '{"a": ' * 700 + "1" + "}" * 700,
     '{"form": ' + '{"a": [' * 300 + "1" + "]}" * 300 + "}",
+    '{"form": {"reason": "\\ud800"}, "service": "\\udfff", "\\ud83d": 1}',
 ]
 WRONG_VALUES = [
     None,
@@ -136,6 +137,8 @@ TAMPERED_CURSORS = [
     _cursor("r=1&p=2026-13-01T00:00:00"),
     _cursor("p=\x00"),
     _cursor("o=-5"),
+    _cursor("p=9999-12-31T23:59:59-12:00"),
+    _cursor("p=0001-01-01 00:00:00"),
     "cD0",
 ]
 

@@ -31,6 +31,8 @@ TOKEN = "/api/v1/auth/token/"
         (1, " 2001:DB8::1 ", "10.0.0.2", "2001:db8::1"),
         (1, "", "10.0.0.2", "10.0.0.2"),
         (0, "", "garbage", None),
+        (1, "fe80::1%" + "x" * 50, "10.0.0.2", "10.0.0.2"),
+        (0, "", "fe80::1%eth0", None),
     ],
 )
 def test_the_client_address_rule(settings, proxies, forwarded, remote, expected) -> None:
@@ -67,7 +69,9 @@ def test_a_changing_forwarded_header_does_not_lift_the_login_throttle(api, monke
     assert codes == [400, 400, 400, 429]
 
 
-@pytest.mark.parametrize("forwarded", ["not-an-ip", "1.2.3.4, 5.6.7.8", "::ffff:zz", "ä" * 40])
+@pytest.mark.parametrize(
+    "forwarded", ["not-an-ip", "1.2.3.4, 5.6.7.8", "::ffff:zz", "ä" * 40, "fe80::1%" + "z" * 60]
+)
 def test_a_junk_forwarded_header_never_breaks_a_request(api, settings, forwarded) -> None:
     settings.NUM_PROXIES = 1
     response = api.post(
