@@ -26,13 +26,13 @@ def commands() -> dict[str, list[str]]:
     return {
         "web": [
             str(BIN / "gunicorn"),
+            "--config",
+            "config/gunicorn.py",
             "config.wsgi",
             "--bind",
             f"{HOST}:{PORT}",
             "--workers",
             os.environ.get("WEB_CONCURRENCY", "2"),
-            "--access-logfile",
-            "-",
         ],
         "worker": [
             str(BIN / "celery"),

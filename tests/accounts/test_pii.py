@@ -217,3 +217,58 @@ def test_celery_workers_log_through_the_same_masked_handlers() -> None:
 
     receivers = [r() if callable(r) else r for _, r in setup_logging.receivers]
     assert celery_config._django_logging in receivers
+
+
+def _project_handlers() -> list[tuple[str, logging.Handler]]:
+    """Every handler on every logger after the project's logging is set up,
+    but pytest's own capturing ones."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+    from django.utils.log import DEFAULT_LOGGING
+
+    # As Django's setup does: its defaults, then the project's LOGGING.
+    dictConfig(DEFAULT_LOGGING)
+    dictConfig(settings.LOGGING)
+    loggers = [("root", logging.getLogger())] + [
+        (name, logger)
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    ]
+    return [
+        (name, handler)
+        for name, logger in loggers
+        for handler in logger.handlers
+        if not type(handler).__module__.startswith("_pytest")
+        and not isinstance(handler, logging.NullHandler)  # prints nothing
+    ]
+
+
+def test_every_handler_the_project_configures_masks() -> None:
+    handlers = _project_handlers()
+    assert handlers  # the console at least
+    unmasked = [
+        (name, handler)
+        for name, handler in handlers
+        if not any(isinstance(f, MaskPiiFilter) for f in handler.filters)
+    ]
+    assert unmasked == []
+
+
+def test_django_request_errors_are_printed_once_and_masked() -> None:
+    def emit(logger: logging.Logger) -> None:
+        logging.getLogger("django.request").error("lookup 13800138000 failed")
+
+    output = _log_through_the_configured_handler(emit)
+    assert output.count("138****8000") == 1 and "13800138000" not in output
+
+
+def test_gunicorn_logs_no_query_string_and_masks_its_own_lines() -> None:
+    from config import gunicorn
+
+    for item in ("%(r)s", "%(q)s", "%(f)s", "%(a)s"):
+        assert item not in gunicorn.access_log_format
+    assert "%(U)s" in gunicorn.access_log_format
+    handlers = gunicorn.logconfig_dict["handlers"]
+    assert all("mask_pii" in h["filters"] for h in handlers.values())
+    assert gunicorn.logconfig_dict["filters"]["mask_pii"]["()"] == "config.logging.MaskPiiFilter"
