@@ -13,12 +13,21 @@ class AccountsConfig(AppConfig):
             errors,  # noqa: F401  (registers the error codes)
             idempotency,
             inbox,
+            otp,
             selectors,
         )
-        from accounts.models import IdempotencyRecord, Message, User
+        from accounts.models import IdempotencyRecord, Message, OtpChallenge, User
 
         citizen_data.register(
             "profile", export=selectors.profile_export, erase=citizens.profile_erase, models=[User]
+        )
+        # After the profile, so that its erasure runs first, while the
+        # phone that keys the codes is still there.
+        citizen_data.register(
+            "login_codes",
+            export=selectors.login_codes_export,
+            erase=otp.otp_challenges_erase,
+            models=[OtpChallenge],
         )
         citizen_data.register(
             "messages",

@@ -189,3 +189,9 @@ def otp_challenges_purge(*, older_than: dt.timedelta = dt.timedelta(days=2)) -> 
     """Delete challenges no limit looks at any more."""
     deleted, _ = OtpChallenge.objects.filter(created_at__lt=timezone.now() - older_than).delete()
     return deleted
+
+
+def otp_challenges_erase(user: User) -> None:
+    """A closing account's login codes go with its phone number."""
+    if user.phone:
+        OtpChallenge.objects.filter(phone=user.phone).delete()

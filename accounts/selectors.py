@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import citizen_data
-from accounts.models import Message, User
+from accounts.models import Message, OtpChallenge, User
 
 
 def messages_for(user: User, *, unread_only: bool = False) -> QuerySet[Message]:
@@ -36,6 +36,24 @@ def profile_export(user: User) -> dict[str, Any]:
         "real_name_verified_at": _local(user.real_name_verified_at),
         "date_joined": _local(user.date_joined),
     }
+
+
+def login_codes_export(user: User) -> list[dict[str, Any]]:
+    """The SMS login codes sent to the citizen's phone (kept two days): when,
+    from which address, how they ended; never the code."""
+    if not user.phone:
+        return []
+    return [
+        {
+            "sent_at": _local(challenge.created_at),
+            "expires_at": _local(challenge.expires_at),
+            "ip": challenge.ip,
+            "attempts": challenge.attempts,
+            "closed_at": _local(challenge.closed_at),
+            "close_reason": challenge.close_reason,
+        }
+        for challenge in OtpChallenge.objects.filter(phone=user.phone).order_by("created_at")
+    ]
 
 
 def messages_export(user: User) -> list[dict[str, Any]]:

@@ -141,3 +141,16 @@ def test_closing_forgets_the_stored_answers_to_the_citizens_requests(
 def test_export_times_are_shanghai_times(citizen_api) -> None:
     profile = citizen_api.get("/api/v1/me/export/").json()["profile"]
     assert profile["date_joined"].endswith("+08:00")
+
+
+def test_the_login_codes_sent_to_a_citizen_are_exported_and_go_with_the_account(api) -> None:
+    from accounts.models import OtpChallenge
+    from tests.accounts.helpers import bearer, log_in
+
+    tokens = log_in(api, "13600136000")
+    bearer(api, tokens["access"])
+    [code] = api.get("/api/v1/me/export/").json()["login_codes"]
+    assert code["close_reason"] == "used" and code["ip"] == "127.0.0.1"
+    assert "code" not in code and "code_hash" not in code
+    assert api.delete("/api/v1/me/").status_code == 204
+    assert not OtpChallenge.objects.filter(phone="13600136000").exists()
