@@ -13,11 +13,11 @@ import os
 import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import sms
 from accounts.api_keys import api_key_create
 from accounts.models import ApiKey, ApiKeyScope, Department, User
+from accounts.tokens import CitizenRefreshToken
 from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
 
 
@@ -63,7 +63,9 @@ def api() -> APIClient:
 
 def client_for(user: User) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {CitizenRefreshToken.for_user(user).access_token}"
+    )
     return client
 
 

@@ -84,6 +84,7 @@ def test_production_starts_with_real_secrets_and_reads_file_variants(tmp_path: P
         ("SECRET_KEY", "short"),
         ("SECRET_KEY", "ab" * 40),  # long, but two distinct characters
         ("BLIND_INDEX_KEY", "Yb7Qp2Lm9"),
+        ("FIELD_ENCRYPTION_KEY", "A" * 43 + "="),
     ],
 )
 def test_production_refuses_a_weak_secret(variable: str, value: str) -> None:

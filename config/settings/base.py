@@ -87,6 +87,8 @@ if not DEBUG:
 
 
 def _check_fernet_keys() -> None:
+    import base64
+
     from cryptography.fernet import Fernet
 
     for key in FIELD_ENCRYPTION_KEYS:
@@ -98,6 +100,14 @@ def _check_fernet_keys() -> None:
                 "generate one with: python -c 'from cryptography.fernet import Fernet; "
                 "print(Fernet.generate_key().decode())'"
             ) from exc
+        # 32 random bytes have some 30 distinct values; a key typed by hand
+        # (all zeros, a repeated word) has a handful.
+        if not DEBUG and len(set(base64.urlsafe_b64decode(key))) < 16:
+            raise ImproperlyConfigured(
+                "FIELD_ENCRYPTION_KEY is too weak for DEBUG=0: generate it with "
+                "python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            )
 
 
 _check_fernet_keys()

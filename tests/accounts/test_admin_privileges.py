@@ -73,8 +73,15 @@ def test_no_admin_page_shows_a_refresh_token(client, api, logged_in_citizen, per
 
 
 def test_a_citizen_still_refreshes_and_logs_out(api, logged_in_citizen) -> None:
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
     pair = api.post("/api/v1/auth/token/refresh/", {"refresh": logged_in_citizen["refresh"]})
     assert pair.status_code == 200
+    # The rotated token is listed by fingerprint too.
+    assert all(
+        t.startswith("sha256:") for t in OutstandingToken.objects.values_list("token", flat=True)
+    )
+    assert OutstandingToken.objects.count() == 2
     assert api.post("/api/v1/auth/logout/", {"refresh": pair.json()["refresh"]}).status_code == 204
     again = api.post("/api/v1/auth/token/refresh/", {"refresh": pair.json()["refresh"]})
     assert again.status_code == 401
