@@ -187,8 +187,8 @@ def main() -> None:
 
         from accounts.models import Department, User
         from config.celery import app as celery_app
-        from services import events, routing
         from services.catalog import category_ensure, service_create
+        from services.routing import endpoints, events
 
         call_command("migrate", verbosity=0)
         department = Department.objects.create(code="bench", name="基准测试部门")
@@ -211,7 +211,7 @@ def main() -> None:
         )
         citizen = User.objects.create(phone="13800138000")
         sink = Sink()
-        routing.endpoint_create(
+        endpoints.endpoint_create(
             department=department, url=sink.url, events=[events.APPLICATION_SUBMITTED], actor=None
         )
         token = str(RefreshToken.for_user(citizen).access_token)

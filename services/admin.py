@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
-from services import catalog, routing, selectors
+from services import catalog, selectors
 from services.errors import ServicesError
 from services.models import (
     Application,
@@ -29,6 +29,7 @@ from services.models import (
     Service,
     TimelineEntry,
 )
+from services.routing import deliveries, endpoints
 
 
 @admin.register(Category)
@@ -297,13 +298,13 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.action(description=_("恢复投递（启用并解除熔断）"), permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset.filter(deleted_at=None):
-            routing.endpoint_update(endpoint=endpoint, actor=request.user, is_active=True)
+            endpoints.endpoint_update(endpoint=endpoint, actor=request.user, is_active=True)
         self.message_user(request, _("已恢复"))
 
     @admin.action(description=_("发送测试事件（ping）"), permissions=["change"])
     def ping(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset.filter(deleted_at=None):
-            routing.endpoint_ping(endpoint=endpoint, actor=request.user)
+            endpoints.endpoint_ping(endpoint=endpoint, actor=request.user)
         self.message_user(request, _("已发送"))
 
 
@@ -380,7 +381,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         replayed = 0
         for delivery in queryset:
             try:
-                routing.delivery_replay(delivery=delivery, actor=request.user)
+                deliveries.delivery_replay(delivery=delivery, actor=request.user)
                 replayed += 1
             except ServicesError:
                 continue

@@ -17,7 +17,6 @@ from accounts.audit import audit_record
 from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
 from accounts.inbox import message_post
 from accounts.models import ApiKey, User
-from services import events, routing
 from services.errors import (
     FORM_INVALID,
     FORM_SCHEMA_UNUSABLE,
@@ -31,9 +30,11 @@ from services.models import (
     Application,
     ApplicationSerial,
     ApplicationStatus,
+    OutboxEvent,
     Service,
     TimelineEntry,
 )
+from services.routing import events, outbox
 from services.selectors import department_view
 from services.workdays import add_working_days, working_days_between
 
@@ -129,7 +130,7 @@ def _locked(application: Application) -> Application:
 
 
 def _publish(application: Application, event_type: str, **extra: Any) -> None:
-    routing.event_publish(
+    outbox.event_publish(
         type=event_type,
         department=application.department,
         application=application,
@@ -219,7 +220,7 @@ def application_cancel(*, citizen: User, application: Application, reason: str =
         _move(
             application, S.CANCELLED, actor=ActorKind.CITIZEN, actor_label=str(citizen), note=reason
         )
-        routing.event_publish(
+        outbox.event_publish(
             type=events.APPLICATION_CANCELLED,
             # The department hears of it only if it had heard of the application.
             department=application.department if department_knew else None,
@@ -307,7 +308,7 @@ def applications_pseudonymise(citizen: User) -> None:
     TimelineEntry.objects.filter(application_id__in=owned, actor=ActorKind.CITIZEN).update(
         actor_label="", note=""
     )
-    routing.events_pseudonymise(application_ids=owned, subject=citizen.subject)
+    outbox.events_pseudonymise(application_ids=owned, subject=citizen.subject)
 
 
 # --- Department -------------------------------------------------------------------------------
@@ -386,6 +387,14 @@ def application_mark_routed(*, application_id: Any, reference: str = "") -> bool
             also=["department_reference"] if keep_reference else (),
         )
     return True
+
+
+def application_delivered(event: OutboxEvent, reference: str) -> None:
+    """The delivery engine's hook for a delivered ``application.submitted``
+    (registered in ``ServicesConfig.ready``): the application is routed, and
+    the department's ``reference`` kept."""
+    if event.application_id:
+        application_mark_routed(application_id=event.application_id, reference=reference)
 
 
 def application_mark_paid(*, application: Application) -> Application:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accounts.models import Department, IdentityLevel
-from services.events import SUBSCRIBABLE
 from services.models import (
     Application,
     ApplicationStatus,
@@ -17,6 +16,7 @@ from services.models import (
     Service,
     TimelineEntry,
 )
+from services.routing.events import SUBSCRIBABLE
 
 
 class MaterialSerializer(serializers.Serializer):

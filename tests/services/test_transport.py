@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from services import routing, transport
+from services.routing import deliveries, endpoints, transport
 from tests.services.department import Answer
 
 
@@ -137,11 +137,11 @@ def test_each_host_gets_its_own_connection_pool() -> None:
 
 
 def test_a_reference_is_read_safely() -> None:
-    assert routing._reference('{"reference": "HR-1"}') == "HR-1"
-    assert routing._reference('{"reference": "a\\u0000b"}') == "ab"
-    assert routing._reference("[" * 100_000) == ""
-    assert routing._reference("not json") == ""
-    assert routing._reference('["list"]') == ""
+    assert deliveries._reference('{"reference": "HR-1"}') == "HR-1"
+    assert deliveries._reference('{"reference": "a\\u0000b"}') == "ab"
+    assert deliveries._reference("[" * 100_000) == ""
+    assert deliveries._reference("not json") == ""
+    assert deliveries._reference('["list"]') == ""
 
 
 @pytest.mark.django_db
@@ -151,7 +151,7 @@ def test_nul_bytes_in_a_department_answer_are_recorded_safely(
     from services.models import Application, Delivery
     from tests.services.conftest import submit
 
-    routing.endpoint_create(
+    endpoints.endpoint_create(
         department=department,
         url=department_server.url(),
         events=["application.submitted"],
