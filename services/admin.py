@@ -47,7 +47,7 @@ class ServiceForm(forms.ModelForm):
     def clean(self):  # type: ignore[no-untyped-def]
         cleaned = super().clean()
         try:
-            catalog.check_guide(cleaned)
+            catalog.guide_check(cleaned)
         except ServicesError as exc:
             raise ValidationError(dict(exc.errors.items())) from exc
         return cleaned
@@ -252,7 +252,7 @@ class ApplicationAdmin(ReadOnlyAdmin):
         return str(labels.get(application.deadline, "-"))
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return selectors.with_deadline_state(super().get_queryset(request))
+        return selectors.applications_with_deadline_state(super().get_queryset(request))
 
 
 # --- Routing ------------------------------------------------------------------------------

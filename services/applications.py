@@ -36,7 +36,7 @@ from services.models import (
 )
 from services.routing import events, outbox
 from services.selectors import department_view
-from services.workdays import add_working_days, working_days_between
+from services.workdays import working_days_add, working_days_between
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ DEPARTMENT_TARGETS = (S.ACCEPTED, S.NEEDS_INFO, S.COMPLETED, S.REJECTED)
 FINAL = (S.COMPLETED, S.REJECTED, S.CANCELLED)
 
 
-def can_transition(current: str, target: str, actor: str) -> bool:
+def transition_allowed(current: str, target: str, actor: str) -> bool:
     return actor in TRANSITIONS.get(current, {}).get(target, set())
 
 
@@ -82,7 +82,7 @@ def _move(
 ) -> TimelineEntry:
     """The one place a status changes. ``application`` must be locked;
     ``also`` names other fields the caller changed, saved in the same UPDATE."""
-    if not can_transition(application.status, target, actor):
+    if not transition_allowed(application.status, target, actor):
         raise ServicesError(
             INVALID_TRANSITION,
             _("办件当前为“%(current)s”，不能变为“%(target)s”")
@@ -251,7 +251,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
             paused_days = working_days_between(
                 timezone.localdate(application.paused_at), timezone.localdate()
             )
-            application.due_date = add_working_days(application.due_date, paused_days)
+            application.due_date = working_days_add(application.due_date, paused_days)
         application.paused_at = None
         _move(
             application,
@@ -329,7 +329,7 @@ def application_department_update(
             application.department_reference = reference[:100]
         if status == S.ACCEPTED and application.accepted_at is None:
             application.accepted_at = now
-            application.due_date = add_working_days(
+            application.due_date = working_days_add(
                 timezone.localdate(now), application.service.time_limit_days
             )
         if status == S.NEEDS_INFO:
@@ -375,7 +375,7 @@ def application_mark_routed(*, application_id: Any, reference: str = "") -> bool
         keep_reference = bool(reference and not application.department_reference)
         if keep_reference:
             application.department_reference = reference
-        if not can_transition(application.status, S.ROUTED, ActorKind.SYSTEM):
+        if not transition_allowed(application.status, S.ROUTED, ActorKind.SYSTEM):
             if keep_reference:
                 application.save(update_fields=["department_reference", "updated_at"])
             return False

@@ -19,7 +19,7 @@ from services.models import (
     Service,
     TimelineEntry,
 )
-from services.workdays import add_working_days
+from services.workdays import working_days_add
 
 
 def departments_public() -> QuerySet[Department]:
@@ -229,13 +229,13 @@ def deliveries_of(department: Department) -> QuerySet[Delivery]:
 DUE_SOON_WORKING_DAYS = 3
 
 
-def with_deadline_state(applications: QuerySet[Application]) -> QuerySet[Application]:
+def applications_with_deadline_state(applications: QuerySet[Application]) -> QuerySet[Application]:
     """Annotate ``deadline``: ``overdue``, ``due_soon`` (within
     ``DUE_SOON_WORKING_DAYS`` working days) or ``on_track`` for accepted
     applications, None otherwise (补正 pauses the clock). One holiday lookup
     for the whole list."""
     today = timezone.localdate()
-    soon = add_working_days(today, DUE_SOON_WORKING_DAYS)
+    soon = working_days_add(today, DUE_SOON_WORKING_DAYS)
     accepted = Q(status=ApplicationStatus.ACCEPTED, due_date__isnull=False)
     return applications.annotate(
         deadline=Case(

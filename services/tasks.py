@@ -22,22 +22,22 @@ from services.routing import deliveries, outbox, sweeper
     retry_backoff_max=30,
     max_retries=5,
 )
-def deliver(delivery_id: str) -> None:
+def delivery_attempt(delivery_id: str) -> None:
     """One try of one delivery. A database hiccup (deadlock, failover) is
     retried shortly; anything that outlives the retries the sweeper finds."""
     deliveries.delivery_attempt(delivery_id)
 
 
 @shared_task(name=outbox.HANDLE_EVENT_TASK, acks_late=True, ignore_result=True)
-def handle_event(event_id: str) -> None:
+def event_handle(event_id: str) -> None:
     outbox.event_handle(event_id)
 
 
 @shared_task(name="routing.sweep", acks_late=True, ignore_result=True)
-def sweep() -> dict[str, int]:
-    return sweeper.sweep()
+def deliveries_sweep() -> dict[str, int]:
+    return sweeper.deliveries_sweep()
 
 
 @shared_task(name="routing.probe_paused", acks_late=True, ignore_result=True)
-def probe_paused() -> int:
-    return sweeper.probe_paused_endpoints()
+def endpoints_probe_paused() -> int:
+    return sweeper.endpoints_probe_paused()

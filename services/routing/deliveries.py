@@ -88,7 +88,7 @@ def delivery_attempt(delivery_id: Any) -> Delivery | None:
     headers = transport.signature_headers(
         msg_id=event.webhook_id, body=body, keys=endpoints.signing_keys_of(endpoint, now), now=now
     )
-    result = transport.post(
+    result = transport.webhook_post(
         endpoint.url, body=body, headers=headers, timeout=settings.ROUTING_TIMEOUT_SECONDS
     )
     try:

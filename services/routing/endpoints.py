@@ -27,8 +27,8 @@ Actor = User | ApiKey | None
 def _checked_url(url: str) -> str:
     """The URL as stored (host in ASCII), if it may receive events."""
     try:
-        transport.allowed_addresses(url)
-        return transport.normalize_url(url)
+        transport.url_resolve(url)
+        return transport.url_normalize(url)
     except transport.UrlNotAllowed as exc:
         error = ENDPOINT_URL_INVALID if exc.shape else ENDPOINT_URL_NOT_ALLOWED
         raise ServicesError(error, str(exc), errors={"url": [str(exc)]}) from exc
@@ -45,7 +45,7 @@ def endpoint_create(
 ) -> tuple[Endpoint, str]:
     """Register a department system's URL; returns it with its new secret
     (``whsec_...``), which is shown this once."""
-    secret = transport.new_secret()
+    secret = transport.secret_generate()
     with transaction.atomic():
         endpoint = Endpoint.objects.create(
             department=department,
@@ -113,7 +113,7 @@ def endpoint_delete(*, endpoint: Endpoint, actor: Actor) -> None:
 def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor) -> str:
     """A new secret; the old one keeps signing alongside it for
     ``ROUTING_SECRET_OVERLAP_HOURS`` so the department can switch over."""
-    secret = transport.new_secret()
+    secret = transport.secret_generate()
     with transaction.atomic():
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
         endpoint.previous_secret = endpoint.secret

@@ -13,7 +13,7 @@ from services.models import Delivery, DeliveryStatus, Endpoint, OutboxEvent
 from services.routing import endpoints, outbox
 
 
-def sweep(*, limit: int = 500) -> dict[str, int]:
+def deliveries_sweep(*, limit: int = 500) -> dict[str, int]:
     """Nudge again whatever is due and not in hand: deliveries whose nudge
     was lost, events whose subscribers have not run."""
     now = timezone.now()
@@ -45,7 +45,7 @@ def sweep(*, limit: int = 500) -> dict[str, int]:
     return {"deliveries": len(due), "events": len(unhandled)}
 
 
-def probe_paused_endpoints() -> int:
+def endpoints_probe_paused() -> int:
     """Ping every paused endpoint whose last probe is older than the probe
     interval; the ping's success resumes it."""
     now = timezone.now()

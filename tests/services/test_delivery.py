@@ -91,11 +91,11 @@ def test_a_wrong_secret_does_not_verify(
 ) -> None:
     from standardwebhooks import WebhookVerificationError
 
-    from services.routing.transport import new_secret
+    from services.routing.transport import secret_generate
 
     apply(citizen_api, django_capture_on_commit_callbacks)
     with pytest.raises(WebhookVerificationError):
-        department_server.received[0].verified(new_secret())
+        department_server.received[0].verified(secret_generate())
 
 
 def test_only_subscribed_live_endpoints_of_the_owning_department_receive(
@@ -374,12 +374,12 @@ def test_paused_endpoints_are_probed_and_resumed(
 ) -> None:
     Endpoint.objects.filter(pk=hook.pk).update(paused_at=timezone.now(), pause_reason="test")
     with django_capture_on_commit_callbacks(execute=True):
-        assert sweeper.probe_paused_endpoints() == 1
+        assert sweeper.endpoints_probe_paused() == 1
     assert department_server.of_type("ping")
     hook.refresh_from_db()
     assert hook.state == "active"
     with django_capture_on_commit_callbacks(execute=True):
-        assert sweeper.probe_paused_endpoints() == 0
+        assert sweeper.endpoints_probe_paused() == 0
 
 
 def test_ping_reaches_the_endpoint_signed(
@@ -475,11 +475,11 @@ def test_the_sweeper_delivers_what_lost_its_nudge(
         - dt.timedelta(seconds=settings.ROUTING_SWEEP_GRACE_SECONDS + 1)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert sweeper.sweep() == {"deliveries": 1, "events": 0}
+        assert sweeper.deliveries_sweep() == {"deliveries": 1, "events": 0}
     assert len(department_server.received) == 1
     assert Delivery.objects.get().status == "succeeded"
     with django_capture_on_commit_callbacks(execute=True):
-        assert sweeper.sweep() == {"deliveries": 0, "events": 0}
+        assert sweeper.deliveries_sweep() == {"deliveries": 0, "events": 0}
 
 
 def test_a_huge_response_is_cut_short(
@@ -514,14 +514,14 @@ def test_a_change_made_while_a_send_is_in_flight_is_not_overwritten(
 
     application_submit(citizen=citizen, service=service, form=GOOD_FORM)  # nudge never runs
     delivery = Delivery.objects.get()
-    real_post = transport.post
+    real_post = transport.webhook_post
 
     def post_while_deleting(*args, **kwargs):
         result = real_post(*args, **kwargs)
         endpoints.endpoint_delete(endpoint=Endpoint.objects.get(pk=hook.pk), actor=None)
         return result
 
-    monkeypatch.setattr(transport, "post", post_while_deleting)
+    monkeypatch.setattr(transport, "webhook_post", post_while_deleting)
     deliveries.delivery_attempt(delivery.pk)
     delivery.refresh_from_db()
     assert delivery.status == "cancelled"
@@ -552,10 +552,10 @@ def test_a_failing_subscriber_is_tried_again_later_not_in_a_loop(
             created_at=timezone.now() - dt.timedelta(minutes=1)
         )
         with django_capture_on_commit_callbacks(execute=True):
-            assert sweeper.sweep()["events"] == 0  # not before its wait is over
+            assert sweeper.deliveries_sweep()["events"] == 0  # not before its wait is over
         OutboxEvent.objects.filter(pk=event.pk).update(handle_after=timezone.now())
         with django_capture_on_commit_callbacks(execute=True):
-            assert sweeper.sweep()["events"] == 1
+            assert sweeper.deliveries_sweep()["events"] == 1
         event.refresh_from_db()
         assert event.handled_at is not None and len(calls) == 2
     finally:

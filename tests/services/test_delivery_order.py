@@ -161,7 +161,7 @@ def test_the_sweeper_leaves_a_waiting_event_alone_until_its_turn(
         next_attempt_at=long_ago, enqueued_at=None
     )
     with capture(execute=True):
-        assert sweeper.sweep()["deliveries"] == 0  # the submit's retry is not due yet
+        assert sweeper.deliveries_sweep()["deliveries"] == 0  # the submit's retry is not due yet
     assert len(department_server.received) == 1
 
     Delivery.objects.filter(pk=delivery_of(application, SUBMITTED).pk).update(
@@ -169,7 +169,7 @@ def test_the_sweeper_leaves_a_waiting_event_alone_until_its_turn(
         enqueued_at=long_ago,  # its countdown message was lost
     )
     with capture(execute=True):
-        assert sweeper.sweep()["deliveries"] == 1  # the submit; it releases the cancel
+        assert sweeper.deliveries_sweep()["deliveries"] == 1  # the submit; it releases the cancel
     assert [t for _n, t in arrivals(department_server)] == [SUBMITTED, SUBMITTED, CANCELLED]
 
 
