@@ -322,15 +322,7 @@ class AttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    fields = (
-        "number",
-        "started_at",
-        "duration_ms",
-        "status_code",
-        "succeeded",
-        "error",
-        "response_body",
-    )
+    fields = selectors.DELIVERY_ATTEMPT_FIELDS
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
@@ -351,19 +343,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_filter = ("status", "event__type", "endpoint__department")
     search_fields = ("=event__id", "endpoint__url", "event__application__number")
     list_select_related = ("event", "endpoint__department")
-    fields = (
-        "event",
-        "endpoint",
-        "status",
-        "attempt_count",
-        "next_attempt_at",
-        "last_status_code",
-        "last_error",
-        "last_attempt_at",
-        "succeeded_at",
-        "failed_at",
-        "created_at",
-    )
+    fields = selectors.DELIVERY_FIELDS
     readonly_fields = fields
     inlines = [AttemptInline]
     actions = ["replay"]

@@ -215,6 +215,31 @@ def applications_export(citizen: User) -> list[dict[str, Any]]:
 
 # --- Routing ----------------------------------------------------------------------------------
 
+# What the record of a delivery and of each of its tries shows, to the
+# department (API) and to operators (admin) alike.
+DELIVERY_FIELDS = (
+    "event",
+    "endpoint",
+    "status",
+    "attempt_count",
+    "next_attempt_at",
+    "last_status_code",
+    "last_error",
+    "last_attempt_at",
+    "succeeded_at",
+    "failed_at",
+    "created_at",
+)
+DELIVERY_ATTEMPT_FIELDS = (
+    "number",
+    "started_at",
+    "duration_ms",
+    "status_code",
+    "error",
+    "response_body",
+    "succeeded",
+)
+
 
 def endpoints_of(department: Department) -> QuerySet[Endpoint]:
     return Endpoint.objects.filter(department=department, deleted_at=None)

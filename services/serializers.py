@@ -17,6 +17,7 @@ from services.models import (
     TimelineEntry,
 )
 from services.routing.events import SUBSCRIBABLE
+from services.selectors import DELIVERY_ATTEMPT_FIELDS, DELIVERY_FIELDS
 
 
 class MaterialSerializer(serializers.Serializer):
@@ -285,15 +286,7 @@ class EndpointWithSecretSerializer(EndpointSerializer):
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = DeliveryAttempt
-        fields = [
-            "number",
-            "started_at",
-            "duration_ms",
-            "status_code",
-            "error",
-            "response_body",
-            "succeeded",
-        ]
+        fields = DELIVERY_ATTEMPT_FIELDS
 
 
 class DeliveryEventSerializer(serializers.Serializer):
@@ -308,20 +301,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Delivery
-        fields = [
-            "id",
-            "event",
-            "endpoint",
-            "status",
-            "attempt_count",
-            "next_attempt_at",
-            "last_status_code",
-            "last_error",
-            "last_attempt_at",
-            "succeeded_at",
-            "failed_at",
-            "created_at",
-        ]
+        fields = ["id", *DELIVERY_FIELDS]
 
 
 class DeliveryDetailSerializer(DeliverySerializer):

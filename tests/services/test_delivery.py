@@ -589,3 +589,27 @@ def test_a_delivered_hook_hears_of_its_event_type_only_with_the_departments_refe
     finally:
         deliveries._on_delivered.pop("test.delivered", None)
     assert hook.deliveries.filter(status="succeeded").count() == 2
+
+
+def test_an_operator_reads_a_delivery_and_its_tries_as_the_department_does(
+    admin_client,
+    integrator_api,
+    citizen_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    """The admin and the department API show one record of a delivery."""
+    department_server.answer(Answer(503, {"error": "maintenance window"}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    page = admin_client.get(f"/admin/services/delivery/{delivery.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "maintenance window" in html  # the try's response, on the inline
+    shown = integrator_api.get(f"/api/v1/dept/deliveries/{delivery.pk}/").json()
+    assert shown["last_status_code"] == 503 and shown["attempt_count"] == 1
+    assert shown["attempts"][0]["response_body"] == '{"error": "maintenance window"}'
+    for field in ("status", "attempt_count", "next_attempt_at", "last_status_code"):
+        assert str(Delivery._meta.get_field(field).verbose_name) in html
