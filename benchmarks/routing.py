@@ -21,11 +21,11 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -107,35 +107,6 @@ def load(url: str, *, seconds: float, threads: int, method: str = "GET", body=No
     return len(latencies) / duration, latencies, errors
 
 
-def wait_until(done, what: str, *, timeout: float = 300, pause: float = 0.2) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gave up waiting for {what}")
-        time.sleep(pause)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"process exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up:\n{log.read_text()[-3000:]}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -177,7 +148,7 @@ def main() -> None:
         "PYTHONUNBUFFERED": "1",
     }
     os.environ.update(env)
-    processes: list[subprocess.Popen] = []
+    running = ExitStack()  # the web and worker processes, stopped before the database goes
     try:
         import django
 
@@ -187,8 +158,9 @@ def main() -> None:
 
         from accounts.models import Department, User
         from config.celery import app as celery_app
-        from services import events, routing
         from services.catalog import category_ensure, service_create
+        from services.routing import endpoints, events
+        from tests.processes import celery_worker, wait_for, web_server
 
         call_command("migrate", verbosity=0)
         department = Department.objects.create(code="bench", name="基准测试部门")
@@ -211,33 +183,13 @@ def main() -> None:
         )
         citizen = User.objects.create(phone="13800138000")
         sink = Sink()
-        routing.endpoint_create(
+        endpoints.endpoint_create(
             department=department, url=sink.url, events=[events.APPLICATION_SUBMITTED], actor=None
         )
         token = str(RefreshToken.for_user(citizen).access_token)
         auth = {"Authorization": f"Bearer {token}"}
 
-        web_log, worker_log = work / "web.log", work / "worker.log"
-        port = free_port()
-        web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.web_workers),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=web_log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        processes.append(web)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz", web, web_log)
+        base = running.enter_context(web_server(workers=args.web_workers, log=work / "web.log"))
         submit_body = {"service": "bench-service", "form": FORM}
 
         # 1. Request rates, worker not running: the web's cost alone.
@@ -267,31 +219,21 @@ def main() -> None:
 
         # 2. One worker drains the backlog those submits left: deliveries/s.
         sink.arrived.clear()
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "WARNING",
+        running.enter_context(
+            celery_worker(
                 "--concurrency",
                 str(args.worker_concurrency),
                 "-n",
                 "bench@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=worker_log.open("w"),
-            stderr=subprocess.STDOUT,
+                log=work / "worker.log",
+                wait=False,  # LOG_LEVEL=WARNING: no "ready." line; the drain is timed by arrivals
+            )
         )
-        processes.append(worker)
-        wait_until(
+        wait_for(
             lambda: not Delivery.objects.filter(status="pending").exists(),
-            "the backlog",
             timeout=600,
+            interval=0.2,
+            message="gave up waiting for the backlog",
         )
         arrivals = sorted(sink.arrived.values())
         drain_rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
@@ -319,10 +261,11 @@ def main() -> None:
                 futures.append(pool.submit(submit_one, n))
             for future in futures:
                 future.result()
-        wait_until(
+        wait_for(
             lambda: all(n in sink.arrived for n in list(submitted)),
-            "the paced deliveries",
-            pause=0.02,
+            timeout=300,
+            interval=0.02,
+            message="gave up waiting for the paced deliveries",
         )
         latencies = [sink.arrived[n] - submitted[n] for n in submitted]
 
@@ -334,10 +277,11 @@ def main() -> None:
             for _ in range(count):
                 noop.apply_async(queue="deliveries", producer=producer)
         started = time.time()
-        wait_until(
+        wait_for(
             lambda: broker.llen("deliveries") == 0 and not broker.hlen("unacked"),
-            "the no-op tasks",
-            pause=0.005,
+            timeout=300,
+            interval=0.005,
+            message="gave up waiting for the no-op tasks",
         )
         noop_rate = count / (time.time() - started)
 
@@ -364,13 +308,7 @@ def main() -> None:
             f"({len(submitted)} paced applications; {submit_errors} failed submits in the rate run)"
         )
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        running.close()
         from django.db import connections
 
         connections.close_all()

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
-from services import catalog, routing, selectors
+from services import catalog, selectors
 from services.errors import ServicesError
 from services.models import (
     Application,
@@ -29,6 +29,7 @@ from services.models import (
     Service,
     TimelineEntry,
 )
+from services.routing import deliveries, endpoints
 
 
 @admin.register(Category)
@@ -46,7 +47,7 @@ class ServiceForm(forms.ModelForm):
     def clean(self):  # type: ignore[no-untyped-def]
         cleaned = super().clean()
         try:
-            catalog.check_guide(cleaned)
+            catalog.guide_check(cleaned)
         except ServicesError as exc:
             raise ValidationError(dict(exc.errors.items())) from exc
         return cleaned
@@ -251,7 +252,7 @@ class ApplicationAdmin(ReadOnlyAdmin):
         return str(labels.get(application.deadline, "-"))
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return selectors.with_deadline_state(super().get_queryset(request))
+        return selectors.applications_with_deadline_state(super().get_queryset(request))
 
 
 # --- Routing ------------------------------------------------------------------------------
@@ -297,13 +298,13 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.action(description=_("恢复投递（启用并解除熔断）"), permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset.filter(deleted_at=None):
-            routing.endpoint_update(endpoint=endpoint, actor=request.user, is_active=True)
+            endpoints.endpoint_update(endpoint=endpoint, actor=request.user, is_active=True)
         self.message_user(request, _("已恢复"))
 
     @admin.action(description=_("发送测试事件（ping）"), permissions=["change"])
     def ping(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset.filter(deleted_at=None):
-            routing.endpoint_ping(endpoint=endpoint, actor=request.user)
+            endpoints.endpoint_ping(endpoint=endpoint, actor=request.user)
         self.message_user(request, _("已发送"))
 
 
@@ -321,15 +322,7 @@ class AttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    fields = (
-        "number",
-        "started_at",
-        "duration_ms",
-        "status_code",
-        "succeeded",
-        "error",
-        "response_body",
-    )
+    fields = selectors.DELIVERY_ATTEMPT_FIELDS
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
@@ -350,19 +343,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     list_filter = ("status", "event__type", "endpoint__department")
     search_fields = ("=event__id", "endpoint__url", "event__application__number")
     list_select_related = ("event", "endpoint__department")
-    fields = (
-        "event",
-        "endpoint",
-        "status",
-        "attempt_count",
-        "next_attempt_at",
-        "last_status_code",
-        "last_error",
-        "last_attempt_at",
-        "succeeded_at",
-        "failed_at",
-        "created_at",
-    )
+    fields = selectors.DELIVERY_FIELDS
     readonly_fields = fields
     inlines = [AttemptInline]
     actions = ["replay"]
@@ -380,7 +361,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         replayed = 0
         for delivery in queryset:
             try:
-                routing.delivery_replay(delivery=delivery, actor=request.user)
+                deliveries.delivery_replay(delivery=delivery, actor=request.user)
                 replayed += 1
             except ServicesError:
                 continue

@@ -17,7 +17,6 @@ from accounts.audit import audit_record
 from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
 from accounts.inbox import message_post
 from accounts.models import ApiKey, User
-from services import events, routing
 from services.errors import (
     FORM_INVALID,
     FORM_SCHEMA_UNUSABLE,
@@ -31,11 +30,13 @@ from services.models import (
     Application,
     ApplicationSerial,
     ApplicationStatus,
+    OutboxEvent,
     Service,
     TimelineEntry,
 )
+from services.routing import events, outbox
 from services.selectors import department_view
-from services.workdays import add_working_days, working_days_between
+from services.workdays import working_days_add, working_days_between
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ DEPARTMENT_TARGETS = (S.ACCEPTED, S.NEEDS_INFO, S.COMPLETED, S.REJECTED)
 FINAL = (S.COMPLETED, S.REJECTED, S.CANCELLED)
 
 
-def can_transition(current: str, target: str, actor: str) -> bool:
+def transition_allowed(current: str, target: str, actor: str) -> bool:
     return actor in TRANSITIONS.get(current, {}).get(target, set())
 
 
@@ -81,7 +82,7 @@ def _move(
 ) -> TimelineEntry:
     """The one place a status changes. ``application`` must be locked;
     ``also`` names other fields the caller changed, saved in the same UPDATE."""
-    if not can_transition(application.status, target, actor):
+    if not transition_allowed(application.status, target, actor):
         raise ServicesError(
             INVALID_TRANSITION,
             _("办件当前为“%(current)s”，不能变为“%(target)s”")
@@ -129,7 +130,7 @@ def _locked(application: Application) -> Application:
 
 
 def _publish(application: Application, event_type: str, **extra: Any) -> None:
-    routing.event_publish(
+    outbox.event_publish(
         type=event_type,
         department=application.department,
         application=application,
@@ -219,7 +220,7 @@ def application_cancel(*, citizen: User, application: Application, reason: str =
         _move(
             application, S.CANCELLED, actor=ActorKind.CITIZEN, actor_label=str(citizen), note=reason
         )
-        routing.event_publish(
+        outbox.event_publish(
             type=events.APPLICATION_CANCELLED,
             # The department hears of it only if it had heard of the application.
             department=application.department if department_knew else None,
@@ -250,7 +251,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
             paused_days = working_days_between(
                 timezone.localdate(application.paused_at), timezone.localdate()
             )
-            application.due_date = add_working_days(application.due_date, paused_days)
+            application.due_date = working_days_add(application.due_date, paused_days)
         application.paused_at = None
         _move(
             application,
@@ -307,7 +308,7 @@ def applications_pseudonymise(citizen: User) -> None:
     TimelineEntry.objects.filter(application_id__in=owned, actor=ActorKind.CITIZEN).update(
         actor_label="", note=""
     )
-    routing.events_pseudonymise(application_ids=owned, subject=citizen.subject)
+    outbox.events_pseudonymise(application_ids=owned, subject=citizen.subject)
 
 
 # --- Department -------------------------------------------------------------------------------
@@ -328,7 +329,7 @@ def application_department_update(
             application.department_reference = reference[:100]
         if status == S.ACCEPTED and application.accepted_at is None:
             application.accepted_at = now
-            application.due_date = add_working_days(
+            application.due_date = working_days_add(
                 timezone.localdate(now), application.service.time_limit_days
             )
         if status == S.NEEDS_INFO:
@@ -374,7 +375,7 @@ def application_mark_routed(*, application_id: Any, reference: str = "") -> bool
         keep_reference = bool(reference and not application.department_reference)
         if keep_reference:
             application.department_reference = reference
-        if not can_transition(application.status, S.ROUTED, ActorKind.SYSTEM):
+        if not transition_allowed(application.status, S.ROUTED, ActorKind.SYSTEM):
             if keep_reference:
                 application.save(update_fields=["department_reference", "updated_at"])
             return False
@@ -386,6 +387,14 @@ def application_mark_routed(*, application_id: Any, reference: str = "") -> bool
             also=["department_reference"] if keep_reference else (),
         )
     return True
+
+
+def application_delivered(event: OutboxEvent, reference: str) -> None:
+    """The delivery engine's hook for a delivered ``application.submitted``
+    (registered in ``ServicesConfig.ready``): the application is routed, and
+    the department's ``reference`` kept."""
+    if event.application_id:
+        application_mark_routed(application_id=event.application_id, reference=reference)
 
 
 def application_mark_paid(*, application: Application) -> Application:

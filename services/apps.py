@@ -12,8 +12,10 @@ class ServicesConfig(AppConfig):
             applications,
             errors,  # noqa: F401  (registers the error codes)
             selectors,
+            tasks,  # noqa: F401  (registers the tasks the routing engine wakes by name)
         )
         from services.models import Application, Delivery, OutboxEvent, TimelineEntry
+        from services.routing import deliveries, events
 
         citizen_data.register(
             "applications",
@@ -21,3 +23,5 @@ class ServicesConfig(AppConfig):
             erase=applications.applications_pseudonymise,
             models=[Application, TimelineEntry, OutboxEvent, Delivery],
         )
+        # The department's system took the application: it is now "routed".
+        deliveries.on_delivered(events.APPLICATION_SUBMITTED, applications.application_delivered)

@@ -34,7 +34,7 @@ GUIDE_FIELDS = (
 )
 
 
-def search_text_for(name: str, keywords: Iterable[str]) -> str:
+def search_text_build(name: str, keywords: Iterable[str]) -> str:
     """Name and keywords, each also as full pinyin and as initials.
 
     ``住房公积金`` gives ``住房公积金 zhufanggongjijin zfgjj``, so ``公积金``,
@@ -51,7 +51,7 @@ def search_text_for(name: str, keywords: Iterable[str]) -> str:
     return " ".join(dict.fromkeys(parts))
 
 
-def check_guide(values: Mapping[str, Any]) -> None:
+def guide_check(values: Mapping[str, Any]) -> None:
     """Rules a guide must follow beyond field shapes (the serializer's job)."""
     errors: dict[str, list[str]] = {}
     if "form_schema" in values:
@@ -95,9 +95,9 @@ def service_create(
 ) -> Service:
     """Publish a new service for ``department`` (live unless ``is_active`` is false)."""
     values = _normalise(dict(values))
-    check_guide(values)
+    guide_check(values)
     service = Service(code=code, department=department, **values)
-    service.search_text = search_text_for(service.name, service.keywords)
+    service.search_text = search_text_build(service.name, service.keywords)
     try:
         with transaction.atomic():
             service.save()
@@ -117,13 +117,13 @@ def service_create(
 def service_update(*, service: Service, actor: User | ApiKey | None, **values: Any) -> Service:
     """Change a service's guide. Its code and department never change."""
     values = _normalise({k: v for k, v in values.items() if k in GUIDE_FIELDS})
-    check_guide(values)
+    guide_check(values)
     changed = [name for name, value in values.items() if getattr(service, name) != value]
     if not changed:
         return service
     for name in changed:
         setattr(service, name, values[name])
-    service.search_text = search_text_for(service.name, service.keywords)
+    service.search_text = search_text_build(service.name, service.keywords)
     with transaction.atomic():
         service.save()
         audit_record(
@@ -205,7 +205,7 @@ def catalog_import(records: list[dict[str, Any]], *, actor: User | None) -> Impo
                     service_update(service=existing, actor=actor, **data)
                     changed = existing.updated_at != before
                     (report.updated if changed else report.unchanged).append(code)
-            except ServicesError as exc:  # a guide rule (check_guide), named by record
+            except ServicesError as exc:  # a guide rule (guide_check), named by record
                 raise ServicesError(
                     exc.error,
                     _("第 %(n)s 条（%(code)s）有误") % {"n": index + 1, "code": code},

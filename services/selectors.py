@@ -19,7 +19,7 @@ from services.models import (
     Service,
     TimelineEntry,
 )
-from services.workdays import add_working_days
+from services.workdays import working_days_add
 
 
 def departments_public() -> QuerySet[Department]:
@@ -215,6 +215,31 @@ def applications_export(citizen: User) -> list[dict[str, Any]]:
 
 # --- Routing ----------------------------------------------------------------------------------
 
+# What the record of a delivery and of each of its tries shows, to the
+# department (API) and to operators (admin) alike.
+DELIVERY_FIELDS = (
+    "event",
+    "endpoint",
+    "status",
+    "attempt_count",
+    "next_attempt_at",
+    "last_status_code",
+    "last_error",
+    "last_attempt_at",
+    "succeeded_at",
+    "failed_at",
+    "created_at",
+)
+DELIVERY_ATTEMPT_FIELDS = (
+    "number",
+    "started_at",
+    "duration_ms",
+    "status_code",
+    "error",
+    "response_body",
+    "succeeded",
+)
+
 
 def endpoints_of(department: Department) -> QuerySet[Endpoint]:
     return Endpoint.objects.filter(department=department, deleted_at=None)
@@ -229,13 +254,13 @@ def deliveries_of(department: Department) -> QuerySet[Delivery]:
 DUE_SOON_WORKING_DAYS = 3
 
 
-def with_deadline_state(applications: QuerySet[Application]) -> QuerySet[Application]:
+def applications_with_deadline_state(applications: QuerySet[Application]) -> QuerySet[Application]:
     """Annotate ``deadline``: ``overdue``, ``due_soon`` (within
     ``DUE_SOON_WORKING_DAYS`` working days) or ``on_track`` for accepted
     applications, None otherwise (补正 pauses the clock). One holiday lookup
     for the whole list."""
     today = timezone.localdate()
-    soon = add_working_days(today, DUE_SOON_WORKING_DAYS)
+    soon = working_days_add(today, DUE_SOON_WORKING_DAYS)
     accepted = Q(status=ApplicationStatus.ACCEPTED, due_date__isnull=False)
     return applications.annotate(
         deadline=Case(

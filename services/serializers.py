@@ -5,7 +5,6 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accounts.models import Department, IdentityLevel
-from services.events import SUBSCRIBABLE
 from services.models import (
     Application,
     ApplicationStatus,
@@ -17,6 +16,8 @@ from services.models import (
     Service,
     TimelineEntry,
 )
+from services.routing.events import SUBSCRIBABLE
+from services.selectors import DELIVERY_ATTEMPT_FIELDS, DELIVERY_FIELDS
 
 
 class MaterialSerializer(serializers.Serializer):
@@ -285,15 +286,7 @@ class EndpointWithSecretSerializer(EndpointSerializer):
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = DeliveryAttempt
-        fields = [
-            "number",
-            "started_at",
-            "duration_ms",
-            "status_code",
-            "error",
-            "response_body",
-            "succeeded",
-        ]
+        fields = DELIVERY_ATTEMPT_FIELDS
 
 
 class DeliveryEventSerializer(serializers.Serializer):
@@ -308,20 +301,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Delivery
-        fields = [
-            "id",
-            "event",
-            "endpoint",
-            "status",
-            "attempt_count",
-            "next_attempt_at",
-            "last_status_code",
-            "last_error",
-            "last_attempt_at",
-            "succeeded_at",
-            "failed_at",
-            "created_at",
-        ]
+        fields = ["id", *DELIVERY_FIELDS]
 
 
 class DeliveryDetailSerializer(DeliverySerializer):

@@ -1,15 +1,20 @@
-"""Celery tasks of the services app: thin, idempotent, by id."""
+"""Celery tasks of the services app: thin, idempotent, by id.
+
+The routing engine wakes these by name (``routing.deliver``,
+``routing.handle_event``: see :mod:`services.routing.outbox`); the names are
+fixed, the queues are set by name in ``CELERY_TASK_ROUTES``.
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
 from django.db import DatabaseError
 
-from services import routing
+from services.routing import deliveries, outbox, sweeper
 
 
 @shared_task(
-    name="routing.deliver",
+    name=outbox.DELIVER_TASK,
     acks_late=True,
     ignore_result=True,
     autoretry_for=(DatabaseError,),
@@ -17,22 +22,22 @@ from services import routing
     retry_backoff_max=30,
     max_retries=5,
 )
-def deliver(delivery_id: str) -> None:
+def delivery_attempt(delivery_id: str) -> None:
     """One try of one delivery. A database hiccup (deadlock, failover) is
     retried shortly; anything that outlives the retries the sweeper finds."""
-    routing.delivery_attempt(delivery_id)
+    deliveries.delivery_attempt(delivery_id)
 
 
-@shared_task(name="routing.handle_event", acks_late=True, ignore_result=True)
-def handle_event(event_id: str) -> None:
-    routing.event_handle(event_id)
+@shared_task(name=outbox.HANDLE_EVENT_TASK, acks_late=True, ignore_result=True)
+def event_handle(event_id: str) -> None:
+    outbox.event_handle(event_id)
 
 
 @shared_task(name="routing.sweep", acks_late=True, ignore_result=True)
-def sweep() -> dict[str, int]:
-    return routing.sweep()
+def deliveries_sweep() -> dict[str, int]:
+    return sweeper.deliveries_sweep()
 
 
 @shared_task(name="routing.probe_paused", acks_late=True, ignore_result=True)
-def probe_paused() -> int:
-    return routing.probe_paused_endpoints()
+def endpoints_probe_paused() -> int:
+    return sweeper.endpoints_probe_paused()

@@ -19,7 +19,7 @@ def _is_working(day: dt.date, overrides: dict[dt.date, bool]) -> bool:
     return day.weekday() < 5
 
 
-def add_working_days(start: dt.date, days: int) -> dt.date:
+def working_days_add(start: dt.date, days: int) -> dt.date:
     """The day on which ``days`` working days after ``start`` have passed
     (``start`` itself does not count; 0 gives ``start``)."""
     if days <= 0:

@@ -1,4 +1,5 @@
-"""Real processes for integration tests: a Celery worker on the test database."""
+"""Real processes for integration tests and benchmarks: gunicorn and a
+Celery worker on this process's database and Redis, and a Redis of its own."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.conf import settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_database_url() -> str:
+def database_url() -> str:
     db = settings.DATABASES["default"]
     user = db.get("USER") or "postgres"
     host = db.get("HOST") or "127.0.0.1"
@@ -25,12 +26,12 @@ def test_database_url() -> str:
 
 
 def process_env(**extra: str) -> dict[str, str]:
-    """The environment of a child process that shares the test's database and Redis."""
+    """The environment of a child process that shares this one's database and Redis."""
     env = dict(os.environ)
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings.base",
-            "DATABASE_URL": test_database_url(),
+            "DATABASE_URL": database_url(),
             "REDIS_URL": settings.REDIS_URL,
             "PYTHONUNBUFFERED": "1",
             **extra,
@@ -40,8 +41,13 @@ def process_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def celery_worker(*args: str, log: Path | None = None, **env: str) -> Iterator[subprocess.Popen]:
-    """``celery -A config worker`` as production starts it (no -Q: every queue)."""
+def celery_worker(
+    *args: str, log: Path | None = None, wait: bool = True, **env: str
+) -> Iterator[subprocess.Popen]:
+    """``celery -A config worker`` as production starts it (no -Q: every queue).
+
+    ``wait``: until the worker logs that it is ready (which it does at the
+    INFO level; a caller logging less, like a benchmark, passes False)."""
     log = (
         log or Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{os.getpid()}-{time.time_ns()}.log"
     )
@@ -56,7 +62,7 @@ def celery_worker(*args: str, log: Path | None = None, **env: str) -> Iterator[s
     )
     try:
         deadline = time.monotonic() + 60
-        while "ready." not in log.read_text():
+        while wait and "ready." not in log.read_text():
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
@@ -90,12 +96,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def web_server(**env: str) -> Iterator[str]:
+def web_server(*, workers: int = 2, log: Path | None = None, **env: str) -> Iterator[str]:
     """The project under gunicorn, as production runs it; yields its base URL."""
     import httpx
 
     port = free_port()
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"web-{os.getpid()}-{port}.log"
+    log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"web-{os.getpid()}-{port}.log"
     handle = log.open("w")
     process = subprocess.Popen(
         [
@@ -106,7 +112,7 @@ def web_server(**env: str) -> Iterator[str]:
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
-            "2",
+            str(workers),
         ],
         cwd=ROOT,
         env=process_env(**env),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from django.utils import timezone
@@ -62,3 +63,48 @@ def test_a_worker_started_without_q_consumes_every_queue() -> None:
                 lambda: not OtpChallenge.objects.exists(),
                 message=f"the worker did not take the task from {queue!r}",
             )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_published_event_wakes_a_delivery_worker_on_the_deliveries_queue() -> None:
+    """The routing engine does not import the tasks module: it wakes the
+    worker by task name, and the message lands on the ``deliveries`` queue
+    as a task of that name sent by hand would (not eagerly, as in the rest
+    of the suite)."""
+    from services.routing import endpoints, events, outbox
+    from tests.accounts.factories import DepartmentFactory
+
+    names = ["default", "deliveries", "payments", "housekeeping"]
+    with app.connection_for_write() as conn:
+        for queue in app.conf.task_queues:
+            queue(conn.default_channel).declare()
+            queue(conn.default_channel).purge()
+    eager = app.conf.task_always_eager
+    department = DepartmentFactory()
+    endpoints.endpoint_create(
+        department=department,
+        url="http://127.0.0.1:9/events",
+        events=[events.APPLICATION_SUBMITTED],
+        actor=None,
+    )
+    app.conf.task_always_eager = False
+    try:
+        event = outbox.event_publish(
+            type=events.APPLICATION_SUBMITTED, data={}, department=department
+        )
+        assert queue_depths(names) == {
+            "default": 0,
+            "deliveries": 1,
+            "payments": 0,
+            "housekeeping": 0,
+        }
+        with app.connection_for_write() as conn:
+            [raw] = conn.default_channel.client.lrange("deliveries", 0, -1)
+        message = json.loads(raw)
+        assert message["headers"]["task"] == "routing.deliver"
+        assert message["headers"]["argsrepr"] == repr((str(event.deliveries.get().id),))
+    finally:
+        app.conf.task_always_eager = eager
+        with app.connection_for_write() as conn:
+            for queue in app.conf.task_queues:
+                queue(conn.default_channel).purge()

@@ -11,8 +11,8 @@ from django.db import connection, models
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from accounts import citizen_data
-from services import events, routing
 from services.models import Service
+from services.routing import endpoints, events
 from tests.qr.conftest import _fresh_qr_memory, issue, recorded_scans, verify  # noqa: F401
 from tests.services.conftest import GOOD_FORM, submit
 from tests.services.factories import CategoryFactory, ServiceFactory
@@ -228,7 +228,7 @@ def service(department) -> Service:
 
 @pytest.fixture
 def endpoint(department):
-    endpoint, _secret = routing.endpoint_create(
+    endpoint, _secret = endpoints.endpoint_create(
         department=department,
         url="http://127.0.0.1:9/events",  # never reached: nudges run after commit
         events=[events.APPLICATION_SUBMITTED],

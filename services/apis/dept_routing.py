@@ -10,9 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.api import FeedPagination, PagePagination, problems
-from services import routing, selectors
+from services import selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Delivery, DeliveryStatus, Endpoint
+from services.routing import deliveries, endpoints
 from services.serializers import (
     DeliveryDetailSerializer,
     DeliverySerializer,
@@ -46,7 +47,7 @@ class EndpointListView(DepartmentView):
     def post(self, request: Request) -> Response:
         serializer = EndpointWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        endpoint, secret = routing.endpoint_create(
+        endpoint, secret = endpoints.endpoint_create(
             department=self.department, actor=request.auth, **serializer.validated_data
         )
         return Response(
@@ -87,7 +88,7 @@ class EndpointDetailView(_EndpointView):
         endpoint = self.get_endpoint(endpoint_id)
         serializer = EndpointWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        endpoint = routing.endpoint_update(
+        endpoint = endpoints.endpoint_update(
             endpoint=endpoint, actor=request.auth, **serializer.validated_data
         )
         return Response(EndpointSerializer(endpoint).data)
@@ -98,7 +99,7 @@ class EndpointDetailView(_EndpointView):
         responses={204: None, **problems("not_found")},
     )
     def delete(self, request: Request, endpoint_id: str) -> Response:
-        routing.endpoint_delete(endpoint=self.get_endpoint(endpoint_id), actor=request.auth)
+        endpoints.endpoint_delete(endpoint=self.get_endpoint(endpoint_id), actor=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -119,7 +120,7 @@ class EndpointRotateSecretView(_EndpointView):
         },
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
-        secret = routing.endpoint_rotate_secret(
+        secret = endpoints.endpoint_rotate_secret(
             endpoint=self.get_endpoint(endpoint_id), actor=request.auth
         )
         endpoint = self.get_endpoint(endpoint_id)
@@ -141,7 +142,7 @@ class EndpointTestView(_EndpointView):
         responses={202: DeliverySerializer, **problems("not_found")},
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
-        delivery = routing.endpoint_ping(
+        delivery = endpoints.endpoint_ping(
             endpoint=self.get_endpoint(endpoint_id), actor=request.auth
         )
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
@@ -206,7 +207,7 @@ class DeliveryRetryView(_DeliveryView):
         responses={202: DeliverySerializer, **problems("delivery_not_retryable", "not_found")},
     )
     def post(self, request: Request, delivery_id: str) -> Response:
-        delivery = routing.delivery_replay(
+        delivery = deliveries.delivery_replay(
             delivery=self.get_delivery(delivery_id), actor=request.auth
         )
         return Response(

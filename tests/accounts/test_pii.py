@@ -133,7 +133,8 @@ def test_reencrypt_covers_every_encrypted_column_in_the_project(settings) -> Non
     from accounts.management.commands.reencrypt_pii import encrypted_columns
     from qr import keys
     from qr.models import SigningKey
-    from services import routing
+    from services.models import Endpoint
+    from services.routing import endpoints
     from tests.accounts.factories import DepartmentFactory
 
     covered = {model._meta.label: set(names) for model, names in encrypted_columns()}
@@ -145,7 +146,7 @@ def test_reencrypt_covers_every_encrypted_column_in_the_project(settings) -> Non
     )
 
     keys.signing_key_ensure()
-    endpoint, secret = routing.endpoint_create(
+    endpoint, secret = endpoints.endpoint_create(
         department=DepartmentFactory(),
         url="http://127.0.0.1:9/h",
         events=["application.submitted"],
@@ -155,7 +156,7 @@ def test_reencrypt_covers_every_encrypted_column_in_the_project(settings) -> Non
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), old_key]
     call_command("reencrypt_pii", stdout=StringIO())
     settings.FIELD_ENCRYPTION_KEYS = settings.FIELD_ENCRYPTION_KEYS[:1]  # the old key is gone
-    assert routing.Endpoint.objects.get(pk=endpoint.pk).secret == secret
+    assert Endpoint.objects.get(pk=endpoint.pk).secret == secret
     assert all(key.private_key for key in SigningKey.objects.all())
 
 

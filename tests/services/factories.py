@@ -5,7 +5,7 @@ from __future__ import annotations
 import factory
 from factory.django import DjangoModelFactory
 
-from services.catalog import search_text_for
+from services.catalog import search_text_build
 from services.models import Category, Service
 from tests.accounts.factories import DepartmentFactory
 
@@ -45,4 +45,4 @@ class ServiceFactory(DjangoModelFactory):
     time_limit_days = 5
     form_schema = factory.LazyFunction(lambda: dict(SIMPLE_FORM))
     keywords = factory.LazyFunction(list)
-    search_text = factory.LazyAttribute(lambda o: search_text_for(o.name, o.keywords))
+    search_text = factory.LazyAttribute(lambda o: search_text_build(o.name, o.keywords))

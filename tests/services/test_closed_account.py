@@ -9,8 +9,8 @@ import json
 import pytest
 
 from accounts.models import User
-from services import events, routing
 from services.models import Application, Delivery, OutboxEvent, TimelineEntry
+from services.routing import endpoints, events
 from tests.services.conftest import submit
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ DEPT = "/api/v1/dept/applications/"
 
 @pytest.fixture
 def hook(department, department_server):
-    endpoint, secret = routing.endpoint_create(
+    endpoint, secret = endpoints.endpoint_create(
         department=department,
         url=department_server.url("/hrss/events"),
         events=[

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from services.models import Application, Holiday
-from services.workdays import add_working_days, working_days_between
+from services.workdays import working_days_add, working_days_between
 from tests.services.conftest import submit
 from tests.services.test_applications_api import move
 
@@ -19,10 +19,10 @@ MON = dt.date(2026, 11, 23)  # a Monday
 
 
 def test_weekends_are_skipped() -> None:
-    assert add_working_days(MON, 0) == MON
-    assert add_working_days(MON, 4) == dt.date(2026, 11, 27)  # Friday
-    assert add_working_days(MON, 5) == dt.date(2026, 11, 30)  # next Monday
-    assert add_working_days(dt.date(2026, 11, 28), 1) == dt.date(2026, 11, 30)  # from a Saturday
+    assert working_days_add(MON, 0) == MON
+    assert working_days_add(MON, 4) == dt.date(2026, 11, 27)  # Friday
+    assert working_days_add(MON, 5) == dt.date(2026, 11, 30)  # next Monday
+    assert working_days_add(dt.date(2026, 11, 28), 1) == dt.date(2026, 11, 30)  # from a Saturday
 
 
 def test_holidays_are_skipped_and_make_up_days_are_worked() -> None:
@@ -32,21 +32,21 @@ def test_holidays_are_skipped_and_make_up_days_are_worked() -> None:
     Holiday.objects.create(date=dt.date(2026, 9, 27), name="国庆调休", is_workday=True)
     Holiday.objects.create(date=dt.date(2026, 10, 10), name="国庆调休", is_workday=True)
     friday = dt.date(2026, 9, 25)
-    assert add_working_days(friday, 1) == dt.date(2026, 9, 27)  # the worked Sunday
-    assert add_working_days(dt.date(2026, 9, 30), 1) == dt.date(2026, 10, 8)
-    assert add_working_days(dt.date(2026, 9, 30), 3) == dt.date(2026, 10, 10)  # the worked Saturday
+    assert working_days_add(friday, 1) == dt.date(2026, 9, 27)  # the worked Sunday
+    assert working_days_add(dt.date(2026, 9, 30), 1) == dt.date(2026, 10, 8)
+    assert working_days_add(dt.date(2026, 9, 30), 3) == dt.date(2026, 10, 10)  # the worked Saturday
     assert working_days_between(dt.date(2026, 9, 30), dt.date(2026, 10, 8)) == 1
 
 
 def test_counting_between_matches_adding() -> None:
     for n in range(0, 30):
-        assert working_days_between(MON, add_working_days(MON, n)) == n
+        assert working_days_between(MON, working_days_add(MON, n)) == n
 
 
 def test_accepting_starts_the_clock(citizen_api, service) -> None:
     body = submit(citizen_api).json()
     application = move(Application.objects.get(pk=body["id"]), "accepted")
-    expected = add_working_days(timezone.localdate(), service.time_limit_days)
+    expected = working_days_add(timezone.localdate(), service.time_limit_days)
     assert application.due_date == expected
     assert (
         citizen_api.get(f"/api/v1/applications/{body['id']}/").json()["due_date"]
@@ -67,7 +67,7 @@ def test_waiting_for_the_citizen_does_not_count(citizen_api, service) -> None:
     application.refresh_from_db()
     paused = working_days_between(timezone.localdate(week_ago), timezone.localdate())
     assert paused == 5
-    assert application.due_date == add_working_days(due, paused)
+    assert application.due_date == working_days_add(due, paused)
 
 
 def test_operators_see_overdue_and_due_soon_applications(
@@ -79,8 +79,8 @@ def test_operators_see_overdue_and_due_soon_applications(
     fine = move(Application.objects.get(pk=submit(citizen_api).json()["id"]), "accepted")
     today = timezone.localdate()
     Application.objects.filter(pk=late.pk).update(due_date=today - dt.timedelta(days=1))
-    Application.objects.filter(pk=soon.pk).update(due_date=add_working_days(today, 1))
-    Application.objects.filter(pk=fine.pk).update(due_date=add_working_days(today, 10))
+    Application.objects.filter(pk=soon.pk).update(due_date=working_days_add(today, 1))
+    Application.objects.filter(pk=fine.pk).update(due_date=working_days_add(today, 10))
 
     def listed(deadline: str) -> str:
         return client.get("/admin/services/application/", {"deadline": deadline}).content.decode()

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Message
-from services import events, routing
 from services.models import Application, Delivery, DeliveryStatus, Endpoint
+from services.routing import deliveries, endpoints, events, outbox, sweeper, transport
 from tests.accounts.factories import StaffFactory
 from tests.services.conftest import submit
 from tests.services.department import Answer
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def hook(department, department_server):
-    endpoint, secret = routing.endpoint_create(
+    endpoint, secret = endpoints.endpoint_create(
         department=department,
         url=department_server.url("/hrss/events"),
         events=[
@@ -52,7 +52,7 @@ def try_again(delivery: Delivery, capture) -> Delivery:
     """What the worker does when the retry comes due."""
     make_due(delivery)
     with capture(execute=True):
-        routing.delivery_attempt(delivery.pk)
+        deliveries.delivery_attempt(delivery.pk)
     return Delivery.objects.get(pk=delivery.pk)
 
 
@@ -91,11 +91,11 @@ def test_a_wrong_secret_does_not_verify(
 ) -> None:
     from standardwebhooks import WebhookVerificationError
 
-    from services.transport import new_secret
+    from services.routing.transport import secret_generate
 
     apply(citizen_api, django_capture_on_commit_callbacks)
     with pytest.raises(WebhookVerificationError):
-        department_server.received[0].verified(new_secret())
+        department_server.received[0].verified(secret_generate())
 
 
 def test_only_subscribed_live_endpoints_of_the_owning_department_receive(
@@ -107,25 +107,25 @@ def test_only_subscribed_live_endpoints_of_the_owning_department_receive(
     department_server,
     django_capture_on_commit_callbacks,
 ) -> None:
-    routing.endpoint_create(
+    endpoints.endpoint_create(
         department=department,
         url=department_server.url("/only-cancels"),
         events=["application.cancelled"],
         actor=None,
     )
-    routing.endpoint_create(
+    endpoints.endpoint_create(
         department=other_department,
         url=department_server.url("/other-dept"),
         events=["application.submitted"],
         actor=None,
     )
-    off, _s = routing.endpoint_create(
+    off, _s = endpoints.endpoint_create(
         department=department,
         url=department_server.url("/off"),
         events=["application.submitted"],
         actor=None,
     )
-    routing.endpoint_update(endpoint=off, actor=None, is_active=False)
+    endpoints.endpoint_update(endpoint=off, actor=None, is_active=False)
     apply(citizen_api, django_capture_on_commit_callbacks)
     assert [r.path for r in department_server.received] == ["/hrss/events"]
 
@@ -273,7 +273,7 @@ def test_the_address_is_checked_again_at_delivery_time(
     apply(citizen_api, django_capture_on_commit_callbacks)
     assert department_server.received == []
     delivery = Delivery.objects.get()
-    assert delivery.attempts.get().error == str(routing.transport.REFUSED)
+    assert delivery.attempts.get().error == str(transport.REFUSED)
     assert delivery.status == "pending"
 
 
@@ -317,7 +317,7 @@ def test_a_host_whose_dns_answer_changes_is_refused_at_send_time_without_saying_
     def no_connection(*args, **kwargs):
         raise AssertionError("a refused address was connected to")
 
-    monkeypatch.setattr(routing.transport, "_http", no_connection)
+    monkeypatch.setattr(transport, "_http", no_connection)
     apply(citizen_api, django_capture_on_commit_callbacks)
     errors = set()
     deliveries = integrator_api.get("/api/v1/dept/deliveries/").json()["results"]
@@ -328,7 +328,7 @@ def test_a_host_whose_dns_answer_changes_is_refused_at_send_time_without_saying_
         [attempt] = detail["attempts"]
         assert attempt["status_code"] is None
         errors.add(attempt["error"])
-    assert errors == {str(routing.transport.REFUSED)}
+    assert errors == {str(transport.REFUSED)}
 
 
 def test_the_circuit_breaker_pauses_holds_and_resumes(
@@ -374,12 +374,12 @@ def test_paused_endpoints_are_probed_and_resumed(
 ) -> None:
     Endpoint.objects.filter(pk=hook.pk).update(paused_at=timezone.now(), pause_reason="test")
     with django_capture_on_commit_callbacks(execute=True):
-        assert routing.probe_paused_endpoints() == 1
+        assert sweeper.endpoints_probe_paused() == 1
     assert department_server.of_type("ping")
     hook.refresh_from_db()
     assert hook.state == "active"
     with django_capture_on_commit_callbacks(execute=True):
-        assert routing.probe_paused_endpoints() == 0
+        assert sweeper.endpoints_probe_paused() == 0
 
 
 def test_ping_reaches_the_endpoint_signed(
@@ -456,7 +456,7 @@ def test_a_delivery_in_a_workers_hands_is_not_sent_twice(
     Delivery.objects.filter(pk=delivery.pk).update(
         locked_until=timezone.now() + dt.timedelta(seconds=30)
     )
-    assert routing.delivery_attempt(delivery.pk) is None
+    assert deliveries.delivery_attempt(delivery.pk) is None
     assert department_server.received == []
 
 
@@ -475,11 +475,11 @@ def test_the_sweeper_delivers_what_lost_its_nudge(
         - dt.timedelta(seconds=settings.ROUTING_SWEEP_GRACE_SECONDS + 1)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert routing.sweep() == {"deliveries": 1, "events": 0}
+        assert sweeper.deliveries_sweep() == {"deliveries": 1, "events": 0}
     assert len(department_server.received) == 1
     assert Delivery.objects.get().status == "succeeded"
     with django_capture_on_commit_callbacks(execute=True):
-        assert routing.sweep() == {"deliveries": 0, "events": 0}
+        assert sweeper.deliveries_sweep() == {"deliveries": 0, "events": 0}
 
 
 def test_a_huge_response_is_cut_short(
@@ -496,9 +496,9 @@ def test_in_process_subscribers_run_once_per_event(django_capture_on_commit_call
     events.subscribe("test.happened", lambda event: seen.append(event.id))
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            event = routing.event_publish(type="test.happened", data={"x": 1})
+            event = outbox.event_publish(type="test.happened", data={"x": 1})
         assert seen == [event.id]
-        assert routing.event_handle(event.id) is False
+        assert outbox.event_handle(event.id) is False
         assert seen == [event.id]
     finally:
         events._subscribers.pop("test.happened", None)
@@ -514,15 +514,15 @@ def test_a_change_made_while_a_send_is_in_flight_is_not_overwritten(
 
     application_submit(citizen=citizen, service=service, form=GOOD_FORM)  # nudge never runs
     delivery = Delivery.objects.get()
-    real_post = routing.transport.post
+    real_post = transport.webhook_post
 
     def post_while_deleting(*args, **kwargs):
         result = real_post(*args, **kwargs)
-        routing.endpoint_delete(endpoint=Endpoint.objects.get(pk=hook.pk), actor=None)
+        endpoints.endpoint_delete(endpoint=Endpoint.objects.get(pk=hook.pk), actor=None)
         return result
 
-    monkeypatch.setattr(routing.transport, "post", post_while_deleting)
-    routing.delivery_attempt(delivery.pk)
+    monkeypatch.setattr(transport, "webhook_post", post_while_deleting)
+    deliveries.delivery_attempt(delivery.pk)
     delivery.refresh_from_db()
     assert delivery.status == "cancelled"
     assert delivery.attempt_count == 1
@@ -544,7 +544,7 @@ def test_a_failing_subscriber_is_tried_again_later_not_in_a_loop(
     events.subscribe("test.flaky", flaky)
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            event = routing.event_publish(type="test.flaky", data={})
+            event = outbox.event_publish(type="test.flaky", data={})
         event.refresh_from_db()
         assert event.handled_at is None and event.handle_attempts == 1
         assert event.handle_after > timezone.now()
@@ -552,11 +552,64 @@ def test_a_failing_subscriber_is_tried_again_later_not_in_a_loop(
             created_at=timezone.now() - dt.timedelta(minutes=1)
         )
         with django_capture_on_commit_callbacks(execute=True):
-            assert routing.sweep()["events"] == 0  # not before its wait is over
+            assert sweeper.deliveries_sweep()["events"] == 0  # not before its wait is over
         OutboxEvent.objects.filter(pk=event.pk).update(handle_after=timezone.now())
         with django_capture_on_commit_callbacks(execute=True):
-            assert routing.sweep()["events"] == 1
+            assert sweeper.deliveries_sweep()["events"] == 1
         event.refresh_from_db()
         assert event.handled_at is not None and len(calls) == 2
     finally:
         events._subscribers.pop("test.flaky", None)
+
+
+def test_a_delivered_hook_hears_of_its_event_type_only_with_the_departments_reference(
+    department, department_server, django_capture_on_commit_callbacks
+) -> None:
+    """What a delivered event means is registered from outside the engine
+    (the applications side registers ``routed``); the handler runs in the
+    transaction recording the try, and only for a success."""
+    hook, _secret = endpoints.endpoint_create(
+        department=department,
+        url=department_server.url("/hooks"),
+        events=["test.delivered", "test.other"],
+        actor=None,
+    )
+    heard = []
+    deliveries.on_delivered("test.delivered", lambda event, reference: heard.append(reference))
+    try:
+        department_server.answer(Answer(500, {"reference": "NOT-YET"}), Answer(200))
+        with django_capture_on_commit_callbacks(execute=True):
+            outbox.event_publish(type="test.delivered", data={}, department=department)
+            outbox.event_publish(type="test.other", data={}, department=department)
+        assert heard == []  # the first try failed; the other type has no handler
+        delivery = Delivery.objects.get(event__type="test.delivered")
+        try_again(delivery, django_capture_on_commit_callbacks)
+        assert heard == ["DEPT-REF-1"]
+        assert Delivery.objects.get(pk=delivery.pk).status == "succeeded"
+    finally:
+        deliveries._on_delivered.pop("test.delivered", None)
+    assert hook.deliveries.filter(status="succeeded").count() == 2
+
+
+def test_an_operator_reads_a_delivery_and_its_tries_as_the_department_does(
+    admin_client,
+    integrator_api,
+    citizen_api,
+    service,
+    hook,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    """The admin and the department API show one record of a delivery."""
+    department_server.answer(Answer(503, {"error": "maintenance window"}))
+    apply(citizen_api, django_capture_on_commit_callbacks)
+    delivery = Delivery.objects.get()
+    page = admin_client.get(f"/admin/services/delivery/{delivery.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "maintenance window" in html  # the try's response, on the inline
+    shown = integrator_api.get(f"/api/v1/dept/deliveries/{delivery.pk}/").json()
+    assert shown["last_status_code"] == 503 and shown["attempt_count"] == 1
+    assert shown["attempts"][0]["response_body"] == '{"error": "maintenance window"}'
+    for field in ("status", "attempt_count", "next_attempt_at", "last_status_code"):
+        assert str(Delivery._meta.get_field(field).verbose_name) in html

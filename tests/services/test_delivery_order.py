@@ -9,8 +9,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from services import events, routing
 from services.models import Application, Delivery
+from services.routing import deliveries, endpoints, events, outbox, sweeper
 from tests.services.conftest import submit
 from tests.services.department import Answer
 
@@ -21,7 +21,7 @@ SUBMITTED, CANCELLED = events.APPLICATION_SUBMITTED, events.APPLICATION_CANCELLE
 
 @pytest.fixture
 def hook(department, department_server):
-    endpoint, _secret = routing.endpoint_create(
+    endpoint, _secret = endpoints.endpoint_create(
         department=department,
         url=department_server.url("/hrss/events"),
         events=[SUBMITTED, CANCELLED],
@@ -53,7 +53,7 @@ def try_again(delivery: Delivery, capture) -> None:
         next_attempt_at=timezone.now() - dt.timedelta(seconds=1)
     )
     with capture(execute=True):
-        routing.delivery_attempt(delivery.pk)
+        deliveries.delivery_attempt(delivery.pk)
 
 
 def arrivals(server) -> list[tuple[str, str]]:
@@ -76,7 +76,7 @@ def test_a_cancel_right_after_a_submit_waits_until_the_submit_is_delivered(
 
     # Nudging the waiting cancel again (a duplicate message) sends nothing.
     with capture(execute=True):
-        assert routing.delivery_attempt(waiting.pk) is None
+        assert deliveries.delivery_attempt(waiting.pk) is None
     assert len(department_server.received) == 1
 
     # The submit's retry succeeds; the cancel follows at once, not at a sweep.
@@ -161,7 +161,7 @@ def test_the_sweeper_leaves_a_waiting_event_alone_until_its_turn(
         next_attempt_at=long_ago, enqueued_at=None
     )
     with capture(execute=True):
-        assert routing.sweep()["deliveries"] == 0  # the submit's retry is not due yet
+        assert sweeper.deliveries_sweep()["deliveries"] == 0  # the submit's retry is not due yet
     assert len(department_server.received) == 1
 
     Delivery.objects.filter(pk=delivery_of(application, SUBMITTED).pk).update(
@@ -169,7 +169,7 @@ def test_the_sweeper_leaves_a_waiting_event_alone_until_its_turn(
         enqueued_at=long_ago,  # its countdown message was lost
     )
     with capture(execute=True):
-        assert routing.sweep()["deliveries"] == 1  # the submit; it releases the cancel
+        assert sweeper.deliveries_sweep()["deliveries"] == 1  # the submit; it releases the cancel
     assert [t for _n, t in arrivals(department_server)] == [SUBMITTED, SUBMITTED, CANCELLED]
 
 
@@ -243,7 +243,7 @@ def test_each_event_of_an_application_takes_the_next_place(
         (two.pk, SUBMITTED): (two.pk, 1),
         (one.pk, CANCELLED): (one.pk, 2),
     }
-    ping = routing.endpoint_ping(endpoint=hook, actor=None)
+    ping = endpoints.endpoint_ping(endpoint=hook, actor=None)
     assert (ping.ordering_key, ping.sequence) == (None, None)
 
 
@@ -259,12 +259,12 @@ def test_deliveries_pending_at_the_upgrade_take_their_places(
     from services.applications import application_cancel, application_submit
     from tests.services.conftest import GOOD_FORM
 
-    monkeypatch.setattr(routing, "_nudge", lambda *args: None)  # nothing is sent
+    monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args: None)  # nothing is sent
     one = application_submit(citizen=citizen, service=service, form=GOOD_FORM)
     application_cancel(citizen=citizen, application=one)
     two = application_submit(citizen=citizen, service=service, form=GOOD_FORM)
     Delivery.objects.filter(event__application=two).update(status="succeeded")
-    routing.endpoint_ping(endpoint=hook, actor=None)
+    endpoints.endpoint_ping(endpoint=hook, actor=None)
     Delivery.objects.update(ordering_key=None, sequence=None)  # as before the upgrade
 
     migration = importlib.import_module("services.migrations.0004_delivery_order")

@@ -9,8 +9,8 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from accounts.models import AuditEntry
-from services import routing
 from services.models import Endpoint
+from services.routing import endpoints, transport
 
 pytestmark = pytest.mark.django_db
 
@@ -158,13 +158,13 @@ def test_after_rotation_both_secrets_sign_until_the_overlap_ends(
     assert rotated["secret"] != created["secret"]
     endpoint = Endpoint.objects.get(pk=created["id"])
     now = timezone.now()
-    headers = routing.transport.signature_headers(
-        msg_id="msg_1", body="{}", keys=routing._signing_keys(endpoint, now), now=now
+    headers = transport.signature_headers(
+        msg_id="msg_1", body="{}", keys=endpoints.signing_keys_of(endpoint, now), now=now
     )
     assert Webhook(created["secret"]).verify("{}", headers) == {}
     assert Webhook(rotated["secret"]).verify("{}", headers) == {}
     later = endpoint.previous_secret_expires_at + dt.timedelta(seconds=1)
-    assert routing._signing_keys(endpoint, later) == [rotated["secret"]]
+    assert endpoints.signing_keys_of(endpoint, later) == [rotated["secret"]]
 
 
 def test_scanner_keys_cannot_register_endpoints(scanner_api, public_dns) -> None:

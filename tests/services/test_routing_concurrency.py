@@ -9,13 +9,13 @@ import pytest
 from django.utils import timezone
 
 from accounts.api_keys import api_key_create
-from services import events, routing
 from services.applications import (
     application_cancel,
     application_department_update,
     application_submit,
 )
 from services.models import Application, Delivery, OutboxEvent
+from services.routing import deliveries, endpoints, events, outbox
 from tests.accounts.factories import CitizenFactory
 from tests.concurrency import at_once
 from tests.services.conftest import GOOD_FORM
@@ -34,7 +34,7 @@ def test_one_citizens_applications_move_at_once_without_deadlocks(
     (whose foreign keys take share locks on those same rows)."""
     settings.ROUTING_BREAKER_THRESHOLD = 1000
     service = ServiceFactory()
-    routing.endpoint_create(
+    endpoints.endpoint_create(
         department=service.department,
         url=department_server.url(),
         events=[events.APPLICATION_SUBMITTED],
@@ -50,11 +50,11 @@ def test_one_citizens_applications_move_at_once_without_deadlocks(
         department_server.default = Answer(200, {"reference": "R"})
         due = Delivery.objects.filter(event__application__in=waiting[:6], status="pending")
         due.update(next_attempt_at=timezone.now())
-        deliveries = list(due.values_list("id", flat=True))
+        delivery_ids = list(due.values_list("id", flat=True))
 
-        def work(i: int, deliveries: list = deliveries, waiting: list = waiting) -> str:
+        def work(i: int, delivery_ids: list = delivery_ids, waiting: list = waiting) -> str:
             if i < 6:
-                routing.delivery_attempt(deliveries[i])
+                deliveries.delivery_attempt(delivery_ids[i])
                 return "delivered"
             if i < 12:
                 application_submit(citizen=citizen, service=service, form=GOOD_FORM)
@@ -106,10 +106,9 @@ def test_workers_racing_over_every_delivery_send_each_applications_events_in_ord
     settings.ROUTING_RETRY_JITTER = 0
     # No nudges: the workers below find the deliveries by polling, so only
     # the claim itself keeps the order.
-    monkeypatch.setattr(routing, "_nudge", lambda *args, **kwargs: None)
-    monkeypatch.setattr(routing, "_nudge_later", lambda *args, **kwargs: None)
+    monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args, **kwargs: None)
     service = ServiceFactory()
-    routing.endpoint_create(
+    endpoints.endpoint_create(
         department=service.department,
         url=department_server.url(),
         events=[events.APPLICATION_SUBMITTED, events.APPLICATION_CANCELLED],
@@ -131,18 +130,18 @@ def test_workers_racing_over_every_delivery_send_each_applications_events_in_ord
         return Answer(200, {}, delay=0.01)
 
     department_server.respond = respond
-    deliveries = list(Delivery.objects.values_list("id", flat=True))
-    assert len(deliveries) == 20
+    delivery_ids = list(Delivery.objects.values_list("id", flat=True))
+    assert len(delivery_ids) == 20
 
     def work(i: int) -> int:
-        order = list(deliveries)
+        order = list(delivery_ids)
         random.Random(i).shuffle(order)
         tries = 0
         deadline = time.monotonic() + 45
         while Delivery.objects.filter(status="pending").exists():
             assert time.monotonic() < deadline, "deliveries did not finish"
             for delivery_id in order:
-                tries += routing.delivery_attempt(delivery_id) is not None
+                tries += deliveries.delivery_attempt(delivery_id) is not None
             time.sleep(0.005)
         return tries
 

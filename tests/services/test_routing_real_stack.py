@@ -18,8 +18,8 @@ import pytest
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.api_keys import api_key_create
-from services import events, routing
 from services.models import Application, Delivery
+from services.routing import endpoints, events
 from tests.accounts.factories import CitizenFactory, DepartmentFactory
 from tests.processes import celery_worker, redis_server, wait_for, web_server
 from tests.services.department import Answer, DepartmentServer
@@ -66,7 +66,7 @@ def world(department_server_factory):
     department = DepartmentFactory(code="hrss", name="长沙市人力资源和社会保障局")
     service = ServiceFactory(code="sbk-apply", department=department)
     server = department_server_factory()
-    endpoint, secret = routing.endpoint_create(
+    endpoint, secret = endpoints.endpoint_create(
         department=department,
         url=server.url("/hrss/events"),
         events=[events.APPLICATION_SUBMITTED, events.APPLICATION_CANCELLED],

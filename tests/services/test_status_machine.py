@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.applications import FINAL, TRANSITIONS, can_transition
+from services.applications import FINAL, TRANSITIONS, transition_allowed
 from services.models import ActorKind, ApplicationStatus
 
 S = ApplicationStatus
@@ -20,7 +20,7 @@ def test_the_design_table_exactly() -> None:
         for frm in ALL
         for to in ALL
         for actor in ACTORS
-        if can_transition(frm, to, actor)
+        if transition_allowed(frm, to, actor)
     }
     assert allowed == {
         ("awaiting_payment", "submitted", "system"),
@@ -54,7 +54,7 @@ def test_any_sequence_of_attempts_stays_on_the_map(start, attempts) -> None:
     once it ends it stays ended."""
     status, path = str(start), [str(start)]
     for target, actor in attempts:
-        if can_transition(status, target, actor):
+        if transition_allowed(status, target, actor):
             status = target
             path.append(status)
     for a, b in zip(path, path[1:], strict=False):
@@ -91,7 +91,7 @@ def test_the_department_api_refuses_every_move_off_the_table(statuses) -> None:
     )
     for target in statuses:
         before = application.status
-        if can_transition(before, target, ActorKind.DEPARTMENT):
+        if transition_allowed(before, target, ActorKind.DEPARTMENT):
             application = application_department_update(
                 application=application, status=target, api_key=key
             )

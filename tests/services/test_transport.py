@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from services import routing, transport
+from services.routing import deliveries, endpoints, transport
 from tests.services.department import Answer
 
 
@@ -60,15 +60,15 @@ from tests.services.department import Answer
     ],
 )
 def test_only_publicly_routable_addresses_count_as_public(address, public) -> None:
-    assert transport.is_public_address(address) is public
+    assert transport.address_is_public(address) is public
 
 
 def test_international_domain_names_are_stored_and_sent_in_ascii() -> None:
     assert (
-        transport.normalize_url("https://例子.中国:8443/hook?x=1")
+        transport.url_normalize("https://例子.中国:8443/hook?x=1")
         == "https://xn--fsqu00a.xn--fiqs8s:8443/hook?x=1"
     )
-    assert transport.check_url_shape("http://例子.中国/h")[1] == "xn--fsqu00a.xn--fiqs8s"
+    assert transport.url_shape_check("http://例子.中国/h")[1] == "xn--fsqu00a.xn--fiqs8s"
 
 
 def test_the_refusal_does_not_reveal_the_private_address(settings, monkeypatch) -> None:
@@ -79,7 +79,7 @@ def test_the_refusal_does_not_reveal_the_private_address(settings, monkeypatch) 
         lambda host, port, **kw: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.8.7", port))],
     )
     with pytest.raises(transport.UrlNotAllowed) as refused:
-        transport.allowed_addresses("https://db.internal.example/hook")
+        transport.url_resolve("https://db.internal.example/hook")
     assert "10.9.8.7" not in str(refused.value)
 
 
@@ -95,7 +95,7 @@ def test_no_answer_and_a_private_answer_are_refused_alike(settings, monkeypatch)
     refusals = []
     for url in ("https://db.internal.example/hook", "https://nothing.example/hook"):
         with pytest.raises(transport.UrlNotAllowed) as refused:
-            transport.allowed_addresses(url)
+            transport.url_resolve(url)
         refusals.append((str(refused.value), refused.value.shape))
     assert refusals[0] == refusals[1] == (refusals[0][0], False)
     assert "internal" not in refusals[0][0]
@@ -124,7 +124,7 @@ def test_a_send_never_raises(monkeypatch) -> None:
         raise RuntimeError("something nobody expected")
 
     monkeypatch.setattr(transport, "_http", broken)
-    result = transport.post("http://127.0.0.1:9/x", body="{}", headers={}, timeout=1)
+    result = transport.webhook_post("http://127.0.0.1:9/x", body="{}", headers={}, timeout=1)
     assert result.status_code is None
     assert "something nobody expected" in result.error
 
@@ -137,11 +137,11 @@ def test_each_host_gets_its_own_connection_pool() -> None:
 
 
 def test_a_reference_is_read_safely() -> None:
-    assert routing._reference('{"reference": "HR-1"}') == "HR-1"
-    assert routing._reference('{"reference": "a\\u0000b"}') == "ab"
-    assert routing._reference("[" * 100_000) == ""
-    assert routing._reference("not json") == ""
-    assert routing._reference('["list"]') == ""
+    assert deliveries._reference('{"reference": "HR-1"}') == "HR-1"
+    assert deliveries._reference('{"reference": "a\\u0000b"}') == "ab"
+    assert deliveries._reference("[" * 100_000) == ""
+    assert deliveries._reference("not json") == ""
+    assert deliveries._reference('["list"]') == ""
 
 
 @pytest.mark.django_db
@@ -151,7 +151,7 @@ def test_nul_bytes_in_a_department_answer_are_recorded_safely(
     from services.models import Application, Delivery
     from tests.services.conftest import submit
 
-    routing.endpoint_create(
+    endpoints.endpoint_create(
         department=department,
         url=department_server.url(),
         events=["application.submitted"],

@@ -21,8 +21,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from accounts.api_keys import api_key_create, api_key_revoke
 from accounts.models import ApiKey, ApiKeyScope, Department
-from services import events, routing
 from services.models import Endpoint
+from services.routing import endpoints, events
 
 KEY_NAME = "department_stub"
 
@@ -89,7 +89,7 @@ class Command(BaseCommand):
         url = f"http://{host}:{port}/{department.code}/events"
         endpoint = Endpoint.objects.filter(department=department, url=url, deleted_at=None).first()
         if endpoint is None:
-            endpoint, secret = routing.endpoint_create(
+            endpoint, secret = endpoints.endpoint_create(
                 department=department,
                 url=url,
                 events=list(events.SUBSCRIBABLE),
@@ -97,8 +97,8 @@ class Command(BaseCommand):
                 actor=None,
             )
         else:
-            secret = routing.endpoint_rotate_secret(endpoint=endpoint, actor=None)
-            routing.endpoint_update(
+            secret = endpoints.endpoint_rotate_secret(endpoint=endpoint, actor=None)
+            endpoints.endpoint_update(
                 endpoint=endpoint, actor=None, is_active=True, events=list(events.SUBSCRIBABLE)
             )
         return {"key": raw, "secret": secret}

@@ -42,7 +42,7 @@ class UrlNotAllowed(Exception):
         self.shape = shape
 
 
-def check_url_shape(url: str) -> tuple[str, str, int]:
+def url_shape_check(url: str) -> tuple[str, str, int]:
     """(scheme, ASCII host, port) of an acceptable URL, or :class:`UrlNotAllowed`."""
     try:
         parts = urlsplit(url)
@@ -64,9 +64,9 @@ def check_url_shape(url: str) -> tuple[str, str, int]:
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
 
 
-def normalize_url(url: str) -> str:
+def url_normalize(url: str) -> str:
     """``url`` with its host in ASCII, as it is stored and sent."""
-    scheme, host, _port = check_url_shape(url)
+    scheme, host, _port = url_shape_check(url)
     parts = urlsplit(url)
     netloc = f"[{host}]" if ":" in host else host
     if parts.port is not None:
@@ -137,7 +137,7 @@ def _public_v4(ip: ipaddress.IPv4Address) -> bool:
     return ip.is_global and not any(ip in net for net in _NOT_PUBLIC_V4)
 
 
-def is_public_address(address: str) -> bool:
+def address_is_public(address: str) -> bool:
     """Whether an endpoint may be reached at ``address``: the one rule used at
     registration and before every send."""
     try:
@@ -169,7 +169,7 @@ def _refused() -> UrlNotAllowed:
     return UrlNotAllowed(str(REFUSED))
 
 
-def resolve(host: str, port: int) -> list[str]:
+def host_resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, or :class:`UrlNotAllowed`."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -183,17 +183,17 @@ def resolve(host: str, port: int) -> list[str]:
     return addresses
 
 
-def allowed_addresses(url: str) -> tuple[str, str, int, list[str]]:
+def url_resolve(url: str) -> tuple[str, str, int, list[str]]:
     """Check ``url`` and resolve it: (scheme, host, port, addresses to use).
 
     Unless ``ROUTING_ALLOW_PRIVATE_ENDPOINTS``, every resolved address must
-    be publicly routable (:func:`is_public_address`). A host that does not
+    be publicly routable (:func:`address_is_public`). A host that does not
     resolve and one that resolves somewhere forbidden get the same refusal.
     """
-    scheme, host, port = check_url_shape(url)
-    addresses = resolve(host, port)
+    scheme, host, port = url_shape_check(url)
+    addresses = host_resolve(host, port)
     if not settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS:
-        forbidden = [a for a in addresses if not is_public_address(a)]
+        forbidden = [a for a in addresses if not address_is_public(a)]
         if forbidden:
             logger.warning("endpoint host %s resolves to non-public %s", host, forbidden)
             raise _refused()
@@ -203,7 +203,7 @@ def allowed_addresses(url: str) -> tuple[str, str, int, list[str]]:
 # --- Signing -------------------------------------------------------------------------
 
 
-def new_secret() -> str:
+def secret_generate() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
@@ -280,7 +280,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-def post(url: str, *, body: str, headers: dict[str, str], timeout: float) -> SendResult:
+def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float) -> SendResult:
     """POST ``body`` to ``url`` within ``timeout`` seconds in all (connect,
     send, wait, read), to the address that passed the checks.
 
@@ -292,7 +292,7 @@ def post(url: str, *, body: str, headers: dict[str, str], timeout: float) -> Sen
         return int((time.monotonic() - started) * 1000)
 
     try:
-        scheme, host, port, addresses = allowed_addresses(url)
+        scheme, host, port, addresses = url_resolve(url)
     except UrlNotAllowed as exc:
         return SendResult(None, "", elapsed(), error=str(exc))
     parts = urlsplit(url)

@@ -1,9 +1,10 @@
 """Event types, their payloads, and in-process subscribers.
 
-Departments receive events over HTTP (see :mod:`services.routing`). Other
-apps of the monolith react to the same events through subscribers they
+Departments receive events over HTTP (see :mod:`services.routing.deliveries`).
+Other apps of the monolith react to the same events through subscribers they
 register explicitly in their ``AppConfig.ready`` (the payments app refunds a
-cancelled paid application this way), so the flow stays visible in code.
+cancelled paid application this way), so the flow stays visible in code;
+:func:`services.routing.outbox.event_handle` runs them.
 """
 
 from __future__ import annotations

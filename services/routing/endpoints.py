@@ -1,0 +1,247 @@
+"""Department endpoints: registering, changing and removing them, their
+secrets (rotation with an overlap), pings, and the circuit breaker that
+pauses an endpoint that keeps failing, disables one that answers 410 Gone,
+and resumes it, sending what waited."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts.audit import audit_record
+from accounts.inbox import message_post
+from accounts.models import ApiKey, Department, User
+from services.errors import ENDPOINT_URL_INVALID, ENDPOINT_URL_NOT_ALLOWED, ServicesError
+from services.models import Delivery, DeliveryStatus, Endpoint
+from services.routing import events, outbox, transport
+
+Actor = User | ApiKey | None
+
+
+def _checked_url(url: str) -> str:
+    """The URL as stored (host in ASCII), if it may receive events."""
+    try:
+        transport.url_resolve(url)
+        return transport.url_normalize(url)
+    except transport.UrlNotAllowed as exc:
+        error = ENDPOINT_URL_INVALID if exc.shape else ENDPOINT_URL_NOT_ALLOWED
+        raise ServicesError(error, str(exc), errors={"url": [str(exc)]}) from exc
+
+
+def endpoint_create(
+    *,
+    department: Department,
+    url: str,
+    events: list[str],
+    description: str = "",
+    is_active: bool = True,
+    actor: Actor,
+) -> tuple[Endpoint, str]:
+    """Register a department system's URL; returns it with its new secret
+    (``whsec_...``), which is shown this once."""
+    secret = transport.secret_generate()
+    with transaction.atomic():
+        endpoint = Endpoint.objects.create(
+            department=department,
+            url=_checked_url(url),
+            events=list(dict.fromkeys(events)),
+            description=description,
+            is_active=is_active,
+            secret=secret,
+        )
+        audit_record(
+            actor=actor,
+            action="endpoint.created",
+            target=endpoint,
+            data={"url": url, "events": events},
+        )
+    return endpoint, secret
+
+
+def endpoint_update(*, endpoint: Endpoint, actor: Actor, **values: Any) -> Endpoint:
+    """Change URL, events, description or the active switch. Switching an
+    endpoint (back) on also lifts a circuit-breaker pause."""
+    changes: dict[str, Any] = {}
+    if "url" in values and values["url"] != endpoint.url:
+        changes["url"] = _checked_url(values["url"])
+    if "events" in values:
+        changes["events"] = list(dict.fromkeys(values["events"]))
+    if "description" in values:
+        changes["description"] = values["description"]
+    with transaction.atomic():
+        # Locked and saved field by field: a concurrent secret rotation,
+        # pause or 410 must not be written back over by this change.
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        resume = False
+        if "is_active" in values:
+            changes["is_active"] = values["is_active"]
+            if values["is_active"]:
+                changes["disabled_reason"] = ""
+                resume = endpoint.paused_at is not None or not endpoint.is_active
+        for name, value in changes.items():
+            setattr(endpoint, name, value)
+        endpoint.save(update_fields=list(changes))
+        audit_record(
+            actor=actor,
+            action="endpoint.updated",
+            target=endpoint,
+            data={k: v for k, v in changes.items() if k != "disabled_reason"},
+        )
+        if resume:
+            _resume(endpoint)
+    return endpoint
+
+
+def endpoint_delete(*, endpoint: Endpoint, actor: Actor) -> None:
+    """Stop delivering to the endpoint; its history stays for the record."""
+    with transaction.atomic():
+        endpoint.deleted_at = timezone.now()
+        endpoint.is_active = False
+        endpoint.save(update_fields=["deleted_at", "is_active"])
+        endpoint.deliveries.filter(status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.CANCELLED, next_attempt_at=None
+        )
+        audit_record(actor=actor, action="endpoint.deleted", target=endpoint)
+
+
+def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor) -> str:
+    """A new secret; the old one keeps signing alongside it for
+    ``ROUTING_SECRET_OVERLAP_HOURS`` so the department can switch over."""
+    secret = transport.secret_generate()
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_expires_at = timezone.now() + dt.timedelta(
+            hours=settings.ROUTING_SECRET_OVERLAP_HOURS
+        )
+        endpoint.secret = secret
+        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
+        audit_record(actor=actor, action="endpoint.secret_rotated", target=endpoint)
+    return secret
+
+
+def signing_keys_of(endpoint: Endpoint, now: dt.datetime) -> list[str]:
+    """The secrets a delivery is signed with at ``now``: the current one,
+    and the one before the last rotation while its overlap lasts."""
+    keys = [endpoint.secret]
+    if (
+        endpoint.previous_secret
+        and endpoint.previous_secret_expires_at
+        and now < endpoint.previous_secret_expires_at
+    ):
+        keys.append(endpoint.previous_secret)
+    return keys
+
+
+def endpoint_ping(*, endpoint: Endpoint, actor: Actor) -> Delivery:
+    """Send a ``ping`` to this endpoint only. A paused endpoint that answers
+    the ping is resumed."""
+    with transaction.atomic():
+        event = outbox.event_publish(
+            type=events.PING,
+            data={"endpoint": str(endpoint.id), "department": endpoint.department.code},
+            endpoints=[endpoint],
+        )
+        audit_record(actor=actor, action="endpoint.pinged", target=endpoint)
+    return event.deliveries.get()
+
+
+# --- Circuit breaker -------------------------------------------------------------------------
+
+
+def endpoint_mark_succeeded(endpoint: Endpoint, now: dt.datetime) -> None:
+    """A delivery to the endpoint succeeded (in the transaction recording
+    it): the failure count starts again, and a paused endpoint resumes."""
+    # Every delivery to a busy endpoint would otherwise queue on this one
+    # row; the success time is kept to the second, the failure count exactly.
+    stale = endpoint.last_success_at is None or now - endpoint.last_success_at > dt.timedelta(
+        seconds=1
+    )
+    if endpoint.consecutive_failures or stale:
+        Endpoint.objects.filter(pk=endpoint.pk).update(consecutive_failures=0, last_success_at=now)
+    if endpoint.paused_at is not None and endpoint.is_active:
+        endpoint.refresh_from_db()
+        _resume(endpoint)
+        audit_record(actor=None, action="endpoint.resumed", target=endpoint, data={"by": "ping"})
+
+
+def endpoint_mark_failed(
+    endpoint: Endpoint, now: dt.datetime, result: transport.SendResult
+) -> None:
+    """A delivery to the endpoint failed (in the transaction recording it):
+    410 Gone disables it; ``ROUTING_BREAKER_THRESHOLD`` failures in a row
+    pause it. Either way the department's staff are told."""
+    if result.status_code == 410 and endpoint.is_active:
+        _endpoint_gone(endpoint)
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1, last_failure_at=now
+    )
+    endpoint.refresh_from_db(fields=["consecutive_failures", "paused_at", "is_active"])
+    if (
+        endpoint.is_active
+        and endpoint.paused_at is None
+        and endpoint.consecutive_failures >= settings.ROUTING_BREAKER_THRESHOLD
+    ):
+        reason = f"{endpoint.consecutive_failures} consecutive failures, last: {result.status_code or result.error}"
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=now, pause_reason=reason[:200])
+        _tell_department(
+            endpoint,
+            action="endpoint.paused",
+            title=_("回调地址已暂停投递"),
+            body=_(
+                "回调地址 %(url)s 连续失败，已暂停投递；事件不会丢失，恢复后补发。请排查后在接口中发送测试事件或重新启用。"
+            ),
+            reason=reason,
+        )
+
+
+def _endpoint_gone(endpoint: Endpoint) -> None:
+    Endpoint.objects.filter(pk=endpoint.pk).update(is_active=False, disabled_reason="410 Gone")
+    _tell_department(
+        endpoint,
+        action="endpoint.disabled",
+        title=_("回调地址已停用"),
+        body=_("回调地址 %(url)s 返回 410 Gone，已停用。事件会保留，重新启用后补发。"),
+        reason="410 Gone",
+    )
+
+
+def _tell_department(
+    endpoint: Endpoint, *, action: str, title: Any, body: Any, reason: str
+) -> None:
+    audit_record(actor=None, action=action, target=endpoint, data={"reason": reason})
+    for staff in User.objects.filter(department_id=endpoint.department_id, is_active=True):
+        message_post(
+            user=staff,
+            kind=action,
+            title=title,
+            body=body,
+            params={"url": endpoint.url},
+            data={"endpoint": str(endpoint.id)},
+        )
+
+
+def _resume(endpoint: Endpoint) -> None:
+    """Lift a pause and send everything that waited, now."""
+    now = timezone.now()
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        paused_at=None, pause_reason="", consecutive_failures=0
+    )
+    endpoint.paused_at = None
+    waiting = Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING)
+    waiting.update(next_attempt_at=now)
+    # Only the first waiting event of each application goes now; each one
+    # delivered or dead-lettered releases the next (see deliveries._release_next).
+    first = list(
+        waiting.filter(~outbox.delivery_waits_for_earlier())
+        .order_by("created_at")
+        .values_list("id", flat=True)
+    )
+    ids = [str(i) for i in first]
+    transaction.on_commit(lambda: outbox.deliveries_nudge(ids), robust=True)

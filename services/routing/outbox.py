@@ -1,0 +1,240 @@
+"""The event outbox: publishing an event with its deliveries in the caller's
+transaction, nudging the workers after commit, and running in-process
+subscribers.
+
+A delivery is written due (an endpoint that takes events now) or held (a
+paused or disabled one: it waits, without spending its retries, until the
+endpoint comes back), and with its place among its application's events;
+:func:`delivery_waits_for_earlier` says what waiting for an earlier place
+means, for the claim, the sweeper and a resumed endpoint alike.
+
+Workers are woken by task name through the Celery app, never by importing
+``services.tasks`` (which calls this package): the rows are the truth, a
+nudge is only a shortcut, and losing one loses nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from celery import current_app
+from django.db import transaction
+from django.db.models import Exists, F, Max, OuterRef
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from accounts.models import Department
+from services.models import Application, Delivery, DeliveryStatus, Endpoint, OutboxEvent
+from services.routing import events
+
+logger = logging.getLogger(__name__)
+
+# The Celery tasks the engine wakes (services/tasks.py); the names are the
+# contract with the queues (CELERY_TASK_ROUTES) and with queued messages.
+DELIVER_TASK = "routing.deliver"
+HANDLE_EVENT_TASK = "routing.handle_event"
+
+
+def endpoint_takes_deliveries(endpoint: Endpoint, event_type: str) -> bool:
+    """Whether the endpoint is sent to now (else its deliveries are held). A
+    ping goes even to a paused or disabled endpoint: it is how a department
+    checks it before resuming."""
+    if event_type == events.PING:
+        return endpoint.deleted_at is None
+    return endpoint.is_active and endpoint.paused_at is None and endpoint.deleted_at is None
+
+
+def delivery_waits_for_earlier() -> Exists:
+    """An earlier event of the same application is still pending (retrying,
+    held or in a worker's hands) to the same endpoint. Never true without an
+    ordering key: NULL equals nothing."""
+    return Exists(
+        Delivery.objects.filter(
+            ordering_key=OuterRef("ordering_key"),
+            endpoint=OuterRef("endpoint"),
+            sequence__lt=OuterRef("sequence"),
+            status=DeliveryStatus.PENDING,
+        )
+    )
+
+
+# --- Nudges --------------------------------------------------------------------------------
+
+
+def _send(task_name: str, ids: Iterable[str], countdown: float | None = None) -> None:
+    # Looked up in the app's registry by name: apply_async honours eager
+    # mode (tests) and the task's routes, as a direct call would.
+    task = current_app.tasks[task_name]
+    for id_ in ids:
+        task.apply_async((id_,), countdown=countdown, retry=False)
+
+
+def deliveries_nudge(delivery_ids: Iterable[str], *, countdown: float | None = None) -> bool:
+    """Wake the workers for these deliveries now (or in ``countdown``
+    seconds) rather than at the next sweep. Losing a nudge loses nothing:
+    the rows are committed and the sweeper finds them. False if the broker
+    could not be reached."""
+    try:
+        _send(DELIVER_TASK, delivery_ids, countdown)
+    except (BrokerError, OSError) as exc:
+        logger.warning("broker unavailable, the sweeper will send them: %s", exc)
+        return False
+    return True
+
+
+def events_nudge(event_ids: Iterable[str]) -> bool:
+    """Wake a worker to run the subscribers of these events (see :func:`deliveries_nudge`)."""
+    try:
+        _send(HANDLE_EVENT_TASK, event_ids)
+    except (BrokerError, OSError) as exc:
+        logger.warning("broker unavailable, the sweeper will hand them over: %s", exc)
+        return False
+    return True
+
+
+# --- Publishing ----------------------------------------------------------------------------
+
+
+def event_publish(
+    *,
+    type: str,
+    data: dict[str, Any],
+    department: Department | None = None,
+    application: Application | None = None,
+    endpoints: Iterable[Endpoint] | None = None,
+) -> OutboxEvent:
+    """Write an event and its deliveries in the caller's transaction.
+
+    Deliveries go to ``endpoints`` if given, else to every endpoint of
+    ``department`` subscribed to ``type`` (paused ones included: they get
+    it when they resume). In-process subscribers run after commit.
+    """
+    with transaction.atomic(savepoint=False):
+        return _publish(
+            type=type,
+            data=data,
+            department=department,
+            application=application,
+            endpoints=endpoints,
+        )
+
+
+def _publish(
+    *,
+    type: str,
+    data: dict[str, Any],
+    department: Department | None,
+    application: Application | None,
+    endpoints: Iterable[Endpoint] | None,
+) -> OutboxEvent:
+    now = timezone.now()
+    has_subscribers = bool(events.subscribers(type))
+    sequence = None
+    if application is not None:
+        # The application's row lock (the callers hold it already; SQLite's
+        # IMMEDIATE transactions hold the whole database) makes a second event
+        # of one application wait for the first to commit: no two take the
+        # same place, and the later one is numbered after the earlier.
+        Application.objects.select_for_update(of=("self",)).filter(pk=application.pk).exists()
+        last = Delivery.objects.filter(ordering_key=application.pk).aggregate(last=Max("sequence"))
+        sequence = (last["last"] or 0) + 1
+    event = OutboxEvent.objects.create(
+        type=type,
+        department=department,
+        application=application,
+        data=data,
+        created_at=now,
+        handled_at=None if has_subscribers else now,
+    )
+    if endpoints is None:
+        # Paused and disabled endpoints get their deliveries too, held (no
+        # due time) until they are resumed or enabled again: nothing is lost.
+        endpoints = (
+            [
+                e
+                for e in Endpoint.objects.filter(department=department, deleted_at=None)
+                if type in e.events
+            ]
+            if department is not None
+            else []
+        )
+    deliveries = Delivery.objects.bulk_create(
+        [
+            Delivery(
+                event=event,
+                endpoint=endpoint,
+                next_attempt_at=now if endpoint_takes_deliveries(endpoint, type) else None,
+                created_at=now,
+                ordering_key=application.pk if application is not None else None,
+                sequence=sequence,
+            )
+            for endpoint in endpoints
+        ]
+    )
+    delivery_ids = [str(d.id) for d in deliveries if d.next_attempt_at is not None]
+    event_ids = [str(event.id)] if has_subscribers else []
+
+    def nudge() -> None:
+        if deliveries_nudge(delivery_ids):
+            events_nudge(event_ids)
+
+    transaction.on_commit(nudge, robust=True)
+    return event
+
+
+def event_body(event: OutboxEvent) -> str:
+    """The JSON body departments receive, identical on every try."""
+    return json.dumps(
+        {
+            "type": event.type,
+            "timestamp": timezone.localtime(event.created_at).isoformat(),
+            "data": event.data,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def events_pseudonymise(*, application_ids: Iterable[Any], subject: str) -> int:
+    """Strip the personal data from the stored events of these applications
+    (their applicant closed the account). Each event keeps its id, so its
+    ``webhook-id``, type and time: a replay is the same event to the
+    department, now carrying the pseudonymous ``subject`` only."""
+    stored = list(OutboxEvent.objects.filter(application_id__in=list(application_ids)))
+    for event in stored:
+        event.data = events.pseudonymised(event.data, subject=subject)
+    OutboxEvent.objects.bulk_update(stored, ["data"], batch_size=500)
+    return len(stored)
+
+
+# --- In-process subscribers ------------------------------------------------------------------
+
+
+def event_handle(event_id: Any) -> bool:
+    """Run the in-process subscribers of one event, once. A subscriber that
+    fails rolls the whole run back; it is tried again later, waiting twice as
+    long each time (up to an hour), so one bad event cannot spin."""
+    try:
+        with transaction.atomic():
+            event = OutboxEvent.objects.select_for_update().filter(pk=event_id).first()
+            if event is None or event.handled_at is not None:
+                return False
+            for subscriber in events.subscribers(event.type):
+                subscriber(event)
+            event.handled_at = timezone.now()
+            event.save(update_fields=["handled_at"])
+    except Exception:
+        logger.exception("subscribers of event %s failed; will try again", event_id)
+        failed = OutboxEvent.objects.filter(pk=event_id).first()
+        if failed is not None:
+            wait = min(3600, 5 * 2**failed.handle_attempts)
+            OutboxEvent.objects.filter(pk=event_id).update(
+                handle_attempts=F("handle_attempts") + 1,
+                handle_after=timezone.now() + dt.timedelta(seconds=wait),
+            )
+        return False
+    return True

@@ -1,0 +1,61 @@
+"""Periodic work (beat): the sweep that nudges again whatever is due and not
+in hand, and the probes that ping paused endpoints until they answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from services.models import Delivery, DeliveryStatus, Endpoint, OutboxEvent
+from services.routing import endpoints, outbox
+
+
+def deliveries_sweep(*, limit: int = 500) -> dict[str, int]:
+    """Nudge again whatever is due and not in hand: deliveries whose nudge
+    was lost, events whose subscribers have not run."""
+    now = timezone.now()
+    grace = dt.timedelta(seconds=settings.ROUTING_SWEEP_GRACE_SECONDS)
+    due = list(
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now - grace)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - grace))
+        # One waiting for an earlier event is left alone: that one's end
+        # nudges it (and, if that nudge is lost, a later sweep finds it).
+        .filter(~outbox.delivery_waits_for_earlier())
+        .order_by("next_attempt_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
+    unhandled = list(
+        OutboxEvent.objects.filter(handled_at__isnull=True, created_at__lte=now - grace)
+        .filter(Q(handle_after__isnull=True) | Q(handle_after__lte=now))
+        .order_by("created_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    sent = outbox.deliveries_nudge([str(i) for i in due]) and outbox.events_nudge(
+        [str(i) for i in unhandled]
+    )
+    if not sent:
+        # The rows stay due; the next sweep tries again.
+        Delivery.objects.filter(pk__in=due).update(enqueued_at=None)
+        return {"deliveries": 0, "events": 0}
+    return {"deliveries": len(due), "events": len(unhandled)}
+
+
+def endpoints_probe_paused() -> int:
+    """Ping every paused endpoint whose last probe is older than the probe
+    interval; the ping's success resumes it."""
+    now = timezone.now()
+    interval = dt.timedelta(seconds=settings.ROUTING_PROBE_INTERVAL_SECONDS)
+    paused = Endpoint.objects.filter(
+        paused_at__isnull=False, is_active=True, deleted_at=None
+    ).filter(Q(last_probe_at__isnull=True) | Q(last_probe_at__lt=now - interval))
+    count = 0
+    for endpoint in paused:
+        Endpoint.objects.filter(pk=endpoint.pk).update(last_probe_at=now)
+        endpoints.endpoint_ping(endpoint=endpoint, actor=None)
+        count += 1
+    return count
