@@ -25,8 +25,8 @@ from accounts.authentication import ApiKeyAuthentication, IsCitizen, IsIntegrato
 from config.api import (
     ClientSimpleRateThrottle,
     FeedPagination,
-    PagePagination,
     client_ip,
+    paginated,
     problems,
 )
 from qr import keys, rendering, scans, selectors, star_codes, venue_codes
@@ -183,9 +183,13 @@ class MyScansView(APIView):
         responses={200: MyScanSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        paginator = self.Pagination()
-        page = paginator.paginate_queryset(selectors.scans_of(request.user), request, self)
-        return paginator.get_paginated_response(MyScanSerializer(page, many=True).data)
+        return paginated(
+            request,
+            self,
+            selectors.scans_of(request.user),
+            MyScanSerializer,
+            pagination=self.Pagination,
+        )
 
 
 # --- Scanners ----------------------------------------------------------------------------------
@@ -394,9 +398,7 @@ class DeptCodeListView(DeptCodesView):
             venues = venues.filter(deactivated_at__isnull=True)
         elif active in ("false", "0"):
             venues = venues.filter(deactivated_at__isnull=False)
-        paginator = PagePagination()
-        page = paginator.paginate_queryset(venues, request, self)
-        return paginator.get_paginated_response(VenueCodeSerializer(page, many=True).data)
+        return paginated(request, self, venues, VenueCodeSerializer)
 
     @extend_schema(
         tags=["dept: codes"],

@@ -18,7 +18,9 @@ from accounts import sms
 from accounts.api_keys import api_key_create
 from accounts.models import ApiKey, ApiKeyScope, Department, User
 from accounts.tokens import CitizenRefreshToken
+from services.models import Category, Service
 from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
+from tests.services.factories import CategoryFactory, ServiceFactory
 
 
 def real_stack() -> bool:
@@ -147,3 +149,32 @@ def scanner_api(scanner_key: ApiKey) -> APIClient:
 def operator(db) -> User:
     """A city operator with every admin permission."""
     return StaffFactory(username="operator", is_superuser=True)
+
+
+@pytest.fixture
+def operator_client(client, operator):  # type: ignore[no-untyped-def]
+    """The Django test client, logged into the admin as the operator."""
+    client.force_login(operator)
+    return client
+
+
+# --- The catalog every story uses -----------------------------------------------------------
+
+
+@pytest.fixture
+def category(db) -> Category:
+    return CategoryFactory(code="shebao", name="社保")
+
+
+@pytest.fixture
+def service(department, category) -> Service:
+    """A free service of the fixture department (hrss)."""
+    return ServiceFactory(
+        code="sbk-apply", name="社会保障卡申领", department=department, category=category
+    )
+
+
+@pytest.fixture
+def other_service(other_department) -> Service:
+    """A service of the other department."""
+    return ServiceFactory(department=other_department, code="gjj-withdraw", name="公积金提取")

@@ -11,11 +11,9 @@ from django.db import connection, models
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from accounts import citizen_data
-from services.models import Service
 from services.routing import endpoints, events
 from tests.qr.conftest import _fresh_qr_memory, issue, recorded_scans, verify  # noqa: F401
 from tests.services.conftest import GOOD_FORM, submit
-from tests.services.factories import CategoryFactory, ServiceFactory
 
 EXPORT = "/api/v1/me/export/"
 DEPT = "/api/v1/dept/applications/"
@@ -214,16 +212,6 @@ def test_erase_hooks_run_higher_apps_first_and_export_skips_erase_only_sections(
 
 
 # --- The export through the API ------------------------------------------------------------------
-
-
-@pytest.fixture
-def service(department) -> Service:
-    return ServiceFactory(
-        code="sbk-apply",
-        name="社会保障卡申领",
-        department=department,
-        category=CategoryFactory(code="shebao"),
-    )
 
 
 @pytest.fixture

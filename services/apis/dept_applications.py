@@ -8,7 +8,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import FeedPagination, problems
+from config.api import FeedPagination, paginated, problems
 from services import applications, selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Application, ApplicationStatus
@@ -38,11 +38,13 @@ class DeptApplicationListView(DepartmentView):
         wanted = request.query_params.get("status") or None
         if wanted is not None and wanted not in ApplicationStatus.values:
             raise ValidationError({"status": [f"one of {', '.join(ApplicationStatus.values)}"]})
-        paginator = FeedPagination()
-        page = paginator.paginate_queryset(
-            selectors.applications_for_department(self.department, status=wanted), request, self
+        return paginated(
+            request,
+            self,
+            selectors.applications_for_department(self.department, status=wanted),
+            selectors.department_view,
+            pagination=FeedPagination,
         )
-        return paginator.get_paginated_response([selectors.department_view(a) for a in page])
 
 
 class _DeptApplicationView(DepartmentView):

@@ -9,7 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.api import FeedPagination, PagePagination, problems
+from config.api import FeedPagination, paginated, problems
 from services import selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Delivery, DeliveryStatus, Endpoint
@@ -31,9 +31,7 @@ class EndpointListView(DepartmentView):
         responses={200: EndpointSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        paginator = PagePagination()
-        page = paginator.paginate_queryset(selectors.endpoints_of(self.department), request, self)
-        return paginator.get_paginated_response(EndpointSerializer(page, many=True).data)
+        return paginated(request, self, selectors.endpoints_of(self.department), EndpointSerializer)
 
     @extend_schema(
         tags=["dept: endpoints"],
@@ -174,9 +172,7 @@ class DeliveryListView(DepartmentView):
         )
         if not filtered.is_valid():
             raise serializers.ValidationError(filtered.errors)
-        paginator = FeedPagination()
-        page = paginator.paginate_queryset(filtered.qs, request, self)
-        return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
+        return paginated(request, self, filtered.qs, DeliverySerializer, pagination=FeedPagination)
 
 
 class _DeliveryView(DepartmentView):

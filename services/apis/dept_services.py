@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication, IsIntegrator
-from config.api import PagePagination, problems
+from config.api import paginated, problems
 from services import catalog, selectors
 from services.models import Service
 from services.serializers import GuideSerializer, ServiceCreateSerializer, ServiceGuideSerializer
@@ -33,11 +33,9 @@ class DeptServiceListView(DepartmentView):
         responses={200: ServiceGuideSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
-        paginator = PagePagination()
-        page = paginator.paginate_queryset(
-            selectors.department_services(self.department), request, self
+        return paginated(
+            request, self, selectors.department_services(self.department), ServiceGuideSerializer
         )
-        return paginator.get_paginated_response(ServiceGuideSerializer(page, many=True).data)
 
     @extend_schema(
         tags=["dept: services"],

@@ -13,36 +13,32 @@ from tests.accounts.factories import StaffFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(client, operator):
-    client.force_login(operator)
-    return client
-
-
-def test_user_list_shows_masked_phone_and_name(admin_client, citizen) -> None:
-    response = admin_client.get("/admin/accounts/user/")
+def test_user_list_shows_masked_phone_and_name(operator_client, citizen) -> None:
+    response = operator_client.get("/admin/accounts/user/")
     assert response.status_code == 200
     html = response.content.decode()
     assert "138****8000" in html and "张**" in html
     assert "13800138000" not in html and "张三丰" not in html
 
 
-def test_user_form_shows_masked_values_only(admin_client, citizen) -> None:
-    html = admin_client.get(f"/admin/accounts/user/{citizen.pk}/change/").content.decode()
+def test_user_form_shows_masked_values_only(operator_client, citizen) -> None:
+    html = operator_client.get(f"/admin/accounts/user/{citizen.pk}/change/").content.decode()
     assert "138****8000" in html
     assert citizen.id_number not in html and "13800138000" not in html and "张三丰" not in html
 
 
-def test_operator_finds_a_citizen_by_full_id_number(admin_client, citizen, other_citizen) -> None:
-    html = admin_client.get(
+def test_operator_finds_a_citizen_by_full_id_number(
+    operator_client, citizen, other_citizen
+) -> None:
+    html = operator_client.get(
         "/admin/accounts/user/", {"q": citizen.id_number.lower()}
     ).content.decode()
     assert "138****8000" in html
     assert "139****9000" not in html
 
 
-def test_operator_finds_a_citizen_by_full_phone(admin_client, citizen, other_citizen) -> None:
-    html = admin_client.get("/admin/accounts/user/", {"q": "13900139000"}).content.decode()
+def test_operator_finds_a_citizen_by_full_phone(operator_client, citizen, other_citizen) -> None:
+    html = operator_client.get("/admin/accounts/user/", {"q": "13900139000"}).content.decode()
     assert "139****9000" in html and "138****8000" not in html
 
 
@@ -70,8 +66,8 @@ def test_viewing_full_personal_data_is_audited(client, citizen) -> None:
     assert entry.actor_kind == "operator"
 
 
-def test_operator_creates_a_key_and_sees_it_once(admin_client, department) -> None:
-    response = admin_client.post(
+def test_operator_creates_a_key_and_sees_it_once(operator_client, department) -> None:
+    response = operator_client.post(
         "/admin/accounts/apikey/add/",
         {"department": department.pk, "scope": "scanner", "name": "地铁闸机"},
         follow=True,
@@ -83,13 +79,15 @@ def test_operator_creates_a_key_and_sees_it_once(admin_client, department) -> No
     assert key.scope == "scanner" and key.name == "地铁闸机"
     assert raw.split("_")[1] == key.prefix
     # The list and the detail page never show it again.
-    assert raw not in admin_client.get("/admin/accounts/apikey/").content.decode()
-    assert raw not in admin_client.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
+    assert raw not in operator_client.get("/admin/accounts/apikey/").content.decode()
+    assert (
+        raw not in operator_client.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
+    )
     assert AuditEntry.objects.filter(action="api_key.created", actor_kind="operator").exists()
 
 
-def test_operator_revokes_keys_from_the_list(admin_client, integrator_key) -> None:
-    admin_client.post(
+def test_operator_revokes_keys_from_the_list(operator_client, integrator_key) -> None:
+    operator_client.post(
         "/admin/accounts/apikey/",
         {"action": "revoke", "_selected_action": [integrator_key.pk]},
     )
@@ -97,8 +95,8 @@ def test_operator_revokes_keys_from_the_list(admin_client, integrator_key) -> No
     assert integrator_key.revoked_at is not None
 
 
-def test_operator_suspends_a_citizen(admin_client, citizen) -> None:
-    admin_client.post(
+def test_operator_suspends_a_citizen(operator_client, citizen) -> None:
+    operator_client.post(
         "/admin/accounts/user/", {"action": "suspend", "_selected_action": [citizen.pk]}
     )
     citizen.refresh_from_db()
@@ -106,8 +104,8 @@ def test_operator_suspends_a_citizen(admin_client, citizen) -> None:
     assert AuditEntry.objects.filter(action="account.suspended", target_id=str(citizen.pk)).exists()
 
 
-def test_admin_changes_land_in_the_audit_trail(admin_client, department) -> None:
-    response = admin_client.post(
+def test_admin_changes_land_in_the_audit_trail(operator_client, department) -> None:
+    response = operator_client.post(
         f"/admin/accounts/department/{department.pk}/change/",
         {
             "code": department.code,
@@ -123,22 +121,22 @@ def test_admin_changes_land_in_the_audit_trail(admin_client, department) -> None
     assert entry.target_id == str(department.pk)
 
 
-def test_audit_trail_cannot_be_edited(admin_client, citizen) -> None:
+def test_audit_trail_cannot_be_edited(operator_client, citizen) -> None:
     from accounts.audit import audit_record
 
     entry = audit_record(actor=None, action="test", target=citizen)
-    assert admin_client.get("/admin/accounts/auditentry/").status_code == 200
+    assert operator_client.get("/admin/accounts/auditentry/").status_code == 200
     assert (
-        admin_client.post(
+        operator_client.post(
             f"/admin/accounts/auditentry/{entry.pk}/delete/", {"post": "yes"}
         ).status_code
         == 403
     )
-    assert admin_client.get("/admin/accounts/auditentry/add/").status_code == 403
+    assert operator_client.get("/admin/accounts/auditentry/add/").status_code == 403
 
 
-def test_operator_creates_a_staff_account_for_a_department(admin_client, department) -> None:
-    response = admin_client.post(
+def test_operator_creates_a_staff_account_for_a_department(operator_client, department) -> None:
+    response = operator_client.post(
         "/admin/accounts/user/add/",
         {
             "username": "li.clerk",
@@ -165,11 +163,11 @@ def test_operator_creates_a_staff_account_for_a_department(admin_client, departm
         "/admin/accounts/user/add/",
     ],
 )
-def test_admin_pages_render(admin_client, citizen, integrator_key, page) -> None:
-    assert admin_client.get(page).status_code == 200
+def test_admin_pages_render(operator_client, citizen, integrator_key, page) -> None:
+    assert operator_client.get(page).status_code == 200
 
 
-def test_sms_code_log_masks_the_phone(admin_client, api) -> None:
+def test_sms_code_log_masks_the_phone(operator_client, api) -> None:
     api.post("/api/v1/auth/otp/", {"phone": "13800138000"}, format="json")
-    html = admin_client.get("/admin/accounts/otpchallenge/").content.decode()
+    html = operator_client.get("/admin/accounts/otpchallenge/").content.decode()
     assert "138****8000" in html and "13800138000" not in html

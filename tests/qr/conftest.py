@@ -13,9 +13,7 @@ from accounts.models import ApiKey, ApiKeyScope, User
 from qr import caches, codes, keys, scans
 from qr.models import Disclosure, ScanEvent, ScannerProfile
 from qr.recorders import get_recorder
-from services.models import Service
 from tests.conftest import _key, client_with_key
-from tests.services.factories import ServiceFactory
 
 
 @pytest.fixture(autouse=True)
@@ -88,16 +86,6 @@ def hall_api(hall_key):  # type: ignore[no-untyped-def]
 def gate_profile(scanner_key) -> ScannerProfile:  # type: ignore[no-untyped-def]
     """The default scanner is a metro gate: valid and level only."""
     return ScannerProfile.objects.create(api_key=scanner_key, place="地铁2号线 五一广场站 3号闸机")
-
-
-@pytest.fixture
-def service(department) -> Service:  # type: ignore[no-untyped-def]
-    return ServiceFactory(department=department, code="hrss-card", name="社会保障卡申领")
-
-
-@pytest.fixture
-def other_service(other_department) -> Service:  # type: ignore[no-untyped-def]
-    return ServiceFactory(department=other_department, code="gjj-withdraw", name="公积金提取")
 
 
 def create_venue(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 
 from qr import keys
 from qr.models import SigningKey
@@ -12,33 +11,26 @@ from tests.qr.conftest import create_venue, issue, recorded_scans, verify
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(operator) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
 def test_the_admin_pages_render(
-    admin_client, citizen, citizen_api, scanner_api, integrator_api, service, hall_key
+    operator_client, citizen, citizen_api, scanner_api, integrator_api, service, hall_key
 ):
     keys.signing_key_ensure()
     create_venue(integrator_api, service.code)
     verify(scanner_api, issue(citizen_api)["code"])
     recorded_scans()
     for page in ("signingkey", "venuecode", "scannerprofile", "scanevent"):
-        response = admin_client.get(f"/admin/qr/{page}/")
+        response = operator_client.get(f"/admin/qr/{page}/")
         assert response.status_code == 200, page
-    assert admin_client.get("/admin/qr/scannerprofile/add/").status_code == 200
+    assert operator_client.get("/admin/qr/scannerprofile/add/").status_code == 200
 
 
 def test_scan_events_show_no_full_subject_and_nothing_personal(
-    admin_client, citizen, citizen_api, hall_api
+    operator_client, citizen, citizen_api, hall_api
 ):
     verify(hall_api, issue(citizen_api)["code"])
     (event,) = recorded_scans()
-    listing = admin_client.get("/admin/qr/scanevent/").content.decode()
-    detail = admin_client.get(f"/admin/qr/scanevent/{event.pk}/change/").content.decode()
+    listing = operator_client.get("/admin/qr/scanevent/").content.decode()
+    detail = operator_client.get(f"/admin/qr/scanevent/{event.pk}/change/").content.decode()
     for page in (listing, detail):
         assert citizen.subject not in page
         assert citizen.subject[:6] in page
@@ -46,7 +38,7 @@ def test_scan_events_show_no_full_subject_and_nothing_personal(
             assert secret not in page
 
 
-def test_venue_codes_show_their_scan_counts(admin_client, integrator_api, service, api):
+def test_venue_codes_show_their_scan_counts(operator_client, integrator_api, service, api):
     body = create_venue(integrator_api, service.code)
     for _ in range(3):
         api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json")
@@ -56,21 +48,21 @@ def test_venue_codes_show_their_scan_counts(admin_client, integrator_api, servic
 
     (venue,) = venue_codes_with_scan_counts(VenueCode.objects.all())
     assert venue.scan_count == 3
-    page = admin_client.get("/admin/qr/venuecode/").content.decode()
+    page = operator_client.get("/admin/qr/venuecode/").content.decode()
     assert '<td class="field-scan_count_display">3</td>' in page
 
 
-def test_the_rotate_button_publishes_a_new_key(admin_client):
+def test_the_rotate_button_publishes_a_new_key(operator_client):
     keys.signing_key_ensure()
-    response = admin_client.post("/admin/qr/signingkey/rotate/", {"immediately": "1"})
+    response = operator_client.post("/admin/qr/signingkey/rotate/", {"immediately": "1"})
     assert response.status_code == 302
     assert SigningKey.objects.count() == 2
-    assert admin_client.get("/admin/qr/signingkey/rotate/").status_code == 405
+    assert operator_client.get("/admin/qr/signingkey/rotate/").status_code == 405
 
 
-def test_the_deactivate_action_revokes_codes(admin_client, integrator_api, service, api):
+def test_the_deactivate_action_revokes_codes(operator_client, integrator_api, service, api):
     body = create_venue(integrator_api, service.code)
-    admin_client.post(
+    operator_client.post(
         "/admin/qr/venuecode/",
         {"action": "deactivate", "_selected_action": [body["id"]]},
     )
@@ -78,8 +70,8 @@ def test_the_deactivate_action_revokes_codes(admin_client, integrator_api, servi
     assert resolved.status_code == 410
 
 
-def test_an_operator_sets_a_scanner_profile(admin_client, scanner_key, citizen_api, scanner_api):
-    response = admin_client.post(
+def test_an_operator_sets_a_scanner_profile(operator_client, scanner_key, citizen_api, scanner_api):
+    response = operator_client.post(
         "/admin/qr/scannerprofile/add/",
         {"api_key": str(scanner_key.pk), "place": "市图书馆 一楼", "disclosure": "masked_name"},
     )

@@ -22,7 +22,7 @@ def test_a_department_creates_a_venue_code_for_its_service(integrator_api, servi
     assert body | {"id": "-", "code": "-", "created_at": "-"} == {
         "id": "-",
         "code": "-",
-        "service": "hrss-card",
+        "service": "sbk-apply",
         "label": "3号窗口",
         "location": "芙蓉中路二段",
         "is_active": True,
@@ -33,7 +33,7 @@ def test_a_department_creates_a_venue_code_for_its_service(integrator_api, servi
     assert claims["knd"] == "venue"
     assert "exp" not in claims
     assert claims["jti"] == body["id"]
-    assert claims["sub"] == "hrss-card"
+    assert claims["sub"] == "sbk-apply"
     assert claims["lvl"] == service.identity_level
 
 
@@ -107,7 +107,7 @@ def test_the_app_resolves_what_a_venue_code_opens(integrator_api, service, api):
     assert response.status_code == 200
     assert response.json() == {
         "kind": "venue",
-        "service": {"code": "hrss-card", "name": "社会保障卡申领"},
+        "service": {"code": "sbk-apply", "name": "社会保障卡申领"},
         "label": "3号窗口",
         "location": "芙蓉中路二段",
     }
@@ -147,7 +147,7 @@ def test_a_scanner_may_verify_a_venue_code(integrator_api, service, scanner_api)
     assert answer == {
         "valid": True,
         "kind": "venue",
-        "subject": {"id": "hrss-card", "identity_level": service.identity_level},
+        "subject": {"id": "sbk-apply", "identity_level": service.identity_level},
         "expires_at": None,
     }
     # Printed codes are scanned again and again: no replay for venue codes.

@@ -10,20 +10,9 @@ import pytest
 
 from services.models import Service
 from tests.services.department import DepartmentServer
-from tests.services.factories import CategoryFactory, ServiceFactory
+from tests.services.factories import ServiceFactory
 
 GOOD_FORM = {"reason": "首次申领", "phone": "13800138000"}
-
-
-@pytest.fixture
-def service(department) -> Service:
-    """A free service of the citizen's fixture department (hrss)."""
-    return ServiceFactory(
-        code="sbk-apply",
-        name="社会保障卡申领",
-        department=department,
-        category=CategoryFactory(code="shebao"),
-    )
 
 
 @pytest.fixture

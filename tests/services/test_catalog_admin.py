@@ -14,41 +14,35 @@ from tests.services.factories import SIMPLE_FORM, CategoryFactory, ServiceFactor
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(client, operator):
-    client.force_login(operator)
-    return client
-
-
-def upload(admin_client, document) -> object:
+def upload(operator_client, document) -> object:
     data = io.BytesIO(json.dumps(document, ensure_ascii=False).encode())
     data.name = "catalog.json"
-    return admin_client.post("/admin/services/service/import/", {"file": data}, follow=True)
+    return operator_client.post("/admin/services/service/import/", {"file": data}, follow=True)
 
 
-def test_export_then_import_round_trips_the_catalog(admin_client) -> None:
+def test_export_then_import_round_trips_the_catalog(operator_client) -> None:
     call_command("seed_demo", verbosity=0)
     ids = list(Service.objects.values_list("pk", flat=True))
-    exported = admin_client.post(
+    exported = operator_client.post(
         "/admin/services/service/", {"action": "export_json", "_selected_action": ids}
     )
     assert exported["Content-Disposition"].startswith("attachment")
     document = json.loads(exported.content)
     assert len(document["services"]) == len(ids)
     document["services"][0]["fee_fen"] = 12345
-    response = upload(admin_client, document)
+    response = upload(operator_client, document)
     assert "更新 1" in response.content.decode()
     assert Service.objects.get(code=document["services"][0]["code"]).fee_fen == 12345
 
 
-def test_a_bad_record_aborts_the_whole_import(admin_client, department) -> None:
+def test_a_bad_record_aborts_the_whole_import(operator_client, department) -> None:
     CategoryFactory(code="shebao")
     good = {
         "code": "new-one", "department": department.code, "category": "shebao", "name": "新事项",
         "channels": ["online"], "form_schema": SIMPLE_FORM,
     }  # fmt: skip
     bad = {**good, "code": "bad-one", "form_schema": {"type": "object", "required": "yes"}}
-    response = upload(admin_client, {"services": [good, bad]})
+    response = upload(operator_client, {"services": [good, bad]})
     html = response.content.decode()
     assert "bad-one" not in Service.objects.values_list("code", flat=True)
     assert not Service.objects.filter(code="new-one").exists()
@@ -56,12 +50,12 @@ def test_a_bad_record_aborts_the_whole_import(admin_client, department) -> None:
     assert "第 2 条（bad-one）有误" in html and "1.form_schema" in html
 
 
-def test_a_file_that_is_not_a_catalog_is_refused(admin_client) -> None:
-    response = upload(admin_client, {"nothing": 1})
+def test_a_file_that_is_not_a_catalog_is_refused(operator_client) -> None:
+    response = upload(operator_client, {"nothing": 1})
     assert "errorlist" in response.content.decode()
 
 
-def test_operator_edits_a_service_and_the_schema_is_checked(admin_client) -> None:
+def test_operator_edits_a_service_and_the_schema_is_checked(operator_client) -> None:
     service = ServiceFactory(code="x1")
     form = {
         "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
@@ -69,16 +63,16 @@ def test_operator_edits_a_service_and_the_schema_is_checked(admin_client) -> Non
         "channels": '["online"]', "identity_level": 2, "form_schema": '{"type": "string"}',
         "keywords": "[]", "is_active": "on",
     }  # fmt: skip
-    response = admin_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    response = operator_client.post(f"/admin/services/service/{service.pk}/change/", form)
     assert response.status_code == 200 and "errorlist" in response.content.decode()
     form["form_schema"] = json.dumps(SIMPLE_FORM)
-    response = admin_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    response = operator_client.post(f"/admin/services/service/{service.pk}/change/", form)
     assert response.status_code == 302
     service.refresh_from_db()
     assert service.time_limit_days == 3
 
 
-def test_catalog_admin_pages_render(admin_client) -> None:
+def test_catalog_admin_pages_render(operator_client) -> None:
     ServiceFactory()
     for page in (
         "/admin/services/service/",
@@ -86,4 +80,4 @@ def test_catalog_admin_pages_render(admin_client) -> None:
         "/admin/services/service/import/",
         "/admin/services/category/",
     ):
-        assert admin_client.get(page).status_code == 200, page
+        assert operator_client.get(page).status_code == 200, page

@@ -592,7 +592,7 @@ def test_a_delivered_hook_hears_of_its_event_type_only_with_the_departments_refe
 
 
 def test_an_operator_reads_a_delivery_and_its_tries_as_the_department_does(
-    admin_client,
+    operator_client,
     integrator_api,
     citizen_api,
     service,
@@ -604,7 +604,7 @@ def test_an_operator_reads_a_delivery_and_its_tries_as_the_department_does(
     department_server.answer(Answer(503, {"error": "maintenance window"}))
     apply(citizen_api, django_capture_on_commit_callbacks)
     delivery = Delivery.objects.get()
-    page = admin_client.get(f"/admin/services/delivery/{delivery.pk}/change/")
+    page = operator_client.get(f"/admin/services/delivery/{delivery.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()
     assert "maintenance window" in html  # the try's response, on the inline

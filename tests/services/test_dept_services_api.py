@@ -6,16 +6,11 @@ import pytest
 
 from accounts.models import AuditEntry
 from services.models import Service
-from tests.services.factories import SIMPLE_FORM, CategoryFactory, ServiceFactory
+from tests.services.factories import SIMPLE_FORM, ServiceFactory
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/dept/services/"
-
-
-@pytest.fixture
-def category(db):
-    return CategoryFactory(code="shebao", name="社保")
 
 
 def guide(**overrides) -> dict:

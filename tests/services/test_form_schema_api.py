@@ -40,11 +40,6 @@ def guide(form_schema: dict, code: str = "sbk-apply") -> dict:
     }
 
 
-@pytest.fixture
-def category(db):
-    return CategoryFactory(code="shebao", name="社保")
-
-
 def attacks(host_url: str) -> dict[str, dict]:
     return {
         "http": with_field(**{"$ref": host_url}),
@@ -102,13 +97,7 @@ def test_a_form_with_local_definitions_is_published(integrator_api, category, ci
     assert response.json()["errors"] == {"form.phone": ["格式不正确"]}
 
 
-@pytest.fixture
-def admin_client(client, operator):
-    client.force_login(operator)
-    return client
-
-
-def test_an_operator_cannot_save_a_form_that_reaches_out(admin_client, schema_host) -> None:
+def test_an_operator_cannot_save_a_form_that_reaches_out(operator_client, schema_host) -> None:
     service = ServiceFactory(code="x1")
     form = {
         "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
@@ -116,7 +105,7 @@ def test_an_operator_cannot_save_a_form_that_reaches_out(admin_client, schema_ho
         "channels": '["online"]', "identity_level": 2, "keywords": "[]", "is_active": "on",
         "form_schema": json.dumps(with_field(**{"$ref": schema_host.url()})),
     }  # fmt: skip
-    response = admin_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    response = operator_client.post(f"/admin/services/service/{service.pk}/change/", form)
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["form_schema"]
     service.refresh_from_db()
@@ -125,13 +114,13 @@ def test_an_operator_cannot_save_a_form_that_reaches_out(admin_client, schema_ho
 
 
 def test_a_catalog_file_with_a_form_that_reaches_out_is_refused(
-    admin_client, department, schema_host
+    operator_client, department, schema_host
 ) -> None:
     CategoryFactory(code="shebao")
     record = {**guide(with_field(**{"$ref": schema_host.url()})), "department": department.code}
     data = io.BytesIO(json.dumps({"services": [record]}).encode())
     data.name = "catalog.json"
-    response = admin_client.post("/admin/services/service/import/", {"file": data}, follow=True)
+    response = operator_client.post("/admin/services/service/import/", {"file": data}, follow=True)
     assert "errorlist" in response.content.decode()
     assert "0.form_schema" in response.content.decode()
     assert not Service.objects.exists()
