@@ -80,6 +80,24 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 # --- Users and privileges -----------------------------------------------------------------
 
 
+class PrivilegesAudited(admin.ModelAdmin):
+    """Every save of an account or group in the admin records what changed
+    in its powers (accounts.privileges), before and after."""
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        form.privileges_before = privileges.privileges_of(obj) if change else {}
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        super().save_related(request, form, formsets, change)
+        privileges.privileges_audit(
+            actor=request.user,
+            obj=form.instance,
+            before=getattr(form, "privileges_before", {}),
+            ip=client_ip(request),
+        )
+
+
 class StaffCreationForm(AdminUserCreationForm):
     class Meta(AdminUserCreationForm.Meta):
         model = User
@@ -102,7 +120,7 @@ class StaffChangeForm(UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
+class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     form = StaffChangeForm
     add_form = StaffCreationForm
     list_display = (
@@ -235,19 +253,6 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
             for user in queryset
             if privileges.account_may_manage(actor=request.user, target=user)
         ]
-
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
-        form.privileges_before = privileges.privileges_of(obj) if change else {}
-        super().save_model(request, obj, form, change)
-
-    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
-        super().save_related(request, form, formsets, change)
-        privileges.privileges_audit(
-            actor=request.user,
-            obj=form.instance,
-            before=getattr(form, "privileges_before", {}),
-            ip=client_ip(request),
-        )
 
     @admin.display(description=_("手机号"))
     def phone_masked_display(self, user: User) -> str:
@@ -463,7 +468,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class GroupAdmin(AuditedModelAdmin, DjangoGroupAdmin):
+class GroupAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoGroupAdmin):
     """A group's permissions are every member's: only superusers change them."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -474,19 +479,6 @@ class GroupAdmin(AuditedModelAdmin, DjangoGroupAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_superuser
-
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
-        form.privileges_before = privileges.privileges_of(obj) if change else {}
-        super().save_model(request, obj, form, change)
-
-    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
-        super().save_related(request, form, formsets, change)
-        privileges.privileges_audit(
-            actor=request.user,
-            obj=form.instance,
-            before=getattr(form, "privileges_before", {}),
-            ip=client_ip(request),
-        )
 
 
 admin.site.unregister(OutstandingToken)
