@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,32 +51,12 @@ def celery_worker(
     log = (
         log or Path(os.environ.get("TMPDIR", "/tmp")) / f"worker-{os.getpid()}-{time.time_ns()}.log"
     )
-    handle = log.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", *args],
-        cwd=ROOT,
-        env=process_env(**env),
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while wait and "ready." not in log.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", *args]
+    with _child_process(argv, log, env) as process:
+        if wait:
+            _await_start(process, log, lambda: "ready." in log.read_text(), "worker")
         process.log = log  # type: ignore[attr-defined]
         yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        handle.close()
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -102,45 +82,63 @@ def web_server(*, workers: int = 2, log: Path | None = None, **env: str) -> Iter
 
     port = free_port()
     log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"web-{os.getpid()}-{port}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+    ]
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with _child_process(argv, log, env) as process:
+        _await_start(process, log, healthy, "web server")
+        yield base
+
+
+@contextmanager
+def _child_process(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """``argv`` in a session of its own, logging to ``log``; stopped on the way out."""
     handle = log.open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-        ],
+        argv,
         cwd=ROOT,
         env=process_env(**env),
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"web server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base
+        yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         handle.close()
+
+
+def _await_start(
+    process: subprocess.Popen, log: Path, ready: Callable[[], bool], name: str
+) -> None:
+    """Waits up to a minute for ``ready()``; a child that dies or is late fails with its log."""
+    deadline = time.monotonic() + 60
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
 
 
 @contextmanager

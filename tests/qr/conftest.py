@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from accounts.models import ApiKey, ApiKeyScope, User
@@ -43,8 +44,16 @@ def recorded_scans() -> list[ScanEvent]:
     return list(ScanEvent.objects.order_by("scanned_at", "recorded_at"))
 
 
-def forge(claims: dict[str, Any] | None = None, *, drop: tuple[str, ...] = (), **overrides) -> str:  # type: ignore[no-untyped-def]
-    """A code signed with our active key, with the claims a test needs."""
+def forge(  # type: ignore[no-untyped-def]
+    claims: dict[str, Any] | None = None,
+    *,
+    drop: tuple[str, ...] = (),
+    kid: str | None = None,
+    private_key: Ed25519PrivateKey | None = None,
+    **overrides,
+) -> str:
+    """A code with the claims a test needs, signed with our active key unless
+    ``kid`` or ``private_key`` name another."""
     now = int(time.time())
     body = {
         "iss": settings.QR_ISSUER,
@@ -59,8 +68,11 @@ def forge(claims: dict[str, Any] | None = None, *, drop: tuple[str, ...] = (), *
     }
     for name in drop:
         body.pop(name, None)
-    kid, private = keys.keyring_ensure()
-    return codes.sign(body, kid=kid, private_key=private)
+    if kid is None or private_key is None:
+        active_kid, active_private = keys.keyring_ensure()
+        kid = active_kid if kid is None else kid
+        private_key = active_private if private_key is None else private_key
+    return codes.sign(body, kid=kid, private_key=private_key)
 
 
 def citizen_code(user: User, **overrides) -> str:  # type: ignore[no-untyped-def]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.utils import timezone
 
-from services.models import Service
+from accounts.models import Department
+from services.models import Delivery, Endpoint, Service
+from services.routing import deliveries, endpoints, events
 from tests.services.department import DepartmentServer
 from tests.services.factories import ServiceFactory
 
@@ -42,6 +47,58 @@ def submit(client, service_code: str = "sbk-apply", form: dict | None = None, **
         format="json",
         **headers,
     )
+
+
+# --- Deliveries to a department's endpoint ------------------------------------------------------
+
+APPLICATION_EVENTS = (
+    events.APPLICATION_SUBMITTED,
+    events.APPLICATION_CANCELLED,
+    events.APPLICATION_SUPPLEMENTED,
+)
+
+
+def department_endpoint(
+    department: Department, server: DepartmentServer, event_types: Iterable[str]
+) -> Endpoint:
+    """The department's endpoint on its local server; ``secret_shown`` is the secret it was shown."""
+    endpoint, secret = endpoints.endpoint_create(
+        department=department,
+        url=server.url("/hrss/events"),
+        events=list(event_types),
+        actor=None,
+    )
+    endpoint.secret_shown = secret
+    return endpoint
+
+
+@pytest.fixture
+def hook(department, department_server) -> Endpoint:
+    """The department's endpoint for every event of a citizen's application."""
+    return department_endpoint(department, department_server, APPLICATION_EVENTS)
+
+
+@pytest.fixture
+def apply(citizen_api, service, django_capture_on_commit_callbacks):
+    """Submits an application (the citizen's, or ``client``'s) and delivers what it sent."""
+
+    def submit_and_deliver(client=None, **kwargs) -> dict:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = submit(citizen_api if client is None else client, **kwargs)
+        assert response.status_code == 201, response.json()
+        return response.json()
+
+    return submit_and_deliver
+
+
+def try_again(delivery: Delivery, capture) -> Delivery:
+    """The delivery's retry comes due and a worker picks it up."""
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    with capture(execute=True):
+        deliveries.delivery_attempt(delivery.pk)
+    return Delivery.objects.get(pk=delivery.pk)
 
 
 class SchemaHost:

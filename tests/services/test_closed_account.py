@@ -10,36 +10,13 @@ import pytest
 
 from accounts.models import User
 from services.models import Application, Delivery, OutboxEvent, TimelineEntry
-from services.routing import endpoints, events
+from services.routing import events
 from tests.services.conftest import submit
 
 pytestmark = pytest.mark.django_db
 
 ME = "/api/v1/me/"
 DEPT = "/api/v1/dept/applications/"
-
-
-@pytest.fixture
-def hook(department, department_server):
-    endpoint, secret = endpoints.endpoint_create(
-        department=department,
-        url=department_server.url("/hrss/events"),
-        events=[
-            events.APPLICATION_SUBMITTED,
-            events.APPLICATION_CANCELLED,
-            events.APPLICATION_SUPPLEMENTED,
-        ],
-        actor=None,
-    )
-    endpoint.secret_shown = secret
-    return endpoint
-
-
-def apply(client, capture, **kwargs):
-    with capture(execute=True):
-        response = submit(client, **kwargs)
-    assert response.status_code == 201, response.json()
-    return response.json()
 
 
 def personal_data(citizen: User) -> list[str]:
@@ -57,12 +34,12 @@ def test_a_replay_after_the_account_closed_carries_the_subject_only(
     citizen,
     citizen_api,
     integrator_api,
-    service,
+    apply,
     hook,
     department_server,
     django_capture_on_commit_callbacks,
 ) -> None:
-    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    body = apply()
     [first] = department_server.received
     assert first.verified(hook.secret_shown)["data"]["application"]["applicant"]["name"] == "张三丰"
     delivery = Delivery.objects.get()
@@ -94,12 +71,12 @@ def test_closing_strips_every_stored_event_of_the_citizen_and_no_one_elses(
     other_citizen,
     other_citizen_api,
     integrator_api,
-    service,
+    apply,
     hook,
     django_capture_on_commit_callbacks,
 ) -> None:
     capture = django_capture_on_commit_callbacks
-    supplemented = apply(citizen_api, capture)
+    supplemented = apply()
     for status in ("accepted", "needs_info"):
         integrator_api.post(
             f"{DEPT}{supplemented['number']}/status/", {"status": status}, format="json"
@@ -110,14 +87,14 @@ def test_closing_strips_every_stored_event_of_the_citizen_and_no_one_elses(
             {"form": {"phone": "13800138000", "copies": 2}},
             format="json",
         )
-    cancelled = apply(citizen_api, capture)
+    cancelled = apply()
     with capture(execute=True):
         citizen_api.post(
             f"/api/v1/applications/{cancelled['id']}/cancel/",
             {"reason": "张三丰换了电话 13800138000"},
             format="json",
         )
-    theirs = apply(other_citizen_api, capture)
+    theirs = apply(other_citizen_api)
     mine = OutboxEvent.objects.filter(application__applicant=citizen)
     before = {event.id: event.type for event in mine}
     assert sorted(before.values()) == [
@@ -140,9 +117,9 @@ def test_closing_strips_every_stored_event_of_the_citizen_and_no_one_elses(
 
 
 def test_the_department_keeps_the_case_under_the_subject_and_can_finish_it(
-    citizen, citizen_api, integrator_api, service, hook, django_capture_on_commit_callbacks
+    citizen, citizen_api, integrator_api, apply, hook
 ) -> None:
-    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    body = apply()
     integrator_api.post(
         f"{DEPT}{body['number']}/status/",
         {"status": "accepted", "note": "已受理", "reference": "HRSS-1"},

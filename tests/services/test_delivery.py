@@ -13,53 +13,16 @@ from accounts.models import Message
 from services.models import Application, Delivery, DeliveryStatus, Endpoint
 from services.routing import deliveries, endpoints, events, outbox, sweeper, transport
 from tests.accounts.factories import StaffFactory
-from tests.services.conftest import submit
+from tests.services.conftest import try_again
 from tests.services.department import Answer
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def hook(department, department_server):
-    endpoint, secret = endpoints.endpoint_create(
-        department=department,
-        url=department_server.url("/hrss/events"),
-        events=[
-            events.APPLICATION_SUBMITTED,
-            events.APPLICATION_CANCELLED,
-            events.APPLICATION_SUPPLEMENTED,
-        ],
-        actor=None,
-    )
-    endpoint.secret_shown = secret
-    return endpoint
-
-
-def apply(client, capture, **kwargs):
-    with capture(execute=True):
-        response = submit(client, **kwargs)
-    assert response.status_code == 201, response.json()
-    return response.json()
-
-
-def make_due(delivery: Delivery) -> None:
-    Delivery.objects.filter(pk=delivery.pk).update(
-        next_attempt_at=timezone.now() - dt.timedelta(seconds=1)
-    )
-
-
-def try_again(delivery: Delivery, capture) -> Delivery:
-    """What the worker does when the retry comes due."""
-    make_due(delivery)
-    with capture(execute=True):
-        deliveries.delivery_attempt(delivery.pk)
-    return Delivery.objects.get(pk=delivery.pk)
-
-
 def test_a_submitted_application_reaches_the_department_signed(
-    citizen, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    citizen, citizen_api, apply, hook, department_server
 ) -> None:
-    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    body = apply()
     [request] = department_server.received
     payload = request.verified(hook.secret_shown)  # raises if the signature is wrong
     assert payload["type"] == "application.submitted"
@@ -86,26 +49,18 @@ def test_a_submitted_application_reaches_the_department_signed(
     )
 
 
-def test_a_wrong_secret_does_not_verify(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
-) -> None:
+def test_a_wrong_secret_does_not_verify(apply, hook, department_server) -> None:
     from standardwebhooks import WebhookVerificationError
 
     from services.routing.transport import secret_generate
 
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     with pytest.raises(WebhookVerificationError):
         department_server.received[0].verified(secret_generate())
 
 
 def test_only_subscribed_live_endpoints_of_the_owning_department_receive(
-    citizen_api,
-    service,
-    hook,
-    department,
-    other_department,
-    department_server,
-    django_capture_on_commit_callbacks,
+    apply, hook, department, other_department, department_server
 ) -> None:
     endpoints.endpoint_create(
         department=department,
@@ -126,15 +81,15 @@ def test_only_subscribed_live_endpoints_of_the_owning_department_receive(
         actor=None,
     )
     endpoints.endpoint_update(endpoint=off, actor=None, is_active=False)
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     assert [r.path for r in department_server.received] == ["/hrss/events"]
 
 
 def test_a_failing_department_gets_the_same_event_again_until_it_recovers(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     department_server.answer(Answer(500, {"error": "db down"}), Answer(503, {}))
-    body = apply(citizen_api, django_capture_on_commit_callbacks)
+    body = apply()
     delivery = Delivery.objects.get()
     assert delivery.status == "pending" and delivery.attempt_count == 1
     wait = (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()
@@ -153,10 +108,10 @@ def test_a_failing_department_gets_the_same_event_again_until_it_recovers(
 
 
 def test_a_delivery_that_never_succeeds_is_dead_lettered_after_the_schedule(
-    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    settings, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     department_server.default = Answer(500, {})
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     delivery = Delivery.objects.get()
     while delivery.status == DeliveryStatus.PENDING:
         delivery = try_again(delivery, django_capture_on_commit_callbacks)
@@ -170,47 +125,33 @@ def test_a_delivery_that_never_succeeds_is_dead_lettered_after_the_schedule(
     [(400, False), (401, False), (404, False), (408, True), (429, True), (502, True)],
 )
 def test_client_errors_are_final_except_timeout_and_throttling(
-    citizen_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
-    status,
-    retried,
+    apply, hook, department_server, status, retried
 ) -> None:
     department_server.answer(Answer(status, {}))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     delivery = Delivery.objects.get()
     assert delivery.status == ("pending" if retried else "failed")
 
 
-def test_retry_after_is_honoured_on_429(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
-) -> None:
+def test_retry_after_is_honoured_on_429(apply, hook, department_server) -> None:
     department_server.answer(Answer(429, {}, {"Retry-After": "120"}))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     delivery = Delivery.objects.get()
     assert 119 <= (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds() <= 121
 
 
 def test_410_gone_disables_the_endpoint_and_its_events_wait_for_it(
-    department,
-    citizen_api,
-    integrator_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    department, apply, integrator_api, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     clerk = StaffFactory(department=department)
     department_server.answer(Answer(410, {}))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     hook.refresh_from_db()
     assert not hook.is_active and hook.disabled_reason == "410 Gone"
     assert Message.objects.filter(user=clerk, kind="endpoint.disabled").exists()
     first = Delivery.objects.get()
     assert first.status == "pending" and first.next_attempt_at is None  # held, not dead
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     assert len(department_server.received) == 1  # nothing is sent to a disabled endpoint...
     assert (
         Delivery.objects.filter(status="pending", next_attempt_at=None).count() == 2
@@ -225,16 +166,11 @@ def test_410_gone_disables_the_endpoint_and_its_events_wait_for_it(
 
 
 def test_a_department_pausing_its_endpoint_loses_nothing(
-    citizen_api,
-    integrator_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    apply, integrator_api, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     integrator_api.patch(f"/api/v1/dept/endpoints/{hook.id}/", {"is_active": False}, format="json")
     for _ in range(2):
-        apply(citizen_api, django_capture_on_commit_callbacks)
+        apply()
     assert department_server.received == []
     with django_capture_on_commit_callbacks(execute=True):
         integrator_api.patch(
@@ -244,21 +180,17 @@ def test_a_department_pausing_its_endpoint_loses_nothing(
     assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
 
 
-def test_redirects_are_not_followed(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
-) -> None:
+def test_redirects_are_not_followed(apply, hook, department_server) -> None:
     department_server.answer(Answer(302, {}, {"Location": "http://169.254.169.254/"}))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     assert len(department_server.received) == 1
     assert Delivery.objects.get().status == "failed"
 
 
-def test_a_slow_department_times_out(
-    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
-) -> None:
+def test_a_slow_department_times_out(settings, apply, hook, department_server) -> None:
     settings.ROUTING_TIMEOUT_SECONDS = 0.5
     department_server.answer(Answer(200, {}, delay=2))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     delivery = Delivery.objects.get()
     assert delivery.status == "pending"
     attempt = delivery.attempts.get()
@@ -267,10 +199,10 @@ def test_a_slow_department_times_out(
 
 
 def test_the_address_is_checked_again_at_delivery_time(
-    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    settings, apply, hook, department_server
 ) -> None:
     settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False  # the endpoint now points somewhere forbidden
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     assert department_server.received == []
     delivery = Delivery.objects.get()
     assert delivery.attempts.get().error == str(transport.REFUSED)
@@ -278,12 +210,7 @@ def test_the_address_is_checked_again_at_delivery_time(
 
 
 def test_a_host_whose_dns_answer_changes_is_refused_at_send_time_without_saying_why(
-    settings,
-    monkeypatch,
-    citizen_api,
-    integrator_api,
-    service,
-    django_capture_on_commit_callbacks,
+    settings, monkeypatch, apply, integrator_api
 ) -> None:
     """Registered while their names pointed to public addresses; by the first
     event one name points to loopback through an SIIT address, the other no
@@ -318,7 +245,7 @@ def test_a_host_whose_dns_answer_changes_is_refused_at_send_time_without_saying_
         raise AssertionError("a refused address was connected to")
 
     monkeypatch.setattr(transport, "_http", no_connection)
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     errors = set()
     deliveries = integrator_api.get("/api/v1/dept/deliveries/").json()["results"]
     assert len(deliveries) == 2
@@ -334,8 +261,7 @@ def test_a_host_whose_dns_answer_changes_is_refused_at_send_time_without_saying_
 def test_the_circuit_breaker_pauses_holds_and_resumes(
     settings,
     department,
-    citizen_api,
-    service,
+    apply,
     hook,
     department_server,
     django_capture_on_commit_callbacks,
@@ -345,14 +271,14 @@ def test_the_circuit_breaker_pauses_holds_and_resumes(
     clerk = StaffFactory(department=department)
     department_server.default = Answer(500, {})
     for _ in range(3):
-        apply(citizen_api, django_capture_on_commit_callbacks)
+        apply()
     hook.refresh_from_db()
     assert hook.state == "paused" and "3 consecutive failures" in hook.pause_reason
     assert Message.objects.filter(user=clerk, kind="endpoint.paused").exists()
     assert integrator_api.get(f"/api/v1/dept/endpoints/{hook.id}/").json()["state"] == "paused"
 
     # While paused, new events wait without spending their retries.
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     held = Delivery.objects.order_by("-created_at").first()
     assert held.attempt_count == 0 and held.next_attempt_at is None
     assert len(department_server.received) == 3
@@ -393,15 +319,10 @@ def test_ping_reaches_the_endpoint_signed(
 
 
 def test_a_dead_letter_is_replayed_with_the_same_id(
-    citizen_api,
-    integrator_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    apply, integrator_api, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     department_server.answer(Answer(400, {"error": "schema"}))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     delivery = Delivery.objects.get()
     assert delivery.status == "failed"
     with django_capture_on_commit_callbacks(execute=True):
@@ -413,18 +334,12 @@ def test_a_dead_letter_is_replayed_with_the_same_id(
 
 
 def test_the_department_reads_its_deliveries_and_their_attempts(
-    citizen_api,
-    integrator_api,
-    other_integrator_key,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    apply, integrator_api, other_integrator_key, hook, department_server
 ) -> None:
     from tests.conftest import client_with_key
 
     department_server.answer(Answer(500, {"e": 1}))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     delivery = Delivery.objects.get()
     listed = integrator_api.get(
         "/api/v1/dept/deliveries/", {"endpoint": str(hook.id), "status": "pending"}
@@ -482,11 +397,9 @@ def test_the_sweeper_delivers_what_lost_its_nudge(
         assert sweeper.deliveries_sweep() == {"deliveries": 0, "events": 0}
 
 
-def test_a_huge_response_is_cut_short(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
-) -> None:
+def test_a_huge_response_is_cut_short(apply, hook, department_server) -> None:
     department_server.answer(Answer(200, b"x" * 500_000))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     attempt = Delivery.objects.get().attempts.get()
     assert len(attempt.response_body) == 2048
 
@@ -592,17 +505,11 @@ def test_a_delivered_hook_hears_of_its_event_type_only_with_the_departments_refe
 
 
 def test_an_operator_reads_a_delivery_and_its_tries_as_the_department_does(
-    operator_client,
-    integrator_api,
-    citizen_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    operator_client, integrator_api, apply, hook, department_server
 ) -> None:
     """The admin and the department API show one record of a delivery."""
     department_server.answer(Answer(503, {"error": "maintenance window"}))
-    apply(citizen_api, django_capture_on_commit_callbacks)
+    apply()
     delivery = Delivery.objects.get()
     page = operator_client.get(f"/admin/services/delivery/{delivery.pk}/change/")
     assert page.status_code == 200

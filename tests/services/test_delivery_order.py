@@ -9,9 +9,9 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from services.models import Application, Delivery
+from services.models import Application, Delivery, Endpoint
 from services.routing import deliveries, endpoints, events, outbox, sweeper
-from tests.services.conftest import submit
+from tests.services.conftest import department_endpoint, try_again
 from tests.services.department import Answer
 
 pytestmark = pytest.mark.django_db
@@ -20,21 +20,9 @@ SUBMITTED, CANCELLED = events.APPLICATION_SUBMITTED, events.APPLICATION_CANCELLE
 
 
 @pytest.fixture
-def hook(department, department_server):
-    endpoint, _secret = endpoints.endpoint_create(
-        department=department,
-        url=department_server.url("/hrss/events"),
-        events=[SUBMITTED, CANCELLED],
-        actor=None,
-    )
-    return endpoint
-
-
-def apply(client, capture) -> dict:
-    with capture(execute=True):
-        response = submit(client)
-    assert response.status_code == 201, response.json()
-    return response.json()
+def hook(department, department_server) -> Endpoint:
+    """The department's endpoint for submits and cancels only."""
+    return department_endpoint(department, department_server, [SUBMITTED, CANCELLED])
 
 
 def cancel(client, capture, application: dict) -> None:
@@ -47,13 +35,12 @@ def delivery_of(application: dict, event_type: str) -> Delivery:
     return Delivery.objects.get(event__application_id=application["id"], event__type=event_type)
 
 
-def try_again(delivery: Delivery, capture) -> None:
-    """The delivery's retry comes due and a worker picks it up."""
-    Delivery.objects.filter(pk=delivery.pk).update(
-        next_attempt_at=timezone.now() - dt.timedelta(seconds=1)
-    )
-    with capture(execute=True):
-        deliveries.delivery_attempt(delivery.pk)
+def delivery_places() -> dict[tuple[int | None, str], tuple[int | None, int | None]]:
+    """Each delivery's place in its order, by (application id, event type)."""
+    return {
+        (d.event.application_id, d.event.type): (d.ordering_key, d.sequence)
+        for d in Delivery.objects.select_related("event")
+    }
 
 
 def arrivals(server) -> list[tuple[str, str]]:
@@ -63,11 +50,11 @@ def arrivals(server) -> list[tuple[str, str]]:
 
 
 def test_a_cancel_right_after_a_submit_waits_until_the_submit_is_delivered(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    citizen_api, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     capture = django_capture_on_commit_callbacks
     department_server.answer(Answer(500, {"error": "busy"}))
-    application = apply(citizen_api, capture)
+    application = apply()
     cancel(citizen_api, capture, application)
     number = application["number"]
     assert arrivals(department_server) == [(number, SUBMITTED)]
@@ -91,12 +78,12 @@ def test_a_cancel_right_after_a_submit_waits_until_the_submit_is_delivered(
 
 
 def test_a_dead_lettered_event_releases_the_next_one(
-    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    settings, citizen_api, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     capture = django_capture_on_commit_callbacks
     settings.ROUTING_RETRY_SCHEDULE = [5]
     department_server.answer(Answer(500, {}), Answer(500, {}))
-    application = apply(citizen_api, capture)
+    application = apply()
     cancel(citizen_api, capture, application)
     assert len(department_server.received) == 1
     try_again(delivery_of(application, SUBMITTED), capture)  # the last try fails too
@@ -106,24 +93,24 @@ def test_a_dead_lettered_event_releases_the_next_one(
 
 
 def test_a_client_error_on_the_earlier_event_does_not_hold_the_later_one(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    citizen_api, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     capture = django_capture_on_commit_callbacks
     department_server.answer(Answer(400, {"error": "schema"}))  # final at once: dead letter
-    application = apply(citizen_api, capture)
+    application = apply()
     cancel(citizen_api, capture, application)
     assert [t for _n, t in arrivals(department_server)] == [SUBMITTED, CANCELLED]
     assert delivery_of(application, CANCELLED).status == "succeeded"
 
 
 def test_events_of_different_applications_do_not_wait_for_each_other(
-    citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    citizen_api, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     capture = django_capture_on_commit_callbacks
     department_server.answer(Answer(500, {}))
-    stuck = apply(citizen_api, capture)
+    stuck = apply()
     cancel(citizen_api, capture, stuck)
-    other = apply(citizen_api, capture)
+    other = apply()
     cancel(citizen_api, capture, other)
     assert arrivals(department_server) == [
         (stuck["number"], SUBMITTED),
@@ -134,27 +121,22 @@ def test_events_of_different_applications_do_not_wait_for_each_other(
 
 
 def test_a_ping_does_not_wait_for_an_applications_events(
-    citizen_api,
-    integrator_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    apply, integrator_api, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     capture = django_capture_on_commit_callbacks
     department_server.answer(Answer(500, {}))
-    apply(citizen_api, capture)
+    apply()
     with capture(execute=True):
         assert integrator_api.post(f"/api/v1/dept/endpoints/{hook.id}/test/").status_code == 202
     assert [r.payload["type"] for r in department_server.received] == [SUBMITTED, "ping"]
 
 
 def test_the_sweeper_leaves_a_waiting_event_alone_until_its_turn(
-    settings, citizen_api, service, hook, department_server, django_capture_on_commit_callbacks
+    settings, citizen_api, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     capture = django_capture_on_commit_callbacks
     department_server.answer(Answer(500, {}))
-    application = apply(citizen_api, capture)
+    application = apply()
     cancel(citizen_api, capture, application)
     long_ago = timezone.now() - dt.timedelta(seconds=settings.ROUTING_SWEEP_GRACE_SECONDS + 1)
     Delivery.objects.filter(pk=delivery_of(application, CANCELLED).pk).update(
@@ -174,18 +156,13 @@ def test_the_sweeper_leaves_a_waiting_event_alone_until_its_turn(
 
 
 def test_held_events_keep_their_order_when_the_endpoint_is_switched_back_on(
-    citizen_api,
-    integrator_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    citizen_api, integrator_api, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     capture = django_capture_on_commit_callbacks
     integrator_api.patch(f"/api/v1/dept/endpoints/{hook.id}/", {"is_active": False}, format="json")
-    first = apply(citizen_api, capture)
+    first = apply()
     cancel(citizen_api, capture, first)
-    second = apply(citizen_api, capture)
+    second = apply()
     cancel(citizen_api, capture, second)
     assert department_server.received == []
     with capture(execute=True):
@@ -199,18 +176,13 @@ def test_held_events_keep_their_order_when_the_endpoint_is_switched_back_on(
 
 
 def test_a_replayed_dead_letter_goes_at_once_and_the_later_retry_waits_for_it(
-    citizen_api,
-    integrator_api,
-    service,
-    hook,
-    department_server,
-    django_capture_on_commit_callbacks,
+    citizen_api, integrator_api, apply, hook, department_server, django_capture_on_commit_callbacks
 ) -> None:
     """A replay takes its event's old place: nothing delivered is recalled,
     an event after it that is still pending waits for it again."""
     capture = django_capture_on_commit_callbacks
     department_server.answer(Answer(400, {}), Answer(500, {}), Answer(503, {}))
-    application = apply(citizen_api, capture)  # 400: dead letter
+    application = apply()  # 400: dead letter
     cancel(citizen_api, capture, application)  # goes, 500: retrying
     submitted = delivery_of(application, SUBMITTED)
     with capture(execute=True):
@@ -234,11 +206,7 @@ def test_each_event_of_an_application_takes_the_next_place(
     one = application_submit(citizen=citizen, service=service, form=GOOD_FORM)
     two = application_submit(citizen=citizen, service=service, form=GOOD_FORM)
     application_cancel(citizen=citizen, application=one)
-    places = {
-        (d.event.application_id, d.event.type): (d.ordering_key, d.sequence)
-        for d in Delivery.objects.select_related("event")
-    }
-    assert places == {
+    assert delivery_places() == {
         (one.pk, SUBMITTED): (one.pk, 1),
         (two.pk, SUBMITTED): (two.pk, 1),
         (one.pk, CANCELLED): (one.pk, 2),
@@ -269,11 +237,7 @@ def test_deliveries_pending_at_the_upgrade_take_their_places(
 
     migration = importlib.import_module("services.migrations.0004_delivery_order")
     migration.order_pending_deliveries(apps, None)
-    places = {
-        (d.event.application_id, d.event.type): (d.ordering_key, d.sequence)
-        for d in Delivery.objects.select_related("event")
-    }
-    assert places == {
+    assert delivery_places() == {
         (one.pk, SUBMITTED): (one.pk, 1),
         (one.pk, CANCELLED): (one.pk, 2),
         (two.pk, SUBMITTED): (None, None),  # finished: holds nothing back
