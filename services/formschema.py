@@ -214,11 +214,11 @@ _FormValidator = validators.extend(
 
 
 def _never_retrieve(uri: str) -> referencing.Resource[Any]:
-    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs alias
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class behind an alias mypy does not know
 
 
 # Resolves references inside the schema itself and nowhere else.
-_REGISTRY: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]  # attrs alias
+_REGISTRY: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]  # an attrs class behind an alias mypy does not know
 
 
 # --- Checking schemas ----------------------------------------------------------------------
