@@ -31,11 +31,18 @@ from config import masking
 from config.api import client_ip
 
 
+class StaffRequest(HttpRequest):
+    """The request an admin view or action receives (``admin_view`` lets only
+    signed-in staff through): for the type checker only."""
+
+    user: User
+
+
 class AuditedModelAdmin(admin.ModelAdmin):
     """Every add, change and delete made in the admin also lands in the
     audit trail (next to Django's own admin log)."""
 
-    def log_addition(self, request, obj, message):  # type: ignore[no-untyped-def]
+    def log_addition(self, request, obj, message):
         audit.audit_record(
             actor=request.user,
             action=f"admin.{obj._meta.model_name}.added",
@@ -44,7 +51,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
         )
         return super().log_addition(request, obj, message)
 
-    def log_change(self, request, obj, message):  # type: ignore[no-untyped-def]
+    def log_change(self, request, obj, message):
         audit.audit_record(
             actor=request.user,
             action=f"admin.{obj._meta.model_name}.changed",
@@ -54,7 +61,7 @@ class AuditedModelAdmin(admin.ModelAdmin):
         )
         return super().log_change(request, obj, message)
 
-    def log_deletions(self, request, queryset):  # type: ignore[no-untyped-def]
+    def log_deletions(self, request, queryset):
         for obj in queryset:
             audit.audit_record(
                 actor=request.user,
@@ -84,11 +91,11 @@ class PrivilegesAudited(admin.ModelAdmin):
     """Every save of an account or group in the admin records what changed
     in its powers (accounts.privileges), before and after."""
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request, obj, form, change):
         form.privileges_before = privileges.privileges_of(obj) if change else {}
         super().save_model(request, obj, form, change)
 
-    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+    def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         privileges.privileges_audit(
             actor=request.user,
@@ -99,7 +106,7 @@ class PrivilegesAudited(admin.ModelAdmin):
 
 
 class StaffCreationForm(AdminUserCreationForm):
-    class Meta(AdminUserCreationForm.Meta):
+    class Meta(AdminUserCreationForm.Meta):  # type: ignore[name-defined]  # the stubs do not declare the form's Meta
         model = User
         fields = ("username",)
 
@@ -108,7 +115,7 @@ class StaffChangeForm(UserChangeForm):
     # Citizens have no username (NULL); Django's UsernameField cannot take that.
     username = forms.CharField(label=_("用户名"), max_length=150, required=False)
 
-    class Meta(UserChangeForm.Meta):
+    class Meta(UserChangeForm.Meta):  # type: ignore[name-defined]  # the stubs do not declare the form's Meta
         model = User
         fields = "__all__"
 
@@ -205,13 +212,13 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     # record when, so the checkbox is read-only here.
     actions = ["suspend", "reinstate"]
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request, obj=None):
         fields = tuple(super().get_readonly_fields(request, obj))
         if request.user.is_superuser:
             return fields
         return fields + tuple(f for f in privileges.PRIVILEGE_FIELDS if f not in fields)
 
-    def get_fieldsets(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None and not request.user.is_superuser:
             return [
@@ -231,17 +238,17 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     # A privileged account (its password included) is only a superuser's to
     # change, suspend or delete: otherwise a clerk could take over or shut
     # out a stronger account.
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None):
         if obj is not None and not privileges.account_may_manage(actor=request.user, target=obj):
             return False
         return super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request, obj=None):
         if obj is not None and not privileges.account_may_manage(actor=request.user, target=obj):
             return False
         return super().has_delete_permission(request, obj)
 
-    def get_actions(self, request):  # type: ignore[no-untyped-def]
+    def get_actions(self, request):
         actions = super().get_actions(request)
         # Bulk delete would skip the per-account check above.
         actions.pop("delete_selected", None)
@@ -273,14 +280,14 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         url = reverse("admin:accounts_user_pii", args=[user.pk])
         return format_html('<a href="{}">{}</a>', url, _("查看（需权限，留痕）"))
 
-    def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
+    def get_search_results(self, request, queryset, search_term):
         term = idnumber.normalize(search_term)
         if len(term) == 18:
             index = pii.blind_index(term, purpose="id_number")
             return queryset.filter(id_number_index=index), False
         return super().get_search_results(request, queryset, search_term)
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         return [
             path(
                 "<uuid:user_id>/pii/",
@@ -290,7 +297,7 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
             *super().get_urls(),
         ]
 
-    def pii_view(self, request: HttpRequest, user_id: str) -> HttpResponse:
+    def pii_view(self, request: StaffRequest, user_id: str) -> HttpResponse:
         subject = get_object_or_404(User, pk=user_id)
         if not request.user.has_perm("accounts.view_pii"):
             raise PermissionDenied
@@ -305,7 +312,7 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         return TemplateResponse(request, "admin/accounts/user/pii.html", context)
 
     @admin.action(description=_("停用所选账户（吊销令牌）"), permissions=["change"])
-    def suspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    def suspend(self, request: StaffRequest, queryset: QuerySet[User]) -> None:
         users = self._manageable(request, queryset)
         for user in users:
             citizens.user_set_active(
@@ -314,7 +321,7 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         self.message_user(request, _("已停用 %(n)s 个账户") % {"n": len(users)})
 
     @admin.action(description=_("恢复所选账户"), permissions=["change"])
-    def reinstate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+    def reinstate(self, request: StaffRequest, queryset: QuerySet[User]) -> None:
         count = 0
         for user in self._manageable(request, queryset.filter(closed_at__isnull=True)):
             citizens.user_set_active(
@@ -374,15 +381,15 @@ class ApiKeyAdmin(AuditedModelAdmin):
     def status(self, key: ApiKey) -> str:
         return str(_("有效")) if key.is_active else str(_("已吊销"))
 
-    def get_form(self, request, obj=None, change=False, **kwargs):  # type: ignore[no-untyped-def]
+    def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = ApiKeyAddForm
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj else ()
 
-    def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_fields(self, request, obj=None):
         if obj is None:
             return ("department", "scope", "name")
         return (
@@ -396,7 +403,7 @@ class ApiKeyAdmin(AuditedModelAdmin):
             "revoked_at",
         )
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
             return
@@ -422,7 +429,7 @@ class ApiKeyAdmin(AuditedModelAdmin):
         return False
 
     @admin.action(description=_("吊销所选密钥"), permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+    def revoke(self, request: StaffRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset.filter(revoked_at__isnull=True):
             api_keys.api_key_revoke(key=key, actor=request.user, ip=client_ip(request))
         self.message_user(request, _("所选密钥已吊销"))

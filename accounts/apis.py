@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import citizens, inbox, otp, selectors, tokens
-from accounts.authentication import IsCitizen
+from accounts.authentication import CitizenRequest, IsCitizen
 from accounts.models import Message, User
 from config.api import (
     ClientScopedRateThrottle,
@@ -219,7 +219,7 @@ class MeView(APIView):
     permission_classes = [IsCitizen]
 
     @extend_schema(tags=["me"], summary="My profile", responses={200: UserSerializer})
-    def get(self, request: Request) -> Response:
+    def get(self, request: CitizenRequest) -> Response:
         return Response(UserSerializer(request.user).data)
 
     @extend_schema(
@@ -228,7 +228,7 @@ class MeView(APIView):
         request=ProfileUpdateSerializer,
         responses={200: UserSerializer},
     )
-    def patch(self, request: Request) -> Response:
+    def patch(self, request: CitizenRequest) -> Response:
         serializer = ProfileUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         user = citizens.profile_update(user=request.user, **serializer.validated_data)
@@ -244,7 +244,7 @@ class MeView(APIView):
         ),
         responses={204: None},
     )
-    def delete(self, request: Request) -> Response:
+    def delete(self, request: CitizenRequest) -> Response:
         citizens.account_close(user=request.user, ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -270,7 +270,7 @@ class RealNameView(APIView):
             ),
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: CitizenRequest) -> Response:
         serializer = RealNameSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = citizens.real_name_verify(
@@ -303,7 +303,7 @@ class ExportView(APIView):
             )
         },
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: CitizenRequest) -> Response:
         return Response(
             selectors.account_export(request.user),
             headers={"Content-Disposition": 'attachment; filename="my-changsha-export.json"'},
@@ -311,11 +311,12 @@ class ExportView(APIView):
 
 
 class MessageListView(ListAPIView):
+    request: CitizenRequest
     permission_classes = [IsCitizen]
     serializer_class = MessageSerializer
     pagination_class = FeedPagination
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Message.objects.none()
         unread = self.request.query_params.get("unread", "").lower() in ("1", "true", "yes")
@@ -339,7 +340,7 @@ class MessageReadView(APIView):
         request=None,
         responses={200: MessageSerializer, **problems("not_found")},
     )
-    def post(self, request: Request, message_id: str) -> Response:
+    def post(self, request: CitizenRequest, message_id: str) -> Response:
         message = inbox.message_mark_read(user=request.user, message_id=message_id)
         return Response(MessageSerializer(message).data)
 
@@ -353,5 +354,5 @@ class MessageReadAllView(APIView):
         request=None,
         responses={200: inline_serializer("MarkedRead", {"marked": serializers.IntegerField()})},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: CitizenRequest) -> Response:
         return Response({"marked": inbox.messages_mark_all_read(user=request.user)})

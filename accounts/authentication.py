@@ -18,6 +18,19 @@ from accounts.errors import API_KEY_INVALID, API_KEY_SCOPE, CITIZEN_REQUIRED
 from accounts.models import ApiKey, ApiKeyScope, Department, User
 
 
+class CitizenRequest(Request):
+    """The request a view guarded by ``IsCitizen`` receives: for the type checker only."""
+
+    user: User
+
+
+class DepartmentRequest(Request):
+    """The request a view guarded by ``IsIntegrator``/``IsScanner`` receives: for the
+    type checker only."""
+
+    auth: ApiKey
+
+
 class CitizenJWTAuthentication(JWTAuthentication):
     """``Authorization: Bearer <access token>`` from ``/api/v1/auth/token/``."""
 

@@ -42,6 +42,9 @@ class EncryptedJSONField(models.TextField):
     responses: anything that may carry personal data). No lookups."""
 
     description = "JSON encrypted at rest"
+    # The value types django-stubs reads: any JSON value, not TextField's str.
+    _pyi_private_set_type: Any
+    _pyi_private_get_type: Any
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
         if value is None:

@@ -35,7 +35,7 @@ class CitizenRefreshToken(RefreshToken):
     or the admin could use)."""
 
     @classmethod
-    def for_user(cls, user: User) -> CitizenRefreshToken:  # type: ignore[override]
+    def for_user(cls, user: User) -> CitizenRefreshToken:  # type: ignore[override]  # only citizens (our User) get refresh tokens
         # Token.for_user builds the claims; BlacklistMixin.for_user, skipped
         # here, would store the token itself.
         token = super(BlacklistMixin, cls).for_user(user)
@@ -49,12 +49,11 @@ class CitizenRefreshToken(RefreshToken):
         return token
 
     def outstand(self) -> OutstandingToken:
+        user_id = self.payload.get(api_settings.USER_ID_CLAIM)
         outstanding, _ = OutstandingToken.objects.get_or_create(
             jti=self.payload[api_settings.JTI_CLAIM],
             defaults={
-                "user": User.objects.filter(
-                    pk=self.payload.get(api_settings.USER_ID_CLAIM)
-                ).first(),
+                "user": None if user_id is None else User.objects.filter(pk=user_id).first(),
                 "created_at": self.current_time,
                 "token": token_fingerprint(str(self)),
                 "expires_at": datetime_from_epoch(self.payload["exp"]),
@@ -62,7 +61,7 @@ class CitizenRefreshToken(RefreshToken):
         )
         return outstanding
 
-    def blacklist(self) -> tuple[BlacklistedToken, bool]:
+    def blacklist(self) -> tuple[BlacklistedToken, bool]:  # type: ignore[override]  # as simplejwt's own, which returns the pair despite its annotation
         return BlacklistedToken.objects.get_or_create(token=self.outstand())
 
 
@@ -86,12 +85,13 @@ def tokens_revoke_all(*, user: User) -> int:
 def _user_of_spent_token(raw: str) -> User | None:
     """The owner of a correctly signed, unexpired but already revoked token."""
     try:
-        payload = UntypedToken(raw).payload
+        payload = UntypedToken(raw).payload  # type: ignore[arg-type]  # simplejwt annotates the token as Token; it takes the JWT string
     except TokenError:
         return None
     jti = payload.get("jti")
-    if jti and BlacklistedToken.objects.filter(token__jti=jti).exists():
-        return User.objects.filter(pk=payload.get("user_id")).first()
+    user_id = payload.get("user_id")
+    if jti and user_id is not None and BlacklistedToken.objects.filter(token__jti=jti).exists():
+        return User.objects.filter(pk=user_id).first()
     return None
 
 
@@ -102,7 +102,7 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
     leaked or a client misbehaves: every session of that user is revoked.
     """
     try:
-        token = CitizenRefreshToken(refresh)
+        token = CitizenRefreshToken(refresh)  # type: ignore[arg-type]  # simplejwt annotates the token as Token; it takes the JWT string
     except TokenError as exc:
         reused_by = _user_of_spent_token(refresh)
         if reused_by is not None:
@@ -130,7 +130,7 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
 def token_revoke(*, refresh: str) -> None:
     """Log out: revoke one refresh token."""
     try:
-        token = CitizenRefreshToken(refresh)
+        token = CitizenRefreshToken(refresh)  # type: ignore[arg-type]  # simplejwt annotates the token as Token; it takes the JWT string
     except TokenError as exc:
         raise AccountsError(TOKEN_INVALID) from exc
     token.blacklist()

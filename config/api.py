@@ -12,19 +12,18 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
-from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
-from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.pagination import BasePagination, CursorPagination, PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
@@ -54,6 +53,9 @@ from config.errors import (
     problem_http_response,
 )
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 logger = logging.getLogger(__name__)
 
 _BY_STATUS = {
@@ -80,7 +82,7 @@ _AUTH_CODES = {
 
 def problem_response(
     error: ErrorCode,
-    detail: Promise | str | None = None,
+    detail: StrOrPromise | None = None,
     *,
     errors: dict[str, list[str]] | None = None,
     headers: dict[str, str] | None = None,
@@ -138,16 +140,16 @@ def _translate(exc: exceptions.APIException) -> tuple[ErrorCode, Any, dict[str, 
             if known is not None and known.status == 400:
                 error = known
         field, messages = next(iter(errors.items()), ("", [""]))
-        detail = f"{field}: {messages[0]}" if field and field != "non_field_errors" else messages[0]
-        return error, detail or None, errors
+        first = f"{field}: {messages[0]}" if field and field != "non_field_errors" else messages[0]
+        return error, first or None, errors
     if isinstance(exc, exceptions.ParseError):
         return MALFORMED_REQUEST, exc.detail, {}
     if isinstance(exc, exceptions.NotAuthenticated):
         return NOT_AUTHENTICATED, exc.detail, {}
     if isinstance(exc, exceptions.Throttled):
         wait = math.ceil(exc.wait) if exc.wait is not None else None  # type: ignore[attr-defined]  # set by Throttled.__init__, missing from the stubs
-        detail = _("请求过于频繁，请 %(seconds)s 秒后再试") % {"seconds": wait} if wait else None
-        return THROTTLED, detail, {}
+        message = _("请求过于频繁，请 %(seconds)s 秒后再试") % {"seconds": wait} if wait else None
+        return THROTTLED, message, {}
     detail: Any = exc.detail
     if isinstance(detail, dict):  # simplejwt: {"detail", "code", "messages"}
         code = str(detail.get("code", ""))
@@ -278,7 +280,7 @@ class StrictCharField(serializers.CharField):
 MAX_JSON_DEPTH = 64
 
 
-def _text_problem(text: str) -> Promise | None:
+def _text_problem(text: str) -> StrOrPromise | None:
     if "\x00" in text:
         return _("请求中含有不允许的 NUL 字符")
     try:
@@ -288,7 +290,7 @@ def _text_problem(text: str) -> Promise | None:
     return None
 
 
-def _json_problem(value: Any) -> Promise | None:
+def _json_problem(value: Any) -> StrOrPromise | None:
     """Why a parsed body is refused (NUL characters, lone surrogates,
     nesting), or None. Iterative, so no body can exhaust the stack here."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -316,7 +318,7 @@ class StrictJSONParser(JSONParser):
     can hold them, and no legitimate client sends them) and nesting deeper
     than :data:`MAX_JSON_DEPTH`."""
 
-    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+    def parse(self, stream, media_type=None, parser_context=None):
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:  # "[[[[…" nested past Python's limit
@@ -412,7 +414,7 @@ def _paginated_schema(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _ListShape:
+class _ListShape(BasePagination):
     """Every list is ``{"results", "next", "previous"}``; a page or cursor
     that does not exist is a 400 ``pagination_invalid``, not a 404."""
 
@@ -420,9 +422,15 @@ class _ListShape:
     page_size_query_param: str | None = "page_size"
     max_page_size: int | None = 100
 
-    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+    if TYPE_CHECKING:
+        # Given by the paginator this is mixed into (declared here for the
+        # type checker only: a method here would come first in the MRO).
+        def get_next_link(self) -> str | None: ...
+        def get_previous_link(self) -> str | None: ...
+
+    def paginate_queryset(self, queryset, request, view=None):
         try:
-            return super().paginate_queryset(queryset, request, view)  # type: ignore[misc]
+            return super().paginate_queryset(queryset, request, view)
         except exceptions.NotFound as exc:
             raise DomainError(PAGINATION_INVALID, str(exc.detail)) from exc
 
@@ -430,8 +438,8 @@ class _ListShape:
         return Response(
             {
                 "results": data,
-                "next": self.get_next_link(),  # type: ignore[attr-defined]
-                "previous": self.get_previous_link(),  # type: ignore[attr-defined]
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
             }
         )
 
@@ -453,15 +461,15 @@ class FeedPagination(_ListShape, CursorPagination):
 
     ordering = "-created_at"
 
-    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+    def paginate_queryset(self, queryset, request, view=None):
         ordering = self.get_ordering(request, queryset, view)
         self._position_field = queryset.model._meta.get_field(ordering[0].lstrip("-"))
         return super().paginate_queryset(queryset, request, view)
 
-    def decode_cursor(self, request):  # type: ignore[no-untyped-def]
+    def decode_cursor(self, request):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
-            if "\x00" in cursor.position:
+            if "\x00" in cursor.position:  # type: ignore[operator]  # the stubs say int; it is the query string's text
                 raise exceptions.NotFound(self.invalid_cursor_message)
             try:
                 # As the query will take it: parsed, made aware, put in UTC
@@ -488,11 +496,11 @@ def paginated(
     item rendered by ``render`` (a serializer class, or a function of one
     object)."""
     paginator = pagination()
-    page = paginator.paginate_queryset(queryset, request, view)  # type: ignore[attr-defined]
+    page = paginator.paginate_queryset(queryset, request, view)
     if isinstance(render, type) and issubclass(render, serializers.BaseSerializer):
         data = render(page, many=True).data
     else:
-        data = [render(item) for item in page]
+        data = [render(item) for item in page]  # type: ignore[call-arg]  # mypy narrows "not a serializer class" to type[object]
     return paginator.get_paginated_response(data)
 
 
@@ -507,7 +515,7 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     code = serializers.CharField(help_text="Stable snake_case code that clients switch on")
-    errors = serializers.DictField(
+    errors = serializers.DictField(  # type: ignore[assignment]  # the metaclass takes declared fields off the class
         child=serializers.ListField(child=serializers.CharField()),
         help_text="Field path → messages (400 only)",
     )
@@ -531,7 +539,7 @@ def problems(*codes: str) -> dict[Any, OpenApiResponse]:
     }
 
 
-def add_generic_problem_responses(result, generator, request, public):  # type: ignore[no-untyped-def]
+def add_generic_problem_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: the errors any endpoint can give."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     if "Problem" not in schemas:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpResponse
-from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -31,13 +33,13 @@ class ErrorCode:
 
     code: str
     status: int
-    title: Promise | str
+    title: StrOrPromise
 
 
 ERROR_CODES: dict[str, ErrorCode] = {}
 
 
-def error_code(code: str, status: int, title: Promise | str) -> ErrorCode:
+def error_code(code: str, status: int, title: StrOrPromise) -> ErrorCode:
     """Declare (once) a stable error code. Codes are global across apps."""
     existing = ERROR_CODES.get(code)
     if existing is not None and existing.status != status:
@@ -63,7 +65,7 @@ class DomainError(Exception):
     def __init__(
         self,
         error: ErrorCode,
-        detail: Promise | str | None = None,
+        detail: StrOrPromise | None = None,
         *,
         errors: dict[str, list[str]] | None = None,
         headers: dict[str, str] | None = None,
@@ -107,7 +109,7 @@ SERVICE_UNAVAILABLE = error_code("service_unavailable", 503, _("服务暂不可�
 
 def problem_body(
     error: ErrorCode,
-    detail: Promise | str | None = None,
+    detail: StrOrPromise | None = None,
     *,
     errors: dict[str, list[str]] | None = None,
     extra: dict[str, Any] | None = None,
@@ -128,7 +130,7 @@ def problem_body(
 
 def problem_http_response(
     error: ErrorCode,
-    detail: Promise | str | None = None,
+    detail: StrOrPromise | None = None,
     *,
     headers: dict[str, str] | None = None,
 ) -> HttpResponse:

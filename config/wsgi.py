@@ -1,11 +1,17 @@
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
-application = get_wsgi_application()
+application: WSGIApplication = get_wsgi_application()
 
 if settings.QR_VERIFY_FAST_PATH:
     # Imported once the apps are loaded.

@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin
+from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin, StaffRequest
 from config.api import client_ip
 from qr import keys, selectors, venue_codes
 from qr.models import ScanEvent, ScannerProfile, SigningKey, VenueCode
@@ -37,7 +37,7 @@ class SigningKeyAdmin(ReadOnlyAdmin):
     def status(self, key: SigningKey) -> str:
         return str(STATUS_LABELS[selectors.signing_key_status(key)])
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         return [
             path(
                 "rotate/",
@@ -104,14 +104,14 @@ class VenueCodeAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("扫码次数"), ordering="scan_count")
     def scan_count_display(self, venue: VenueCode) -> int:
-        return venue.scan_count  # type: ignore[attr-defined]
+        return venue.scan_count  # type: ignore[attr-defined]  # annotated by get_queryset
 
     @admin.display(description=_("有效"), boolean=True)
     def is_active_display(self, venue: VenueCode) -> bool:
         return venue.is_active
 
     @admin.action(description=_("停用所选场所码"), permissions=["change"])
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[VenueCode]) -> None:
+    def deactivate(self, request: StaffRequest, queryset: QuerySet[VenueCode]) -> None:
         count = 0
         for venue in queryset.filter(deactivated_at__isnull=True):
             venue_codes.venue_code_deactivate(
@@ -154,7 +154,7 @@ class ScanEventAdmin(ReadOnlyAdmin):
     def subject_masked(self, event: ScanEvent) -> str:
         return f"{event.subject[:6]}…" if event.subject else "-"
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         try:
             pending = get_recorder().pending()
         except ScanStateUnavailable:

@@ -21,7 +21,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import ApiKeyAuthentication, IsCitizen, IsIntegrator, IsScanner
+from accounts.authentication import (
+    ApiKeyAuthentication,
+    CitizenRequest,
+    DepartmentRequest,
+    IsCitizen,
+    IsIntegrator,
+    IsScanner,
+)
+from accounts.models import Department
 from config.api import (
     ClientSimpleRateThrottle,
     FeedPagination,
@@ -58,10 +66,10 @@ class FirstRenderer(BaseContentNegotiation):
     scanner asks for ``image/*`` or ``application/jwk-set+json``); errors
     still leave as problem details."""
 
-    def select_renderer(self, request, renderers, format_suffix=None):  # type: ignore[no-untyped-def]
+    def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
 
-    def select_parser(self, request, parsers):  # type: ignore[no-untyped-def]
+    def select_parser(self, request, parsers):
         return parsers[0] if parsers else None
 
 
@@ -148,7 +156,7 @@ class StarCodeView(APIView):
         summary="My star-code (a new one on each call)",
         responses={200: StarCodeSerializer, **problems("account_suspended", "throttled")},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: CitizenRequest) -> Response:
         issued = star_codes.star_code_issue(user=request.user)
         return Response(
             StarCodeSerializer(issued).data, headers={"Cache-Control": "no-store, private"}
@@ -165,7 +173,7 @@ class StarCodeImageView(APIView):
         summary="My star-code as an image (a new code on each call)",
         responses={**_IMAGE_RESPONSES, **problems("account_suspended", "throttled")},
     )
-    def get(self, request: Request, fmt: str) -> HttpResponse:
+    def get(self, request: CitizenRequest, fmt: str) -> HttpResponse:
         issued = star_codes.star_code_issue(user=request.user)
         body = rendering.png(issued.code) if fmt == "png" else rendering.svg(issued.code)
         return _image_response(body, fmt)
@@ -182,7 +190,7 @@ class MyScansView(APIView):
         summary="Where and when my star-code was scanned, newest first",
         responses={200: MyScanSerializer(many=True)},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: CitizenRequest) -> Response:
         return paginated(
             request,
             self,
@@ -196,6 +204,7 @@ class MyScansView(APIView):
 
 
 class ScannerView(APIView):
+    request: DepartmentRequest
     authentication_classes = [ScannerKeyAuthentication]
     permission_classes = [IsScanner]
     # JSON only, whatever a terminal's Accept says (and no negotiation cost per scan).
@@ -218,16 +227,17 @@ class VerifyView(ScannerView):
             **problems("api_key_scope", "throttled", "scan_state_unavailable"),
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: DepartmentRequest) -> Response:
         verdict = scans.scan_verify(scanner=request.auth, text=_scanned_text(request.data))
         return Response(verify_answer(verdict))
 
 
 def verify_answer(verdict: scans.Verdict) -> dict[str, Any]:
     """The body of a verify answer (the view and :mod:`qr.fastpath` alike)."""
-    if not verdict.valid:
-        return {"valid": False, "reason": verdict.reason.value}
-    claims = verdict.claims
+    reason, claims = verdict.reason, verdict.claims
+    if reason is not None:  # a verdict is valid exactly when it gives no reason
+        return {"valid": False, "reason": reason.value}
+    assert claims is not None  # a valid verdict carries the code's claims
     subject: dict[str, Any] = {"id": claims.sub, "identity_level": claims.lvl}
     if verdict.discloses_name and claims.knd is Kind.CITIZEN:
         subject["name_masked"] = verdict.name_masked
@@ -311,7 +321,7 @@ class ScanUploadView(ScannerView):
         request=ScanUploadSerializer,
         responses={200: ScanUploadResultSerializer, **problems("api_key_scope")},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: DepartmentRequest) -> Response:
         serializer = ScanUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         uploaded = [
@@ -363,11 +373,12 @@ class ResolveView(APIView):
 
 
 class DeptCodesView(APIView):
+    request: DepartmentRequest
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsIntegrator]
 
     @property
-    def department(self):  # type: ignore[no-untyped-def]
+    def department(self) -> Department:
         return self.request.auth.department
 
     def get_venue(self, code_id: Any) -> VenueCode:
@@ -406,7 +417,7 @@ class DeptCodeListView(DeptCodesView):
         request=VenueCodeCreateSerializer,
         responses={201: VenueCodeSerializer, **problems("api_key_scope")},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: DepartmentRequest) -> Response:
         serializer = VenueCodeCreateSerializer(
             data=request.data, context={"department": self.department}
         )
@@ -455,7 +466,7 @@ class DeptCodeDeactivateView(DeptCodesView):
         request=None,
         responses={200: VenueCodeSerializer, **problems("not_found")},
     )
-    def post(self, request: Request, code_id: str) -> Response:
+    def post(self, request: DepartmentRequest, code_id: str) -> Response:
         venue = venue_codes.venue_code_deactivate(
             venue=self.get_venue(code_id), actor=request.auth, ip=client_ip(request)
         )

@@ -22,6 +22,7 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
+from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
@@ -130,12 +131,12 @@ class ScannerProfiles:
     """Disclosure profile and place of each scanner key, remembered briefly."""
 
     def __init__(self) -> None:
-        self._entries: dict[object, tuple[float, ProfileView]] = {}
+        self._entries: dict[UUID, tuple[float, ProfileView]] = {}
 
     def clear(self) -> None:
         self._entries = {}
 
-    def get(self, key_id: object, *, fallback_place: str) -> ProfileView:
+    def get(self, key_id: UUID, *, fallback_place: str) -> ProfileView:
         hit = self._entries.get(key_id)
         now = time.monotonic()
         if hit is not None and hit[0] > now:

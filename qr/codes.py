@@ -20,6 +20,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -140,10 +141,16 @@ def _number(claims: dict, name: str) -> int:
     return value
 
 
+class PublicKeys(Protocol):
+    """What :func:`verify` looks keys up in: a mapping, or the key ring."""
+
+    def get(self, kid: str, /) -> Ed25519PublicKey | None: ...
+
+
 def verify(
     text: str,
     *,
-    keys: Mapping[str, Ed25519PublicKey],
+    keys: PublicKeys,
     now: float,
     issuer: str,
 ) -> Claims:
@@ -182,20 +189,19 @@ def verify(
         raise CodeRejected(Reason.MALFORMED)
 
     try:
-        kind = Kind(payload.get("knd"))
+        kind = Kind(payload.get("knd", ""))
     except ValueError as exc:
         raise CodeRejected(Reason.MALFORMED) from exc
     if _text(payload, "iss") != issuer:
         raise CodeRejected(Reason.MALFORMED)
     iat = _number(payload, "iat")
+    exp: int | None = None
     if kind is Kind.CITIZEN:
-        exp: int | None = _number(payload, "exp")
-        if exp <= iat:  # type: ignore[operator]
+        exp = _number(payload, "exp")
+        if exp <= iat:
             raise CodeRejected(Reason.MALFORMED)
     elif "exp" in payload:
         raise CodeRejected(Reason.MALFORMED)
-    else:
-        exp = None
     claims = Claims(
         kid=kid,
         iss=payload["iss"],

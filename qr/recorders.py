@@ -302,7 +302,7 @@ return 0
 
 
 @functools.cache
-def _redis():  # type: ignore[no-untyped-def]
+def _redis():
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
@@ -185,10 +185,17 @@ def revocations_since(since: dt.datetime | None, *, limit: int | None = None) ->
     if since is not None:
         revoked_qs = revoked_qs.filter(deactivated_at__gte=since)
         inactive_qs = inactive_qs.filter(deactivated_at__gte=since)
-    revoked_qs = revoked_qs.values_list("jti", "deactivated_at")
-    inactive_qs = inactive_qs.values_list("subject", "deactivated_at")
-    revoked = list(revoked_qs[: limit + 1])
-    inactive = list(inactive_qs[: limit + 1])
+    # (jti or subject, deactivated_at): never a NULL time, as filtered above.
+    revoked_rows = cast(
+        "QuerySet[VenueCode, tuple[str, dt.datetime]]",
+        revoked_qs.values_list("jti", "deactivated_at"),
+    )
+    inactive_rows = cast(
+        "QuerySet[User, tuple[str, dt.datetime]]",
+        inactive_qs.values_list("subject", "deactivated_at"),
+    )
+    revoked = list(revoked_rows[: limit + 1])
+    inactive = list(inactive_rows[: limit + 1])
     # A list with more than a page ends the window at its first entry left
     # out; the rest comes with the next call.
     for rows in (revoked, inactive):
@@ -198,8 +205,8 @@ def revocations_since(since: dt.datetime | None, *, limit: int | None = None) ->
         # A whole page shares the instant ``since``: send that instant whole,
         # so the window always moves on.
         until = since + dt.timedelta(microseconds=1)
-        revoked = list(revoked_qs.filter(deactivated_at__lt=until))
-        inactive = list(inactive_qs.filter(deactivated_at__lt=until))
+        revoked = list(revoked_rows.filter(deactivated_at__lt=until))
+        inactive = list(inactive_rows.filter(deactivated_at__lt=until))
     return Revocations(
         revoked=[{"jti": jti, "at": at} for jti, at in revoked if at < until],
         inactive_subjects=[{"sub": sub, "at": at} for sub, at in inactive if at < until],

@@ -115,7 +115,7 @@ class OfflineScanSerializer(serializers.Serializer):
 
 
 class ScanUploadSerializer(serializers.Serializer):
-    scans = OfflineScanSerializer(many=True, min_length=1)
+    scans = OfflineScanSerializer(many=True, min_length=1)  # type: ignore[call-arg]  # many=True hands it to the ListSerializer; not in the stubs
 
     def validate_scans(self, value: list) -> list:
         if len(value) > settings.QR_OFFLINE_BATCH_MAX:
@@ -144,7 +144,7 @@ class ServiceRefSerializer(serializers.Serializer):
 class ResolvedSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["venue"])
     service = ServiceRefSerializer()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # the metaclass takes declared fields off the class
     location = serializers.CharField()
 
 
@@ -162,7 +162,9 @@ class MyScanSerializer(serializers.ModelSerializer):
 
 
 class VenueCodeSerializer(serializers.ModelSerializer):
-    service = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    service: serializers.SlugRelatedField[Service] = serializers.SlugRelatedField(
+        slug_field="code", read_only=True
+    )
     is_active = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -183,7 +185,7 @@ class VenueCodeCreateSerializer(serializers.Serializer):
     service = serializers.CharField(
         max_length=64, help_text="Code of one of your department's services"
     )
-    label = serializers.CharField(max_length=100, help_text="e.g. 芙蓉区政务服务中心 3 号窗口")
+    label = serializers.CharField(max_length=100, help_text="e.g. 芙蓉区政务服务中心 3 号窗口")  # type: ignore[assignment]  # the metaclass takes declared fields off the class
     location = serializers.CharField(max_length=200, allow_blank=True, default="")
 
     def validate_service(self, value: str) -> Service:

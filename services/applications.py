@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -37,6 +37,9 @@ from services.models import (
 from services.routing import events, outbox
 from services.selectors import department_view
 from services.workdays import working_days_add, working_days_between
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def _move(
     *,
     actor: str,
     actor_label: str = "",
-    note: str = "",
+    note: StrOrPromise = "",
     also: Iterable[str] = (),
 ) -> TimelineEntry:
     """The one place a status changes. ``application`` must be locked;
@@ -100,7 +103,7 @@ def _move(
         at=now,
         actor=actor,
         actor_label=actor_label,
-        note=note,
+        note=str(note),
     )
     message_post(
         user=application.applicant,

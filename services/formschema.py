@@ -214,11 +214,11 @@ _FormValidator = validators.extend(
 
 
 def _never_retrieve(uri: str) -> referencing.Resource[Any]:
-    raise referencing.exceptions.NoSuchResource(ref=uri)
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class behind an alias mypy does not know
 
 
 # Resolves references inside the schema itself and nowhere else.
-_REGISTRY: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]  # attrs alias
+_REGISTRY: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]  # an attrs class behind an alias mypy does not know
 
 
 # --- Checking schemas ----------------------------------------------------------------------
@@ -341,7 +341,7 @@ def _unfolded_size(applied: dict[Path, list[Path]]) -> tuple[Path | None, int]:
     the root can loop; else ``(None, the number of subschemas met)``.
     Depth-first without recursion: reference chains can be long."""
     size: dict[Path, int] = {}
-    on_stack = {()}
+    on_stack: set[Path] = {()}
     stack: list[tuple[Path, Iterator[Path]]] = [((), iter(applied[()]))]
     while stack:
         path, children = stack[-1]

@@ -22,7 +22,7 @@ from services.selectors import DELIVERY_ATTEMPT_FIELDS, DELIVERY_FIELDS
 
 class MaterialSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    required = serializers.BooleanField(default=True)
+    required = serializers.BooleanField(default=True)  # type: ignore[assignment]  # the metaclass takes declared fields off the class
     note = serializers.CharField(max_length=500, allow_blank=True, default="")
 
 
@@ -37,7 +37,7 @@ class GuideSerializer(serializers.Serializer):
     )
     summary = serializers.CharField(max_length=4000, allow_blank=True, default="")
     eligibility = serializers.CharField(max_length=4000, allow_blank=True, default="")
-    materials = MaterialSerializer(many=True, default=list, max_length=50)
+    materials = MaterialSerializer(many=True, default=list, max_length=50)  # type: ignore[call-arg]  # many=True hands it to the ListSerializer; not in the stubs
     fee_fen = serializers.IntegerField(
         min_value=0, max_value=100_000_000, default=0, help_text="0 = free"
     )
@@ -76,8 +76,12 @@ class CatalogRecordSerializer(ServiceCreateSerializer):
 
 
 class ServiceSummarySerializer(serializers.ModelSerializer):
-    department = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    category = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    department: serializers.SlugRelatedField[Department] = serializers.SlugRelatedField(
+        slug_field="code", read_only=True
+    )
+    category: serializers.SlugRelatedField[Category] = serializers.SlugRelatedField(
+        slug_field="code", read_only=True
+    )
 
     class Meta:
         model = Service
@@ -138,7 +142,9 @@ class RatingSerializer(serializers.Serializer):
 
 
 class ApplicationListItemSerializer(serializers.ModelSerializer):
-    service = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    service: serializers.SlugRelatedField[Service] = serializers.SlugRelatedField(
+        slug_field="code", read_only=True
+    )
     service_name = serializers.CharField(source="service.name", read_only=True)
 
     class Meta:

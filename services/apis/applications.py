@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -13,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import IsCitizen
+from accounts.authentication import CitizenRequest, IsCitizen
 from accounts.idempotency import idempotent
 from config.api import FeedPagination, problems
 from services import applications, selectors
@@ -36,9 +37,10 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 
 
 class CitizenView(APIView):
+    request: CitizenRequest
     permission_classes = [IsCitizen]
 
-    def own(self, application_id: str) -> Application:
+    def own(self, application_id: str | UUID) -> Application:
         application = selectors.application_of(self.request.user, application_id)
         if application is None:
             raise Http404
@@ -49,7 +51,7 @@ class ApplicationListView(CitizenView, ListAPIView):
     serializer_class = ApplicationListItemSerializer
     pagination_class = FeedPagination
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Application.objects.none()
         return selectors.applications_of(self.request.user)
@@ -74,7 +76,7 @@ class ApplicationListView(CitizenView, ListAPIView):
             ),
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: CitizenRequest) -> Response:
         def create() -> Response:
             serializer = ApplicationCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
@@ -103,7 +105,7 @@ class ApplicationActionView(CitizenView):
     body: type[serializers.Serializer]
     move: Callable[..., Any]  # the service function
 
-    def post(self, request: Request, application_id: str) -> Response:
+    def post(self, request: CitizenRequest, application_id: str) -> Response:
         application = self.own(application_id)
         serializer = self.body(data=request.data)
         serializer.is_valid(raise_exception=True)

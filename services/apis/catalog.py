@@ -6,6 +6,7 @@ import django_filters
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.permissions import AllowAny
+from rest_framework.views import APIView
 
 from services import selectors
 from services.models import Service
@@ -19,12 +20,12 @@ from services.serializers import (
 CATALOG_CACHE = "public, max-age=60"
 
 
-class PublicCatalogView:
-    authentication_classes: list = []
+class PublicCatalogView(APIView):
+    authentication_classes = []
     permission_classes = [AllowAny]
 
-    def finalize_response(self, request, response, *args, **kwargs):  # type: ignore[no-untyped-def]
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
         if response.status_code == 200:
             response["Cache-Control"] = CATALOG_CACHE
         return response
@@ -34,7 +35,7 @@ class PublicCatalogView:
 class DepartmentListView(PublicCatalogView, ListAPIView):
     serializer_class = DepartmentSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.departments_public()
 
 
@@ -42,7 +43,7 @@ class DepartmentListView(PublicCatalogView, ListAPIView):
 class CategoryListView(PublicCatalogView, ListAPIView):
     serializer_class = CategorySerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.categories_public()
 
 
@@ -61,7 +62,7 @@ class ServiceFilter(django_filters.FilterSet):
         model = Service
         fields = ["q", "category", "department"]
 
-    def search(self, queryset, name, value):  # type: ignore[no-untyped-def]
+    def search(self, queryset, name, value):
         return selectors.services_matching(queryset, value)
 
 
@@ -70,7 +71,7 @@ class ServiceListView(PublicCatalogView, ListAPIView):
     serializer_class = ServiceSummarySerializer
     filterset_class = ServiceFilter
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.services_public()
 
 
@@ -79,5 +80,5 @@ class ServiceDetailView(PublicCatalogView, RetrieveAPIView):
     serializer_class = ServiceGuideSerializer
     lookup_field = "code"
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.services_public()

@@ -8,6 +8,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.authentication import DepartmentRequest
 from config.api import FeedPagination, paginated, problems
 from services import applications, selectors
 from services.apis.dept_services import DepartmentView
@@ -77,7 +78,7 @@ class DeptApplicationStatusView(_DeptApplicationView):
             **problems("invalid_transition", "not_found"),
         },
     )
-    def post(self, request: Request, number: str) -> Response:
+    def post(self, request: DepartmentRequest, number: str) -> Response:
         serializer = DepartmentStatusSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         application = applications.application_department_update(

@@ -9,7 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import ApiKeyAuthentication, IsIntegrator
+from accounts.authentication import ApiKeyAuthentication, DepartmentRequest, IsIntegrator
+from accounts.models import Department
 from config.api import paginated, problems
 from services import catalog, selectors
 from services.models import Service
@@ -17,11 +18,12 @@ from services.serializers import GuideSerializer, ServiceCreateSerializer, Servi
 
 
 class DepartmentView(APIView):
+    request: DepartmentRequest
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsIntegrator]
 
     @property
-    def department(self):  # type: ignore[no-untyped-def]
+    def department(self) -> Department:
         return self.request.auth.department
 
 
@@ -48,7 +50,7 @@ class DeptServiceListView(DepartmentView):
             ),
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: DepartmentRequest) -> Response:
         serializer = ServiceCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         service = catalog.service_create(
@@ -81,7 +83,7 @@ class DeptServiceDetailView(DepartmentView):
             **problems("form_schema_invalid", "guide_invalid", "not_found"),
         },
     )
-    def patch(self, request: Request, code: str) -> Response:
+    def patch(self, request: DepartmentRequest, code: str) -> Response:
         service = self.get_service(code)
         serializer = GuideSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)

@@ -12,12 +12,12 @@ class Command(BaseCommand):
         "last line of output; only its hash is stored."
     )
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("code", help="Department code")
         parser.add_argument("--scope", required=True, choices=[s.value for s in ApiKeyScope])
         parser.add_argument("--name", default="", help="What the key is for (shown in admin)")
 
-    def handle(self, *args, code: str, scope: str, name: str, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, code: str, scope: str, name: str, **options) -> None:
         department = Department.objects.filter(code=code).first()
         if department is None:
             raise CommandError(f"no department with code {code!r}; run create_department first")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.core.management.base import BaseCommand
-from django.db import transaction
+from django.db import models, transaction
 from tqdm import tqdm
 
 from accounts.fields import EncryptedJSONField, EncryptedTextField
@@ -10,7 +10,7 @@ from accounts.fields import EncryptedJSONField, EncryptedTextField
 ENCRYPTED = (EncryptedTextField, EncryptedJSONField)
 
 
-def encrypted_columns() -> list[tuple[type, list[str]]]:
+def encrypted_columns() -> list[tuple[type[models.Model], list[str]]]:
     """Every model with encrypted fields, and those fields (all apps)."""
     found = []
     for model in apps.get_models():
@@ -28,10 +28,10 @@ class Command(BaseCommand):
         "keys can be removed."
     )
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, default=500)
 
-    def handle(self, *args, batch_size: int, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, batch_size: int, **options) -> None:
         total = 0
         for model, names in encrypted_columns():
             # Reading decrypts with any listed key; saving encrypts with the first.

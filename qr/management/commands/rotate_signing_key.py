@@ -14,7 +14,7 @@ class Command(BaseCommand):
         "codes it signed are no longer valid. The first key of an installation starts at once."
     )
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--now", action="store_true", help="Sign with the new key at once")
         parser.add_argument(
             "--withdraw-previous",
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             "(implies --now; venue codes they signed must be replaced)",
         )
 
-    def handle(self, *args, now: bool, withdraw_previous: bool, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, now: bool, withdraw_previous: bool, **options) -> None:
         first = selectors.signing_key_active() is None
         key = keys.signing_key_rotate(
             immediately=now or withdraw_previous or first, withdraw_previous=withdraw_previous

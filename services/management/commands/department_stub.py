@@ -30,7 +30,7 @@ KEY_NAME = "department_stub"
 class Command(BaseCommand):
     help = "Run a demo department backend that receives events and reports progress back."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=9001)
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument(
@@ -55,7 +55,7 @@ class Command(BaseCommand):
         departments: list[str] | None,
         delay: float,
         **options,
-    ):  # type: ignore[no-untyped-def]
+    ):
         wanted = Department.objects.filter(is_active=True)
         if departments:
             wanted = wanted.filter(code__in=departments)

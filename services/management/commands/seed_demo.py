@@ -60,7 +60,7 @@ DEMO_ADMIN = "admin"
 class Command(BaseCommand):
     help = "Load the demo departments, catalog and accounts (idempotent)."
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options) -> None:
         # A well-known password is only for a laptop (DEBUG); elsewhere the
         # demo operator exists only if its password is given.
         password = os.environ.get("DEMO_ADMIN_PASSWORD", "changsha-demo" if settings.DEBUG else "")
