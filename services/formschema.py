@@ -11,13 +11,20 @@ A form schema is data from outside, so it may only describe the form:
   nothing that moves the base URI (``$id``, anchors, dynamic references) is
   accepted. Forms are validated with a registry that cannot retrieve
   anything, so even a schema stored before these rules fetches nothing;
-- no form keeps a worker busy: regular expressions (``pattern``,
-  ``patternProperties``, ``format: regex``) run on RE2, which takes time
-  linear in the input and refuses what needs backtracking (backreferences,
-  lookarounds); ``uniqueItems`` hashes instead of comparing every pair;
-  references may not loop, and following them may not unfold the schema
-  past :data:`MAX_SCHEMA_EXPANSION` subschemas; forms themselves are bounded
-  in size and depth.
+- checking a form is bounded work, whatever the schema and the form: every
+  subschema entered, keyword applied, value compared, character scanned and
+  error made is paid for from a budget of :data:`MAX_FORM_WORK` units
+  (about a microsecond each), and a form that needs more is refused whole
+  (a schema alone cannot bound it: a wide ``anyOf`` under ``items`` costs
+  its width once per item). Regular expressions (``pattern``,
+  ``patternProperties``, ``format: regex``) run on RE2, which refuses what
+  needs backtracking and scans in time linear in the text (times the
+  pattern's program size, which is what a scan is charged); ``uniqueItems``
+  hashes instead of comparing every pair;
+- checking the schema is bounded too: size, depth, number of subschemas,
+  compiled regular expressions, and how far following references unfolds
+  it (no loops, at most :data:`MAX_SCHEMA_EXPANSION` subschemas and
+  :data:`MAX_SCHEMA_DEPTH` levels, so validation never recurses deeply).
 
 :func:`schema_problems` is the one rule, used where schemas are saved and
 again before a stored schema checks a form.
@@ -26,9 +33,12 @@ again before a stored schema checks a form.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import re2
@@ -40,19 +50,33 @@ from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 MAX_SCHEMA_BYTES = 64 * 1024
-# Nesting of the schema document (objects and arrays); jsonschema's own
-# checks recurse, and a few hundred levels would exhaust the stack.
+# Nesting of the schema document (objects and arrays), and of subschemas
+# once references are followed: jsonschema's checks recurse, and a few
+# hundred levels would exhaust the stack.
 MAX_SCHEMA_DEPTH = 32
-# Subschemas one form may meet once every reference is followed: a handful
-# of $defs that reference each other twice over would otherwise unfold to
-# millions ("billion laughs").
+# Subschemas in the document, and those one form may meet once every
+# reference is followed: a handful of $defs that reference each other twice
+# over would otherwise unfold to millions ("billion laughs"). Checking a
+# schema against the meta-schema costs about half a millisecond per
+# subschema.
 MAX_SCHEMA_EXPANSION = 2_000
+# RE2 program instructions (forward and reverse) all distinct patterns of
+# one schema compile to: about a microsecond each to compile, and a scan may
+# cost the program size per character. A Chinese-name pattern such as
+# ^[\p{Han}·]{2,30}$ takes 4,980.
+MAX_SCHEMA_REGEX_PROGRAM = 50_000
 MAX_FORM_BYTES = 64 * 1024
 MAX_FORM_DEPTH = 16
+# Units of work (about a microsecond each) checking one form may take. The
+# test suite's SIMPLE_FORM takes 83; a form of a hundred fields and twenty
+# family members of ten, about 12,500.
+MAX_FORM_WORK = 50_000
+# Errors collected from one form (each may stand for several messages).
+MAX_FORM_ERRORS = 100
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-# Where draft 2020-12 keeps subschemas (as the referencing library reads them).
+# Where draft 2020-12 keeps subschemas (as the meta-schema reads them).
 _SCHEMA_IN_VALUE = (
     "additionalProperties",
     "contains",
@@ -67,9 +91,18 @@ _SCHEMA_IN_VALUE = (
     "unevaluatedProperties",
 )
 _SCHEMAS_IN_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
-_SCHEMAS_IN_MAP = ("$defs", "definitions", "dependentSchemas", "patternProperties", "properties")
-# Those that hold subschemas only for references: not applied where they stand.
-_STORES = frozenset({"$defs", "definitions", "contentSchema"})
+_SCHEMAS_IN_MAP = (
+    "$defs",
+    "definitions",
+    "dependencies",
+    "dependentSchemas",
+    "patternProperties",
+    "properties",
+)
+# Those that hold subschemas only for references, or not at all for
+# jsonschema (the meta-schema still reads "dependencies"): not applied
+# where they stand.
+_STORES = frozenset({"$defs", "definitions", "contentSchema", "dependencies"})
 
 # Keywords that move the base URI or resolve dynamically (and so could make
 # "#/…" mean another document), and the unevaluated* keywords, whose
@@ -99,70 +132,31 @@ class FormSchemaUnusable(Exception):
         self.problems = problems
 
 
-# --- Regular expressions -------------------------------------------------------------------
-
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False
+# --- JSON values ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1024)
-def _regex(pattern: str) -> Any:
-    """``pattern`` compiled by RE2 (``re2.error`` if RE2 cannot run it)."""
-    return re2.compile(pattern, _RE2_OPTIONS)
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels. Level by
+    level, without recursion, so no value can exhaust the stack."""
+    level = [value]
+    for _depth in range(limit):
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                below.extend(node.values())
+            elif isinstance(node, list):
+                below.extend(node)
+        level = below
+    return any(isinstance(node, dict | list) for node in level)
 
 
-def _regex_problem(pattern: str) -> str | None:
+def _utf8_size(value: Any) -> int | None:
+    """Bytes ``value`` takes as JSON in UTF-8; None if a string or a name
+    holds a lone surrogate, which UTF-8 cannot carry."""
     try:
-        _regex(pattern)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else ""
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        return _(
-            "正则表达式 %(pattern)s 无法使用（%(reason)s）；不支持反向引用、环视等需要回溯的写法"
-        ) % {
-            "pattern": pattern,
-            "reason": reason,
-        }
-    return None
-
-
-def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    # JSON Schema patterns are not anchored: search, not fullmatch.
-    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
-        yield ValidationError("does not match the pattern")
-
-
-def _pattern_properties(
-    validator: Any, pattern_properties: dict[str, Any], instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    if not validator.is_type(instance, "object"):
-        return
-    for pattern, subschema in pattern_properties.items():
-        regex = _regex(pattern)
-        for name, value in instance.items():
-            if regex.search(name):
-                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
-
-
-def _additional_properties(
-    validator: Any, additional: Any, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    # jsonschema's own version matches patternProperties with the re module.
-    if not validator.is_type(instance, "object"):
-        return
-    properties = schema.get("properties", {})
-    patterns = [_regex(p) for p in schema.get("patternProperties", {})]
-    extras = [
-        name
-        for name in instance
-        if name not in properties and not any(r.search(name) for r in patterns)
-    ]
-    if validator.is_type(additional, "object"):
-        for name in extras:
-            yield from validator.descend(instance[name], additional, path=name)
-    elif additional is False and extras:
-        yield ValidationError(f"unexpected properties: {', '.join(map(repr, extras))}")
+        return len(json.dumps(value, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        return None
 
 
 def _canonical(value: Any) -> Any:
@@ -177,6 +171,143 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+# --- The work budget -----------------------------------------------------------------------
+
+
+class _OutOfWork(Exception):
+    """Checking a form used up :data:`MAX_FORM_WORK`."""
+
+
+@dataclass
+class _Work:
+    """What checking one form may still spend, and the schema's compiled
+    patterns."""
+
+    left: int
+    regexes: dict[str, Any] = field(default_factory=dict)
+
+
+_WORK: ContextVar[_Work | None] = ContextVar("form_schema_work", default=None)
+
+
+def _spend(units: int) -> None:
+    work = _WORK.get()
+    if work is None:  # not checking a form: building a validator
+        return
+    work.left -= units
+    if work.left < 0:
+        raise _OutOfWork
+
+
+def _width(value: Any) -> int:
+    return len(value) if isinstance(value, dict | list) else 0
+
+
+# Characters times program instructions a scan may go through in a unit:
+# when its automaton runs out of memory, RE2 simulates every instruction at
+# every character (measured at up to 25 ns a pair).
+_REGEX_STEPS_PER_UNIT = 40
+
+
+def _metered(keyword: str, check: Callable[..., Any]) -> Callable[..., Iterator[ValidationError]]:
+    """``check``, the implementation of ``keyword``, paying for its work:
+    a unit, plus one per member of its value and of the instance it may
+    walk, plus what :data:`_EXTRA_COST` says; then for every error it
+    yields."""
+    extra = _EXTRA_COST.get(keyword)
+
+    def metered(
+        validator: Any, value: Any, instance: Any, schema: Any
+    ) -> Iterator[ValidationError]:
+        cost = 1 + _width(value) + _width(instance)
+        _spend(cost + extra(value, instance) if extra else cost)
+        for error in check(validator, value, instance, schema) or ():
+            # One made here (not passed up from a subschema: those already
+            # have a schema path) also paid for its message, which may
+            # spell out the whole instance.
+            _spend(2 if error.schema_path else 20 + len(error.message) // 64)
+            yield error
+
+    return metered
+
+
+def _applicable(schema: dict[str, Any]) -> Any:
+    # jsonschema runs this whenever it enters a subschema (and when it
+    # makes a validator for one): it walks every key, keyword or not.
+    _spend(10 + len(schema))
+    return schema.items()
+
+
+# --- Keywords ------------------------------------------------------------------------------
+
+# A department's pattern is compiled once per schema and kept with it; its
+# memory bound caps what the program and its automaton may hold, and how
+# long refusing one takes (about 20 ms). A form's "format: regex" answer is
+# compiled each time, with less (about 2 ms to refuse).
+_SCHEMA_RE2 = re2.Options()
+_SCHEMA_RE2.log_errors = False
+_SCHEMA_RE2.max_mem = 1 << 20
+_ANSWER_RE2 = re2.Options()
+_ANSWER_RE2.log_errors = False
+_ANSWER_RE2.max_mem = 64 << 10
+# About the longest RE2 takes to compile (or refuse) an answer, in units.
+_ANSWER_REGEX_COST = 4_000
+
+
+def _regex(pattern: str) -> Any:
+    """The schema's ``pattern``, compiled when the schema was checked."""
+    work = _WORK.get()
+    if work is not None and pattern in work.regexes:
+        return work.regexes[pattern]
+    return re2.compile(pattern, _SCHEMA_RE2)
+
+
+def _search(regex: Any, text: str) -> bool:
+    _spend(10 + len(text) * regex.programsize // _REGEX_STEPS_PER_UNIT)
+    return regex.search(text) is not None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    # JSON Schema patterns are not anchored: search, not fullmatch.
+    if validator.is_type(instance, "string") and not _search(_regex(pattern), instance):
+        yield ValidationError("does not match the pattern")
+
+
+def _pattern_properties(
+    validator: Any, pattern_properties: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pattern_properties.items():
+        regex = _regex(pattern)
+        for name, value in instance.items():
+            if _search(regex, name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+def _additional_properties(
+    validator: Any, additional: Any, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    # jsonschema's own version matches patternProperties with the re module.
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = [_regex(p) for p in schema.get("patternProperties", {})]
+    extras = [
+        name
+        for name in instance
+        if name not in properties and not any(_search(r, name) for r in patterns)
+    ]
+    if validator.is_type(additional, "object"):
+        for name in extras:
+            yield from validator.descend(instance[name], additional, path=name)
+    elif additional is False and extras:
+        yield ValidationError("has unexpected properties")
+
+
+_KEYS = json.JSONEncoder(sort_keys=True, check_circular=False)
+
+
 def _unique_items(
     validator: Any, unique: bool, instance: Any, schema: Any
 ) -> Iterator[ValidationError]:
@@ -185,11 +316,61 @@ def _unique_items(
         return
     seen: set[str] = set()
     for item in instance:
-        key = json.dumps(_canonical(item), sort_keys=True)
+        key = _KEYS.encode(_canonical(item))
+        _spend(4 + len(key) // 16)
         if key in seen:
             yield ValidationError("has non-unique elements")
             return
         seen.add(key)
+
+
+def _same(one: Any, two: Any) -> bool:
+    """Whether two JSON values are equal as JSON Schema has it (1 equals
+    1.0, true is not 1), a unit for every pair of values compared."""
+    pending = [(one, two)]
+    while pending:
+        a, b = pending.pop()
+        _spend(1)
+        if a is b:
+            continue
+        if isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                return False
+            pending.extend(zip(a, b, strict=True))
+        elif isinstance(a, dict) and isinstance(b, dict):
+            if a.keys() != b.keys():
+                return False
+            pending.extend((a[name], b[name]) for name in a)
+        elif isinstance(a, list | dict | bool) or isinstance(b, list | dict | bool):
+            return False  # different kinds, or true and false
+        elif a != b:  # strings, numbers, null
+            return False
+    return True
+
+
+def _const(validator: Any, const: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    # jsonschema's own compares recursively, for free, and spells out both.
+    if not _same(instance, const):
+        yield ValidationError("is not the expected value")
+
+
+def _enum(validator: Any, enum: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not any(_same(each, instance) for each in enum):
+        yield ValidationError("is not one of the allowed values")
+
+
+def _multiple_of(
+    validator: Any, multiple: float, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    try:
+        yield from Draft202012Validator.VALIDATORS["multipleOf"](
+            validator, multiple, instance, schema
+        )
+    except OverflowError:
+        # jsonschema divides as floats first, and an integer past 1e308
+        # has none: divide exactly.
+        if (Fraction(instance) / Fraction(multiple)).denominator != 1:
+            yield ValidationError("is not a multiple")
 
 
 _FORMATS = FormatChecker()
@@ -198,18 +379,45 @@ _FORMATS = FormatChecker()
 @_FORMATS.checks("regex", raises=re2.error)
 def _is_regex(instance: object) -> bool:
     if isinstance(instance, str):
-        re2.compile(instance, _RE2_OPTIONS)
+        _spend(_ANSWER_REGEX_COST)
+        re2.compile(instance, _ANSWER_RE2)
     return True
 
 
-_FormValidator = validators.extend(
-    Draft202012Validator,
-    {
-        "pattern": _pattern,
-        "patternProperties": _pattern_properties,
-        "additionalProperties": _additional_properties,
-        "uniqueItems": _unique_items,
+def _text_cost(value: Any, instance: Any) -> int:
+    return len(instance) // 8 if isinstance(instance, str) else 0
+
+
+# Work beyond the widths of a keyword's value and instance, where it does
+# more than walk them once (the scans of "pattern" are paid in _pattern).
+_EXTRA_COST: dict[str, Callable[[Any, Any], int]] = {
+    # Each string format's checker reads the text.
+    "format": _text_cost,
+    # Every name listed for each name present.
+    "dependentRequired": lambda value, instance: sum(map(len, value.values())),
+    # A pointer followed segment by segment.
+    "$ref": lambda value, instance: 10 * value.count("/"),
+}
+
+_FormValidator = validators.create(
+    meta_schema=Draft202012Validator.META_SCHEMA,
+    validators={
+        keyword: _metered(keyword, check)
+        for keyword, check in {
+            **Draft202012Validator.VALIDATORS,
+            "additionalProperties": _additional_properties,
+            "const": _const,
+            "enum": _enum,
+            "multipleOf": _multiple_of,
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "uniqueItems": _unique_items,
+        }.items()
     },
+    type_checker=Draft202012Validator.TYPE_CHECKER,
+    format_checker=_FORMATS,
+    id_of=Draft202012Validator.ID_OF,
+    applicable_validators=_applicable,
 )
 
 
@@ -223,22 +431,19 @@ _REGISTRY: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retr
 
 # --- Checking schemas ----------------------------------------------------------------------
 
+# For the meta-schema: its "format": "regex" would compile every pattern
+# with the stdlib re module (which recurses, and refuses RE2's \p{Han});
+# _structure_problems compiles them with RE2 instead.
+_NO_FORMATS = FormatChecker(formats=())
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether objects and arrays nest more than ``limit`` levels (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+
+@dataclass(frozen=True)
+class _Examined:
+    problems: list[str]
+    # When there are none: every pattern of the schema, compiled, and where
+    # false stands as a subschema that jsonschema enters itself.
+    regexes: dict[str, Any] = field(default_factory=dict)
+    falses: tuple[Path, ...] = ()
 
 
 def _location(path: Path) -> str:
@@ -249,27 +454,58 @@ def _at(path: Path, message: str) -> str:
     return _("位置 %(location)s：%(message)s") % {"location": _location(path), "message": message}
 
 
+def _regex_problem(pattern: str, error: re2.error) -> str:
+    reason = error.args[0] if error.args else ""
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    return _(
+        "正则表达式 %(pattern)s 无法使用（%(reason)s）；不支持反向引用、环视等需要回溯的写法"
+    ) % {"pattern": pattern, "reason": reason}
+
+
 def _subschemas(schema: dict[str, Any]) -> Iterator[tuple[str, Path, Any]]:
-    """``(keyword, relative path, subschema)`` for every subschema ``schema`` holds."""
+    """``(keyword, relative path, subschema)`` for every subschema ``schema``
+    holds. Values of the wrong shape are left to the meta-schema."""
     for keyword in _SCHEMA_IN_VALUE:
         if keyword in schema:
             yield keyword, (keyword,), schema[keyword]
     for keyword in _SCHEMAS_IN_LIST:
-        for index, each in enumerate(schema.get(keyword, ())):
-            yield keyword, (keyword, index), each
+        if isinstance(value := schema.get(keyword), list):
+            for index, each in enumerate(value):
+                yield keyword, (keyword, index), each
     for keyword in _SCHEMAS_IN_MAP:
-        for name, each in schema.get(keyword, {}).items():
-            yield keyword, (keyword, name), each
+        if isinstance(value := schema.get(keyword), dict):
+            for name, each in value.items():
+                yield keyword, (keyword, name), each
 
 
-def _structure_problems(schema: dict[str, Any]) -> list[str]:
-    """References, keywords and regexes of a schema the meta-schema accepts."""
+def _examine(schema: Any) -> _Examined:
+    if not isinstance(schema, dict):
+        return _Examined([_("申请表定义必须是 JSON 对象")])
+    if _deeper_than(schema, MAX_SCHEMA_DEPTH):
+        return _Examined([_("申请表定义嵌套过深（最多 %(n)s 层）") % {"n": MAX_SCHEMA_DEPTH}])
+    size = _utf8_size(schema)
+    if size is None:
+        return _Examined([_("申请表定义含有无效字符（不成对的代理码元）")])
+    if size > MAX_SCHEMA_BYTES:
+        return _Examined([_("申请表定义过大")])
+    if schema.get("type") != "object":
+        return _Examined([_('申请表定义的顶层必须是 "type": "object"')])
+    if not isinstance(schema.get("properties", {}), dict):
+        return _Examined([_("properties 必须是对象")])
+    return _structure_problems(schema)
+
+
+def _structure_problems(schema: dict[str, Any]) -> _Examined:
+    """Subschemas, keywords, regexes, the meta-schema and references, the
+    cheap checks first."""
     problems: list[str] = []
-    nodes: dict[Path, Any] = {}
+    nodes: dict[Path, Any] = {(): schema}
     applied: dict[Path, list[Path]] = {}
     refs: dict[Path, str] = {}
+    patterns: dict[str, Path] = {}
+    falses: list[Path] = []
     pending: list[Path] = [()]
-    nodes[()] = schema
     while pending:
         path = pending.pop()
         node = nodes[path]
@@ -279,28 +515,62 @@ def _structure_problems(schema: dict[str, Any]) -> list[str]:
         for keyword in _REFUSED_KEYWORDS:
             if keyword in node:
                 problems.append(_at(path, _("不支持 %(keyword)s") % {"keyword": keyword}))
-        if "$schema" in node and (path or node["$schema"].rstrip("#") != DIALECT):
+        if "$schema" in node and (
+            path or not isinstance(node["$schema"], str) or node["$schema"].rstrip("#") != DIALECT
+        ):
             problems.append(
                 _at(path, _("$schema 只能在顶层声明为 %(dialect)s") % {"dialect": DIALECT})
             )
-        if "pattern" in node:
-            problem = _regex_problem(node["pattern"])
-            if problem:
-                problems.append(_at((*path, "pattern"), problem))
-        for pattern in node.get("patternProperties", {}):
-            problem = _regex_problem(pattern)
-            if problem:
-                problems.append(_at((*path, "patternProperties"), problem))
-        if "$ref" in node:
+        if isinstance(node.get("pattern"), str):
+            patterns.setdefault(node["pattern"], (*path, "pattern"))
+        if isinstance(node.get("patternProperties"), dict):
+            for pattern in node["patternProperties"]:
+                patterns.setdefault(pattern, (*path, "patternProperties"))
+        if isinstance(node.get("$ref"), str):
             refs[path] = node["$ref"]
         for keyword, relative, child in _subschemas(node):
+            if not isinstance(child, dict | bool):
+                continue
             child_path = (*path, *relative)
             nodes[child_path] = child
+            if len(nodes) > MAX_SCHEMA_EXPANSION:
+                return _Examined(
+                    [_("申请表定义过于复杂（超过 %(n)s 个子定义）") % {"n": MAX_SCHEMA_EXPANSION}]
+                )
             pending.append(child_path)
+            if child is False and keyword not in ("additionalProperties", "items"):
+                falses.append(child_path)
             if keyword not in _STORES:
                 applied[path].append(child_path)
     if problems:
-        return problems
+        return _Examined(problems)
+
+    # The first pattern RE2 refuses ends the check: refusing one can take
+    # as long as compiling a large one.
+    regexes: dict[str, Any] = {}
+    program = 0
+    for pattern, at in patterns.items():
+        try:
+            regex = re2.compile(pattern, _SCHEMA_RE2)
+        except re2.error as exc:
+            return _Examined([_at(at, _regex_problem(pattern, exc))])
+        program += regex.programsize + regex.reverseprogramsize
+        if program > MAX_SCHEMA_REGEX_PROGRAM:
+            return _Examined(
+                [
+                    _at(
+                        at,
+                        _("正则表达式合计过于复杂（编译后超过 %(n)s 条指令）")
+                        % {"n": MAX_SCHEMA_REGEX_PROGRAM},
+                    )
+                ]
+            )
+        regexes[pattern] = regex
+
+    try:
+        Draft202012Validator.check_schema(schema, format_checker=_NO_FORMATS)
+    except SchemaError as exc:
+        return _Examined([_at(tuple(exc.absolute_path), exc.message)])
 
     # Every reference must land on one of the subschemas just walked.
     where = {id(node): path for path, node in nodes.items()}
@@ -316,7 +586,9 @@ def _structure_problems(schema: dict[str, Any]) -> list[str]:
             continue
         try:
             target = resolver.lookup(ref).contents
-        except referencing.exceptions.Unresolvable:
+        except (referencing.exceptions.Unresolvable, ValueError, TypeError):
+            # A pointer may also name a member of a string or a list
+            # (ValueError), or step into a number, boolean or null (TypeError).
             problems.append(_at(at, _("引用 %(ref)s 指向不存在的位置") % {"ref": ref}))
             continue
         if id(target) not in where:
@@ -324,30 +596,41 @@ def _structure_problems(schema: dict[str, Any]) -> list[str]:
             continue
         applied[path].append(where[id(target)])
     if problems:
-        return problems
+        return _Examined(problems)
 
-    looping, size = _unfolded_size(applied)
-    if looping is not None:
-        return [_at(looping, _("引用形成循环"))]
-    if size > MAX_SCHEMA_EXPANSION:
-        return [
-            _("申请表定义展开引用后过于复杂（超过 %(n)s 个子定义）") % {"n": MAX_SCHEMA_EXPANSION}
-        ]
-    return []
+    unfolded = _unfolded(applied)
+    if unfolded.looping is not None:
+        return _Examined([_at(unfolded.looping, _("引用形成循环"))])
+    if unfolded.size > MAX_SCHEMA_EXPANSION:
+        return _Examined(
+            [_("申请表定义展开引用后过于复杂（超过 %(n)s 个子定义）") % {"n": MAX_SCHEMA_EXPANSION}]
+        )
+    if unfolded.depth > MAX_SCHEMA_DEPTH:
+        return _Examined(
+            [_("申请表定义展开引用后嵌套过深（最多 %(n)s 层）") % {"n": MAX_SCHEMA_DEPTH}]
+        )
+    return _Examined([], regexes, tuple(falses))
 
 
-def _unfolded_size(applied: dict[Path, list[Path]]) -> tuple[Path | None, int]:
-    """``(a path on a loop, 0)`` if following subschemas and references from
-    the root can loop; else ``(None, the number of subschemas met)``.
+@dataclass(frozen=True)
+class _Unfolded:
+    looping: Path | None  # a path on a loop, if following can loop
+    size: int  # subschemas met from the root (capped past the bound)
+    depth: int  # the longest chain of them
+
+
+def _unfolded(applied: dict[Path, list[Path]]) -> _Unfolded:
+    """What following subschemas and references from the root meets.
     Depth-first without recursion: reference chains can be long."""
     size: dict[Path, int] = {}
+    depth: dict[Path, int] = {}
     on_stack: set[Path] = {()}
     stack: list[tuple[Path, Iterator[Path]]] = [((), iter(applied[()]))]
     while stack:
         path, children = stack[-1]
         for child in children:
             if child in on_stack:
-                return child, 0
+                return _Unfolded(child, 0, 0)
             if child not in size:
                 on_stack.add(child)
                 stack.append((child, iter(applied[child])))
@@ -355,28 +638,15 @@ def _unfolded_size(applied: dict[Path, list[Path]]) -> tuple[Path | None, int]:
         else:
             stack.pop()
             on_stack.discard(path)
-            total = 1 + sum(size[child] for child in applied[path])
-            size[path] = min(total, MAX_SCHEMA_EXPANSION + 1)
-    return None, size[()]
+            below = applied[path]
+            size[path] = min(1 + sum(size[c] for c in below), MAX_SCHEMA_EXPANSION + 1)
+            depth[path] = 1 + max((depth[c] for c in below), default=0)
+    return _Unfolded(None, size[()], depth[()])
 
 
 def schema_problems(schema: Any) -> list[str]:
     """Why ``schema`` cannot serve as an application form (empty: it can)."""
-    if not isinstance(schema, dict):
-        return [_("申请表定义必须是 JSON 对象")]
-    if _deeper_than(schema, MAX_SCHEMA_DEPTH):
-        return [_("申请表定义嵌套过深（最多 %(n)s 层）") % {"n": MAX_SCHEMA_DEPTH}]
-    if len(json.dumps(schema, ensure_ascii=False).encode()) > MAX_SCHEMA_BYTES:
-        return [_("申请表定义过大")]
-    if schema.get("type") != "object":
-        return [_('申请表定义的顶层必须是 "type": "object"')]
-    if not isinstance(schema.get("properties", {}), dict):
-        return [_("properties 必须是对象")]
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return [_at(tuple(exc.absolute_path), exc.message)]
-    return _structure_problems(schema)
+    return _examine(schema).problems
 
 
 # --- Checking forms ------------------------------------------------------------------------
@@ -386,26 +656,30 @@ def schema_problems(schema: Any) -> list[str]:
 class _Checked:
     problems: tuple[str, ...]
     validator: Any
+    regexes: dict[str, Any]
 
 
 @functools.lru_cache(maxsize=256)
 def _checked(canonical: str) -> _Checked:
-    """A schema (as canonical JSON) checked once, and its validator."""
+    """A schema (as canonical JSON) checked once, its validator and regexes."""
     schema = json.loads(canonical)
-    problems = schema_problems(schema)
-    if problems:
-        return _Checked(tuple(problems), None)
+    examined = _examine(schema)
+    if examined.problems:
+        return _Checked(tuple(examined.problems), None, {})
     # The dialect is always 2020-12; a $schema left in would make jsonschema
     # switch to its stock class (stdlib regexes) wherever "#" is followed.
     schema.pop("$schema", None)
-    return _Checked((), _FormValidator(schema, format_checker=_FORMATS, registry=_REGISTRY))
-
-
-def _validator(schema: Any) -> Any:
-    checked = _checked(json.dumps(schema, ensure_ascii=False))
-    if checked.validator is None:
-        raise FormSchemaUnusable(list(checked.problems))
-    return checked.validator
+    for path in examined.falses:
+        # jsonschema makes the error of a false subschema without any
+        # keyword, spelling out the whole instance, and anyOf or contains
+        # may make thousands: as "not": {} the same error is paid for.
+        *steps, last = path
+        holder = schema
+        for step in steps:
+            holder = holder[step]
+        holder[last] = {"not": {}}
+    validator = _FormValidator(schema, format_checker=_FORMATS, registry=_REGISTRY)
+    return _Checked((), validator, examined.regexes)
 
 
 _MESSAGES = {
@@ -431,22 +705,34 @@ def _key(error: ValidationError, *extra: str) -> str:
 
 
 def form_errors(schema: dict[str, Any], form: Any) -> dict[str, list[str]]:
-    """``{"form.<field>": [messages]}`` for every way ``form`` breaks ``schema``.
+    """``{"form.<field>": [messages]}`` for every way ``form`` breaks ``schema``
+    (the first :data:`MAX_FORM_ERRORS` errors found).
 
     Raises :class:`FormSchemaUnusable` if ``schema`` itself breaks the rules
     of :func:`schema_problems` (a schema stored before them).
     """
-    validator = _validator(schema)
+    checked = _checked(json.dumps(schema, ensure_ascii=False))
+    if checked.validator is None:
+        raise FormSchemaUnusable(list(checked.problems))
     if _deeper_than(form, MAX_FORM_DEPTH):
         return {"form": [_("申请表内容嵌套过深")]}
-    if len(json.dumps(form, ensure_ascii=False).encode()) > MAX_FORM_BYTES:
+    size = _utf8_size(form)
+    if size is None:
+        return {"form": [_("申请表内容含有无效字符")]}
+    if size > MAX_FORM_BYTES:
         return {"form": [_("申请表内容过大")]}
+    token = _WORK.set(_Work(MAX_FORM_WORK, checked.regexes))
     try:
-        found = sorted(validator.iter_errors(form), key=lambda e: list(e.absolute_path))
+        found = list(itertools.islice(checked.validator.iter_errors(form), MAX_FORM_ERRORS))
+    except _OutOfWork:
+        return {"form": [_("申请表内容过于复杂，无法完成检查")]}
     except referencing.exceptions.Unresolvable as exc:
         # Only reachable if the rules above missed a reference: it resolved
         # nowhere, since the registry retrieves nothing.
         raise FormSchemaUnusable([str(exc)]) from exc
+    finally:
+        _WORK.reset(token)
+    found.sort(key=lambda e: list(e.absolute_path))
 
     errors: dict[str, list[str]] = {}
 
@@ -459,6 +745,8 @@ def form_errors(schema: dict[str, Any], form: Any) -> dict[str, list[str]]:
         if error.validator == "required" and isinstance(error.instance, dict):
             # One error per missing name, each naming all required ones.
             for name in error.validator_value:
+                if len(errors) == MAX_FORM_ERRORS:
+                    break
                 if name not in error.instance:
                     add(_key(error, name), _("此项为必填项"))
             continue

@@ -32,3 +32,19 @@ def test_the_check_command_lists_services_whose_stored_form_is_unusable(service)
     assert "sbk-apply (hrss, active)" in out.getvalue()
     assert "properties/extra/$ref" in out.getvalue()
     assert "fine" not in out.getvalue()
+
+
+def test_the_check_command_lists_a_schema_that_crashed_the_rules(service) -> None:
+    # A pointer through a string and one through a list made the reference
+    # library raise, and the command stop.
+    ServiceFactory(code="fine")
+    ServiceFactory(
+        code="listy", form_schema={**SIMPLE_FORM, "properties": {"x": {"$ref": "#/required/x"}}}
+    )
+    stored_before_the_rules(service, {**SIMPLE_FORM, "properties": {"extra": {"$ref": "#/type/x"}}})
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="2 of 3 services"):
+        call_command("check_form_schemas", stdout=out)
+    assert "sbk-apply (hrss, active)" in out.getvalue()
+    assert "properties/extra/$ref" in out.getvalue() and "#/type/x" in out.getvalue()
+    assert "listy" in out.getvalue() and "#/required/x" in out.getvalue()

@@ -55,7 +55,19 @@ def attacks(host_url: str) -> dict[str, dict]:
         "dangling local ref": with_field(**{"$ref": "#/$defs/missing"}),
         "loop": {**with_field(**{"$ref": "#/$defs/a"}), "$defs": {"a": {"$ref": "#/$defs/a"}}},
         "backreference": with_field(type="string", pattern="^(a)\\1$"),
+        # Crashed the rules (500s) rather than breaking them.
+        "ref into a string": with_field(**{"$ref": "#/type/x"}),
+        "ref into a list": with_field(**{"$ref": "#/required/x"}),
+        "ref into a number": with_field(**{"$ref": "#/properties/copies/minimum/x"}),
+        "long chain of refs": long_chain(),
     }
+
+
+def long_chain(links: int = 1500) -> dict:
+    """Valid, but validation would follow it recursively, past the stack."""
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(links)}
+    defs[f"d{links}"] = {"type": "string"}
+    return {**with_field(**{"$ref": "#/$defs/d0"}), "$defs": defs}
 
 
 def test_a_department_cannot_publish_a_form_that_reaches_out(
@@ -97,15 +109,19 @@ def test_a_form_with_local_definitions_is_published(integrator_api, category, ci
     assert response.json()["errors"] == {"form.phone": ["格式不正确"]}
 
 
-def test_an_operator_cannot_save_a_form_that_reaches_out(operator_client, schema_host) -> None:
-    service = ServiceFactory(code="x1")
+def save_in_admin(operator_client, service: Service, form_schema: dict):
     form = {
         "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
         "materials": "[]", "fee_fen": 0, "time_limit_days": 3, "legal_basis": "",
         "channels": '["online"]', "identity_level": 2, "keywords": "[]", "is_active": "on",
-        "form_schema": json.dumps(with_field(**{"$ref": schema_host.url()})),
+        "form_schema": json.dumps(form_schema),  # escapes a lone surrogate as \\ud800
     }  # fmt: skip
-    response = operator_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    return operator_client.post(f"/admin/services/service/{service.pk}/change/", form)
+
+
+def test_an_operator_cannot_save_a_form_that_reaches_out(operator_client, schema_host) -> None:
+    service = ServiceFactory(code="x1")
+    response = save_in_admin(operator_client, service, with_field(**{"$ref": schema_host.url()}))
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["form_schema"]
     service.refresh_from_db()
@@ -148,6 +164,10 @@ def stored_before_the_rules(service: Service, schema: dict) -> None:
         "dangling local ref",
         "loop",
         "backreference",
+        "ref into a string",
+        "ref into a list",
+        "ref into a number",
+        "long chain of refs",
     ],
 )
 def test_applying_with_a_stored_form_that_reaches_out_fetches_nothing(
@@ -206,3 +226,95 @@ def test_a_department_may_publish_that_pattern_because_re2_runs_it(
         URL, guide(with_field(type="string", pattern="^(a+)+$")), format="json"
     )
     assert response.status_code == 201, response.json()
+
+
+# --- Schemas that crashed the rules, forms that held the worker ---------------------------
+
+# Neither the admin nor a catalog file goes through the API's JSON parser.
+CRASHED_THE_RULES = {
+    "ref into a string": (attacks("http://127.0.0.1:9/x")["ref into a string"], "指向不存在的位置"),
+    "lone surrogate": (with_field(type="string", title="\ud800"), "不成对的代理码元"),
+}
+
+
+def test_an_operator_is_told_what_breaks_the_rules_in_a_schema(operator_client) -> None:
+    # (A lone surrogate is refused too, but Django's JSONField then fails to
+    # show it back in the form.)
+    schema, problem = CRASHED_THE_RULES["ref into a string"]
+    service = ServiceFactory(code="x1")
+    response = save_in_admin(operator_client, service, schema)
+    assert response.status_code == 200
+    assert problem in " ".join(response.context["adminform"].form.errors["form_schema"])
+    service.refresh_from_db()
+    assert service.form_schema == SIMPLE_FORM
+
+
+@pytest.mark.parametrize("name", CRASHED_THE_RULES)
+def test_a_catalog_file_breaking_the_rules_is_refused_with_the_reason(
+    operator_client, department, name
+) -> None:
+    schema, problem = CRASHED_THE_RULES[name]
+    CategoryFactory(code="shebao")
+    record = {**guide(schema), "department": department.code}
+    data = io.BytesIO(json.dumps({"services": [record]}).encode())
+    data.name = "catalog.json"
+    response = operator_client.post("/admin/services/service/import/", {"file": data}, follow=True)
+    assert response.status_code == 200
+    assert "errorlist" in response.content.decode()
+    assert problem in response.content.decode()
+    assert not Service.objects.exists()
+
+
+def test_a_form_holding_a_lone_surrogate_is_refused_not_a_crash(citizen_api, service) -> None:
+    # Written by hand: a JSON encoder would refuse to write it.
+    body = '{"service": "sbk-apply", "form": {"reason": "\\ud800\\ud800", "phone": "13800138000"}}'
+    response = citizen_api.post("/api/v1/applications/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert not Application.objects.exists()
+
+
+@pytest.mark.timeout(20)
+def test_a_wide_form_schema_cannot_hold_the_worker(integrator_api, category, citizen_api) -> None:
+    # 24 KB, within every rule of the schema; this 6 KB form took 162 s and
+    # millions of error objects to check: the cost is schema times form.
+    wide = with_field(type="array", items={"anyOf": [{"const": i} for i in range(1, 1500)]})
+    response = integrator_api.post(URL, guide(wide), format="json")
+    assert response.status_code == 201, response.json()
+    response = submit(citizen_api, form={**GOOD_FORM, "extra": [1, 2, 3]})
+    assert response.status_code == 201, response.json()
+    response = submit(citizen_api, form={**GOOD_FORM, "extra": [0] * 2000})
+    assert response.status_code == 400
+    assert response.json()["code"] == "form_invalid"
+    assert response.json()["errors"] == {"form": ["申请表内容过于复杂，无法完成检查"]}
+
+
+def test_a_department_may_use_re2s_unicode_classes_in_patterns(
+    integrator_api, category, citizen_api
+) -> None:
+    # Python's re refused \p{Han}, and recursed past the stack on the groups.
+    schema = {
+        **SIMPLE_FORM,
+        "properties": {
+            **SIMPLE_FORM["properties"],
+            "name": {"type": "string", "pattern": "^\\p{Han}{2,10}$"},
+            "code": {"type": "string", "pattern": "(" * 1000 + "[0-9]" + ")" * 1000},
+        },
+    }
+    response = integrator_api.post(URL, guide(schema), format="json")
+    assert response.status_code == 201, response.json()
+    response = submit(citizen_api, form={**GOOD_FORM, "name": "张三", "code": "7"})
+    assert response.status_code == 201, response.json()
+    response = submit(citizen_api, form={**GOOD_FORM, "name": "Zhang San", "code": "x"})
+    assert response.json()["errors"] == {"form.code": ["格式不正确"], "form.name": ["格式不正确"]}
+
+
+def test_a_number_too_large_for_a_float_is_checked_exactly(citizen_api, service) -> None:
+    stored_before_the_rules(service, with_field(type="integer", multipleOf=0.5))
+    body = '{"service": "sbk-apply", "form": {"reason": "首次申领", "phone": "13800138000", '
+    response = citizen_api.post(
+        "/api/v1/applications/",
+        body + '"extra": 1' + "0" * 400 + "}}",
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content

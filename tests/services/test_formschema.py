@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from services.formschema import (
     DIALECT,
     MAX_FORM_BYTES,
+    MAX_FORM_ERRORS,
     MAX_SCHEMA_DEPTH,
     MAX_SCHEMA_EXPANSION,
+    MAX_SCHEMA_REGEX_PROGRAM,
     FormSchemaUnusable,
     form_errors,
     schema_problems,
@@ -103,10 +107,28 @@ def test_schema_may_only_name_draft_2020_12_at_the_top() -> None:
 
 
 @pytest.mark.parametrize(
-    "ref", ["#/$defs/missing", "#/properties/b", "#/properties/a/type/0", "#/$defs/x/0"]
+    "ref",
+    [
+        "#/$defs/missing",
+        "#/properties/b",
+        "#/properties/a/type/0",
+        "#/$defs/x/0",
+        # Through a string or a list by name, into a number, a boolean or null.
+        "#/type/x",
+        "#/$defs/x/enum/x",
+        "#/$defs/x/minLength/x",
+        "#/$defs/yes/x",
+        "#/$defs/x/const/x",
+    ],
 )
 def test_a_local_reference_that_leads_nowhere_is_refused(ref) -> None:
-    schema = {**form_with(a={"$ref": ref}), "$defs": {"x": {"type": "string"}}}
+    schema = {
+        **form_with(a={"$ref": ref}),
+        "$defs": {
+            "x": {"type": "string", "minLength": 1, "enum": ["a"], "const": None},
+            "yes": True,
+        },
+    }
     assert "指向不存在的位置" in schema_problems(schema)[0]
 
 
@@ -142,10 +164,25 @@ def test_references_that_loop_are_refused(schema) -> None:
     assert "循环" in schema_problems(schema)[0]
 
 
-def test_a_long_chain_of_references_is_followed_without_recursion() -> None:
-    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(1500)}
-    defs["d1500"] = {"type": "string"}
-    assert schema_problems({**form_with(a={"$ref": "#/$defs/d0"}), "$defs": defs}) == []
+def chain(links: int) -> dict:
+    """A form whose field "a" is a string after ``links`` references."""
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(links)}
+    defs[f"d{links}"] = {"type": "string"}
+    return {**form_with(a={"$ref": "#/$defs/d0"}), "$defs": defs}
+
+
+def test_a_chain_of_references_is_bounded_since_validation_follows_it_recursively() -> None:
+    # The form, "a" and the string end make three levels.
+    assert schema_problems(chain(MAX_SCHEMA_DEPTH - 3)) == []
+    assert form_errors(chain(MAX_SCHEMA_DEPTH - 3), {"a": 1}) == {
+        "form.a": ["类型不正确，应为 string"]
+    }
+    refused = [f"申请表定义展开引用后嵌套过深（最多 {MAX_SCHEMA_DEPTH} 层）"]
+    assert schema_problems(chain(MAX_SCHEMA_DEPTH - 2)) == refused
+    # Checked without recursion; jsonschema would need thousands of frames.
+    assert schema_problems(chain(1500)) == refused
+    with pytest.raises(FormSchemaUnusable):
+        form_errors(chain(1500), {"a": 1})
 
 
 def test_references_that_unfold_past_the_bound_are_refused() -> None:
@@ -259,7 +296,7 @@ def test_the_validator_itself_never_retrieves(monkeypatch, schema_host) -> None:
     resolves nowhere, and nothing is fetched."""
     from services import formschema
 
-    monkeypatch.setattr(formschema, "_structure_problems", lambda schema: [])
+    monkeypatch.setattr(formschema, "_structure_problems", lambda schema: formschema._Examined([]))
     formschema._checked.cache_clear()
     try:
         for ref in (schema_host.url(), "file:///etc/hostname"):
@@ -268,3 +305,209 @@ def test_the_validator_itself_never_retrieves(monkeypatch, schema_host) -> None:
     finally:
         formschema._checked.cache_clear()
     assert schema_host.requests == []
+
+
+def test_subschemas_are_counted_before_the_meta_schema_checks_each() -> None:
+    # The meta-schema takes about half a millisecond a subschema; these
+    # 64 KB would have taken seconds before being refused.
+    problem = f"申请表定义过于复杂（超过 {MAX_SCHEMA_EXPANSION} 个子定义）"
+    assert schema_problems({"type": "object", "anyOf": [{}] * 16_000}) == [problem]
+    assert schema_problems({"type": "object", "$defs": {f"d{i}": True for i in range(2001)}}) == [
+        problem
+    ]
+
+
+# --- Regular expressions are RE2's, never Python's ---------------------------------------
+
+
+def test_patterns_are_rules_of_re2_not_of_python() -> None:
+    # Python's re cannot read \p{Han}; its parser recurses once per group.
+    han = "^\\p{Han}+$"
+    groups = "(" * 1000 + "a" + ")" * 1000
+    schema = {
+        **form_with(
+            name={"type": "string", "pattern": han}, g={"type": "string", "pattern": groups}
+        ),
+        "patternProperties": {"^\\p{Han}": {"type": "integer"}},
+    }
+    assert schema_problems(schema) == []
+    assert form_errors(schema, {"name": "张三", "g": "a", "年龄": 30}) == {}
+    assert form_errors(schema, {"name": "zhang", "g": "b", "年龄": "三十"}) == {
+        "form.name": ["格式不正确"],
+        "form.g": ["格式不正确"],
+        "form.年龄": ["类型不正确，应为 integer"],
+    }
+
+
+def test_patterns_that_compile_too_large_are_refused() -> None:
+    problems = schema_problems(form_with(a={"type": "string", "pattern": "\\pL{1000}"}))
+    assert len(problems) == 1 and "properties/a/pattern" in problems[0]
+    assert "pattern too large" in problems[0]
+    # Each fine alone, too much together (compiling and scanning both cost).
+    names = {
+        f"n{i}": {"type": "string", "pattern": f"^[\\p{{Han}}·]{{2,{20 + i}}}$"} for i in range(12)
+    }
+    assert schema_problems(form_with(**dict(list(names.items())[:4]))) == []
+    problems = schema_problems(form_with(**names))
+    assert len(problems) == 1 and f"超过 {MAX_SCHEMA_REGEX_PROGRAM} 条指令" in problems[0]
+
+
+# --- Values UTF-8 cannot carry -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        form_with(a={"const": "\ud800"}),
+        form_with(**{"a\udfff": {"type": "string"}}),
+        form_with(a={"type": "string", "pattern": "\ud800"}),
+    ],
+)
+def test_a_schema_holding_a_lone_surrogate_is_refused(schema) -> None:
+    assert schema_problems(schema) == ["申请表定义含有无效字符（不成对的代理码元）"]
+
+
+def test_a_form_holding_a_lone_surrogate_is_refused_whole() -> None:
+    for form in ({"reason": "\ud800" * 2, "phone": "13800138000"}, {"\udc00": 1}):
+        assert form_errors(SIMPLE_FORM, form) == {"form": ["申请表内容含有无效字符"]}
+
+
+# --- Checking a form is bounded work, whatever the schema ---------------------------------
+
+TOO_COMPLEX = {"form": ["申请表内容过于复杂，无法完成检查"]}
+
+
+def array_of(item_schema: dict) -> dict:
+    return form_with(a={"type": "array", "items": item_schema})
+
+
+def fill(make) -> dict:
+    """The largest form ``make(n)`` that fits MAX_FORM_BYTES."""
+    low, high = 1, MAX_FORM_BYTES
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(json.dumps(make(middle), ensure_ascii=False).encode()) <= MAX_FORM_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return make(low)
+
+
+# Each took from seconds to minutes before (and millions of error objects).
+WIDE = {
+    # The review's: 24 KB of schema, 6 KB of form, 162 s.
+    "anyOf of consts per item": (
+        array_of({"anyOf": [{"const": i} for i in range(1, 1500)]}),
+        lambda n: {"a": [0] * n},
+    ),
+    "false branches per item": (array_of({"anyOf": [False] * 1900}), lambda n: {"a": [0] * n}),
+    "contains per branch": (
+        {
+            "type": "object",
+            "allOf": [{"properties": {"a": {"contains": {"type": "string"}}}}] * 600,
+        },
+        lambda n: {"a": [0] * n},
+    ),
+    "uniqueItems per branch": (
+        {
+            "type": "object",
+            "anyOf": [{"properties": {"a": {"uniqueItems": True, "type": "string"}}}] * 600,
+        },
+        lambda n: {"a": [[i] for i in range(n)]},
+    ),
+    "patterns per name": (
+        {
+            "type": "object",
+            "patternProperties": {f"^q{i}$": {} for i in range(400)},
+            "additionalProperties": False,
+        },
+        lambda n: {f"n{i}": 0 for i in range(n)},
+    ),
+    "a pattern RE2 scans slowly": (
+        form_with(a={"type": "string", "pattern": "\\w{1000}!"}),
+        lambda n: {"a": "ab" * n},
+    ),
+    "regexes to compile": (array_of({"format": "regex"}), lambda n: {"a": ["\\pL{1000}"] * n}),
+    "keys that are not keywords": (
+        array_of({"anyOf": [{f"x-{i}": 0 for i in range(300)}] * 10}),
+        lambda n: {"a": [0] * n},
+    ),
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", WIDE)
+def test_a_form_that_costs_too_much_to_check_is_refused_whole(name) -> None:
+    schema, make = WIDE[name]
+    assert schema_problems(schema) == []
+    assert form_errors(schema, fill(make)) == TOO_COMPLEX
+
+
+def test_ordinary_forms_are_well_within_the_budget() -> None:
+    family = [{"name": "李四", "phone": "13900139000"}] * 10
+    assert form_errors(GOOD, {"applicant": {"name": "张三"}, "family": family}) == {}
+    schema = {
+        "type": "object",
+        "properties": {
+            **{f"f{i}": {"type": "string", "maxLength": 200, "pattern": "\\S"} for i in range(100)},
+            "family": {
+                "type": "array",
+                "maxItems": 20,
+                "items": {
+                    "type": "object",
+                    "properties": {f"g{j}": {"type": "string", "minLength": 1} for j in range(10)},
+                },
+            },
+        },
+        "additionalProperties": False,
+    }
+    form = {
+        **{f"f{i}": "张三丰" for i in range(100)},
+        "family": [{f"g{j}": "值" for j in range(10)}] * 20,
+    }
+    assert form_errors(schema, form) == {}
+    assert (
+        form_errors(form_with(t={"type": "string", "pattern": "\\S"}), {"t": "字" * 20_000}) == {}
+    )
+
+
+def test_errors_collected_from_one_form_are_bounded() -> None:
+    schema = array_of({"type": "string"})
+    errors = form_errors(schema, {"a": [0] * 1000})
+    assert len(errors) == MAX_FORM_ERRORS
+    assert errors["form.a.0"] == ["类型不正确，应为 string"]
+    schema = array_of({"required": [f"r{i}" for i in range(5000)]})
+    assert len(form_errors(schema, {"a": [{}] * 100})) == MAX_FORM_ERRORS
+
+
+def test_false_subschemas_still_refuse_everything() -> None:
+    schema = {
+        **form_with(
+            no=False,
+            any={"anyOf": [False, {"type": "integer"}]},
+            notany={"not": {"anyOf": [False]}},
+            has={"contains": False},
+            list={"prefixItems": [False]},
+        ),
+        "additionalProperties": False,
+    }
+    form = {"no": 1, "any": "x", "notany": 1, "has": [1], "list": [1], "extra": 1}
+    assert form_errors(schema, form) == {
+        "form": ["含有表单未定义的字段"],
+        "form.any": ["不符合要求"],
+        "form.has": ["不符合要求"],
+        "form.list.0": ["不符合要求"],
+        "form.no": ["不符合要求"],
+    }
+    assert form_errors(schema, {"any": 1, "notany": 1, "has": [], "list": []}) == {
+        "form.has": ["不符合要求"]
+    }
+
+
+def test_multiples_of_integers_too_large_for_a_float_are_exact() -> None:
+    schema = form_with(half={"multipleOf": 0.5}, third={"multipleOf": 0.3}, three={"multipleOf": 3})
+    assert form_errors(schema, {"half": 10**400, "three": 3 * 10**400}) == {}
+    assert form_errors(schema, {"third": 10**400, "three": 10**400 + 1}) == {
+        "form.third": ["不符合要求"],
+        "form.three": ["不符合要求"],
+    }
