@@ -79,7 +79,7 @@ class Sink:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def load(url: str, *, seconds: float, threads: int, method: str = "GET", body=None, headers=None):  # type: ignore[no-untyped-def]
+def load(url: str, *, seconds: float, threads: int, method: str = "GET", body=None, headers=None):
     """Closed-loop load: ``threads`` clients call as fast as answers come."""
     stop = time.monotonic() + seconds
     latencies: list[float] = []

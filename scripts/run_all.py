@@ -57,7 +57,7 @@ def commands() -> dict[str, list[str]]:
     }
 
 
-def pump(name: str, stream) -> None:  # type: ignore[no-untyped-def]
+def pump(name: str, stream) -> None:
     for line in iter(stream.readline, ""):
         sys.stdout.write(f"{name:>7} | {line}")
         sys.stdout.flush()

@@ -116,7 +116,7 @@ def other_department(db) -> Department:
 
 def _key(department: Department, scope: ApiKeyScope) -> ApiKey:
     key, raw = api_key_create(department=department, scope=scope, name=f"{scope} test key")
-    key.raw = raw  # type: ignore[attr-defined]
+    key.raw = raw  # type: ignore[attr-defined]  # the raw key rides on the row for the tests
     return key
 
 
@@ -137,12 +137,12 @@ def scanner_key(department: Department) -> ApiKey:
 
 @pytest.fixture
 def integrator_api(integrator_key: ApiKey) -> APIClient:
-    return client_with_key(integrator_key.raw)  # type: ignore[attr-defined]
+    return client_with_key(integrator_key.raw)  # type: ignore[attr-defined]  # set by _key above
 
 
 @pytest.fixture
 def scanner_api(scanner_key: ApiKey) -> APIClient:
-    return client_with_key(scanner_key.raw)  # type: ignore[attr-defined]
+    return client_with_key(scanner_key.raw)  # type: ignore[attr-defined]  # set by _key above
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def operator(db) -> User:
 
 
 @pytest.fixture
-def operator_client(client, operator):  # type: ignore[no-untyped-def]
+def operator_client(client, operator):
     """The Django test client, logged into the admin as the operator."""
     client.force_login(operator)
     return client

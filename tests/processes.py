@@ -55,11 +55,11 @@ def celery_worker(
     with _child_process(argv, log, env) as process:
         if wait:
             _await_start(process, log, lambda: "ready." in log.read_text(), "worker")
-        process.log = log  # type: ignore[attr-defined]
+        process.log = log  # type: ignore[attr-defined]  # the log path rides on the process for the caller
         yield process
 
 
-def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = "") -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -185,7 +185,7 @@ class RedisServer:
             self.process.wait()
 
 
-def _answers(client) -> bool:  # type: ignore[no-untyped-def]
+def _answers(client) -> bool:
     import redis
 
     try:

@@ -206,9 +206,9 @@ def test_erase_hooks_run_higher_apps_first_and_export_skips_erase_only_sections(
     )
     citizen_data.register("cache", export=None, erase=lambda user: calls.append("cache"))
     citizen_data.register("orders", export=lambda user: [1], erase=None)
-    citizen_data.erase("someone")  # type: ignore[arg-type]
+    citizen_data.erase("someone")  # type: ignore[arg-type]  # the hooks only pass it on
     assert calls == ["cache", "profile"]
-    assert citizen_data.export("someone") == {"profile": {"id": "someone"}, "orders": [1]}  # type: ignore[arg-type]
+    assert citizen_data.export("someone") == {"profile": {"id": "someone"}, "orders": [1]}  # type: ignore[arg-type]  # the hooks only pass it on
 
 
 # --- The export through the API ------------------------------------------------------------------
@@ -225,7 +225,7 @@ def endpoint(department):
     return endpoint
 
 
-def busy_life(client, integrator_api, scanner_api) -> dict:  # type: ignore[no-untyped-def]
+def busy_life(client, integrator_api, scanner_api) -> dict:
     """Apply, have it handled and rated, get messages, have the code scanned."""
     body = submit(client).json()
     for status in ("accepted", "completed"):

@@ -253,26 +253,23 @@ def test_a_failed_admin_login_records_no_password_or_token(client) -> None:
 # --- Acting on stronger accounts ---------------------------------------------------------------
 
 
-@pytest.fixture
-def root():
-    return StaffFactory(username="root", is_superuser=True)
-
-
-def test_a_clerk_cannot_suspend_or_reinstate_a_privileged_account(client, root, citizen) -> None:
+def test_a_clerk_cannot_suspend_or_reinstate_a_privileged_account(
+    client, operator, citizen
+) -> None:
     client.force_login(_clerk("view_user", "change_user"))
     response = client.post(
         "/admin/accounts/user/",
-        {"action": "suspend", "_selected_action": [str(root.pk), str(citizen.pk)]},
+        {"action": "suspend", "_selected_action": [str(operator.pk), str(citizen.pk)]},
     )
     assert response.status_code == 302
-    root.refresh_from_db()
+    operator.refresh_from_db()
     citizen.refresh_from_db()
-    assert root.is_active and not citizen.is_active  # the citizen, yes; the superuser, no
+    assert operator.is_active and not citizen.is_active  # the citizen, yes; the superuser, no
 
     from accounts import citizens
 
     other = StaffFactory(username="other-clerk")
-    citizens.user_set_active(user=other, active=False, actor=root)
+    citizens.user_set_active(user=other, active=False, actor=operator)
     client.post(
         "/admin/accounts/user/", {"action": "reinstate", "_selected_action": [str(other.pk)]}
     )
@@ -280,17 +277,18 @@ def test_a_clerk_cannot_suspend_or_reinstate_a_privileged_account(client, root, 
     assert not other.is_active
 
 
-def test_a_clerk_cannot_delete_a_privileged_account(client, root) -> None:
+def test_a_clerk_cannot_delete_a_privileged_account(client, operator) -> None:
     client.force_login(_clerk("view_user", "change_user", "delete_user"))
     assert (
-        client.post(f"/admin/accounts/user/{root.pk}/delete/", {"post": "yes"}).status_code == 403
+        client.post(f"/admin/accounts/user/{operator.pk}/delete/", {"post": "yes"}).status_code
+        == 403
     )
     response = client.post(
         "/admin/accounts/user/",
-        {"action": "delete_selected", "_selected_action": [str(root.pk)], "post": "yes"},
+        {"action": "delete_selected", "_selected_action": [str(operator.pk)], "post": "yes"},
     )
     assert response.status_code in (200, 302)
-    assert User.objects.filter(pk=root.pk).exists()
+    assert User.objects.filter(pk=operator.pk).exists()
 
 
 def test_an_account_with_permissions_is_privileged_too(client) -> None:
@@ -304,16 +302,16 @@ def test_an_account_with_permissions_is_privileged_too(client) -> None:
     assert holder.is_active
 
 
-def test_the_rule_holds_below_the_admin(root) -> None:
+def test_the_rule_holds_below_the_admin(operator) -> None:
     from django.core.exceptions import PermissionDenied
 
     from accounts import citizens
 
     clerk = _clerk("change_user")
     with pytest.raises(PermissionDenied):
-        citizens.user_set_active(user=root, active=False, actor=clerk)
-    root.refresh_from_db()
-    assert root.is_active
+        citizens.user_set_active(user=operator, active=False, actor=clerk)
+    operator.refresh_from_db()
+    assert operator.is_active
 
 
 def _citizen_with_permission() -> User:

@@ -26,13 +26,13 @@ def _fresh_qr_memory():
     caches.clear()
 
 
-def issue(api) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def issue(api) -> dict[str, Any]:
     response = api.get("/api/v1/me/star-code/")
     assert response.status_code == 200, response.content
     return response.json()
 
 
-def verify(api, code: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def verify(api, code: str) -> dict[str, Any]:
     response = api.post("/api/v1/qr/verify/", {"code": code}, format="json")
     assert response.status_code == 200, response.content
     return response.json()
@@ -44,7 +44,7 @@ def recorded_scans() -> list[ScanEvent]:
     return list(ScanEvent.objects.order_by("scanned_at", "recorded_at"))
 
 
-def forge(  # type: ignore[no-untyped-def]
+def forge(
     claims: dict[str, Any] | None = None,
     *,
     drop: tuple[str, ...] = (),
@@ -75,12 +75,12 @@ def forge(  # type: ignore[no-untyped-def]
     return codes.sign(body, kid=kid, private_key=private_key)
 
 
-def citizen_code(user: User, **overrides) -> str:  # type: ignore[no-untyped-def]
+def citizen_code(user: User, **overrides) -> str:
     return forge(sub=user.subject, lvl=int(user.identity_level), **overrides)
 
 
 @pytest.fixture
-def hall_key(department) -> ApiKey:  # type: ignore[no-untyped-def]
+def hall_key(department) -> ApiKey:
     """A service hall's scanner: its profile discloses the masked name."""
     key = _key(department, ApiKeyScope.SCANNER)
     ScannerProfile.objects.create(
@@ -90,19 +90,19 @@ def hall_key(department) -> ApiKey:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def hall_api(hall_key):  # type: ignore[no-untyped-def]
+def hall_api(hall_key):
     return client_with_key(hall_key.raw)
 
 
 @pytest.fixture
-def gate_profile(scanner_key) -> ScannerProfile:  # type: ignore[no-untyped-def]
+def gate_profile(scanner_key) -> ScannerProfile:
     """The default scanner is a metro gate: valid and level only."""
     return ScannerProfile.objects.create(api_key=scanner_key, place="地铁2号线 五一广场站 3号闸机")
 
 
 def create_venue(
     api, service_code: str, label: str = "3号窗口", location: str = "芙蓉中路二段"
-) -> dict:  # type: ignore[no-untyped-def]
+) -> dict:
     response = api.post(
         "/api/v1/dept/codes/",
         {"service": service_code, "label": label, "location": location},

@@ -74,7 +74,7 @@ def view_calls():
     calls = []
     original = apis.VerifyView.post
 
-    def spy(self, request):  # type: ignore[no-untyped-def]
+    def spy(self, request):
         calls.append(request)
         return original(self, request)
 
@@ -83,7 +83,7 @@ def view_calls():
 
 
 @pytest.fixture
-def other_scanner(department):  # type: ignore[no-untyped-def]
+def other_scanner(department):
     return _key(department, ApiKeyScope.SCANNER)
 
 

@@ -18,7 +18,7 @@ from tests.qr.test_star_code_api import independently_verified
 pytestmark = pytest.mark.django_db
 
 
-def kids(api) -> list[str]:  # type: ignore[no-untyped-def]
+def kids(api) -> list[str]:
     return [k["kid"] for k in api.get("/api/v1/qr/keys/").json()["keys"]]
 
 
@@ -155,7 +155,7 @@ def test_a_deactivated_code_still_says_revoked_after_its_key_is_gone(
 # --- The first key ------------------------------------------------------------------------
 
 
-def a_stranger_code(**claims) -> str:  # type: ignore[no-untyped-def]
+def a_stranger_code(**claims) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from qr import codes
@@ -198,7 +198,7 @@ def test_the_first_venue_code_makes_the_first_key(integrator_api, service, api):
     )
 
 
-def independently_verified_kid(api, code: str) -> str:  # type: ignore[no-untyped-def]
+def independently_verified_kid(api, code: str) -> str:
     import base64
     import json
 

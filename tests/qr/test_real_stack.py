@@ -51,7 +51,7 @@ def test_a_flush_that_dies_after_writing_loses_nothing_and_duplicates_nothing(
     for _ in range(3):
         verify(scanner_api, issue(citizen_api)["code"])
 
-    def store_then_die(records):  # type: ignore[no-untyped-def]
+    def store_then_die(records):
         scans.scan_events_store(records)
         raise SystemExit("worker killed after the commit, before trimming")
 
@@ -71,7 +71,7 @@ def test_a_flush_that_lost_its_lock_does_not_trim(citizen_api, scanner_api):
     recorder = get_recorder()
     client = redis_lib.Redis.from_url(settings.REDIS_URL)
 
-    def slow_store(records):  # type: ignore[no-untyped-def]
+    def slow_store(records):
         client.set(recorder.lock_key, "someone-else")  # our lock expired meanwhile
         scans.scan_events_store(records)
 

@@ -39,6 +39,12 @@ RECORDERS = [
 ]
 
 
+def test_the_contract_runs_over_every_recorder_the_project_ships() -> None:
+    from tests.contracts import implementations
+
+    assert {param.values[0] for param in RECORDERS} == set(implementations(ScanRecorder))
+
+
 class Database:
     """A ``store`` as the contract describes it: idempotent on the record id."""
 
@@ -62,7 +68,7 @@ def database_down(records: Sequence[ScanRecord]) -> int:
 
 
 @pytest.fixture(params=RECORDERS)
-def recorder(request) -> ScanRecorder:  # type: ignore[no-untyped-def]
+def recorder(request) -> ScanRecorder:
     return request.param()
 
 

@@ -19,7 +19,7 @@ from tests.qr.conftest import citizen_code, create_venue, issue, recorded_scans,
 pytestmark = pytest.mark.django_db
 
 
-def revocations(api, since: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+def revocations(api, since: str | None = None) -> dict:
     response = api.get("/api/v1/qr/revocations/", {"since": since} if since else {})
     assert response.status_code == 200, response.content
     return response.json()
@@ -105,7 +105,7 @@ def test_only_scanners_read_revocations(integrator_api, citizen_api, api):
 # --- Offline uploads ------------------------------------------------------------------------
 
 
-def code_shown_at(citizen, ago: int) -> str:  # type: ignore[no-untyped-def]
+def code_shown_at(citizen, ago: int) -> str:
     """The citizen's code as their phone showed it ``ago`` seconds ago."""
     iat = int(time.time()) - ago - 5
     return citizen_code(citizen, iat=iat, exp=iat + settings.STAR_CODE_TTL)
@@ -118,7 +118,7 @@ def scan(
     reason: str | None = None,
     event_id: str | None = None,
     ago: int = 60,
-) -> dict:  # type: ignore[no-untyped-def]
+) -> dict:
     return {
         "event_id": event_id or str(uuid.uuid4()),
         "code": code,

@@ -21,13 +21,13 @@ from tests.qr.conftest import issue
 pytestmark = pytest.mark.django_db
 
 
-def jwks_through_the_api(api) -> jwk.JWKSet:  # type: ignore[no-untyped-def]
+def jwks_through_the_api(api) -> jwk.JWKSet:
     response = api.get("/api/v1/qr/keys/")
     assert response.status_code == 200
     return jwk.JWKSet.from_json(response.content)
 
 
-def independently_verified(api, code: str) -> dict:  # type: ignore[no-untyped-def]
+def independently_verified(api, code: str) -> dict:
     """The claims, as jwcrypto sees them with the JWKS fetched over HTTP."""
     assert code.startswith("MCS1:")
     token = jwt.JWT(

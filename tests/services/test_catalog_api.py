@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def catalog(db):
+def demo_catalog(db):
     call_command("seed_demo", verbosity=0)
 
 
@@ -21,7 +21,7 @@ def codes(response) -> list[str]:
     return [item["code"] for item in response.json()["results"]]
 
 
-def test_departments_and_categories_are_public_lists(api, catalog) -> None:
+def test_departments_and_categories_are_public_lists(api, demo_catalog) -> None:
     departments = api.get("/api/v1/departments/").json()
     assert set(departments) == {"results", "next", "previous"}
     assert len(departments["results"]) >= 8
@@ -47,22 +47,22 @@ def test_departments_and_categories_are_public_lists(api, catalog) -> None:
         ("YLFY", "medicare-reimburse"),
     ],
 )
-def test_search_matches_name_keywords_and_pinyin(api, catalog, q, expected) -> None:
+def test_search_matches_name_keywords_and_pinyin(api, demo_catalog, q, expected) -> None:
     assert expected in codes(api.get("/api/v1/services/", {"q": q, "page_size": 100}))
 
 
-def test_gjj_finds_only_provident_fund_services(api, catalog) -> None:
+def test_gjj_finds_only_provident_fund_services(api, demo_catalog) -> None:
     found = codes(api.get("/api/v1/services/", {"q": "gjj", "page_size": 100}))
     assert found
     assert all(Service.objects.get(code=code).category.code == "gongjijin" for code in found)
 
 
-def test_name_matches_come_first(api, catalog) -> None:
+def test_name_matches_come_first(api, demo_catalog) -> None:
     found = codes(api.get("/api/v1/services/", {"q": "社保卡", "page_size": 100}))
     assert found[:2] == sorted(["sbk-apply", "sbk-replace"])
 
 
-def test_filters_by_category_and_department_codes(api, catalog) -> None:
+def test_filters_by_category_and_department_codes(api, demo_catalog) -> None:
     by_category = codes(api.get("/api/v1/services/", {"category": "yibao", "page_size": 100}))
     assert by_category and all(code.startswith(("medicare", "chronic")) for code in by_category)
     by_department = codes(api.get("/api/v1/services/", {"department": "police", "page_size": 100}))
@@ -72,7 +72,7 @@ def test_filters_by_category_and_department_codes(api, catalog) -> None:
     assert codes(api.get("/api/v1/services/", {"department": "nope"})) == []
 
 
-def test_the_catalog_pages_by_number(api, catalog) -> None:
+def test_the_catalog_pages_by_number(api, demo_catalog) -> None:
     first = api.get("/api/v1/services/", {"page_size": 20}).json()
     assert len(first["results"]) == 20 and first["previous"] is None
     second = api.get(first["next"]).json()
@@ -90,7 +90,7 @@ def test_listing_costs_the_same_queries_for_ten_or_a_hundred_services(
     assert len(response.json()["results"]) == 100
 
 
-def test_the_guide_has_every_field(api, catalog) -> None:
+def test_the_guide_has_every_field(api, demo_catalog) -> None:
     response = api.get("/api/v1/services/id-card-renew/")
     assert response.status_code == 200
     guide = response.json()

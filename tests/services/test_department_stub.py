@@ -105,7 +105,7 @@ def test_the_stub_stops_working_on_an_application_the_citizen_cancelled(
     held_back = []
 
     class Thread:  # holds the stub's progress reports until the test runs them
-        def __init__(self, *, target, args, daemon):  # type: ignore[no-untyped-def]
+        def __init__(self, *, target, args, daemon):
             held_back.append((target, args))
 
         def start(self) -> None:

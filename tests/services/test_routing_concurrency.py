@@ -79,7 +79,7 @@ def test_identical_submits_racing_with_one_idempotency_key_make_one_application(
     service = ServiceFactory()
     citizen = CitizenFactory(verified=True)
 
-    def submit(_: int):  # type: ignore[no-untyped-def]
+    def submit(_: int):
         response = client_for(citizen).post(
             "/api/v1/applications/",
             {"service": service.code, "form": GOOD_FORM},
@@ -122,7 +122,7 @@ def test_workers_racing_over_every_delivery_send_each_applications_events_in_ord
         numbers.append(application.number)
     failed_once: set[str] = set()
 
-    def respond(received):  # type: ignore[no-untyped-def]
+    def respond(received):
         event_id = received.headers["webhook-id"]
         if received.payload["type"] == events.APPLICATION_SUBMITTED and event_id not in failed_once:
             failed_once.add(event_id)

@@ -255,7 +255,7 @@ def test_a_worker_of_many_processes_keeps_each_applications_events_in_order(
     server = world["server"]
     failed_once: set[str] = set()
 
-    def respond(received):  # type: ignore[no-untyped-def]
+    def respond(received):
         event_id = received.headers["webhook-id"]
         if received.payload["type"] == "application.submitted" and event_id not in failed_once:
             failed_once.add(event_id)
