@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -39,10 +40,23 @@ class CategoryAdmin(AuditedModelAdmin):
     search_fields = ("code", "name", "name_en")
 
 
+class EscapedJSONField(forms.JSONField):
+    """Shows a value back as ASCII JSON: a refused value holding a lone
+    surrogate ("\\ud800"), which no page can carry, is shown escaped."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, cls=self.encoder)
+
+
 class ServiceForm(forms.ModelForm):
     class Meta:
         model = Service
         fields = ("code", "department", *catalog.GUIDE_FIELDS)
+        field_classes = dict.fromkeys(
+            ("materials", "channels", "form_schema", "keywords"), EscapedJSONField
+        )
 
     def clean(self):
         super().clean()
