@@ -463,6 +463,85 @@ STAR_CODE_TTL = env.int("STAR_CODE_TTL", default=60)
 ROUTING_ALLOW_PRIVATE_ENDPOINTS = env.bool("ROUTING_ALLOW_PRIVATE_ENDPOINTS", default=DEBUG)
 PAYMENTS_SANDBOX = env.bool("PAYMENTS_SANDBOX", default=DEBUG)
 
+# --- Payments -------------------------------------------------------------------------
+
+# Unpaid orders close after this long (and at the channel).
+PAYMENTS_ORDER_TTL_SECONDS = env.int("PAYMENTS_ORDER_TTL_SECONDS", default=30 * 60)
+# A pending order with no callback this long after it was opened is queried
+# from the channel (主动查单) by the payments sweep, at most every this often.
+PAYMENTS_QUERY_AFTER_SECONDS = env.int("PAYMENTS_QUERY_AFTER_SECONDS", default=60)
+PAYMENTS_SWEEP_EVERY_SECONDS = env.float("PAYMENTS_SWEEP_EVERY_SECONDS", default=15.0)
+# Where the channels send their callbacks: <base>/api/v1/payments/notify/<channel>/.
+PAYMENTS_NOTIFY_BASE_URL = env.str("PAYMENTS_NOTIFY_BASE_URL", default="http://127.0.0.1:8000")
+# Callbacks per client address and minute (channels call from few addresses).
+PAYMENTS_NOTIFY_RATE = env.str("PAYMENTS_NOTIFY_RATE", default="6000/min")
+# The merchant's account at each channel. Key files (PEM) and serials come
+# from env in production; in sandbox mode the sandbox's own keys are used.
+PAYMENTS_CHANNELS: dict[str, dict[str, str]] = {
+    "wechat": {
+        "provider": "payments.providers.wechat.WechatPayProvider",
+        "merchant_id": env.str("PAYMENTS_WECHAT_MCHID", default="1900000109"),
+        "app_id": env.str("PAYMENTS_WECHAT_APPID", default="wxd678efh567hg6787"),
+        "api_base_url": "https://api.mch.weixin.qq.com",
+        "sandbox_base_url": "https://wechat.sandbox.invalid",
+        "private_key_file": env.str("PAYMENTS_WECHAT_PRIVATE_KEY_FILE", default=""),
+        "merchant_serial": env.str("PAYMENTS_WECHAT_MERCHANT_SERIAL", default=""),
+        "platform_key_file": env.str("PAYMENTS_WECHAT_PLATFORM_KEY_FILE", default=""),
+        "platform_serial": env.str("PAYMENTS_WECHAT_PLATFORM_SERIAL", default=""),
+        "api_v3_key": secret("PAYMENTS_WECHAT_API_V3_KEY", ""),
+    },
+    "alipay": {
+        "provider": "payments.providers.alipay.AlipayProvider",
+        # app_id is the merchant's application; merchant_id its seller_id (PID).
+        "merchant_id": env.str("PAYMENTS_ALIPAY_SELLER_ID", default="2088102147948060"),
+        "app_id": env.str("PAYMENTS_ALIPAY_APP_ID", default="2021000122671234"),
+        "api_base_url": "https://openapi.alipay.com",
+        "sandbox_base_url": "https://alipay.sandbox.invalid",
+        "private_key_file": env.str("PAYMENTS_ALIPAY_PRIVATE_KEY_FILE", default=""),
+        "platform_key_file": env.str("PAYMENTS_ALIPAY_PUBLIC_KEY_FILE", default=""),
+    },
+    "unionpay": {
+        "provider": "payments.providers.unionpay.UnionpayProvider",
+        "merchant_id": env.str("PAYMENTS_UNIONPAY_MER_ID", default="777290058110048"),
+        "app_id": env.str("PAYMENTS_UNIONPAY_ACCESS_TYPE", default="0"),
+        "api_base_url": "https://gateway.95516.com",
+        "sandbox_base_url": "https://unionpay.sandbox.invalid",
+        "private_key_file": env.str("PAYMENTS_UNIONPAY_PRIVATE_KEY_FILE", default=""),
+        "merchant_serial": env.str("PAYMENTS_UNIONPAY_CERT_ID", default=""),
+        "platform_key_file": env.str("PAYMENTS_UNIONPAY_PLATFORM_KEY_FILE", default=""),
+        "platform_serial": env.str("PAYMENTS_UNIONPAY_PLATFORM_CERT_ID", default=""),
+    },
+}
+# The sandbox channels (only with PAYMENTS_SANDBOX): where their keys live,
+# how late their first callback comes, how often a callback is sent twice,
+# how their retry schedules are compressed (1 = the channel's real
+# schedule), how long a refund takes to settle.
+PAYMENTS_SANDBOX_KEY_DIR = env.str(
+    "PAYMENTS_SANDBOX_KEY_DIR", default=str(VAR_DIR / "sandbox-keys")
+)
+PAYMENTS_SANDBOX_NOTIFY_DELAY_SECONDS = env.float(
+    "PAYMENTS_SANDBOX_NOTIFY_DELAY_SECONDS", default=1.0
+)
+PAYMENTS_SANDBOX_DUPLICATE_RATE = env.float("PAYMENTS_SANDBOX_DUPLICATE_RATE", default=0.2)
+PAYMENTS_SANDBOX_TIME_SCALE = env.float("PAYMENTS_SANDBOX_TIME_SCALE", default=0.01)
+PAYMENTS_SANDBOX_REFUND_SECONDS = env.float("PAYMENTS_SANDBOX_REFUND_SECONDS", default=2.0)
+# Tests deliver the sandbox's callbacks to this process through WSGI instead
+# of over the network.
+PAYMENTS_SANDBOX_NOTIFY_IN_PROCESS = False
+
+CELERY_TASK_ROUTES.update(
+    {
+        "payments.refund_send": {"queue": "payments"},
+        "payments.sandbox_notify": {"queue": "payments"},
+        "payments.sweep": {"queue": "payments"},
+    }
+)
+CELERY_BEAT_SCHEDULE["payments-sweep"] = {
+    "task": "payments.sweep",
+    "schedule": PAYMENTS_SWEEP_EVERY_SECONDS,
+    "options": {"queue": "payments", "expires": 60},
+}
+
 # --- Star-code (qr) ------------------------------------------------------------------
 
 # The ``iss`` of every star-code and venue code.

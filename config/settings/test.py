@@ -24,3 +24,11 @@ if REDIS_URL:
 
 # Tests never collect static files; serving them is not under test.
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405
+
+# The sandbox channels answer at once, never twice unless a test says so,
+# and deliver their callbacks to this process through WSGI.
+PAYMENTS_SANDBOX_NOTIFY_DELAY_SECONDS = 0.0
+PAYMENTS_SANDBOX_DUPLICATE_RATE = 0.0
+PAYMENTS_SANDBOX_REFUND_SECONDS = 0.0
+PAYMENTS_SANDBOX_NOTIFY_IN_PROCESS = True
+PAYMENTS_SANDBOX_KEY_DIR = str(BASE_DIR / "var" / "test-sandbox-keys")  # noqa: F405

@@ -1,0 +1,204 @@
+"""What a payment provider is to the rest of the platform.
+
+A provider is the merchant's side of one payment channel (WeChat Pay API v3,
+Alipay, UnionPay): it opens a checkout, authenticates and reads the
+channel's callbacks, queries orders and refunds, refunds, and downloads the
+daily statement. It speaks the channel's own wire format over HTTP through
+``self.http`` (an ``httpx.Client``); in sandbox mode that client's transport
+is the channel's sandbox (:mod:`payments.sandbox`), which answers exactly as
+the channel does, so everything on our side is what production runs.
+
+Everything a provider returns is one of the small value types below; what it
+cannot accept it raises as :class:`NotifyRejected` (callbacks) or
+:class:`ProviderError` (calls to the channel). Providers keep no state of
+their own: :mod:`payments.orders` and :mod:`payments.refunds` own the rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+# Our view of a trade at the channel. "pending": not paid yet (NOTPAY,
+# WAIT_BUYER_PAY, USERPAYING); "paid": money taken (SUCCESS, TRADE_SUCCESS,
+# TRADE_FINISHED, respCode 00); "closed": closed unpaid; "failed": the
+# payment failed (PAYERROR) and will not succeed.
+TradeState = Literal["pending", "paid", "closed", "failed"]
+RefundState = Literal["pending", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A merchant's account at one channel.
+
+    ``merchant_private_key`` signs our requests; ``platform_public_key``
+    (named ``platform_serial`` by the channel) verifies the channel's
+    callbacks and answers. ``api_v3_key`` is WeChat Pay's symmetric key that
+    encrypts callback resources (empty for the other channels).
+    """
+
+    merchant_id: str
+    app_id: str
+    merchant_private_key: RSAPrivateKey
+    merchant_serial: str
+    platform_public_key: RSAPublicKey
+    platform_serial: str
+    api_v3_key: bytes = b""
+    api_base_url: str = ""
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    """The channel's word on one order, from a callback or a query."""
+
+    order_no: str
+    state: TradeState
+    transaction_id: str = ""
+    amount_fen: int = 0
+    merchant_id: str = ""
+    app_id: str = ""
+    paid_at: dt.datetime | None = None
+    raw_state: str = ""  # the channel's own state name, for the notify log
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """The channel's word on one refund."""
+
+    refund_no: str
+    state: RefundState
+    refund_id: str = ""
+    amount_fen: int = 0
+    failure_reason: str = ""
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One line of the channel's daily statement (对账单)."""
+
+    kind: Literal["charge", "refund"]
+    order_no: str
+    # A charge's transaction id, or our refund number for a refund.
+    reference: str
+    amount_fen: int
+    state: str  # "paid" / "succeeded", or the channel's other word
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class NotifyReply:
+    """What we answer a callback, in the channel's own success/failure format."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class NotifyRejected(Exception):
+    """A callback that is not authentic or not readable. ``reason`` is a
+    stable snake_case word for the notify log (``bad_signature``,
+    ``stale_timestamp``, ``malformed``, ``unknown_key``, ``decrypt_failed``,
+    ``wrong_merchant``)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ProviderError(Exception):
+    """A call to the channel failed or was refused; ``retryable`` says
+    whether trying the same call later may succeed (network, 5xx)."""
+
+    def __init__(self, message: str, *, retryable: bool = True, code: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+
+
+class BasePaymentProvider:
+    """The merchant's side of one payment channel.
+
+    Subclasses set :attr:`identifier` (the ``channel`` of orders and the
+    ``{channel}`` of ``/api/v1/payments/notify/{channel}/``) and
+    :attr:`verbose_name`, and implement every method below. They are built
+    with the merchant's :class:`Credentials` and an ``httpx.Client`` whose
+    base URL is the channel's API host (or the sandbox's transport).
+
+    Amounts are integer fen on both sides of every method, whatever the
+    channel writes on the wire (Alipay speaks yuan with two decimals).
+    """
+
+    identifier: ClassVar[str]
+    verbose_name: ClassVar[str]
+
+    def __init__(self, credentials: Credentials, http: httpx.Client) -> None:
+        self.credentials = credentials
+        self.http = http
+
+    def checkout_create(
+        self,
+        *,
+        order_no: str,
+        amount_fen: int,
+        description: str,
+        expires_at: dt.datetime,
+        notify_url: str,
+    ) -> dict[str, str]:
+        """Open the order at the channel and return what the citizen's app
+        needs to pay it (WeChat's ``code_url``, Alipay's signed order
+        string, UnionPay's ``tn``): JSON-ready, shown to the client as
+        ``checkout``. Must be idempotent for one ``order_no`` (the channel
+        refuses a second order with the same number and another amount).
+        Raises :class:`ProviderError`."""
+        raise NotImplementedError
+
+    def notify_parse(self, *, headers: Mapping[str, str], body: bytes) -> PaymentResult:
+        """Authenticate a payment callback and read it.
+
+        Checks everything the channel offers to check (signature with the
+        platform key, timestamps, our merchant and app ids, decryption) and
+        raises :class:`NotifyRejected` on any failure. ``headers`` are
+        case-insensitive. The amount is returned, not judged: the caller
+        compares it with the order."""
+        raise NotImplementedError
+
+    def notify_reply(self, *, accepted: bool, message: str = "") -> NotifyReply:
+        """The channel's acknowledgement: ``accepted`` means "do not send this
+        again"; anything else makes the channel retry on its schedule."""
+        raise NotImplementedError
+
+    def order_query(self, *, order_no: str) -> PaymentResult:
+        """Ask the channel where an order stands (主动查单); used for pending
+        orders that saw no callback. Raises :class:`ProviderError`."""
+        raise NotImplementedError
+
+    def order_close(self, *, order_no: str) -> None:
+        """Close an unpaid order at the channel so it can no longer be paid.
+        Closing one that is already closed or was never opened is fine.
+        Raises :class:`ProviderError` (for instance: it was paid)."""
+        raise NotImplementedError
+
+    def refund_create(
+        self, *, order_no: str, refund_no: str, amount_fen: int, total_fen: int, reason: str
+    ) -> RefundResult:
+        """Ask for ``amount_fen`` of a paid order back. Idempotent on
+        ``refund_no`` at the channel. Most channels answer ``pending``
+        and settle later (see :meth:`refund_query`). Raises
+        :class:`ProviderError`."""
+        raise NotImplementedError
+
+    def refund_query(self, *, order_no: str, refund_no: str) -> RefundResult:
+        """Where a refund stands at the channel. Raises :class:`ProviderError`."""
+        raise NotImplementedError
+
+    def statement_download(self, *, date: dt.date) -> list[StatementLine]:
+        """The channel's statement of ``date`` (China time): every charge
+        and every refund it settled that day. Raises :class:`ProviderError`."""
+        raise NotImplementedError
