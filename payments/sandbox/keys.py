@@ -8,6 +8,7 @@ link it into place; the one that loses reads the winner's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -38,10 +39,8 @@ def _ensure(name: str, make: Callable[[], bytes]) -> bytes:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
-        try:
+        with contextlib.suppress(FileExistsError):  # another process made it first
             os.link(tmp, path)
-        except FileExistsError:
-            pass
     finally:
         os.unlink(tmp)
     return path.read_bytes()
