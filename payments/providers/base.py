@@ -171,7 +171,9 @@ class BasePaymentProvider:
 
     def notify_reply(self, *, accepted: bool, message: str = "") -> NotifyReply:
         """The channel's acknowledgement: ``accepted`` means "do not send this
-        again"; anything else makes the channel retry on its schedule."""
+        again"; anything else makes the channel retry on its schedule. The
+        caller may give a refusal another 4xx status (401 for a bad
+        signature, 404 for an unknown order): the body stays the channel's."""
         raise NotImplementedError
 
     def order_query(self, *, order_no: str) -> PaymentResult:

@@ -40,8 +40,10 @@ class SandboxChannel:
         """Answer one call of the channel's API, as the channel would."""
         raise NotImplementedError
 
-    def payment_notify(self, trade: SandboxTrade) -> tuple[dict[str, str], bytes]:
-        """The signed callback of ``trade``'s outcome: headers and body."""
+    def payment_notify(self, trade: SandboxTrade) -> tuple[dict[str, str], bytes] | None:
+        """The signed callback of ``trade``'s outcome (headers and body), or
+        None where the channel sends none for it (WeChat Pay calls back on
+        success only)."""
         raise NotImplementedError
 
     def notify_acknowledged(self, response: httpx.Response) -> bool:
