@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
 from config import api, bench, health, problems
+from payments import urls as payments_urls
 from qr import urls as qr_urls
 from services import urls as services_urls
 
@@ -20,7 +21,12 @@ api_v1 = [
     path("auth/", include(accounts_urls.auth_urls)),
     path("me/", include([*accounts_urls.me_urls, *qr_urls.me_urls])),
     path("applications/", include(services_urls.application_urls)),
-    path("dept/", include([*services_urls.dept_urls, *qr_urls.dept_urls])),
+    path("payments/", include(payments_urls.payment_urls)),
+    path("sandbox/", include(payments_urls.sandbox_urls)),
+    path(
+        "dept/",
+        include([*services_urls.dept_urls, *payments_urls.dept_urls, *qr_urls.dept_urls]),
+    ),
     path("", include(services_urls.catalog_urls)),
 ]
 

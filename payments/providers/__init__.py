@@ -13,6 +13,7 @@ import functools
 from pathlib import Path
 
 import httpx
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
@@ -36,12 +37,11 @@ def _load_private(path: str) -> rsa.RSAPrivateKey:
 
 def _load_public(path: str) -> rsa.RSAPublicKey:
     data = Path(path).read_bytes()
-    if b"CERTIFICATE" in data:
-        from cryptography import x509
-
-        key = x509.load_pem_x509_certificate(data).public_key()
-    else:
-        key = serialization.load_pem_public_key(data)
+    key: object = (
+        x509.load_pem_x509_certificate(data).public_key()
+        if b"CERTIFICATE" in data
+        else serialization.load_pem_public_key(data)
+    )
     if not isinstance(key, rsa.RSAPublicKey):
         raise ChannelUnavailable(f"{path} is not an RSA public key")
     return key

@@ -1,0 +1,76 @@
+"""The channels' callbacks (支付结果通知)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from config.api import (
+    ClientSimpleRateThrottle,
+    client_ip,
+    problems,
+)
+from payments import notifications
+from payments.models import Channel
+
+# --- Channels' callbacks ---------------------------------------------------------------------
+
+
+class NotifyThrottle(ClientSimpleRateThrottle):
+    scope = "payments_notify"
+
+    def get_rate(self) -> str:
+        return settings.PAYMENTS_NOTIFY_RATE
+
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class NotifyView(APIView):
+    """``POST /api/v1/payments/notify/{channel}/``: the channel's server
+    calls this; it authenticates by the channel's signature, not by us."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [NotifyThrottle]
+    parser_classes: list[Any] = []  # the raw body is what was signed
+
+    @extend_schema(
+        tags=["payments"],
+        summary="A channel's payment callback (WeChat Pay, Alipay, UnionPay wire formats)",
+        description=(
+            "Answered in the channel's own format: WeChat Pay 204 (or 4xx with "
+            '`{"code": "FAIL"}`), Alipay `success` / `fail`, UnionPay 200 `ok`. A '
+            "callback that is not authentic, names an unknown order or another amount is "
+            "refused with 4xx and changes nothing."
+        ),
+        request={"application/json": {}, "application/x-www-form-urlencoded": {}},
+        responses={
+            (200, "text/plain"): OpenApiResponse(description="Acknowledged (Alipay, UnionPay)"),
+            204: OpenApiResponse(description="Acknowledged (WeChat Pay)"),
+            (400, "text/plain"): OpenApiResponse(description="Refused; the channel retries"),
+            (401, "text/plain"): OpenApiResponse(description="Not authentic"),
+            (404, "text/plain"): OpenApiResponse(description="Unknown order or channel"),
+            **problems("throttled"),
+        },
+        auth=[],
+    )
+    def post(self, request: Request, channel: str) -> HttpResponse:
+        if channel not in Channel.values:
+            raise Http404
+        reply = notifications.notify_receive(
+            channel=channel,
+            headers=request.headers,
+            body=request.body,
+            client_ip=client_ip(request),
+        )
+        response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
+        for name, value in reply.headers.items():
+            response[name] = value
+        return response

@@ -1,0 +1,503 @@
+"""Every change of a payment order and of its ledger: open, pay, fail,
+close, refund. One status table, one place that moves an order, and the
+ledger written in the same transaction as the move it explains.
+
+The channel is the truth about money: a success it reports is recorded
+whatever our order says (even closed: the citizen paid just as we gave up
+waiting), and money that no longer has an application to pay for (it was
+withdrawn meanwhile, or paid through another order) goes back at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from typing import Any, Literal
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from kombu.exceptions import OperationalError as BrokerError
+
+from accounts.audit import audit_record
+from accounts.inbox import message_post
+from accounts.models import ApiKey, User
+from payments import selectors
+from payments.errors import (
+    APPLICATION_NOT_PAYABLE,
+    PAYMENT_CHANNEL_UNAVAILABLE,
+    PAYMENT_PROVIDER_ERROR,
+    REFUND_EXCEEDS_PAID,
+    REFUND_NOT_ALLOWED,
+    PaymentsError,
+)
+from payments.models import (
+    EntryKind,
+    LedgerEntry,
+    OrderStatus,
+    PaymentOrder,
+    Refund,
+    RefundStatus,
+)
+from payments.providers import ChannelUnavailable, provider_for
+from payments.providers.base import (
+    BasePaymentProvider,
+    PaymentResult,
+    ProviderError,
+    RefundResult,
+)
+from services import applications
+from services.errors import INVALID_TRANSITION, ServicesError
+from services.models import Application, ApplicationStatus
+from services.routing import events, outbox
+
+logger = logging.getLogger(__name__)
+
+OS = OrderStatus
+
+# How an order may move. Nothing else.
+TRANSITIONS: dict[str, set[str]] = {
+    OS.PENDING: {OS.PAID, OS.CLOSED, OS.FAILED},
+    # The channel took the money after we stopped waiting for it: the money
+    # is real, so the order is paid (and refunded if nothing needs it).
+    OS.CLOSED: {OS.PAID},
+    OS.FAILED: {OS.PAID},
+    OS.PAID: {OS.PARTIALLY_REFUNDED, OS.REFUNDED},
+    OS.PARTIALLY_REFUNDED: {OS.PARTIALLY_REFUNDED, OS.REFUNDED},
+}
+REFUNDABLE = (OS.PAID, OS.PARTIALLY_REFUNDED)
+
+REFUND_SEND_TASK = "payments.refund_send"
+
+Outcome = Literal["accepted", "duplicate", "ignored"]
+
+
+def transition_allowed(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, set())
+
+
+def _move(order: PaymentOrder, target: str, *, also: tuple[str, ...] = ()) -> None:
+    """The one place an order's status changes; ``order`` must be locked."""
+    if not transition_allowed(order.status, target):
+        raise ServicesError(
+            INVALID_TRANSITION,
+            f"payment order {order.order_no}: {order.status} -> {target}",
+            extra={"current_status": order.status},
+        )
+    order.status = target
+    order.save(update_fields=["status", "updated_at", *also])
+
+
+def _locked(order_id: Any) -> PaymentOrder:
+    # of=("self",): the order row only, not the joined application's (see
+    # services.applications._locked for the deadlock this avoids).
+    return (
+        PaymentOrder.objects.select_for_update(of=("self",))
+        .select_related("application", "service", "department", "payer")
+        .get(pk=order_id)
+    )
+
+
+def _new_number(prefix: str, now: dt.datetime) -> str:
+    # 23 characters of [0-9A-Z]: within every channel's limits on order and
+    # refund numbers (WeChat 32, UnionPay 40, Alipay 64).
+    return f"{prefix}{timezone.localtime(now):%Y%m%d}{secrets.token_hex(7).upper()}"
+
+
+def notify_url(channel: str) -> str:
+    return f"{settings.PAYMENTS_NOTIFY_BASE_URL.rstrip('/')}/api/v1/payments/notify/{channel}/"
+
+
+def provider(channel: str) -> BasePaymentProvider:
+    try:
+        return provider_for(channel)
+    except ChannelUnavailable as exc:
+        raise PaymentsError(PAYMENT_CHANNEL_UNAVAILABLE) from exc
+
+
+def _publish(order: PaymentOrder, event_type: str, **extra: Any) -> None:
+    outbox.event_publish(
+        type=event_type,
+        department=order.department,
+        application=order.application,
+        data={"payment": selectors.payment_view(order), **extra},
+    )
+
+
+def _amount_text(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+# --- Citizen ---------------------------------------------------------------------------------
+
+
+def order_create(
+    *, citizen: User, application: Application, channel: str
+) -> tuple[PaymentOrder, bool]:
+    """Open an order for ``application`` (the caller checked it is the
+    citizen's) through ``channel``; the amount is the application's fee.
+
+    An open order of the same channel that is not about to expire is
+    returned as it is (``created`` False): one open order per application.
+    An open order of another channel is closed at its channel first.
+    """
+    chosen = provider(channel)
+    with transaction.atomic():
+        application = (
+            Application.objects.select_for_update(of=("self",))
+            .select_related("service", "department")
+            .get(pk=application.pk)
+        )
+        if application.status != ApplicationStatus.AWAITING_PAYMENT or application.fee_fen <= 0:
+            raise PaymentsError(
+                APPLICATION_NOT_PAYABLE, extra={"application_status": application.status}
+            )
+        now = timezone.now()
+        current = selectors.open_order(application.pk)
+        if current is not None:
+            if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
+                return current, False
+            _close(current, reason="superseded")
+        order = PaymentOrder.objects.create(
+            order_no=_new_number("P", now),
+            application=application,
+            payer=citizen,
+            department=application.department,
+            service=application.service,
+            description=application.service.name[:127],
+            amount_fen=application.fee_fen,
+            channel=channel,
+            expires_at=now + dt.timedelta(seconds=settings.PAYMENTS_ORDER_TTL_SECONDS),
+            created_at=now,
+        )
+        try:
+            order.checkout = chosen.checkout_create(
+                order_no=order.order_no,
+                amount_fen=order.amount_fen,
+                description=order.description,
+                expires_at=order.expires_at,
+                notify_url=notify_url(channel),
+            )
+        except ProviderError as exc:
+            logger.warning("%s checkout of %s failed: %s", channel, order.order_no, exc)
+            raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
+        order.save(update_fields=["checkout"])
+        audit_record(
+            actor=citizen,
+            action="payment.created",
+            target=order,
+            data={"order_no": order.order_no, "amount_fen": order.amount_fen, "channel": channel},
+        )
+    return order, True
+
+
+# --- What the channel says --------------------------------------------------------------------
+
+
+def order_apply_result(*, order: PaymentOrder, result: PaymentResult, source: str) -> Outcome:
+    """Apply the channel's word on an order (a callback, or the answer to
+    a query). Paid: the charge is written once per channel transaction id,
+    the order is paid, the application goes to its department (or, if it
+    cannot take the money any more, the money goes back). Failed or closed:
+    a pending order ends. Anything else changes nothing."""
+    with transaction.atomic():
+        order = _locked(order.pk)
+        if result.state == "paid":
+            return _charge(order, result, source=source)
+        if result.state in ("failed", "closed") and order.status == OS.PENDING:
+            order.closed_at = timezone.now()
+            # A callback or query saying "closed" for an order we still
+            # hold open means the payment did not go through.
+            _move(order, OS.FAILED, also=("closed_at",))
+            message_post(
+                user=order.payer,
+                kind="payment.failed",
+                title=_("支付未成功"),
+                body=_("订单 %(order_no)s（%(amount)s 元）支付未成功，您可以重新发起支付。"),
+                params={"order_no": order.order_no, "amount": _amount_text(order.amount_fen)},
+                data={"order": str(order.id), "order_no": order.order_no, "status": order.status},
+            )
+            audit_record(
+                actor=None,
+                action="payment.failed",
+                target=order,
+                data={"order_no": order.order_no, "source": source, "state": result.raw_state},
+            )
+            return "accepted"
+    return "ignored"
+
+
+def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outcome:
+    if (
+        order.paid_fen
+        or LedgerEntry.objects.filter(
+            channel=order.channel, kind=EntryKind.CHARGE, reference=result.transaction_id
+        ).exists()
+    ):
+        # Channels pay an order number once; this is the same payment again.
+        return "duplicate"
+    now = timezone.now()
+    LedgerEntry.objects.create(
+        order=order,
+        kind=EntryKind.CHARGE,
+        amount_fen=result.amount_fen,
+        channel=order.channel,
+        reference=result.transaction_id,
+        at=result.paid_at or now,
+        created_at=now,
+    )
+    order.paid_fen = result.amount_fen
+    order.provider_transaction_id = result.transaction_id
+    order.paid_at = result.paid_at or now
+    _move(order, OS.PAID, also=("paid_fen", "provider_transaction_id", "paid_at"))
+    application = (
+        Application.objects.select_for_update(of=("self",))
+        .select_related("service", "department", "applicant")
+        .get(pk=order.application_id)
+    )
+    takes_it = application.status == ApplicationStatus.AWAITING_PAYMENT
+    if takes_it:
+        applications.application_mark_paid(application=application)
+    order.application = application
+    _publish(order, events.PAYMENT_SUCCEEDED)
+    message_post(
+        user=order.payer,
+        kind="payment.succeeded",
+        title=_("支付成功"),
+        body=_("您已为“%(service)s”（%(number)s）支付 %(amount)s 元，订单号 %(order_no)s。"),
+        params={
+            "service": order.service.name,
+            "number": application.number,
+            "amount": _amount_text(order.paid_fen),
+            "order_no": order.order_no,
+        },
+        data={"order": str(order.id), "order_no": order.order_no, "status": order.status},
+    )
+    audit_record(
+        actor=None,
+        action="payment.paid",
+        target=order,
+        data={
+            "order_no": order.order_no,
+            "amount_fen": order.paid_fen,
+            "transaction_id": result.transaction_id,
+            "source": source,
+        },
+    )
+    if not takes_it:
+        # Withdrawn meanwhile, or paid through another order: nothing needs
+        # this money any more.
+        refund_request(
+            order=order,
+            amount_fen=order.paid_fen,
+            reason=str(_("办件已撤回或已通过其他订单缴费，自动退款")),
+            requested_by="system",
+            actor=None,
+        )
+    return "accepted"
+
+
+def order_refresh(order: PaymentOrder) -> PaymentOrder:
+    """Ask the channel where a pending order stands (主动查单) and apply the
+    answer; close it, at the channel and here, once it has expired."""
+    if order.status != OS.PENDING:
+        return order
+    channel = provider(order.channel)
+    now = timezone.now()
+    PaymentOrder.objects.filter(pk=order.pk).update(last_queried_at=now)
+    try:
+        result = channel.order_query(order_no=order.order_no)
+    except ProviderError as exc:
+        logger.info("query of %s failed: %s", order.order_no, exc)
+        result = None
+    if result is not None and result.state != "pending":
+        order_apply_result(order=order, result=result, source="query")
+    elif order.expires_at <= now:
+        with transaction.atomic():
+            locked = _locked(order.pk)
+            if locked.status == OS.PENDING:
+                _close(locked, reason="expired")
+    return PaymentOrder.objects.get(pk=order.pk)
+
+
+def _close(order: PaymentOrder, *, reason: str) -> None:
+    """Close a locked pending order, at the channel first. If the channel
+    will not close it (it was paid just now), the order stays open and its
+    callback or the next query brings the payment in."""
+    try:
+        provider(order.channel).order_close(order_no=order.order_no)
+    except ProviderError as exc:
+        if not exc.retryable:
+            raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
+        # Unreachable: close here anyway. A payment that still arrives is a
+        # late success, recorded and sent back (see order_apply_result).
+        logger.warning("closing %s at the channel failed: %s", order.order_no, exc)
+    order.closed_at = timezone.now()
+    _move(order, OS.CLOSED, also=("closed_at",))
+    audit_record(
+        actor=None,
+        action="payment.closed",
+        target=order,
+        data={"order_no": order.order_no, "reason": reason},
+    )
+
+
+def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:
+    """Pending orders that heard nothing for a while, or have expired."""
+    now = timezone.now()
+    quiet = now - dt.timedelta(seconds=settings.PAYMENTS_QUERY_AFTER_SECONDS)
+    pending = PaymentOrder.objects.filter(status=OS.PENDING, created_at__lte=quiet)
+    due = pending.filter(last_queried_at__isnull=True) | pending.filter(last_queried_at__lte=quiet)
+    expired = PaymentOrder.objects.filter(status=OS.PENDING, expires_at__lte=now)
+    return list((due | expired).order_by("created_at")[:limit])
+
+
+# --- Refunds ------------------------------------------------------------------------------------
+
+
+def refund_request(
+    *,
+    order: PaymentOrder,
+    amount_fen: int,
+    reason: str,
+    requested_by: str,
+    actor: User | ApiKey | None,
+) -> Refund:
+    """Ask for ``amount_fen`` of a paid order back. What is already being
+    refunded counts: refunds never add up to more than was paid, also when
+    several are asked for at once (the order's row lock orders them). The
+    channel is asked after commit; its answer settles the refund later."""
+    with transaction.atomic():
+        order = _locked(order.pk)
+        if order.status not in REFUNDABLE:
+            raise PaymentsError(REFUND_NOT_ALLOWED, extra={"order_status": order.status})
+        reserved = (
+            order.refunds.exclude(status=RefundStatus.FAILED).aggregate(total=Sum("amount_fen"))[
+                "total"
+            ]
+            or 0
+        )
+        refundable = order.paid_fen - reserved
+        if amount_fen <= 0 or amount_fen > refundable:
+            raise PaymentsError(
+                REFUND_EXCEEDS_PAID,
+                _("最多还可退 %(fen)s 分") % {"fen": refundable},
+                extra={"refundable_fen": refundable},
+            )
+        refund = Refund.objects.create(
+            refund_no=_new_number("R", timezone.now()),
+            order=order,
+            amount_fen=amount_fen,
+            reason=reason[:200],
+            requested_by=requested_by[:100],
+        )
+        audit_record(
+            actor=actor,
+            action="payment.refund_requested",
+            target=refund,
+            data={
+                "order_no": order.order_no,
+                "refund_no": refund.refund_no,
+                "amount_fen": amount_fen,
+            },
+        )
+        refund_id = str(refund.id)
+        transaction.on_commit(lambda: refunds_nudge([refund_id]), robust=True)
+    return refund
+
+
+def refunds_nudge(refund_ids: list[str]) -> bool:
+    """Wake a worker to send these refunds to their channel now rather than
+    at the next sweep (the rows are the truth; a lost nudge loses nothing)."""
+    try:
+        task = current_app.tasks[REFUND_SEND_TASK]
+        for refund_id in refund_ids:
+            task.apply_async((refund_id,), retry=False)
+    except (BrokerError, OSError) as exc:
+        logger.warning("broker unavailable, the payments sweep will send the refunds: %s", exc)
+        return False
+    return True
+
+
+def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
+    """Apply the channel's word on a refund. Succeeded: the ledger's refund
+    entry is written once, the order becomes partially or fully refunded,
+    the department hears ``payment.refunded``, the citizen a message.
+    Failed: the reservation is released. True if the refund changed."""
+    with transaction.atomic():
+        order = _locked(refund.order_id)
+        refund = Refund.objects.select_for_update().get(pk=refund.pk)
+        now = timezone.now()
+        if refund.status != RefundStatus.PENDING:
+            return False
+        if result.state == "pending":
+            refund.last_queried_at = now
+            refund.provider_refund_id = result.refund_id or refund.provider_refund_id
+            refund.save(update_fields=["last_queried_at", "provider_refund_id"])
+            return False
+        if result.state == "failed":
+            refund.status = RefundStatus.FAILED
+            refund.failure_reason = result.failure_reason[:200]
+            refund.save(update_fields=["status", "failure_reason"])
+            audit_record(
+                actor=None,
+                action="payment.refund_failed",
+                target=refund,
+                data={"order_no": order.order_no, "refund_no": refund.refund_no},
+            )
+            return True
+        LedgerEntry.objects.create(
+            order=order,
+            kind=EntryKind.REFUND,
+            amount_fen=refund.amount_fen,
+            channel=order.channel,
+            reference=refund.refund_no,
+            at=now,
+            created_at=now,
+        )
+        order.refunded_fen += refund.amount_fen
+        _move(
+            order,
+            OS.REFUNDED if order.refunded_fen == order.paid_fen else OS.PARTIALLY_REFUNDED,
+            also=("refunded_fen",),
+        )
+        refund.status = RefundStatus.SUCCEEDED
+        refund.provider_refund_id = result.refund_id or refund.provider_refund_id
+        refund.succeeded_at = now
+        refund.save(update_fields=["status", "provider_refund_id", "succeeded_at"])
+        _publish(
+            order,
+            events.PAYMENT_REFUNDED,
+            refund={
+                "id": str(refund.id),
+                "refund_no": refund.refund_no,
+                "amount_fen": refund.amount_fen,
+            },
+        )
+        message_post(
+            user=order.payer,
+            kind="payment.refunded",
+            title=_("退款成功"),
+            body=_("订单 %(order_no)s 已退款 %(amount)s 元，将原路退回。%(reason)s"),
+            params={
+                "order_no": order.order_no,
+                "amount": _amount_text(refund.amount_fen),
+                "reason": refund.reason,
+            },
+            data={"order": str(order.id), "order_no": order.order_no, "refund": str(refund.id)},
+        )
+        audit_record(
+            actor=None,
+            action="payment.refunded",
+            target=refund,
+            data={
+                "order_no": order.order_no,
+                "refund_no": refund.refund_no,
+                "amount_fen": refund.amount_fen,
+            },
+        )
+    return True

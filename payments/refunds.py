@@ -1,0 +1,115 @@
+"""Refunds in conversation with the channels: sending a refund, asking
+where it stands, and refunding a cancelled paid application.
+
+The rules (how much may go back, what the ledger records) are in
+:mod:`payments.orders`; this module only carries requests to the channel and
+its answers back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from payments import orders
+from payments.models import OrderStatus, PaymentOrder, Refund, RefundStatus
+from payments.providers.base import ProviderError, RefundResult
+
+logger = logging.getLogger(__name__)
+
+
+def refund_send(refund_id: Any) -> bool:
+    """Send a pending refund to its channel (again: the channel is
+    idempotent on the refund number) and apply the answer. False if the
+    channel could not be reached; the payments sweep tries again."""
+    refund = Refund.objects.select_related("order").filter(pk=refund_id).first()
+    if refund is None or refund.status != RefundStatus.PENDING:
+        return True
+    order = refund.order
+    try:
+        result = orders.provider(order.channel).refund_create(
+            order_no=order.order_no,
+            refund_no=refund.refund_no,
+            amount_fen=refund.amount_fen,
+            total_fen=order.paid_fen,
+            reason=refund.reason,
+        )
+    except ProviderError as exc:
+        if exc.retryable:
+            logger.warning("refund %s not sent: %s", refund.refund_no, exc)
+            return False
+        result = RefundResult(refund_no=refund.refund_no, state="failed", failure_reason=str(exc))
+    Refund.objects.filter(pk=refund.pk, submitted_at__isnull=True).update(
+        submitted_at=timezone.now()
+    )
+    orders.refund_apply_result(refund=refund, result=result)
+    return True
+
+
+def refund_check(refund: Refund) -> bool:
+    """Ask the channel where a submitted refund stands and apply it."""
+    order = refund.order
+    try:
+        result = orders.provider(order.channel).refund_query(
+            order_no=order.order_no, refund_no=refund.refund_no
+        )
+    except ProviderError as exc:
+        logger.info("query of refund %s failed: %s", refund.refund_no, exc)
+        return False
+    return orders.refund_apply_result(refund=refund, result=result)
+
+
+def refunds_sweep(*, limit: int = 200) -> int:
+    """Pending refunds: send those no worker sent, query those sent."""
+    now = timezone.now()
+    quiet = now - dt.timedelta(seconds=settings.PAYMENTS_QUERY_AFTER_SECONDS)
+    handled = 0
+    unsent = Refund.objects.filter(
+        status=RefundStatus.PENDING,
+        submitted_at__isnull=True,
+        created_at__lte=now - dt.timedelta(seconds=10),
+    ).order_by("created_at")[:limit]
+    for refund in unsent:
+        handled += refund_send(refund.pk)
+    sent = (
+        Refund.objects.filter(status=RefundStatus.PENDING, submitted_at__isnull=False)
+        .exclude(last_queried_at__gt=quiet)
+        .select_related("order")
+        .order_by("created_at")[:limit]
+    )
+    for refund in sent:
+        handled += refund_check(refund)
+    return handled
+
+
+def application_cancelled(event: Any) -> None:
+    """Subscriber of ``application.cancelled``: what was paid for the
+    application and not yet refunded goes back in full. Idempotent: a second
+    run finds nothing left to refund."""
+    if event.application_id is None:
+        return
+    paid = PaymentOrder.objects.filter(
+        application_id=event.application_id,
+        status__in=(OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED),
+    )
+    for order in paid:
+        reserved = (
+            order.refunds.exclude(status=RefundStatus.FAILED).aggregate(total=Sum("amount_fen"))[
+                "total"
+            ]
+            or 0
+        )
+        if order.paid_fen - reserved > 0:
+            orders.refund_request(
+                order=order,
+                amount_fen=order.paid_fen - reserved,
+                reason=_("办件已撤回，自动全额退款"),
+                requested_by="system",
+                actor=None,
+            )

@@ -1,0 +1,52 @@
+"""Celery tasks of the payments app: thin, idempotent, by id. They run on
+the ``payments`` queue (CELERY_TASK_ROUTES)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError
+
+from payments import orders, refunds
+from payments.sandbox import notify
+
+
+@shared_task(
+    name=orders.REFUND_SEND_TASK,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=1,
+    max_retries=5,
+)
+def refund_send(refund_id: str) -> None:
+    refunds.refund_send(refund_id)
+
+
+@shared_task(name=notify.NOTIFY_TASK, acks_late=True, ignore_result=True, bind=True)
+def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
+    wait = notify.notify_send(trade_id, duplicate=duplicate)
+    # Run eagerly (tests), a retry is left to the sweep instead of recursing.
+    if wait is not None and not self.request.is_eager:
+        notify.nudge(trade_id, countdown=wait)
+
+
+@shared_task(name="payments.sweep", acks_late=True, ignore_result=True)
+def payments_sweep() -> dict[str, int]:
+    """Pending orders queried or closed, refunds sent or queried, and, in
+    sandbox mode, the sandbox's overdue callbacks."""
+    queried = 0
+    for order in orders.orders_due_for_query():
+        orders.order_refresh(order)
+        queried += 1
+    settled = refunds.refunds_sweep()
+    sent = 0
+    if settings.PAYMENTS_SANDBOX:
+        for trade_id in notify.notifies_due():
+            wait = notify.notify_send(trade_id)
+            sent += 1
+            if wait is not None and wait < settings.PAYMENTS_SWEEP_EVERY_SECONDS:
+                notify.nudge(trade_id, countdown=wait)
+    return {"orders": queried, "refunds": settled, "callbacks": sent}
