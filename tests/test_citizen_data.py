@@ -67,6 +67,14 @@ NO_CITIZEN_DATA: dict[str, str] = {
     "qr.venuecode": "departments' venue codes",
     "qr.scannerprofile": "what each scanner key may see",
     "qr.scanclaim": "replay claims: a code's id per scanner key, no subject",
+    "payments.notifylog": (
+        "the channels' callbacks: order numbers, transaction ids and the channels' own "
+        "already-masked payer references; no account, name or phone of ours"
+    ),
+    "payments.reconciliationreport": "daily per-channel reconciliation counts",
+    "payments.reconciliationmismatch": "order numbers and amounts that disagree, for staff",
+    "payments.sandboxtrade": "the sandbox channel's own books: order numbers and amounts",
+    "payments.sandboxrefund": "the sandbox channel's own refunds",
 }
 
 

@@ -525,9 +525,9 @@ PAYMENTS_SANDBOX_NOTIFY_DELAY_SECONDS = env.float(
 PAYMENTS_SANDBOX_DUPLICATE_RATE = env.float("PAYMENTS_SANDBOX_DUPLICATE_RATE", default=0.2)
 PAYMENTS_SANDBOX_TIME_SCALE = env.float("PAYMENTS_SANDBOX_TIME_SCALE", default=0.01)
 PAYMENTS_SANDBOX_REFUND_SECONDS = env.float("PAYMENTS_SANDBOX_REFUND_SECONDS", default=2.0)
-# Tests deliver the sandbox's callbacks to this process through WSGI instead
-# of over the network.
-PAYMENTS_SANDBOX_NOTIFY_IN_PROCESS = False
+# The dotted path of a factory of the httpx transport the sandbox's callbacks
+# take; empty: over the network (the tests deliver them to their own process).
+PAYMENTS_SANDBOX_NOTIFY_TRANSPORT = ""
 
 CELERY_TASK_ROUTES.update(
     {

@@ -26,9 +26,9 @@ if REDIS_URL:
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405
 
 # The sandbox channels answer at once, never twice unless a test says so,
-# and deliver their callbacks to this process through WSGI.
+# and deliver their callbacks to this process (through Django's test client).
 PAYMENTS_SANDBOX_NOTIFY_DELAY_SECONDS = 0.0
 PAYMENTS_SANDBOX_DUPLICATE_RATE = 0.0
 PAYMENTS_SANDBOX_REFUND_SECONDS = 0.0
-PAYMENTS_SANDBOX_NOTIFY_IN_PROCESS = True
+PAYMENTS_SANDBOX_NOTIFY_TRANSPORT = "tests.payments.wire.in_process_transport"
 PAYMENTS_SANDBOX_KEY_DIR = str(BASE_DIR / "var" / "test-sandbox-keys")  # noqa: F405

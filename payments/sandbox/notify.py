@@ -11,7 +11,6 @@ lost task left behind, for the payments sweep.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import random
 from typing import Any
@@ -19,9 +18,9 @@ from typing import Any
 import httpx
 from celery import current_app
 from django.conf import settings
-from django.core.handlers.wsgi import WSGIHandler
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from kombu.exceptions import OperationalError as BrokerError
 
 from payments.models import SandboxTrade
@@ -33,14 +32,12 @@ logger = logging.getLogger(__name__)
 NOTIFY_TASK = "payments.sandbox_notify"
 
 
-@functools.cache
-def _wsgi() -> WSGIHandler:
-    return WSGIHandler()
-
-
 def _client() -> httpx.Client:
-    if settings.PAYMENTS_SANDBOX_NOTIFY_IN_PROCESS:
-        return httpx.Client(transport=httpx.WSGITransport(app=_wsgi()), timeout=10.0)
+    # A transport named by setting (the tests deliver to their own process);
+    # otherwise over the network to PAYMENTS_NOTIFY_BASE_URL, as a channel does.
+    if settings.PAYMENTS_SANDBOX_NOTIFY_TRANSPORT:
+        make = import_string(settings.PAYMENTS_SANDBOX_NOTIFY_TRANSPORT)
+        return httpx.Client(transport=make(), timeout=10.0)
     return httpx.Client(timeout=10.0, follow_redirects=False)
 
 

@@ -1,0 +1,322 @@
+"""A citizen pays for an application: orders, the sandbox wallet, what
+follows a payment, expiry and the channel being asked (主动查单)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import AuditEntry, Message
+from payments import tasks
+from payments.models import LedgerEntry, OrderStatus, PaymentOrder, SandboxTrade
+from services.models import Application, OutboxEvent
+from services.routing import events
+from tests.payments.conftest import CHANNELS, FEE, apply_for, open_order
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_citizen_pays_and_the_application_goes_to_its_department(
+    citizen, citizen_api, awaiting, pay, channel
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    assert order["status"] == "pending"
+    assert order["amount_fen"] == FEE and order["currency"] == "CNY"
+    assert order["channel"] == channel and order["checkout"]
+    assert order["application"] == awaiting["id"]
+
+    paid = pay(order)
+
+    assert paid.status == OrderStatus.PAID and paid.paid_fen == FEE
+    assert paid.provider_transaction_id
+    application = citizen_api.get(f"/api/v1/applications/{awaiting['id']}/").json()
+    assert application["status"] == "submitted"
+    assert [step["status"] for step in application["timeline"]] == [
+        "awaiting_payment",
+        "submitted",
+    ]
+    charges = LedgerEntry.objects.filter(order=paid)
+    assert [(e.kind, e.amount_fen) for e in charges] == [("charge", FEE)]
+    published = list(
+        OutboxEvent.objects.filter(application_id=awaiting["id"])
+        .order_by("created_at")
+        .values_list("type", flat=True)
+    )
+    assert published == [events.APPLICATION_SUBMITTED, events.PAYMENT_SUCCEEDED]
+    succeeded = OutboxEvent.objects.get(type=events.PAYMENT_SUCCEEDED)
+    assert succeeded.data["payment"]["order_no"] == order["order_no"]
+    assert succeeded.data["payment"]["application"] == awaiting["number"]
+    assert succeeded.data["payment"]["amount_fen"] == FEE
+    assert succeeded.data["payment"]["status"] == "paid"
+    assert Message.objects.filter(user=citizen, kind="payment.succeeded").count() == 1
+    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/").json()
+    assert shown["status"] == "paid" and shown["checkout"] == {}
+    assert AuditEntry.objects.filter(action="payment.paid", target_id=str(paid.pk)).exists()
+
+
+def test_the_amount_comes_from_the_service_never_from_the_client(citizen_api, awaiting) -> None:
+    response = citizen_api.post(
+        "/api/v1/payments/",
+        {"application": awaiting["id"], "channel": "alipay", "amount_fen": 1, "currency": "USD"},
+        format="json",
+    )
+    assert response.status_code == 201
+    assert response.json()["amount_fen"] == FEE
+    assert response.json()["currency"] == "CNY"
+    assert SandboxTrade.objects.get(order_no=response.json()["order_no"]).amount_fen == FEE
+
+
+def test_a_free_application_needs_no_payment(citizen_api, service) -> None:
+    free = apply_for(citizen_api, service)
+    response = citizen_api.post(
+        "/api/v1/payments/", {"application": free["id"], "channel": "wechat"}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == "application_not_payable"
+
+
+def test_a_citizen_cannot_pay_for_another_citizens_application(
+    other_citizen_api, awaiting
+) -> None:
+    response = other_citizen_api.post(
+        "/api/v1/payments/", {"application": awaiting["id"], "channel": "wechat"}, format="json"
+    )
+    assert response.status_code == 404
+    assert not PaymentOrder.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"channel": "wechat"},
+        {"application": "not-a-uuid", "channel": "wechat"},
+        {"application": "0190f0e0-0000-7000-8000-000000000000", "channel": "paypal"},
+        {"application": None, "channel": None},
+        [],
+    ],
+)
+def test_a_malformed_order_is_a_400(citizen_api, awaiting, body) -> None:
+    response = citizen_api.post("/api/v1/payments/", body, format="json")
+    assert response.status_code == 400
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+
+
+def test_a_department_key_cannot_open_orders(integrator_api, awaiting) -> None:
+    response = integrator_api.post(
+        "/api/v1/payments/", {"application": awaiting["id"], "channel": "wechat"}, format="json"
+    )
+    assert response.status_code in (401, 403)
+
+
+def test_a_paid_application_takes_no_second_order(citizen_api, awaiting, pay) -> None:
+    pay(open_order(citizen_api, awaiting, "wechat"))
+    response = citizen_api.post(
+        "/api/v1/payments/", {"application": awaiting["id"], "channel": "alipay"}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == "application_not_payable"
+
+
+def test_the_same_idempotency_key_gives_the_same_order(citizen_api, awaiting) -> None:
+    first = open_order(citizen_api, awaiting, "wechat", HTTP_IDEMPOTENCY_KEY="pay-1")
+    again = citizen_api.post(
+        "/api/v1/payments/",
+        {"application": awaiting["id"], "channel": "wechat"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="pay-1",
+    )
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first["id"]
+    other_body = citizen_api.post(
+        "/api/v1/payments/",
+        {"application": awaiting["id"], "channel": "alipay"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="pay-1",
+    )
+    assert other_body.status_code == 422
+    assert other_body.json()["code"] == "idempotency_key_reused"
+    assert PaymentOrder.objects.count() == 1
+
+
+def test_one_open_order_per_application(citizen_api, awaiting) -> None:
+    first = open_order(citizen_api, awaiting, "wechat")
+    same = citizen_api.post(
+        "/api/v1/payments/", {"application": awaiting["id"], "channel": "wechat"}, format="json"
+    )
+    assert same.status_code == 200 and same.json()["id"] == first["id"]
+
+    switched = open_order(citizen_api, awaiting, "unionpay")
+
+    assert switched["id"] != first["id"]
+    statuses = dict(PaymentOrder.objects.values_list("order_no", "status"))
+    assert statuses == {first["order_no"]: "closed", switched["order_no"]: "pending"}
+    # Closed at the channel too: the old order can no longer be paid there.
+    assert SandboxTrade.objects.get(order_no=first["order_no"]).state == "CLOSED"
+
+
+def test_a_citizen_sees_only_their_own_orders(citizen_api, other_citizen_api, awaiting) -> None:
+    order = open_order(citizen_api, awaiting)
+    assert other_citizen_api.get(f"/api/v1/payments/{order['id']}/").status_code == 404
+    assert other_citizen_api.get("/api/v1/payments/").json()["results"] == []
+    mine = citizen_api.get("/api/v1/payments/").json()["results"]
+    assert [o["id"] for o in mine] == [order["id"]]
+
+
+def test_an_expired_order_is_closed_here_and_at_the_channel(citizen_api, awaiting) -> None:
+    order = open_order(citizen_api, awaiting, "wechat")
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+
+    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/").json()
+
+    assert shown["status"] == "closed"
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "CLOSED"
+    refused = citizen_api.post(
+        f"/api/v1/sandbox/payments/{order['order_no']}/pay/", {"result": "success"}, format="json"
+    )
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "sandbox_payment_refused"
+    # The application still waits for a payment: a new order is allowed.
+    assert open_order(citizen_api, awaiting, "wechat")["status"] == "pending"
+
+
+def test_the_sweep_closes_expired_orders(citizen_api, awaiting, settings) -> None:
+    order = open_order(citizen_api, awaiting, "alipay")
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        created_at=timezone.now() - dt.timedelta(hours=1),
+        expires_at=timezone.now() - dt.timedelta(minutes=30),
+    )
+    assert tasks.payments_sweep()["orders"] == 1
+    assert PaymentOrder.objects.get(pk=order["id"]).status == "closed"
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_failed_payment_leaves_the_order_failed(
+    citizen_api, awaiting, pay, channel, settings
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    failed = pay(order, result="fail")
+    if channel == "wechat":
+        # WeChat Pay calls back on success only: the sweep's query finds it.
+        assert failed.status == "pending"
+        settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+        tasks.payments_sweep()
+        failed.refresh_from_db()
+    assert failed.status == OrderStatus.FAILED
+    assert not LedgerEntry.objects.exists()
+    assert Application.objects.get(pk=awaiting["id"]).status == "awaiting_payment"
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_lost_callback_is_made_up_by_asking_the_channel(
+    citizen_api, awaiting, settings, channel
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    # The citizen pays; the channel's callback never arrives (its nudge is
+    # never run: no after-commit callbacks are executed here).
+    citizen_api.post(
+        f"/api/v1/sandbox/payments/{order['order_no']}/pay/", {"result": "success"}, format="json"
+    )
+    assert PaymentOrder.objects.get(pk=order["id"]).status == "pending"
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+
+    tasks.payments_sweep()
+
+    paid = PaymentOrder.objects.get(pk=order["id"])
+    assert paid.status == "paid" and paid.paid_fen == FEE
+    assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
+
+
+def test_the_sweep_resends_a_callback_the_channel_could_not_deliver(
+    citizen_api, awaiting, settings
+) -> None:
+    order = open_order(citizen_api, awaiting, "alipay")
+    citizen_api.post(
+        f"/api/v1/sandbox/payments/{order['order_no']}/pay/", {"result": "success"}, format="json"
+    )
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 3600  # no query: the callback must do it
+    assert tasks.payments_sweep()["callbacks"] == 1
+    assert PaymentOrder.objects.get(pk=order["id"]).status == "paid"
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).notified_at is not None
+
+
+def test_the_sandbox_cashier_is_only_there_with_the_sandbox(
+    citizen_api, awaiting, settings
+) -> None:
+    order = open_order(citizen_api, awaiting)
+    settings.PAYMENTS_SANDBOX = False
+    response = citizen_api.post(
+        f"/api/v1/sandbox/payments/{order['order_no']}/pay/", {"result": "success"}, format="json"
+    )
+    assert response.status_code == 404
+    assert response.json()["code"] == "sandbox_disabled"
+
+
+def test_the_sandbox_cashier_pays_only_the_citizens_own_order(
+    citizen_api, other_citizen_api, awaiting
+) -> None:
+    order = open_order(citizen_api, awaiting)
+    response = other_citizen_api.post(
+        f"/api/v1/sandbox/payments/{order['order_no']}/pay/", {"result": "success"}, format="json"
+    )
+    assert response.status_code == 404
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "NOTPAY"
+
+
+def test_a_payment_that_arrives_after_the_application_was_withdrawn_goes_back(
+    citizen_api, awaiting, pay, django_capture_on_commit_callbacks
+) -> None:
+    order = open_order(citizen_api, awaiting, "alipay")
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+    assert cancelled.json()["status"] == "cancelled"
+
+    paid = pay(order)
+
+    paid.refresh_from_db()
+    assert paid.status == OrderStatus.REFUNDED
+    assert paid.paid_fen == paid.refunded_fen == FEE
+    assert Application.objects.get(pk=awaiting["id"]).status == "cancelled"
+    kinds = list(LedgerEntry.objects.filter(order=paid).values_list("kind", "amount_fen"))
+    assert kinds == [("charge", FEE), ("refund", FEE)]
+
+
+def test_a_late_success_for_a_closed_order_is_recorded_and_sent_back_if_not_needed(
+    citizen_api, awaiting, pay, settings
+) -> None:
+    first = open_order(citizen_api, awaiting, "alipay")
+    second = open_order(citizen_api, awaiting, "unionpay")  # closes the first
+    paid_second = pay(second)
+    assert paid_second.status == "paid"
+    # The first order's trade is paid at the channel after all (the wallet
+    # took it just before the close): its callback comes late.
+    SandboxTrade.objects.filter(order_no=first["order_no"]).update(state="NOTPAY")
+    paid_first = pay(first)
+
+    paid_first.refresh_from_db()
+    assert paid_first.status == OrderStatus.REFUNDED
+    assert paid_first.refunded_fen == FEE
+    paid_second.refresh_from_db()
+    assert paid_second.status == OrderStatus.PAID
+
+
+def test_the_citizens_export_holds_their_orders_and_refunds(
+    citizen_api, awaiting, pay, integrator_api, django_capture_on_commit_callbacks
+) -> None:
+    order = open_order(citizen_api, awaiting)
+    pay(order)
+    with django_capture_on_commit_callbacks(execute=True):
+        integrator_api.post(
+            f"/api/v1/dept/payments/{order['order_no']}/refunds/",
+            {"amount_fen": 500, "reason": "多收"},
+            format="json",
+        )
+    exported = citizen_api.get("/api/v1/me/export/").json()["payments"]["orders"]
+    assert [o["order_no"] for o in exported] == [order["order_no"]]
+    assert exported[0]["refunds"][0]["amount_fen"] == 500
+    assert exported[0]["refunds"][0]["status"] == "succeeded"
