@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from payments.models import Channel, OrderStatus, PaymentOrder, Refund
@@ -43,8 +46,20 @@ class PaymentOrderSerializer(serializers.ModelSerializer):
         return dict(order.checkout) if order.status == OrderStatus.PENDING else {}
 
 
+class FenField(serializers.IntegerField):
+    """An amount in fen: a JSON integer and nothing else (DRF's
+    IntegerField would take ``"10"`` or ``10.0``; money is never guessed)."""
+
+    default_error_messages = {"not_an_integer": _("金额必须是以分为单位的整数")}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("not_an_integer")
+        return super().to_internal_value(data)
+
+
 class RefundCreateSerializer(serializers.Serializer):
-    amount_fen = serializers.IntegerField(min_value=1, max_value=100_000_000)
+    amount_fen = FenField(min_value=1, max_value=100_000_000)
     reason = serializers.CharField(max_length=200, allow_blank=True, default="")
 
 

@@ -78,9 +78,7 @@ def test_a_free_application_needs_no_payment(citizen_api, service) -> None:
     assert response.json()["code"] == "application_not_payable"
 
 
-def test_a_citizen_cannot_pay_for_another_citizens_application(
-    other_citizen_api, awaiting
-) -> None:
+def test_a_citizen_cannot_pay_for_another_citizens_application(other_citizen_api, awaiting) -> None:
     response = other_citizen_api.post(
         "/api/v1/payments/", {"application": awaiting["id"], "channel": "wechat"}, format="json"
     )

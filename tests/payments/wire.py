@@ -27,7 +27,7 @@ def in_process_transport() -> httpx.BaseTransport:
         )
         return httpx.Response(
             response.status_code,
-            headers={k: v for k, v in response.items()},
+            headers=dict(response.items()),
             content=response.content,
         )
 

@@ -1,0 +1,245 @@
+"""The channels' callbacks at our notify endpoint: genuine ones are applied
+once; forged, replayed, reordered, duplicated ones change nothing they
+should not, and every refusal is logged and audited."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import AuditEntry
+from payments.models import LedgerEntry, NotifyLog, OrderStatus, PaymentOrder, SandboxTrade
+from payments.sandbox import books
+from payments.sandbox.channels import sandbox_for
+from services.models import Application, OutboxEvent
+from services.routing import events
+from tests.payments.conftest import CHANNELS, FEE, open_order
+
+pytestmark = pytest.mark.django_db
+
+ACKNOWLEDGED = {"wechat": (204, b""), "alipay": (200, b"success"), "unionpay": (200, b"ok")}
+
+
+def paid_trade(order: dict, *, succeed: bool = True) -> SandboxTrade:
+    """The citizen paid at the channel; its callback is not sent yet."""
+    return books.trade_pay(channel=order["channel"], order_no=order["order_no"], succeed=succeed)
+
+
+def callback(trade: SandboxTrade) -> tuple[dict[str, str], bytes]:
+    built = sandbox_for(trade.channel).payment_notify(trade)
+    assert built is not None
+    return built
+
+
+def post(api, channel: str, headers: dict[str, str], body: bytes):
+    others = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    return api.generic(
+        "POST",
+        f"/api/v1/payments/notify/{channel}/",
+        body,
+        content_type=headers.get("Content-Type") or headers.get("content-type", ""),
+        headers=others,
+    )
+
+
+def assert_acknowledged(response, channel: str) -> None:
+    status, body = ACKNOWLEDGED[channel]
+    assert response.status_code == status, response.content
+    assert response.content == body
+
+
+def tamper(channel: str, body: bytes) -> bytes:
+    """The same callback with one thing changed after it was signed."""
+    if channel == "wechat":
+        return body.replace(b'"summary":', b'"summary" :', 1)
+    if channel == "alipay":
+        return body.replace(b"total_amount=20.00", b"total_amount=0.01")
+    return body.replace(b"txnAmt=2000", b"txnAmt=1")
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_genuine_callback_pays_the_order_once(api, citizen_api, awaiting, channel) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    headers, body = callback(paid_trade(order))
+
+    first = post(api, channel, headers, body)
+    again = post(api, channel, headers, body)
+
+    assert_acknowledged(first, channel)
+    assert_acknowledged(again, channel)
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PAID
+    assert LedgerEntry.objects.filter(kind="charge").count() == 1
+    assert OutboxEvent.objects.filter(type=events.PAYMENT_SUCCEEDED).count() == 1
+    outcomes = list(NotifyLog.objects.order_by("received_at").values_list("outcome", flat=True))
+    assert outcomes == ["accepted", "duplicate"]
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_forged_callback_changes_nothing_and_is_audited(
+    api, citizen_api, awaiting, channel
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    headers, body = callback(paid_trade(order))
+
+    response = post(api, channel, headers, tamper(channel, body))
+
+    assert response.status_code == 401
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+    assert not LedgerEntry.objects.exists()
+    assert Application.objects.get(pk=awaiting["id"]).status == "awaiting_payment"
+    log = NotifyLog.objects.get()
+    assert (log.outcome, log.reason) == ("rejected", "bad_signature")
+    audit = AuditEntry.objects.get(action="payment.notify_rejected")
+    assert audit.data["reason"] == "bad_signature" and audit.data["channel"] == channel
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_garbage_at_the_notify_endpoint_is_refused_in_the_channels_format(api, channel) -> None:
+    for body, content_type in [
+        (b"", "application/json"),
+        (b"\xff\xfe\x00", "application/octet-stream"),
+        (b"[" * 5000, "application/json"),
+        (b"a=b&c=d", "application/x-www-form-urlencoded"),
+    ]:
+        response = api.generic(
+            "POST", f"/api/v1/payments/notify/{channel}/", body, content_type=content_type
+        )
+        assert 400 <= response.status_code < 500, (channel, body[:10], response.content)
+    assert NotifyLog.objects.filter(outcome="rejected").count() == 4
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_callback_for_an_order_we_do_not_have_is_refused(
+    api, citizen_api, awaiting, channel
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    trade = paid_trade(order)
+    PaymentOrder.objects.filter(pk=order["id"]).update(order_no="P20260101UNKNOWN0000001")
+    headers, body = callback(trade)
+
+    response = post(api, channel, headers, body)
+
+    assert response.status_code == 404
+    assert not LedgerEntry.objects.exists()
+    assert NotifyLog.objects.get().reason == "unknown_order"
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_genuine_callback_for_another_amount_is_refused(
+    api, citizen_api, awaiting, channel
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    trade = paid_trade(order)
+    trade.amount_fen = 1  # the channel says one fen was paid, genuinely signed
+    headers, body = callback(trade)
+
+    response = post(api, channel, headers, body)
+
+    assert response.status_code == 400
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+    assert NotifyLog.objects.get().reason == "amount_mismatch"
+    assert AuditEntry.objects.filter(action="payment.notify_rejected").count() == 1
+
+
+def test_a_callback_sent_to_another_channels_endpoint_is_refused(
+    api, citizen_api, awaiting
+) -> None:
+    order = open_order(citizen_api, awaiting, "alipay")
+    headers, body = callback(paid_trade(order))
+    response = post(api, "unionpay", headers, body)
+    assert 400 <= response.status_code < 500
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+
+
+def test_an_unknown_channel_is_not_found(api) -> None:
+    response = api.post("/api/v1/payments/notify/paypal/", b"{}", content_type="application/json")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("channel", ["alipay", "unionpay"])
+def test_a_failure_callback_after_the_success_does_not_undo_it(
+    api, citizen_api, awaiting, channel
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    trade = paid_trade(order)
+    success = callback(trade)
+    # The same trade as the channel first reported it: failed (sent earlier,
+    # arriving later).
+    trade.state = "PAYERROR"
+    failure = callback(trade)
+
+    assert_acknowledged(post(api, channel, *success), channel)
+    assert_acknowledged(post(api, channel, *failure), channel)
+
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PAID
+    assert LedgerEntry.objects.count() == 1
+
+
+@pytest.mark.parametrize("channel", ["alipay", "unionpay"])
+def test_a_success_after_a_failure_callback_is_the_truth(
+    api, citizen_api, awaiting, channel
+) -> None:
+    order = open_order(citizen_api, awaiting, channel)
+    trade = paid_trade(order)
+    success = callback(trade)
+    trade.state = "PAYERROR"
+    failure = callback(trade)
+
+    assert_acknowledged(post(api, channel, *failure), channel)
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.FAILED
+    assert_acknowledged(post(api, channel, *success), channel)
+
+    paid = PaymentOrder.objects.get(pk=order["id"])
+    assert paid.status == OrderStatus.PAID and paid.paid_fen == FEE
+    assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_the_channel_sending_its_callback_twice_pays_once(
+    citizen_api, awaiting, pay, settings, channel
+) -> None:
+    settings.PAYMENTS_SANDBOX_DUPLICATE_RATE = 1.0
+    paid = pay(open_order(citizen_api, awaiting, channel))
+    assert paid.status == OrderStatus.PAID
+    assert list(NotifyLog.objects.values_list("outcome", flat=True).order_by("id")) == [
+        "accepted",
+        "duplicate",
+    ]
+    assert LedgerEntry.objects.count() == 1
+    assert OutboxEvent.objects.filter(type=events.PAYMENT_SUCCEEDED).count() == 1
+
+
+def test_a_callback_the_merchant_refused_is_sent_again_on_the_channels_schedule(
+    citizen_api, awaiting, settings
+) -> None:
+    from payments import tasks
+    from payments.sandbox import notify
+
+    order = open_order(citizen_api, awaiting, "wechat")
+    trade = paid_trade(order)
+    real_url = trade.notify_url
+    SandboxTrade.objects.filter(pk=trade.pk).update(
+        notify_url=real_url.replace("wechat", "nowhere")
+    )
+
+    wait = notify.notify_send(trade.pk)
+
+    assert wait == pytest.approx(15 * settings.PAYMENTS_SANDBOX_TIME_SCALE)
+    trade.refresh_from_db()
+    assert trade.notify_attempts == 1 and trade.notified_at is None
+    SandboxTrade.objects.filter(pk=trade.pk).update(
+        notify_url=real_url, notify_due_at=trade.created_at
+    )
+    assert tasks.payments_sweep()["callbacks"] == 1
+    trade.refresh_from_db()
+    assert trade.notified_at is not None and trade.notify_attempts == 2
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PAID
+
+
+def test_callbacks_are_throttled_per_address(api, settings) -> None:
+    settings.PAYMENTS_NOTIFY_RATE = "3/min"
+    codes = [
+        api.post("/api/v1/payments/notify/alipay/", b"x=1", content_type="text/plain").status_code
+        for _ in range(4)
+    ]
+    assert codes[:3] == [400, 400, 400]
+    assert codes[3] == 429

@@ -1,0 +1,247 @@
+"""A department refunds its orders; a cancelled paid application is
+refunded by itself; refunds never add up to more than was paid."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import AuditEntry, Message
+from payments import tasks
+from payments.models import LedgerEntry, OrderStatus, PaymentOrder, Refund, SandboxRefund
+from services.models import OutboxEvent
+from services.routing import events
+from tests.concurrency import at_once
+from tests.conftest import client_with_key
+from tests.payments.conftest import CHANNELS, FEE, open_order
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def paid(citizen_api, awaiting, pay) -> dict:
+    order = open_order(citizen_api, awaiting, "wechat")
+    assert pay(order).status == "paid"
+    return order
+
+
+@pytest.fixture
+def refund(integrator_api, django_capture_on_commit_callbacks):
+    def refunding(order: dict, amount_fen: int, reason: str = "部分退费", **headers):
+        with django_capture_on_commit_callbacks(execute=True):
+            return integrator_api.post(
+                f"/api/v1/dept/payments/{order['order_no']}/refunds/",
+                {"amount_fen": amount_fen, "reason": reason},
+                format="json",
+                **headers,
+            )
+
+    return refunding
+
+
+def settle(refund_id: str) -> None:
+    """The channel's answer on a refund comes now (WeChat Pay and Alipay may
+    settle at once; UnionPay answers asynchronously, found by the query)."""
+    if Refund.objects.get(pk=refund_id).status == "pending":
+        tasks.payments_sweep()
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_department_refunds_part_then_the_rest(
+    citizen, citizen_api, awaiting, pay, refund, channel, settings
+) -> None:
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    order = open_order(citizen_api, awaiting, channel)
+    pay(order)
+
+    first = refund(order, 500)
+
+    assert first.status_code == 201, first.json()
+    body = first.json()
+    assert body["amount_fen"] == 500 and body["order_no"] == order["order_no"]
+    assert body["status"] == "pending"  # the channel answers after commit
+    settle(body["id"])
+    assert Refund.objects.get(pk=body["id"]).status == "succeeded"
+    partly = PaymentOrder.objects.get(pk=order["id"])
+    assert partly.status == OrderStatus.PARTIALLY_REFUNDED and partly.refunded_fen == 500
+
+    rest = refund(order, FEE - 500)
+
+    assert rest.status_code == 201
+    settle(rest.json()["id"])
+    whole = PaymentOrder.objects.get(pk=order["id"])
+    assert whole.status == OrderStatus.REFUNDED and whole.refunded_fen == FEE
+    entries = list(LedgerEntry.objects.filter(order=whole).values_list("kind", "amount_fen"))
+    assert entries == [("charge", FEE), ("refund", 500), ("refund", FEE - 500)]
+    refunded_events = OutboxEvent.objects.filter(type=events.PAYMENT_REFUNDED).order_by(
+        "created_at"
+    )
+    assert [e.data["refund"]["amount_fen"] for e in refunded_events] == [500, FEE - 500]
+    assert refunded_events[0].data["refund"]["id"] == body["id"]
+    assert refunded_events[1].data["payment"]["status"] == "refunded"
+    assert Message.objects.filter(user=citizen, kind="payment.refunded").count() == 2
+    assert AuditEntry.objects.filter(action="payment.refund_requested").count() == 2
+    assert AuditEntry.objects.filter(action="payment.refunded").count() == 2
+
+
+def test_a_refund_beyond_what_was_paid_is_refused(paid, refund) -> None:
+    assert refund(paid, 1500).status_code == 201
+    over = refund(paid, 501)
+    assert over.status_code == 422
+    assert over.json()["code"] == "refund_exceeds_paid"
+    assert over.json()["refundable_fen"] == 500
+    assert Refund.objects.count() == 1
+
+
+def test_pending_refunds_count_against_what_may_still_be_refunded(paid, refund, settings) -> None:
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    assert refund(paid, 1500).status_code == 201
+    assert Refund.objects.get().status == "pending"
+    over = refund(paid, 501)
+    assert over.status_code == 422
+
+
+def test_a_refund_settles_when_the_channel_says_so(paid, refund, settings) -> None:
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    refund(paid, 700)
+    pending = Refund.objects.get()
+    assert pending.status == "pending" and pending.submitted_at is not None
+    tasks.payments_sweep()
+    assert Refund.objects.get().status == "pending"
+    assert PaymentOrder.objects.get(pk=paid["id"]).status == OrderStatus.PAID
+
+    SandboxRefund.objects.update(settles_at=timezone.now() - dt.timedelta(seconds=1))
+    tasks.payments_sweep()
+
+    assert Refund.objects.get().status == "succeeded"
+    assert PaymentOrder.objects.get(pk=paid["id"]).status == OrderStatus.PARTIALLY_REFUNDED
+
+
+def test_a_refund_no_worker_sent_is_sent_by_the_sweep(paid, integrator_api) -> None:
+    response = integrator_api.post(
+        f"/api/v1/dept/payments/{paid['order_no']}/refunds/", {"amount_fen": 300}, format="json"
+    )
+    assert response.status_code == 201
+    Refund.objects.update(created_at=timezone.now() - dt.timedelta(minutes=1))
+    tasks.payments_sweep()
+    assert Refund.objects.get().status == "succeeded"
+
+
+def test_a_department_cannot_refund_another_departments_order(paid, other_integrator_key) -> None:
+    other = client_with_key(other_integrator_key.raw)
+    response = other.post(
+        f"/api/v1/dept/payments/{paid['order_no']}/refunds/", {"amount_fen": 1}, format="json"
+    )
+    assert response.status_code == 404
+    assert other.get(f"/api/v1/dept/payments/{paid['order_no']}/").status_code == 404
+    assert other.get("/api/v1/dept/payments/").json()["results"] == []
+    assert not Refund.objects.exists()
+
+
+def test_an_unpaid_order_cannot_be_refunded(citizen_api, awaiting, refund) -> None:
+    order = open_order(citizen_api, awaiting)
+    response = refund(order, 100)
+    assert response.status_code == 409
+    assert response.json()["code"] == "refund_not_allowed"
+
+
+@pytest.mark.parametrize("amount", [0, -5, "10", 1.5, None, 10**12])
+def test_a_malformed_refund_is_a_400(paid, refund, amount) -> None:
+    response = refund(paid, amount)
+    assert response.status_code == 400, response.json()
+    assert "amount_fen" in response.json()["errors"]
+
+
+def test_the_same_idempotency_key_refunds_once(paid, refund) -> None:
+    first = refund(paid, 300, HTTP_IDEMPOTENCY_KEY="r-1")
+    again = refund(paid, 300, HTTP_IDEMPOTENCY_KEY="r-1")
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert refund(paid, 301, HTTP_IDEMPOTENCY_KEY="r-1").status_code == 422
+    assert Refund.objects.count() == 1
+
+
+def test_cancelling_a_paid_application_refunds_the_rest(
+    citizen_api, awaiting, paid, refund, django_capture_on_commit_callbacks
+) -> None:
+    refund(paid, 500)
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+    assert cancelled.status_code == 200, cancelled.json()
+
+    order = PaymentOrder.objects.get(pk=paid["id"])
+    assert order.status == OrderStatus.REFUNDED and order.refunded_fen == FEE
+    automatic = Refund.objects.get(requested_by="system")
+    assert automatic.amount_fen == FEE - 500 and automatic.status == "succeeded"
+    # Handled once: running the subscriber again finds nothing to refund.
+    from payments import refunds
+
+    refunds.application_cancelled(OutboxEvent.objects.get(type=events.APPLICATION_CANCELLED))
+    assert Refund.objects.count() == 2
+
+
+def test_the_department_lists_its_orders_with_filters(
+    citizen_api, awaiting, paid, integrator_api
+) -> None:
+    listed = integrator_api.get("/api/v1/dept/payments/").json()["results"]
+    assert [o["order_no"] for o in listed] == [paid["order_no"]]
+    assert listed[0]["application"] == awaiting["number"]
+    assert listed[0]["status"] == "paid" and listed[0]["amount_fen"] == FEE
+    today = timezone.localdate().isoformat()
+    assert len(integrator_api.get("/api/v1/dept/payments/", {"date": today}).json()["results"]) == 1
+    assert (
+        integrator_api.get("/api/v1/dept/payments/", {"date": "2001-01-01"}).json()["results"] == []
+    )
+    assert (
+        integrator_api.get("/api/v1/dept/payments/", {"status": "refunded"}).json()["results"] == []
+    )
+    assert (
+        len(integrator_api.get("/api/v1/dept/payments/", {"channel": "wechat"}).json()["results"])
+        == 1
+    )
+    assert (
+        integrator_api.get("/api/v1/dept/payments/", {"channel": "alipay"}).json()["results"] == []
+    )
+    for bad in ({"date": "yesterday"}, {"status": "lost"}, {"channel": "paypal"}):
+        response = integrator_api.get("/api/v1/dept/payments/", bad)
+        assert response.status_code == 400, bad
+    detail = integrator_api.get(f"/api/v1/dept/payments/{paid['order_no']}/").json()
+    assert detail["refunds"] == []
+
+
+@pytest.mark.integration  # real row locks: the PostgreSQL pass
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_refunds_never_exceed_what_was_paid(
+    citizen_api, awaiting, integrator_key, settings
+) -> None:
+    from payments import orders
+    from payments.errors import PaymentsError
+    from payments.providers.base import PaymentResult
+
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    order_data = open_order(citizen_api, awaiting, "alipay")
+    order = PaymentOrder.objects.get(pk=order_data["id"])
+    orders.order_apply_result(
+        order=order,
+        result=PaymentResult(
+            order_no=order.order_no, state="paid", transaction_id="T1", amount_fen=FEE
+        ),
+        source="notify",
+    )
+
+    def ask(index: int) -> str:
+        try:
+            orders.refund_request(
+                order=order, amount_fen=700, reason=f"#{index}", requested_by="t", actor=None
+            )
+        except PaymentsError as exc:
+            return exc.code
+        return "ok"
+
+    outcomes = at_once(8, ask)
+
+    assert sorted(outcomes) == ["ok", "ok"] + ["refund_exceeds_paid"] * 6
+    assert sum(Refund.objects.values_list("amount_fen", flat=True)) == 1400
