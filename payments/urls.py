@@ -2,13 +2,17 @@
 
 from django.urls import path
 
-from payments.apis import citizen, dept, notify
+from payments.apis import citizen, dept, notify, receipts
 
 # /api/v1/payments/
 payment_urls = [
     path("", citizen.PaymentListView.as_view(), name="payment-list"),
     path("notify/<slug:channel>/", notify.NotifyView.as_view(), name="payment-notify"),
     path("<uuid:order_id>/", citizen.PaymentDetailView.as_view(), name="payment-detail"),
+    path("<uuid:order_id>/receipt/", receipts.ReceiptView.as_view(), name="payment-receipt"),
+    path(
+        "<uuid:order_id>/receipt.svg", receipts.ReceiptSvgView.as_view(), name="payment-receipt-svg"
+    ),
 ]
 
 # /api/v1/sandbox/
