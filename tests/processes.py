@@ -76,11 +76,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def web_server(*, workers: int = 2, log: Path | None = None, **env: str) -> Iterator[str]:
-    """The project under gunicorn, as production runs it; yields its base URL."""
+def web_server(
+    *, workers: int = 2, log: Path | None = None, port: int | None = None, **env: str
+) -> Iterator[str]:
+    """The project under gunicorn, as production runs it; yields its base URL.
+    ``port``: one chosen before (when the server must know its own address)."""
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"web-{os.getpid()}-{port}.log"
     argv = [
         sys.executable,
