@@ -78,6 +78,8 @@ def banner() -> str:
             "                         the SMS code is printed below by 'web'",
             "  Demo departments       'dept' receives their signed events and reports",
             "                         progress back (accepted, then completed)",
+            "  Payments (sandbox)     POST /api/v1/payments/, then the sandbox wallet:",
+            "                         POST /api/v1/sandbox/payments/<order_no>/pay/",
             "  Stop with Ctrl-C",
             "",
         ]
@@ -86,6 +88,8 @@ def banner() -> str:
 
 def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The sandbox channels call the web process back here.
+    env.setdefault("PAYMENTS_NOTIFY_BASE_URL", f"http://{HOST}:{PORT}")
     processes: dict[str, subprocess.Popen] = {}
     for name, command in commands().items():
         processes[name] = subprocess.Popen(

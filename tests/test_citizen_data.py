@@ -268,7 +268,7 @@ def test_the_export_holds_every_section_of_the_citizens_data_and_no_one_elses(
     theirs = busy_life(other_citizen_api, integrator_api, scanner_api)
     recorded_scans()
 
-    with django_assert_max_num_queries(8):  # one per section, and the account
+    with django_assert_max_num_queries(9):  # one per section, and the account
         response = citizen_api.get(EXPORT)
     assert response.status_code == 200
     body = response.json()

@@ -387,6 +387,10 @@ SPECTACULAR_SETTINGS = {
         "IdentityLevelEnum": "accounts.models.IdentityLevel",
         "ApplicationStatusEnum": "services.models.ApplicationStatus",
         "DeliveryStatusEnum": "services.models.DeliveryStatus",
+        "OrderStatusEnum": "payments.models.OrderStatus",
+        "RefundStatusEnum": "payments.models.RefundStatus",
+        "PaymentChannelEnum": "payments.models.Channel",
+        "ServiceChannelEnum": "services.models.Channel",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
