@@ -134,7 +134,9 @@ def signing_keys_prune(*, now: dt.datetime | None = None) -> list[str]:
     expired (its successor's start + the time a process may still sign with
     a cached key + ``STAR_CODE_TTL`` + clock skew) and while any active
     venue code was signed with it (venue codes do not expire: replace them
-    with fresh codes and deactivate the old ones to let the key go).
+    with fresh codes and deactivate the old ones to let the key go). A key
+    that signed a document (a payment receipt) is never withdrawn here:
+    printed receipts are checked offline for as long as they are kept.
     Returns the withdrawn kids.
     """
     now = now or timezone.now()
@@ -146,7 +148,7 @@ def signing_keys_prune(*, now: dt.datetime | None = None) -> list[str]:
     in_use = selectors.kids_of_active_venue_codes()
     withdrawn = []
     for key, successor in zip(started, started[1:], strict=False):
-        if now < successor.activates_at + grace or key.kid in in_use:
+        if now < successor.activates_at + grace or key.kid in in_use or key.signed_documents:
             continue
         _signing_key_withdraw(key, actor=None, reason="superseded")
         withdrawn.append(key.kid)

@@ -33,6 +33,9 @@ class SigningKey(models.Model):
     created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
     activates_at = models.DateTimeField(_("启用时间"), db_index=True)
     withdrawn_at = models.DateTimeField(_("撤下时间"), null=True, blank=True)
+    # It signed a document that does not expire (a payment receipt): it
+    # stays published so that printed receipts can be checked offline.
+    signed_documents = models.BooleanField(_("签过票据"), default=False, editable=False)
 
     class Meta:
         ordering = ["-activates_at"]

@@ -8,11 +8,21 @@ from collections.abc import Callable
 import pytest
 
 from payments.models import PaymentOrder
+from qr import caches
 from services.models import Service
 from tests.services.conftest import GOOD_FORM
 from tests.services.factories import ServiceFactory
 
 CHANNELS = ("wechat", "alipay", "unionpay")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_key_memory():
+    """Receipts sign with the star-code keys: each test starts with empty
+    process caches of them (the database is rolled back under them)."""
+    caches.clear()
+    yield
+    caches.clear()
 FEE = 2000
 
 

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import zxingcpp
+from django.utils import timezone
 from jwcrypto import jwk, jws, jwt
 from PIL import Image, ImageDraw
 
@@ -379,3 +380,19 @@ def test_a_scanner_is_not_let_in_by_a_receipt(citizen_api, scanner_api, paid_ord
     response = scanner_api.post("/api/v1/qr/verify/", {"code": code}, format="json")
     assert response.status_code == 200
     assert response.json() == {"valid": False, "reason": "malformed"}
+
+
+def test_a_key_that_signed_a_receipt_stays_published_after_rotation(
+    citizen_api, api, paid_order
+) -> None:
+    from qr import keys
+
+    printed = receipt_of(citizen_api, paid_order)["code"]
+    old = keys.signing_key_ensure()
+    keys.signing_key_rotate(immediately=True)
+
+    far = timezone.now() + dt.timedelta(days=3650)
+    assert old.kid not in keys.signing_keys_prune(now=far)
+
+    # The receipt printed years ago still checks out offline.
+    assert independently_verified(api, printed)["ono"] == paid_order.order_no
