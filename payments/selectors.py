@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import Department, User
-from payments.models import OrderStatus, PaymentOrder, Refund
+from payments.models import EntryKind, LedgerEntry, OrderStatus, PaymentOrder, Refund
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -108,3 +110,62 @@ def open_order(application_id: Any) -> PaymentOrder | None:
     return PaymentOrder.objects.filter(
         application_id=application_id, status=OrderStatus.PENDING
     ).first()
+
+
+# --- Money by day ---------------------------------------------------------------------------
+
+CHINA = ZoneInfo("Asia/Shanghai")
+
+
+def china_today() -> dt.date:
+    return timezone.now().astimezone(CHINA).date()
+
+
+def day_bounds(date: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The first instant of ``date`` in China time and of the day after."""
+    start = dt.datetime.combine(date, dt.time.min, tzinfo=CHINA)
+    return start, dt.datetime.combine(date + dt.timedelta(days=1), dt.time.min, tzinfo=CHINA)
+
+
+def settlement_rows(
+    *,
+    date_from: dt.date,
+    date_to: dt.date,
+    department: Department | None = None,
+    channel: str | None = None,
+) -> list[dict[str, Any]]:
+    """Money in and out per day (China time) and channel, from the ledger:
+    ``{date, channel, paid_fen, paid_count, refunded_fen, refunded_count, net_fen}``."""
+    start, _ = day_bounds(date_from)
+    _, end = day_bounds(date_to)
+    entries = LedgerEntry.objects.filter(at__gte=start, at__lt=end)
+    if department is not None:
+        entries = entries.filter(order__department=department)
+    if channel:
+        entries = entries.filter(channel=channel)
+    grouped = (
+        entries.annotate(day=TruncDate("at", tzinfo=CHINA))
+        .values("day", "channel", "kind")
+        .annotate(total=Sum("amount_fen"), count=Count("id"))
+        .order_by("day", "channel", "kind")
+    )
+    rows: dict[tuple[dt.date, str], dict[str, Any]] = {}
+    for group in grouped:
+        row = rows.setdefault(
+            (group["day"], group["channel"]),
+            {
+                "date": group["day"],
+                "channel": group["channel"],
+                "paid_fen": 0,
+                "paid_count": 0,
+                "refunded_fen": 0,
+                "refunded_count": 0,
+            },
+        )
+        side = "paid" if group["kind"] == EntryKind.CHARGE else "refunded"
+        row[f"{side}_fen"] += group["total"] or 0
+        row[f"{side}_count"] += group["count"]
+    result = list(rows.values())
+    for row in result:
+        row["net_fen"] = row["paid_fen"] - row["refunded_fen"]
+    return result

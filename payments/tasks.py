@@ -3,13 +3,14 @@ the ``payments`` queue (CELERY_TASK_ROUTES)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from payments import orders, refunds
+from payments import orders, reconciliation, refunds, selectors
 from payments.sandbox import notify
 
 
@@ -50,3 +51,11 @@ def payments_sweep() -> dict[str, int]:
             if wait is not None and wait < settings.PAYMENTS_SWEEP_EVERY_SECONDS:
                 notify.nudge(trade_id, countdown=wait)
     return {"orders": queried, "refunds": settled, "callbacks": sent}
+
+
+@shared_task(name="payments.reconcile", acks_late=True, ignore_result=True)
+def reconcile_yesterday() -> int:
+    """Yesterday's statements (China time) against the ledger; running it
+    again replaces the day's open mismatches. Returns the mismatches found."""
+    reports = reconciliation.reconcile(date=selectors.china_today() - dt.timedelta(days=1))
+    return sum(report.mismatches for report in reports)

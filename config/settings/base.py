@@ -538,8 +538,15 @@ CELERY_TASK_ROUTES.update(
         "payments.refund_send": {"queue": "payments"},
         "payments.sandbox_notify": {"queue": "payments"},
         "payments.sweep": {"queue": "payments"},
+        "payments.reconcile": {"queue": "payments"},
     }
 )
+# Channels publish a day's statement the next morning (WeChat Pay after 10:00).
+CELERY_BEAT_SCHEDULE["payments-reconcile"] = {
+    "task": "payments.reconcile",
+    "schedule": crontab(hour=10, minute=30),
+    "options": {"queue": "payments"},
+}
 CELERY_BEAT_SCHEDULE["payments-sweep"] = {
     "task": "payments.sweep",
     "schedule": PAYMENTS_SWEEP_EVERY_SECONDS,

@@ -23,6 +23,8 @@ def _fresh_key_memory():
     caches.clear()
     yield
     caches.clear()
+
+
 FEE = 2000
 
 
