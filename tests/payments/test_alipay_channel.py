@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import io
 import json
+import logging
 import zipfile
 from urllib.parse import parse_qsl, urlencode
 
@@ -25,6 +26,13 @@ from payments.providers.base import NotifyRejected, ProviderError
 from payments.sandbox import books, keys
 from payments.sandbox.alipay import AlipaySandbox
 from payments.sandbox.channels import sandbox_for
+
+# The SDK puts an unmasked DEBUG console handler of its own on its logger
+# when imported; here it only verifies, and logs through ours like the rest.
+_sdk_logger = logging.getLogger("python-alipay-sdk")
+for _handler in list(_sdk_logger.handlers):
+    _sdk_logger.removeHandler(_handler)
+_sdk_logger.setLevel(logging.WARNING)
 
 pytestmark = pytest.mark.django_db
 
