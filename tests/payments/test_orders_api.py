@@ -318,3 +318,46 @@ def test_the_citizens_export_holds_their_orders_and_refunds(
     assert [o["order_no"] for o in exported] == [order["order_no"]]
     assert exported[0]["refunds"][0]["amount_fen"] == 500
     assert exported[0]["refunds"][0]["status"] == "succeeded"
+
+
+def test_closing_the_account_keeps_the_ledger_under_the_pseudonymous_account(
+    citizen, citizen_api, awaiting, pay, integrator_api
+) -> None:
+    order = open_order(citizen_api, awaiting)
+    pay(order)
+    assert citizen_api.delete("/api/v1/me/").status_code == 204
+
+    kept = PaymentOrder.objects.get(pk=order["id"])
+    assert kept.status == "paid" and kept.payer_id == citizen.pk
+    assert LedgerEntry.objects.filter(order=kept, kind="charge").count() == 1
+    # The department still sees its order; nothing personal is on it.
+    listed = integrator_api.get("/api/v1/dept/payments/").json()["results"]
+    assert [o["order_no"] for o in listed] == [order["order_no"]]
+    assert "13800138000" not in str(listed)
+
+
+def test_order_lists_take_as_many_queries_for_many_orders_as_for_one(
+    citizen_api, integrator_api, fee_service, pay
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries(client, url: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    pay(open_order(citizen_api, apply_for(citizen_api, fee_service)))
+    # Once first: a key's first use of the minute also notes when it was used.
+    queries(integrator_api, "/api/v1/dept/payments/")
+    one = (
+        queries(citizen_api, "/api/v1/payments/"),
+        queries(integrator_api, "/api/v1/dept/payments/"),
+    )
+    for _ in range(4):
+        pay(open_order(citizen_api, apply_for(citizen_api, fee_service), "alipay"))
+    many = (
+        queries(citizen_api, "/api/v1/payments/"),
+        queries(integrator_api, "/api/v1/dept/payments/"),
+    )
+    assert many == one
