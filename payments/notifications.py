@@ -106,6 +106,13 @@ def notify_receive(
         return _refuse(channel, "wrong_channel", body=body, client_ip=client_ip, result=result)
     if result.state == "paid" and result.amount_fen != order.amount_fen:
         return _refuse(channel, "amount_mismatch", body=body, client_ip=client_ip, result=result)
+    if result.state == "paid" and order.provider_transaction_id == result.transaction_id:
+        # This payment is on the books already (the transaction id is set
+        # with its charge, in one transaction): a repeat, answered without
+        # taking the order's lock.
+        outcome = "duplicate"
+        _log(channel=channel, outcome=outcome, body=body, client_ip=client_ip, result=result)
+        return provider.notify_reply(accepted=True)
     try:
         outcome = orders.order_apply_result(order=order, result=result, source="notify")
     except PaymentsError as exc:
