@@ -145,8 +145,10 @@ class Stub:
             self.say(f"[{code}] refused an event: {exc}")
             return 401, {"error": "bad signature"}
         kind = event["type"]
-        application = event.get("data", {}).get("application") or {}
-        number = application.get("number", "")
+        data = event.get("data") or {}
+        application = data.get("application") or {}
+        # Payment events name their application by number under "payment".
+        number = application.get("number") or (data.get("payment") or {}).get("application", "")
         self.say(
             f"[{code}] {kind} {number} (webhook-id {headers.get('webhook-id') or headers.get('Webhook-Id')})"
         )
