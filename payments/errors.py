@@ -15,6 +15,11 @@ PAYMENT_CHANNEL_UNAVAILABLE = error_code(
 PAYMENT_PROVIDER_ERROR = error_code(
     "payment_provider_error", 502, _("支付渠道暂时无法处理，请稍后再试")
 )
+# The channel's word on an order does not fit it (another amount, merchant
+# or order): nothing changes, and it is audited for an operator.
+PAYMENT_RESULT_MISMATCH = error_code(
+    "payment_result_mismatch", 409, _("支付渠道的结果与订单不符，已拒绝并记录")
+)
 REFUND_NOT_ALLOWED = error_code("refund_not_allowed", 409, _("该订单当前不能退款"))
 REFUND_EXCEEDS_PAID = error_code("refund_exceeds_paid", 422, _("退款金额超过可退金额"))
 RECEIPT_NOT_AVAILABLE = error_code("receipt_not_available", 409, _("订单支付后才有电子票据"))

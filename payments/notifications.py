@@ -31,6 +31,12 @@ REFUSAL_STATUS = {
 EXCERPT_CHARS = 2000
 
 
+def _storable(text: str, limit: int) -> str:
+    """Text from a caller we do not trust, fit for a text column and JSON:
+    no NUL (PostgreSQL refuses it), no lone surrogates, bounded."""
+    return text[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def _log(
     *,
     channel: str,
@@ -44,10 +50,10 @@ def _log(
         channel=channel,
         outcome=outcome,
         reason=reason,
-        order_no=(result.order_no if result else "")[:64],
-        transaction_id=(result.transaction_id if result else "")[:64],
+        order_no=_storable(result.order_no if result else "", 64),
+        transaction_id=_storable(result.transaction_id if result else "", 64),
         client_ip=client_ip,
-        body_excerpt=body[:EXCERPT_CHARS].decode("utf-8", "replace"),
+        body_excerpt=_storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS),
     )
 
 
@@ -74,7 +80,7 @@ def _refuse(
         data={
             "channel": channel,
             "reason": reason,
-            "order_no": result.order_no if result else "",
+            "order_no": _storable(result.order_no if result else "", 64),
         },
         ip=client_ip,
     )
@@ -99,7 +105,7 @@ def notify_receive(
     credentials = provider.credentials
     if result.merchant_id and result.merchant_id != credentials.merchant_id:
         return _refuse(channel, "wrong_merchant", body=body, client_ip=client_ip, result=result)
-    order = PaymentOrder.objects.filter(order_no=result.order_no).first()
+    order = PaymentOrder.objects.filter(order_no=_storable(result.order_no, 64)).first()
     if order is None:
         return _refuse(channel, "unknown_order", body=body, client_ip=client_ip, result=result)
     if order.channel != channel:

@@ -11,14 +11,15 @@ withdrawn meanwhile, or paid through another order) goes back at once.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import secrets
 from typing import Any, Literal
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Sum
+from django.db import DatabaseError, transaction
+from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
@@ -31,6 +32,7 @@ from payments.errors import (
     APPLICATION_NOT_PAYABLE,
     PAYMENT_CHANNEL_UNAVAILABLE,
     PAYMENT_PROVIDER_ERROR,
+    PAYMENT_RESULT_MISMATCH,
     REFUND_EXCEEDS_PAID,
     REFUND_NOT_ALLOWED,
     PaymentsError,
@@ -93,8 +95,16 @@ def _move(order: PaymentOrder, target: str, *, also: tuple[str, ...] = ()) -> No
 
 
 def _locked(order_id: Any) -> PaymentOrder:
-    # of=("self",): the order row only, not the joined application's (see
+    """The order, locked, after its application: every change of money locks
+    the application first and the order second (the application's changes,
+    and the outbox numbering its events, lock the application too), so two
+    of them never wait on each other in opposite orders."""
+    application_id = (
+        PaymentOrder.objects.filter(pk=order_id).values_list("application_id", flat=True).get()
+    )
+    # of=("self",): the rows themselves only, not the joined ones (see
     # services.applications._locked for the deadlock this avoids).
+    Application.objects.select_for_update(of=("self",)).filter(pk=application_id).exists()
     return (
         PaymentOrder.objects.select_for_update(of=("self",))
         .select_related("application", "service", "department", "payer")
@@ -159,6 +169,7 @@ def order_create(
         now = timezone.now()
         current = selectors.open_order(application.pk)
         if current is not None:
+            current = _locked(current.pk)
             if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
                 return current, False
             _close(current, reason="superseded")
@@ -203,16 +214,37 @@ def order_apply_result(*, order: PaymentOrder, result: PaymentResult, source: st
     a query). Paid: the charge is written once per channel transaction id,
     the order is paid, the application goes to its department (or, if it
     cannot take the money any more, the money goes back). Failed or closed:
-    a pending order ends. Anything else changes nothing."""
+    a pending order ends. Anything else changes nothing.
+
+    A word that does not fit the order (another order number, merchant or
+    amount) changes nothing either: it is audited and refused with
+    ``payment_result_mismatch``, whichever way it came."""
+    mismatch = _mismatch(order, result)
+    if mismatch:
+        audit_record(
+            actor=None,
+            action="payment.result_refused",
+            target=order,
+            data={
+                "order_no": order.order_no,
+                "source": source,
+                "reason": mismatch,
+                "amount_fen": result.amount_fen,
+            },
+        )
+        raise PaymentsError(PAYMENT_RESULT_MISMATCH, extra={"reason": mismatch})
     with transaction.atomic():
         order = _locked(order.pk)
         if result.state == "paid":
             return _charge(order, result, source=source)
         if result.state in ("failed", "closed") and order.status == OS.PENDING:
-            order.closed_at = timezone.now()
-            # A callback or query saying "closed" for an order we still
-            # hold open means the payment did not go through.
-            _move(order, OS.FAILED, also=("closed_at",))
+            now = timezone.now()
+            order.closed_at = now
+            # The channel closed it after the order's time ran out: closed.
+            # Closed or failed while we still held it open: the payment
+            # did not go through.
+            expired = result.state == "closed" and order.expires_at <= now
+            _move(order, OS.CLOSED if expired else OS.FAILED, also=("closed_at",))
             message_post(
                 user=order.payer,
                 kind="payment.failed",
@@ -229,6 +261,20 @@ def order_apply_result(*, order: PaymentOrder, result: PaymentResult, source: st
             )
             return "accepted"
     return "ignored"
+
+
+def _mismatch(order: PaymentOrder, result: PaymentResult) -> str:
+    """Why the channel's word cannot be about this order, or ""."""
+    if result.order_no != order.order_no:
+        return "wrong_order"
+    if result.state == "paid" and result.amount_fen != order.amount_fen:
+        return "amount_mismatch"
+    credentials = provider(order.channel).credentials
+    if result.merchant_id and result.merchant_id != credentials.merchant_id:
+        return "wrong_merchant"
+    if result.app_id and credentials.app_id and result.app_id != credentials.app_id:
+        return "wrong_merchant"
+    return ""
 
 
 def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outcome:
@@ -262,6 +308,7 @@ def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outco
     takes_it = application.status == ApplicationStatus.AWAITING_PAYMENT
     if takes_it:
         applications.application_mark_paid(application=application)
+        _close_others(order)
     order.application = application
     _publish(order, events.PAYMENT_SUCCEEDED)
     message_post(
@@ -301,6 +348,36 @@ def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outco
     return "accepted"
 
 
+def _close_others(paid: PaymentOrder) -> None:
+    """The application is paid: another open order of it (a channel the
+    citizen left) closes here at once and at its channel after commit, so it
+    can no longer be paid; money that still reaches it is a late success,
+    recorded and sent back."""
+    others = PaymentOrder.objects.select_for_update(of=("self",)).filter(
+        application_id=paid.application_id, status=OS.PENDING
+    )
+    now = timezone.now()
+    for other in others.exclude(pk=paid.pk):
+        other.closed_at = now
+        _move(other, OS.CLOSED, also=("closed_at",))
+        audit_record(
+            actor=None,
+            action="payment.closed",
+            target=other,
+            data={"order_no": other.order_no, "reason": "application_paid"},
+        )
+        transaction.on_commit(
+            functools.partial(_close_at_channel, other.channel, other.order_no), robust=True
+        )
+
+
+def _close_at_channel(channel: str, order_no: str) -> None:
+    try:
+        provider(channel).order_close(order_no=order_no)
+    except (ProviderError, PaymentsError) as exc:
+        logger.warning("closing %s at %s failed: %s", order_no, channel, exc)
+
+
 def order_refresh(order: PaymentOrder) -> PaymentOrder:
     """Ask the channel where a pending order stands (主动查单) and apply the
     answer; close it, at the channel and here, once it has expired."""
@@ -315,7 +392,12 @@ def order_refresh(order: PaymentOrder) -> PaymentOrder:
         logger.info("query of %s failed: %s", order.order_no, exc)
         result = None
     if result is not None and result.state != "pending":
-        order_apply_result(order=order, result=result, source="query")
+        try:
+            order_apply_result(order=order, result=result, source="query")
+        except PaymentsError as exc:
+            # Audited there; an operator looks into it. Not closed meanwhile:
+            # the channel says something was paid.
+            logger.warning("query of %s refused: %s", order.order_no, exc)
     elif order.expires_at <= now:
         with transaction.atomic():
             locked = _locked(order.pk)
@@ -346,6 +428,21 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
     )
 
 
+def orders_sweep(*, limit: int = 200) -> int:
+    """Query or close the orders :func:`orders_due_for_query` lists, each on
+    its own: one whose channel is down or refuses does not hold up the
+    rest (it is tried again next time). Returns the orders handled."""
+    handled = 0
+    for order in orders_due_for_query(limit=limit):
+        try:
+            order_refresh(order)
+        except (PaymentsError, ProviderError, DatabaseError) as exc:
+            logger.warning("payments sweep: order %s left for later: %s", order.order_no, exc)
+            continue
+        handled += 1
+    return handled
+
+
 def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:
     """Pending orders that heard nothing for a while, or have expired."""
     now = timezone.now()
@@ -353,7 +450,11 @@ def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:
     pending = PaymentOrder.objects.filter(status=OS.PENDING, created_at__lte=quiet)
     due = pending.filter(last_queried_at__isnull=True) | pending.filter(last_queried_at__lte=quiet)
     expired = PaymentOrder.objects.filter(status=OS.PENDING, expires_at__lte=now)
-    return list((due | expired).order_by("created_at")[:limit])
+    # Least recently asked first: one the channel keeps refusing goes to the
+    # back of the line instead of holding up the rest.
+    return list(
+        (due | expired).order_by(F("last_queried_at").asc(nulls_first=True), "created_at")[:limit]
+    )
 
 
 # --- Refunds ------------------------------------------------------------------------------------

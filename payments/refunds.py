@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from payments import orders
+from payments.errors import PaymentsError
 from payments.models import OrderStatus, PaymentOrder, Refund, RefundStatus
 from payments.providers.base import ProviderError, RefundResult
 
@@ -44,12 +47,29 @@ def refund_send(refund_id: Any) -> bool:
         if exc.retryable:
             logger.warning("refund %s not sent: %s", refund.refund_no, exc)
             return False
-        result = RefundResult(refund_no=refund.refund_no, state="failed", failure_reason=str(exc))
+        # A refusal, or an answer we could not read or trust: the channel's
+        # own record decides. Only a refund the channel does not know is
+        # failed (and its amount free again); one it knows takes its state.
+        result = _as_the_channel_knows_it(refund, refused=exc)
+        if result is None:
+            return False
     Refund.objects.filter(pk=refund.pk, submitted_at__isnull=True).update(
         submitted_at=timezone.now()
     )
     orders.refund_apply_result(refund=refund, result=result)
     return True
+
+
+def _as_the_channel_knows_it(refund: Refund, *, refused: ProviderError) -> RefundResult | None:
+    order = refund.order
+    try:
+        return orders.provider(order.channel).refund_query(
+            order_no=order.order_no, refund_no=refund.refund_no
+        )
+    except ProviderError as exc:
+        if exc.retryable:
+            return None
+    return RefundResult(refund_no=refund.refund_no, state="failed", failure_reason=str(refused))
 
 
 def refund_check(refund: Refund) -> bool:
@@ -76,7 +96,7 @@ def refunds_sweep(*, limit: int = 200) -> int:
         created_at__lte=now - dt.timedelta(seconds=10),
     ).order_by("created_at")[:limit]
     for refund in unsent:
-        handled += refund_send(refund.pk)
+        handled += _each(refund_send, refund.pk)
     sent = (
         Refund.objects.filter(status=RefundStatus.PENDING, submitted_at__isnull=False)
         .exclude(last_queried_at__gt=quiet)
@@ -84,8 +104,18 @@ def refunds_sweep(*, limit: int = 200) -> int:
         .order_by("created_at")[:limit]
     )
     for refund in sent:
-        handled += refund_check(refund)
+        handled += _each(refund_check, refund)
     return handled
+
+
+def _each(step: Callable[[Any], bool], item: Any) -> bool:
+    """One refund's step of the sweep; a refund whose channel is down or
+    unavailable does not hold up the rest."""
+    try:
+        return step(item)
+    except (PaymentsError, ProviderError, DatabaseError) as exc:
+        logger.warning("payments sweep: refund %s left for later: %s", item, exc)
+        return False
 
 
 def application_cancelled(event: Any) -> None:

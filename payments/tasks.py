@@ -38,18 +38,9 @@ def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
 def payments_sweep() -> dict[str, int]:
     """Pending orders queried or closed, refunds sent or queried, and, in
     sandbox mode, the sandbox's overdue callbacks."""
-    queried = 0
-    for order in orders.orders_due_for_query():
-        orders.order_refresh(order)
-        queried += 1
+    queried = orders.orders_sweep()
     settled = refunds.refunds_sweep()
-    sent = 0
-    if settings.PAYMENTS_SANDBOX:
-        for trade_id in notify.notifies_due():
-            wait = notify.notify_send(trade_id)
-            sent += 1
-            if wait is not None and wait < settings.PAYMENTS_SWEEP_EVERY_SECONDS:
-                notify.nudge(trade_id, countdown=wait)
+    sent = notify.notifies_sweep() if settings.PAYMENTS_SANDBOX else 0
     return {"orders": queried, "refunds": settled, "callbacks": sent}
 
 

@@ -10,6 +10,7 @@ host. A channel with neither is unavailable.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,8 @@ from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from payments.providers.base import BasePaymentProvider, Credentials
+
+logger = logging.getLogger(__name__)
 
 
 class ChannelUnavailable(Exception):
@@ -64,6 +67,16 @@ def credentials_for(channel: str) -> Credentials:
         )
     if not (config.get("private_key_file") and config.get("platform_key_file")):
         raise ChannelUnavailable(channel)
+    try:
+        return _configured(channel, config)
+    except (OSError, ValueError) as exc:
+        # A key file that is missing, unreadable or not a key: the channel
+        # is off until an operator fixes it, as if it were not configured.
+        logger.error("payment channel %s: its key files cannot be used: %s", channel, exc)
+        raise ChannelUnavailable(channel) from exc
+
+
+def _configured(channel: str, config: dict[str, str]) -> Credentials:
     return Credentials(
         merchant_id=config["merchant_id"],
         app_id=config["app_id"],

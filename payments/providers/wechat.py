@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -54,6 +55,8 @@ CHINA = ZoneInfo("Asia/Shanghai")
 # WeChat Pay refuses a request signed more than five minutes off its clock
 # and asks merchants to do the same with its answers and callbacks.
 CLOCK_SKEW_SECONDS = 300
+# Unix seconds as ASCII digits (str.isdigit() also takes "²" and 5000-digit numbers).
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 # WeChat's own limits on the fields we fill from our data.
 DESCRIPTION_MAX = 127
 REFUND_REASON_MAX = 80
@@ -414,8 +417,8 @@ class WechatPayProvider(BasePaymentProvider):
             raise NotifyRejected("malformed", f"signature type {signature_type}")
         if serial != self.credentials.platform_serial:
             raise NotifyRejected("unknown_key", f"Wechatpay-Serial {serial}")
-        if not timestamp.isdigit():
-            raise NotifyRejected("malformed", f"timestamp {timestamp!r}")
+        if not _TIMESTAMP.fullmatch(timestamp):
+            raise NotifyRejected("malformed", f"timestamp {timestamp[:20]!r}")
         # A callback replayed later (or signed with a clock far off) is
         # refused here; a genuine one comes again on WeChat's schedule.
         if abs(_now_seconds() - int(timestamp)) > CLOCK_SKEW_SECONDS:
@@ -492,7 +495,7 @@ class WechatPayProvider(BasePaymentProvider):
                 padding.PKCS1v15(),
                 hashes.SHA256(),
             )
-        except (InvalidSignature, binascii.Error):
+        except (InvalidSignature, ValueError):  # binascii.Error is a ValueError; so is non-ASCII
             return False
         return True
 
@@ -539,7 +542,10 @@ class WechatPayProvider(BasePaymentProvider):
         serial = headers.get("Wechatpay-Serial", "")
         if serial != self.credentials.platform_serial:
             raise ProviderError(f"answer signed by unknown key {serial!r}", code="ANSWER_SIGNATURE")
-        if not timestamp.isdigit() or abs(_now_seconds() - int(timestamp)) > CLOCK_SKEW_SECONDS:
+        if (
+            not _TIMESTAMP.fullmatch(timestamp)
+            or abs(_now_seconds() - int(timestamp)) > CLOCK_SKEW_SECONDS
+        ):
             raise ProviderError(f"answer timestamp {timestamp!r}", code="ANSWER_SIGNATURE")
         if not self._platform_signed(timestamp, nonce, response.content, signature):
             raise ProviderError("answer signature does not verify", code="ANSWER_SIGNATURE")
