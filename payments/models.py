@@ -177,6 +177,9 @@ class Refund(models.Model):
 
 
 class NotifyOutcome(models.TextChoices):
+    # Authentic and fits its order: acknowledged to the channel, waiting for
+    # a worker to apply it (see payments.notifications).
+    RECEIVED = "received", _("待入账")
     ACCEPTED = "accepted", _("已入账")
     DUPLICATE = "duplicate", _("重复通知")
     IGNORED = "ignored", _("无需处理")
@@ -195,12 +198,19 @@ class NotifyLog(models.Model):
     client_ip = models.GenericIPAddressField(_("来源地址"), null=True, blank=True)
     # The first bytes of the body as received, for an operator to read.
     body_excerpt = models.TextField(_("报文（截断）"), blank=True)
+    # What the authenticated callback says (a PaymentResult), kept until a
+    # worker has applied it; empty for refused ones.
+    result = models.JSONField(_("通知内容"), null=True, blank=True, editable=False)
+    handled_at = models.DateTimeField(_("入账时间"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("支付通知")
         verbose_name_plural = _("支付通知")
         ordering = ["-received_at"]
-        indexes = [models.Index(fields=["order_no"], name="notify_by_order")]
+        indexes = [
+            models.Index(fields=["order_no"], name="notify_by_order"),
+            models.Index(fields=["outcome", "received_at"], name="notify_to_apply"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} {self.outcome} {self.order_no}"

@@ -50,9 +50,10 @@ def refund_send(refund_id: Any) -> bool:
         # A refusal, or an answer we could not read or trust: the channel's
         # own record decides. Only a refund the channel does not know is
         # failed (and its amount free again); one it knows takes its state.
-        result = _as_the_channel_knows_it(refund, refused=exc)
-        if result is None:
+        known = _as_the_channel_knows_it(refund, refused=exc)
+        if known is None:
             return False
+        result = known
     Refund.objects.filter(pk=refund.pk, submitted_at__isnull=True).update(
         submitted_at=timezone.now()
     )

@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from payments import orders, reconciliation, refunds, selectors
+from payments import notifications, orders, reconciliation, refunds, selectors
 from payments.sandbox import notify
 
 
@@ -26,6 +26,18 @@ def refund_send(refund_id: str) -> None:
     refunds.refund_send(refund_id)
 
 
+@shared_task(
+    name=notifications.NOTIFY_APPLY_TASK,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=1,
+    max_retries=5,
+)
+def notify_apply(log_id: int) -> None:
+    notifications.notify_apply(log_id)
+
+
 @shared_task(name=notify.NOTIFY_TASK, acks_late=True, ignore_result=True, bind=True)
 def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
     wait = notify.notify_send(trade_id, duplicate=duplicate)
@@ -36,12 +48,14 @@ def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
 
 @shared_task(name="payments.sweep", acks_late=True, ignore_result=True)
 def payments_sweep() -> dict[str, int]:
-    """Pending orders queried or closed, refunds sent or queried, and, in
-    sandbox mode, the sandbox's overdue callbacks."""
+    """Received callbacks no worker applied, pending orders queried or
+    closed, refunds sent or queried, and, in sandbox mode, the sandbox's
+    overdue callbacks."""
+    applied = notifications.notifies_apply_waiting()
     queried = orders.orders_sweep()
     settled = refunds.refunds_sweep()
     sent = notify.notifies_sweep() if settings.PAYMENTS_SANDBOX else 0
-    return {"orders": queried, "refunds": settled, "callbacks": sent}
+    return {"applied": applied, "orders": queried, "refunds": settled, "callbacks": sent}
 
 
 @shared_task(name="payments.reconcile", acks_late=True, ignore_result=True)

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from config.api import (
-    ClientSimpleRateThrottle,
+    FixedWindowThrottle,
     client_ip,
     problems,
 )
@@ -22,14 +22,11 @@ from payments.models import Channel
 # --- Channels' callbacks ---------------------------------------------------------------------
 
 
-class NotifyThrottle(ClientSimpleRateThrottle):
+class NotifyThrottle(FixedWindowThrottle):
     scope = "payments_notify"
 
     def get_rate(self) -> str:
         return settings.PAYMENTS_NOTIFY_RATE
-
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
 class NotifyView(APIView):

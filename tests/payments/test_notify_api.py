@@ -5,6 +5,7 @@ should not, and every refusal is logged and audited."""
 from __future__ import annotations
 
 import pytest
+from django.test import TestCase
 
 from accounts.models import AuditEntry
 from payments.models import LedgerEntry, NotifyLog, OrderStatus, PaymentOrder, SandboxTrade
@@ -31,14 +32,17 @@ def callback(trade: SandboxTrade) -> tuple[dict[str, str], bytes]:
 
 
 def post(api, channel: str, headers: dict[str, str], body: bytes):
+    """The channel calls; what our endpoint starts after commit (the worker
+    applying the callback) runs too."""
     others = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    return api.generic(
-        "POST",
-        f"/api/v1/payments/notify/{channel}/",
-        body,
-        content_type=headers.get("Content-Type") or headers.get("content-type", ""),
-        headers=others,
-    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return api.generic(
+            "POST",
+            f"/api/v1/payments/notify/{channel}/",
+            body,
+            content_type=headers.get("Content-Type") or headers.get("content-type", ""),
+            headers=others,
+        )
 
 
 def assert_acknowledged(response, channel: str) -> None:
@@ -229,7 +233,8 @@ def test_a_callback_the_merchant_refused_is_sent_again_on_the_channels_schedule(
     SandboxTrade.objects.filter(pk=trade.pk).update(
         notify_url=real_url, notify_due_at=trade.created_at
     )
-    assert tasks.payments_sweep()["callbacks"] == 1
+    with TestCase.captureOnCommitCallbacks(execute=True):  # the worker applies it
+        assert tasks.payments_sweep()["callbacks"] == 1
     trade.refresh_from_db()
     assert trade.notified_at is not None and trade.notify_attempts == 2
     assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PAID
@@ -243,3 +248,36 @@ def test_callbacks_are_throttled_per_address(api, settings) -> None:
     ]
     assert codes[:3] == [400, 400, 400]
     assert codes[3] == 429
+
+
+def test_a_callback_whose_worker_never_came_is_applied_by_the_sweep(
+    api, citizen_api, awaiting
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from payments import tasks
+
+    order = open_order(citizen_api, awaiting, "alipay")
+    headers, body = callback(paid_trade(order))
+    # Acknowledged, written down; the nudge to the worker is lost (the
+    # after-commit work is never run here).
+    response = api.generic(
+        "POST",
+        "/api/v1/payments/notify/alipay/",
+        body,
+        content_type=headers["Content-Type"],
+    )
+    assert_acknowledged(response, "alipay")
+    log = NotifyLog.objects.get()
+    assert log.outcome == "received" and log.result["transaction_id"]
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+
+    NotifyLog.objects.update(received_at=timezone.now() - dt.timedelta(seconds=10))
+    assert tasks.payments_sweep()["applied"] == 1
+
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PAID
+    log.refresh_from_db()
+    assert log.outcome == "accepted" and log.handled_at is not None
+    assert tasks.payments_sweep()["applied"] == 0

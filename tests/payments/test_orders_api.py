@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.test import TestCase
 from django.utils import timezone
 
 from accounts.models import AuditEntry, Message
@@ -238,7 +239,8 @@ def test_the_sweep_resends_a_callback_the_channel_could_not_deliver(
         f"/api/v1/sandbox/payments/{order['order_no']}/pay/", {"result": "success"}, format="json"
     )
     settings.PAYMENTS_QUERY_AFTER_SECONDS = 3600  # no query: the callback must do it
-    assert tasks.payments_sweep()["callbacks"] == 1
+    with TestCase.captureOnCommitCallbacks(execute=True):  # the worker applies it
+        assert tasks.payments_sweep()["callbacks"] == 1
     assert PaymentOrder.objects.get(pk=order["id"]).status == "paid"
     assert SandboxTrade.objects.get(order_no=order["order_no"]).notified_at is not None
 
