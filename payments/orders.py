@@ -145,11 +145,10 @@ def _amount_text(fen: int) -> str:
 # --- Citizen ---------------------------------------------------------------------------------
 
 
-def order_create(
-    *, citizen: User, application: Application, channel: str
-) -> tuple[PaymentOrder, bool]:
-    """Open an order for ``application`` (the caller checked it is the
-    citizen's) through ``channel``; the amount is the application's fee.
+def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[PaymentOrder, bool]:
+    """Open an order through ``channel`` for the citizen's application
+    ``application_id`` (another's, or none, is :class:`Application.DoesNotExist`);
+    the amount is the application's fee.
 
     An open order of the same channel that is not about to expire is
     returned as it is (``created`` False): one open order per application.
@@ -160,7 +159,7 @@ def order_create(
         application = (
             Application.objects.select_for_update(of=("self",))
             .select_related("service", "department")
-            .get(pk=application.pk)
+            .get(pk=application_id, applicant=citizen)
         )
         if application.status != ApplicationStatus.AWAITING_PAYMENT or application.fee_fen <= 0:
             raise PaymentsError(
@@ -173,7 +172,7 @@ def order_create(
             if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
                 return current, False
             _close(current, reason="superseded")
-        order = PaymentOrder.objects.create(
+        order = PaymentOrder(
             order_no=_new_number("P", now),
             application=application,
             payer=citizen,
@@ -185,6 +184,9 @@ def order_create(
             expires_at=now + dt.timedelta(seconds=settings.PAYMENTS_ORDER_TTL_SECONDS),
             created_at=now,
         )
+        # The channel first, then one INSERT with what it answered. If the
+        # INSERT fails, the channel holds an unpaid trade nobody can pay:
+        # it expires there.
         try:
             order.checkout = chosen.checkout_create(
                 order_no=order.order_no,
@@ -196,7 +198,7 @@ def order_create(
         except ProviderError as exc:
             logger.warning("%s checkout of %s failed: %s", channel, order.order_no, exc)
             raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
-        order.save(update_fields=["checkout"])
+        order.save(force_insert=True)
         audit_record(
             actor=citizen,
             action="payment.created",

@@ -30,8 +30,8 @@ from payments.serializers import (
     PaymentOrderSerializer,
     SandboxPaySerializer,
 )
-from services import selectors as service_selectors
 from services.apis.applications import IDEMPOTENCY_KEY
+from services.models import Application
 
 # --- Citizen ----------------------------------------------------------------------------------
 
@@ -91,16 +91,14 @@ class PaymentListView(CitizenView):
         def create() -> Response:
             serializer = OrderCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            application = service_selectors.application_of(
-                request.user, serializer.validated_data["application"]
-            )
-            if application is None:
-                raise Http404
-            order, created = orders.order_create(
-                citizen=request.user,
-                application=application,
-                channel=serializer.validated_data["channel"],
-            )
+            try:
+                order, created = orders.order_create(
+                    citizen=request.user,
+                    application_id=serializer.validated_data["application"],
+                    channel=serializer.validated_data["channel"],
+                )
+            except Application.DoesNotExist:
+                raise Http404 from None
             return Response(
                 PaymentOrderSerializer(order).data,
                 status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

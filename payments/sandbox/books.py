@@ -48,25 +48,25 @@ def trade_open(
 ) -> SandboxTrade:
     """Open a trade; the same order number again with the same amount is
     the same trade (a merchant retrying), with another amount a refusal."""
-    existing = trade_get(channel=channel, merchant_id=merchant_id, order_no=order_no)
-    if existing is None:
-        try:
-            with transaction.atomic():
-                return SandboxTrade.objects.create(
-                    channel=channel,
-                    merchant_id=merchant_id,
-                    app_id=app_id,
-                    order_no=order_no,
-                    transaction_id=_transaction_id(channel, timezone.now()),
-                    amount_fen=amount_fen,
-                    description=description[:127],
-                    notify_url=notify_url,
-                    expires_at=expires_at,
-                )
-        except IntegrityError:
-            existing = trade_get(channel=channel, merchant_id=merchant_id, order_no=order_no)
-            if existing is None:
-                raise
+    # A new order number is the common case: insert at once, and read only
+    # when the merchant tries the same number again.
+    try:
+        with transaction.atomic():
+            return SandboxTrade.objects.create(
+                channel=channel,
+                merchant_id=merchant_id,
+                app_id=app_id,
+                order_no=order_no,
+                transaction_id=_transaction_id(channel, timezone.now()),
+                amount_fen=amount_fen,
+                description=description[:127],
+                notify_url=notify_url,
+                expires_at=expires_at,
+            )
+    except IntegrityError:
+        existing = trade_get(channel=channel, merchant_id=merchant_id, order_no=order_no)
+        if existing is None:
+            raise
     if existing.amount_fen != amount_fen:
         raise SandboxRefusal("order_no_used", "商户订单号重复")
     return existing

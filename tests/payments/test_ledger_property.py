@@ -115,7 +115,9 @@ def run(citizen, fee_service, channel: str, steps) -> None:
     application = applications.application_submit(
         citizen=citizen, service=fee_service, form=GOOD_FORM
     )
-    order, _created = orders.order_create(citizen=citizen, application=application, channel=channel)
+    order, _created = orders.order_create(
+        citizen=citizen, application_id=application.pk, channel=channel
+    )
     sent: list[tuple[dict[str, str], bytes]] = []
 
     def deliver(built: tuple[dict[str, str], bytes]) -> None:

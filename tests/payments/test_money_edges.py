@@ -164,7 +164,9 @@ def paid_order_factory(citizen, fee_service):
         application = applications.application_submit(
             citizen=citizen, service=fee_service, form=GOOD_FORM
         )
-        order, _ = orders.order_create(citizen=citizen, application=application, channel=channel)
+        order, _ = orders.order_create(
+            citizen=citizen, application_id=application.pk, channel=channel
+        )
         trade = books.trade_pay(channel=channel, order_no=order.order_no, succeed=True)
         orders.order_apply_result(
             order=order,
@@ -263,7 +265,7 @@ def test_the_same_callback_arriving_eight_times_at_once_pays_once(citizen, fee_s
     application = applications.application_submit(
         citizen=citizen, service=fee_service, form=GOOD_FORM
     )
-    order, _ = orders.order_create(citizen=citizen, application=application, channel="wechat")
+    order, _ = orders.order_create(citizen=citizen, application_id=application.pk, channel="wechat")
     trade = books.trade_pay(channel="wechat", order_no=order.order_no, succeed=True)
     headers, body = sandbox_for("wechat").payment_notify(trade)
 
@@ -296,9 +298,9 @@ def test_orders_opened_at_once_for_one_application_leave_one_open(citizen, fee_s
     opened = at_once(
         len(channels),
         lambda i: (
-            orders.order_create(citizen=citizen, application=application, channel=channels[i])[
-                0
-            ].order_no
+            orders.order_create(
+                citizen=citizen, application_id=application.pk, channel=channels[i]
+            )[0].order_no
         ),
     )
 
@@ -314,7 +316,7 @@ def test_a_callback_and_a_refund_racing_a_withdrawal_keep_the_books_straight(
     application = applications.application_submit(
         citizen=citizen, service=fee_service, form=GOOD_FORM
     )
-    order, _ = orders.order_create(citizen=citizen, application=application, channel="alipay")
+    order, _ = orders.order_create(citizen=citizen, application_id=application.pk, channel="alipay")
     trade = books.trade_pay(channel="alipay", order_no=order.order_no, succeed=True)
     headers, body = sandbox_for("alipay").payment_notify(trade)
 

@@ -65,7 +65,9 @@ def pay_order(citizen, fee_service, django_capture_on_commit_callbacks) -> PayOr
         application = applications.application_submit(
             citizen=citizen, service=service or fee_service, form=dict(FORM)
         )
-        order, _ = orders.order_create(citizen=citizen, application=application, channel=channel)
+        order, _ = orders.order_create(
+            citizen=citizen, application_id=application.pk, channel=channel
+        )
         with django_capture_on_commit_callbacks(execute=heard):
             notify.payment_pay(channel=channel, order_no=order.order_no, succeed=True)
         order.refresh_from_db()
