@@ -18,9 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
+from redis import RedisError
 
 from accounts.audit import audit_record
 from payments import orders
@@ -38,7 +41,11 @@ REFUSAL_STATUS = {
     "unknown_order": 404,
 }
 EXCERPT_CHARS = 2000
-NOTIFY_APPLY_TASK = "payments.notify_apply"
+NOTIFY_APPLY_TASK = "payments.notifies_apply"
+# Set while a drain of the received callbacks is on its way to a worker;
+# callbacks that arrive meanwhile need no nudge of their own.
+NUDGED_KEY = "payments:notifies-nudged"
+NUDGED_SECONDS = 2
 
 
 def _storable(text: str, limit: int) -> str:
@@ -157,24 +164,49 @@ def notify_receive(
         outcome = NotifyOutcome.IGNORED
     else:
         outcome = NotifyOutcome.RECEIVED
-    log = _log(channel=channel, outcome=outcome, body=body, client_ip=client_ip, result=result)
+    _log(channel=channel, outcome=outcome, body=body, client_ip=client_ip, result=result)
     if outcome == NotifyOutcome.RECEIVED:
-        log_id = log.pk
-        transaction.on_commit(lambda: notifies_nudge([log_id]), robust=True)
+        transaction.on_commit(notifies_nudge, robust=True)
     return provider.notify_reply(accepted=True)
 
 
-def notifies_nudge(log_ids: list[int]) -> bool:
-    """Wake a worker to apply these callbacks now rather than at the next
-    sweep (the rows are the truth; a lost nudge loses nothing)."""
+def notifies_nudge() -> bool:
+    """Wake a worker to apply the received callbacks now rather than at the
+    next sweep (the rows are the truth; a lost nudge loses nothing).
+
+    With a cache the web and the workers share (Redis), one nudge serves
+    every callback that arrives before its drain starts: the drain clears
+    the mark first and then reads every waiting row, so a callback either
+    finds the mark cleared and nudges, or is read by the drain the mark
+    stands for. Publishing a task costs more than handling the callback;
+    this pays it about once per drain instead of once per callback."""
+    shared = settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
     try:
-        task = current_app.tasks[NOTIFY_APPLY_TASK]
-        for log_id in log_ids:
-            task.apply_async((log_id,), retry=False)
+        if shared and not cache.add(NUDGED_KEY, 1, timeout=NUDGED_SECONDS):
+            return True
+    except (RedisError, OSError) as exc:  # cache down: nudge anyway, it is only a shortcut
+        logger.warning("cache unavailable; nudging without the mark: %s", exc)
+    try:
+        current_app.tasks[NOTIFY_APPLY_TASK].apply_async(retry=False)
     except (BrokerError, OSError) as exc:
         logger.warning("broker unavailable, the payments sweep will apply the callbacks: %s", exc)
         return False
     return True
+
+
+def notifies_drain() -> int:
+    """What a nudge starts: clear the mark, then apply every received
+    callback (see :func:`notifies_nudge`)."""
+    try:
+        cache.delete(NUDGED_KEY)
+    except (RedisError, OSError) as exc:  # the mark expires by itself
+        logger.warning("cache unavailable; the nudge mark expires by itself: %s", exc)
+    applied = 0
+    while True:
+        done = notifies_apply_waiting(older_than=-1)
+        applied += done
+        if not done:
+            return applied
 
 
 def notify_apply(log_id: int) -> str | None:

@@ -34,8 +34,9 @@ def refund_send(refund_id: str) -> None:
     retry_backoff=1,
     max_retries=5,
 )
-def notify_apply(log_id: int) -> None:
-    notifications.notify_apply(log_id)
+def notifies_apply() -> None:
+    """Apply the callbacks the notify endpoint wrote down."""
+    notifications.notifies_drain()
 
 
 @shared_task(name=notify.NOTIFY_TASK, acks_late=True, ignore_result=True, bind=True)

@@ -536,7 +536,7 @@ PAYMENTS_SANDBOX_NOTIFY_TRANSPORT = ""
 CELERY_TASK_ROUTES.update(
     {
         "payments.refund_send": {"queue": "payments"},
-        "payments.notify_apply": {"queue": "payments"},
+        "payments.notifies_apply": {"queue": "payments"},
         "payments.sandbox_notify": {"queue": "payments"},
         "payments.sweep": {"queue": "payments"},
         "payments.reconcile": {"queue": "payments"},

@@ -281,3 +281,30 @@ def test_a_callback_whose_worker_never_came_is_applied_by_the_sweep(
     log.refresh_from_db()
     assert log.outcome == "accepted" and log.handled_at is not None
     assert tasks.payments_sweep()["applied"] == 0
+
+
+@pytest.mark.integration  # the mark lives in the cache web and workers share (Redis)
+def test_one_nudge_serves_every_callback_that_arrives_before_its_drain(
+    api, citizen_api, fee_service, monkeypatch
+) -> None:
+    from celery import current_app
+
+    from payments import notifications
+    from tests.payments.conftest import apply_for
+
+    published = []
+    task = current_app.tasks[notifications.NOTIFY_APPLY_TASK]
+    monkeypatch.setattr(task, "apply_async", lambda *a, **k: published.append(1))
+    orders_ = [
+        open_order(citizen_api, apply_for(citizen_api, fee_service), "alipay") for _ in "abc"
+    ]
+
+    for order in orders_[:2]:
+        assert_acknowledged(post(api, "alipay", *callback(paid_trade(order))), "alipay")
+    assert len(published) == 1  # the second found the first's drain on its way
+
+    assert notifications.notifies_drain() == 2  # the drain reads both
+    assert {PaymentOrder.objects.get(pk=o["id"]).status for o in orders_[:2]} == {"paid"}
+
+    assert_acknowledged(post(api, "alipay", *callback(paid_trade(orders_[2]))), "alipay")
+    assert len(published) == 2  # after a drain began, the next callback nudges again
