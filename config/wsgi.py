@@ -13,6 +13,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 application: WSGIApplication = get_wsgi_application()
 
+if settings.PAYMENTS_NOTIFY_FAST_PATH:
+    from payments.fastpath import NotifyFastPath
+
+    application = NotifyFastPath(application)
+
 if settings.QR_VERIFY_FAST_PATH:
     # Imported once the apps are loaded.
     from qr.fastpath import VerifyFastPath

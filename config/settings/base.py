@@ -479,6 +479,9 @@ PAYMENTS_SWEEP_EVERY_SECONDS = env.float("PAYMENTS_SWEEP_EVERY_SECONDS", default
 PAYMENTS_NOTIFY_BASE_URL = env.str("PAYMENTS_NOTIFY_BASE_URL", default="http://127.0.0.1:8000")
 # Callbacks per client address and minute (channels call from few addresses).
 PAYMENTS_NOTIFY_RATE = env.str("PAYMENTS_NOTIFY_RATE", default="6000/min")
+# Answer the channels' callbacks in front of Django's request cycle
+# (payments/fastpath.py); 0 sends every callback through the full cycle.
+PAYMENTS_NOTIFY_FAST_PATH = env.bool("PAYMENTS_NOTIFY_FAST_PATH", default=True)
 # The merchant's account at each channel. Key files (PEM) and serials come
 # from env in production; in sandbox mode the sandbox's own keys are used.
 PAYMENTS_CHANNELS: dict[str, dict[str, str]] = {

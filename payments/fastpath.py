@@ -1,0 +1,135 @@
+"""The channels' callbacks, answered in front of Django's request cycle.
+
+A channel calls ``POST /api/v1/payments/notify/{channel}/`` once per payment
+and again on every retry; at a city's volume the request cycle (middleware,
+routing, DRF) would cost more than handling the callback. This WSGI layer
+runs the same :func:`payments.notifications.notify_receive` the view runs,
+with the same throttle, and answers with the same status, body and headers
+(compared in the tests). What it does not handle as the view would, it
+hands to Django unchanged: another path or method, a body over the limit,
+a host not allowed, a language other than Chinese, a throttled caller (the
+view answers the 429 problem).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from types import SimpleNamespace
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.http.request import split_domain_port, validate_host
+
+from config.errors import SERVER_ERROR, problem_http_response
+from payments import notifications
+from payments.errors import PaymentsError
+from payments.models import Channel
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/api/v1/payments/notify/"
+PATHS = {f"{PREFIX}{channel}/": channel for channel in Channel.values}
+# What Django's middleware and DRF put on the view's answer (see the parity test).
+HEADERS = [
+    ("Allow", "POST, OPTIONS"),
+    ("X-Frame-Options", "DENY"),
+    ("Vary", "Accept-Language"),
+    ("Content-Language", "zh-hans"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+]
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers as the view sees them (``request.headers``)."""
+    found = {
+        key[5:].replace("_", "-").title(): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            found[key.replace("_", "-").title()] = str(environ[key])
+    return found
+
+
+class NotifyFastPath:
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        channel = PATHS.get(environ.get("PATH_INFO", ""))
+        if channel is None or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        body = self._body(environ)
+        if body is None:
+            return self.app(environ, start_response)
+        # Imported here: the view module loads DRF, which this path avoids
+        # until the first callback (the throttle class is shared with it).
+        from payments.apis.notify import NotifyThrottle
+
+        # client_ip and the throttle read META only.
+        request: Any = SimpleNamespace(META=environ)
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            if not NotifyThrottle().allow_request(request, None):
+                environ["wsgi.input"] = io.BytesIO(body)
+                return self.app(environ, start_response)
+            from config.api import client_ip
+
+            reply = notifications.notify_receive(
+                channel=channel, headers=_headers(environ), body=body, client_ip=client_ip(request)
+            )
+        except PaymentsError as exc:  # the channel is not configured here: as the view says
+            return self._django_answer(start_response, problem_http_response(exc.error, exc.detail))
+        except Exception:  # never a bare server error: the same problem the API gives
+            logger.exception("notify fast path failed")
+            return self._django_answer(start_response, problem_http_response(SERVER_ERROR))
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+        headers = [
+            ("Content-Type", reply.content_type),
+            *HEADERS,
+            *reply.headers.items(),
+            ("Content-Length", str(len(reply.body))),
+        ]
+        start_response(f"{reply.status} {HTTPStatus(reply.status).phrase}", headers)
+        return [reply.body]
+
+    @staticmethod
+    def _django_answer(start_response: StartResponse, response: Any) -> list[bytes]:
+        headers = [
+            *response.items(),
+            *[(k, v) for k, v in HEADERS if k not in response],
+            ("Content-Length", str(len(response.content))),
+        ]
+        start_response(f"{response.status_code} {response.reason_phrase}", headers)
+        return [response.content]
+
+    @staticmethod
+    def _body(environ: dict[str, Any]) -> bytes | None:
+        """The body, when this request is one the view would handle alike;
+        it is put back for Django whatever the answer."""
+        if environ.get("HTTP_ACCEPT_LANGUAGE", "zh")[:2].lower() not in ("zh", "*", ""):
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None
+        if not 0 < length <= settings.API_MAX_BODY_BYTES:
+            return None
+        host, _port = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+        if not host or not validate_host(host, settings.ALLOWED_HOSTS):
+            return None
+        body: bytes = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body

@@ -1,0 +1,142 @@
+"""The notify fast path answers exactly as the view does.
+
+These tests call the project's real WSGI application (``config.wsgi``), the
+one gunicorn serves; the test client would skip the fast path.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.core import signals
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import close_old_connections
+from django.test import TestCase
+
+from accounts.models import AuditEntry
+from payments.apis.notify import NotifyView
+from payments.models import NotifyLog, OrderStatus, PaymentOrder
+from tests.payments.conftest import CHANNELS, apply_for, open_order
+from tests.payments.test_notify_api import callback, paid_trade, tamper
+
+pytestmark = pytest.mark.django_db
+
+
+def call(app, channel: str, headers: dict[str, str], body: bytes, **extra: str):
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": f"/api/v1/payments/notify/{channel}/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "REMOTE_ADDR": "127.0.0.9",
+        "CONTENT_TYPE": headers.get("Content-Type", ""),
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+        **{
+            "HTTP_" + k.upper().replace("-", "_"): v
+            for k, v in headers.items()
+            if k.lower() != "content-type"
+        },
+        **extra,
+    }
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info=None):
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
+
+    # As Django's test client does: the test's transaction holds the
+    # connection, so the per-request cleanup must not close it.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            chunks = app(environ, start_response)
+            payload = b"".join(chunks)
+            if hasattr(chunks, "close"):
+                chunks.close()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    return seen["status"], seen["headers"], payload
+
+
+@pytest.fixture
+def fast():
+    from config.wsgi import application
+
+    return application
+
+
+@pytest.fixture
+def django_app():
+    return WSGIHandler()
+
+
+@pytest.fixture
+def view_calls(monkeypatch):
+    calls = []
+    original = NotifyView.post
+
+    def spy(self, request, channel):
+        calls.append(channel)
+        return original(self, request, channel)
+
+    monkeypatch.setattr(NotifyView, "post", spy)
+    return calls
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_the_fast_path_answers_as_the_view_does(
+    citizen_api, fee_service, fast, django_app, view_calls, channel
+) -> None:
+    one, other = (
+        open_order(citizen_api, apply_for(citizen_api, fee_service), channel) for _ in "ab"
+    )
+    first, second = callback(paid_trade(one)), callback(paid_trade(other))
+
+    cases = [
+        ("genuine", first, second),
+        ("again", first, second),
+        ("forged", (first[0], tamper(channel, first[1])), (second[0], tamper(channel, second[1]))),
+        (
+            "garbage",
+            ({"Content-Type": "text/plain"}, b"junk"),
+            ({"Content-Type": "text/plain"}, b"junk"),
+        ),
+    ]
+    for name, (fast_headers, fast_body), (slow_headers, slow_body) in cases:
+        answered_fast = call(fast, channel, fast_headers, fast_body)
+        calls_before = len(view_calls)
+        answered_slow = call(django_app, channel, slow_headers, slow_body)
+        assert len(view_calls) == calls_before + 1  # the full cycle really ran
+        assert answered_fast[0] == answered_slow[0], name
+        assert answered_fast[2] == answered_slow[2], name
+        assert answered_fast[1] == answered_slow[1], name
+    assert view_calls == [channel] * len(cases)  # none of the fast path's went to the view
+    assert {PaymentOrder.objects.get(pk=o["id"]).status for o in (one, other)} == {OrderStatus.PAID}
+    outcomes = sorted(NotifyLog.objects.values_list("outcome", flat=True))
+    assert outcomes == sorted(["accepted"] * 2 + ["duplicate"] * 2 + ["rejected"] * 4)
+    assert AuditEntry.objects.filter(action="payment.notify_rejected").count() == 4
+
+
+def test_what_the_view_would_answer_otherwise_goes_to_the_view(
+    citizen_api, awaiting, fast, view_calls, settings
+) -> None:
+    order = open_order(citizen_api, awaiting, "alipay")
+    headers, body = callback(paid_trade(order))
+    assert call(fast, "alipay", headers, body, HTTP_ACCEPT_LANGUAGE="en")[0] == 200
+    assert call(fast, "paypal", headers, body)[0] == 404
+    settings.PAYMENTS_NOTIFY_RATE = "1/min"
+    call(fast, "alipay", headers, body)
+    throttled = call(fast, "alipay", headers, body)
+    assert throttled[0] == 429 and throttled[1]["Content-Type"] == "application/problem+json"
+    assert "Retry-After" in throttled[1]
+    # The English one reached the view; the throttled ones were answered by
+    # DRF's throttle check in front of it, with its problem.
+    assert view_calls == ["alipay", "paypal"]  # the English one, and the unknown channel
