@@ -567,7 +567,7 @@ def apply_received() -> int:
 
     total = 0
     while True:
-        done = notifications.notifies_apply_waiting(older_than=-1, limit=1000)
+        _seen, done = notifications.notifies_apply_waiting(limit=1000)
         total += done
         if not done:
             return total

@@ -6,15 +6,18 @@ routing, DRF) would cost more than handling the callback. This WSGI layer
 runs the same :func:`payments.notifications.notify_receive` the view runs,
 with the same throttle, and answers with the same status, body and headers
 (compared in the tests). What it does not handle as the view would, it
-hands to Django unchanged: another path or method, a body over the limit,
-a host not allowed, a language other than Chinese, a throttled caller (the
-view answers the 429 problem).
+hands to Django unchanged: another path or method, a query string, a
+cookie, a language other than Chinese, a body over the limit, a host not
+allowed, HTTPS redirects or HSTS switched on, a throttled caller (the view
+answers the 429 problem), and whatever fails on the way (the view answers
+with its problem).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -24,7 +27,6 @@ from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
 
-from config.errors import SERVER_ERROR, problem_http_response
 from payments import notifications
 from payments.errors import PaymentsError
 from payments.models import Channel
@@ -45,6 +47,9 @@ HEADERS = [
     ("Cross-Origin-Opener-Policy", "same-origin"),
 ]
 
+# No Accept-Language, or one naming Chinese alone (the view answers those
+# in zh-hans, the language of the headers above).
+_CHINESE = re.compile(r"zh(-[A-Za-z]{2,8})*|zh-[A-Za-z]+;q=1(\.0*)?|\*?", re.IGNORECASE)
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -89,13 +94,16 @@ class NotifyFastPath:
             reply = notifications.notify_receive(
                 channel=channel, headers=_headers(environ), body=body, client_ip=client_ip(request)
             )
-        except PaymentsError as exc:  # the channel is not configured here: as the view says
-            return self._django_answer(start_response, problem_http_response(exc.error, exc.detail))
-        except Exception:  # never a bare server error: the same problem the API gives
-            logger.exception("notify fast path failed")
-            return self._django_answer(start_response, problem_http_response(SERVER_ERROR))
+        except PaymentsError:  # the channel is not configured here: the view says so
+            reply = None
+        except Exception:  # the view answers with the problem the API gives
+            logger.exception("notify fast path failed; handing the callback to Django")
+            reply = None
         finally:
             signals.request_finished.send(sender=self.__class__)
+        if reply is None:
+            environ["wsgi.input"] = io.BytesIO(body)
+            return self.app(environ, start_response)
         headers = [
             ("Content-Type", reply.content_type),
             *HEADERS,
@@ -106,20 +114,16 @@ class NotifyFastPath:
         return [reply.body]
 
     @staticmethod
-    def _django_answer(start_response: StartResponse, response: Any) -> list[bytes]:
-        headers = [
-            *response.items(),
-            *[(k, v) for k, v in HEADERS if k not in response],
-            ("Content-Length", str(len(response.content))),
-        ]
-        start_response(f"{response.status_code} {response.reason_phrase}", headers)
-        return [response.content]
-
-    @staticmethod
     def _body(environ: dict[str, Any]) -> bytes | None:
         """The body, when this request is one the view would handle alike;
         it is put back for Django whatever the answer."""
-        if environ.get("HTTP_ACCEPT_LANGUAGE", "zh")[:2].lower() not in ("zh", "*", ""):
+        if (
+            environ.get("QUERY_STRING")
+            or environ.get("HTTP_COOKIE")
+            or not _CHINESE.fullmatch(environ.get("HTTP_ACCEPT_LANGUAGE", "zh"))
+            or settings.SECURE_SSL_REDIRECT
+            or settings.SECURE_HSTS_SECONDS
+        ):
             return None
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)

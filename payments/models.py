@@ -198,10 +198,13 @@ class NotifyLog(models.Model):
     client_ip = models.GenericIPAddressField(_("来源地址"), null=True, blank=True)
     # The first bytes of the body as received, for an operator to read.
     body_excerpt = models.TextField(_("报文（截断）"), blank=True)
-    # What the authenticated callback says (a PaymentResult), kept until a
-    # worker has applied it; empty for refused ones.
+    # What the authenticated callback said (a PaymentResult): what a worker
+    # applies, and what an operator reads; empty for refused ones.
     result = models.JSONField(_("通知内容"), null=True, blank=True, editable=False)
     handled_at = models.DateTimeField(_("入账时间"), null=True, blank=True)
+    # Tries to apply it that failed for a reason that may pass (the last
+    # one in ``reason``); after APPLY_ATTEMPTS it is parked as rejected.
+    apply_attempts = models.PositiveSmallIntegerField(_("入账失败次数"), default=0)
 
     class Meta:
         verbose_name = _("支付通知")

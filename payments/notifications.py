@@ -27,7 +27,7 @@ from redis import RedisError
 
 from accounts.audit import audit_record
 from payments import orders
-from payments.errors import PaymentsError
+from payments.errors import PAYMENT_RESULT_MISMATCH, PaymentsError
 from payments.models import NotifyLog, NotifyOutcome, PaymentOrder
 from payments.providers.base import NotifyRejected, NotifyReply, PaymentResult
 
@@ -42,6 +42,8 @@ REFUSAL_STATUS = {
 }
 EXCERPT_CHARS = 2000
 NOTIFY_APPLY_TASK = "payments.notifies_apply"
+DRAIN_BATCH = 500
+APPLY_ATTEMPTS = 10
 # Set while a drain of the received callbacks is on its way to a worker;
 # callbacks that arrive meanwhile need no nudge of their own.
 NUDGED_KEY = "payments:notifies-nudged"
@@ -186,6 +188,10 @@ def notifies_nudge() -> bool:
             return True
     except (RedisError, OSError) as exc:  # cache down: nudge anyway, it is only a shortcut
         logger.warning("cache unavailable; nudging without the mark: %s", exc)
+    return _publish_drain()
+
+
+def _publish_drain() -> bool:
     try:
         current_app.tasks[NOTIFY_APPLY_TASK].apply_async(retry=False)
     except (BrokerError, OSError) as exc:
@@ -195,63 +201,108 @@ def notifies_nudge() -> bool:
 
 
 def notifies_drain() -> int:
-    """What a nudge starts: clear the mark, then apply every received
-    callback (see :func:`notifies_nudge`)."""
+    """What a nudge starts: clear the mark, then apply the received
+    callbacks, one batch (see :func:`notifies_nudge`). A full batch nudges
+    again rather than holding the worker: other payments work waits on the
+    same queue."""
     try:
         cache.delete(NUDGED_KEY)
     except (RedisError, OSError) as exc:  # the mark expires by itself
         logger.warning("cache unavailable; the nudge mark expires by itself: %s", exc)
-    applied = 0
-    while True:
-        done = notifies_apply_waiting(older_than=-1)
-        applied += done
-        if not done:
-            return applied
+    seen, applied = notifies_apply_waiting(limit=DRAIN_BATCH)
+    if seen == DRAIN_BATCH:
+        _publish_drain()
+    return applied
 
 
-def notify_apply(log_id: int) -> str | None:
-    """Apply one received callback to its order, once (the ledger keeps one
-    charge per channel transaction id, whoever applies it first). Returns
-    the outcome, or None if it was applied already. A refusal of the rules
-    (the channel's word does not fit the order any more) is recorded on the
-    row and audited; a database failure leaves it for the sweep."""
-    log = NotifyLog.objects.filter(pk=log_id, outcome=NotifyOutcome.RECEIVED).first()
-    if log is None or not log.result:
-        return None
-    result = _result(log.result)
-    order = PaymentOrder.objects.filter(order_no=result.order_no).first()
-    reason = ""
-    outcome: str
-    if order is None:
-        outcome, reason = NotifyOutcome.REJECTED, "unknown_order"
-    else:
+def notify_apply(*, log_id: int) -> str | None:
+    """Apply one received callback to its order, once: the row is claimed
+    (rows another worker holds are skipped), applied and marked in one
+    transaction, and the ledger keeps one charge per channel transaction id
+    whoever applies first. Returns the outcome, or None if there was nothing
+    to do.
+
+    The channel was told "success" already, so what goes wrong here stays
+    with us. The channel's word not fitting the order (another amount or
+    merchant) is final: the row is rejected and audited. Anything else
+    (the channel not configured on this worker, a bug) may pass: the row
+    stays received, its attempts counted, for the next drain or sweep; after
+    APPLY_ATTEMPTS it is parked as rejected (``apply_failed``) and audited,
+    for an operator. The order's query (主动查单) brings the money in
+    regardless."""
+    with transaction.atomic():
+        log = (
+            NotifyLog.objects.select_for_update(skip_locked=True)
+            .filter(pk=log_id, outcome=NotifyOutcome.RECEIVED)
+            .first()
+        )
+        if log is None or not log.result:
+            return None
+        result = _result(log.result)
+        order = PaymentOrder.objects.filter(order_no=result.order_no).first()
+        reason = ""
+        outcome: str
         try:
-            outcome = orders.order_apply_result(order=order, result=result, source="notify")
+            if order is None:
+                raise PaymentsError(PAYMENT_RESULT_MISMATCH, extra={"reason": "unknown_order"})
+            with transaction.atomic():
+                outcome = orders.order_apply_result(order=order, result=result, source="notify")
         except PaymentsError as exc:
-            logger.warning("callback %s for %s not applied: %s", log_id, result.order_no, exc)
-            outcome, reason = NotifyOutcome.REJECTED, exc.code
-    NotifyLog.objects.filter(pk=log_id, outcome=NotifyOutcome.RECEIVED).update(
-        outcome=outcome, reason=reason, handled_at=timezone.now()
-    )
+            if exc.code != PAYMENT_RESULT_MISMATCH.code:
+                return _apply_failed(log, result, exc.code)
+            outcome, reason = NotifyOutcome.REJECTED, str(exc.extra.get("reason", exc.code))
+            _audit_after_acknowledging(log, result, reason)
+        except Exception:  # noqa: BLE001  (one row must not stop the others; counted, then parked)
+            logger.exception("callback %s for %s could not be applied", log_id, result.order_no)
+            return _apply_failed(log, result, "error")
+        log.outcome, log.reason, log.handled_at = outcome, reason, timezone.now()
+        log.save(update_fields=["outcome", "reason", "handled_at"])
     return outcome
 
 
-def notifies_apply_waiting(*, older_than: float = 5.0, limit: int = 500) -> int:
-    """Apply the received callbacks no worker applied (a lost nudge, a
-    worker killed), each on its own. Returns how many were applied."""
-    cutoff = timezone.now() - dt.timedelta(seconds=older_than)
-    waiting = NotifyLog.objects.filter(
-        outcome=NotifyOutcome.RECEIVED, received_at__lte=cutoff
-    ).order_by("received_at")
+def _apply_failed(log: NotifyLog, result: PaymentResult, reason: str) -> str | None:
+    log.apply_attempts += 1
+    log.reason = reason[:64]
+    fields = ["apply_attempts", "reason"]
+    if log.apply_attempts >= APPLY_ATTEMPTS:
+        log.outcome, log.handled_at = NotifyOutcome.REJECTED, timezone.now()
+        fields += ["outcome", "handled_at"]
+        _audit_after_acknowledging(log, result, f"apply_failed:{reason}")
+    log.save(update_fields=fields)
+    return None
+
+
+def _audit_after_acknowledging(log: NotifyLog, result: PaymentResult, reason: str) -> None:
+    audit_record(
+        actor=None,
+        action="payment.notify_not_applied",
+        data={
+            "channel": log.channel,
+            "order_no": result.order_no,
+            "transaction_id": result.transaction_id,
+            "amount_fen": result.amount_fen,
+            "reason": reason,
+            "notify_log": log.pk,
+        },
+    )
+
+
+def notifies_apply_waiting(*, limit: int = 500) -> tuple[int, int]:
+    """Apply the received callbacks, oldest first, each on its own (the
+    drain, and the sweep for those whose nudge was lost). Returns (rows
+    looked at, rows applied)."""
+    waiting = list(
+        NotifyLog.objects.filter(outcome=NotifyOutcome.RECEIVED)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )
     applied = 0
-    for log_id in waiting.values_list("pk", flat=True)[:limit]:
+    for log_id in waiting:
         try:
-            notify_apply(log_id)
+            applied += notify_apply(log_id=log_id) is not None
         except DatabaseError as exc:
             logger.warning("callback %s left for later: %s", log_id, exc)
-            continue
-        applied += 1
-    return applied
+    return len(waiting), applied
 
 
 def _result(stored: dict[str, Any]) -> PaymentResult:

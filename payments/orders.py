@@ -27,6 +27,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from accounts.audit import audit_record
 from accounts.inbox import message_post
 from accounts.models import ApiKey, User
+from config.errors import NOT_FOUND
 from payments import selectors
 from payments.errors import (
     APPLICATION_NOT_PAYABLE,
@@ -147,8 +148,8 @@ def _amount_text(fen: int) -> str:
 
 def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[PaymentOrder, bool]:
     """Open an order through ``channel`` for the citizen's application
-    ``application_id`` (another's, or none, is :class:`Application.DoesNotExist`);
-    the amount is the application's fee.
+    ``application_id`` (another's, or none, is ``not_found``); the amount is
+    the application's fee.
 
     An open order of the same channel that is not about to expire is
     returned as it is (``created`` False): one open order per application.
@@ -159,8 +160,11 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
         application = (
             Application.objects.select_for_update(of=("self",))
             .select_related("service", "department")
-            .get(pk=application_id, applicant=citizen)
+            .filter(pk=application_id, applicant=citizen)
+            .first()
         )
+        if application is None:
+            raise PaymentsError(NOT_FOUND)
         if application.status != ApplicationStatus.AWAITING_PAYMENT or application.fee_fen <= 0:
             raise PaymentsError(
                 APPLICATION_NOT_PAYABLE, extra={"application_status": application.status}

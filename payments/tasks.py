@@ -52,7 +52,7 @@ def payments_sweep() -> dict[str, int]:
     """Received callbacks no worker applied, pending orders queried or
     closed, refunds sent or queried, and, in sandbox mode, the sandbox's
     overdue callbacks."""
-    applied = notifications.notifies_apply_waiting()
+    _seen, applied = notifications.notifies_apply_waiting()
     queried = orders.orders_sweep()
     settled = refunds.refunds_sweep()
     sent = notify.notifies_sweep() if settings.PAYMENTS_SANDBOX else 0

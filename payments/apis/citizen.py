@@ -31,7 +31,6 @@ from payments.serializers import (
     SandboxPaySerializer,
 )
 from services.apis.applications import IDEMPOTENCY_KEY
-from services.models import Application
 
 # --- Citizen ----------------------------------------------------------------------------------
 
@@ -91,14 +90,11 @@ class PaymentListView(CitizenView):
         def create() -> Response:
             serializer = OrderCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            try:
-                order, created = orders.order_create(
-                    citizen=request.user,
-                    application_id=serializer.validated_data["application"],
-                    channel=serializer.validated_data["channel"],
-                )
-            except Application.DoesNotExist:
-                raise Http404 from None
+            order, created = orders.order_create(
+                citizen=request.user,
+                application_id=serializer.validated_data["application"],
+                channel=serializer.validated_data["channel"],
+            )
             return Response(
                 PaymentOrderSerializer(order).data,
                 status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

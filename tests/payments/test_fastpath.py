@@ -140,3 +140,41 @@ def test_what_the_view_would_answer_otherwise_goes_to_the_view(
     # The English one reached the view; the throttled ones were answered by
     # DRF's throttle check in front of it, with its problem.
     assert view_calls == ["alipay", "paypal"]  # the English one, and the unknown channel
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"QUERY_STRING": "x=%00"},
+        {"HTTP_COOKIE": "django_language=en"},
+        {"HTTP_ACCEPT_LANGUAGE": "zh;q=0.1, en;q=0.9"},
+        {"HTTP_ACCEPT_LANGUAGE": "en"},
+    ],
+    ids=["query", "cookie", "english-first", "english"],
+)
+def test_requests_the_view_answers_differently_go_to_the_view(
+    citizen_api, awaiting, fast, view_calls, extra
+) -> None:
+    order = open_order(citizen_api, awaiting, "unionpay")
+    headers, body = callback(paid_trade(order))
+    status, answered, _payload = call(fast, "unionpay", headers, body, **extra)
+    assert status in (200, 400)
+    if status == 200:
+        assert view_calls == ["unionpay"]
+    if "HTTP_ACCEPT_LANGUAGE" in extra:
+        assert answered["Content-Language"] == "en"
+
+
+@pytest.mark.parametrize("switch", [{"SECURE_SSL_REDIRECT": True}, {"SECURE_HSTS_SECONDS": 3600}])
+def test_with_https_switches_on_callbacks_take_the_full_cycle(
+    citizen_api, awaiting, fast, view_calls, settings, switch
+) -> None:
+    for name, value in switch.items():
+        setattr(settings, name, value)
+    order = open_order(citizen_api, awaiting, "alipay")
+    headers, body = callback(paid_trade(order))
+    status, _answered, _payload = call(
+        fast, "alipay", headers, body, **{"wsgi.url_scheme": "https"}
+    )
+    assert status == 200
+    assert view_calls == ["alipay"]

@@ -123,7 +123,7 @@ def run(citizen, fee_service, channel: str, steps) -> None:
     def deliver(built: tuple[dict[str, str], bytes]) -> None:
         headers, body = built
         notifications.notify_receive(channel=channel, headers=headers, body=body, client_ip=None)
-        notifications.notifies_apply_waiting(older_than=-1)  # the worker, at once
+        notifications.notifies_apply_waiting()  # the worker, at once
 
     def send_refunds() -> None:
         for refund in Refund.objects.filter(order=order, status=RefundStatus.PENDING):

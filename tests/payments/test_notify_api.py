@@ -308,3 +308,90 @@ def test_one_nudge_serves_every_callback_that_arrives_before_its_drain(
 
     assert_acknowledged(post(api, "alipay", *callback(paid_trade(orders_[2]))), "alipay")
     assert len(published) == 2  # after a drain began, the next callback nudges again
+
+
+def _received(api, citizen_api, awaiting, channel: str = "alipay") -> tuple[dict, NotifyLog]:
+    order = open_order(citizen_api, awaiting, channel)
+    headers, body = callback(paid_trade(order))
+    # Acknowledged and written down; the worker's nudge is not run here.
+    response = api.generic(
+        "POST", f"/api/v1/payments/notify/{channel}/", body, content_type=headers["Content-Type"]
+    )
+    assert_acknowledged(response, channel)
+    return order, NotifyLog.objects.filter(outcome="received").latest("received_at")
+
+
+def test_a_callback_the_worker_cannot_apply_yet_stays_received_then_is_parked_and_audited(
+    api, citizen_api, awaiting, settings
+) -> None:
+    from payments import notifications
+
+    order, log = _received(api, citizen_api, awaiting)
+    # The worker has no account at the channel (a key file missing there).
+    settings.PAYMENTS_CHANNELS = {
+        k: v for k, v in settings.PAYMENTS_CHANNELS.items() if k != "alipay"
+    }
+
+    assert notifications.notify_apply(log_id=log.pk) is None
+    log.refresh_from_db()
+    assert (log.outcome, log.reason, log.apply_attempts) == (
+        "received",
+        "payment_channel_unavailable",
+        1,
+    )
+    for _ in range(notifications.APPLY_ATTEMPTS - 1):
+        notifications.notify_apply(log_id=log.pk)
+    log.refresh_from_db()
+    assert log.outcome == "rejected" and log.handled_at is not None
+    audit = AuditEntry.objects.get(action="payment.notify_not_applied")
+    assert audit.data["order_no"] == order["order_no"]
+    assert audit.data["reason"] == "apply_failed:payment_channel_unavailable"
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+
+
+def test_a_callback_is_applied_once_whoever_applies_it(api, citizen_api, awaiting) -> None:
+    from payments import notifications
+
+    order, log = _received(api, citizen_api, awaiting)
+    assert notifications.notify_apply(log_id=log.pk) == "accepted"
+    assert notifications.notify_apply(log_id=log.pk) is None
+    log.refresh_from_db()
+    assert log.outcome == "accepted"
+    assert LedgerEntry.objects.filter(kind="charge").count() == 1
+
+
+def test_a_callback_whose_order_went_away_is_rejected_and_audited(
+    api, citizen_api, awaiting
+) -> None:
+    from payments import notifications
+
+    order, log = _received(api, citizen_api, awaiting)
+    log.result = {**log.result, "order_no": "P20260101GONE"}
+    log.save(update_fields=["result"])
+    assert notifications.notify_apply(log_id=log.pk) == "rejected"
+    assert AuditEntry.objects.get(action="payment.notify_not_applied").data["reason"] == (
+        "unknown_order"
+    )
+
+
+def test_a_drain_takes_one_batch_and_nudges_again_for_the_rest(
+    api, citizen_api, fee_service, monkeypatch
+) -> None:
+    from celery import current_app
+
+    from payments import notifications
+    from tests.payments.conftest import apply_for
+
+    for _ in range(3):
+        _received(api, citizen_api, apply_for(citizen_api, fee_service))
+    published = []
+    monkeypatch.setattr(notifications, "DRAIN_BATCH", 2)
+    monkeypatch.setattr(
+        current_app.tasks[notifications.NOTIFY_APPLY_TASK],
+        "apply_async",
+        lambda *a, **k: published.append(1),
+    )
+    assert notifications.notifies_drain() == 2
+    assert published == [1]  # a full batch: the rest is another drain's
+    assert notifications.notifies_drain() == 1
+    assert published == [1]
