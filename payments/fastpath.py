@@ -27,6 +27,7 @@ from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
 
+from config.fastpath import API_HEADERS
 from payments import notifications
 from payments.errors import PaymentsError
 from payments.models import Channel
@@ -35,18 +36,6 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/payments/notify/"
 PATHS = {f"{PREFIX}{channel}/": channel for channel in Channel.values}
-# What Django's middleware and DRF put on the view's answer (see the parity test).
-HEADERS = [
-    ("Allow", "POST, OPTIONS"),
-    ("X-Frame-Options", "DENY"),
-    ("Vary", "Accept-Language"),
-    ("Content-Language", "zh-hans"),
-    ("Cache-Control", "no-store"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
-    ("Cross-Origin-Opener-Policy", "same-origin"),
-]
-
 # No Accept-Language, or one naming Chinese alone (the view answers those
 # in zh-hans, the language of the headers above).
 _CHINESE = re.compile(r"zh(-[A-Za-z]{2,8})*|zh-[A-Za-z]+;q=1(\.0*)?|\*?", re.IGNORECASE)
@@ -106,7 +95,7 @@ class NotifyFastPath:
             return self.app(environ, start_response)
         headers = [
             ("Content-Type", reply.content_type),
-            *HEADERS,
+            *API_HEADERS,
             *reply.headers.items(),
             ("Content-Length", str(len(reply.body))),
         ]
