@@ -147,8 +147,17 @@ TAMPERED_CURSORS = [
 @pytest.mark.parametrize("cursor", TAMPERED_CURSORS)
 def test_a_tampered_cursor_is_a_400_on_every_cursor_list(callers, cursor) -> None:
     lists = {
-        "citizen": ["/api/v1/applications/", "/api/v1/me/messages/", "/api/v1/me/scans/"],
-        "integrator": ["/api/v1/dept/applications/", "/api/v1/dept/deliveries/"],
+        "citizen": [
+            "/api/v1/applications/",
+            "/api/v1/me/messages/",
+            "/api/v1/me/scans/",
+            "/api/v1/payments/",
+        ],
+        "integrator": [
+            "/api/v1/dept/applications/",
+            "/api/v1/dept/deliveries/",
+            "/api/v1/dept/payments/",
+        ],
     }
     for caller, urls in lists.items():
         for url in urls:
