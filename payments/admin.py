@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -40,26 +40,11 @@ from payments.models import (
     ReconciliationMismatch,
     ReconciliationReport,
     Refund,
-    RefundStatus,
     SandboxRefund,
     SandboxTrade,
 )
 
 FORM_TEMPLATE = "admin/payments/form_page.html"
-
-
-def yuan(fen: int | None) -> str:
-    """Integer fen as yuan with two decimals: ``-1234`` → ``-12.34``."""
-    if fen is None:
-        return "-"
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
-def reserved_fen(order: PaymentOrder) -> int:
-    """What the order's refunds take or may still take (all but failed ones)."""
-    total = order.refunds.exclude(status=RefundStatus.FAILED).aggregate(total=Sum("amount_fen"))
-    return int(total["total"] or 0)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -87,7 +72,7 @@ class LedgerEntryInline(ReadOnlyInline):
 
     @admin.display(description=_("金额（元）"))
     def amount_yuan(self, entry: LedgerEntry) -> str:
-        return yuan(entry.amount_fen)
+        return selectors.yuan(entry.amount_fen)
 
 
 class RefundInline(ReadOnlyInline):
@@ -107,7 +92,7 @@ class RefundInline(ReadOnlyInline):
 
     @admin.display(description=_("金额（元）"))
     def amount_yuan(self, refund: Refund) -> str:
-        return yuan(refund.amount_fen)
+        return selectors.yuan(refund.amount_fen)
 
     @admin.display(description=_("退款原因"))
     def reason_masked(self, refund: Refund) -> str:
@@ -202,15 +187,15 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("金额（元）"), ordering="amount_fen")
     def amount_yuan(self, order: PaymentOrder) -> str:
-        return yuan(order.amount_fen)
+        return selectors.yuan(order.amount_fen)
 
     @admin.display(description=_("已收（元）"), ordering="paid_fen")
     def paid_yuan(self, order: PaymentOrder) -> str:
-        return yuan(order.paid_fen)
+        return selectors.yuan(order.paid_fen)
 
     @admin.display(description=_("已退（元）"), ordering="refunded_fen")
     def refunded_yuan(self, order: PaymentOrder) -> str:
-        return yuan(order.refunded_fen)
+        return selectors.yuan(order.refunded_fen)
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
         return self.has_view_permission(request) and request.user.has_perm("payments.add_refund")
@@ -278,7 +263,7 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
         order = self.get_object(request, object_id)
         if order is None:
             raise Http404
-        remainder = max(order.paid_fen - reserved_fen(order), 0)
+        remainder = max(order.paid_fen - selectors.refunds_reserved_fen(order), 0)
         form = RefundForm(request.POST or None, initial={"amount_fen": remainder or None})
         change_url = reverse("admin:payments_paymentorder_change", args=[order.pk])
         if request.method == "POST" and form.is_valid():
@@ -301,7 +286,7 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                 self.message_user(
                     request,
                     _("已发起退款 %(no)s，%(amount)s 元，渠道受理后入账")
-                    % {"no": refund.refund_no, "amount": yuan(refund.amount_fen)},
+                    % {"no": refund.refund_no, "amount": selectors.yuan(refund.amount_fen)},
                     level=messages.SUCCESS,
                 )
                 return HttpResponseRedirect(change_url)
@@ -318,9 +303,9 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
             % {
                 "number": order.application.number,
                 "service": order.service.name,
-                "paid": yuan(order.paid_fen),
-                "reserved": yuan(order.paid_fen - remainder),
-                "left": yuan(remainder),
+                "paid": selectors.yuan(order.paid_fen),
+                "reserved": selectors.yuan(order.paid_fen - remainder),
+                "left": selectors.yuan(remainder),
             },
             "form": form,
             "submit_label": _("确认退款"),
@@ -358,17 +343,17 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                 {
                     **row,
                     "channel_label": labels.get(row["channel"], row["channel"]),
-                    "paid": yuan(row["paid_fen"]),
-                    "refunded": yuan(row["refunded_fen"]),
-                    "net": yuan(row["net_fen"]),
+                    "paid": selectors.yuan(row["paid_fen"]),
+                    "refunded": selectors.yuan(row["refunded_fen"]),
+                    "net": selectors.yuan(row["net_fen"]),
                 }
                 for row in rows
             ],
             "totals": {
                 **totals,
-                "paid": yuan(totals["paid_fen"]),
-                "refunded": yuan(totals["refunded_fen"]),
-                "net": yuan(totals["net_fen"]),
+                "paid": selectors.yuan(totals["paid_fen"]),
+                "refunded": selectors.yuan(totals["refunded_fen"]),
+                "net": selectors.yuan(totals["net_fen"]),
             },
         }
         return TemplateResponse(request, "admin/payments/settlement.html", context)
@@ -390,7 +375,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("金额（元）"), ordering="amount_fen")
     def amount_yuan(self, entry: LedgerEntry) -> str:
-        return yuan(entry.amount_fen)
+        return selectors.yuan(entry.amount_fen)
 
 
 @admin.register(Refund)
@@ -428,7 +413,7 @@ class RefundAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("金额（元）"), ordering="amount_fen")
     def amount_yuan(self, refund: Refund) -> str:
-        return yuan(refund.amount_fen)
+        return selectors.yuan(refund.amount_fen)
 
     @admin.display(description=_("退款原因"))
     def reason_masked(self, refund: Refund) -> str:
@@ -485,7 +470,7 @@ class NotifyLogAdmin(ReadOnlyAdmin):
 
 def _amount_of(record: dict[str, Any] | None) -> str:
     value = (record or {}).get("amount_fen")
-    return yuan(value) if isinstance(value, int) else "-"
+    return selectors.yuan(value) if isinstance(value, int) else "-"
 
 
 class MismatchInline(ReadOnlyInline):
@@ -718,7 +703,7 @@ if settings.PAYMENTS_SANDBOX:
 
         @admin.display(description=_("金额（元）"), ordering="amount_fen")
         def amount_yuan(self, trade: SandboxTrade) -> str:
-            return yuan(trade.amount_fen)
+            return selectors.yuan(trade.amount_fen)
 
     @admin.register(SandboxRefund)
     class SandboxRefundAdmin(ReadOnlyAdmin):
@@ -738,4 +723,4 @@ if settings.PAYMENTS_SANDBOX:
 
         @admin.display(description=_("金额（元）"), ordering="amount_fen")
         def amount_yuan(self, refund: SandboxRefund) -> str:
-            return yuan(refund.amount_fen)
+            return selectors.yuan(refund.amount_fen)

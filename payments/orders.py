@@ -19,7 +19,7 @@ from typing import Any, Literal
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
@@ -139,10 +139,6 @@ def _publish(order: PaymentOrder, event_type: str, **extra: Any) -> None:
     )
 
 
-def _amount_text(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
-
-
 # --- Citizen ---------------------------------------------------------------------------------
 
 
@@ -256,7 +252,7 @@ def order_apply_result(*, order: PaymentOrder, result: PaymentResult, source: st
                 kind="payment.failed",
                 title=_("支付未成功"),
                 body=_("订单 %(order_no)s（%(amount)s 元）支付未成功，您可以重新发起支付。"),
-                params={"order_no": order.order_no, "amount": _amount_text(order.amount_fen)},
+                params={"order_no": order.order_no, "amount": selectors.yuan(order.amount_fen)},
                 data={"order": str(order.id), "order_no": order.order_no, "status": order.status},
             )
             audit_record(
@@ -325,7 +321,7 @@ def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outco
         params={
             "service": order.service.name,
             "number": application.number,
-            "amount": _amount_text(order.paid_fen),
+            "amount": selectors.yuan(order.paid_fen),
             "order_no": order.order_no,
         },
         data={"order": str(order.id), "order_no": order.order_no, "status": order.status},
@@ -482,13 +478,7 @@ def refund_request(
         order = _locked(order.pk)
         if order.status not in REFUNDABLE:
             raise PaymentsError(REFUND_NOT_ALLOWED, extra={"order_status": order.status})
-        reserved = (
-            order.refunds.exclude(status=RefundStatus.FAILED).aggregate(total=Sum("amount_fen"))[
-                "total"
-            ]
-            or 0
-        )
-        refundable = order.paid_fen - reserved
+        refundable = order.paid_fen - selectors.refunds_reserved_fen(order)
         if amount_fen <= 0 or amount_fen > refundable:
             raise PaymentsError(
                 REFUND_EXCEEDS_PAID,
@@ -592,7 +582,7 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
             body=_("订单 %(order_no)s 已退款 %(amount)s 元，将原路退回。%(reason)s"),
             params={
                 "order_no": order.order_no,
-                "amount": _amount_text(refund.amount_fen),
+                "amount": selectors.yuan(refund.amount_fen),
                 "reason": refund.reason,
             },
             data={"order": str(order.id), "order_no": order.order_no, "refund": str(refund.id)},

@@ -30,6 +30,7 @@ from django.utils.translation import gettext_lazy as _
 from qrcode.constants import ERROR_CORRECT_M
 
 from config import masking, signing
+from payments import selectors
 from payments.errors import RECEIPT_NOT_AVAILABLE, PaymentsError
 from payments.models import Channel, OrderStatus, PaymentOrder
 
@@ -129,10 +130,6 @@ def _xml_text(value: object) -> str:
     return _NOT_XML.sub("", str(value))
 
 
-def _yuan(fen: int) -> str:
-    return f"{fen // 100:,}.{fen % 100:02d}"
-
-
 def _text_width(text: str, size: float) -> float:
     """About how wide ``text`` sets at ``size`` (CJK a full em, the rest half)."""
     return sum(size if ord(ch) > 0x2E7F else size * 0.55 for ch in text)
@@ -226,13 +223,16 @@ def _rows(receipt: dict[str, Any]) -> list[tuple[str, str]]:
         (str(_("缴费人")), who or "—"),
         (str(_("收款单位")), receipt["payee"]["name"]),
         (str(_("服务事项")), receipt["service"]["name"]),
-        (str(_("金额")), f"¥{_yuan(receipt['amount_fen'])}（{receipt['currency']}）"),
+        (
+            str(_("金额")),
+            f"¥{selectors.yuan(receipt['amount_fen'], grouped=True)}（{receipt['currency']}）",
+        ),
         (str(_("支付方式")), channel),
         (str(_("交易流水号")), receipt["transaction_id"] or "—"),
         (str(_("支付时间")), f"{paid_at:%Y-%m-%d %H:%M:%S}"),
     ]
     if receipt["refunded_fen"]:
-        rows.append((str(_("已退款")), f"¥{_yuan(receipt['refunded_fen'])}"))
+        rows.append((str(_("已退款")), f"¥{selectors.yuan(receipt['refunded_fen'], grouped=True)}"))
     return rows
 
 

@@ -15,11 +15,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from payments import orders
+from payments import orders, selectors
 from payments.errors import PaymentsError
 from payments.models import OrderStatus, PaymentOrder, Refund, RefundStatus
 from payments.providers.base import ProviderError, RefundResult
@@ -130,16 +129,11 @@ def application_cancelled(event: Any) -> None:
         status__in=(OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED),
     )
     for order in paid:
-        reserved = (
-            order.refunds.exclude(status=RefundStatus.FAILED).aggregate(total=Sum("amount_fen"))[
-                "total"
-            ]
-            or 0
-        )
-        if order.paid_fen - reserved > 0:
+        left = order.paid_fen - selectors.refunds_reserved_fen(order)
+        if left > 0:
             orders.refund_request(
                 order=order,
-                amount_fen=order.paid_fen - reserved,
+                amount_fen=left,
                 reason=_("办件已撤回，自动全额退款"),
                 requested_by="system",
                 actor=None,

@@ -11,7 +11,31 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import Department, User
-from payments.models import EntryKind, LedgerEntry, OrderStatus, PaymentOrder, Refund
+from payments.models import (
+    EntryKind,
+    LedgerEntry,
+    OrderStatus,
+    PaymentOrder,
+    Refund,
+    RefundStatus,
+)
+
+
+def yuan(fen: int | None, *, grouped: bool = False) -> str:
+    """Integer fen as yuan with two decimals: ``-1234`` → ``-12.34`` (with
+    ``grouped``, thousands separated: ``1,234.00``); ``-`` for none."""
+    if fen is None:
+        return "-"
+    sign = "-" if fen < 0 else ""
+    whole = f"{abs(fen) // 100:,}" if grouped else str(abs(fen) // 100)
+    return f"{sign}{whole}.{abs(fen) % 100:02d}"
+
+
+def refunds_reserved_fen(order: PaymentOrder) -> int:
+    """What the order's refunds take or may still take (all but failed
+    ones): what counts against the paid amount when another is asked for."""
+    total = order.refunds.exclude(status=RefundStatus.FAILED).aggregate(total=Sum("amount_fen"))
+    return int(total["total"] or 0)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -9,16 +9,10 @@ from typing import Any, TextIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from payments import selectors
 from payments.models import Channel, ReconciliationReport
 from payments.reconciliation import ReconcileProgress, reconcile
 from payments.selectors import china_today
-
-
-def _yuan(fen: object) -> str:
-    if not isinstance(fen, int):
-        return "-"
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 class BarProgress(ReconcileProgress):
@@ -120,8 +114,8 @@ class Command(BaseCommand):
                         item.entry_kind,
                         item.order_no,
                         item.reference,
-                        _yuan(ours),
-                        _yuan(theirs),
+                        selectors.yuan(ours if isinstance(ours, int) else None),
+                        selectors.yuan(theirs if isinstance(theirs, int) else None),
                         str((item.theirs or {}).get("state", "-")),
                         "resolved" if item.resolved_at else "open",
                     )
