@@ -16,17 +16,25 @@ from accounts.models import (
 # --- Audit trail ------------------------------------------------------------------
 
 
+def actor_label(actor: User | ApiKey | None) -> str:
+    """How the audit trail names who acted: a key as ``<department>:mcs_<prefix>``,
+    a person by ``str()`` (an operator's username, a citizen's masked phone),
+    the system as ``""``."""
+    if actor is None:
+        return ""
+    if isinstance(actor, ApiKey):
+        return f"{actor.department.code}:mcs_{actor.prefix}"
+    return str(actor)
+
+
 def _actor_fields(actor: User | ApiKey | None) -> dict[str, str]:
     if actor is None:
         return {"actor_kind": AuditEntry.ActorKind.SYSTEM, "actor_id": "", "actor_label": ""}
     if isinstance(actor, ApiKey):
-        return {
-            "actor_kind": AuditEntry.ActorKind.API_KEY,
-            "actor_id": str(actor.pk),
-            "actor_label": f"{actor.department.code}:mcs_{actor.prefix}",
-        }
-    kind = AuditEntry.ActorKind.OPERATOR if actor.is_staff else AuditEntry.ActorKind.CITIZEN
-    return {"actor_kind": kind, "actor_id": str(actor.pk), "actor_label": str(actor)}
+        kind = AuditEntry.ActorKind.API_KEY
+    else:
+        kind = AuditEntry.ActorKind.OPERATOR if actor.is_staff else AuditEntry.ActorKind.CITIZEN
+    return {"actor_kind": kind, "actor_id": str(actor.pk), "actor_label": actor_label(actor)}
 
 
 def audit_record(

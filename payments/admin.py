@@ -272,7 +272,6 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                     order=order,
                     amount_fen=form.cleaned_data["amount_fen"],
                     reason=form.cleaned_data["reason"],
-                    requested_by=request.user.get_username(),
                     actor=request.user,
                 )
             except PaymentsError as exc:

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
 
+from accounts import audit
 from accounts.audit import audit_record
 from accounts.inbox import message_post
 from accounts.models import ApiKey, User
@@ -344,7 +345,6 @@ def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outco
             order=order,
             amount_fen=order.paid_fen,
             reason=str(_("办件已撤回或已通过其他订单缴费，自动退款")),
-            requested_by="system",
             actor=None,
         )
     return "accepted"
@@ -467,7 +467,6 @@ def refund_request(
     order: PaymentOrder,
     amount_fen: int,
     reason: str,
-    requested_by: str,
     actor: User | ApiKey | None,
 ) -> Refund:
     """Ask for ``amount_fen`` of a paid order back. What is already being
@@ -490,7 +489,8 @@ def refund_request(
             order=order,
             amount_fen=amount_fen,
             reason=reason[:200],
-            requested_by=requested_by[:100],
+            # Who asked, as the audit trail names them; the system by name.
+            requested_by=(audit.actor_label(actor) or "system")[:100],
         )
         audit_record(
             actor=actor,

@@ -135,6 +135,5 @@ def application_cancelled(event: Any) -> None:
                 order=order,
                 amount_fen=left,
                 reason=_("办件已撤回，自动全额退款"),
-                requested_by="system",
                 actor=None,
             )

@@ -143,7 +143,6 @@ class DeptRefundView(_DeptOrderView):
                 order=self.get_order(order_no),
                 amount_fen=serializer.validated_data["amount_fen"],
                 reason=serializer.validated_data["reason"],
-                requested_by=f"{request.auth.department.code}:mcs_{request.auth.prefix}",
                 actor=request.auth,
             )
             refund.refresh_from_db()

@@ -148,9 +148,7 @@ def run(citizen, fee_service, channel: str, steps) -> None:
         elif kind == "refund":
             refused = ""
             try:
-                orders.refund_request(
-                    order=order, amount_fen=step[1], reason="", requested_by="t", actor=None
-                )
+                orders.refund_request(order=order, amount_fen=step[1], reason="", actor=None)
             except PaymentsError as exc:
                 refused = exc.code
             assert refused in ("", "refund_exceeds_paid", "refund_not_allowed")

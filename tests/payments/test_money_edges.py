@@ -123,9 +123,7 @@ def test_a_refund_answer_we_cannot_trust_is_settled_by_asking_the_channel(
         )  # …we can't read it
 
     monkeypatch.setattr(provider, "refund_create", taken_but_unreadable)
-    refund = orders.refund_request(
-        order=order, amount_fen=500, reason="", requested_by="t", actor=None
-    )
+    refund = orders.refund_request(order=order, amount_fen=500, reason="", actor=None)
     refunds.refund_send(refund.pk)
 
     refund.refresh_from_db()
@@ -144,17 +142,13 @@ def test_a_refund_the_channel_refuses_and_does_not_know_fails_and_frees_its_amou
         raise ProviderError("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", retryable=False)
 
     monkeypatch.setattr(provider, "refund_create", refused)
-    refund = orders.refund_request(
-        order=order, amount_fen=500, reason="", requested_by="t", actor=None
-    )
+    refund = orders.refund_request(order=order, amount_fen=500, reason="", actor=None)
     refunds.refund_send(refund.pk)
 
     refund.refresh_from_db()
     assert refund.status == "failed"
     monkeypatch.undo()
-    again = orders.refund_request(
-        order=order, amount_fen=FEE, reason="", requested_by="t", actor=None
-    )
+    again = orders.refund_request(order=order, amount_fen=FEE, reason="", actor=None)
     assert again.amount_fen == FEE
 
 

@@ -211,7 +211,7 @@ def test_a_refunded_order_keeps_its_receipt_and_shows_the_refund(
     before = receipt_of(citizen_api, paid_order)
     with django_capture_on_commit_callbacks(execute=False):
         refund = orders.refund_request(
-            order=paid_order, amount_fen=2000, reason="重复缴费", requested_by="hrss", actor=None
+            order=paid_order, amount_fen=2000, reason="重复缴费", actor=None
         )
     assert orders.refund_apply_result(
         refund=refund,

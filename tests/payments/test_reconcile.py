@@ -87,7 +87,6 @@ def refund_settled(django_capture_on_commit_callbacks) -> Callable[[PaymentOrder
                 order=order,
                 amount_fen=amount_fen,
                 reason="办件撤回",
-                requested_by="test",
                 actor=None,
             )
         refund.refresh_from_db()

@@ -50,7 +50,7 @@ def settle(refund_id: str) -> None:
 
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_a_department_refunds_part_then_the_rest(
-    citizen, citizen_api, awaiting, pay, refund, channel, settings
+    citizen, citizen_api, awaiting, pay, refund, channel, settings, integrator_key
 ) -> None:
     settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
     order = open_order(citizen_api, awaiting, channel)
@@ -64,6 +64,7 @@ def test_a_department_refunds_part_then_the_rest(
     assert body["status"] == "pending"  # the channel answers after commit
     settle(body["id"])
     assert Refund.objects.get(pk=body["id"]).status == "succeeded"
+    assert Refund.objects.get(pk=body["id"]).requested_by == f"hrss:mcs_{integrator_key.prefix}"
     partly = PaymentOrder.objects.get(pk=order["id"])
     assert partly.status == OrderStatus.PARTIALLY_REFUNDED and partly.refunded_fen == 500
 
@@ -234,9 +235,7 @@ def test_concurrent_refunds_never_exceed_what_was_paid(
 
     def ask(index: int) -> str:
         try:
-            orders.refund_request(
-                order=order, amount_fen=700, reason=f"#{index}", requested_by="t", actor=None
-            )
+            orders.refund_request(order=order, amount_fen=700, reason=f"#{index}", actor=None)
         except PaymentsError as exc:
             return exc.code
         return "ok"
