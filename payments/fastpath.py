@@ -27,8 +27,10 @@ from django.conf import settings
 from django.core import signals
 from django.http.request import split_domain_port, validate_host
 
+from config.api import client_ip
 from config.fastpath import API_HEADERS
 from payments import notifications
+from payments.apis.notify import NotifyThrottle  # the view's own throttle
 from payments.errors import PaymentsError
 from payments.models import Channel
 
@@ -67,10 +69,6 @@ class NotifyFastPath:
         body = self._body(environ)
         if body is None:
             return self.app(environ, start_response)
-        # Imported here: the view module loads DRF, which this path avoids
-        # until the first callback (the throttle class is shared with it).
-        from payments.apis.notify import NotifyThrottle
-
         # client_ip and the throttle read META only.
         request: Any = SimpleNamespace(META=environ)
         signals.request_started.send(sender=self.__class__, environ=environ)
@@ -78,8 +76,6 @@ class NotifyFastPath:
             if not NotifyThrottle().allow_request(request, None):
                 environ["wsgi.input"] = io.BytesIO(body)
                 return self.app(environ, start_response)
-            from config.api import client_ip
-
             reply = notifications.notify_receive(
                 channel=channel, headers=_headers(environ), body=body, client_ip=client_ip(request)
             )

@@ -380,6 +380,14 @@ def _close_at_channel(channel: str, order_no: str) -> None:
         logger.warning("closing %s at %s failed: %s", order_no, channel, exc)
 
 
+def order_as_of_now(order: PaymentOrder) -> PaymentOrder:
+    """The order as its payer should see it now: a pending one past its
+    expiry is checked with the channel and closed (or found paid) first."""
+    if order.status == OS.PENDING and order.expires_at <= timezone.now():
+        return order_refresh(order)
+    return order
+
+
 def order_refresh(order: PaymentOrder) -> PaymentOrder:
     """Ask the channel where a pending order stands (主动查单) and apply the
     answer; close it, at the channel and here, once it has expired."""

@@ -3,7 +3,6 @@ cashier that stands in for the wallet."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +21,7 @@ from config.api import (
 )
 from payments import orders, selectors
 from payments.errors import SANDBOX_DISABLED, SANDBOX_PAYMENT_REFUSED, PaymentsError
-from payments.models import OrderStatus, PaymentOrder
+from payments.models import PaymentOrder
 from payments.sandbox import books
 from payments.sandbox import notify as sandbox_notify
 from payments.serializers import (
@@ -114,9 +113,7 @@ class PaymentDetailView(CitizenView):
         responses={200: PaymentOrderSerializer, **problems("not_found")},
     )
     def get(self, request: CitizenRequest, order_id: str) -> Response:
-        order = self.own(order_id)
-        if order.status == OrderStatus.PENDING and order.expires_at <= dt.datetime.now(dt.UTC):
-            order = orders.order_refresh(order)
+        order = orders.order_as_of_now(self.own(order_id))
         return Response(PaymentOrderSerializer(order).data)
 
 

@@ -158,9 +158,13 @@ def test_requests_the_view_answers_differently_go_to_the_view(
     order = open_order(citizen_api, awaiting, "unionpay")
     headers, body = callback(paid_trade(order))
     status, answered, _payload = call(fast, "unionpay", headers, body, **extra)
-    assert status in (200, 400)
-    if status == 200:
-        assert view_calls == ["unionpay"]
+    if "QUERY_STRING" in extra:
+        # Django's request limits refuse the NUL before any view.
+        assert status == 400 and answered["Content-Type"] == "application/problem+json"
+        assert view_calls == []
+        assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+    else:
+        assert status == 200 and view_calls == ["unionpay"]
     if "HTTP_ACCEPT_LANGUAGE" in extra:
         assert answered["Content-Language"] == "en"
 
