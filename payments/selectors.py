@@ -68,8 +68,8 @@ def orders_for_department(
     if channel:
         orders = orders.filter(channel=channel)
     if date is not None:
-        start = timezone.make_aware(dt.datetime.combine(date, dt.time.min))
-        orders = orders.filter(created_at__gte=start, created_at__lt=start + dt.timedelta(days=1))
+        start, end = day_bounds(date)
+        orders = orders.filter(created_at__gte=start, created_at__lt=end)
     return orders
 
 

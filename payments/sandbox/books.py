@@ -15,6 +15,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from payments.models import SandboxRefund, SandboxTrade, SandboxTradeState
+from payments.selectors import day_bounds
 
 T = SandboxTradeState
 
@@ -156,12 +157,6 @@ def refund_get(*, trade: SandboxTrade, refund_no: str) -> SandboxRefund | None:
         )
         refund.refresh_from_db()
     return refund
-
-
-def day_bounds(date: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """The start and end of ``date`` in China time."""
-    start = timezone.make_aware(dt.datetime.combine(date, dt.time.min))
-    return start, start + dt.timedelta(days=1)
 
 
 def statement(
