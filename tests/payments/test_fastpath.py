@@ -6,13 +6,8 @@ one gunicorn serves; the test client would skip the fast path.
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 import pytest
-from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import close_old_connections
 from django.test import TestCase
 
 from accounts.models import AuditEntry
@@ -20,50 +15,27 @@ from payments.apis.notify import NotifyView
 from payments.models import NotifyLog, OrderStatus, PaymentOrder
 from tests.payments.conftest import CHANNELS, apply_for, open_order
 from tests.payments.test_notify_api import callback, paid_trade, tamper
+from tests.wsgi import environ_for, wsgi_call
 
 pytestmark = pytest.mark.django_db
 
 
 def call(app, channel: str, headers: dict[str, str], body: bytes, **extra: str):
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": f"/api/v1/payments/notify/{channel}/",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
-        "REMOTE_ADDR": "127.0.0.9",
-        "CONTENT_TYPE": headers.get("Content-Type", ""),
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": io.StringIO(),
+    """The channel's POST through ``app``; what it starts after commit runs too."""
+    environ = environ_for(
+        f"/api/v1/payments/notify/{channel}/",
+        body,
+        headers.get("Content-Type", ""),
+        REMOTE_ADDR="127.0.0.9",
         **{
             "HTTP_" + k.upper().replace("-", "_"): v
             for k, v in headers.items()
             if k.lower() != "content-type"
         },
         **extra,
-    }
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info=None):
-        seen["status"], seen["headers"] = int(status.split()[0]), dict(response_headers)
-
-    # As Django's test client does: the test's transaction holds the
-    # connection, so the per-request cleanup must not close it.
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        with TestCase.captureOnCommitCallbacks(execute=True):
-            chunks = app(environ, start_response)
-            payload = b"".join(chunks)
-            if hasattr(chunks, "close"):
-                chunks.close()
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
-    return seen["status"], seen["headers"], payload
+    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return wsgi_call(app, environ)
 
 
 @pytest.fixture

@@ -6,20 +6,18 @@ one gunicorn serves; the test client would skip the fast path.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 from unittest import mock
 
 import pytest
-from django.core import signals
-from django.db import close_old_connections
 
 from accounts.models import ApiKeyScope
 from qr import apis
 from qr.models import ScanEvent
 from tests.conftest import _key
 from tests.qr.conftest import citizen_code, recorded_scans
+from tests.wsgi import environ_for, wsgi_call
 
 pytestmark = pytest.mark.django_db
 
@@ -32,40 +30,10 @@ def wsgi(
     from config.wsgi import application
 
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": PATH,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
-        "REMOTE_ADDR": "127.0.0.1",
-        "CONTENT_TYPE": content_type,
-        "CONTENT_LENGTH": str(len(raw)),
-        "HTTP_AUTHORIZATION": f"Api-Key {key}",
-        "wsgi.input": io.BytesIO(raw),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": io.StringIO(),
-        **extra,
-    }
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
-
-    # As Django's test client does: the test's transaction holds the
-    # connection, so the per-request connection cleanup must not close it.
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        chunks = application(environ, start_response)
-        payload = b"".join(chunks)
-        if hasattr(chunks, "close"):
-            chunks.close()
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
-    return seen["status"], seen["headers"], payload
+    return wsgi_call(
+        application,
+        environ_for(PATH, raw, content_type, HTTP_AUTHORIZATION=f"Api-Key {key}", **extra),
+    )
 
 
 @pytest.fixture
