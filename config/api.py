@@ -59,6 +59,7 @@ from config.errors import (
     problem_body,
     problem_http_response,
 )
+from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -282,11 +283,25 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
         now = time.time()
         window = int(now // period)
         key = f"throttle-fw:{self.scope}:{self.get_ident(request)}:{window}"
+        self._wait = (window + 1) * period - now
+        if redis_enabled():
+            # One round trip: the count and, for the window's first request,
+            # its expiry. Django's cache would ask whether the key exists first.
+            try:
+                pipe = redis_client().pipeline(transaction=False)
+                pipe.incr(redis_key(key))
+                pipe.expire(redis_key(key), period + 1, nx=True)
+                count = int(pipe.execute()[0])
+            except REDIS_ERRORS as exc:
+                # A throttle whose counts are away lets callers through rather
+                # than refusing them all; the failure is logged.
+                logger.warning("%s throttle unavailable, not counting: %s", self.scope, exc)
+                return True
+            return count <= allowed
         try:
             count = cache.incr(key)
         except ValueError:  # the window's first request
             count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
-        self._wait = (window + 1) * period - now
         return count <= allowed
 
     def wait(self) -> float:

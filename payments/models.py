@@ -205,6 +205,10 @@ class NotifyLog(models.Model):
     # Tries to apply it that failed for a reason that may pass (the last
     # one in ``reason``); after APPLY_ATTEMPTS it is parked as rejected.
     apply_attempts = models.PositiveSmallIntegerField(_("入账失败次数"), default=0)
+    # The Redis inbox entry it was moved from (payments.inbox), once per entry.
+    inbox_id = models.CharField(
+        _("收件箱条目"), max_length=32, null=True, blank=True, unique=True, editable=False
+    )
 
     class Meta:
         verbose_name = _("支付通知")

@@ -4,9 +4,9 @@ Whatever arrives is logged (:class:`payments.models.NotifyLog`). A callback
 that is not authentic, names an order we do not have, or disagrees with the
 order (channel, merchant, amount) changes nothing, is answered with a 4xx in
 the channel's own failure format and goes to the audit trail. A genuine one
-is written down (the row is the inbox) and acknowledged at once; a worker
-then applies it under the order's row lock, once per channel transaction
-id. A repeat of a recorded payment is acknowledged like the first, so the
+is written down (in the Redis inbox, :mod:`payments.inbox`, or as a row)
+and acknowledged at once; a worker then applies it under the order's row
+lock, once per channel transaction id. A repeat of a recorded payment is acknowledged like the first, so the
 channel stops sending it.
 """
 
@@ -23,10 +23,10 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
-from redis import RedisError
 
 from accounts.audit import audit_record
-from payments import orders
+from config.redis_client import REDIS_ERRORS, redis_enabled
+from payments import inbox, orders
 from payments.errors import PAYMENT_RESULT_MISMATCH, PaymentsError
 from payments.models import NotifyLog, NotifyOutcome, PaymentOrder
 from payments.providers.base import NotifyRejected, NotifyReply, PaymentResult
@@ -147,18 +147,14 @@ def notify_receive(
     credentials = provider.credentials
     if result.merchant_id and result.merchant_id != credentials.merchant_id:
         return _refuse(channel, "wrong_merchant", body=body, client_ip=client_ip, result=result)
-    order = (
-        PaymentOrder.objects.filter(order_no=_storable(result.order_no, 64))
-        .only("id", "channel", "amount_fen", "provider_transaction_id")
-        .first()
-    )
+    order = _order_facts(_storable(result.order_no, 64))
     if order is None:
         return _refuse(channel, "unknown_order", body=body, client_ip=client_ip, result=result)
     if order.channel != channel:
         return _refuse(channel, "wrong_channel", body=body, client_ip=client_ip, result=result)
     if result.state == "paid" and result.amount_fen != order.amount_fen:
         return _refuse(channel, "amount_mismatch", body=body, client_ip=client_ip, result=result)
-    if result.state == "paid" and order.provider_transaction_id == result.transaction_id:
+    if result.state == "paid" and order.transaction_id == result.transaction_id:
         # On the books already (the transaction id is set with its charge,
         # in one transaction): a repeat, answered as the first was.
         outcome = NotifyOutcome.DUPLICATE
@@ -166,10 +162,60 @@ def notify_receive(
         outcome = NotifyOutcome.IGNORED
     else:
         outcome = NotifyOutcome.RECEIVED
+    _record(channel=channel, outcome=outcome, body=body, client_ip=client_ip, result=result)
+    return provider.notify_reply(accepted=True)
+
+
+def _order_facts(order_no: str) -> inbox.OrderFacts | None:
+    """What the callback is checked against: from the Redis inbox's copy
+    when there is one, else from the order (and copied for the next)."""
+    if inbox.enabled():
+        try:
+            found = inbox.facts_lookup(order_no)
+        except REDIS_ERRORS as exc:
+            logger.warning("order facts unavailable, reading the order: %s", exc)
+        else:
+            if found is not None:
+                return found
+    order = (
+        PaymentOrder.objects.filter(order_no=order_no)
+        .only("order_no", "channel", "amount_fen", "provider_transaction_id", "expires_at")
+        .first()
+    )
+    if order is None:
+        return None
+    inbox.facts_remember(order)
+    return inbox.OrderFacts.of(order)
+
+
+def _record(
+    *, channel: str, outcome: str, body: bytes, client_ip: str | None, result: PaymentResult
+) -> None:
+    """Write an accepted callback down: in the Redis inbox (with the
+    worker's nudge in the same round trip), or, without it or with Redis
+    away, as a NotifyLog row."""
+    if inbox.enabled():
+        excerpt = _storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS)
+        fields = inbox.entry(
+            channel=channel,
+            outcome=outcome,
+            order_no=_storable(result.order_no, 64),
+            transaction_id=_storable(result.transaction_id, 64),
+            client_ip=client_ip,
+            body_excerpt=excerpt,
+            result=_stored(result),
+        )
+        try:
+            due = inbox.inbox_add(fields, nudge_key=NUDGED_KEY, nudge_seconds=NUDGED_SECONDS)
+        except REDIS_ERRORS as exc:
+            logger.warning("Redis inbox unavailable, the callback goes to the database: %s", exc)
+        else:
+            if due:  # every entry is moved by a drain, not only received ones
+                transaction.on_commit(_publish_drain, robust=True)
+            return
     _log(channel=channel, outcome=outcome, body=body, client_ip=client_ip, result=result)
     if outcome == NotifyOutcome.RECEIVED:
         transaction.on_commit(notifies_nudge, robust=True)
-    return provider.notify_reply(accepted=True)
 
 
 def notifies_nudge() -> bool:
@@ -186,7 +232,7 @@ def notifies_nudge() -> bool:
     try:
         if shared and not cache.add(NUDGED_KEY, 1, timeout=NUDGED_SECONDS):
             return True
-    except (RedisError, OSError) as exc:  # cache down: nudge anyway, it is only a shortcut
+    except REDIS_ERRORS as exc:  # cache down: nudge anyway, it is only a shortcut
         logger.warning("cache unavailable; nudging without the mark: %s", exc)
     return _publish_drain()
 
@@ -207,7 +253,7 @@ def notifies_drain() -> int:
     same queue."""
     try:
         cache.delete(NUDGED_KEY)
-    except (RedisError, OSError) as exc:  # the mark expires by itself
+    except REDIS_ERRORS as exc:  # the mark expires by itself
         logger.warning("cache unavailable; the nudge mark expires by itself: %s", exc)
     seen, applied = notifies_apply_waiting(limit=DRAIN_BATCH)
     if seen == DRAIN_BATCH:
@@ -287,10 +333,26 @@ def _audit_after_acknowledging(log: NotifyLog, result: PaymentResult, reason: st
     )
 
 
-def notifies_apply_waiting(*, limit: int = 500) -> tuple[int, int]:
+def notifies_collect(*, limit: int = DRAIN_BATCH) -> int:
+    """Move callbacks waiting in the Redis inbox into NotifyLog rows (see
+    :mod:`payments.inbox`); with Redis, whatever PAYMENTS_NOTIFY_INBOX says
+    now, so that nothing written there earlier stays behind. Returns how
+    many entries were moved."""
+    if not redis_enabled():
+        return 0
+    try:
+        return inbox.inbox_move(limit=limit)
+    except REDIS_ERRORS as exc:
+        logger.warning("Redis inbox unavailable, its callbacks wait: %s", exc)
+        return 0
+
+
+def notifies_apply_waiting(*, limit: int = DRAIN_BATCH) -> tuple[int, int]:
     """Apply the received callbacks, oldest first, each on its own (the
-    drain, and the sweep for those whose nudge was lost). Returns (rows
-    looked at, rows applied)."""
+    drain, and the sweep for those whose nudge was lost), after moving
+    those in the Redis inbox into rows. Returns (entries or rows looked at,
+    rows applied)."""
+    moved = notifies_collect(limit=limit)
     waiting = list(
         NotifyLog.objects.filter(outcome=NotifyOutcome.RECEIVED)
         .order_by("received_at")
@@ -302,7 +364,7 @@ def notifies_apply_waiting(*, limit: int = 500) -> tuple[int, int]:
             applied += notify_apply(log_id=log_id) is not None
         except DatabaseError as exc:
             logger.warning("callback %s left for later: %s", log_id, exc)
-    return len(waiting), applied
+    return max(moved, len(waiting)), applied
 
 
 def _result(stored: dict[str, Any]) -> PaymentResult:

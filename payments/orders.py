@@ -29,7 +29,7 @@ from accounts.audit import audit_record
 from accounts.inbox import message_post
 from accounts.models import ApiKey, User
 from config.errors import NOT_FOUND
-from payments import selectors
+from payments import inbox, selectors
 from payments.errors import (
     APPLICATION_NOT_PAYABLE,
     PAYMENT_CHANNEL_UNAVAILABLE,
@@ -200,6 +200,7 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
             logger.warning("%s checkout of %s failed: %s", channel, order.order_no, exc)
             raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
         order.save(force_insert=True)
+        inbox.facts_remember(order)
         audit_record(
             actor=citizen,
             action="payment.created",
@@ -303,6 +304,7 @@ def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outco
     order.provider_transaction_id = result.transaction_id
     order.paid_at = result.paid_at or now
     _move(order, OS.PAID, also=("paid_fen", "provider_transaction_id", "paid_at"))
+    inbox.facts_remember(order)  # a repeat of this callback is known at the door
     application = (
         Application.objects.select_for_update(of=("self",))
         .select_related("service", "department", "applicant")

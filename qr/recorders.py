@@ -36,6 +36,8 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from config.redis_client import redis_client
+
 logger = logging.getLogger(__name__)
 
 
@@ -301,19 +303,6 @@ return 0
 """
 
 
-@functools.cache
-def _redis():
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    # No silent retries: the recording script must not run twice for one
-    # scan, and a gate must hear "unavailable" at once, not after a minute.
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
-    )
-
-
 class RedisScanRecorder(ScanRecorder):
     """One Lua call per verification; events buffered in a Redis list.
 
@@ -327,7 +316,7 @@ class RedisScanRecorder(ScanRecorder):
         import redis
 
         self._errors = (redis.RedisError, OSError)
-        client = _redis()
+        client = redis_client()
         self._record = client.register_script(_RECORD_SCRIPT)
         self._trim = client.register_script(_TRIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
@@ -377,7 +366,7 @@ class RedisScanRecorder(ScanRecorder):
         return Outcome(Admission.REPLAYED if result == 1 else Admission.RECORDED)
 
     def flush(self, store: Store, *, budget: float = 20) -> int:
-        client = _redis()
+        client = redis_client()
         token = uuid.uuid4().hex
         if not client.set(self.lock_key, token, nx=True, ex=self.lock_seconds):
             return 0
@@ -408,7 +397,7 @@ class RedisScanRecorder(ScanRecorder):
 
     def pending(self) -> int:
         try:
-            return int(_redis().llen(self.events_key))
+            return int(redis_client().llen(self.events_key))
         except self._errors as exc:
             raise ScanStateUnavailable(str(exc)) from exc
 
@@ -422,4 +411,3 @@ def get_recorder() -> ScanRecorder:
 def _reset(*, setting: str, **kwargs: object) -> None:
     if setting in ("QR_SCAN_RECORDER", "QR_SCAN_BUFFER_KEY", "REDIS_URL", "CACHES"):
         get_recorder.cache_clear()
-        _redis.cache_clear()

@@ -482,6 +482,16 @@ PAYMENTS_NOTIFY_RATE = env.str("PAYMENTS_NOTIFY_RATE", default="6000/min")
 # Answer the channels' callbacks in front of Django's request cycle
 # (payments/fastpath.py); 0 sends every callback through the full cycle.
 PAYMENTS_NOTIFY_FAST_PATH = env.bool("PAYMENTS_NOTIFY_FAST_PATH", default=True)
+# Where an acknowledged callback waits for a worker (payments/inbox.py):
+# "redis" (a stream, and the orders' facts cached there; the default with
+# REDIS_URL) or "database" (a NotifyLog row per callback).
+PAYMENTS_NOTIFY_INBOX = env.str(
+    "PAYMENTS_NOTIFY_INBOX", default="redis" if REDIS_URL else "database"
+)
+if PAYMENTS_NOTIFY_INBOX not in ("redis", "database"):
+    raise ImproperlyConfigured('PAYMENTS_NOTIFY_INBOX must be "redis" or "database"')
+if PAYMENTS_NOTIFY_INBOX == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("PAYMENTS_NOTIFY_INBOX=redis needs REDIS_URL")
 # The merchant's account at each channel. Key files (PEM) and serials come
 # from env in production; in sandbox mode the sandbox's own keys are used.
 PAYMENTS_CHANNELS: dict[str, dict[str, str]] = {

@@ -193,9 +193,9 @@ def test_the_recording_call_run_twice_records_once() -> None:
 
 
 def test_the_redis_client_never_retries_behind_our_back() -> None:
-    from qr.recorders import _redis
+    from config.redis_client import redis_client
 
-    retry = _redis().get_retry()
+    retry = redis_client().get_retry()
     assert retry is None or retry.get_retries() == 0
 
 

@@ -1,0 +1,185 @@
+"""The callbacks' inbox in Redis (``PAYMENTS_NOTIFY_INBOX=redis``).
+
+Before a callback is acknowledged it is checked against its order (exists,
+channel, amount, already paid with this transaction) and written down. In
+PostgreSQL that is a ``SELECT`` and an ``INSERT`` per callback, which costs
+the database about as much CPU as a whole bare request costs the web. Here
+both are Redis instead:
+
+- **Order facts** (:class:`OrderFacts`): what a callback is checked against,
+  written when the order is opened and when it is charged (after commit),
+  for a day past the order's expiry. A missing entry (an older order, Redis
+  flushed) is read from the database and written back: the facts are a
+  copy, never the truth. A stale one cannot let a wrong callback through:
+  channel and amount never change, and the worker applies under the
+  order's lock, where a repeat is found whatever the facts said.
+- **The inbox**: a Redis stream. An authentic callback that fits its order
+  is appended (one round trip with the worker's nudge mark) and
+  acknowledged. A worker moves the entries into :class:`NotifyLog` rows,
+  many per ``INSERT``, each once (the entry id is a unique column, so a
+  move repeated after a crash adds nothing), deletes them from the stream
+  and applies the received ones as before.
+
+What this trades: an acknowledged callback lives only in Redis until a
+worker moves it, normally milliseconds. Run Redis with ``appendonly yes``
+for the inbox to survive a restart; if it is lost anyway, the payment is
+not: an order with no applied callback is queried at its channel by the
+payments sweep (主动查单) and paid from the channel's answer. Only the
+log row of that callback is missing. Redis unavailable when a callback
+arrives: the callback takes the database path, nothing is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from config.redis_client import REDIS_ERRORS, redis_client, redis_key
+from payments.models import NotifyLog, PaymentOrder
+
+logger = logging.getLogger(__name__)
+
+STREAM = "payments:notifies"
+FACTS = "payments:order:"
+# Facts are kept this long after an order's expiry, for late callbacks;
+# later ones read the database.
+FACTS_GRACE_SECONDS = 24 * 3600
+# Bound on the stream should no worker move it for a long while (the
+# sweep's query brings the money in regardless); far above any backlog a
+# working deployment builds.
+STREAM_MAX = 1_000_000
+
+
+def enabled() -> bool:
+    return bool(settings.PAYMENTS_NOTIFY_INBOX == "redis")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    """What a callback is checked against before it is acknowledged."""
+
+    channel: str
+    amount_fen: int
+    # The channel transaction id of the order's charge, once charged.
+    transaction_id: str
+
+    @classmethod
+    def of(cls, order: PaymentOrder) -> OrderFacts:
+        return cls(order.channel, order.amount_fen, order.provider_transaction_id or "")
+
+    def dumps(self) -> str:
+        return f"{self.channel}|{self.amount_fen}|{self.transaction_id}"
+
+    @classmethod
+    def loads(cls, raw: bytes) -> OrderFacts:
+        channel, amount, transaction_id = raw.decode().split("|", 2)
+        return cls(channel, int(amount), transaction_id)
+
+
+def facts_remember(order: PaymentOrder) -> None:
+    """Write ``order``'s facts, after the transaction that changed them
+    commits. Best effort: a missing entry is read from the database."""
+    if not enabled():
+        return
+    facts = OrderFacts.of(order).dumps()
+    key = redis_key(FACTS + order.order_no)
+    expires = order.expires_at + dt.timedelta(seconds=FACTS_GRACE_SECONDS)
+
+    def write() -> None:
+        ttl = int((expires - timezone.now()).total_seconds())
+        if ttl <= 0:
+            return
+        try:
+            redis_client().set(key, facts, ex=ttl)
+        except REDIS_ERRORS as exc:
+            logger.warning("order facts of %s not written: %s", order.order_no, exc)
+
+    transaction.on_commit(write)
+
+
+def facts_lookup(order_no: str) -> OrderFacts | None:
+    """The order's facts from Redis, or None when they are not there.
+    Raises one of REDIS_ERRORS when Redis cannot be asked."""
+    raw = cast(bytes | None, redis_client().get(redis_key(FACTS + order_no)))
+    return OrderFacts.loads(raw) if raw else None
+
+
+def inbox_add(entry: dict[str, str], *, nudge_key: str, nudge_seconds: int) -> bool:
+    """Append one callback to the inbox and set the worker's nudge mark, in
+    one round trip. Returns whether the mark was not set already (a drain
+    is due). Raises one of REDIS_ERRORS when Redis cannot take it."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.xadd(redis_key(STREAM), entry, maxlen=STREAM_MAX, approximate=True)  # type: ignore[arg-type]  # str values are valid stream fields
+    pipe.set(redis_key(nudge_key), 1, nx=True, ex=nudge_seconds)
+    _entry_id, marked = pipe.execute()
+    return bool(marked)
+
+
+def inbox_move(*, limit: int) -> int:
+    """Move up to ``limit`` inbox entries, oldest first, into NotifyLog
+    rows (one ``INSERT`` for them all, entries moved before skipped), then
+    delete them from the stream. Returns how many entries were read."""
+    client = redis_client()
+    stream = redis_key(STREAM)
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream, count=limit))
+    if not entries:
+        return 0
+    rows = [_row(entry_id.decode(), fields) for entry_id, fields in entries]
+    NotifyLog.objects.bulk_create([row for row in rows if row], ignore_conflicts=True)
+    client.xdel(stream, *(entry_id for entry_id, _fields in entries))
+    return len(entries)
+
+
+def inbox_size() -> int:
+    return int(redis_client().xlen(redis_key(STREAM)))
+
+
+def _row(entry_id: str, fields: dict[bytes, bytes]) -> NotifyLog | None:
+    try:
+        data = {key.decode(): value.decode() for key, value in fields.items()}
+        return NotifyLog(
+            inbox_id=entry_id,
+            channel=data["channel"],
+            outcome=data["outcome"],
+            order_no=data["order_no"],
+            transaction_id=data["transaction_id"],
+            client_ip=data["client_ip"] or None,
+            body_excerpt=data["body_excerpt"],
+            result=json.loads(data["result"]),
+            received_at=dt.datetime.fromtimestamp(float(data["received_at"]), tz=dt.UTC),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        # Only our own code writes the stream; an entry it cannot read is
+        # a bug to see, not a reason to stop the others.
+        logger.error("unreadable inbox entry %s dropped: %s", entry_id, exc)
+        return None
+
+
+def entry(
+    *,
+    channel: str,
+    outcome: str,
+    order_no: str,
+    transaction_id: str,
+    client_ip: str | None,
+    body_excerpt: str,
+    result: dict[str, Any],
+) -> dict[str, str]:
+    """An inbox entry's fields (what :func:`_row` reads back)."""
+    return {
+        "channel": channel,
+        "outcome": outcome,
+        "order_no": order_no,
+        "transaction_id": transaction_id,
+        "client_ip": client_ip or "",
+        "body_excerpt": body_excerpt,
+        "result": json.dumps(result, ensure_ascii=False),
+        "received_at": repr(timezone.now().timestamp()),
+    }

@@ -1,0 +1,192 @@
+"""The callbacks' Redis inbox (PAYMENTS_NOTIFY_INBOX=redis, the default
+with Redis): at the door a callback costs no database statement; a worker
+moves it into the notify log once, whatever fails on the way; Redis away
+sends it to the database instead, and nothing is refused or lost."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from config.redis_client import redis_client, redis_key
+from config.wsgi import application as wsgi_app
+from payments import inbox, notifications
+from payments.models import LedgerEntry, NotifyLog, OrderStatus, PaymentOrder
+from tests.payments.conftest import apply_for, open_order
+from tests.payments.test_notify_api import ACKNOWLEDGED, callback, paid_trade
+from tests.wsgi import environ_for, wsgi_call
+
+pytestmark = [pytest.mark.django_db, pytest.mark.integration]
+
+
+@pytest.fixture(autouse=True)
+def _redis_inbox(settings) -> None:
+    settings.PAYMENTS_NOTIFY_INBOX = "redis"
+
+
+@pytest.fixture
+def opened(citizen_api, awaiting, django_capture_on_commit_callbacks) -> dict:
+    """An open WeChat Pay order, its facts written after commit as in production."""
+    with django_capture_on_commit_callbacks(execute=True):
+        return open_order(citizen_api, awaiting, "wechat")
+
+
+def door(headers: dict[str, str], body: bytes) -> tuple[int, bytes, list[str]]:
+    """The callback through the WSGI application gunicorn serves; the SQL it
+    ran. What it starts after commit (the worker's nudge) is not run."""
+    extra = {
+        f"HTTP_{k.upper().replace('-', '_')}": v
+        for k, v in headers.items()
+        if k.lower() != "content-type"
+    }
+    environ = environ_for(
+        "/api/v1/payments/notify/wechat/", body, headers.get("Content-Type", ""), **extra
+    )
+    with CaptureQueriesContext(connection) as sql:
+        status, _headers, payload = wsgi_call(wsgi_app, environ)
+    return status, payload, [q["sql"] for q in sql.captured_queries]
+
+
+def test_a_callback_costs_no_database_statement_at_the_door_and_is_applied_by_the_worker(
+    opened,
+) -> None:
+    headers, body = callback(paid_trade(opened))
+
+    status, payload, sql = door(headers, body)
+
+    assert (status, payload) == ACKNOWLEDGED["wechat"]
+    assert sql == []
+    assert inbox.inbox_size() == 1 and not NotifyLog.objects.exists()
+    assert PaymentOrder.objects.get(pk=opened["id"]).status == OrderStatus.PENDING
+
+    assert notifications.notifies_drain() == 1
+
+    assert inbox.inbox_size() == 0
+    log = NotifyLog.objects.get()
+    assert (log.outcome, log.order_no, log.channel) == ("accepted", opened["order_no"], "wechat")
+    assert log.inbox_id and log.client_ip == "127.0.0.1" and log.received_at <= log.handled_at
+    assert b'"resource"' in log.body_excerpt.encode()
+    assert PaymentOrder.objects.get(pk=opened["id"]).status == OrderStatus.PAID
+
+
+def test_a_repeat_after_the_charge_is_known_at_the_door_as_a_duplicate(
+    opened, django_capture_on_commit_callbacks
+) -> None:
+    headers, body = callback(paid_trade(opened))
+    door(headers, body)
+    with django_capture_on_commit_callbacks(execute=True):  # the charge's facts, after commit
+        notifications.notifies_drain()
+
+    status, _payload, sql = door(headers, body)
+
+    assert status == 204 and sql == []
+    notifications.notifies_collect()
+    assert list(NotifyLog.objects.order_by("received_at").values_list("outcome", flat=True)) == [
+        "accepted",
+        "duplicate",
+    ]
+    assert LedgerEntry.objects.filter(kind="charge").count() == 1
+
+
+def test_facts_that_missed_the_charge_still_let_the_worker_find_the_repeat(opened) -> None:
+    headers, body = callback(paid_trade(opened))
+    door(headers, body)
+    notifications.notifies_drain()  # its after-commit work (the facts' update) never runs
+
+    door(headers, body)  # the door still believes the order unpaid
+    notifications.notifies_drain()
+
+    outcomes = NotifyLog.objects.order_by("received_at").values_list("outcome", flat=True)
+    assert list(outcomes) == ["accepted", "duplicate"]
+    assert LedgerEntry.objects.filter(kind="charge").count() == 1
+
+
+def test_without_its_facts_in_redis_the_door_reads_the_order_and_copies_them(
+    opened, django_capture_on_commit_callbacks
+) -> None:
+    key = redis_key(inbox.FACTS + opened["order_no"])
+    redis_client().delete(key)
+    headers, body = callback(paid_trade(opened))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        status, _payload, sql = door(headers, body)
+
+    assert status == 204
+    assert len(sql) == 1 and "payments_paymentorder" in sql[0]  # at the door
+    # Copied at the door, then updated with the charge the nudged worker made.
+    order = PaymentOrder.objects.get(pk=opened["id"])
+    assert order.status == OrderStatus.PAID
+    facts = f"wechat|{order.amount_fen}|{order.provider_transaction_id}"
+    assert redis_client().get(key) == facts.encode()
+
+
+def test_a_move_repeated_after_a_crash_adds_no_second_row(opened, monkeypatch) -> None:
+    headers, body = callback(paid_trade(opened))
+    door(headers, body)
+    client = redis_client()
+
+    def crash(*args, **kwargs):
+        raise ConnectionError("worker lost Redis after writing the rows")
+
+    monkeypatch.setattr(type(client), "xdel", crash)
+    with pytest.raises(ConnectionError):
+        inbox.inbox_move(limit=10)
+    monkeypatch.undo()
+    assert NotifyLog.objects.count() == 1 and inbox.inbox_size() == 1
+
+    assert inbox.inbox_move(limit=10) == 1  # read again, inserted once
+
+    assert NotifyLog.objects.count() == 1 and inbox.inbox_size() == 0
+    assert notifications.notifies_apply_waiting() == (1, 1)
+
+
+def test_with_redis_away_the_callback_goes_to_the_database_and_is_still_applied(
+    opened, settings, django_capture_on_commit_callbacks
+) -> None:
+    headers, body = callback(paid_trade(opened))
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    with django_capture_on_commit_callbacks(execute=True):
+        status, _payload, sql = door(headers, body)
+
+    assert status == 204  # the throttle counts nothing but lets it in
+    assert any("INSERT" in q and "payments_notifylog" in q for q in sql)
+    log = NotifyLog.objects.get()
+    assert log.outcome == "accepted" and log.inbox_id is None  # the nudge applied it
+    assert PaymentOrder.objects.get(pk=opened["id"]).status == OrderStatus.PAID
+
+
+def test_one_mark_in_the_same_round_trip_nudges_once_per_drain(
+    citizen_api, fee_service, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    from celery import current_app
+
+    published: list[int] = []
+    task = current_app.tasks[notifications.NOTIFY_APPLY_TASK]
+    monkeypatch.setattr(task, "apply_async", lambda *a, **k: published.append(1))
+    with django_capture_on_commit_callbacks(execute=True):
+        orders_ = [
+            open_order(citizen_api, apply_for(citizen_api, fee_service), "wechat") for _ in "abc"
+        ]
+    for order in orders_[:2]:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert door(*callback(paid_trade(order)))[0] == 204
+    assert published == [1]
+
+    assert notifications.notifies_drain() == 2
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert door(*callback(paid_trade(orders_[2])))[0] == 204
+    assert published == [1, 1]
+
+
+def test_the_database_inbox_still_writes_rows_when_redis_is_there(opened, settings) -> None:
+    settings.PAYMENTS_NOTIFY_INBOX = "database"
+    headers, body = callback(paid_trade(opened))
+
+    status, _payload, sql = door(headers, body)
+
+    assert status == 204 and inbox.inbox_size() == 0
+    assert NotifyLog.objects.get().outcome == "received"
+    assert any("INSERT" in q for q in sql)
