@@ -269,12 +269,11 @@ def notify_request(trade: Any) -> bytes:
 
 
 def wsgi_call(request: bytes) -> int:
-    """Send one raw request through Django's WSGI handler in this process
-    (all middleware, as gunicorn would); the HTTP status."""
+    """Send one raw request through the WSGI application gunicorn serves
+    (``config.wsgi``: the fast paths, then Django's handler with all its
+    middleware) in this process; the HTTP status."""
     import io
     from urllib.parse import urlsplit
-
-    from django.core.handlers.wsgi import WSGIHandler
 
     head, _, body = request.partition(b"\r\n\r\n")
     request_line, *header_lines = head.decode().split("\r\n")
@@ -308,16 +307,14 @@ def wsgi_call(request: bytes) -> int:
     def start_response(line: str, headers: list, exc_info: Any = None) -> None:
         status.append(line)
 
-    global _HANDLER
-    if _HANDLER is None:
-        _HANDLER = WSGIHandler()
-    response = _HANDLER(environ, start_response)
+    from config.wsgi import application
+
+    response = application(environ, start_response)
     b"".join(response)
-    response.close()
+    if hasattr(response, "close"):
+        response.close()
     return int(status[0].split()[0])
 
-
-_HANDLER: Any = None
 
 
 def count_queries(request: bytes, expect: int) -> tuple[list[str], int]:
@@ -386,7 +383,7 @@ CATEGORIES: list[tuple[str, Callable[[str, str], bool]]] = [
         lambda path, cls: "/cryptography/" in path or cls.startswith(("RSA", "AESGCM", "Fernet")),
     ),
     ("PostgreSQL round trips (psycopg)", lambda path, cls: "/psycopg/" in path),
-    ("Redis (throttle cache)", lambda path, cls: "/redis/" in path),
+    ("Redis (throttle, inbox, order facts)", lambda path, cls: "/redis/" in path),
     ("ORM: compiling queries, making objects", lambda path, cls: "/django/db/" in path),
     (
         "DRF (views, serializers, auth, JWT)",
@@ -413,6 +410,9 @@ WATCHED = [
     ("", "message_post"),
     ("", "audit_record"),
     ("", "_log"),
+    ("", "_order_facts"),
+    ("", "_record"),
+    ("NotifyFastPath", "__call__"),
     ("", "order_create"),
     ("WechatPayProvider", "checkout_create"),
     ("WechatSandbox", "handle"),
@@ -567,9 +567,11 @@ def apply_received() -> int:
 
     total = 0
     while True:
-        _seen, done = notifications.notifies_apply_waiting(limit=1000)
+        # Entries moved from the Redis inbox include repeats, which are
+        # logged, not applied: go on while anything was looked at.
+        seen, done = notifications.notifies_apply_waiting(limit=1000)
         total += done
-        if not done:
+        if not seen:
             return total
 
 

@@ -13,6 +13,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -264,9 +265,49 @@ class ClientSimpleRateThrottle(_ClientAddress, SimpleRateThrottle):
     """Base of the project's own throttles."""
 
 
+@dataclass(frozen=True, slots=True)
+class ThrottleWindow:
+    """One caller's current window of a :class:`FixedWindowThrottle`."""
+
+    name: str  # the counter's cache key
+    allowed: int
+    period: int
+    scope: str
+
+    def count_in(self, pipe: Any) -> None:
+        """Count this request in a Redis pipeline (its first reply of the
+        two added is the count), for callers that have a round trip to
+        make anyway."""
+        key = redis_key(self.name)
+        pipe.incr(key)
+        pipe.expire(key, self.period + 1, nx=True)
+
+    def admits(self, count: int) -> bool:
+        return count <= self.allowed
+
+    def admit(self) -> bool:
+        """Count this request on its own; whether it is within the rate.
+        With Redis it is one round trip (Django's cache would ask whether
+        the key exists first); with Redis away, the throttle lets callers
+        through rather than refusing them all, and logs it."""
+        if redis_enabled():
+            try:
+                pipe = redis_client().pipeline(transaction=False)
+                self.count_in(pipe)
+                return self.admits(int(pipe.execute()[0]))
+            except REDIS_ERRORS as exc:
+                logger.warning("%s throttle unavailable, not counting: %s", self.scope, exc)
+                return True
+        try:
+            count = cache.incr(self.name)
+        except ValueError:  # the window's first request
+            count = 1 if cache.add(self.name, 1, timeout=self.period + 1) else cache.incr(self.name)
+        return self.admits(count)
+
+
 class FixedWindowThrottle(_ClientAddress, BaseThrottle):
-    """Requests per client address in fixed windows: one cache increment a
-    request, whatever the rate. For endpoints a few callers call at high
+    """Requests per client address in fixed windows: one counter increment
+    a request, whatever the rate. For endpoints a few callers call at high
     rates (the payment channels' callbacks), where DRF's throttles, which
     keep and rewrite every request time of the window, grow with the rate.
     Subclasses set ``scope`` and :meth:`get_rate` (DRF notation)."""
@@ -276,33 +317,24 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
     def get_rate(self) -> str:
         raise NotImplementedError
 
-    def allow_request(self, request: Any, view: Any) -> bool:
+    def window(self, request: Any) -> ThrottleWindow | None:
+        """The caller's current window (None: no limit is set)."""
         allowed, period = SimpleRateThrottle.parse_rate(self, self.get_rate())  # type: ignore[arg-type]  # parse_rate reads nothing of self
         if allowed is None or period is None:
-            return True
+            return None
         now = time.time()
-        window = int(now // period)
-        key = f"throttle-fw:{self.scope}:{self.get_ident(request)}:{window}"
-        self._wait = (window + 1) * period - now
-        if redis_enabled():
-            # One round trip: the count and, for the window's first request,
-            # its expiry. Django's cache would ask whether the key exists first.
-            try:
-                pipe = redis_client().pipeline(transaction=False)
-                pipe.incr(redis_key(key))
-                pipe.expire(redis_key(key), period + 1, nx=True)
-                count = int(pipe.execute()[0])
-            except REDIS_ERRORS as exc:
-                # A throttle whose counts are away lets callers through rather
-                # than refusing them all; the failure is logged.
-                logger.warning("%s throttle unavailable, not counting: %s", self.scope, exc)
-                return True
-            return count <= allowed
-        try:
-            count = cache.incr(key)
-        except ValueError:  # the window's first request
-            count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
-        return count <= allowed
+        number = int(now // period)
+        self._wait = (number + 1) * period - now
+        return ThrottleWindow(
+            name=f"throttle-fw:{self.scope}:{self.get_ident(request)}:{number}",
+            allowed=allowed,
+            period=period,
+            scope=self.scope,
+        )
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        window = self.window(request)
+        return window is None or window.admit()
 
     def wait(self) -> float:
         return getattr(self, "_wait", None) or 0.0

@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.api import ThrottleWindow
 from config.redis_client import REDIS_ERRORS, redis_client, redis_key
 from payments.models import NotifyLog, PaymentOrder
 
@@ -104,11 +105,20 @@ def facts_remember(order: PaymentOrder) -> None:
     transaction.on_commit(write)
 
 
-def facts_lookup(order_no: str) -> OrderFacts | None:
-    """The order's facts from Redis, or None when they are not there.
-    Raises one of REDIS_ERRORS when Redis cannot be asked."""
-    raw = cast(bytes | None, redis_client().get(redis_key(FACTS + order_no)))
-    return OrderFacts.loads(raw) if raw else None
+def facts_lookup(
+    order_no: str, *, window: ThrottleWindow | None = None
+) -> tuple[OrderFacts | None, int | None]:
+    """The order's facts from Redis (None when they are not there), and,
+    with ``window``, the caller's count in it, in one round trip. Raises
+    one of REDIS_ERRORS when Redis cannot be asked."""
+    pipe = redis_client().pipeline(transaction=False)
+    if window is not None:
+        window.count_in(pipe)
+    pipe.get(redis_key(FACTS + order_no))
+    replies = pipe.execute()
+    raw = cast(bytes | None, replies[-1])
+    count = int(replies[0]) if window is not None else None
+    return (OrderFacts.loads(raw) if raw else None), count
 
 
 def inbox_add(entry: dict[str, str], *, nudge_key: str, nudge_seconds: int) -> bool:

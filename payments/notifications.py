@@ -25,6 +25,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from accounts.audit import audit_record
+from config.api import ThrottleWindow
 from config.redis_client import REDIS_ERRORS, redis_enabled
 from payments import inbox, orders
 from payments.errors import PAYMENT_RESULT_MISMATCH, PaymentsError
@@ -128,26 +129,42 @@ def _refuse(
     )
 
 
+class Throttled(Exception):
+    """The caller is over its rate (see ``window`` of :func:`notify_receive`)."""
+
+
 def notify_receive(
-    *, channel: str, headers: Mapping[str, str], body: bytes, client_ip: str | None
+    *,
+    channel: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    client_ip: str | None,
+    window: ThrottleWindow | None = None,
 ) -> NotifyReply:
     """Handle one callback of ``channel`` and say what to answer.
 
     An authentic callback that fits its order is written down (the inbox
-    row is committed: the view runs outside any transaction) and
+    entry or row is committed: the view runs outside any transaction) and
     acknowledged; a worker applies it under the order's lock
     (:func:`notify_apply`), woken at once and, should that nudge be lost,
     found by the payments sweep. The channel's retries stop as soon as the
-    payment is safe with us, not when everything that follows it is done."""
+    payment is safe with us, not when everything that follows it is done.
+
+    ``window``: the caller's throttle window, counted here (raising
+    :class:`Throttled` when over) before anything is written, in the same
+    round trip as the order's facts when it can; the view's throttle has
+    counted already and passes none."""
     provider = orders.provider(channel)
     try:
         result = provider.notify_parse(headers=headers, body=body)
     except NotifyRejected as exc:
+        _admit(window)
         return _refuse(channel, exc.reason, body=body, client_ip=client_ip)
     credentials = provider.credentials
     if result.merchant_id and result.merchant_id != credentials.merchant_id:
+        _admit(window)
         return _refuse(channel, "wrong_merchant", body=body, client_ip=client_ip, result=result)
-    order = _order_facts(_storable(result.order_no, 64))
+    order = _order_facts(_storable(result.order_no, 64), window)
     if order is None:
         return _refuse(channel, "unknown_order", body=body, client_ip=client_ip, result=result)
     if order.channel != channel:
@@ -166,17 +183,28 @@ def notify_receive(
     return provider.notify_reply(accepted=True)
 
 
-def _order_facts(order_no: str) -> inbox.OrderFacts | None:
+def _admit(window: ThrottleWindow | None) -> None:
+    if window is not None and not window.admit():
+        raise Throttled
+
+
+def _order_facts(order_no: str, window: ThrottleWindow | None) -> inbox.OrderFacts | None:
     """What the callback is checked against: from the Redis inbox's copy
-    when there is one, else from the order (and copied for the next)."""
+    when there is one (the caller counted in the same round trip), else
+    from the order (and copied for the next)."""
     if inbox.enabled():
         try:
-            found = inbox.facts_lookup(order_no)
+            found, count = inbox.facts_lookup(order_no, window=window)
         except REDIS_ERRORS as exc:
+            # The throttle's counts are away too: it lets the caller in.
             logger.warning("order facts unavailable, reading the order: %s", exc)
         else:
+            if window is not None and count is not None and not window.admits(count):
+                raise Throttled
             if found is not None:
                 return found
+    else:
+        _admit(window)
     order = (
         PaymentOrder.objects.filter(order_no=order_no)
         .only("order_no", "channel", "amount_fen", "provider_transaction_id", "expires_at")

@@ -190,3 +190,42 @@ def test_the_database_inbox_still_writes_rows_when_redis_is_there(opened, settin
     assert status == 204 and inbox.inbox_size() == 0
     assert NotifyLog.objects.get().outcome == "received"
     assert any("INSERT" in q for q in sql)
+
+
+def test_the_door_makes_two_redis_round_trips_and_counts_the_caller_in_the_first(
+    opened, monkeypatch
+) -> None:
+    import redis.client
+
+    trips: list[list[str]] = []
+    pipeline_execute = redis.client.Pipeline.execute
+    single = redis.client.Redis.execute_command
+
+    def counted_pipeline(self, *args, **kwargs):
+        trips.append([str(command[0][0]) for command in self.command_stack])
+        return pipeline_execute(self, *args, **kwargs)
+
+    def counted_single(self, *args, **options):
+        trips.append([str(args[0])])
+        return single(self, *args, **options)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counted_pipeline)
+    monkeypatch.setattr(redis.client.Redis, "execute_command", counted_single)
+    headers, body = callback(paid_trade(opened))
+
+    assert door(headers, body)[0] == 204
+
+    assert trips == [["INCRBY", "EXPIRE", "GET"], ["XADD", "SET"]]
+
+
+def test_over_its_rate_an_authentic_callback_is_answered_429_and_not_written_down(
+    opened, settings
+) -> None:
+    settings.PAYMENTS_NOTIFY_RATE = "1/min"
+    headers, body = callback(paid_trade(opened))
+    assert door(headers, body)[0] == 204
+
+    status, payload, _sql = door(headers, body)
+
+    assert status == 429 and b'"throttled"' in payload
+    assert inbox.inbox_size() == 1  # the first only
