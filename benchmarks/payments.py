@@ -416,7 +416,6 @@ WATCHED = [
     ("", "order_create"),
     ("WechatPayProvider", "checkout_create"),
     ("WechatSandbox", "handle"),
-    ("", "open_order"),
     ("", "application_of"),
     ("", "idempotent"),
     ("CitizenJWTAuthentication", "authenticate"),

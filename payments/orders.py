@@ -19,7 +19,7 @@ from typing import Any, Literal
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import F, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
@@ -154,9 +154,13 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
     """
     chosen = provider(channel)
     with transaction.atomic():
+        # One statement: the application (what an order needs of it, not its
+        # encrypted form), locked, with its service's name and its open order.
         application = (
             Application.objects.select_for_update(of=("self",))
-            .select_related("service", "department")
+            .select_related("service")
+            .only("status", "fee_fen", "department", "service__name")
+            .annotate(open_order_id=selectors.open_order_id(OuterRef("pk")))
             .filter(pk=application_id, applicant=citizen)
             .first()
         )
@@ -167,9 +171,8 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
                 APPLICATION_NOT_PAYABLE, extra={"application_status": application.status}
             )
         now = timezone.now()
-        current = selectors.open_order(application.pk)
-        if current is not None:
-            current = _locked(current.pk)
+        if application.open_order_id is not None:
+            current = _locked(application.open_order_id)
             if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
                 return current, False
             _close(current, reason="superseded")
@@ -177,7 +180,7 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
             order_no=_new_number("P", now),
             application=application,
             payer=citizen,
-            department=application.department,
+            department_id=application.department_id,
             service=application.service,
             description=application.service.name[:127],
             amount_fen=application.fee_fen,
