@@ -4,7 +4,8 @@ A channel calls ``POST /api/v1/payments/notify/{channel}/`` once per payment
 and again on every retry; at a city's volume the request cycle (middleware,
 routing, DRF) would cost more than handling the callback. This WSGI layer
 runs the same :func:`payments.notifications.notify_receive` the view runs,
-with the same throttle, and answers with the same status, body and headers
+with the same throttle (counted in the first round trip the callback makes
+to Redis anyway), and answers with the same status, body and headers
 (compared in the tests). What it does not handle as the view would, it
 hands to Django unchanged: another path or method, a query string, a
 cookie, a language other than Chinese, a body over the limit, a host not

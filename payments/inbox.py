@@ -32,6 +32,7 @@ arrives: the callback takes the database path, nothing is refused.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -105,20 +106,93 @@ def facts_remember(order: PaymentOrder) -> None:
     transaction.on_commit(write)
 
 
-def facts_lookup(
-    order_no: str, *, window: ThrottleWindow | None = None
-) -> tuple[OrderFacts | None, int | None]:
-    """The order's facts from Redis (None when they are not there), and,
-    with ``window``, the caller's count in it, in one round trip. Raises
+# One round trip for a callback at the door: count the caller in its
+# throttle window; read the order's facts; if they are one of the facts the
+# caller says the callback is accepted under (each with its outcome), append
+# the entry with that outcome and set the worker's nudge mark. Returns
+# {count or nil, facts or nil, outcome appended or nil, 1 if the mark was set}.
+OFFER_SCRIPT = """
+local count = false
+local limit = tonumber(ARGV[1])
+if limit >= 0 then
+  count = redis.call('INCR', KEYS[1])
+  if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+  if count > limit then return {count, false, false, 0} end
+end
+local facts = redis.call('GET', KEYS[2])
+if not facts then return {count, false, false, 0} end
+local n = tonumber(ARGV[5])
+for i = 0, n - 1 do
+  if ARGV[6 + 2 * i] == facts then
+    local outcome = ARGV[7 + 2 * i]
+    local fields = {'outcome', outcome}
+    for j = 6 + 2 * n, #ARGV do fields[#fields + 1] = ARGV[j] end
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+    local marked = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3])
+    return {count, facts, outcome, marked and 1 or 0}
+  end
+end
+return {count, facts, false, 0}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What :func:`inbox_offer` found and did."""
+
+    count: int | None  # the caller's count in its window (None: not counted)
+    facts: OrderFacts | None  # None: not in Redis (or not read: over the rate)
+    appended: str | None  # the outcome the entry was appended with, if it was
+    marked: bool  # the nudge mark was set: a drain is due
+
+
+@functools.cache
+def _offer_script() -> Any:
+    return redis_client().register_script(OFFER_SCRIPT)
+
+
+def inbox_offer(
+    order_no: str,
+    *,
+    window: ThrottleWindow | None,
+    accepted_under: dict[OrderFacts, str],
+    entry: dict[str, str],
+    nudge_key: str,
+    nudge_seconds: int,
+) -> Offer:
+    """The door's one round trip (``OFFER_SCRIPT``): count the caller,
+    read the order's facts and, when they are one of ``accepted_under``,
+    append ``entry`` with that outcome and set the nudge mark. Otherwise
+    the caller judges the facts and appends with :func:`inbox_add`. Raises
     one of REDIS_ERRORS when Redis cannot be asked."""
-    pipe = redis_client().pipeline(transaction=False)
-    if window is not None:
-        window.count_in(pipe)
-    pipe.get(redis_key(FACTS + order_no))
-    replies = pipe.execute()
-    raw = cast(bytes | None, replies[-1])
-    count = int(replies[0]) if window is not None else None
-    return (OrderFacts.loads(raw) if raw else None), count
+    expected = [
+        value for facts, outcome in accepted_under.items() for value in (facts.dumps(), outcome)
+    ]
+    fields = [value for pair in entry.items() for value in pair]
+    count, raw, appended, marked = _offer_script()(
+        keys=[
+            redis_key(window.name) if window else redis_key(nudge_key),
+            redis_key(FACTS + order_no),
+            redis_key(STREAM),
+            redis_key(nudge_key),
+        ],
+        args=[
+            window.allowed if window else -1,
+            window.period + 1 if window else 0,
+            nudge_seconds,
+            STREAM_MAX,
+            len(accepted_under),
+            *expected,
+            *fields,
+        ],
+        client=redis_client(),
+    )
+    return Offer(
+        count=int(count) if count is not None else None,
+        facts=OrderFacts.loads(raw) if raw else None,
+        appended=appended.decode() if appended else None,
+        marked=bool(marked),
+    )
 
 
 def inbox_add(entry: dict[str, str], *, nudge_key: str, nudge_seconds: int) -> bool:
@@ -175,17 +249,17 @@ def _row(entry_id: str, fields: dict[bytes, bytes]) -> NotifyLog | None:
 def entry(
     *,
     channel: str,
-    outcome: str,
     order_no: str,
     transaction_id: str,
     client_ip: str | None,
     body_excerpt: str,
     result: dict[str, Any],
 ) -> dict[str, str]:
-    """An inbox entry's fields (what :func:`_row` reads back)."""
+    """An inbox entry's fields but its outcome (what :func:`_row` reads
+    back), in one order whatever the Python: the door's script appends
+    them as they come."""
     return {
         "channel": channel,
-        "outcome": outcome,
         "order_no": order_no,
         "transaction_id": transaction_id,
         "client_ip": client_ip or "",

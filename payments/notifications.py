@@ -164,23 +164,54 @@ def notify_receive(
     if result.merchant_id and result.merchant_id != credentials.merchant_id:
         _admit(window)
         return _refuse(channel, "wrong_merchant", body=body, client_ip=client_ip, result=result)
-    order = _order_facts(_storable(result.order_no, 64), window)
+    order_no = _storable(result.order_no, 64)
+    entry = _entry(channel, body, client_ip, result) if inbox.enabled() else None
+    order, written = _facts_or_written(order_no, window, channel, result, entry)
+    if written:
+        return provider.notify_reply(accepted=True)
+    accepted, verdict = _verdict(channel, result, order)
+    if not accepted:
+        return _refuse(channel, verdict, body=body, client_ip=client_ip, result=result)
+    _record(
+        channel=channel, outcome=verdict, body=body, client_ip=client_ip, result=result, entry=entry
+    )
+    return provider.notify_reply(accepted=True)
+
+
+def _verdict(
+    channel: str, result: PaymentResult, order: inbox.OrderFacts | None
+) -> tuple[bool, str]:
+    """A callback against its order's facts: (True, the outcome it is
+    written down with) or (False, why it is refused)."""
     if order is None:
-        return _refuse(channel, "unknown_order", body=body, client_ip=client_ip, result=result)
+        return False, "unknown_order"
     if order.channel != channel:
-        return _refuse(channel, "wrong_channel", body=body, client_ip=client_ip, result=result)
+        return False, "wrong_channel"
     if result.state == "paid" and result.amount_fen != order.amount_fen:
-        return _refuse(channel, "amount_mismatch", body=body, client_ip=client_ip, result=result)
+        return False, "amount_mismatch"
     if result.state == "paid" and order.transaction_id == result.transaction_id:
         # On the books already (the transaction id is set with its charge,
         # in one transaction): a repeat, answered as the first was.
-        outcome = NotifyOutcome.DUPLICATE
-    elif result.state == "pending":
-        outcome = NotifyOutcome.IGNORED
-    else:
-        outcome = NotifyOutcome.RECEIVED
-    _record(channel=channel, outcome=outcome, body=body, client_ip=client_ip, result=result)
-    return provider.notify_reply(accepted=True)
+        return True, NotifyOutcome.DUPLICATE
+    if result.state == "pending":
+        return True, NotifyOutcome.IGNORED
+    return True, NotifyOutcome.RECEIVED
+
+
+def _accepted_under(channel: str, result: PaymentResult) -> dict[inbox.OrderFacts, str]:
+    """The order facts under which :func:`_verdict` accepts this callback
+    at once (the order unpaid, or paid by this very transaction), each with
+    its outcome: what the door's one Redis round trip compares with."""
+    candidates = (
+        inbox.OrderFacts(channel, result.amount_fen, ""),
+        inbox.OrderFacts(channel, result.amount_fen, result.transaction_id),
+    )
+    found = {}
+    for facts in candidates:
+        accepted, outcome = _verdict(channel, result, facts)
+        if accepted:
+            found[facts] = outcome
+    return found
 
 
 def _admit(window: ThrottleWindow | None) -> None:
@@ -188,21 +219,43 @@ def _admit(window: ThrottleWindow | None) -> None:
         raise Throttled
 
 
-def _order_facts(order_no: str, window: ThrottleWindow | None) -> inbox.OrderFacts | None:
-    """What the callback is checked against: from the Redis inbox's copy
-    when there is one (the caller counted in the same round trip), else
-    from the order (and copied for the next)."""
-    if inbox.enabled():
+def _facts_or_written(
+    order_no: str,
+    window: ThrottleWindow | None,
+    channel: str,
+    result: PaymentResult,
+    entry: dict[str, str] | None,
+) -> tuple[inbox.OrderFacts | None, bool]:
+    """The order's facts the callback is checked against, or the callback
+    written down already (``(None, True)``).
+
+    With the Redis inbox, one round trip counts the caller, reads the
+    facts and, when they are ones the callback is accepted under, appends
+    it (:func:`payments.inbox.inbox_offer`); facts missing there are read
+    from the order (and copied for the next). Without it, the caller is
+    counted, then the order read."""
+    if entry is not None:
         try:
-            found, count = inbox.facts_lookup(order_no, window=window)
+            offer = inbox.inbox_offer(
+                order_no,
+                window=window,
+                accepted_under=_accepted_under(channel, result),
+                entry=entry,
+                nudge_key=NUDGED_KEY,
+                nudge_seconds=NUDGED_SECONDS,
+            )
         except REDIS_ERRORS as exc:
             # The throttle's counts are away too: it lets the caller in.
-            logger.warning("order facts unavailable, reading the order: %s", exc)
+            logger.warning("Redis inbox unavailable, reading the order: %s", exc)
         else:
-            if window is not None and count is not None and not window.admits(count):
+            if window is not None and offer.count is not None and not window.admits(offer.count):
                 raise Throttled
-            if found is not None:
-                return found
+            if offer.appended:
+                if offer.marked:  # every entry is moved by a drain, not only received ones
+                    transaction.on_commit(_publish_drain, robust=True)
+                return None, True
+            if offer.facts is not None:
+                return offer.facts, False
     else:
         _admit(window)
     order = (
@@ -211,30 +264,43 @@ def _order_facts(order_no: str, window: ThrottleWindow | None) -> inbox.OrderFac
         .first()
     )
     if order is None:
-        return None
+        return None, False
     inbox.facts_remember(order)
-    return inbox.OrderFacts.of(order)
+    return inbox.OrderFacts.of(order), False
+
+
+def _entry(
+    channel: str, body: bytes, client_ip: str | None, result: PaymentResult
+) -> dict[str, str]:
+    """The callback as a Redis inbox entry (its outcome is added when it is
+    appended)."""
+    return inbox.entry(
+        channel=channel,
+        order_no=_storable(result.order_no, 64),
+        transaction_id=_storable(result.transaction_id, 64),
+        client_ip=client_ip,
+        body_excerpt=_storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS),
+        result=_stored(result),
+    )
 
 
 def _record(
-    *, channel: str, outcome: str, body: bytes, client_ip: str | None, result: PaymentResult
+    *,
+    channel: str,
+    outcome: str,
+    body: bytes,
+    client_ip: str | None,
+    result: PaymentResult,
+    entry: dict[str, str] | None,
 ) -> None:
     """Write an accepted callback down: in the Redis inbox (with the
     worker's nudge in the same round trip), or, without it or with Redis
     away, as a NotifyLog row."""
-    if inbox.enabled():
-        excerpt = _storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS)
-        fields = inbox.entry(
-            channel=channel,
-            outcome=outcome,
-            order_no=_storable(result.order_no, 64),
-            transaction_id=_storable(result.transaction_id, 64),
-            client_ip=client_ip,
-            body_excerpt=excerpt,
-            result=_stored(result),
-        )
+    if entry is not None:
         try:
-            due = inbox.inbox_add(fields, nudge_key=NUDGED_KEY, nudge_seconds=NUDGED_SECONDS)
+            due = inbox.inbox_add(
+                {"outcome": outcome, **entry}, nudge_key=NUDGED_KEY, nudge_seconds=NUDGED_SECONDS
+            )
         except REDIS_ERRORS as exc:
             logger.warning("Redis inbox unavailable, the callback goes to the database: %s", exc)
         else:

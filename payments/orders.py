@@ -19,7 +19,7 @@ from typing import Any, Literal
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F, OuterRef
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
@@ -154,13 +154,12 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
     """
     chosen = provider(channel)
     with transaction.atomic():
-        # One statement: the application (what an order needs of it, not its
-        # encrypted form), locked, with its service's name and its open order.
+        # The application, locked, with what an order needs of it (not its
+        # encrypted form) and its service's name.
         application = (
             Application.objects.select_for_update(of=("self",))
             .select_related("service")
             .only("status", "fee_fen", "department", "service__name")
-            .annotate(open_order_id=selectors.open_order_id(OuterRef("pk")))
             .filter(pk=application_id, applicant=citizen)
             .first()
         )
@@ -171,8 +170,9 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
                 APPLICATION_NOT_PAYABLE, extra={"application_status": application.status}
             )
         now = timezone.now()
-        if application.open_order_id is not None:
-            current = _locked(application.open_order_id)
+        current_id = selectors.open_order_id(application.pk)
+        if current_id is not None:
+            current = _locked(current_id)
             if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
                 return current, False
             _close(current, reason="superseded")

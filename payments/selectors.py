@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, QuerySet, Subquery, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -130,13 +130,16 @@ def payments_export(citizen: User) -> dict[str, Any]:
     }
 
 
-def open_order_id(application: Any) -> Subquery:
-    """The id of ``application``'s open order (at most one: a partial unique
-    index), as a subquery; ``application`` may be ``OuterRef("pk")``."""
-    return Subquery(
-        PaymentOrder.objects.filter(application=application, status=OrderStatus.PENDING).values(
-            "pk"
-        )[:1]
+def open_order_id(application_id: Any) -> Any:
+    """The id of the application's open order (at most one: a partial
+    unique index), or None. Read it after locking the application, in a
+    statement of its own: a subquery of the locking statement would see
+    the snapshot taken before the lock was granted, not the order another
+    transaction opened meanwhile."""
+    return (
+        PaymentOrder.objects.filter(application_id=application_id, status=OrderStatus.PENDING)
+        .values_list("pk", flat=True)
+        .first()
     )
 
 

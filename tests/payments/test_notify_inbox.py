@@ -192,10 +192,12 @@ def test_the_database_inbox_still_writes_rows_when_redis_is_there(opened, settin
     assert any("INSERT" in q for q in sql)
 
 
-def test_the_door_makes_two_redis_round_trips_and_counts_the_caller_in_the_first(
-    opened, monkeypatch
-) -> None:
+def test_the_door_makes_one_redis_round_trip(opened, monkeypatch) -> None:
+    """The caller counted, the order's facts read, the callback appended
+    and the worker's nudge mark set: one script call."""
     import redis.client
+
+    redis_client().script_load(inbox.OFFER_SCRIPT)  # as after any earlier callback
 
     trips: list[list[str]] = []
     pipeline_execute = redis.client.Pipeline.execute
@@ -215,7 +217,8 @@ def test_the_door_makes_two_redis_round_trips_and_counts_the_caller_in_the_first
 
     assert door(headers, body)[0] == 204
 
-    assert trips == [["INCRBY", "EXPIRE", "GET"], ["XADD", "SET"]]
+    assert trips == [["EVALSHA"]]
+    assert inbox.inbox_size() == 1
 
 
 def test_over_its_rate_an_authentic_callback_is_answered_429_and_not_written_down(
@@ -229,3 +232,28 @@ def test_over_its_rate_an_authentic_callback_is_answered_429_and_not_written_dow
 
     assert status == 429 and b'"throttled"' in payload
     assert inbox.inbox_size() == 1  # the first only
+
+
+def test_facts_in_redis_refuse_a_genuine_callback_for_another_amount(opened) -> None:
+    trade = paid_trade(opened)
+    trade.amount_fen = 1  # genuinely signed, for one fen
+    status, payload, _sql = door(*callback(trade))
+
+    assert status == 400 and b"FAIL" in payload
+    assert inbox.inbox_size() == 0
+    log = NotifyLog.objects.get()
+    assert (log.outcome, log.reason) == ("rejected", "amount_mismatch")
+
+
+def test_facts_of_another_charge_send_the_callback_to_the_worker_to_judge(opened) -> None:
+    """The order paid by another transaction: not a repeat, not the
+    order's payment; written down as received, and the worker (under the
+    order's lock) decides what it is."""
+    key = redis_key(inbox.FACTS + opened["order_no"])
+    redis_client().set(key, f"wechat|{opened['amount_fen']}|4200000000OTHER")
+    headers, body = callback(paid_trade(opened))
+
+    assert door(headers, body)[0] == 204
+
+    notifications.notifies_collect()
+    assert NotifyLog.objects.get().outcome == "received"
