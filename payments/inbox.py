@@ -39,17 +39,15 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from config.api import ThrottleWindow
 from config.redis_client import REDIS_ERRORS, redis_client, redis_key
-from payments.models import NotifyLog, PaymentOrder
+from payments.models import NotifyLog, OrderStatus, PaymentOrder
 
 logger = logging.getLogger(__name__)
 
-STREAM = "payments:notifies"
-FACTS = "payments:order:"
 # Facts are kept this long after an order's expiry, for late callbacks;
 # later ones read the database.
 FACTS_GRACE_SECONDS = 24 * 3600
@@ -71,27 +69,38 @@ class OrderFacts:
     amount_fen: int
     # The channel transaction id of the order's charge, once charged.
     transaction_id: str
+    # The order is pending: a callback lost after it was acknowledged is
+    # still found by the sweep's query (主动查单). For any other order the
+    # callback is the only word of a payment: it goes to the database.
+    pending: bool
 
     @classmethod
     def of(cls, order: PaymentOrder) -> OrderFacts:
-        return cls(order.channel, order.amount_fen, order.provider_transaction_id or "")
+        return cls(
+            order.channel,
+            order.amount_fen,
+            order.provider_transaction_id or "",
+            order.status == OrderStatus.PENDING,
+        )
 
     def dumps(self) -> str:
-        return f"{self.channel}|{self.amount_fen}|{self.transaction_id}"
+        return f"{self.channel}|{self.amount_fen}|{self.transaction_id}|{int(self.pending)}"
 
     @classmethod
     def loads(cls, raw: bytes) -> OrderFacts:
-        channel, amount, transaction_id = raw.decode().split("|", 2)
-        return cls(channel, int(amount), transaction_id)
+        channel, amount, transaction_id, pending = raw.decode().rsplit("|", 3)
+        return cls(channel, int(amount), transaction_id, pending == "1")
 
 
-def facts_remember(order: PaymentOrder) -> None:
+def facts_remember(order: PaymentOrder, *, unless_there: bool = False) -> None:
     """Write ``order``'s facts, after the transaction that changed them
-    commits. Best effort: a missing entry is read from the database."""
+    commits (``unless_there``: only where none are, for a copy read at the
+    door, which must not overwrite a newer one). Best effort: missing facts
+    are read from the database."""
     if not enabled():
         return
     facts = OrderFacts.of(order).dumps()
-    key = redis_key(FACTS + order.order_no)
+    key = facts_key(order.order_no)
     expires = order.expires_at + dt.timedelta(seconds=FACTS_GRACE_SECONDS)
 
     def write() -> None:
@@ -99,11 +108,26 @@ def facts_remember(order: PaymentOrder) -> None:
         if ttl <= 0:
             return
         try:
-            redis_client().set(key, facts, ex=ttl)
+            redis_client().set(key, facts, ex=ttl, nx=unless_there)
         except REDIS_ERRORS as exc:
             logger.warning("order facts of %s not written: %s", order.order_no, exc)
 
     transaction.on_commit(write)
+
+
+def facts_key(order_no: str) -> str:
+    return f"{settings.PAYMENTS_INBOX_KEY_PREFIX}:order:{order_no}"
+
+
+def stream_key() -> str:
+    return f"{settings.PAYMENTS_INBOX_KEY_PREFIX}:notifies"
+
+
+def refused_key() -> str:
+    """Inbox entries that could not be read or that the database refused,
+    set aside for an operator (their orders were pending when they came,
+    so the sweep's query brings their payments in regardless)."""
+    return f"{settings.PAYMENTS_INBOX_KEY_PREFIX}:notifies:refused"
 
 
 # One round trip for a callback at the door: count the caller in its
@@ -172,8 +196,8 @@ def inbox_offer(
     count, raw, appended, marked = _offer_script()(
         keys=[
             redis_key(window.name) if window else redis_key(nudge_key),
-            redis_key(FACTS + order_no),
-            redis_key(STREAM),
+            facts_key(order_no),
+            stream_key(),
             redis_key(nudge_key),
         ],
         args=[
@@ -200,7 +224,7 @@ def inbox_add(entry: dict[str, str], *, nudge_key: str, nudge_seconds: int) -> b
     one round trip. Returns whether the mark was not set already (a drain
     is due). Raises one of REDIS_ERRORS when Redis cannot take it."""
     pipe = redis_client().pipeline(transaction=False)
-    pipe.xadd(redis_key(STREAM), entry, maxlen=STREAM_MAX, approximate=True)  # type: ignore[arg-type]  # str values are valid stream fields
+    pipe.xadd(stream_key(), entry, maxlen=STREAM_MAX, approximate=True)  # type: ignore[arg-type]  # str values are valid stream fields
     pipe.set(redis_key(nudge_key), 1, nx=True, ex=nudge_seconds)
     _entry_id, marked = pipe.execute()
     return bool(marked)
@@ -209,20 +233,50 @@ def inbox_add(entry: dict[str, str], *, nudge_key: str, nudge_seconds: int) -> b
 def inbox_move(*, limit: int) -> int:
     """Move up to ``limit`` inbox entries, oldest first, into NotifyLog
     rows (one ``INSERT`` for them all, entries moved before skipped), then
-    delete them from the stream. Returns how many entries were read."""
+    delete them from the stream. An entry that cannot be read or that the
+    database refuses is set aside (:func:`refused_key`) rather than holding
+    the others. Returns how many entries were read."""
     client = redis_client()
-    stream = redis_key(STREAM)
-    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream, count=limit))
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream_key(), count=limit))
     if not entries:
         return 0
-    rows = [_row(entry_id.decode(), fields) for entry_id, fields in entries]
-    NotifyLog.objects.bulk_create([row for row in rows if row], ignore_conflicts=True)
-    client.xdel(stream, *(entry_id for entry_id, _fields in entries))
+    rows = [(entry_id, fields, _row(entry_id.decode(), fields)) for entry_id, fields in entries]
+    refused = [(entry_id, fields) for entry_id, fields, row in rows if row is None]
+    try:
+        with transaction.atomic():
+            NotifyLog.objects.bulk_create(
+                [row for _id, _fields, row in rows if row], ignore_conflicts=True
+            )
+    except DatabaseError:
+        # One entry the database refuses must not hold the others (nor the
+        # sweep behind them): one by one.
+        refused += [
+            (entry_id, fields) for entry_id, fields, row in rows if row and not _insert(row)
+        ]
+    for entry_id, fields in refused:
+        client.xadd(refused_key(), {b"id": entry_id, **fields})  # type: ignore[dict-item]
+    client.xdel(stream_key(), *(entry_id for entry_id, _fields in entries))
     return len(entries)
 
 
+def _insert(row: NotifyLog) -> bool:
+    try:
+        with transaction.atomic():
+            NotifyLog.objects.bulk_create([row], ignore_conflicts=True)
+    except DatabaseError as exc:
+        logger.error(
+            "inbox entry %s (order %s) refused by the database, set aside in %s: %s",
+            row.inbox_id,
+            row.order_no,
+            refused_key(),
+            exc,
+        )
+        return False
+    return True
+
+
 def inbox_size() -> int:
-    return int(redis_client().xlen(redis_key(STREAM)))
+    return int(redis_client().xlen(stream_key()))
 
 
 def _row(entry_id: str, fields: dict[bytes, bytes]) -> NotifyLog | None:
@@ -242,7 +296,7 @@ def _row(entry_id: str, fields: dict[bytes, bytes]) -> NotifyLog | None:
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         # Only our own code writes the stream; an entry it cannot read is
         # a bug to see, not a reason to stop the others.
-        logger.error("unreadable inbox entry %s dropped: %s", entry_id, exc)
+        logger.error("unreadable inbox entry %s set aside: %s", entry_id, exc)
         return None
 
 

@@ -81,15 +81,17 @@ def _log(
 
 
 def _stored(result: PaymentResult) -> dict[str, Any]:
+    """What a callback said, fit for a JSON column (the channel's strings
+    pass :func:`_storable`: PostgreSQL's jsonb refuses NUL)."""
     return {
-        "order_no": result.order_no,
+        "order_no": _storable(result.order_no, 64),
         "state": result.state,
-        "transaction_id": result.transaction_id,
+        "transaction_id": _storable(result.transaction_id, 64),
         "amount_fen": result.amount_fen,
-        "merchant_id": result.merchant_id,
-        "app_id": result.app_id,
+        "merchant_id": _storable(result.merchant_id, 64),
+        "app_id": _storable(result.app_id, 64),
         "paid_at": result.paid_at.isoformat() if result.paid_at else None,
-        "raw_state": result.raw_state,
+        "raw_state": _storable(result.raw_state, 64),
     }
 
 
@@ -166,12 +168,14 @@ def notify_receive(
         return _refuse(channel, "wrong_merchant", body=body, client_ip=client_ip, result=result)
     order_no = _storable(result.order_no, 64)
     entry = _entry(channel, body, client_ip, result) if inbox.enabled() else None
-    order, written = _facts_or_written(order_no, window, channel, result, entry)
+    order, written, entry = _facts_or_written(order_no, window, channel, result, entry)
     if written:
         return provider.notify_reply(accepted=True)
     accepted, verdict = _verdict(channel, result, order)
-    if not accepted:
+    if not accepted or order is None:
         return _refuse(channel, verdict, body=body, client_ip=client_ip, result=result)
+    if not _may_wait_in_redis(order, verdict):
+        entry = None
     _record(
         channel=channel, outcome=verdict, body=body, client_ip=client_ip, result=result, entry=entry
     )
@@ -198,18 +202,27 @@ def _verdict(
     return True, NotifyOutcome.RECEIVED
 
 
+def _may_wait_in_redis(order: inbox.OrderFacts, outcome: str) -> bool:
+    """Whether an accepted callback may be acknowledged from the Redis
+    inbox. A received one for an order no longer pending (a success after
+    a failure or a close) is the only word of that payment, as the sweep
+    queries pending orders only: it is written to the database first."""
+    return order.pending or outcome != NotifyOutcome.RECEIVED
+
+
 def _accepted_under(channel: str, result: PaymentResult) -> dict[inbox.OrderFacts, str]:
-    """The order facts under which :func:`_verdict` accepts this callback
-    at once (the order unpaid, or paid by this very transaction), each with
-    its outcome: what the door's one Redis round trip compares with."""
+    """The order facts under which this callback is accepted at once and
+    may wait in Redis (the order pending and unpaid, or paid by this very
+    transaction), each with the outcome :func:`_verdict` gives: what the
+    door's one Redis round trip compares with."""
     candidates = (
-        inbox.OrderFacts(channel, result.amount_fen, ""),
-        inbox.OrderFacts(channel, result.amount_fen, result.transaction_id),
+        inbox.OrderFacts(channel, result.amount_fen, "", pending=True),
+        inbox.OrderFacts(channel, result.amount_fen, result.transaction_id, pending=False),
     )
     found = {}
     for facts in candidates:
         accepted, outcome = _verdict(channel, result, facts)
-        if accepted:
+        if accepted and _may_wait_in_redis(facts, outcome):
             found[facts] = outcome
     return found
 
@@ -225,15 +238,18 @@ def _facts_or_written(
     channel: str,
     result: PaymentResult,
     entry: dict[str, str] | None,
-) -> tuple[inbox.OrderFacts | None, bool]:
-    """The order's facts the callback is checked against, or the callback
-    written down already (``(None, True)``).
+) -> tuple[inbox.OrderFacts | None, bool, dict[str, str] | None]:
+    """(the order's facts the callback is checked against, whether it is
+    written down already, the inbox entry or None if Redis is not to be
+    used for it).
 
     With the Redis inbox, one round trip counts the caller, reads the
     facts and, when they are ones the callback is accepted under, appends
     it (:func:`payments.inbox.inbox_offer`); facts missing there are read
-    from the order (and copied for the next). Without it, the caller is
-    counted, then the order read."""
+    from the order (and copied for the next). Without it, or with Redis
+    failing (it is not asked again for this callback: a Redis that hangs
+    would cost its timeout each time), the caller is counted, then the
+    order read."""
     if entry is not None:
         try:
             offer = inbox.inbox_offer(
@@ -245,28 +261,35 @@ def _facts_or_written(
                 nudge_seconds=NUDGED_SECONDS,
             )
         except REDIS_ERRORS as exc:
-            # The throttle's counts are away too: it lets the caller in.
-            logger.warning("Redis inbox unavailable, reading the order: %s", exc)
+            logger.warning(
+                "Redis inbox unavailable (the throttle does not count this callback), "
+                "the callback goes to the database: %s",
+                exc,
+            )
+            entry = None
         else:
             if window is not None and offer.count is not None and not window.admits(offer.count):
                 raise Throttled
             if offer.appended:
                 if offer.marked:  # every entry is moved by a drain, not only received ones
                     transaction.on_commit(_publish_drain, robust=True)
-                return None, True
+                return None, True, entry
             if offer.facts is not None:
-                return offer.facts, False
+                return offer.facts, False, entry
     else:
         _admit(window)
     order = (
         PaymentOrder.objects.filter(order_no=order_no)
-        .only("order_no", "channel", "amount_fen", "provider_transaction_id", "expires_at")
+        .only(
+            "order_no", "channel", "amount_fen", "provider_transaction_id", "status", "expires_at"
+        )
         .first()
     )
     if order is None:
-        return None, False
-    inbox.facts_remember(order)
-    return inbox.OrderFacts.of(order), False
+        return None, False, entry
+    if entry is not None:
+        inbox.facts_remember(order, unless_there=True)
+    return inbox.OrderFacts.of(order), False, entry
 
 
 def _entry(
@@ -436,8 +459,8 @@ def notifies_collect(*, limit: int = DRAIN_BATCH) -> int:
         return 0
     try:
         return inbox.inbox_move(limit=limit)
-    except REDIS_ERRORS as exc:
-        logger.warning("Redis inbox unavailable, its callbacks wait: %s", exc)
+    except (*REDIS_ERRORS, DatabaseError) as exc:  # type: ignore[misc]  # a tuple of exception classes
+        logger.warning("the Redis inbox cannot be moved now, its callbacks wait: %s", exc)
         return 0
 
 

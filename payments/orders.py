@@ -94,6 +94,8 @@ def _move(order: PaymentOrder, target: str, *, also: tuple[str, ...] = ()) -> No
         )
     order.status = target
     order.save(update_fields=["status", "updated_at", *also])
+    # What the notify door checks callbacks against follows every change.
+    inbox.facts_remember(order)
 
 
 def _locked(order_id: Any) -> PaymentOrder:
@@ -307,7 +309,6 @@ def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outco
     order.provider_transaction_id = result.transaction_id
     order.paid_at = result.paid_at or now
     _move(order, OS.PAID, also=("paid_fen", "provider_transaction_id", "paid_at"))
-    inbox.facts_remember(order)  # a repeat of this callback is known at the door
     application = (
         Application.objects.select_for_update(of=("self",))
         .select_related("service", "department", "applicant")

@@ -4,6 +4,8 @@ the ``payments`` queue (CELERY_TASK_ROUTES)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -12,6 +14,8 @@ from django.db import DatabaseError
 
 from payments import notifications, orders, reconciliation, refunds, selectors
 from payments.sandbox import notify
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -52,11 +56,24 @@ def payments_sweep() -> dict[str, int]:
     """Received callbacks no worker applied, pending orders queried or
     closed, refunds sent or queried, and, in sandbox mode, the sandbox's
     overdue callbacks."""
-    _seen, applied = notifications.notifies_apply_waiting()
-    queried = orders.orders_sweep()
-    settled = refunds.refunds_sweep()
-    sent = notify.notifies_sweep() if settings.PAYMENTS_SANDBOX else 0
-    return {"applied": applied, "orders": queried, "refunds": settled, "callbacks": sent}
+    done = {
+        "applied": _step(lambda: notifications.notifies_apply_waiting()[1]),
+        # The safety net for callbacks lost on the way: it runs whatever
+        # became of the step before.
+        "orders": _step(orders.orders_sweep),
+        "refunds": _step(refunds.refunds_sweep),
+        "callbacks": _step(notify.notifies_sweep) if settings.PAYMENTS_SANDBOX else 0,
+    }
+    return done
+
+
+def _step(work: Callable[[], int]) -> int:
+    """One part of the sweep; one that fails is logged, not the end of the others."""
+    try:
+        return work()
+    except Exception:  # noqa: BLE001  (the next sweep tries again)
+        logger.exception("payments sweep: %s failed", getattr(work, "__name__", "a step"))
+        return 0
 
 
 @shared_task(name="payments.reconcile", acks_late=True, ignore_result=True)

@@ -492,6 +492,9 @@ if PAYMENTS_NOTIFY_INBOX not in ("redis", "database"):
     raise ImproperlyConfigured('PAYMENTS_NOTIFY_INBOX must be "redis" or "database"')
 if PAYMENTS_NOTIFY_INBOX == "redis" and not REDIS_URL:
     raise ImproperlyConfigured("PAYMENTS_NOTIFY_INBOX=redis needs REDIS_URL")
+# The inbox's Redis keys: a namespace of their own, outside the cache's (a
+# new cache KEY_PREFIX or version must not orphan acknowledged callbacks).
+PAYMENTS_INBOX_KEY_PREFIX = env.str("PAYMENTS_INBOX_KEY_PREFIX", default="mcs:payments")
 # The merchant's account at each channel. Key files (PEM) and serials come
 # from env in production; in sandbox mode the sandbox's own keys are used.
 PAYMENTS_CHANNELS: dict[str, dict[str, str]] = {

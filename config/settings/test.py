@@ -21,6 +21,7 @@ PAYMENTS_SANDBOX = True
 if REDIS_URL:
     # Every run gets its own key space in the shared Redis database.
     CACHES["default"]["KEY_PREFIX"] = f"mcs-test-{os.getpid()}"
+    PAYMENTS_INBOX_KEY_PREFIX = f"mcs-test-{os.getpid()}:payments"
 
 # Tests never collect static files; serving them is not under test.
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405

@@ -289,9 +289,11 @@ def test_a_callback_whose_worker_never_came_is_applied_by_the_sweep(
 
 
 @pytest.mark.integration  # the mark lives in the cache web and workers share (Redis)
+@pytest.mark.parametrize("where", ["redis", "database"])
 def test_one_nudge_serves_every_callback_that_arrives_before_its_drain(
-    api, citizen_api, fee_service, monkeypatch
+    api, citizen_api, fee_service, monkeypatch, settings, where
 ) -> None:
+    settings.PAYMENTS_NOTIFY_INBOX = where
     from celery import current_app
 
     from tests.payments.conftest import apply_for

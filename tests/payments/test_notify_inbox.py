@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from config.redis_client import redis_client, redis_key
+from config.redis_client import redis_client
 from config.wsgi import application as wsgi_app
 from payments import inbox, notifications
 from payments.models import LedgerEntry, NotifyLog, OrderStatus, PaymentOrder
@@ -105,20 +105,37 @@ def test_facts_that_missed_the_charge_still_let_the_worker_find_the_repeat(opene
 def test_without_its_facts_in_redis_the_door_reads_the_order_and_copies_them(
     opened, django_capture_on_commit_callbacks
 ) -> None:
-    key = redis_key(inbox.FACTS + opened["order_no"])
+    key = inbox.facts_key(opened["order_no"])
     redis_client().delete(key)
     headers, body = callback(paid_trade(opened))
 
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks() as after_commit:
         status, _payload, sql = door(headers, body)
 
     assert status == 204
     assert len(sql) == 1 and "payments_paymentorder" in sql[0]  # at the door
-    # Copied at the door, then updated with the charge the nudged worker made.
-    order = PaymentOrder.objects.get(pk=opened["id"])
-    assert order.status == OrderStatus.PAID
-    facts = f"wechat|{order.amount_fen}|{order.provider_transaction_id}"
-    assert redis_client().get(key) == facts.encode()
+    assert inbox.inbox_size() == 1
+    copy, nudge = after_commit
+    copy()
+    assert redis_client().get(key) == f"wechat|{opened['amount_fen']}||1".encode()
+
+
+def test_a_copy_read_at_the_door_never_overwrites_newer_facts(
+    opened, django_capture_on_commit_callbacks
+) -> None:
+    key = inbox.facts_key(opened["order_no"])
+    redis_client().delete(key)
+    headers, body = callback(paid_trade(opened))
+    with django_capture_on_commit_callbacks() as after_commit:
+        door(headers, body)  # reads the order unpaid; its copy waits for the commit
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.notifies_drain()  # the charge writes the paid facts
+    paid = redis_client().get(key)
+    assert paid is not None and paid.endswith(b"|0")
+
+    after_commit[0]()  # the door's copy lands late
+
+    assert redis_client().get(key) == paid
 
 
 def test_a_move_repeated_after_a_crash_adds_no_second_row(opened, monkeypatch) -> None:
@@ -224,7 +241,7 @@ def test_the_door_makes_one_redis_round_trip(opened, monkeypatch) -> None:
 def test_over_its_rate_an_authentic_callback_is_answered_429_and_not_written_down(
     opened, settings
 ) -> None:
-    settings.PAYMENTS_NOTIFY_RATE = "1/min"
+    settings.PAYMENTS_NOTIFY_RATE = "1/day"  # both in one window
     headers, body = callback(paid_trade(opened))
     assert door(headers, body)[0] == 204
 
@@ -237,9 +254,10 @@ def test_over_its_rate_an_authentic_callback_is_answered_429_and_not_written_dow
 def test_facts_in_redis_refuse_a_genuine_callback_for_another_amount(opened) -> None:
     trade = paid_trade(opened)
     trade.amount_fen = 1  # genuinely signed, for one fen
-    status, payload, _sql = door(*callback(trade))
+    status, payload, sql = door(*callback(trade))
 
     assert status == 400 and b"FAIL" in payload
+    assert not any("payments_paymentorder" in q for q in sql)  # judged on Redis's facts
     assert inbox.inbox_size() == 0
     log = NotifyLog.objects.get()
     assert (log.outcome, log.reason) == ("rejected", "amount_mismatch")
@@ -249,11 +267,70 @@ def test_facts_of_another_charge_send_the_callback_to_the_worker_to_judge(opened
     """The order paid by another transaction: not a repeat, not the
     order's payment; written down as received, and the worker (under the
     order's lock) decides what it is."""
-    key = redis_key(inbox.FACTS + opened["order_no"])
-    redis_client().set(key, f"wechat|{opened['amount_fen']}|4200000000OTHER")
+    key = inbox.facts_key(opened["order_no"])
+    redis_client().set(key, f"wechat|{opened['amount_fen']}|4200000000OTHER|0")
     headers, body = callback(paid_trade(opened))
 
     assert door(headers, body)[0] == 204
 
     notifications.notifies_collect()
     assert NotifyLog.objects.get().outcome == "received"
+
+
+def test_a_late_success_for_a_closed_order_is_written_to_the_database_before_the_answer(
+    opened, django_capture_on_commit_callbacks
+) -> None:
+    """The sweep queries pending orders only: for a closed one the callback
+    is the only word of the payment, so it never waits in Redis."""
+
+    headers, body = callback(paid_trade(opened))  # paid at the channel
+    PaymentOrder.objects.filter(pk=opened["id"]).update(status=OrderStatus.CLOSED)  # closed here
+    with django_capture_on_commit_callbacks(execute=True):
+        inbox.facts_remember(PaymentOrder.objects.get(pk=opened["id"]))
+    assert redis_client().get(inbox.facts_key(opened["order_no"])).endswith(b"||0")
+
+    status, _payload, sql = door(headers, body)
+
+    assert status == 204
+    assert any("INSERT" in q and "payments_notifylog" in q for q in sql)
+    assert inbox.inbox_size() == 0
+    assert NotifyLog.objects.get().outcome == "received"
+
+
+def test_an_entry_the_database_refuses_is_set_aside_and_the_others_move(opened) -> None:
+    headers, body = callback(paid_trade(opened))
+    door(headers, body)
+    fields = inbox.entry(
+        channel="x" * 40,  # longer than the column: PostgreSQL refuses the row
+        order_no="P1",
+        transaction_id="T1",
+        client_ip=None,
+        body_excerpt="",
+        result={},
+    )
+    inbox.inbox_add({"outcome": "received", **fields}, nudge_key="n", nudge_seconds=1)
+
+    assert inbox.inbox_move(limit=10) == 2
+
+    assert inbox.inbox_size() == 0
+    assert NotifyLog.objects.get().order_no == opened["order_no"]
+    refused = redis_client().xrange(inbox.refused_key())
+    assert len(refused) == 1 and refused[0][1][b"channel"] == b"x" * 40
+
+
+def test_a_failing_step_of_the_payments_sweep_does_not_stop_the_others(
+    opened, monkeypatch, caplog
+) -> None:
+    from payments import orders, tasks
+
+    def broken(**kwargs):
+        raise RuntimeError("inbox step broke")
+
+    monkeypatch.setattr(notifications, "notifies_apply_waiting", broken)
+    queried: list[int] = []
+    monkeypatch.setattr(orders, "orders_sweep", lambda **kw: queried.append(1) or 1)
+
+    done = tasks.payments_sweep()
+
+    assert done["applied"] == 0 and done["orders"] == 1 and queried == [1]
+    assert "inbox step broke" in caplog.text
