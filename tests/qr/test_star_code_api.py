@@ -240,3 +240,18 @@ def test_private_keys_are_stored_encrypted(citizen_api):
     assert stored.startswith("gAAAA")  # a Fernet token at rest
     assert key.private_key not in stored
     assert len(b64url_decode(key.private_key)) == 32
+
+
+def test_issuing_a_code_takes_a_fixed_number_of_statements(
+    citizen_api, django_assert_max_num_queries
+) -> None:
+    """One statement (the caller's account) for every citizen, once the
+    signing key is loaded in the process."""
+    from tests.accounts.factories import CitizenFactory
+    from tests.conftest import client_for
+
+    assert citizen_api.get("/api/v1/me/star-code/").status_code == 200  # the key, once
+    for n in range(3):
+        client = client_for(CitizenFactory(phone=f"1370013700{n}"))
+        with django_assert_max_num_queries(1):
+            assert client.get("/api/v1/me/star-code/").status_code == 200

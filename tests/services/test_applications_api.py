@@ -337,3 +337,16 @@ def test_a_service_hidden_by_its_category_cannot_be_applied_for(citizen_api, ser
     response = submit(citizen_api)
     assert response.status_code == 400
     assert "service" in response.json()["errors"]
+
+
+def test_submitting_takes_a_fixed_number_of_statements(
+    citizen_api, service, django_assert_max_num_queries
+) -> None:
+    """Submit (a free service, no endpoint registered): the same statements
+    for the first application and the next ones (savepoints included)."""
+    counts = []
+    for _ in range(3):
+        with django_assert_max_num_queries(14) as captured:
+            assert submit(citizen_api).status_code == 201
+        counts.append(len(captured.captured_queries))
+    assert len(set(counts)) == 1

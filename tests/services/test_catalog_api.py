@@ -126,3 +126,11 @@ def test_an_overlong_query_is_a_400(api) -> None:
 def test_english_clients_get_english_errors_from_the_catalog(api) -> None:
     response = api.get("/api/v1/services/nope/", HTTP_ACCEPT_LANGUAGE="en")
     assert response.json()["title"] == "Not found"
+
+
+def test_a_guide_takes_a_fixed_number_of_statements(
+    api, demo_catalog, django_assert_max_num_queries
+) -> None:
+    for code in ("id-card-renew", "sbk-apply", "id-card-renew"):
+        with django_assert_max_num_queries(1):
+            assert api.get(f"/api/v1/services/{code}/").status_code == 200
