@@ -274,14 +274,6 @@ class ThrottleWindow:
     period: int
     scope: str
 
-    def count_in(self, pipe: Any) -> None:
-        """Count this request in a Redis pipeline (its first reply of the
-        two added is the count), for callers that have a round trip to
-        make anyway."""
-        key = redis_key(self.name)
-        pipe.incr(key)
-        pipe.expire(key, self.period + 1, nx=True)
-
     def admits(self, count: int) -> bool:
         return count <= self.allowed
 
@@ -292,8 +284,10 @@ class ThrottleWindow:
         through rather than refusing them all, and logs it."""
         if redis_enabled():
             try:
+                key = redis_key(self.name)
                 pipe = redis_client().pipeline(transaction=False)
-                self.count_in(pipe)
+                pipe.incr(key)
+                pipe.expire(key, self.period + 1, nx=True)
                 return self.admits(int(pipe.execute()[0]))
             except REDIS_ERRORS as exc:
                 logger.warning("%s throttle unavailable, not counting: %s", self.scope, exc)

@@ -7,26 +7,33 @@ the database about as much CPU as a whole bare request costs the web. Here
 both are Redis instead:
 
 - **Order facts** (:class:`OrderFacts`): what a callback is checked against,
-  written when the order is opened and when it is charged (after commit),
-  for a day past the order's expiry. A missing entry (an older order, Redis
-  flushed) is read from the database and written back: the facts are a
-  copy, never the truth. A stale one cannot let a wrong callback through:
-  channel and amount never change, and the worker applies under the
-  order's lock, where a repeat is found whatever the facts said.
-- **The inbox**: a Redis stream. An authentic callback that fits its order
-  is appended (one round trip with the worker's nudge mark) and
-  acknowledged. A worker moves the entries into :class:`NotifyLog` rows,
-  many per ``INSERT``, each once (the entry id is a unique column, so a
-  move repeated after a crash adds nothing), deletes them from the stream
-  and applies the received ones as before.
+  written when the order is opened and whenever its status changes (after
+  commit), for a day past the order's expiry. A missing entry (an older
+  order, Redis flushed) is read from the database and written back, never
+  over a newer one: the facts are a copy, never the truth. A stale one
+  cannot let a wrong callback through: channel and amount never change,
+  and the worker applies under the order's lock, where a repeat is found
+  whatever the facts said.
+- **The inbox**: a Redis stream. An authentic callback that fits a pending
+  order (or repeats the order's charge) is appended by one script that also
+  counts the caller and sets the worker's nudge mark (``OFFER_SCRIPT``: one
+  round trip), and acknowledged. A worker moves the entries into
+  :class:`NotifyLog` rows, many per ``INSERT``, each once (the entry id is
+  a unique column, so a move repeated after a crash adds nothing; an entry
+  the database refuses is set aside), deletes them from the stream and
+  applies the received ones as before.
 
 What this trades: an acknowledged callback lives only in Redis until a
 worker moves it, normally milliseconds. Run Redis with ``appendonly yes``
 for the inbox to survive a restart; if it is lost anyway, the payment is
-not: an order with no applied callback is queried at its channel by the
-payments sweep (主动查单) and paid from the channel's answer. Only the
-log row of that callback is missing. Redis unavailable when a callback
-arrives: the callback takes the database path, nothing is refused.
+not: its order was pending, and a pending order with no applied callback
+is queried at its channel by the payments sweep (主动查单) and paid from
+the channel's answer. Only the log row of that callback is missing. A
+success for an order closed or failed meanwhile, whose callback is the only
+word of it, is never left to Redis (see
+:func:`payments.notifications._may_wait_in_redis`). Redis unavailable when
+a callback arrives: the callback takes the database path, nothing is
+refused.
 """
 
 from __future__ import annotations

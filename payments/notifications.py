@@ -6,8 +6,8 @@ order (channel, merchant, amount) changes nothing, is answered with a 4xx in
 the channel's own failure format and goes to the audit trail. A genuine one
 is written down (in the Redis inbox, :mod:`payments.inbox`, or as a row)
 and acknowledged at once; a worker then applies it under the order's row
-lock, once per channel transaction id. A repeat of a recorded payment is acknowledged like the first, so the
-channel stops sending it.
+lock, once per channel transaction id. A repeat of a recorded payment is
+acknowledged like the first, so the channel stops sending it.
 """
 
 from __future__ import annotations

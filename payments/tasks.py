@@ -56,23 +56,22 @@ def payments_sweep() -> dict[str, int]:
     """Received callbacks no worker applied, pending orders queried or
     closed, refunds sent or queried, and, in sandbox mode, the sandbox's
     overdue callbacks."""
-    done = {
-        "applied": _step(lambda: notifications.notifies_apply_waiting()[1]),
+    return {
+        "applied": _step("applied", lambda: notifications.notifies_apply_waiting()[1]),
         # The safety net for callbacks lost on the way: it runs whatever
         # became of the step before.
-        "orders": _step(orders.orders_sweep),
-        "refunds": _step(refunds.refunds_sweep),
-        "callbacks": _step(notify.notifies_sweep) if settings.PAYMENTS_SANDBOX else 0,
+        "orders": _step("orders", orders.orders_sweep),
+        "refunds": _step("refunds", refunds.refunds_sweep),
+        "callbacks": _step("callbacks", notify.notifies_sweep) if settings.PAYMENTS_SANDBOX else 0,
     }
-    return done
 
 
-def _step(work: Callable[[], int]) -> int:
+def _step(name: str, work: Callable[[], int]) -> int:
     """One part of the sweep; one that fails is logged, not the end of the others."""
     try:
         return work()
     except Exception:  # noqa: BLE001  (the next sweep tries again)
-        logger.exception("payments sweep: %s failed", getattr(work, "__name__", "a step"))
+        logger.exception("payments sweep: the %s step failed", name)
         return 0
 
 

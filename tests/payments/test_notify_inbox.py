@@ -115,7 +115,7 @@ def test_without_its_facts_in_redis_the_door_reads_the_order_and_copies_them(
     assert status == 204
     assert len(sql) == 1 and "payments_paymentorder" in sql[0]  # at the door
     assert inbox.inbox_size() == 1
-    copy, nudge = after_commit
+    copy, _nudge = after_commit
     copy()
     assert redis_client().get(key) == f"wechat|{opened['amount_fen']}||1".encode()
 
