@@ -1,6 +1,6 @@
--- wrk script for benchmarks/payments.py: every request is a different one.
+-- wrk script for the benchmarks (benchmarks/harness.py): every request is a different one.
 --
---   wrk -t2 -c16 -d5s -s benchmarks/payments_wrk.lua http://127.0.0.1:PORT -- FILE EXPECT 2 [wrap]
+--   wrk -t2 -c16 -d5s -s benchmarks/wrk_records.lua http://127.0.0.1:PORT -- FILE EXPECT 2 [wrap]
 --
 -- FILE holds complete HTTP requests, each as "<byte count>\n<request bytes>".
 -- wrk thread i of n sends records i, i+n, i+2n ... in order, so no two

@@ -1,0 +1,395 @@
+"""The hot paths citizens and scanners feel, each next to the floor of the same run.
+
+    .venv/bin/python benchmarks/hotpaths.py [--paths catalog,guide,...] [--profile]
+
+The method (README "Performance"): the real stack on a scratch PostgreSQL
+database and an empty Redis database, gunicorn with the production
+settings (DEBUG=0) and 2 sync workers, load from ``wrk`` in another process
+with 16 connections (``benchmarks/wrk_records.lua``: every request of a run
+is sent once), the floor (``/bench/bare``, a bare Django JSON view behind
+the same middleware) and the endpoint alternated A B A B, the median of the
+per-round ratios quoted. The per-citizen and per-terminal rate limits are
+raised for the capacity run (the output says which).
+
+Paths, and what makes each request different:
+
+- ``catalog``: ``GET /api/v1/services/``, the first page of the public
+  catalog (the demo catalog: 40 services), no login; every app open asks it.
+- ``guide``: ``GET /api/v1/services/{code}/``, round the 40 services.
+- ``revalidate``: the first catalog page with the ``If-None-Match`` of its
+  last answer (a mobile client or a CDN revalidating).
+- ``issue``: ``GET /api/v1/me/star-code/``, each by a different real-name
+  citizen with their own access token.
+- ``verify``: ``POST /api/v1/qr/verify/`` by a scanner terminal, each with a
+  star-code no scanner has seen (a different citizen's, its own ``jti``).
+- ``submit``: ``POST /api/v1/applications/`` for a free service whose
+  department registered no endpoint, each by a different citizen.
+
+Before the load, one request of each is sent through the WSGI application
+in this process and its SQL statements listed; ``--profile`` (needs
+``pyinstrument``) profiles a batch of each in process and prints where the
+time goes. Needs ``wrk`` (``apt-get install -y wrk``), PostgreSQL
+(``BENCH_PG``) and Redis (``BENCH_REDIS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from harness import (
+    Pair,
+    alternate,
+    count_queries,
+    log,
+    medians,
+    print_profiles,
+    print_rounds,
+    print_sql,
+    profile,
+    pyinstrument_available,
+    raw_request,
+    require_wrk,
+    scratch_stack,
+    served,
+    time_in_process,
+    tree_state,
+    web_log_problems,
+    wsgi_call,
+)
+
+RAISED_RATES = {
+    "QR_VERIFY_RATE": "100000000/min",
+    "QR_STAR_CODE_RATE": "100000000/min",
+}
+# Issued and signed codes must outlive the run.
+EXTRA_ENV = {"STAR_CODE_TTL": "1800", "JWT_ACCESS_MINUTES": "60"}
+FORM = {"reason": "首次申领", "phone": "13800138000"}
+
+
+class HotPath:
+    """One hot path: its title, goal, expected status, and how to make
+    ``n`` distinct requests of it."""
+
+    def __init__(
+        self, title: str, goal: float, expect: int, make: Callable[[int], list[bytes]]
+    ) -> None:
+        self.title, self.goal, self.expect, self.make = title, goal, expect, make
+
+
+class Seeder:
+    """The demo catalog, a free service without endpoint, a scanner terminal,
+    and real-name citizens made in bulk (each used once per run)."""
+
+    def __init__(self) -> None:
+        from django.core.management import call_command
+
+        from accounts.api_keys import api_key_create
+        from accounts.departments import department_ensure
+        from accounts.models import ApiKeyScope
+        from qr import keys
+        from qr.models import ScannerProfile
+        from services import selectors
+        from services.catalog import category_ensure, service_create
+
+        call_command("seed_demo", verbosity=0)
+        self.codes = list(selectors.services_public().values_list("code", flat=True))
+        department, _ = department_ensure(code="bench-free", name="基准测试部门")
+        self.free = service_create(
+            code="bench-free",
+            department=department,
+            actor=None,
+            name="居住证明开具",
+            category=category_ensure(code="bench", name="基准"),
+            channels=["online"],
+            identity_level=1,
+            fee_fen=0,
+            form_schema={
+                "type": "object",
+                "required": ["reason", "phone"],
+                "properties": {
+                    "reason": {"type": "string", "minLength": 2},
+                    "phone": {"type": "string", "pattern": "^1[3-9]\\d{9}$"},
+                },
+            },
+        )
+        metro, _ = department_ensure(code="bench-metro", name="长沙地铁")
+        key, self.scanner_key = api_key_create(department=metro, scope=ApiKeyScope.SCANNER)
+        ScannerProfile.objects.create(api_key=key, place="2号线 五一广场站")
+        self.kid, self.private = keys.keyring_ensure()
+        self.made = 0
+        self.last_etag = ""
+
+    def citizens(self, count: int) -> list[Any]:
+        """``count`` new real-name citizens (bulk INSERT; the fields the
+        real-name check would write, the ID number encrypted and indexed)."""
+        from django.contrib.auth.hashers import make_password
+        from django.utils import timezone
+
+        from accounts import idnumber, pii
+        from accounts.models import IdentityLevel, User
+
+        start, self.made = self.made, self.made + count
+        unusable, now = make_password(None), timezone.now()
+        made = []
+        for n in range(start, start + count):
+            first17 = f"43{n // 1000:04d}19900307{n % 1000:03d}"
+            number = first17 + idnumber.check_char(first17)
+            made.append(
+                User(
+                    phone=f"137{n:08d}",
+                    password=unusable,
+                    identity_level=IdentityLevel.REAL_NAME,
+                    real_name="张三丰",
+                    id_number=number,
+                    id_number_index=pii.blind_index(number, purpose="id_number"),
+                    real_name_verified_at=now,
+                )
+            )
+        return User.objects.bulk_create(made, batch_size=2000)
+
+    @staticmethod
+    def bearer(citizen: Any) -> dict[str, str]:
+        from rest_framework_simplejwt.tokens import AccessToken
+
+        return {"Authorization": f"Bearer {AccessToken.for_user(citizen)}"}
+
+    # --- requests of each path
+
+    def catalog(self, n: int) -> list[bytes]:
+        return [raw_request("GET", "/api/v1/services/", {})] * n
+
+    def guide(self, n: int) -> list[bytes]:
+        return [
+            raw_request("GET", f"/api/v1/services/{self.codes[i % len(self.codes)]}/", {})
+            for i in range(n)
+        ]
+
+    def revalidate(self, n: int) -> list[bytes]:
+        return [raw_request("GET", "/api/v1/services/", {"If-None-Match": self.last_etag})] * n
+
+    def issue(self, n: int) -> list[bytes]:
+        return [
+            raw_request("GET", "/api/v1/me/star-code/", self.bearer(c)) for c in self.citizens(n)
+        ]
+
+    def verify(self, n: int) -> list[bytes]:
+        from django.conf import settings
+
+        from qr import codes
+
+        now = int(time.time())
+        return [
+            raw_request(
+                "POST",
+                "/api/v1/qr/verify/",
+                {
+                    "Authorization": f"Api-Key {self.scanner_key}",
+                    "Content-Type": "application/json",
+                },
+                json.dumps(
+                    {
+                        "code": codes.sign(
+                            {
+                                "iss": settings.QR_ISSUER,
+                                "sub": citizen.subject,
+                                "iat": now,
+                                "exp": now + 1800,
+                                "jti": f"bench{self.made:06d}{i:08d}",
+                                "lvl": 2,
+                                "knd": "citizen",
+                            },
+                            kid=self.kid,
+                            private_key=self.private,
+                        )
+                    }
+                ).encode(),
+            )
+            for i, citizen in enumerate(self.citizens(n))
+        ]
+
+    def submit(self, n: int) -> list[bytes]:
+        body = json.dumps({"service": self.free.code, "form": FORM}).encode()
+        return [
+            raw_request(
+                "POST",
+                "/api/v1/applications/",
+                {**self.bearer(c), "Content-Type": "application/json"},
+                body,
+            )
+            for c in self.citizens(n)
+        ]
+
+
+def paths(seeder: Seeder) -> dict[str, HotPath]:
+    return {
+        "catalog": HotPath("GET /api/v1/services/ (first page)", 0.50, 200, seeder.catalog),
+        "guide": HotPath("GET /api/v1/services/{code}/", 0.60, 200, seeder.guide),
+        "revalidate": HotPath("  the same, If-None-Match (304)", 0.50, 304, seeder.revalidate),
+        "issue": HotPath("GET /api/v1/me/star-code/ (issuance)", 0.50, 200, seeder.issue),
+        "verify": HotPath("POST /api/v1/qr/verify/", 0.80, 200, seeder.verify),
+        "submit": HotPath("POST /api/v1/applications/ (free)", 0.20, 201, seeder.submit),
+    }
+
+
+def catalog_etag() -> str:
+    """The ETag the first catalog page answers with now (empty if none)."""
+    from django.test import Client
+
+    return str(Client().get("/api/v1/services/").headers.get("ETag", ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--paths", default="catalog,guide,revalidate,issue,verify,submit")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each round")
+    parser.add_argument("--rounds", type=int, default=3, help="A B rounds per figure")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--profile", action="store_true", help="profile in process")
+    parser.add_argument("--profile-requests", type=int, default=200)
+    parser.add_argument("--timed-requests", type=int, default=100)
+    args = parser.parse_args()
+    require_wrk()
+    started = time.monotonic()
+    chosen = args.paths.split(",")
+
+    with ExitStack() as running:
+        stack = running.enter_context(scratch_stack("hotpaths", **RAISED_RATES, **EXTRA_ENV))
+        seeder = Seeder()
+        table = paths(seeder)
+        unknown = set(chosen) - set(table)
+        if unknown:
+            raise SystemExit(f"unknown paths: {', '.join(sorted(unknown))}")
+        seeder.last_etag = catalog_etag()
+        if "revalidate" in chosen and not seeder.last_etag:
+            log("the catalog answers without an ETag: no revalidation figure")
+            chosen.remove("revalidate")
+
+        log("counting SQL statements per request in process …")
+        bare = raw_request("GET", "/bench/bare", {})
+        wsgi_call(bare)  # first-request setup out of the count
+        sql = {"bare": count_queries(bare, 200)}
+        timings = {"bare": time_in_process([bare] * args.timed_requests, 200)}
+        for name in chosen:
+            path = table[name]
+            warm, probe = path.make(2)
+            wsgi_call(warm)  # per-process set-up (keys, serializers) out of the count
+            sql[name] = count_queries(probe, path.expect)
+            timings[name] = time_in_process(path.make(args.timed_requests), path.expect)
+
+        profiles: dict[str, tuple[str, dict[str, float], dict[str, float]]] = {}
+        if args.profile and pyinstrument_available():
+            log(f"profiling {args.profile_requests} requests of each path in process …")
+            for name in chosen:
+                path = table[name]
+                profiles[name] = profile(path.make(args.profile_requests), path.expect)
+
+        load = running.enter_context(
+            served(
+                stack,
+                workers=args.workers,
+                connections=args.connections,
+                threads=args.wrk_threads,
+            )
+        )
+        rounds: dict[str, list[Pair]] = {}
+        for name in chosen:
+            path = table[name]
+            # Enough distinct requests that no round runs out: from a warm-up
+            # rate, or what the workers could do at the in-process CPU time.
+            warm = load.run(
+                path.make(max(200, args.connections * 20)), expect=path.expect, seconds=2
+            )
+            rate = max(warm["rate"], args.workers * 1000 / max(timings[name][1], 0.05))
+            per_round = math.ceil(rate * args.seconds * 1.5) + 50
+            log(f"{name}: {path.title} — warm-up {warm['rate']:.0f}/s; {per_round} per round …")
+            requests = path.make(per_round * args.rounds)
+            slices = [requests[k * per_round : (k + 1) * per_round] for k in range(args.rounds)]
+            rounds[name] = alternate(load, name, slices, expect=path.expect, seconds=args.seconds)
+        web_errors = web_log_problems(stack)
+
+    report(args, table, chosen, sql, timings, profiles, rounds, web_errors, started)
+    failed = sum(run["errors"] + run["exhausted_threads"] for r in rounds.values() for _, run in r)
+    return 1 if failed else 0
+
+
+def report(
+    args: argparse.Namespace,
+    table: dict[str, HotPath],
+    chosen: list[str],
+    sql: dict[str, tuple[list[str], int]],
+    timings: dict[str, tuple[float, float]],
+    profiles: dict[str, tuple[str, dict[str, float], dict[str, float]]],
+    rounds: dict[str, list[Pair]],
+    web_errors: str,
+    started: float,
+) -> None:
+    print()
+    print("=" * 100)
+    print(
+        f"hot paths: gunicorn {args.workers} sync workers, DEBUG=0, PostgreSQL + Redis; "
+        f"wrk -t{args.wrk_threads} -c{args.connections} from another process (every request "
+        f"distinct); {os.cpu_count()} CPUs"
+    )
+    print(
+        "rate limits raised for the capacity run: "
+        + ", ".join(f"{k}={v}" for k, v in RAISED_RATES.items())
+        + f"; {', '.join(f'{k}={v}' for k, v in EXTRA_ENV.items())} so that codes and tokens "
+        "made up front outlive the run"
+    )
+    print(
+        f"{args.rounds} alternating rounds (floor /bench/bare, then the endpoint) of "
+        f"{args.seconds:g} s per path; ratio = median of the per-round ratios"
+    )
+    print()
+    print("SQL per request (one request through the WSGI application in this process):")
+    print_sql(sql, timings)
+    if profiles:
+        print()
+        print(
+            f"profile (pyinstrument, in process, {args.profile_requests} requests each; ms/request):"
+        )
+        print_profiles(profiles, tree_lines=45)
+    print()
+    print_rounds(rounds)
+    print()
+    header = (
+        f"{'path':<42}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'floor/s':>9}"
+        f"{'web ms':>8}{'pg ms':>7}{'ratio':>7}{'goal':>6}  met?"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in chosen:
+        if name not in rounds:
+            continue
+        m = medians(rounds[name])
+        goal = table[name].goal
+        print(
+            f"{table[name].title:<42}{m['rate']:>8.0f}{m['p50']:>8.1f}{m['p99']:>8.1f}"
+            f"{m['floor']:>9.0f}{m['web_ms']:>8.2f}{m['pg_ms']:>7.2f}{m['ratio']:>7.1%}"
+            f"{goal:>6.0%}  {'yes' if m['ratio'] >= goal else 'NO'}"
+        )
+    print(
+        "(medians over the rounds; web ms / pg ms: CPU per request of gunicorn and of "
+        "PostgreSQL's backends)"
+    )
+    print(f"code measured: {tree_state()}")
+    print(f"total time {time.monotonic() - started:.0f} s")
+    if web_errors.strip():
+        print("gunicorn log (beyond its start-up lines):")
+        print(web_errors.strip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
