@@ -29,6 +29,7 @@ from accounts import api_keys, audit, citizens, idnumber, pii, privileges
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
 from config import masking
 from config.api import client_ip
+from config.pages import PublicPages, catalog_pages
 
 
 class StaffRequest(HttpRequest):
@@ -71,6 +72,25 @@ class AuditedModelAdmin(admin.ModelAdmin):
                 ip=client_ip(request),
             )
         return super().log_deletions(request, queryset)
+
+
+class ChangesPublicPages(admin.ModelAdmin):
+    """Saves and deletes made here change public pages (``pages``): their
+    version is bumped after each, so that the next request renders them anew."""
+
+    pages: PublicPages
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        self.pages.bump()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        self.pages.bump()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        self.pages.bump()
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -335,7 +355,9 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
 
 
 @admin.register(Department)
-class DepartmentAdmin(AuditedModelAdmin):
+class DepartmentAdmin(ChangesPublicPages, AuditedModelAdmin):
+    pages = catalog_pages
+
     list_display = ("code", "name", "contact_phone", "is_active", "created_at")
     list_filter = ("is_active",)
     search_fields = ("code", "name", "name_en")

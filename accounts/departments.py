@@ -11,6 +11,7 @@ from accounts.models import (
     Department,
     User,
 )
+from config.pages import catalog_pages
 
 # --- Departments and API keys -------------------------------------------------------------
 
@@ -27,6 +28,7 @@ def department_ensure(
             audit_record(
                 actor=actor, action="department.created", target=department, data={"name": name}
             )
+            catalog_pages.bump()
         elif department.name != name:
             old = department.name
             department.name = name
@@ -37,4 +39,5 @@ def department_ensure(
                 target=department,
                 data={"from": old, "to": name},
             )
+            catalog_pages.bump()
     return department, created

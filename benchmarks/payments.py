@@ -5,7 +5,7 @@
 Runs the real stack on a scratch PostgreSQL database and an empty Redis
 database: gunicorn (production settings, DEBUG=0, the payments sandbox on,
 2 sync workers), load from ``wrk`` in another process (16 connections) with
-``benchmarks/payments_wrk.lua``, which sends every request of a run once:
+``benchmarks/wrk_records.lua``, which sends every request of a run once:
 
 1. valid callbacks/s: ``POST /api/v1/payments/notify/wechat/``, each a
    genuine signed WeChat Pay callback (built by the sandbox channel) for a

@@ -16,7 +16,8 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin, StaffRequest
+from accounts.admin import AuditedModelAdmin, ChangesPublicPages, ReadOnlyAdmin, StaffRequest
+from config.pages import catalog_pages
 from services import catalog, selectors
 from services.errors import ServicesError
 from services.models import (
@@ -34,7 +35,9 @@ from services.routing import deliveries, endpoints
 
 
 @admin.register(Category)
-class CategoryAdmin(AuditedModelAdmin):
+class CategoryAdmin(ChangesPublicPages, AuditedModelAdmin):
+    pages = catalog_pages
+
     list_display = ("code", "name", "name_en", "sort_order", "is_active")
     list_editable = ("sort_order", "is_active")
     search_fields = ("code", "name", "name_en")
@@ -72,7 +75,11 @@ class CatalogFileForm(forms.Form):
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(ChangesPublicPages, admin.ModelAdmin):
+    """Saves go through services.catalog (which bumps the catalog's pages);
+    deletes through ChangesPublicPages."""
+
+    pages = catalog_pages
     form = ServiceForm
     list_display = (
         "code",

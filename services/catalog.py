@@ -12,6 +12,7 @@ from pypinyin import Style, lazy_pinyin
 
 from accounts.audit import audit_record
 from accounts.models import ApiKey, Department, User
+from config.pages import catalog_pages
 from services.errors import FORM_SCHEMA_INVALID, GUIDE_INVALID, SERVICE_CODE_TAKEN, ServicesError
 from services.formschema import schema_problems
 from services.models import Category, Channel, Service
@@ -107,6 +108,7 @@ def service_create(
                 target=service,
                 data={"code": code, "department": department.code},
             )
+            catalog_pages.bump()
     except IntegrityError as exc:
         raise ServicesError(
             SERVICE_CODE_TAKEN, errors={"code": [str(SERVICE_CODE_TAKEN.title)]}
@@ -132,13 +134,16 @@ def service_update(*, service: Service, actor: User | ApiKey | None, **values: A
             target=service,
             data={"code": service.code, "fields": sorted(changed)},
         )
+        catalog_pages.bump()
     return service
 
 
 def category_ensure(*, code: str, name: str, **fields: Any) -> Category:
-    category, _created = Category.objects.update_or_create(
-        code=code, defaults={"name": name, **fields}
-    )
+    with transaction.atomic():
+        category, _created = Category.objects.update_or_create(
+            code=code, defaults={"name": name, **fields}
+        )
+        catalog_pages.bump()
     return category
 
 

@@ -2,14 +2,20 @@
 
 from django.urls import path
 
+from config.pages import catalog_pages
 from services.apis import applications, catalog, dept_applications, dept_routing, dept_services
 
-# /api/v1/ (public catalog)
+# /api/v1/ (public catalog): pages kept while the catalog is unchanged.
+page = catalog_pages.page
 catalog_urls = [
-    path("departments/", catalog.DepartmentListView.as_view(), name="department-list"),
-    path("categories/", catalog.CategoryListView.as_view(), name="category-list"),
-    path("services/", catalog.ServiceListView.as_view(), name="service-list"),
-    path("services/<slug:code>/", catalog.ServiceDetailView.as_view(), name="service-detail"),
+    path("departments/", page(catalog.DepartmentListView.as_view()), name="department-list"),
+    path("categories/", page(catalog.CategoryListView.as_view()), name="category-list"),
+    path("services/", page(catalog.ServiceListView.as_view()), name="service-list"),
+    path(
+        "services/<slug:code>/",
+        page(catalog.ServiceDetailView.as_view()),
+        name="service-detail",
+    ),
 ]
 
 # /api/v1/applications/

@@ -18,6 +18,7 @@ from accounts import sms
 from accounts.api_keys import api_key_create
 from accounts.models import ApiKey, ApiKeyScope, Department, User
 from accounts.tokens import CitizenRefreshToken
+from config.pages import catalog_pages
 from services.models import Category, Service
 from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
 from tests.services.factories import CategoryFactory, ServiceFactory
@@ -53,9 +54,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _fresh_edges() -> None:
-    """Throttle counters and the SMS outbox start empty in every test."""
+    """Throttle counters, the SMS outbox and the public pages kept in this
+    process start empty in every test."""
     cache.clear()
     sms.outbox.clear()
+    catalog_pages.forget()
 
 
 @pytest.fixture

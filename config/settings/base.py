@@ -226,6 +226,10 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# Public pages (the catalog) are kept in each web process while their data's
+# version holds (config/pages.py), and rendered again after this long anyway.
+PUBLIC_PAGE_SECONDS = env.int("PUBLIC_PAGE_SECONDS", default=60)
+
 # --- Celery ------------------------------------------------------------------
 
 CELERY_BROKER_DIR = VAR_DIR / "broker"
