@@ -25,7 +25,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from accounts import api_keys, audit, citizens, idnumber, pii, privileges
+from accounts import api_keys, audit, citizens, idnumber, pii, privileges, token_facts
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
 from config import masking
 from config.api import client_ip
@@ -150,6 +150,20 @@ class StaffChangeForm(UserChangeForm):
 class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     form = StaffChangeForm
     add_form = StaffCreationForm
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        token_facts.citizen_changed(obj.pk)
+
+    def delete_model(self, request, obj):
+        token_facts.citizen_changed(obj.pk)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for pk in queryset.values_list("pk", flat=True):
+            token_facts.citizen_changed(pk)
+        super().delete_queryset(request, queryset)
+
     list_display = (
         "__str__",
         "phone_masked_display",

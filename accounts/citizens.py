@@ -10,7 +10,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts import citizen_data, idnumber, pii
+from accounts import citizen_data, idnumber, pii, token_facts
 from accounts.audit import audit_record
 from accounts.errors import (
     ALREADY_VERIFIED,
@@ -109,6 +109,7 @@ def real_name_verify(*, user: User, name: str, id_number: str, ip: str | None = 
                 )
         except IntegrityError as exc:
             raise AccountsError(ID_NUMBER_TAKEN) from exc
+        token_facts.citizen_changed(locked.pk)
         audit_record(
             actor=locked,
             action="identity.real_name_verified",
@@ -141,6 +142,7 @@ def account_close(*, user: User, ip: str | None = None) -> None:
     locked.set_unusable_password()
     locked.save(update_fields=["is_active", "closed_at", "deactivated_at", "password"])
     locked.refresh_from_db(fields=["closed_at", "deactivated_at"])
+    token_facts.citizen_changed(locked.pk)
     tokens_revoke_all(user=locked)
     audit_record(actor=locked, action="account.closed", target=locked, ip=ip)
 
@@ -170,6 +172,7 @@ def user_set_active(*, user: User, active: bool, actor: User | None, ip: str | N
             is_active=active, deactivated_at=None if active else Now()
         )
         user.refresh_from_db(fields=["is_active", "deactivated_at"])
+        token_facts.citizen_changed(user.pk)
         if not active:
             tokens_revoke_all(user=user)
         audit_record(

@@ -12,6 +12,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import BlacklistMixin, RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
+from accounts import token_facts
 from accounts.errors import (
     AccountsError,
 )
@@ -67,7 +68,9 @@ class CitizenRefreshToken(RefreshToken):
 
 def tokens_issue(*, user: User) -> dict[str, str]:
     refresh = CitizenRefreshToken.for_user(user)
-    return {"access": str(refresh.access_token), "refresh": str(refresh)}
+    access = refresh.access_token
+    token_facts.facts_stamp(access, user)
+    return {"access": str(access), "refresh": str(refresh)}
 
 
 def tokens_revoke_all(*, user: User) -> int:

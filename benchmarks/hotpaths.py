@@ -157,9 +157,11 @@ class Seeder:
 
     @staticmethod
     def bearer(citizen: Any) -> dict[str, str]:
-        from rest_framework_simplejwt.tokens import AccessToken
+        """The access token a login gives (``accounts.tokens.tokens_issue``:
+        it vouches for the citizen's subject and level)."""
+        from accounts.tokens import tokens_issue
 
-        return {"Authorization": f"Bearer {AccessToken.for_user(citizen)}"}
+        return {"Authorization": f"Bearer {tokens_issue(user=citizen)['access']}"}
 
     # --- requests of each path
 

@@ -300,11 +300,12 @@ class ThrottleWindow:
 
 
 class FixedWindowThrottle(_ClientAddress, BaseThrottle):
-    """Requests per client address in fixed windows: one counter increment
-    a request, whatever the rate. For endpoints a few callers call at high
-    rates (the payment channels' callbacks), where DRF's throttles, which
-    keep and rewrite every request time of the window, grow with the rate.
-    Subclasses set ``scope`` and :meth:`get_rate` (DRF notation)."""
+    """Requests per client address (or per :meth:`get_ident`) in fixed
+    windows: one counter increment a request, whatever the rate. For hot
+    endpoints (the payment channels' callbacks, star-code issuance), where
+    DRF's throttles, which read and rewrite every request time of the
+    window, cost two round trips and grow with the rate. Subclasses set
+    ``scope`` and :meth:`get_rate` (DRF notation)."""
 
     scope = ""
 

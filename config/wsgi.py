@@ -23,3 +23,8 @@ if settings.QR_VERIFY_FAST_PATH:
     from qr.fastpath import VerifyFastPath
 
     application = VerifyFastPath(application)
+
+if settings.QR_STAR_CODE_FAST_PATH:
+    from qr.fastpath import StarCodeFastPath
+
+    application = StarCodeFastPath(application)

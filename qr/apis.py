@@ -33,6 +33,7 @@ from accounts.models import Department
 from config.api import (
     ClientSimpleRateThrottle,
     FeedPagination,
+    FixedWindowThrottle,
     client_ip,
     paginated,
     problems,
@@ -80,12 +81,17 @@ class _SettingRateThrottle(ClientSimpleRateThrottle):
         return getattr(settings, self.setting)
 
 
-class StarCodeThrottle(_SettingRateThrottle):
-    scope = "qr_star_code"
-    setting = "QR_STAR_CODE_RATE"
+class StarCodeThrottle(FixedWindowThrottle):
+    """Per citizen, in fixed windows: one counter increment per issuance
+    (every app refreshes its code about once a minute)."""
 
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+    scope = "qr_star_code"
+
+    def get_rate(self) -> str:
+        return settings.QR_STAR_CODE_RATE
+
+    def get_ident(self, request: Any) -> str:
+        return str(request.user.pk)
 
 
 class ResolveThrottle(_SettingRateThrottle):
@@ -150,6 +156,7 @@ class KeysView(APIView):
 class StarCodeView(APIView):
     permission_classes = [IsCitizen]
     throttle_classes = [StarCodeThrottle]
+    citizen_fields = ("closed_at", "subject", "identity_level")
 
     @extend_schema(
         tags=["star-code"],
@@ -158,9 +165,21 @@ class StarCodeView(APIView):
     )
     def get(self, request: CitizenRequest) -> Response:
         issued = star_codes.star_code_issue(user=request.user)
-        return Response(
-            StarCodeSerializer(issued).data, headers={"Cache-Control": "no-store, private"}
-        )
+        return Response(star_code_answer(issued), headers={"Cache-Control": STAR_CODE_CACHE})
+
+
+STAR_CODE_CACHE = "no-store, private"
+
+
+def star_code_answer(issued: star_codes.IssuedCode) -> dict[str, Any]:
+    """The body of an issuance (:class:`StarCodeSerializer`'s shape; the view
+    and :mod:`qr.fastpath` alike): times in the local zone, as every time
+    this API gives."""
+    return {
+        "code": issued.code,
+        "expires_at": timezone.localtime(issued.expires_at).isoformat(),
+        "refresh_after": timezone.localtime(issued.refresh_after).isoformat(),
+    }
 
 
 class StarCodeImageView(APIView):

@@ -1,4 +1,4 @@
-"""The scanners' hot path, answered in front of Django's request cycle.
+"""The scanners' and the citizens' hot paths, answered in front of Django's request cycle.
 
 A metro gate calls ``POST /api/v1/qr/verify/`` once per passenger, and the
 city runs thousands of gates; the request cycle (middleware, routing, DRF)
@@ -24,11 +24,15 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signals
+from django.core.exceptions import ValidationError
 from django.http.request import split_domain_port, validate_host
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts import token_facts
 from config.errors import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
 from config.fastpath import API_HEADERS
-from qr import scans
+from qr import scans, star_codes
 from qr.authentication import remembered_scanner
 from qr.errors import QrError
 from qr.serializers import CODE_FIELD_MAX_LENGTH
@@ -130,3 +134,89 @@ class VerifyFastPath:
         ):
             return None, None
         return code, scanner
+
+
+# --- Star-code issuance ---------------------------------------------------------------------
+
+ISSUE_PATH = "/api/v1/me/star-code/"
+# What Django's middleware and DRF put on an issuance (see the parity test).
+ISSUE_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Allow", "GET, HEAD, OPTIONS"),
+    ("X-Frame-Options", "DENY"),
+    ("Vary", "Accept-Language"),
+    ("Content-Language", "zh-hans"),
+    ("Cache-Control", "no-store, private"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+]
+
+
+class _Caller:
+    """What the star-code throttle reads of a request: the citizen."""
+
+    def __init__(self, user: Any) -> None:
+        self.user = user
+
+
+class StarCodeFastPath:
+    """``GET /api/v1/me/star-code/`` in front of Django, for the common case:
+    an access token that vouches for the citizen (:mod:`accounts.token_facts`:
+    made by a login or refresh, the account unchanged since), within the
+    citizen's rate. It runs the same authentication checks (simplejwt's
+    access token), the same throttle (:class:`qr.apis.StarCodeThrottle`),
+    the same ``star_codes.star_code_issue`` and answer
+    (:func:`qr.apis.star_code_answer`) as the view. Anything else (no or
+    a bad token, a token that does not vouch, a throttled citizen, other
+    languages, a query string) takes the full cycle and gets its answer
+    there; nothing has been written by then but the throttle's count,
+    which the view counts once more: a citizen over the rate stays over."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+        from qr.apis import StarCodeThrottle, star_code_answer  # the view module pulls in DRF
+
+        self.throttle_class = StarCodeThrottle
+        self.answer = star_code_answer
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != ISSUE_PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)
+        user = self._vouched_citizen(environ)
+        if user is None:
+            return self.app(environ, start_response)
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            window = self.throttle_class().window(_Caller(user))
+            if window is not None and not window.admit():
+                return self.app(environ, start_response)  # the view words the 429
+            issued = star_codes.star_code_issue(user=user)
+        except QrError:
+            return self.app(environ, start_response)
+        except Exception:  # never a bare server error: the same problem the API gives
+            logger.exception("star-code fast path failed")
+            return _problem(start_response, SERVER_ERROR)
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+        body = json.dumps(self.answer(issued), ensure_ascii=False, separators=(",", ":")).encode()
+        start_response("200 OK", [*ISSUE_HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _vouched_citizen(self, environ: dict[str, Any]) -> Any:
+        """The citizen when the request is the plain common case, else None."""
+        if environ.get("QUERY_STRING") or environ.get("HTTP_COOKIE"):
+            return None
+        if environ.get("HTTP_ACCEPT_LANGUAGE", "zh")[:2].lower() not in ("zh", "*", ""):
+            return None
+        scheme, _, raw = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        if scheme != "Bearer" or not raw or " " in raw:
+            return None
+        host, _port = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+        if not host or not validate_host(host, settings.ALLOWED_HOSTS):
+            return None
+        try:
+            token = AccessToken(raw)  # type: ignore[arg-type]  # simplejwt annotates the token as Token; it takes the JWT string
+            return token_facts.citizen_from_token(token)
+        except (TokenError, ValueError, ValidationError):
+            return None

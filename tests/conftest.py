@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from accounts import sms
 from accounts.api_keys import api_key_create
 from accounts.models import ApiKey, ApiKeyScope, Department, User
-from accounts.tokens import CitizenRefreshToken
+from accounts.tokens import tokens_issue
 from config.pages import catalog_pages
 from services.models import Category, Service
 from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
@@ -68,9 +68,8 @@ def api() -> APIClient:
 
 def client_for(user: User) -> APIClient:
     client = APIClient()
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Bearer {CitizenRefreshToken.for_user(user).access_token}"
-    )
+    # As the app holds it: the access token of a login (accounts.tokens.tokens_issue).
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens_issue(user=user)['access']}")
     return client
 
 

@@ -595,6 +595,9 @@ QR_VERIFY_RATE = env.str("QR_VERIFY_RATE", default="600/min")
 # Answer the common case of /api/v1/qr/verify/ in front of Django's request
 # cycle (qr/fastpath.py); 0 sends every verify through the full cycle.
 QR_VERIFY_FAST_PATH = env.bool("QR_VERIFY_FAST_PATH", default=True)
+# The same for star-code issuance with an access token that vouches for the
+# citizen (qr/fastpath.py, accounts/token_facts.py).
+QR_STAR_CODE_FAST_PATH = env.bool("QR_STAR_CODE_FAST_PATH", default=True)
 QR_RESOLVE_RATE = env.str("QR_RESOLVE_RATE", default="60/min")
 QR_STAR_CODE_RATE = env.str("QR_STAR_CODE_RATE", default="120/min")
 # Where scan events wait before the database (qr/recorders.py).
