@@ -17,6 +17,7 @@ from accounts.audit import audit_record
 from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
 from accounts.inbox import message_post
 from accounts.models import ApiKey, User
+from services import selectors
 from services.errors import (
     FORM_INVALID,
     FORM_SCHEMA_UNUSABLE,
@@ -132,12 +133,15 @@ def _locked(application: Application) -> Application:
     )
 
 
-def _publish(application: Application, event_type: str, **extra: Any) -> None:
+def _publish(
+    application: Application, event_type: str, *, first: bool = False, **extra: Any
+) -> None:
     outbox.event_publish(
         type=event_type,
         department=application.department,
         application=application,
         data={"application": department_view(application), **extra},
+        first_of_application=first,
     )
 
 
@@ -184,13 +188,14 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
             created_at=now,
             submitted_at=now if status == S.SUBMITTED else None,
         )
-        TimelineEntry.objects.create(
+        entry = TimelineEntry.objects.create(
             application=application,
             status=status,
             at=now,
             actor=ActorKind.CITIZEN,
             actor_label=str(citizen),
         )
+        selectors.timeline_known(application, [entry])
         message_post(
             user=citizen,
             kind="application.submitted",
@@ -210,7 +215,7 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
             },
         )
         if status == S.SUBMITTED:
-            _publish(application, events.APPLICATION_SUBMITTED)
+            _publish(application, events.APPLICATION_SUBMITTED, first=True)
     return application
 
 

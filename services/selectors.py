@@ -99,6 +99,16 @@ def department_view(application: Application) -> dict[str, Any]:
     }
 
 
+def timeline_known(application: Application, entries: list[TimelineEntry]) -> None:
+    """``entries`` are the whole timeline of ``application`` (just created):
+    kept where ``prefetch_related("timeline")`` keeps it, so that whoever
+    shows the application reads them without a query."""
+    timeline = application.timeline.all()
+    timeline._result_cache = entries
+    setattr(timeline, "_prefetch_done", True)  # noqa: B010  # Django's prefetch flag, untyped
+    setattr(application, "_prefetched_objects_cache", {"timeline": timeline})  # noqa: B010
+
+
 def applications_of(citizen: User) -> QuerySet[Application]:
     return Application.objects.filter(applicant=citizen).select_related("service")
 

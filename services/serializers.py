@@ -189,7 +189,7 @@ class ApplicationCreateSerializer(serializers.Serializer):
         # What the public catalog shows, and nothing it hides.
         queryset=Service.objects.filter(
             is_active=True, department__is_active=True, category__is_active=True
-        ),
+        ).select_related("department"),
     )
     form = serializers.JSONField(help_text="Answers to the service's form_schema")
 

@@ -106,12 +106,16 @@ def event_publish(
     department: Department | None = None,
     application: Application | None = None,
     endpoints: Iterable[Endpoint] | None = None,
+    first_of_application: bool = False,
 ) -> OutboxEvent:
     """Write an event and its deliveries in the caller's transaction.
 
     Deliveries go to ``endpoints`` if given, else to every endpoint of
     ``department`` subscribed to ``type`` (paused ones included: they get
     it when they resume). In-process subscribers run after commit.
+    ``first_of_application``: the application was created in this
+    transaction and this is its first event (no other transaction can see
+    it yet, so it takes the first place without asking).
     """
     with transaction.atomic(savepoint=False):
         return _publish(
@@ -120,6 +124,7 @@ def event_publish(
             department=department,
             application=application,
             endpoints=endpoints,
+            first_of_application=first_of_application,
         )
 
 
@@ -130,11 +135,14 @@ def _publish(
     department: Department | None,
     application: Application | None,
     endpoints: Iterable[Endpoint] | None,
+    first_of_application: bool,
 ) -> OutboxEvent:
     now = timezone.now()
     has_subscribers = bool(events.subscribers(type))
     sequence = None
-    if application is not None:
+    if application is not None and first_of_application:
+        sequence = 1
+    elif application is not None:
         # The application's row lock (the callers hold it already; SQLite's
         # IMMEDIATE transactions hold the whole database) makes a second event
         # of one application wait for the first to commit: no two take the

@@ -346,7 +346,7 @@ def test_submitting_takes_a_fixed_number_of_statements(
     for the first application and the next ones (savepoints included)."""
     counts = []
     for _ in range(3):
-        with django_assert_max_num_queries(14) as captured:
+        with django_assert_max_num_queries(10) as captured:
             assert submit(citizen_api).status_code == 201
         counts.append(len(captured.captured_queries))
     assert len(set(counts)) == 1
