@@ -627,7 +627,7 @@ def pyinstrument_available() -> bool:
     try:
         import pyinstrument  # noqa: F401
     except ImportError:
-        print("--profile: pyinstrument is not importable (pip install pyinstrument); no profile")
+        print("--profile: pyinstrument is not importable (make install); no profile")
         return False
     return True
 
