@@ -140,7 +140,7 @@ class Seeder:
         unusable, now = make_password(None), timezone.now()
         made = []
         for n in range(start, start + count):
-            first17 = f"43{n // 1000:04d}19900307{n % 1000:03d}"
+            first17 = f"45{n // 1000:04d}19900307{n % 1000:03d}"  # apart from the demo's 43…
             number = first17 + idnumber.check_char(first17)
             made.append(
                 User(

@@ -52,6 +52,9 @@ Encrypted columns (names, ID numbers, forms) take their ciphertexts from
 pools made with ``accounts.pii``; blind indexes and subjects are unique.
 ``VACUUM (ANALYZE)`` after each size, as autovacuum would.
 
+The admin's pages need the static files' manifest (DEBUG=0): ``collectstatic``
+runs into the temporary directory first, not into the project's STATIC_ROOT.
+
 Needs PostgreSQL (``BENCH_PG``, default ``postgres://postgres@127.0.0.1:5432``)
 and Redis (``BENCH_REDIS``, default ``redis://127.0.0.1:6379``). The scratch
 database, the Redis database and the temporary directory are removed when it
@@ -1029,6 +1032,18 @@ PLAN_NODE = re.compile(
 )
 
 
+def abbreviated(sql: str) -> str:
+    """The statement on one line, a long select list elided (the clauses are what matter)."""
+    text = " ".join(sql.split())
+    found = re.match(r'SELECT (DISTINCT )?(.*?) FROM "', text)
+    if found and len(found.group(2)) > 160:
+        text = (
+            f"SELECT {found.group(1) or ''}<{found.group(2).count(', ') + 1} columns> "
+            + text[found.end() - 6 :]
+        )
+    return text[:3000] + (" …" if len(text) > 3000 else "")
+
+
 def plan_summary(plan: str) -> str:
     """The plan's nodes, outermost first, on one line."""
     nodes: list[str] = []
@@ -1162,8 +1177,7 @@ def report(
     for path, statement, flags in printed:
         print()
         print(f"--- {path.title}: {statement.short}" + (f"  [{'; '.join(flags)}]" if flags else ""))
-        text = " ".join(statement.sql.split())
-        print(f"SQL: {text[:1500]}{' …' if len(text) > 1500 else ''}")
+        print(f"SQL: {abbreviated(statement.sql)}")
         print(statement.explains[last][1])
 
     print()
@@ -1225,6 +1239,8 @@ def main() -> int:
         raise SystemExit(f"stopped by signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C cleans up too, even where the shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{database}"')
     try:
