@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -180,6 +181,12 @@ class Application(models.Model):
                 fields=["department", "status", "-created_at"], name="application_dept_feed"
             ),
             models.Index(fields=["status", "due_date"], name="application_deadline"),
+            # A department's list without a status filter (what it asks by default).
+            models.Index(
+                fields=["department", "-created_at"],
+                condition=Q(submitted_at__isnull=False),
+                name="application_dept_recent",
+            ),
         ]
 
     def __str__(self) -> str:

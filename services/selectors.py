@@ -264,6 +264,22 @@ def deliveries_of(department: Department) -> QuerySet[Delivery]:
 DUE_SOON_WORKING_DAYS = 3
 
 
+def applications_in_deadline_state(
+    applications: QuerySet[Application], state: str
+) -> QuerySet[Application]:
+    """Those of ``applications`` in deadline ``state`` (see
+    :func:`applications_with_deadline_state`), filtered on the columns, so
+    that the ``(status, due_date)`` index answers however many there are."""
+    accepted = applications.filter(status=ApplicationStatus.ACCEPTED, due_date__isnull=False)
+    today = timezone.localdate()
+    if state == "overdue":
+        return accepted.filter(due_date__lt=today)
+    soon = working_days_add(today, DUE_SOON_WORKING_DAYS)
+    if state == "due_soon":
+        return accepted.filter(due_date__gte=today, due_date__lte=soon)
+    return accepted.filter(due_date__gt=soon)
+
+
 def applications_with_deadline_state(applications: QuerySet[Application]) -> QuerySet[Application]:
     """Annotate ``deadline``: ``overdue``, ``due_soon`` (within
     ``DUE_SOON_WORKING_DAYS`` working days) or ``on_track`` for accepted

@@ -99,3 +99,50 @@ def test_the_admin_list_costs_one_holiday_lookup_however_many_rows(
     with django_assert_max_num_queries(12):
         response = client.get("/admin/services/application/")
     assert response.content.decode().count("期限内") >= 15
+
+
+def test_the_deadline_filter_agrees_with_the_deadline_column_at_every_edge(
+    citizen_api, service
+) -> None:
+    """The admin's filter works on the columns (an index answers it); the
+    list's column is computed: the two put every application in the same
+    place, on each side of today and of the due-soon limit."""
+    from services import selectors
+    from services.selectors import DUE_SOON_WORKING_DAYS
+
+    today = timezone.localdate()
+    soon = working_days_add(today, DUE_SOON_WORKING_DAYS)
+    edges = [
+        today - dt.timedelta(days=30),
+        today - dt.timedelta(days=1),
+        today,
+        soon,
+        soon + dt.timedelta(days=1),
+        None,
+    ]
+    for due in edges:
+        for status in ("accepted", "submitted"):
+            made = Application.objects.get(pk=submit(citizen_api).json()["id"])
+            if status == "accepted":
+                made = move(made, "accepted")
+            Application.objects.filter(pk=made.pk).update(due_date=due)
+    annotated = selectors.applications_with_deadline_state(Application.objects.all())
+    for state in ("overdue", "due_soon", "on_track"):
+        by_column = set(selectors.applications_in_deadline_state(Application.objects.all(), state))
+        by_annotation = {a for a in annotated if a.deadline == state}
+        assert by_column == by_annotation and by_column, state
+
+
+def test_the_overdue_list_shows_the_most_overdue_first(
+    client, operator, citizen_api, service
+) -> None:
+    client.force_login(operator)
+    today = timezone.localdate()
+    numbers = []
+    for days in (3, 30, 10):
+        made = move(Application.objects.get(pk=submit(citizen_api).json()["id"]), "accepted")
+        Application.objects.filter(pk=made.pk).update(due_date=today - dt.timedelta(days=days))
+        numbers.append((days, made.number))
+    page = client.get("/admin/services/application/", {"deadline": "overdue"}).content.decode()
+    positions = [page.index(number) for _days, number in sorted(numbers, reverse=True)]
+    assert positions == sorted(positions)
