@@ -51,21 +51,39 @@ def facts_stamp(access: Any, user: User) -> None:
     access[LEVEL_CLAIM] = int(user.identity_level)
 
 
-def citizen_from_token(token: Any) -> User | None:
-    """The citizen as ``token`` vouches for them (:data:`FIELDS` loaded,
-    other columns deferred), or None when it cannot: no facts in it, the
-    account changed since, or Redis cannot say."""
+def marker_key(token: Any) -> str | None:
+    """The Redis key of the change marker of ``token``'s citizen (None: the
+    token vouches for nothing, whatever the marker, or Redis is not used)."""
     subject, level = token.get(SUBJECT_CLAIM), token.get(LEVEL_CLAIM)
     user_id, issued = token.get(api_settings.USER_ID_CLAIM), token.get("iat")
     if not (isinstance(subject, str) and isinstance(level, int) and isinstance(issued, int)):
         return None
     if user_id is None or not redis_enabled():
         return None
+    return _marker(user_id)
+
+
+def citizen_from_token(token: Any) -> User | None:
+    """The citizen as ``token`` vouches for them (:data:`FIELDS` loaded,
+    other columns deferred), or None when it cannot: no facts in it, the
+    account changed since, or Redis cannot say."""
+    key = marker_key(token)
+    if key is None:
+        return None
     try:
-        changed = redis_client().get(_marker(user_id))
+        changed = redis_client().get(key)
     except REDIS_ERRORS as exc:
         logger.warning("citizen change markers unavailable: %s", exc)
         return None
+    return citizen_vouched(token, changed)
+
+
+def citizen_vouched(token: Any, changed: bytes | str | None) -> User | None:
+    """The citizen as ``token`` (whose :func:`marker_key` is not None)
+    vouches for them, given the marker's value read from Redis (None: no
+    change recorded); None if the token was made before the latest change."""
+    user_id, issued = token[api_settings.USER_ID_CLAIM], token["iat"]
+    subject, level = token[SUBJECT_CLAIM], token[LEVEL_CLAIM]
     if changed is not None and issued < float(changed) + MARGIN:
         return None
     values = {

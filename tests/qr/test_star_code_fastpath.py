@@ -180,7 +180,10 @@ def test_with_redis_away_the_full_way_answers(citizen, keyring, view_calls, monk
         def __getattr__(self, name: str) -> Any:
             raise ConnectionError("Redis is away")
 
+    from qr import fastpath
+
     monkeypatch.setattr(token_facts, "redis_client", lambda: Away())
+    monkeypatch.setattr(fastpath, "redis_client", lambda: Away())
     status, _, body = wsgi(vouching(citizen))
     assert status == 200 and len(view_calls) == 1
     shape(body)
@@ -207,3 +210,21 @@ def test_without_redis_every_issuance_takes_the_full_way(
     status, _, body = wsgi(vouching(citizen))
     assert status == 200 and len(view_calls) == 1
     shape(body)
+
+
+@integration
+def test_a_change_long_before_the_token_leaves_the_fast_path_and_its_rate(
+    citizen, keyring, view_calls, settings
+) -> None:
+    """A marker older than the token (the account changed, then the citizen
+    logged in again): the token vouches, and the rate is counted all the same."""
+    import time
+
+    from config.redis_client import redis_client
+
+    settings.QR_STAR_CODE_RATE = "2/min"
+    redis_client().set(token_facts._marker(citizen.pk), repr(time.time() - token_facts.MARGIN - 2))
+    token = vouching(citizen)
+    assert [wsgi(token)[0] for _ in range(2)] == [200, 200]
+    assert view_calls == []
+    assert wsgi(token)[0] == 429
