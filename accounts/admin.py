@@ -151,18 +151,16 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     form = StaffChangeForm
     add_form = StaffCreationForm
 
+    # The account's tokens stop vouching for it (accounts.token_facts);
+    # first, so that an account is not changed while they still would.
     def save_model(self, request, obj, form, change):
+        if obj.pk is not None:
+            token_facts.citizen_changed(obj.pk)
         super().save_model(request, obj, form, change)
-        token_facts.citizen_changed(obj.pk)
 
     def delete_model(self, request, obj):
         token_facts.citizen_changed(obj.pk)
         super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        for pk in queryset.values_list("pk", flat=True):
-            token_facts.citizen_changed(pk)
-        super().delete_queryset(request, queryset)
 
     list_display = (
         "__str__",

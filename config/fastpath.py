@@ -1,8 +1,15 @@
-"""What the WSGI fast paths in front of Django share (qr's verify,
-payments' callbacks): the headers Django's middleware and DRF put on an API
-answer of a POST-only view, so a fast answer carries the same ones."""
+"""What the WSGI fast paths in front of Django share (qr's verify and
+issuance, payments' callbacks): the headers Django's middleware and DRF put
+on an API answer of a POST-only view, so a fast answer carries the same
+ones, and which requests are plain enough to be answered without them."""
 
 from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 
 # After Content-Type, in the order the full cycle writes them (the parity
 # tests of each fast path compare them with the view's).
@@ -16,3 +23,25 @@ API_HEADERS = [
     ("Referrer-Policy", "same-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
 ]
+
+
+# No Accept-Language, or one naming Chinese alone (the views answer those in
+# zh-hans, the language of the headers above).
+_CHINESE = re.compile(r"zh(-[A-Za-z]{2,8})*|zh-[A-Za-z]+;q=1(\.0*)?|\*?", re.IGNORECASE)
+
+
+def plain_request(environ: dict[str, Any]) -> bool:
+    """Whether the full cycle would treat this request as the fast paths
+    assume: no query string or cookie, Chinese or no language asked for, an
+    allowed host, and no HTTPS switch of SecurityMiddleware on (a redirect
+    or an HSTS header the fast answer would lack)."""
+    if (
+        environ.get("QUERY_STRING")
+        or environ.get("HTTP_COOKIE")
+        or not _CHINESE.fullmatch(environ.get("HTTP_ACCEPT_LANGUAGE", "zh"))
+        or settings.SECURE_SSL_REDIRECT
+        or settings.SECURE_HSTS_SECONDS
+    ):
+        return False
+    host, _port = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)

@@ -1,11 +1,11 @@
 """Public pages served from memory, as long as the data they show is unchanged.
 
 A page set (the public catalog) has one version: a random token kept in
-Redis (REDIS_URL; the cache otherwise), replaced by :meth:`PublicPages.bump`
-after every committed change of its data. A view wrapped by
-:meth:`PublicPages.page` renders once per version, address and language in
-each web process; later requests get the stored bytes for one Redis
-``GET``, and a client holding the page's ``ETag`` a bodiless 304.
+Redis, replaced by :meth:`PublicPages.bump` after every committed change of
+its data. A view wrapped by :meth:`PublicPages.page` renders once per
+version, address and language in each web process; later requests get the
+stored bytes for one Redis ``GET``. Every answer carries an ``ETag`` of its
+body, and a client holding it gets a bodiless 304.
 
 Guarantees and limits:
 
@@ -17,8 +17,8 @@ Guarantees and limits:
   admin's saves and deletes do; tests go through each). What is missed
   anyway lasts at most ``PUBLIC_PAGE_SECONDS``: each stored page is
   rendered again after that, whatever the version says.
-- Without Redis the version lives in each process's local memory: another
-  process's change shows after ``PUBLIC_PAGE_SECONDS`` at most.
+- Without Redis (REDIS_URL unset) nothing is kept: the web processes and
+  the commands that change the catalog share no memory to carry a version.
 - Redis unreachable: pages are rendered on every request (nothing stale is
   served) and it is logged.
 """
@@ -37,7 +37,6 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import translation
@@ -77,14 +76,10 @@ class PublicPages:
         return redis_key(f"pages:{self.name}:version")
 
     def version(self) -> bytes | None:
-        """The current version (None: Redis is unreachable; do not store)."""
+        """The current version (None: no Redis, or unreachable; keep nothing)."""
         key = self._key()
         if not redis_enabled():
-            value = cache.get(key)
-            if value is None:
-                cache.add(key, secrets.token_hex(8), None)
-                value = cache.get(key)
-            return str(value).encode()
+            return None
         try:
             client = redis_client()
             value = client.get(key)
@@ -96,7 +91,9 @@ class PublicPages:
         except REDIS_ERRORS as exc:
             logger.warning("public pages %s: version unavailable (%s)", self.name, exc)
             return None
-        return bytes(value) if value is not None else None
+        if isinstance(value, str):
+            return value.encode()
+        return value if isinstance(value, bytes) else None
 
     def bump(self) -> None:
         """The data changed: pages stored so far are not served again. Runs
@@ -109,7 +106,6 @@ class PublicPages:
         with self._lock:
             self._pages.clear()  # this process's own pages go at once
         if not redis_enabled():
-            cache.set(key, token, None)
             return
         try:
             redis_client().set(key, token)
@@ -133,11 +129,13 @@ class PublicPages:
             page = self._stored(address, version)
             if page is None:
                 response = view(request, *args, **kwargs)
-                if version is None or response.status_code != 200:
+                if response.status_code != 200:
                     return response
                 if hasattr(response, "render"):
                     response.render()
-                page = self._store(address, version, response)
+                page = self._page(version, response)
+                if version is not None:
+                    self._store(address, page)
             answer = HttpResponse(page.body, status=page.status)
             for name, value in page.headers:
                 answer[name] = value
@@ -161,10 +159,11 @@ class PublicPages:
             self._pages.move_to_end(address)
             return page
 
-    def _store(self, address: tuple[str, str], version: bytes, response: Any) -> _Page:
+    @staticmethod
+    def _page(version: bytes | None, response: Any) -> _Page:
         body = bytes(response.content)
-        page = _Page(
-            version=version,
+        return _Page(
+            version=version or b"",
             stored_at=time.monotonic(),
             status=response.status_code,
             body=body,
@@ -173,12 +172,13 @@ class PublicPages:
             etag=f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"',
             headers=tuple((h, response[h]) for h in _KEPT_HEADERS if response.has_header(h)),
         )
+
+    def _store(self, address: tuple[str, str], page: _Page) -> None:
         with self._lock:
             self._pages[address] = page
             self._pages.move_to_end(address)
             while len(self._pages) > self.max_entries:
                 self._pages.popitem(last=False)
-        return page
 
     def forget(self) -> None:
         """Drop this process's stored pages (tests)."""

@@ -242,7 +242,7 @@ def test_a_callback_the_merchant_refused_is_sent_again_on_the_channels_schedule(
 
 
 def test_callbacks_are_throttled_per_address(api, settings) -> None:
-    settings.PAYMENTS_NOTIFY_RATE = "3/min"
+    settings.PAYMENTS_NOTIFY_RATE = "3/day"
     codes = [
         api.post("/api/v1/payments/notify/alipay/", b"x=1", content_type="text/plain").status_code
         for _ in range(4)

@@ -134,7 +134,7 @@ def test_keys_and_department_callers_get_no_star_code(api, integrator_api, scann
 
 
 def test_issuing_is_throttled_per_citizen(citizen_api, settings):
-    settings.QR_STAR_CODE_RATE = "3/min"
+    settings.QR_STAR_CODE_RATE = "3/day"
     statuses = [citizen_api.get("/api/v1/me/star-code/").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     response = citizen_api.get("/api/v1/me/star-code/")

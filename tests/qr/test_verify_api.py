@@ -245,7 +245,7 @@ def test_bad_requests_are_problems(scanner_api):
 
 
 def test_verify_is_throttled_per_scanner_key(citizen_api, scanner_api, hall_api, settings):
-    settings.QR_VERIFY_RATE = "3/min"
+    settings.QR_VERIFY_RATE = "3/day"
     codes_ = [issue(citizen_api)["code"] for _ in range(5)]
     statuses = [
         scanner_api.post("/api/v1/qr/verify/", {"code": c}, format="json").status_code
@@ -254,7 +254,7 @@ def test_verify_is_throttled_per_scanner_key(citizen_api, scanner_api, hall_api,
     assert statuses == [200, 200, 200, 429]
     response = scanner_api.post("/api/v1/qr/verify/", {"code": codes_[4]}, format="json")
     assert response.json()["code"] == "throttled"
-    assert 0 < int(response["Retry-After"]) <= 60
+    assert 0 < int(response["Retry-After"]) <= 86400
     # Another key has its own allowance; throttled calls record nothing.
     assert verify(hall_api, codes_[4])["valid"] is True
     assert len(recorded_scans()) == 4

@@ -35,6 +35,7 @@ def names(api, url: str = LIST, **params: Any) -> dict[str, str]:
     return {item["code"]: item["name"] for item in response.json()["results"]}
 
 
+@pytest.mark.integration  # pages are kept with Redis only
 def test_a_page_asked_again_costs_no_statement(
     api, demo_catalog, django_assert_num_queries
 ) -> None:
@@ -248,6 +249,7 @@ def test_categories_and_departments_changed_any_way_show_at_once(
     assert "mine" not in names(api)
 
 
+@pytest.mark.integration  # pages are kept with Redis only
 def test_a_change_made_while_a_page_renders_is_not_hidden_by_it(api, demo_catalog) -> None:
     """The version is read before rendering: a bump that lands during the
     render leaves the rendered page under the old version."""
@@ -278,6 +280,7 @@ def test_pages_are_rendered_again_after_public_page_seconds(api, demo_catalog) -
         assert "不经写入函数的改动" in api.get(LIST, {"page_size": 100}).content.decode()
 
 
+@pytest.mark.integration  # pages are kept with Redis only
 def test_the_store_is_bounded(demo_catalog) -> None:
     from django.http import JsonResponse
     from django.test import RequestFactory
@@ -328,3 +331,17 @@ def test_a_bump_in_one_process_reaches_the_others(api, demo_catalog) -> None:
     assert served_there(RequestFactory().get("/s/")).content == b'{"n": 1}'
     here._bump_now()
     assert served_there(RequestFactory().get("/s/")).content == b'{"n": 2}'
+
+
+def test_without_redis_pages_are_never_kept(
+    api, demo_catalog, settings, django_assert_max_num_queries
+) -> None:
+    """Without Redis, web processes and commands share no version: every
+    request renders, and the ETag still spares the client the body."""
+    settings.REDIS_URL = ""
+    first = api.get(LIST)
+    Service.objects.filter(code="id-card-renew").update(name="不经写入函数的改动")
+    second = api.get(LIST, {"page_size": 100})
+    assert "不经写入函数的改动" in second.content.decode()
+    assert api.get(LIST, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 200  # changed
+    assert api.get(LIST, HTTP_IF_NONE_MATCH=api.get(LIST)["ETag"]).status_code == 304
