@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -224,8 +225,13 @@ def describe_sql(sql: str) -> str:
     verb = text.split(" ", 1)[0].upper()
     if verb == "SELECT":
         tables = re.findall(r'(?:FROM|JOIN) "(\w+)"', text)
+        what = "COUNT " if re.match(r"SELECT COUNT\(", text) else ""
+        if "MIN(" in text and "MAX(" in text:
+            what = "MIN/MAX "
+        elif "DATE_TRUNC" in text.upper() and "DISTINCT" in text:
+            what = "DISTINCT dates "
         lock = " FOR UPDATE" if "FOR UPDATE" in text else ""
-        return f"SELECT {', '.join(dict.fromkeys(tables))}{lock}"
+        return f"SELECT {what}{', '.join(dict.fromkeys(tables)) or text[7:40]}{lock}"
     if verb == "INSERT":
         return "INSERT " + (re.findall(r'INTO "(\w+)"', text) or ["?"])[0]
     if verb == "UPDATE":
@@ -443,6 +449,7 @@ class Stack:
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "WARNING",
             "SMS_BACKEND": "file",
+            "SMS_FILE_PATH": str(self.work / "sms.jsonl"),
             "BENCHMARK_VIEWS": "1",
             **extra_env,
         }
@@ -456,6 +463,13 @@ def scratch_stack(name: str, **extra_env: str) -> Iterator[Stack]:
     import psycopg
     import redis
 
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    # A kill or Ctrl-C cleans up too, even where the shell started us with
+    # SIGINT ignored.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = Stack(name, extra_env)
     os.environ.update(stack.env)
     sys.path.insert(0, str(ROOT))

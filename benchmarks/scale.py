@@ -73,26 +73,18 @@ import os
 import random
 import re
 import secrets
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from cryptography.fernet import Fernet
+from harness import describe_sql, log, scratch_stack, tree_state
 
-ROOT = Path(__file__).resolve().parent.parent
-PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
-REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 DEFAULT_SIZES = "10000,100000,1000000"
 GOAL = 1.5
 HISTORY = dt.timedelta(days=730)
@@ -101,37 +93,6 @@ WARM_UP = 10
 COUNTED = 5
 MIN_TIMED = 30
 MASS_TABLES = ("services_application", "services_timelineentry", "accounts_user", "qr_venuecode")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_redis_db() -> int:
-    import redis
-
-    for number in range(15, 9, -1):
-        if redis.Redis.from_url(f"{REDIS}/{number}").dbsize() == 0:
-            return number
-    raise SystemExit("no empty Redis database between 10 and 15")
-
-
-def tree_state() -> str:
-    """The commit measured, and the files changed on top of it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.split("\n")
-    except OSError:
-        return "unknown (no git)"
-    files = [line[3:] for line in changed if line.strip()]
-    return f"{head}" + (f" + uncommitted changes to {', '.join(files)}" if files else "")
 
 
 def size_label(n: int) -> str:
@@ -922,23 +883,6 @@ class Measured:
     statements: list[Statement]
 
 
-def describe_sql(sql: str) -> str:
-    """A statement in a few words: verb and table(s)."""
-    text = " ".join(sql.split())
-    verb = text.split(" ", 1)[0].upper()
-    if verb == "SELECT":
-        tables = re.findall(r'(?:FROM|JOIN) "(\w+)"', text)
-        what = "COUNT " if re.match(r"SELECT COUNT\(", text) else ""
-        if "MIN(" in text and "MAX(" in text:
-            what = "MIN/MAX "
-        elif "DATE_TRUNC" in text.upper() and "DISTINCT" in text:
-            what = "DISTINCT dates "
-        return f"SELECT {what}{', '.join(dict.fromkeys(tables)) or text[7:40]}"
-    if verb in ("UPDATE", "INSERT", "DELETE"):
-        return f"{verb} " + (re.findall(r'(?:UPDATE|INTO|FROM) "(\w+)"', text) or ["?"])[0]
-    return text[:60]
-
-
 def reads_mass(sql: str) -> bool:
     text = sql.lstrip().upper()
     return text.startswith("SELECT") and any(f'"{t.upper()}"' in text for t in MASS_TABLES)
@@ -1212,54 +1156,18 @@ def main() -> int:
     started = time.monotonic()
     tree = tree_state()  # the code as it was when imported, whatever changes meanwhile
 
-    database = f"mcs_bench_scale_{os.getpid()}"
-    redis_url = f"{REDIS}/{free_redis_db()}"
-    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings.base",
-            "DATABASE_URL": f"{PG}/{database}",
-            "REDIS_URL": redis_url,
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "BLIND_INDEX_KEY": secrets.token_urlsafe(30),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "LOG_LEVEL": "WARNING",
-            "SMS_BACKEND": "file",
-            "SMS_FILE_PATH": str(work / "sms.jsonl"),
-        }
-    )
-    sys.path.insert(0, str(ROOT))
-    warnings.filterwarnings("ignore", message="No directory at")  # WhiteNoise: no collectstatic
-    import psycopg
-    import redis
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(f"stopped by signal {signum}")
-
-    signal.signal(signal.SIGTERM, stop)
-    # Ctrl-C cleans up too, even where the shell started us with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    try:
-        import django
-
-        django.setup()
+    with scratch_stack("scale") as stack:
+        # The admin's pages need the static files' manifest (DEBUG=0): collected
+        # into the stack's work directory, not the project's STATIC_ROOT.
+        from django.conf import settings
         from django.core.management import call_command
 
-        call_command("migrate", verbosity=0)
-        # The admin's pages need the static files' manifest (DEBUG=0): collected
-        # into the temporary directory, not the project's STATIC_ROOT.
-        from django.conf import settings
-
-        settings.STATIC_ROOT = str(work / "static")
+        settings.STATIC_ROOT = str(stack.work / "static")
         call_command("collectstatic", interactive=False, verbosity=0)
         rng = random.Random(args.seed)
         log("the city's real objects (departments, catalog, keys, operator, a few citizens) …")
         city, forms = city_create(rng)
-        loader = Loader(city, forms, f"{PG}/{database}", args.seed)
+        loader = Loader(city, forms, stack.env["DATABASE_URL"], args.seed)
         all_paths = paths(city, rng)
         results: dict[str, dict[int, Measured]] = {p.key: {} for p in all_paths}
         loads: dict[int, Loaded] = {}
@@ -1281,14 +1189,6 @@ def main() -> int:
                     f"  {path.title:<44} p50 {measured.p50:7.1f} ms, p95 {measured.p95:7.1f} ms "
                     f"(n={measured.n}), {sorted(set(measured.counts))} statements"
                 )
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        redis.Redis.from_url(redis_url).flushdb()
-        shutil.rmtree(work, ignore_errors=True)
 
     ok = report(args, sizes, results, all_paths, loads, counts, time.monotonic() - started, tree)
     return 0 if ok else 1
