@@ -45,8 +45,10 @@ from contextlib import ExitStack
 from typing import Any
 
 from harness import (
+    FORM,
     Pair,
     alternate,
+    bench_service,
     count_queries,
     log,
     medians,
@@ -71,7 +73,6 @@ RAISED_RATES = {
 }
 # Issued and signed codes must outlive the run.
 EXTRA_ENV = {"STAR_CODE_TTL": "1800", "JWT_ACCESS_MINUTES": "60"}
-FORM = {"reason": "首次申领", "phone": "13800138000"}
 
 
 class HotPath:
@@ -106,29 +107,11 @@ class Seeder:
         from qr import keys
         from qr.models import ScannerProfile
         from services import selectors
-        from services.catalog import category_ensure, service_create
 
         call_command("seed_demo", verbosity=0)
         self.codes = list(selectors.services_public().values_list("code", flat=True))
         department, _ = department_ensure(code="bench-free", name="基准测试部门")
-        self.free = service_create(
-            code="bench-free",
-            department=department,
-            actor=None,
-            name="居住证明开具",
-            category=category_ensure(code="bench", name="基准"),
-            channels=["online"],
-            identity_level=1,
-            fee_fen=0,
-            form_schema={
-                "type": "object",
-                "required": ["reason", "phone"],
-                "properties": {
-                    "reason": {"type": "string", "minLength": 2},
-                    "phone": {"type": "string", "pattern": "^1[3-9]\\d{9}$"},
-                },
-            },
-        )
+        self.free = bench_service(code="bench-free", name="居住证明开具", department=department)
         metro, _ = department_ensure(code="bench-metro", name="长沙地铁")
         key, self.scanner_key = api_key_create(department=metro, scope=ApiKeyScope.SCANNER)
         ScannerProfile.objects.create(api_key=key, place="2号线 五一广场站")

@@ -39,12 +39,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, log, scratch_stack, tree_state, web_log_problems
+from harness import FORM, ROOT, log, scratch_stack, tree_state, web_log_problems
 
 RAISED_RATES = {"QR_VERIFY_RATE": "100000000/min", "QR_STAR_CODE_RATE": "100000000/min"}
 EXTRA_ENV = {"STAR_CODE_TTL": "1800", "JWT_ACCESS_MINUTES": "60"}
 LOCUSTFILE = ROOT / "benchmarks" / "load_locustfile.py"
-FORM = {"reason": "首次申领", "phone": "13800138000"}
 
 
 def seed(pool: int) -> dict[str, Any]:

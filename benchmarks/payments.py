@@ -56,9 +56,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
+    FORM,
     ROOT,
     Pair,
     alternate,
+    bench_service,
     count_queries,
     log,
     print_profiles,
@@ -78,7 +80,6 @@ from harness import (
 
 CHANNEL = "wechat"
 FEE_FEN = 2000
-FORM = {"reason": "首次申领", "phone": "13800138000"}
 NOTIFY_PATH = f"/api/v1/payments/notify/{CHANNEL}/"
 CREATE_PATH = "/api/v1/payments/"
 RAISED_RATES = {"PAYMENTS_NOTIFY_RATE": "100000000/min"}
@@ -93,26 +94,10 @@ class Seeder:
 
     def __init__(self) -> None:
         from accounts.departments import department_ensure
-        from services.catalog import category_ensure, service_create
 
         department, _ = department_ensure(code="bench-pay", name="基准测试部门")
-        self.service = service_create(
-            code="bench-fee",
-            department=department,
-            actor=None,
-            name="居民身份证换领",
-            category=category_ensure(code="bench", name="基准"),
-            channels=["online"],
-            identity_level=1,
-            fee_fen=FEE_FEN,
-            form_schema={
-                "type": "object",
-                "required": ["reason", "phone"],
-                "properties": {
-                    "reason": {"type": "string", "minLength": 2},
-                    "phone": {"type": "string", "pattern": "^1[3-9]\\d{9}$"},
-                },
-            },
+        self.service = bench_service(
+            code="bench-fee", name="居民身份证换领", department=department, fee_fen=FEE_FEN
         )
         self.citizens_made = 0
 

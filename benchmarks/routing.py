@@ -33,10 +33,10 @@ import httpx
 import psycopg
 import redis
 from cryptography.fernet import Fernet
+from harness import FORM, bench_service
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-FORM = {"reason": "首次申领", "phone": "13800138000"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -158,29 +158,12 @@ def main() -> None:
 
         from accounts.models import Department, User
         from config.celery import app as celery_app
-        from services.catalog import category_ensure, service_create
         from services.routing import endpoints, events
         from tests.processes import celery_worker, wait_for, web_server
 
         call_command("migrate", verbosity=0)
         department = Department.objects.create(code="bench", name="基准测试部门")
-        service_create(
-            code="bench-service",
-            department=department,
-            actor=None,
-            name="基准测试事项",
-            category=category_ensure(code="bench", name="基准"),
-            channels=["online"],
-            identity_level=1,
-            form_schema={
-                "type": "object",
-                "required": ["reason", "phone"],
-                "properties": {
-                    "reason": {"type": "string", "minLength": 2},
-                    "phone": {"type": "string", "pattern": "^1[3-9]\\d{9}$"},
-                },
-            },
-        )
+        bench_service(code="bench-service", name="基准测试事项", department=department)
         citizen = User.objects.create(phone="13800138000")
         sink = Sink()
         endpoints.endpoint_create(
