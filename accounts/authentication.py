@@ -36,21 +36,21 @@ class DepartmentRequest(Request):
 class CitizenJWTAuthentication(JWTAuthentication):
     """``Authorization: Bearer <access token>`` from ``/api/v1/auth/token/``.
 
-    A hot view that reads only some of :data:`accounts.token_facts.FIELDS`
-    of the citizen says so with ``citizen_fields``: the token vouches for
-    them unless the account changed since it was made
-    (``accounts.token_facts``), and the other columns stay deferred."""
+    A hot view that reads nothing of the citizen but
+    :data:`accounts.token_facts.FIELDS` says so with ``citizen_from_token =
+    True``: the token vouches for them unless the account changed since it
+    was made (``accounts.token_facts``), and the other columns stay deferred."""
 
     www_authenticate_realm = "api"
-    _fields: tuple[str, ...] = ()
+    _from_token = False
 
     def authenticate(self, request: Request) -> Any:
         view = (request.parser_context or {}).get("view")
-        self._fields = tuple(getattr(view, "citizen_fields", ()))
+        self._from_token = bool(getattr(view, "citizen_from_token", False))
         return super().authenticate(request)
 
     def get_user(self, validated_token: Any) -> Any:
-        if not self._fields or not set(self._fields) <= set(token_facts.FIELDS):
+        if not self._from_token:
             return super().get_user(validated_token)
         try:
             user = token_facts.citizen_from_token(validated_token)

@@ -5,7 +5,7 @@ refresh) carries, besides the user id, the facts star-code issuance is
 authorised by: the subject and the identity level (an active, open account:
 no such token is made for another), and the account's *generation*: a
 random value kept in Redis for the citizen. A view that needs no other
-column (``citizen_fields``, see ``accounts.authentication``) takes the
+column (``citizen_from_token``, see ``accounts.authentication``) takes the
 citizen from the token when its generation is still the citizen's current
 one, after one Redis ``GET``.
 

@@ -314,6 +314,11 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
 
     def window(self, request: Any) -> ThrottleWindow | None:
         """The caller's current window (None: no limit is set)."""
+        return self.window_of(self.get_ident(request))
+
+    def window_of(self, ident: str) -> ThrottleWindow | None:
+        """The current window of the caller known as ``ident`` (what
+        :meth:`get_ident` gives for its requests)."""
         allowed, period = SimpleRateThrottle.parse_rate(self, self.get_rate())  # type: ignore[arg-type]  # parse_rate reads nothing of self
         if allowed is None or period is None:
             return None
@@ -321,7 +326,7 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
         number = int(now // period)
         self._wait = (number + 1) * period - now
         return ThrottleWindow(
-            name=f"throttle-fw:{self.scope}:{self.get_ident(request)}:{number}",
+            name=f"throttle-fw:{self.scope}:{ident}:{number}",
             allowed=allowed,
             period=period,
             scope=self.scope,

@@ -156,7 +156,8 @@ class KeysView(APIView):
 class StarCodeView(APIView):
     permission_classes = [IsCitizen]
     throttle_classes = [StarCodeThrottle]
-    citizen_fields = ("closed_at", "subject", "identity_level")
+    # Reads only the account's state, subject and level (accounts.token_facts.FIELDS).
+    citizen_from_token = True
 
     @extend_schema(
         tags=["star-code"],
