@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 import uuid
@@ -21,3 +22,10 @@ def uuid7() -> uuid.UUID:
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
     return uuid.UUID(int=value)
+
+
+def uuid7_floor(at: dt.datetime) -> uuid.UUID:
+    """The smallest version-7 UUID made at or after ``at``: ``id >= uuid7_floor(t)``
+    lets the primary-key index find the rows created since ``t``."""
+    millis = int(at.timestamp() * 1000)
+    return uuid.UUID(int=((millis & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (0b10 << 62))

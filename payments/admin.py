@@ -27,6 +27,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 
+from accounts import dashboard
 from accounts.admin import ReadOnlyAdmin, StaffRequest
 from accounts.models import Department
 from config import masking
@@ -34,6 +35,7 @@ from payments import orders, reconciliation, selectors
 from payments.errors import PaymentsError
 from payments.models import (
     Channel,
+    EntryKind,
     LedgerEntry,
     NotifyLog,
     PaymentOrder,
@@ -723,3 +725,104 @@ if settings.PAYMENTS_SANDBOX:
         @admin.display(description=_("金额（元）"), ordering="amount_fen")
         def amount_yuan(self, refund: SandboxRefund) -> str:
             return selectors.yuan(refund.amount_fen)
+
+
+# --- The dashboard's panel -----------------------------------------------------------------------
+
+
+def _money_panel(periods: dashboard.Periods) -> dashboard.Panel:
+    ledger_url = reverse("admin:payments_ledgerentry_changelist")
+    days = periods.week_days
+    by_day: dict[dt.date, dict[str, int]] = {
+        day: {"paid_fen": 0, "paid_count": 0, "refunded_fen": 0, "refunded_count": 0}
+        for day in days
+    }
+    for row in selectors.settlement_rows(date_from=days[0], date_to=periods.today):
+        for key in by_day[row["date"]]:
+            by_day[row["date"]][key] += row[key]
+    today = by_day[periods.today]
+    week = {key: sum(day[key] for day in by_day.values()) for key in today}
+    in_flight = selectors.refunds_in_flight()
+
+    def ledger(kind: str, start: dt.datetime, end: dt.datetime) -> str:
+        return dashboard.changelist(
+            ledger_url,
+            kind__exact=kind,
+            at__gte=dashboard.stamp(start),
+            at__lt=dashboard.stamp(end),
+        )
+
+    def money(side: str, totals: dict[str, int]) -> str:
+        return f"¥{selectors.yuan(totals[f'{side}_fen'], grouped=True)}"
+
+    charge, refund = EntryKind.CHARGE, EntryKind.REFUND
+    weekdays = [_("周一"), _("周二"), _("周三"), _("周四"), _("周五"), _("周六"), _("周日")]
+    bars = []
+    for day, totals in by_day.items():
+        start = dt.datetime.combine(day, dt.time.min, tzinfo=dashboard.CHINA)
+        bars.append(
+            dashboard.Bar(
+                str(weekdays[day.weekday()]),
+                totals["paid_fen"] / 100,
+                url=ledger(charge, start, start + dt.timedelta(days=1)),
+                tone="today" if day == periods.today else "",
+                title=str(
+                    _("%(day)s 收款 %(paid)s 元（%(n)s 笔），退款 %(refunded)s 元")
+                    % {
+                        "day": day.isoformat(),
+                        "paid": selectors.yuan(totals["paid_fen"]),
+                        "n": totals["paid_count"],
+                        "refunded": selectors.yuan(totals["refunded_fen"]),
+                    }
+                ),
+            )
+        )
+    notes = {side: _("%(n)s 笔") for side in ("paid", "refunded")}
+    return dashboard.Panel(
+        title=str(_("统一支付")),
+        figures=[
+            dashboard.Figure(
+                str(_("今日收款")),
+                money("paid", today),
+                ledger(charge, periods.today_start, periods.tomorrow_start),
+                note=str(notes["paid"] % {"n": today["paid_count"]}),
+            ),
+            dashboard.Figure(
+                str(_("本周收款")),
+                money("paid", week),
+                ledger(charge, periods.week_start, periods.tomorrow_start),
+                note=str(notes["paid"] % {"n": week["paid_count"]}),
+            ),
+            dashboard.Figure(
+                str(_("今日退款")),
+                money("refunded", today),
+                ledger(refund, periods.today_start, periods.tomorrow_start),
+                note=str(notes["refunded"] % {"n": today["refunded_count"]}),
+            ),
+            dashboard.Figure(
+                str(_("本周退款")),
+                money("refunded", week),
+                ledger(refund, periods.week_start, periods.tomorrow_start),
+                note=str(notes["refunded"] % {"n": week["refunded_count"]}),
+            ),
+            dashboard.Figure(
+                str(_("退款处理中")),
+                str(in_flight["count"]),
+                dashboard.changelist(
+                    reverse("admin:payments_refund_changelist"), status__exact="pending"
+                ),
+                note=f"¥{selectors.yuan(in_flight['fen'], grouped=True)}",
+            ),
+        ],
+        chart=dashboard.bars_vertical(bars),
+        chart_caption=str(_("本周每日收款（元），深色为今日")),
+        links=[(str(_("资金日结")), reverse("admin:payments_paymentorder_settlement"))],
+    )
+
+
+dashboard.panel_register(
+    "payments.money",
+    order=40,
+    permissions=["payments.view_ledgerentry", "payments.view_refund"],
+    build=_money_panel,
+)

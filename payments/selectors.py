@@ -200,3 +200,11 @@ def settlement_rows(
     for row in result:
         row["net_fen"] = row["paid_fen"] - row["refunded_fen"]
     return result
+
+
+def refunds_in_flight() -> dict[str, int]:
+    """Refunds asked for and not yet settled by their channel: ``count`` and ``fen``."""
+    totals = Refund.objects.filter(status=RefundStatus.PENDING).aggregate(
+        count=Count("id"), fen=Sum("amount_fen")
+    )
+    return {"count": int(totals["count"] or 0), "fen": int(totals["fen"] or 0)}

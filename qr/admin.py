@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
@@ -12,6 +13,7 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from accounts import dashboard
 from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin, StaffRequest
 from config.api import client_ip
 from qr import keys, selectors, venue_codes
@@ -169,3 +171,65 @@ class ScanEventAdmin(ReadOnlyAdmin):
         elif pending is None:
             self.message_user(request, _("扫码缓冲区暂不可达"), level=messages.WARNING)
         return super().changelist_view(request, extra_context)
+
+
+# --- The dashboard's panel ----------------------------------------------------------------------
+
+
+def _scans_panel(periods: dashboard.Periods) -> dashboard.Panel:
+    url = reverse("admin:qr_scanevent_changelist")
+    last_hour = periods.now.replace(minute=0, second=0, microsecond=0)
+    hours = [last_hour - dt.timedelta(hours=n) for n in range(23, -1, -1)]
+    counted = {
+        hour.astimezone(dashboard.CHINA): row
+        for hour, row in selectors.scans_per_hour(since=hours[0], tzinfo=dashboard.CHINA).items()
+    }
+    zero = {"total": 0, "valid": 0}
+    bars = [
+        dashboard.Bar(
+            f"{hour:%H}",
+            counted.get(hour, zero)["total"],
+            url=dashboard.changelist(
+                url,
+                scanned_at__gte=dashboard.stamp(hour),
+                scanned_at__lt=dashboard.stamp(hour + dt.timedelta(hours=1)),
+            ),
+            title=str(
+                _("%(from)s–%(to)s 扫码 %(n)s 次，无效 %(bad)s 次")
+                % {
+                    "from": f"{hour:%m-%d %H:00}",
+                    "to": f"{hour + dt.timedelta(hours=1):%H:00}",
+                    "n": counted.get(hour, zero)["total"],
+                    "bad": counted.get(hour, zero)["total"] - counted.get(hour, zero)["valid"],
+                }
+            ),
+        )
+        for hour in hours
+    ]
+    total = sum(row["total"] for row in counted.values())
+    invalid = total - sum(row["valid"] for row in counted.values())
+    since = dashboard.stamp(hours[0])
+    return dashboard.Panel(
+        title=str(_("星码扫码")),
+        figures=[
+            dashboard.Figure(
+                str(_("近 24 小时扫码")),
+                str(total),
+                dashboard.changelist(url, scanned_at__gte=since),
+            ),
+            dashboard.Figure(
+                str(_("其中无效")),
+                str(invalid),
+                dashboard.changelist(url, scanned_at__gte=since, valid__exact="0"),
+                tone="warn" if invalid else "",
+                note=dashboard.percent(invalid / total if total else None),
+            ),
+        ],
+        chart=dashboard.bars_vertical(bars, every=3),
+        chart_caption=str(_("每小时扫码次数（北京时间）")),
+    )
+
+
+dashboard.panel_register(
+    "qr.scans", order=50, permissions=["qr.view_scanevent"], build=_scans_panel
+)

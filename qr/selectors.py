@@ -8,8 +8,8 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from accounts.models import Department, User
@@ -225,3 +225,19 @@ def venue_codes_signed_by_withdrawn_keys() -> list[tuple[str, int]]:
         .annotate(n=Count("pk"))
         .order_by("department__code")
     )
+
+
+# --- The operators' dashboard -------------------------------------------------------------
+
+
+def scans_per_hour(*, since: dt.datetime, tzinfo: dt.tzinfo) -> dict[dt.datetime, dict[str, int]]:
+    """Scans since ``since`` by the hour (in ``tzinfo``) they happened:
+    ``{hour: {"total", "valid"}}``, one grouped query over the time index."""
+    rows = (
+        ScanEvent.objects.filter(scanned_at__gte=since)
+        .annotate(hour=TruncHour("scanned_at", tzinfo=tzinfo))
+        .values("hour")
+        .annotate(total=Count("pk"), valid=Count("pk", filter=Q(valid=True)))
+        .order_by("hour")
+    )
+    return {row["hour"]: {"total": row["total"], "valid": row["valid"]} for row in rows}

@@ -12,16 +12,18 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts import dashboard
 from accounts.admin import AuditedModelAdmin, ChangesPublicPages, ReadOnlyAdmin, StaffRequest
 from config.pages import catalog_pages
 from services import catalog, selectors
 from services.errors import ServicesError
 from services.models import (
     Application,
+    ApplicationStatus,
     Category,
     Delivery,
     DeliveryAttempt,
@@ -400,3 +402,235 @@ class DeliveryAdmin(ReadOnlyAdmin):
             except ServicesError:
                 continue
         self.message_user(request, _("已重新投递 %(n)s 条") % {"n": replayed})
+
+
+# --- The dashboard's panels ------------------------------------------------------------------
+
+
+def _applications_panel(periods: dashboard.Periods) -> dashboard.Panel:
+    url = reverse("admin:services_application_changelist")
+    week = {"created_at__gte": dashboard.stamp(periods.week_start)}
+    today = {
+        "created_at__gte": dashboard.stamp(periods.today_start),
+        "created_at__lt": dashboard.stamp(periods.tomorrow_start),
+    }
+    rows = {
+        row["status"]: row
+        for row in selectors.applications_counted(
+            since=periods.week_start, today_start=periods.today_start, by=("status",)
+        )
+    }
+    deadlines = periods.once("services.deadlines", selectors.deadlines_by_department)
+    overdue = sum(row["overdue"] for row in deadlines)
+    due_soon = sum(row["due_soon"] for row in deadlines)
+    bars = [
+        dashboard.Bar(
+            str(label),
+            rows.get(status, {}).get("week", 0),
+            url=dashboard.changelist(url, status__exact=status, **week),
+            part=rows.get(status, {}).get("today", 0),
+            title=str(
+                _("%(status)s：本周 %(week)s，今日 %(today)s")
+                % {
+                    "status": label,
+                    "week": rows.get(status, {}).get("week", 0),
+                    "today": rows.get(status, {}).get("today", 0),
+                }
+            ),
+        )
+        for status, label in ApplicationStatus.choices
+    ]
+    return dashboard.Panel(
+        title=str(_("办件")),
+        figures=[
+            dashboard.Figure(
+                str(_("今日新办件")),
+                str(sum(r["today"] for r in rows.values())),
+                dashboard.changelist(url, **today),
+            ),
+            dashboard.Figure(
+                str(_("本周新办件")),
+                str(sum(r["week"] for r in rows.values())),
+                dashboard.changelist(url, **week),
+            ),
+            dashboard.Figure(
+                str(_("已超期")),
+                str(overdue),
+                dashboard.changelist(url, deadline="overdue"),
+                tone="bad" if overdue else "",
+            ),
+            dashboard.Figure(
+                str(_("3 个工作日内到期")),
+                str(due_soon),
+                dashboard.changelist(url, deadline="due_soon"),
+                tone="warn" if due_soon else "",
+            ),
+        ],
+        chart=dashboard.bars_horizontal(bars),
+        chart_caption=str(_("本周办件按状态（深色为今日）")),
+    )
+
+
+def _departments_panel(periods: dashboard.Periods) -> dashboard.Panel:
+    url = reverse("admin:services_application_changelist")
+    week = {"created_at__gte": dashboard.stamp(periods.week_start)}
+    rows = selectors.applications_counted(
+        since=periods.week_start,
+        today_start=periods.today_start,
+        by=("department_id", "department__name"),
+    )
+    rows.sort(key=lambda row: (-row["week"], row["department__name"]))
+    bars = [
+        dashboard.Bar(
+            row["department__name"],
+            row["week"],
+            url=dashboard.changelist(url, department__id__exact=row["department_id"], **week),
+            part=row["today"],
+            title=str(
+                _("%(name)s：本周 %(week)s，今日 %(today)s")
+                % {"name": row["department__name"], "week": row["week"], "today": row["today"]}
+            ),
+        )
+        for row in rows[:12]
+    ]
+    deadline_rows = [
+        [
+            dashboard.Cell(row["department__name"]),
+            dashboard.Cell(
+                str(row["overdue"]),
+                dashboard.changelist(
+                    url, deadline="overdue", department__id__exact=row["department_id"]
+                ),
+                tone="bad" if row["overdue"] else "",
+            ),
+            dashboard.Cell(
+                str(row["due_soon"]),
+                dashboard.changelist(
+                    url, deadline="due_soon", department__id__exact=row["department_id"]
+                ),
+                tone="warn" if row["due_soon"] else "",
+            ),
+        ]
+        for row in periods.once("services.deadlines", selectors.deadlines_by_department)[:12]
+    ]
+    return dashboard.Panel(
+        title=str(_("各部门办件")),
+        chart=dashboard.bars_horizontal(bars, label_width=150),
+        chart_caption=str(_("本周办件按部门（深色为今日）")),
+        table=dashboard.Table(
+            headers=[str(_("部门")), str(_("已超期")), str(_("即将到期"))],
+            rows=deadline_rows,
+            empty=str(_("没有超期或即将到期的办件")),
+        ),
+    )
+
+
+def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
+    deliveries_url = reverse("admin:services_delivery_changelist")
+    endpoints_url = reverse("admin:services_endpoint_changelist")
+    counts = selectors.deliveries_by_endpoint(since=periods.week_start)
+    watched = list(selectors.endpoints_watched())
+    zero = {"succeeded": 0, "failed": 0, "dead_letters": 0}
+
+    def rate(row: dict[str, int]) -> float | None:
+        finished = row["succeeded"] + row["failed"]
+        return row["succeeded"] / finished if finished else None
+
+    def trouble(endpoint: Endpoint) -> tuple[int, int, float]:
+        """Paused and disabled first, then the most dead letters, then the lowest rate."""
+        row = counts.get(endpoint.pk, zero)
+        share = rate(row)
+        return (
+            0 if endpoint.state != "active" else 1,
+            -row["dead_letters"],
+            2.0 if share is None else share,
+        )
+
+    total = {name: sum(row[name] for row in counts.values()) for name in zero}
+    overall = rate(total)
+    paused = [e for e in watched if e.state == "paused"]
+    disabled = [e for e in watched if e.state == "disabled"]
+    state_labels = {"active": _("正常"), "paused": _("熔断暂停"), "disabled": _("已停用")}
+    shown = sorted((e for e in watched if e.state != "active" or e.pk in counts), key=trouble)[:10]
+    rows = []
+    for endpoint in shown:
+        row = counts.get(endpoint.pk, zero)
+        change = reverse("admin:services_endpoint_change", args=[endpoint.pk])
+        rows.append(
+            [
+                dashboard.Cell(f"{endpoint.department.name} · {endpoint.url}", change),
+                dashboard.Cell(
+                    str(state_labels[endpoint.state]),
+                    tone="" if endpoint.state == "active" else "bad",
+                ),
+                dashboard.Cell(dashboard.percent(rate(row)), chart=dashboard.rate_bar(rate(row))),
+                dashboard.Cell(
+                    str(row["dead_letters"]),
+                    dashboard.changelist(
+                        deliveries_url, endpoint__id__exact=endpoint.pk, status__exact="failed"
+                    ),
+                    tone="bad" if row["dead_letters"] else "",
+                ),
+            ]
+        )
+    return dashboard.Panel(
+        title=str(_("部门投递")),
+        figures=[
+            dashboard.Figure(
+                str(_("本周送达率")),
+                dashboard.percent(overall),
+                dashboard.changelist(
+                    deliveries_url, created_at__gte=dashboard.stamp(periods.week_start)
+                ),
+                tone="" if overall is None or overall >= 0.99 else "warn",
+                note=str(
+                    _("送达 %(ok)s，死信 %(dead)s")
+                    % {"ok": total["succeeded"], "dead": total["failed"]}
+                ),
+            ),
+            dashboard.Figure(
+                str(_("待重放死信")),
+                str(total["dead_letters"]),
+                dashboard.changelist(deliveries_url, status__exact="failed"),
+                tone="bad" if total["dead_letters"] else "",
+            ),
+            dashboard.Figure(
+                str(_("熔断暂停的地址")),
+                str(len(paused)),
+                dashboard.changelist(endpoints_url, paused_at__isempty="0"),
+                tone="bad" if paused else "",
+            ),
+            dashboard.Figure(
+                str(_("已停用的地址")),
+                str(len(disabled)),
+                dashboard.changelist(endpoints_url, is_active__exact="0"),
+                tone="warn" if disabled else "",
+            ),
+        ],
+        table=dashboard.Table(
+            headers=[str(_("回调地址")), str(_("状态")), str(_("本周送达率")), str(_("死信"))],
+            rows=rows,
+            empty=str(_("本周没有投递")),
+        ),
+        wide=True,
+    )
+
+
+dashboard.panel_register(
+    "services.applications",
+    order=10,
+    permissions=["services.view_application"],
+    build=_applications_panel,
+)
+dashboard.panel_register(
+    "services.departments",
+    order=20,
+    permissions=["services.view_application"],
+    build=_departments_panel,
+)
+dashboard.panel_register(
+    "services.deliveries",
+    order=30,
+    permissions=["services.view_delivery", "services.view_endpoint"],
+    build=_deliveries_panel,
+)

@@ -5,15 +5,27 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Case, CharField, IntegerField, Prefetch, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    IntegerField,
+    Prefetch,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from accounts.models import Department, User
+from config.ids import uuid7_floor
 from services.models import (
     Application,
     ApplicationStatus,
     Category,
     Delivery,
+    DeliveryStatus,
     Endpoint,
     OutboxEvent,
     Service,
@@ -296,4 +308,77 @@ def applications_with_deadline_state(applications: QuerySet[Application]) -> Que
             default=None,
             output_field=CharField(),
         )
+    )
+
+
+# --- The operators' dashboard -----------------------------------------------------------------
+# Each figure is one grouped query over an index: applications and
+# deliveries since a time by their time-ordered ids (uuid7), deadlines by
+# (status, due_date), dead letters by (status, next_attempt_at).
+
+
+def applications_counted(
+    *, since: dt.datetime, today_start: dt.datetime, by: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Applications made since ``since`` grouped by ``by`` (e.g. ``("status",)``),
+    each group with ``week`` (all since ``since``) and ``today`` (since
+    ``today_start``)."""
+    return list(
+        Application.objects.filter(id__gte=uuid7_floor(since), created_at__gte=since)
+        .values(*by)
+        .annotate(
+            week=Count("id"),
+            today=Count("id", filter=Q(created_at__gte=today_start)),
+        )
+        .order_by(*by)
+    )
+
+
+def deadlines_by_department() -> list[dict[str, Any]]:
+    """Accepted applications past their due date (``overdue``) or due within
+    ``DUE_SOON_WORKING_DAYS`` working days (``due_soon``), per department,
+    as the admin's deadline filter counts them."""
+    today = timezone.localdate()
+    soon = working_days_add(today, DUE_SOON_WORKING_DAYS)
+    return list(
+        Application.objects.filter(
+            status=ApplicationStatus.ACCEPTED, due_date__isnull=False, due_date__lte=soon
+        )
+        .values("department_id", "department__code", "department__name")
+        .annotate(
+            overdue=Count("id", filter=Q(due_date__lt=today)),
+            due_soon=Count("id", filter=Q(due_date__gte=today)),
+        )
+        .order_by("-overdue", "-due_soon", "department__code")
+    )
+
+
+def deliveries_by_endpoint(*, since: dt.datetime) -> dict[Any, dict[str, int]]:
+    """Per endpoint id: deliveries made since ``since`` that ``succeeded`` or
+    ``failed`` (dead-lettered), and every delivery dead-lettered now
+    (``dead_letters``, whenever it was made: they wait for a replay)."""
+    dead = DeliveryStatus.FAILED
+    rows = (
+        Delivery.objects.filter(
+            Q(id__gte=uuid7_floor(since), created_at__gte=since) | Q(status=dead)
+        )
+        .values("endpoint_id")
+        .annotate(
+            succeeded=Count("id", filter=Q(created_at__gte=since, status=DeliveryStatus.SUCCEEDED)),
+            failed=Count("id", filter=Q(created_at__gte=since, status=dead)),
+            dead_letters=Count("id", filter=Q(status=dead)),
+        )
+        .order_by("endpoint_id")
+    )
+    return {
+        row["endpoint_id"]: {k: v for k, v in row.items() if k != "endpoint_id"} for row in rows
+    }
+
+
+def endpoints_watched() -> QuerySet[Endpoint]:
+    """Every endpoint in service (not deleted), with its department."""
+    return (
+        Endpoint.objects.filter(deleted_at=None)
+        .select_related("department")
+        .order_by("department__code", "created_at")
     )
