@@ -1,18 +1,20 @@
-"""Root URLs: the API under /api/v1/, its schema and docs, probes, admin."""
+"""Root URLs: the API under /api/v1/, its schema and docs, probes, admin, the landing page."""
 
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
-from config import api, bench, health, problems
+from config import api, bench, health, home, problems
 from payments import urls as payments_urls
 from qr import urls as qr_urls
 from services import urls as services_urls
 
 admin.site.site_header = settings.ADMIN_SITE_HEADER
 admin.site.site_title = settings.ADMIN_SITE_HEADER
+# The admin's "View site" opens the landing page.
+admin.site.site_url = "/"
 
 # Mounted by first segment, so resolving a path tries a handful of patterns,
 # not every route of every app; the scanners' hot path comes first.
@@ -34,12 +36,18 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="site/redoc.html"),
+        name="redoc",
+    ),
     path("api/problems/", problems.problem_list, name="problem-list"),
     path("api/problems/<slug:code>", problems.problem_detail, name="problem-detail"),
     re_path(r"^api/", api.api_not_found),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("", home.landing, name="home"),
 ]
 
 if settings.BENCHMARK_VIEWS:
