@@ -17,7 +17,13 @@ from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -29,6 +35,7 @@ from accounts import api_keys, audit, citizens, idnumber, pii, privileges, token
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
 from config import masking
 from config.api import client_ip
+from config.errors import DomainError
 from config.pages import PublicPages, catalog_pages
 
 
@@ -102,6 +109,68 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class DetailActions(admin.ModelAdmin):
+    """Buttons on a record's page, each posting to one write function (which
+    checks and audits what it does). ``detail_actions`` lists what ``request``
+    may do to ``obj`` now, as ``(slug, label)``; ``detail_action`` does it and
+    returns the message for the operator. Anything not offered is refused."""
+
+    change_form_template = "admin/detail_actions_change_form.html"
+
+    def detail_actions(self, request: HttpRequest, obj: Any) -> list[tuple[str, str]]:
+        return []
+
+    def detail_action(self, request: StaffRequest, obj: Any, slug: str) -> str:
+        raise NotImplementedError
+
+    def _detail_action_name(self) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_detail_action"
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/do/<slug:slug>/",
+                self.admin_site.admin_view(self.detail_action_view),
+                name=self._detail_action_name(),
+            ),
+            *super().get_urls(),
+        ]
+
+    def detail_action_view(self, request: StaffRequest, object_id: str, slug: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, object_id)
+        if obj is None or not self.has_view_permission(request, obj):
+            raise Http404
+        offered = dict(self.detail_actions(request, obj))
+        if slug not in offered:
+            raise PermissionDenied
+        level = messages.SUCCESS
+        try:
+            text = self.detail_action(request, obj, slug)
+        except DomainError as exc:
+            level = messages.ERROR
+            text = _("未执行：%(why)s（%(code)s）") % {
+                "why": exc.detail or exc.error.title,
+                "code": exc.code,
+            }
+        self.message_user(request, text, level=level)
+        return HttpResponseRedirect(
+            reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk])
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        offered = []
+        if obj is not None:
+            offered = [
+                (label, reverse(f"admin:{self._detail_action_name()}", args=[obj.pk, slug]))
+                for slug, label in self.detail_actions(request, obj)
+            ]
+        extra_context = {**(extra_context or {}), "detail_actions": offered}
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 # --- Users and privileges -----------------------------------------------------------------

@@ -17,7 +17,13 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts import dashboard
-from accounts.admin import AuditedModelAdmin, ChangesPublicPages, ReadOnlyAdmin, StaffRequest
+from accounts.admin import (
+    AuditedModelAdmin,
+    ChangesPublicPages,
+    DetailActions,
+    ReadOnlyAdmin,
+    StaffRequest,
+)
 from config.pages import catalog_pages
 from services import catalog, selectors
 from services.errors import ServicesError
@@ -27,6 +33,7 @@ from services.models import (
     Category,
     Delivery,
     DeliveryAttempt,
+    DeliveryStatus,
     Endpoint,
     Holiday,
     OutboxEvent,
@@ -295,11 +302,15 @@ class ApplicationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(DetailActions, admin.ModelAdmin):
+    """Endpoints change through their department's API; operators watch
+    them and, with ``services.change_endpoint``, pause, resume or ping one
+    (services.routing.endpoints, audited)."""
+
     list_display = (
         "url",
         "department",
-        "state",
+        "state_display",
         "consecutive_failures",
         "last_success_at",
         "last_failure_at",
@@ -328,20 +339,58 @@ class EndpointAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # departments register endpoints through their API (the secret goes to them)
 
+    def has_change_permission(self, request: HttpRequest, obj: Endpoint | None = None) -> bool:
+        return False  # a record to read; what may change goes through the buttons and actions
+
     def has_delete_permission(self, request: HttpRequest, obj: Endpoint | None = None) -> bool:
         return False
 
-    @admin.action(description=_("恢复投递（启用并解除熔断）"), permissions=["change"])
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("services.change_endpoint")
+
+    @admin.display(description=_("状态"))
+    def state_display(self, endpoint: Endpoint) -> str:
+        return str(ENDPOINT_STATES.get(endpoint.state, endpoint.state))
+
+    def detail_actions(self, request: HttpRequest, obj: Endpoint) -> list[tuple[str, str]]:
+        if obj.deleted_at is not None or not self.has_manage_permission(request):
+            return []
+        offered = [("ping", str(_("发送测试事件")))]
+        if obj.is_active:
+            offered.insert(0, ("pause", str(_("暂停投递"))))
+        if not obj.is_active or obj.paused_at is not None:
+            offered.insert(0, ("resume", str(_("恢复投递"))))
+        return offered
+
+    def detail_action(self, request: StaffRequest, obj: Endpoint, slug: str) -> str:
+        if slug == "pause":
+            endpoints.endpoint_update(endpoint=obj, actor=request.user, is_active=False)
+            return str(_("已暂停投递：事件保留，恢复后补发"))
+        if slug == "resume":
+            endpoints.endpoint_update(endpoint=obj, actor=request.user, is_active=True)
+            return str(_("已恢复投递，积压的事件开始补发"))
+        endpoints.endpoint_ping(endpoint=obj, actor=request.user)
+        return str(_("已发送测试事件（ping）"))
+
+    @admin.action(description=_("恢复投递（启用并解除熔断）"), permissions=["manage"])
     def resume(self, request: StaffRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset.filter(deleted_at=None):
             endpoints.endpoint_update(endpoint=endpoint, actor=request.user, is_active=True)
         self.message_user(request, _("已恢复"))
 
-    @admin.action(description=_("发送测试事件（ping）"), permissions=["change"])
+    @admin.action(description=_("发送测试事件（ping）"), permissions=["manage"])
     def ping(self, request: StaffRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset.filter(deleted_at=None):
             endpoints.endpoint_ping(endpoint=endpoint, actor=request.user)
         self.message_user(request, _("已发送"))
+
+
+ENDPOINT_STATES = {
+    "active": _("正常"),
+    "paused": _("熔断暂停"),
+    "disabled": _("已停用"),
+    "deleted": _("已删除"),
+}
 
 
 @admin.register(OutboxEvent)
@@ -366,7 +415,10 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
+class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
+    """A record of what was sent and every try; with ``services.change_delivery``
+    an operator replays one (services.routing.deliveries, audited)."""
+
     list_display = (
         "created_at",
         "event_type",
@@ -384,15 +436,23 @@ class DeliveryAdmin(ReadOnlyAdmin):
     inlines = [AttemptInline]
     actions = ["replay"]
 
-    def has_change_permission(self, request, obj=None):
-        # Viewing is read-only (all fields are); the replay action needs "change".
+    def has_replay_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("services.change_delivery")
 
     @admin.display(description=_("事件类型"))
     def event_type(self, delivery: Delivery) -> str:
         return delivery.event.type
 
-    @admin.action(description=_("重新投递（死信重放）"), permissions=["change"])
+    def detail_actions(self, request: HttpRequest, obj: Delivery) -> list[tuple[str, str]]:
+        if not self.has_replay_permission(request) or obj.status == DeliveryStatus.CANCELLED:
+            return []
+        return [("replay", str(_("重新投递")))]
+
+    def detail_action(self, request: StaffRequest, obj: Delivery, slug: str) -> str:
+        deliveries.delivery_replay(delivery=obj, actor=request.user)
+        return str(_("已重新投递，稍后刷新查看结果"))
+
+    @admin.action(description=_("重新投递（死信重放）"), permissions=["replay"])
     def replay(self, request: StaffRequest, queryset: QuerySet[Delivery]) -> None:
         replayed = 0
         for delivery in queryset:
@@ -550,7 +610,6 @@ def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
     overall = rate(total)
     paused = [e for e in watched if e.state == "paused"]
     disabled = [e for e in watched if e.state == "disabled"]
-    state_labels = {"active": _("正常"), "paused": _("熔断暂停"), "disabled": _("已停用")}
     shown = sorted((e for e in watched if e.state != "active" or e.pk in counts), key=trouble)[:10]
     rows = []
     for endpoint in shown:
@@ -560,7 +619,7 @@ def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
             [
                 dashboard.Cell(f"{endpoint.department.name} · {endpoint.url}", change),
                 dashboard.Cell(
-                    str(state_labels[endpoint.state]),
+                    str(ENDPOINT_STATES[endpoint.state]),
                     tone="" if endpoint.state == "active" else "bad",
                 ),
                 dashboard.Cell(dashboard.percent(rate(row)), chart=dashboard.rate_bar(rate(row))),

@@ -1,0 +1,136 @@
+"""Operators at work on deliveries and endpoints from their pages: replay a
+dead letter, pause, resume and ping an endpoint; each button only for staff
+allowed to, each step audited; the records themselves stay read-only."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from accounts.models import AuditEntry, User
+from services.models import Delivery, Endpoint
+from tests.accounts.factories import StaffFactory
+from tests.services.department import Answer
+
+pytestmark = pytest.mark.django_db
+
+
+def staff_with(*codenames: str) -> User:
+    staff = StaffFactory()
+    staff.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="services", codename__in=codenames)
+    )
+    return staff
+
+
+def delivery_page(delivery: Delivery) -> str:
+    return f"/admin/services/delivery/{delivery.pk}/change/"
+
+
+def replay_url(delivery: Delivery) -> str:
+    return f"/admin/services/delivery/{delivery.pk}/do/replay/"
+
+
+def endpoint_url(endpoint: Endpoint, action: str = "") -> str:
+    base = f"/admin/services/endpoint/{endpoint.pk}/"
+    return f"{base}do/{action}/" if action else f"{base}change/"
+
+
+@pytest.fixture
+def dead_letter(apply, hook, department_server) -> Delivery:
+    department_server.answer(Answer(400, {"error": "schema"}))  # final: no retry
+    apply()
+    delivery = Delivery.objects.get()
+    assert delivery.status == "failed"
+    return delivery
+
+
+def test_an_operator_replays_a_dead_letter_from_its_page(
+    operator_client, operator, dead_letter, department_server, django_capture_on_commit_callbacks
+) -> None:
+    html = operator_client.get(delivery_page(dead_letter)).content.decode()
+    assert f'action="{replay_url(dead_letter)}"' in html
+    assert 'name="_save"' not in html  # a record, not a form
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(replay_url(dead_letter))
+    assert response.status_code == 302
+    assert response.url == delivery_page(dead_letter)
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == "succeeded" and dead_letter.attempt_count == 2
+    assert len({r.headers["webhook-id"] for r in department_server.received}) == 1
+    entry = AuditEntry.objects.get(action="delivery.replayed")
+    assert (entry.actor_id, entry.target_id) == (str(operator.pk), str(dead_letter.pk))
+    page = operator_client.get(response.url).content.decode()
+    assert "已重新投递" in page
+
+
+def test_staff_who_may_only_look_get_no_replay_button(client, dead_letter) -> None:
+    client.force_login(staff_with("view_delivery"))
+    html = client.get(delivery_page(dead_letter)).content.decode()
+    assert "/do/" not in html
+    assert client.post(replay_url(dead_letter)).status_code == 403
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == "failed"
+    assert not AuditEntry.objects.filter(action="delivery.replayed").exists()
+
+
+def test_staff_with_the_change_permission_may_replay(
+    client, dead_letter, django_capture_on_commit_callbacks
+) -> None:
+    client.force_login(staff_with("view_delivery", "change_delivery"))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(replay_url(dead_letter)).status_code == 302
+    dead_letter.refresh_from_db()
+    assert dead_letter.status == "succeeded"
+
+
+def test_a_replay_is_a_post_and_unknown_buttons_are_refused(operator_client, dead_letter) -> None:
+    assert operator_client.get(replay_url(dead_letter)).status_code == 405
+    assert (
+        operator_client.post(f"/admin/services/delivery/{dead_letter.pk}/do/delete/").status_code
+        == 403
+    )
+    missing = "/admin/services/delivery/00000000-0000-7000-8000-000000000000/do/replay/"
+    assert operator_client.post(missing).status_code == 404
+    assert operator_client.post("/admin/services/delivery/not-an-id/do/replay/").status_code == 404
+
+
+def test_an_operator_pauses_resumes_and_pings_an_endpoint(
+    operator_client, hook, department_server, django_capture_on_commit_callbacks
+) -> None:
+    html = operator_client.get(endpoint_url(hook)).content.decode()
+    assert f'action="{endpoint_url(hook, "pause")}"' in html
+    assert f'action="{endpoint_url(hook, "resume")}"' not in html  # it is running
+    assert 'name="_save"' not in html
+
+    assert operator_client.post(endpoint_url(hook, "pause")).status_code == 302
+    hook.refresh_from_db()
+    assert not hook.is_active
+    html = operator_client.get(endpoint_url(hook)).content.decode()
+    assert f'action="{endpoint_url(hook, "resume")}"' in html
+    assert f'action="{endpoint_url(hook, "pause")}"' not in html
+
+    assert operator_client.post(endpoint_url(hook, "resume")).status_code == 302
+    hook.refresh_from_db()
+    assert hook.is_active
+    assert list(
+        AuditEntry.objects.filter(action="endpoint.updated", target_id=str(hook.pk))
+        .order_by("at")
+        .values_list("data", flat=True)
+    ) == [{"is_active": False}, {"is_active": True}]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operator_client.post(endpoint_url(hook, "ping")).status_code == 302
+    assert [r.payload["type"] for r in department_server.received] == ["ping"]
+    assert AuditEntry.objects.filter(action="endpoint.pinged", target_id=str(hook.pk)).exists()
+
+
+def test_staff_who_may_only_look_cannot_touch_an_endpoint(client, hook, department_server) -> None:
+    client.force_login(staff_with("view_endpoint"))
+    html = client.get(endpoint_url(hook)).content.decode()
+    assert "/do/" not in html
+    for action in ("pause", "resume", "ping"):
+        assert client.post(endpoint_url(hook, action)).status_code == 403
+    hook.refresh_from_db()
+    assert hook.is_active
+    assert department_server.received == []
