@@ -4,10 +4,15 @@ the demo department backend.
 ``make run`` calls this after migrating and seeding. Output of every process
 is shown with its name; Ctrl-C stops them all. If one process dies, the rest
 are stopped too, so a broken start is never mistaken for a running system.
+
+Text messages (the login codes) go to ``SMS_FILE_PATH`` (the ``file`` SMS
+backend, unless ``SMS_BACKEND`` says otherwise), one JSON line each, where
+the README's walkthrough reads them; each is also shown, as ``sms``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = os.environ.get("PORT", "8000")
+SMS_FILE = Path(os.environ.get("SMS_FILE_PATH", ROOT / "var" / "sms-outbox.jsonl"))
 
 
 def commands() -> dict[str, list[str]]:
@@ -63,19 +69,70 @@ def pump(name: str, stream) -> None:
         sys.stdout.flush()
 
 
+def follow_sms(path: Path, stopping: threading.Event) -> None:
+    """Shows each message the file SMS backend appends, from now on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    status = path.stat()
+    position, inode = status.st_size, status.st_ino
+    while not stopping.wait(0.3):
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            continue
+        size = status.st_size
+        if size < position or status.st_ino != inode:  # truncated or replaced: from its start
+            position, inode = 0, status.st_ino
+        if size == position:
+            continue
+        with path.open("rb") as handle:
+            handle.seek(position)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        position += len(complete)
+        for line in complete.decode("utf-8", "replace").splitlines():
+            try:
+                message = json.loads(line)
+                shown = f"to {message['to']}: {message['text']}"
+            except (ValueError, KeyError, TypeError):
+                shown = line
+            sys.stdout.write(f"{'sms':>7} | {shown}\n")
+            sys.stdout.flush()
+
+
+def stack() -> str:
+    if not os.environ.get("DATABASE_URL") and not os.environ.get("REDIS_URL"):
+        return "embedded default: SQLite + server-less broker"
+    database = os.environ.get("DATABASE_URL", "sqlite").split(":", 1)[0]
+    broker = "Redis" if os.environ.get("REDIS_URL") else "server-less broker"
+    return f"DATABASE_URL {database} + {broker}"
+
+
+def sms_where() -> str:
+    if os.environ.get("SMS_BACKEND", "file") != "file":
+        return f"SMS_BACKEND={os.environ['SMS_BACKEND']}"
+    try:
+        shown = SMS_FILE.resolve().relative_to(ROOT)
+    except ValueError:
+        shown = SMS_FILE
+    return f"{shown} (shown below as 'sms')"
+
+
 def banner() -> str:
     base = f"http://{HOST}:{PORT}"
     password = os.environ.get("DEMO_ADMIN_PASSWORD", "changsha-demo")
     return "\n".join(
         [
             "",
-            "My Changsha is running (embedded default: SQLite + server-less broker)",
-            f"  API docs (Swagger UI)  {base}/api/docs/",
+            f"My Changsha is running ({stack()})",
+            f"  Start page             {base}/",
+            f"  API docs               {base}/api/docs/ (Swagger UI), {base}/api/redoc/ (ReDoc)",
             f"  OpenAPI schema         {base}/api/schema/",
+            f"  Error codes            {base}/api/problems/",
             f"  Admin                  {base}/admin/   (admin / {password})",
             f"  Health                 {base}/healthz  {base}/readyz",
-            "  Demo citizen           13800138000: POST /api/v1/auth/otp/,",
-            "                         the SMS code is printed below by 'web'",
+            "  Demo citizen           13800138000: POST /api/v1/auth/otp/, then the code",
+            f"                         from {sms_where()}",
             "  Demo departments       'dept' receives their signed events and reports",
             "                         progress back (accepted, then completed)",
             "  Payments (sandbox)     POST /api/v1/payments/, then the sandbox wallet:",
@@ -88,6 +145,9 @@ def banner() -> str:
 
 def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Login codes to a file: the walkthrough reads them from there.
+    env.setdefault("SMS_BACKEND", "file")
+    env.setdefault("SMS_FILE_PATH", str(SMS_FILE))
     # The sandbox channels call the web process back here.
     env.setdefault("PAYMENTS_NOTIFY_BASE_URL", f"http://{HOST}:{PORT}")
     processes: dict[str, subprocess.Popen] = {}
@@ -104,6 +164,9 @@ def main() -> int:
         threading.Thread(target=pump, args=(name, processes[name].stdout), daemon=True).start()
 
     stopping = threading.Event()
+    if env["SMS_BACKEND"] == "file":
+        sms_file = Path(env["SMS_FILE_PATH"])
+        threading.Thread(target=follow_sms, args=(sms_file, stopping), daemon=True).start()
 
     def stop(*_args: object) -> None:
         stopping.set()
