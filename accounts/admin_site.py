@@ -25,6 +25,24 @@ APP_ORDER = ("services", "payments", "qr", "accounts", "auth")
 LAST = ("axes", "django_celery_beat", "token_blacklist")
 
 
+# Libraries' tables under Chinese names (their own apps carry English ones;
+# renamed here, on the page, not in their models).
+LIBRARY_NAMES: dict[str, tuple[Any, dict[str, Any]]] = {
+    "token_blacklist": (
+        _("刷新令牌"),
+        {"OutstandingToken": _("已签发的刷新令牌"), "BlacklistedToken": _("已注销的刷新令牌")},
+    ),
+    "axes": (
+        _("登录锁定"),
+        {
+            "AccessAttempt": _("登录失败计数"),
+            "AccessFailureLog": _("登录失败记录"),
+            "AccessLog": _("登录记录"),
+        },
+    ),
+}
+
+
 def app_rank(app_label: str) -> tuple[int, int]:
     if app_label in APP_ORDER:
         return (0, APP_ORDER.index(app_label))
@@ -41,6 +59,12 @@ class OperatorAdminSite(admin.AdminSite):
         self, request: HttpRequest, app_label: str | None = None
     ) -> list[dict[str, Any]]:
         apps = super().get_app_list(request, app_label)
+        for app in apps:
+            name, models = LIBRARY_NAMES.get(app["app_label"], (None, {}))
+            if name is not None:
+                app["name"] = name
+            for model in app["models"]:
+                model["name"] = models.get(model["object_name"], model["name"])
         return sorted(apps, key=lambda app: app_rank(app["app_label"]))
 
     def index(

@@ -238,7 +238,8 @@ def bars_vertical(
     """A time series: one column per period, labelled every ``every`` columns."""
     if not bars:
         return mark_safe("")
-    top = max((bar.value for bar in bars), default=0) or 1
+    peak = max((bar.value for bar in bars), default=0)
+    top = peak or 1
     axis = 16  # room for the labels below
     plot = height - axis - 12
     step = width / len(bars)
@@ -275,7 +276,7 @@ def bars_vertical(
         format_html_join("", "{}", ((p,) for p in parts)),
         w=width,
         h=height,
-        top=_number(top),
+        top=_number(peak) if peak else "",
         base=12 + plot,
     )
 

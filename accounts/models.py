@@ -146,14 +146,16 @@ class OtpChallenge(models.Model):
         BURNED = "burned", _("错误次数过多")
         SUPERSEDED = "superseded", _("已被新验证码取代")
 
-    phone = models.CharField(max_length=11)
-    code_hash = models.CharField(max_length=64)
-    ip = models.GenericIPAddressField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
-    attempts = models.PositiveSmallIntegerField(default=0)
-    closed_at = models.DateTimeField(null=True, blank=True)
-    close_reason = models.CharField(max_length=16, choices=CloseReason.choices, blank=True)
+    phone = models.CharField(_("手机号"), max_length=11)
+    code_hash = models.CharField(_("验证码摘要"), max_length=64)
+    ip = models.GenericIPAddressField(_("请求地址"), null=True, blank=True)
+    created_at = models.DateTimeField(_("发送时间"), default=timezone.now)
+    expires_at = models.DateTimeField(_("过期时间"))
+    attempts = models.PositiveSmallIntegerField(_("核对次数"), default=0)
+    closed_at = models.DateTimeField(_("关闭时间"), null=True, blank=True)
+    close_reason = models.CharField(
+        _("关闭原因"), max_length=16, choices=CloseReason.choices, blank=True
+    )
 
     class Meta:
         verbose_name = _("短信验证码")
@@ -164,7 +166,7 @@ class OtpChallenge(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{masking.mask_phone(self.phone)} @ {self.created_at:%Y-%m-%d %H:%M:%S}"
+        return f"{masking.mask_phone(self.phone)} @ {timezone.localtime(self.created_at):%Y-%m-%d %H:%M:%S}"
 
 
 class ApiKeyScope(models.TextChoices):
@@ -286,7 +288,7 @@ class AuditEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_type}:{self.target_id}"
+        return f"{timezone.localtime(self.at):%Y-%m-%d %H:%M:%S} {self.action} {self.target_type}:{self.target_id}"
 
 
 class IdempotencyRecord(models.Model):

@@ -296,26 +296,29 @@ class SandboxTradeState(models.TextChoices):
 
 
 class SandboxTrade(models.Model):
-    channel = models.CharField(max_length=16)
-    merchant_id = models.CharField(max_length=64)
-    app_id = models.CharField(max_length=64)
-    order_no = models.CharField(max_length=64)
-    transaction_id = models.CharField(max_length=64, unique=True)
-    amount_fen = models.PositiveIntegerField()
-    description = models.CharField(max_length=127, blank=True)
-    notify_url = models.CharField(max_length=500)
+    channel = models.CharField(_("渠道"), max_length=16)
+    merchant_id = models.CharField(_("商户号"), max_length=64)
+    app_id = models.CharField(_("应用号"), max_length=64)
+    order_no = models.CharField(_("订单号"), max_length=64)
+    transaction_id = models.CharField(_("渠道交易号"), max_length=64, unique=True)
+    amount_fen = models.PositiveIntegerField(_("金额（分）"))
+    description = models.CharField(_("商品描述"), max_length=127, blank=True)
+    notify_url = models.CharField(_("通知地址"), max_length=500)
     state = models.CharField(
-        max_length=16, choices=SandboxTradeState.choices, default=SandboxTradeState.NOTPAY
+        _("交易状态"),
+        max_length=16,
+        choices=SandboxTradeState.choices,
+        default=SandboxTradeState.NOTPAY,
     )
-    expires_at = models.DateTimeField()
-    paid_at = models.DateTimeField(null=True, blank=True)
-    closed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(_("支付截止"))
+    paid_at = models.DateTimeField(_("支付时间"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("关闭时间"), null=True, blank=True)
     # The provider's notify: tries so far, when the next one is due, when
     # the merchant acknowledged it.
-    notify_attempts = models.PositiveIntegerField(default=0)
-    notify_due_at = models.DateTimeField(null=True, blank=True)
-    notified_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    notify_attempts = models.PositiveIntegerField(_("通知次数"), default=0)
+    notify_due_at = models.DateTimeField(_("下次通知"), null=True, blank=True)
+    notified_at = models.DateTimeField(_("通知成功时间"), null=True, blank=True)
+    created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
 
     class Meta:
         verbose_name = _("沙箱交易")
@@ -332,15 +335,17 @@ class SandboxTrade(models.Model):
 
 
 class SandboxRefund(models.Model):
-    trade = models.ForeignKey(SandboxTrade, on_delete=models.CASCADE, related_name="refunds")
-    refund_no = models.CharField(max_length=64)
-    refund_id = models.CharField(max_length=64, unique=True)
-    amount_fen = models.PositiveIntegerField()
+    trade = models.ForeignKey(
+        SandboxTrade, verbose_name=_("沙箱交易"), on_delete=models.CASCADE, related_name="refunds"
+    )
+    refund_no = models.CharField(_("退款单号"), max_length=64)
+    refund_id = models.CharField(_("渠道退款号"), max_length=64, unique=True)
+    amount_fen = models.PositiveIntegerField(_("金额（分）"))
     # PROCESSING until settles_at, then SUCCESS (or ABNORMAL, never here).
-    state = models.CharField(max_length=16, default="PROCESSING")
-    settles_at = models.DateTimeField()
-    succeeded_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(_("退款状态"), max_length=16, default="PROCESSING")
+    settles_at = models.DateTimeField(_("到账时间"))
+    succeeded_at = models.DateTimeField(_("退款成功时间"), null=True, blank=True)
+    created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
 
     class Meta:
         verbose_name = _("沙箱退款")

@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from accounts import dashboard
-from accounts.admin import AuditedModelAdmin, ReadOnlyAdmin, StaffRequest
+from accounts.admin import AuditedModelAdmin, DetailActions, ReadOnlyAdmin, StaffRequest
 from config.api import client_ip
 from qr import keys, selectors, venue_codes
 from qr.models import ScanEvent, ScannerProfile, SigningKey, VenueCode
@@ -68,7 +68,10 @@ class SigningKeyAdmin(ReadOnlyAdmin):
 
 
 @admin.register(VenueCode)
-class VenueCodeAdmin(admin.ModelAdmin):
+class VenueCodeAdmin(DetailActions, admin.ModelAdmin):
+    """Venue codes are made by departments through their API; operators
+    read them and, with ``qr.change_venuecode``, deactivate one (audited)."""
+
     list_display = (
         "label",
         "service",
@@ -82,7 +85,7 @@ class VenueCodeAdmin(admin.ModelAdmin):
     search_fields = ("label", "location", "service__code", "service__name", "=jti")
     list_select_related = ("service", "department")
     fields = (
-        "id",
+        "code_id",
         "department",
         "service",
         "label",
@@ -101,8 +104,27 @@ class VenueCodeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # departments create codes through their API
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a record to read; deactivating goes through the button and action
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("qr.change_venuecode")
+
+    @admin.display(description=_("编号"))
+    def code_id(self, venue: VenueCode) -> str:
+        return str(venue.pk)
+
+    def detail_actions(self, request: HttpRequest, obj: VenueCode) -> list[tuple[str, str]]:
+        if obj.is_active and self.has_manage_permission(request):
+            return [("deactivate", str(_("停用场所码")))]
+        return []
+
+    def detail_action(self, request: StaffRequest, obj: VenueCode, slug: str) -> str:
+        venue_codes.venue_code_deactivate(venue=obj, actor=request.user, ip=client_ip(request))
+        return str(_("已停用，扫码将提示此码已作废"))
 
     @admin.display(description=_("扫码次数"), ordering="scan_count")
     def scan_count_display(self, venue: VenueCode) -> int:
@@ -112,7 +134,7 @@ class VenueCodeAdmin(admin.ModelAdmin):
     def is_active_display(self, venue: VenueCode) -> bool:
         return venue.is_active
 
-    @admin.action(description=_("停用所选场所码"), permissions=["change"])
+    @admin.action(description=_("停用所选场所码"), permissions=["manage"])
     def deactivate(self, request: StaffRequest, queryset: QuerySet[VenueCode]) -> None:
         count = 0
         for venue in queryset.filter(deactivated_at__isnull=True):

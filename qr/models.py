@@ -185,7 +185,7 @@ class ScanEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.scanned_at:%Y-%m-%d %H:%M:%S} {self.kind or '?'} {self.reason or 'valid'}"
+        return f"{timezone.localtime(self.scanned_at):%Y-%m-%d %H:%M:%S} {self.kind or '?'} {self.reason or 'valid'}"
 
 
 class ScanClaim(models.Model):

@@ -196,7 +196,9 @@ class Application(models.Model):
 class TimelineEntry(models.Model):
     """One step of an application's history, shown to citizen and department."""
 
-    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="timeline")
+    application = models.ForeignKey(
+        Application, verbose_name=_("办件"), on_delete=models.CASCADE, related_name="timeline"
+    )
     status = models.CharField(_("状态"), max_length=20, choices=ApplicationStatus.choices)
     at = models.DateTimeField(_("时间"), default=timezone.now)
     actor = models.CharField(_("操作方"), max_length=16, choices=ActorKind.choices)
@@ -209,7 +211,7 @@ class TimelineEntry(models.Model):
         verbose_name_plural = _("办件进度")
 
     def __str__(self) -> str:
-        return f"{self.application_id} {self.status} {self.at:%Y-%m-%d %H:%M}"
+        return f"{self.get_status_display()} {timezone.localtime(self.at):%Y-%m-%d %H:%M}"
 
 
 # --- Routing to department systems -------------------------------------------------------
@@ -276,15 +278,20 @@ class OutboxEvent(models.Model):
         related_name="events",
     )
     application = models.ForeignKey(
-        Application, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+        Application,
+        verbose_name=_("办件"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="events",
     )
     data = EncryptedJSONField(editable=False)
     created_at = models.DateTimeField(_("时间"), default=timezone.now, db_index=True)
     # When in-process subscribers (other apps) have handled it; failed runs
     # are tried again with growing waits.
     handled_at = models.DateTimeField(_("本地处理时间"), null=True, blank=True)
-    handle_attempts = models.PositiveIntegerField(default=0)
-    handle_after = models.DateTimeField(null=True, blank=True)
+    handle_attempts = models.PositiveIntegerField(_("本地处理失败次数"), default=0)
+    handle_after = models.DateTimeField(_("下次本地处理"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("事件")
@@ -366,7 +373,9 @@ class Delivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One HTTP try of a delivery."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    delivery = models.ForeignKey(
+        Delivery, verbose_name=_("投递"), on_delete=models.CASCADE, related_name="attempts"
+    )
     number = models.PositiveIntegerField(_("序号"))
     started_at = models.DateTimeField(_("开始时间"))
     duration_ms = models.PositiveIntegerField(_("耗时（毫秒）"))

@@ -70,6 +70,21 @@ def test_the_deactivate_action_revokes_codes(operator_client, integrator_api, se
     assert resolved.status_code == 410
 
 
+def test_an_operator_deactivates_a_code_from_its_page(
+    operator_client, integrator_api, service, api
+):
+    body = create_venue(integrator_api, service.code)
+    page = operator_client.get(f"/admin/qr/venuecode/{body['id']}/change/").content.decode()
+    button = f'action="/admin/qr/venuecode/{body["id"]}/do/deactivate/"'
+    assert button in page
+    assert 'name="_save"' not in page  # a record, not a form
+    response = operator_client.post(f"/admin/qr/venuecode/{body['id']}/do/deactivate/")
+    assert response.status_code == 302
+    resolved = api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json")
+    assert resolved.status_code == 410
+    assert button not in operator_client.get(response.url).content.decode()
+
+
 def test_an_operator_sets_a_scanner_profile(operator_client, scanner_key, citizen_api, scanner_api):
     response = operator_client.post(
         "/admin/qr/scannerprofile/add/",
