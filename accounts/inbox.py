@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,18 @@ def _in_every_language(text: Promise | str, params: Mapping[str, Any] | None) ->
     return rendered
 
 
+@dataclass(frozen=True)
+class Post:
+    """One message to one citizen (see :func:`message_post`)."""
+
+    user: User
+    kind: str
+    title: Promise | str
+    body: Promise | str
+    params: Mapping[str, Any] | None = None
+    data: Mapping[str, Any] | None = None
+
+
 def message_post(
     *,
     user: User,
@@ -45,12 +58,22 @@ def message_post(
     ``%(name)s`` placeholders filled from ``params``; they are rendered once
     per supported language, so each reader sees their own.
     """
-    return Message.objects.create(
-        user=user,
-        kind=kind,
-        title=_in_every_language(title, params),
-        body=_in_every_language(body, params),
-        data=dict(data or {}),
+    return messages_post([Post(user, kind, title, body, params, data)])[0]
+
+
+def messages_post(posts: Sequence[Post]) -> list[Message]:
+    """Post several messages in one statement (see :func:`message_post`)."""
+    return Message.objects.bulk_create(
+        [
+            Message(
+                user=post.user,
+                kind=post.kind,
+                title=_in_every_language(post.title, post.params),
+                body=_in_every_language(post.body, post.params),
+                data=dict(post.data or {}),
+            )
+            for post in posts
+        ]
     )
 
 

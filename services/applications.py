@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.audit import audit_record
 from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
-from accounts.inbox import message_post
+from accounts.inbox import Post, message_post, messages_post
 from accounts.models import ApiKey, User
 from services import selectors
 from services.errors import (
@@ -86,40 +86,77 @@ def _move(
 ) -> TimelineEntry:
     """The one place a status changes. ``application`` must be locked;
     ``also`` names other fields the caller changed, saved in the same UPDATE."""
-    if not transition_allowed(application.status, target, actor):
-        raise ServicesError(
-            INVALID_TRANSITION,
-            _("办件当前为“%(current)s”，不能变为“%(target)s”")
-            % {"current": S(application.status).label, "target": S(target).label},
-            extra={"current_status": application.status},
-        )
+    return _move_many(
+        [application], target, actor=actor, actor_label=actor_label, note=note, also=also
+    )[0]
+
+
+def _move_many(
+    applications: Sequence[Application],
+    target: str,
+    *,
+    actor: str,
+    actor_label: str = "",
+    note: StrOrPromise = "",
+    also: Iterable[str] = (),
+) -> list[TimelineEntry]:
+    """:func:`_move` for several applications, in one statement per table."""
+    for application in applications:
+        if not transition_allowed(application.status, target, actor):
+            raise ServicesError(
+                INVALID_TRANSITION,
+                _("办件当前为“%(current)s”，不能变为“%(target)s”")
+                % {"current": S(application.status).label, "target": S(target).label},
+                extra={"current_status": application.status},
+            )
     now = timezone.now()
-    application.status = target
-    if target in FINAL:
-        application.closed_at = now
-    application.save(update_fields=["status", "closed_at", "updated_at", *also])
-    entry = TimelineEntry.objects.create(
-        application=application,
-        status=target,
-        at=now,
-        actor=actor,
-        actor_label=actor_label,
-        note=str(note),
+    for application in applications:
+        application.status = target
+        if target in FINAL:
+            application.closed_at = now
+    fields = ["status", "closed_at", "updated_at", *also]
+    if len(applications) == 1:
+        applications[0].save(update_fields=fields)
+    else:
+        for application in applications:
+            application.updated_at = now
+        Application.objects.bulk_update(applications, fields)
+    entries = TimelineEntry.objects.bulk_create(
+        [
+            TimelineEntry(
+                application=application,
+                status=target,
+                at=now,
+                actor=actor,
+                actor_label=actor_label,
+                note=str(note),
+            )
+            for application in applications
+        ]
     )
-    message_post(
-        user=application.applicant,
-        kind="application.status",
-        title=_("办件进度：%(status)s"),
-        body=_("您申请的“%(service)s”（%(number)s）状态已更新为：%(status)s。%(note)s"),
-        params={
-            "status": S(target).label,
-            "service": application.service.name,
-            "number": application.number,
-            "note": note,
-        },
-        data={"application": str(application.id), "number": application.number, "status": target},
+    messages_post(
+        [
+            Post(
+                user=application.applicant,
+                kind="application.status",
+                title=_("办件进度：%(status)s"),
+                body=_("您申请的“%(service)s”（%(number)s）状态已更新为：%(status)s。%(note)s"),
+                params={
+                    "status": S(target).label,
+                    "service": application.service.name,
+                    "number": application.number,
+                    "note": note,
+                },
+                data={
+                    "application": str(application.id),
+                    "number": application.number,
+                    "status": target,
+                },
+            )
+            for application in applications
+        ]
     )
-    return entry
+    return entries
 
 
 def _locked(application: Application) -> Application:
@@ -371,38 +408,57 @@ def application_mark_routed(*, application_id: Any, reference: str = "") -> bool
     """The department's system took ``application.submitted`` (2xx). Only a
     still-``submitted`` application moves; one the department already
     accepted through the API stays where it is."""
-    with transaction.atomic():
-        application = (
+    return applications_mark_routed([(application_id, reference)]) == 1
+
+
+def applications_mark_routed(routed: Iterable[tuple[Any, str]]) -> int:
+    """:func:`application_mark_routed` for several (application id,
+    reference) pairs at once, locking them in one statement, in id order;
+    how many moved. A pair naming an application twice keeps the first
+    reference given."""
+    references: dict[Any, str] = {}
+    for application_id, reference in routed:
+        if not references.get(application_id):
+            references[application_id] = reference
+    # No savepoint: inside the delivery engine's record, a failure here
+    # undoes that whole record anyway.
+    with transaction.atomic(savepoint=False):
+        applications = list(
             Application.objects.select_for_update(of=("self",))
             .select_related("service", "applicant")
-            .filter(pk=application_id)
-            .first()
+            .filter(pk__in=list(references))
+            .order_by("pk")
         )
-        if application is None:
-            return False
-        keep_reference = bool(reference and not application.department_reference)
-        if keep_reference:
-            application.department_reference = reference
-        if not transition_allowed(application.status, S.ROUTED, ActorKind.SYSTEM):
+        moving, keeping = [], []
+        for application in applications:
+            reference = references[application.pk]
+            keep_reference = bool(reference and not application.department_reference)
             if keep_reference:
-                application.save(update_fields=["department_reference", "updated_at"])
-            return False
-        _move(
-            application,
-            S.ROUTED,
-            actor=ActorKind.SYSTEM,
-            note=_("已送达办理部门"),
-            also=["department_reference"] if keep_reference else (),
-        )
-    return True
+                application.department_reference = reference
+            if transition_allowed(application.status, S.ROUTED, ActorKind.SYSTEM):
+                moving.append(application)
+            elif keep_reference:
+                keeping.append(application)
+        for application in keeping:
+            application.save(update_fields=["department_reference", "updated_at"])
+        if moving:
+            _move_many(
+                moving,
+                S.ROUTED,
+                actor=ActorKind.SYSTEM,
+                note=_("已送达办理部门"),
+                also=["department_reference"],
+            )
+    return len(moving)
 
 
-def application_delivered(event: OutboxEvent, reference: str) -> None:
-    """The delivery engine's hook for a delivered ``application.submitted``
-    (registered in ``ServicesConfig.ready``): the application is routed, and
-    the department's ``reference`` kept."""
-    if event.application_id:
-        application_mark_routed(application_id=event.application_id, reference=reference)
+def applications_delivered(delivered: list[tuple[OutboxEvent, str]]) -> None:
+    """The delivery engine's hook for delivered ``application.submitted``
+    events (registered in ``ServicesConfig.ready``): the applications are
+    routed, and the departments' references kept."""
+    applications_mark_routed(
+        (event.application_id, reference) for event, reference in delivered if event.application_id
+    )
 
 
 def application_mark_paid(*, application: Application) -> Application:

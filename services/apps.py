@@ -24,4 +24,4 @@ class ServicesConfig(AppConfig):
             models=[Application, TimelineEntry, OutboxEvent, Delivery],
         )
         # The department's system took the application: it is now "routed".
-        deliveries.on_delivered(events.APPLICATION_SUBMITTED, applications.application_delivered)
+        deliveries.on_delivered(events.APPLICATION_SUBMITTED, applications.applications_delivered)

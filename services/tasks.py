@@ -1,7 +1,7 @@
 """Celery tasks of the services app: thin, idempotent, by id.
 
 The routing engine wakes these by name (``routing.deliver``,
-``routing.handle_event``: see :mod:`services.routing.outbox`); the names are
+``routing.deliver_due``, ``routing.handle_event``: see :mod:`services.routing.outbox`); the names are
 fixed, the queues are set by name in ``CELERY_TASK_ROUTES``.
 """
 
@@ -26,6 +26,20 @@ def delivery_attempt(delivery_id: str) -> None:
     """One try of one delivery. A database hiccup (deadlock, failover) is
     retried shortly; anything that outlives the retries the sweeper finds."""
     deliveries.delivery_attempt(delivery_id)
+
+
+@shared_task(
+    name=outbox.DELIVER_DUE_TASK,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=5,
+)
+def deliveries_send_due() -> int:
+    """Send whatever is due, in batches (the wake of a new event)."""
+    return deliveries.deliveries_send_due()
 
 
 @shared_task(name=outbox.HANDLE_EVENT_TASK, acks_late=True, ignore_result=True)

@@ -101,10 +101,20 @@ def test_a_published_event_wakes_a_delivery_worker_on_the_deliveries_queue() -> 
         with app.connection_for_write() as conn:
             [raw] = conn.default_channel.client.lrange("deliveries", 0, -1)
         message = json.loads(raw)
-        assert message["headers"]["task"] == "routing.deliver"
-        assert message["headers"]["argsrepr"] == repr((str(event.deliveries.get().id),))
+        assert message["headers"]["task"] == "routing.deliver_due"
+        assert message["headers"]["argsrepr"] == "()"
+        assert event.deliveries.get().next_attempt_at is not None  # due: the wake's worker finds it
+
+        # While that wake waits for a worker, more events add no message;
+        # once a worker has taken it, the next event sends another.
+        outbox.event_publish(type=events.APPLICATION_SUBMITTED, data={}, department=department)
+        assert queue_depths(names)["deliveries"] == 1
+        outbox.deliveries_wake_taken()
+        outbox.event_publish(type=events.APPLICATION_SUBMITTED, data={}, department=department)
+        assert queue_depths(names)["deliveries"] == 2
     finally:
         app.conf.task_always_eager = eager
+        outbox.deliveries_wake_taken()
         with app.connection_for_write() as conn:
             for queue in app.conf.task_queues:
                 queue(conn.default_channel).purge()

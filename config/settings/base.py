@@ -250,7 +250,9 @@ if REDIS_URL:
 else:
     # Server-less broker: messages are files in var/broker, shared by the web,
     # worker and beat processes of one machine.
-    CELERY_BROKER_URL = "filesystem://"
+    # The host is a placeholder the transport ignores; without one kombu
+    # warns on every connection (each task sent) that it assumed localhost.
+    CELERY_BROKER_URL = "filesystem://localhost/"
     CELERY_RESULT_BACKEND = None
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "messages"),
@@ -461,9 +463,33 @@ ROUTING_SECRET_OVERLAP_HOURS = env.int("ROUTING_SECRET_OVERLAP_HOURS", default=2
 # A due delivery not picked up this long after its nudge is nudged again.
 ROUTING_SWEEP_GRACE_SECONDS = env.int("ROUTING_SWEEP_GRACE_SECONDS", default=10)
 ROUTING_SWEEP_EVERY_SECONDS = env.float("ROUTING_SWEEP_EVERY_SECONDS", default=5.0)
+# A worker claims up to this many due deliveries at once and sends them over
+# this many threads; it records what has answered every so often, and takes
+# batch after batch for up to the budget before handing over to a new task.
+ROUTING_BATCH_SIZE = env.int("ROUTING_BATCH_SIZE", default=32)
+ROUTING_SEND_CONCURRENCY = env.int("ROUTING_SEND_CONCURRENCY", default=16)
+ROUTING_RECORD_EVERY_SECONDS = env.float("ROUTING_RECORD_EVERY_SECONDS", default=0.25)
+ROUTING_BATCH_BUDGET_SECONDS = env.float("ROUTING_BATCH_BUDGET_SECONDS", default=20.0)
+# While a wake for new events is on its way to a worker no other is sent; a
+# wake lost on the way stops holding the others back after this long.
+ROUTING_WAKE_SECONDS = env.int("ROUTING_WAKE_SECONDS", default=ROUTING_SWEEP_GRACE_SECONDS)
+if ROUTING_BATCH_SIZE < 1 or ROUTING_SEND_CONCURRENCY < 1:
+    raise ImproperlyConfigured(
+        "ROUTING_BATCH_SIZE and ROUTING_SEND_CONCURRENCY must be at least 1."
+    )
+# The hold must outlast the slowest batch: every POST of it timing out, in as
+# many rounds as the threads need (the recording after is quick).
+_slowest_batch = ROUTING_TIMEOUT_SECONDS * -(-ROUTING_BATCH_SIZE // ROUTING_SEND_CONCURRENCY)
+if _slowest_batch >= ROUTING_LEASE_SECONDS:
+    raise ImproperlyConfigured(
+        f"ROUTING_LEASE_SECONDS ({ROUTING_LEASE_SECONDS}) must exceed the slowest batch "
+        f"({_slowest_batch:g} s: ROUTING_TIMEOUT_SECONDS x ROUTING_BATCH_SIZE / "
+        "ROUTING_SEND_CONCURRENCY, rounded up)."
+    )
 
 CELERY_TASK_ROUTES = {
     "routing.deliver": {"queue": "deliveries"},
+    "routing.deliver_due": {"queue": "deliveries"},
     "routing.sweep": {"queue": "housekeeping"},
     "routing.probe_paused": {"queue": "housekeeping"},
 }
@@ -659,7 +685,10 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"mask_pii": {"()": "config.logging.MaskPiiFilter"}},
+    "filters": {
+        "mask_pii": {"()": "config.logging.MaskPiiFilter"},
+        "quiet_routine": {"()": "config.logging.QuietRoutineTasks"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
@@ -667,7 +696,9 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["mask_pii"],
+            # The sweepers' every-few-seconds lines go first; the mask then
+            # renders what is left.
+            "filters": ["quiet_routine", "mask_pii"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

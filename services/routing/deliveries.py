@@ -1,7 +1,13 @@
-"""One try of one delivery: the claim (due, not held by another worker, no
-earlier event of its application pending to its endpoint), the signed POST,
-the attempt on record, the retry schedule, then the dead letter; releasing
-the next event in order, and replaying a delivery.
+"""Trying deliveries: the claim (due, not held by another worker, no earlier
+event of its application pending to its endpoint), the signed POSTs, the
+attempts on record, the retry schedule, then the dead letter; releasing the
+next event in order, and replaying a delivery.
+
+A worker takes due deliveries in batches (:func:`deliveries_send_due`): one
+claim for the batch, the POSTs sent side by side over kept-alive
+connections, the outcomes recorded together; so what a task costs is paid
+once per batch rather than once per event. A nudge by id
+(:func:`delivery_attempt`: retries, replays, the sweeper) tries just that one.
 
 What a delivered event means beyond the engine (``application.submitted``
 delivered: the application is ``routed``) is not known here: the app that
@@ -13,32 +19,40 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import random
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.audit import audit_record
 from services.errors import DELIVERY_NOT_RETRYABLE, ServicesError
-from services.models import Delivery, DeliveryAttempt, DeliveryStatus, OutboxEvent
+from services.models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, OutboxEvent
 from services.routing import endpoints, events, outbox, transport
 
-# Called with the event and the reference the department's answer named
-# (``{"reference": "..."}``, else ""), in the transaction recording the try.
-Delivered = Callable[[OutboxEvent, str], None]
+logger = logging.getLogger(__name__)
+
+# Called with every (event, reference) of one type delivered in a batch, the
+# reference being what the department's answer named (``{"reference": "..."}``,
+# else ""), in the transaction recording the tries.
+Delivered = Callable[[list[tuple[OutboxEvent, str]]], None]
 _on_delivered: dict[str, list[Delivered]] = defaultdict(list)
 
 
 def on_delivered(event_type: str, handler: Delivered) -> None:
-    """Call ``handler(event, reference)`` whenever an event of
-    ``event_type`` reaches an endpoint (2xx), inside the transaction that
-    records the attempt: the two commit together or not at all. A handler
-    may run more than once for one event (several endpoints, replays)."""
+    """Call ``handler([(event, reference), ...])`` whenever events of
+    ``event_type`` reach an endpoint (2xx), inside the transaction that
+    records the attempts: they commit together or not at all. A handler may
+    hear of one event more than once (several endpoints, replays)."""
     if handler not in _on_delivered[event_type]:
         _on_delivered[event_type].append(handler)
 
@@ -52,175 +66,374 @@ def _jittered(seconds: float) -> float:
     return seconds * random.uniform(1 - spread, 1 + spread)
 
 
+# --- Claiming ----------------------------------------------------------------------------
+
+
+def _due(now: dt.datetime) -> QuerySet[Delivery]:
+    """Due, not in another worker's hands, not waiting for an earlier event.
+    An earlier delivery leaves "pending" only by a commit, so whichever
+    worker claims sees it either pending (and leaves this one to its
+    release) or finished."""
+    return (
+        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .filter(~outbox.delivery_waits_for_earlier())
+    )
+
+
+def _lease(now: dt.datetime) -> dt.datetime:
+    return now + dt.timedelta(seconds=settings.ROUTING_LEASE_SECONDS)
+
+
+def _claim_one(delivery_id: Any) -> tuple[list[Delivery], dt.datetime]:
+    now = timezone.now()
+    lease = _lease(now)
+    if not _due(now).filter(pk=delivery_id).update(locked_until=lease):
+        return [], lease
+    return [Delivery.objects.select_related("event", "endpoint").get(pk=delivery_id)], lease
+
+
+def _claim_due(limit: int) -> tuple[list[Delivery], dt.datetime]:
+    """Up to ``limit`` due deliveries, oldest due first, held for this worker.
+    Rows another worker is claiming at this moment are skipped, not waited
+    for (SKIP LOCKED; SQLite's write lock makes the two statements one)."""
+    now = timezone.now()
+    lease = _lease(now)
+    with transaction.atomic():
+        claimed = list(
+            _due(now)
+            .select_for_update(skip_locked=True, of=("self",))
+            .select_related("event", "endpoint")
+            .order_by("next_attempt_at")[:limit]
+        )
+        if claimed:
+            Delivery.objects.filter(pk__in=[d.pk for d in claimed]).update(locked_until=lease)
+    return claimed, lease
+
+
 def delivery_attempt(delivery_id: Any) -> Delivery | None:
     """One try of one delivery, if it is due, nobody else holds it and no
     earlier event of its application to its endpoint is still pending."""
-    now = timezone.now()
-    lease = now + dt.timedelta(seconds=settings.ROUTING_LEASE_SECONDS)
-    # One statement: an earlier delivery leaves "pending" only by a commit,
-    # so whichever worker runs this sees it either pending (and waits for its
-    # nudge) or finished.
-    claimed = (
-        Delivery.objects.filter(
-            pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
-        )
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .filter(~outbox.delivery_waits_for_earlier())
-        .update(locked_until=lease)
-    )
-    if not claimed:
-        return None
-    delivery = Delivery.objects.select_related("event", "endpoint__department").get(pk=delivery_id)
-    endpoint, event = delivery.endpoint, delivery.event
+    claimed, lease = _claim_one(delivery_id)
+    return _attempt(claimed, lease)[0] if claimed else None
 
-    if endpoint.deleted_at is not None:
-        Delivery.objects.filter(pk=delivery.pk).update(
+
+def deliveries_send_due(
+    *, batch_size: int | None = None, budget_seconds: float | None = None
+) -> int:
+    """Send whatever is due, a batch at a time, until a claim comes back
+    short of a full batch or the time budget is spent; how many were tried.
+
+    The wake this answers is taken before the first claim, so whatever was
+    committed before a publisher found a wake already on its way is seen
+    here. A full batch wakes another worker to share the backlog; running out
+    of budget with a full batch wakes one to carry on."""
+    batch_size = batch_size or settings.ROUTING_BATCH_SIZE
+    budget = settings.ROUTING_BATCH_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    outbox.deliveries_wake_taken()
+    deadline = time.monotonic() + budget
+    tried = 0
+    while True:
+        claimed, lease = _claim_due(batch_size)
+        full = len(claimed) == batch_size
+        if full:
+            outbox.deliveries_wake()
+        tried += len(_attempt(claimed, lease))
+        if not full or time.monotonic() > deadline:
+            return tried
+
+
+# --- Sending -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Try:
+    delivery: Delivery
+    started_at: dt.datetime
+    body: str
+    headers: dict[str, str]
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _sender() -> ThreadPoolExecutor:
+    """The threads that send a batch's POSTs side by side; one pool per
+    process (a forked worker starts its own) and size."""
+    key = (os.getpid(), settings.ROUTING_SEND_CONCURRENCY)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="delivery")
+    return pool
+
+
+def _post(one: _Try) -> transport.SendResult:
+    return transport.webhook_post(
+        one.delivery.endpoint.url,
+        body=one.body,
+        headers=one.headers,
+        timeout=settings.ROUTING_TIMEOUT_SECONDS,
+    )
+
+
+def _outcome(future: Future[transport.SendResult]) -> transport.SendResult:
+    try:
+        return future.result()
+    except Exception as exc:  # webhook_post never raises; a thread that could not run did
+        logger.exception("a delivery's send did not run")
+        return transport.SendResult(None, "", 0, error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
+    """Try the claimed deliveries: cancel those of deleted endpoints, hold
+    those of paused or disabled ones, send the rest side by side, and record
+    each outcome as it comes (those that answer quickly are not kept waiting
+    for a slow endpoint longer than ``ROUTING_RECORD_EVERY_SECONDS``)."""
+    if not claimed:
+        return []
+    now = timezone.now()
+    shared: dict[Any, Endpoint] = {}
+    cancelled, held, tries = [], [], []
+    for delivery in claimed:
+        # One instance per endpoint, so what one outcome changes on it
+        # (failure count, pause) the next outcome in the batch sees.
+        delivery.endpoint = shared.setdefault(delivery.endpoint_id, delivery.endpoint)
+        endpoint, event = delivery.endpoint, delivery.event
+        if endpoint.deleted_at is not None:
+            cancelled.append(delivery.pk)
+        elif not outbox.endpoint_takes_deliveries(endpoint, event.type):
+            # Paused or disabled: held, not failed, its retries kept for
+            # later. Resuming or enabling the endpoint makes it due again.
+            held.append(delivery.pk)
+        else:
+            body = outbox.event_body(event)
+            headers = transport.signature_headers(
+                msg_id=event.webhook_id,
+                body=body,
+                keys=endpoints.signing_keys_of(endpoint, now),
+                now=now,
+            )
+            tries.append(_Try(delivery, now, body, headers))
+    if cancelled:
+        Delivery.objects.filter(pk__in=cancelled).update(
             status=DeliveryStatus.CANCELLED, next_attempt_at=None, locked_until=None
         )
-        return delivery
-    if not outbox.endpoint_takes_deliveries(endpoint, event.type):
-        # Paused or disabled: held, not failed, its retries kept for later.
-        # Resuming or enabling the endpoint makes it due again.
-        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None, locked_until=None)
-        return delivery
+    if held:
+        Delivery.objects.filter(pk__in=held).update(next_attempt_at=None, locked_until=None)
+    if len(tries) == 1:
+        _record_safely([(tries[0], _post(tries[0]))], lease)
+    elif tries:
+        pool = _sender()
+        pending = {pool.submit(_post, one): one for one in tries}
+        failure: BaseException | None = None
+        while pending:
+            done, _ = wait(pending, timeout=settings.ROUTING_RECORD_EVERY_SECONDS)
+            if not done:
+                continue
+            outcomes = [(pending.pop(f), _outcome(f)) for f in done]
+            try:
+                _record_safely(outcomes, lease)
+            except Exception as exc:  # recorded what it could; the rest still gets its turn
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+    return claimed
 
-    body = outbox.event_body(event)
-    headers = transport.signature_headers(
-        msg_id=event.webhook_id, body=body, keys=endpoints.signing_keys_of(endpoint, now), now=now
-    )
-    result = transport.webhook_post(
-        endpoint.url, body=body, headers=headers, timeout=settings.ROUTING_TIMEOUT_SECONDS
-    )
+
+def _record_safely(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetime) -> None:
     try:
-        return _record(delivery, result, started_at=now, lease=lease)
+        _record(outcomes, lease)
     except Exception:
-        # Recording failed (a database error): let go at once so the task's
-        # retry can try again. The department may see this event twice,
-        # under the same webhook-id.
-        Delivery.objects.filter(pk=delivery.pk, locked_until=lease).update(locked_until=None)
+        # Recording failed (a database error): let go at once so a retry
+        # can try again. The department may see these events twice, under
+        # the same webhook-ids.
+        Delivery.objects.filter(
+            pk__in=[one.delivery.pk for one, _ in outcomes], locked_until=lease
+        ).update(locked_until=None)
         raise
 
 
-def _record(
-    delivery: Delivery, result: transport.SendResult, *, started_at: dt.datetime, lease: dt.datetime
-) -> Delivery:
+# --- Recording ---------------------------------------------------------------------------
+
+_FAILED_FIELDS = [
+    "attempt_count",
+    "schedule_index",
+    "last_status_code",
+    "last_error",
+    "last_attempt_at",
+    "locked_until",
+    "status",
+    "failed_at",
+    "next_attempt_at",
+    "enqueued_at",
+]
+
+
+def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetime) -> None:
+    """Put the tries on record in one transaction: the attempts, the
+    endpoints' health, the handlers of what was delivered, and each
+    delivery's next step (done, a retry when, or the dead letter)."""
     now = timezone.now()
-    endpoint, event = delivery.endpoint, delivery.event
     schedule = settings.ROUTING_RETRY_SCHEDULE
     with transaction.atomic():
-        current = (
-            Delivery.objects.select_for_update()
-            .filter(pk=delivery.pk)
-            .values("status", "locked_until", "attempt_count", "schedule_index")
-            .get()
-        )
-        DeliveryAttempt.objects.create(
-            delivery=delivery,
-            number=current["attempt_count"] + 1,
-            started_at=started_at,
-            duration_ms=result.duration_ms,
-            status_code=result.status_code,
-            error=result.error[:500],
-            response_body=result.body,
-            succeeded=result.ok,
-        )
-        if result.ok:
-            endpoints.endpoint_mark_succeeded(endpoint, now)
-            handlers = _on_delivered.get(event.type, ())
-            reference = _reference(result.body) if handlers else ""
-            for handler in handlers:
-                handler(event, reference)
-        else:
-            endpoints.endpoint_mark_failed(endpoint, now, result)
-        if current["status"] != DeliveryStatus.PENDING or current["locked_until"] != lease:
-            # Our hold ran out and another worker (or a deletion) took over:
-            # the try is on record, the delivery's state is theirs to write.
-            Delivery.objects.filter(pk=delivery.pk).update(attempt_count=F("attempt_count") + 1)
-            return delivery
-        delivery.attempt_count = current["attempt_count"] + 1
-        delivery.schedule_index = current["schedule_index"]
-        delivery.last_status_code = result.status_code
-        delivery.last_error = result.error[:500]
-        delivery.last_attempt_at = now
-        delivery.locked_until = None
-        if result.ok:
-            delivery.status = DeliveryStatus.SUCCEEDED
-            delivery.succeeded_at = now
-            delivery.next_attempt_at = None
-        elif result.status_code == 410:
-            # The endpoint is now disabled (see endpoints.endpoint_mark_failed);
-            # the event waits for the department to enable it again.
-            delivery.next_attempt_at = None
-        else:
-            if not _retryable(result.status_code) or event.type == events.PING:
-                delay = None  # a client error is final; a ping is a test
-            elif delivery.schedule_index >= len(schedule):
-                delay = None
+        current = {
+            row["id"]: row
+            for row in Delivery.objects.select_for_update()
+            .filter(pk__in=[one.delivery.pk for one, _ in outcomes])
+            .order_by("pk")
+            .values("id", "status", "locked_until", "attempt_count", "schedule_index")
+        }
+        attempts: list[DeliveryAttempt] = []
+        delivered: dict[str, list[tuple[OutboxEvent, str]]] = defaultdict(list)
+        succeeded: dict[int, list[Any]] = defaultdict(list)  # by status code
+        failed: list[Delivery] = []
+        taken_over: list[Any] = []
+        finished: list[Delivery] = []
+        retries: list[tuple[str, float]] = []
+        for one, result in outcomes:
+            delivery = one.delivery
+            row = current.get(delivery.pk)
+            if row is None:  # gone with its event (an erased account's data)
+                continue
+            endpoint, event = delivery.endpoint, delivery.event
+            attempts.append(
+                DeliveryAttempt(
+                    delivery=delivery,
+                    number=row["attempt_count"] + 1,
+                    started_at=one.started_at,
+                    duration_ms=result.duration_ms,
+                    status_code=result.status_code,
+                    error=result.error[:500],
+                    response_body=result.body,
+                    succeeded=result.ok,
+                )
+            )
+            if result.ok:
+                endpoints.endpoint_mark_succeeded(endpoint, now)
+                if _on_delivered.get(event.type):
+                    delivered[event.type].append((event, _reference(result.body)))
             else:
-                delay = _jittered(schedule[delivery.schedule_index])
-                if result.status_code == 429 and result.retry_after:
-                    delay = max(delay, min(result.retry_after, max(schedule)))
-                delivery.schedule_index += 1
-            if delay is None:
-                delivery.status = DeliveryStatus.FAILED
-                delivery.failed_at = now
+                endpoints.endpoint_mark_failed(endpoint, now, result)
+            if row["status"] != DeliveryStatus.PENDING or row["locked_until"] != lease:
+                # Our hold ran out and another worker (or a deletion) took
+                # over: the try is on record, the delivery's state is theirs.
+                taken_over.append(delivery.pk)
+                continue
+            delivery.attempt_count = row["attempt_count"] + 1
+            delivery.schedule_index = row["schedule_index"]
+            delivery.last_status_code = result.status_code
+            delivery.last_error = result.error[:500]
+            delivery.last_attempt_at = now
+            delivery.locked_until = None
+            if result.ok:
+                delivery.status = DeliveryStatus.SUCCEEDED
+                delivery.succeeded_at = now
+                delivery.next_attempt_at = None
+                succeeded[result.status_code or 0].append(delivery.pk)
+                finished.append(delivery)
+                continue
+            if result.status_code == 410:
+                # The endpoint is now disabled (see endpoints.endpoint_mark_failed);
+                # the event waits for the department to enable it again.
                 delivery.next_attempt_at = None
             else:
-                delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
-                # Short waits ride on a countdown; longer ones are left to
-                # the sweeper, so no broker message outlives its visibility.
-                if delay <= settings.CELERY_MAX_COUNTDOWN:
-                    delivery.enqueued_at = now
-                    delivery_ids = [str(delivery.id)]
-                    transaction.on_commit(
-                        lambda: outbox.deliveries_nudge(delivery_ids, countdown=delay), robust=True
-                    )
-        delivery.save(
-            update_fields=[
-                "attempt_count",
-                "schedule_index",
-                "last_status_code",
-                "last_error",
-                "last_attempt_at",
-                "locked_until",
-                "status",
-                "succeeded_at",
-                "failed_at",
-                "next_attempt_at",
-                "enqueued_at",
-            ]
-        )
-        if delivery.status != DeliveryStatus.PENDING and delivery.ordering_key is not None:
-            finished = delivery
-            transaction.on_commit(lambda: _release_next(finished), robust=True)
-    return delivery
+                delay = _retry_delay(delivery, event, result, schedule)
+                if delay is None:
+                    delivery.status = DeliveryStatus.FAILED
+                    delivery.failed_at = now
+                    delivery.next_attempt_at = None
+                    finished.append(delivery)
+                else:
+                    delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+                    # Short waits ride on a countdown; longer ones are left to
+                    # the sweeper, so no broker message outlives its visibility.
+                    if delay <= settings.CELERY_MAX_COUNTDOWN:
+                        delivery.enqueued_at = now
+                        retries.append((str(delivery.pk), delay))
+            failed.append(delivery)
+        DeliveryAttempt.objects.bulk_create(attempts)
+        for event_type, items in delivered.items():
+            for handler in _on_delivered[event_type]:
+                handler(items)
+        if taken_over:
+            Delivery.objects.filter(pk__in=taken_over).update(attempt_count=F("attempt_count") + 1)
+        for status_code, ids in succeeded.items():
+            Delivery.objects.filter(pk__in=ids).update(
+                status=DeliveryStatus.SUCCEEDED,
+                succeeded_at=now,
+                next_attempt_at=None,
+                locked_until=None,
+                attempt_count=F("attempt_count") + 1,
+                last_status_code=status_code,
+                last_error="",
+                last_attempt_at=now,
+            )
+        if failed:
+            Delivery.objects.bulk_update(failed, _FAILED_FIELDS)
+        if retries:
+            transaction.on_commit(lambda: _nudge_retries(retries), robust=True)
+        ordered = [d for d in finished if d.ordering_key is not None and d.sequence is not None]
+        if ordered:
+            transaction.on_commit(lambda: _release_next(ordered), robust=True)
 
 
-def _release_next(finished: Delivery) -> None:
-    """Nudge the event that may have waited for ``finished`` (the next one of
-    its application to its endpoint) now rather than at the next sweep.
+def _nudge_retries(retries: list[tuple[str, float]]) -> None:
+    for delivery_id, delay in retries:
+        outbox.deliveries_nudge([delivery_id], countdown=delay)
+
+
+def _retry_delay(
+    delivery: Delivery, event: OutboxEvent, result: transport.SendResult, schedule: Sequence[float]
+) -> float | None:
+    """Seconds until the next try of a failed delivery, or None: no more
+    tries (a client error is final, a ping is a test, the schedule is spent).
+    Moves ``delivery.schedule_index`` on when there is a next try."""
+    if not _retryable(result.status_code) or event.type == events.PING:
+        return None
+    if delivery.schedule_index >= len(schedule):
+        return None
+    delay = _jittered(schedule[delivery.schedule_index])
+    if result.status_code == 429 and result.retry_after:
+        delay = max(delay, min(result.retry_after, max(schedule)))
+    delivery.schedule_index += 1
+    return delay
+
+
+def _release_next(finished: list[Delivery]) -> None:
+    """Nudge the events that may have waited for these (the next one of each
+    one's application to its endpoint) now rather than at the next sweep.
 
     Runs after ``finished`` is committed: a next event committed before this
-    query is found here, one committed after it sees ``finished`` done when
-    its own nudge claims it. One not due yet keeps its own countdown; held
-    ones wait for their endpoint; the events after it wait for it in turn."""
-    following = (
+    query is found here, one committed after it sees its predecessor done
+    when its own nudge claims it. One not due yet keeps its own countdown;
+    held ones wait for their endpoint; the events after it wait in turn."""
+    following = list(
         Delivery.objects.filter(
-            ordering_key=finished.ordering_key,
-            endpoint_id=finished.endpoint_id,
-            sequence__gt=finished.sequence,
+            ordering_key__in={d.ordering_key for d in finished},
+            endpoint_id__in={d.endpoint_id for d in finished},
             status=DeliveryStatus.PENDING,
         )
         .order_by("sequence")
-        .values("id", "next_attempt_at")
-        .first()
+        .values("id", "ordering_key", "endpoint_id", "sequence", "next_attempt_at")
     )
-    if following is None or following["next_attempt_at"] is None:
-        return
     now = timezone.now()
-    if following["next_attempt_at"] <= now:
-        Delivery.objects.filter(pk=following["id"]).update(enqueued_at=now)
-        outbox.deliveries_nudge([str(following["id"])])
+    due = []
+    for done in finished:
+        after = next(
+            (
+                f
+                for f in following
+                if f["ordering_key"] == done.ordering_key
+                and f["endpoint_id"] == done.endpoint_id
+                and (f["sequence"] or 0) > (done.sequence or 0)
+            ),
+            None,
+        )
+        if after is not None and after["next_attempt_at"] and after["next_attempt_at"] <= now:
+            due.append(after["id"])
+    if due:
+        Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
+        outbox.deliveries_nudge([str(i) for i in dict.fromkeys(due)])
 
 
 def _reference(body: str) -> str:

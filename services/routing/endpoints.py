@@ -165,6 +165,7 @@ def endpoint_mark_succeeded(endpoint: Endpoint, now: dt.datetime) -> None:
     )
     if endpoint.consecutive_failures or stale:
         Endpoint.objects.filter(pk=endpoint.pk).update(consecutive_failures=0, last_success_at=now)
+        endpoint.consecutive_failures, endpoint.last_success_at = 0, now
     if endpoint.paused_at is not None and endpoint.is_active:
         endpoint.refresh_from_db()
         _resume(endpoint)

@@ -10,7 +10,9 @@ means, for the claim, the sweeper and a resumed endpoint alike.
 
 Workers are woken by task name through the Celery app, never by importing
 ``services.tasks`` (which calls this package): the rows are the truth, a
-nudge is only a shortcut, and losing one loses nothing.
+nudge is only a shortcut, and losing one loses nothing. A new event wakes a
+worker to send whatever is due (:func:`deliveries_wake`), and while one such
+wake is on its way no other is sent: under load one message carries a batch.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, Max, OuterRef
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from accounts.models import Department
+from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 from services.models import Application, Delivery, DeliveryStatus, Endpoint, OutboxEvent
 from services.routing import events
 
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 # The Celery tasks the engine wakes (services/tasks.py); the names are the
 # contract with the queues (CELERY_TASK_ROUTES) and with queued messages.
 DELIVER_TASK = "routing.deliver"
+DELIVER_DUE_TASK = "routing.deliver_due"
 HANDLE_EVENT_TASK = "routing.handle_event"
 
 
@@ -84,6 +89,46 @@ def deliveries_nudge(delivery_ids: Iterable[str], *, countdown: float | None = N
         logger.warning("broker unavailable, the sweeper will send them: %s", exc)
         return False
     return True
+
+
+# Set while a wake is on its way to a worker; the worker that takes it clears
+# it before its first claim (see :func:`deliveries_wake`).
+_WAKE_KEY = "routing:wake"
+
+
+def deliveries_wake() -> bool:
+    """Wake a worker to send every due delivery, unless a wake is already on
+    its way: then that worker, which clears the mark before it claims, finds
+    what the caller committed. Without Redis every call sends one. False if
+    the broker could not be reached (the sweeper sends them then)."""
+    key = redis_key(_WAKE_KEY) if redis_enabled() else None
+    if key is not None:
+        try:
+            if not redis_client().set(key, 1, nx=True, ex=settings.ROUTING_WAKE_SECONDS):
+                return True
+        except REDIS_ERRORS as exc:
+            logger.warning("wake mark unavailable, waking anyway: %s", exc)
+            key = None
+    try:
+        current_app.tasks[DELIVER_DUE_TASK].apply_async(retry=False)
+    except (BrokerError, OSError) as exc:
+        logger.warning("broker unavailable, the sweeper will send them: %s", exc)
+        if key is not None:
+            deliveries_wake_taken()
+        return False
+    return True
+
+
+def deliveries_wake_taken() -> None:
+    """A worker took the wake: the next new event sends another. Called
+    before the worker's first claim; a mark left by a failure here expires
+    after ``ROUTING_WAKE_SECONDS`` (the sweeper covers the gap)."""
+    if not redis_enabled():
+        return
+    try:
+        redis_client().delete(redis_key(_WAKE_KEY))
+    except REDIS_ERRORS as exc:
+        logger.warning("could not clear the wake mark: %s", exc)
 
 
 def events_nudge(event_ids: Iterable[str]) -> bool:
@@ -187,7 +232,7 @@ def _publish(
     event_ids = [str(event.id)] if has_subscribers else []
 
     def nudge() -> None:
-        if deliveries_nudge(delivery_ids):
+        if (deliveries_wake() if delivery_ids else True) and event_ids:
             events_nudge(event_ids)
 
     transaction.on_commit(nudge, robust=True)

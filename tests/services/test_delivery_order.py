@@ -228,6 +228,7 @@ def test_deliveries_pending_at_the_upgrade_take_their_places(
     from tests.services.conftest import GOOD_FORM
 
     monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args: None)  # nothing is sent
+    monkeypatch.setattr(outbox, "deliveries_wake", lambda: True)
     one = application_submit(citizen=citizen, service=service, form=GOOD_FORM)
     application_cancel(citizen=citizen, application=one)
     two = application_submit(citizen=citizen, service=service, form=GOOD_FORM)

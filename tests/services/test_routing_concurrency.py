@@ -95,18 +95,21 @@ def test_identical_submits_racing_with_one_idempotency_key_make_one_application(
     assert OutboxEvent.objects.filter(type="application.submitted").count() == 1
 
 
+@pytest.mark.parametrize("claim", ["by id", "in batches"])
 def test_workers_racing_over_every_delivery_send_each_applications_events_in_order(
-    department_server, settings, monkeypatch
+    department_server, settings, monkeypatch, claim
 ) -> None:
-    """Eight workers try every delivery at once, over and over, while the
-    department fails the first try of every submit: no cancel is claimed
-    while its application's submit is still pending, whoever asks first."""
+    """Eight workers try every delivery at once, over and over (each by id,
+    or each taking small batches of whatever is due), while the department
+    fails the first try of every submit: no cancel is claimed while its
+    application's submit is still pending, whoever asks first."""
     settings.ROUTING_BREAKER_THRESHOLD = 1000
     settings.ROUTING_RETRY_SCHEDULE = [0] * 8  # a failed try is due again at once
     settings.ROUTING_RETRY_JITTER = 0
     # No nudges: the workers below find the deliveries by polling, so only
     # the claim itself keeps the order.
     monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args, **kwargs: None)
+    monkeypatch.setattr(outbox, "deliveries_wake", lambda *args, **kwargs: True)
     service = ServiceFactory()
     endpoints.endpoint_create(
         department=service.department,
@@ -140,8 +143,11 @@ def test_workers_racing_over_every_delivery_send_each_applications_events_in_ord
         deadline = time.monotonic() + 45
         while Delivery.objects.filter(status="pending").exists():
             assert time.monotonic() < deadline, "deliveries did not finish"
-            for delivery_id in order:
-                tries += deliveries.delivery_attempt(delivery_id) is not None
+            if claim == "in batches":
+                tries += deliveries.deliveries_send_due(batch_size=3, budget_seconds=0)
+            else:
+                for delivery_id in order:
+                    tries += deliveries.delivery_attempt(delivery_id) is not None
             time.sleep(0.005)
         return tries
 

@@ -1,0 +1,180 @@
+"""A worker taking due deliveries in batches: one claim, the POSTs side by
+side, the outcomes recorded together, each delivery's own fate kept."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import Message
+from services.applications import application_submit
+from services.models import Application, Delivery, DeliveryAttempt
+from services.routing import deliveries, endpoints, events, outbox
+from tests.accounts.factories import CitizenFactory
+from tests.processes import wait_for
+from tests.services.conftest import GOOD_FORM
+from tests.services.department import Answer, DepartmentServer
+from tests.services.factories import ServiceFactory
+
+
+@pytest.fixture
+def quiet(monkeypatch):
+    """No wakes: the test takes the batches itself."""
+    monkeypatch.setattr(outbox, "deliveries_wake", lambda: True)
+    monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args, **kwargs: True)
+
+
+def submitted(service, count: int) -> list[Application]:
+    citizens = [CitizenFactory(verified=True) for _ in range(count)]
+    return [
+        application_submit(citizen=citizen, service=service, form=GOOD_FORM) for citizen in citizens
+    ]
+
+
+@pytest.mark.django_db
+def test_a_batch_keeps_each_deliverys_own_outcome(quiet, settings) -> None:
+    """One batch to three departments' systems: one takes it, one fails for
+    now (a retry is scheduled), one refuses it for good (a dead letter); each
+    delivery and attempt says so, and only the delivered application is
+    routed, with its department's reference."""
+    settings.ROUTING_RETRY_JITTER = 0
+    with DepartmentServer() as ok, DepartmentServer() as busy, DepartmentServer() as refusing:
+        ok.default = Answer(200, {"reference": "OK-1"})
+        busy.default = Answer(503, {})
+        refusing.default = Answer(422, {})
+        services = []
+        for server in (ok, busy, refusing):
+            service = ServiceFactory()
+            endpoints.endpoint_create(
+                department=service.department,
+                url=server.url(),
+                events=[events.APPLICATION_SUBMITTED],
+                actor=None,
+            )
+            services.append(service)
+        [delivered], [retried], [refused] = (submitted(s, 1) for s in services)
+
+        assert deliveries.deliveries_send_due() == 3
+
+    def delivery_of(application):
+        return Delivery.objects.get(event__application=application)
+
+    assert delivery_of(delivered).status == "succeeded"
+    assert delivery_of(retried).status == "pending"
+    assert delivery_of(retried).next_attempt_at is not None
+    assert delivery_of(retried).schedule_index == 1
+    assert delivery_of(refused).status == "failed"
+    assert sorted(DeliveryAttempt.objects.values_list("status_code", "succeeded")) == [
+        (200, True),
+        (422, False),
+        (503, False),
+    ]
+    assert Delivery.objects.filter(locked_until__isnull=False).count() == 0
+    statuses = dict(Application.objects.values_list("pk", "status"))
+    assert statuses == {delivered.pk: "routed", retried.pk: "submitted", refused.pk: "submitted"}
+    assert Application.objects.get(pk=delivered.pk).department_reference == "OK-1"
+
+
+@pytest.mark.django_db
+def test_a_batch_costs_the_same_statements_for_five_deliveries_or_twenty(
+    quiet, department, department_server, settings
+) -> None:
+    """Statements per batch, not per delivery: claiming, recording and
+    routing twenty applications costs what five cost."""
+    settings.ROUTING_SEND_CONCURRENCY = 20
+    settings.ROUTING_RECORD_EVERY_SECONDS = 30  # every answer in one record
+    endpoints.endpoint_create(
+        department=department,
+        url=department_server.url(),
+        events=[events.APPLICATION_SUBMITTED],
+        actor=None,
+    )
+    service = ServiceFactory(department=department)
+    counts = []
+    for size in (5, 20):
+        applications = submitted(service, size)
+        with CaptureQueriesContext(connection) as queries:
+            assert deliveries.deliveries_send_due(batch_size=size) == size
+        counts.append(len(queries))
+        assert {
+            a.status for a in Application.objects.filter(pk__in=[a.pk for a in applications])
+        } == {"routed"}
+        # Each citizen hears of the move once.
+        assert (
+            Message.objects.filter(
+                kind="application.status", user__in=[a.applicant_id for a in applications]
+            ).count()
+            == size
+        )
+    assert counts[0] == counts[1], counts
+    assert counts[1] <= 17, counts  # two claims, the record, the routing; savepoints included
+
+
+@pytest.mark.django_db
+def test_a_full_batch_wakes_another_worker_and_the_rest_follows(
+    monkeypatch, department, department_server
+) -> None:
+    """A claim that fills the batch wakes another worker to share the load,
+    and the worker goes on taking batches until one comes back short."""
+    woken = []
+    monkeypatch.setattr(outbox, "deliveries_wake", lambda: woken.append(1) or True)
+    endpoints.endpoint_create(
+        department=department,
+        url=department_server.url(),
+        events=[events.APPLICATION_SUBMITTED],
+        actor=None,
+    )
+    submitted(ServiceFactory(department=department), 7)
+    woken.clear()  # the submits' own wakes
+
+    assert deliveries.deliveries_send_due(batch_size=3) == 7  # 3 + 3 + 1
+    assert len(woken) == 2  # after each full batch
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_department_does_not_hold_back_the_record_of_a_quick_one(quiet) -> None:
+    """In one batch, the quick department's delivery is on record (and its
+    application routed) while the slow one's POST is still unanswered."""
+    release = threading.Event()
+    with DepartmentServer() as quick, DepartmentServer() as slow:
+        slow.on_request = lambda received: release.wait(30)
+        services = []
+        for server in (quick, slow):
+            service = ServiceFactory()
+            endpoints.endpoint_create(
+                department=service.department,
+                url=server.url(),
+                events=[events.APPLICATION_SUBMITTED],
+                actor=None,
+            )
+            services.append(service)
+        [fast], [late] = (submitted(s, 1) for s in services)
+        outcome: list[int] = []
+
+        def work() -> None:
+            try:
+                outcome.append(deliveries.deliveries_send_due())
+            finally:
+                connection.close()
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        try:
+            wait_for(
+                lambda: Application.objects.get(pk=fast.pk).status == "routed",
+                timeout=20,
+                interval=0.02,
+                message="the quick delivery waited for the slow one",
+            )
+            assert Application.objects.get(pk=late.pk).status == "submitted"
+            assert Delivery.objects.get(event__application=late).locked_until is not None
+        finally:
+            release.set()
+            worker.join(30)
+        assert outcome == [2]
+        assert Application.objects.get(pk=late.pk).status == "routed"
