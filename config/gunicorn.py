@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 
-# Django sets the workers' zone to TIME_ZONE; the master logs in the same one.
-os.environ.setdefault("TZ", "Asia/Shanghai")
+# Django sets the workers' zone to TIME_ZONE whatever TZ says (an image's
+# TZ=UTC included); the master logs in the same one.
+os.environ["TZ"] = "Asia/Shanghai"
 time.tzset()
 
 accesslog = "-"
