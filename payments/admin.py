@@ -139,15 +139,15 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
     """Orders change only through payments.orders; operators watch them
     here and, with ``payments.add_refund``, ask for a refund."""
 
+    # What fits a 1366-px screen; the department and what was received are
+    # on the order's page (and the department is a filter).
     list_display = (
         "order_no",
         "application_number",
-        "department",
         "service",
         "channel",
         "status",
         "amount_yuan",
-        "paid_yuan",
         "refunded_yuan",
         "created_at",
     )
@@ -386,7 +386,6 @@ class RefundAdmin(ReadOnlyAdmin):
         "order",
         "amount_yuan",
         "status",
-        "requested_by",
         "reason_masked",
         "created_at",
         "succeeded_at",
@@ -578,15 +577,12 @@ class ReconciliationMismatchAdmin(ReadOnlyAdmin):
         "report_date",
         "report_channel",
         "kind",
-        "entry_kind",
         "order_no",
         "reference",
         "ours_yuan",
         "theirs_yuan",
         "theirs_state",
         "is_resolved",
-        "resolved_by",
-        "resolved_at",
     )
     list_filter = ("kind", ResolvedFilter, "entry_kind", "report__channel")
     search_fields = ("=order_no", "=reference")

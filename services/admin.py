@@ -99,7 +99,6 @@ class ServiceAdmin(ChangesPublicPages, admin.ModelAdmin):
         "time_limit_days",
         "identity_level",
         "is_active",
-        "updated_at",
     )
     list_filter = ("is_active", "department", "category", "identity_level")
     search_fields = ("code", "name", "search_text")
