@@ -628,8 +628,76 @@ class ReconciliationMismatchAdmin(ReadOnlyAdmin):
     def is_resolved(self, item: ReconciliationMismatch) -> bool:
         return item.resolved_at is not None
 
+    change_form_template = "admin/payments/reconciliationmismatch/change_form.html"
+
     def has_resolve_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payments.change_reconciliationmismatch")
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<path:object_id>/resolve/",
+                self.admin_site.admin_view(self.resolve_view),
+                name="payments_reconciliationmismatch_resolve",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        item = self.get_object(request, object_id)
+        can_resolve = (
+            item is not None and item.resolved_at is None and self.has_resolve_permission(request)
+        )
+        extra_context = {
+            **(extra_context or {}),
+            "resolve_url": reverse("admin:payments_reconciliationmismatch_resolve", args=[item.pk])
+            if can_resolve and item is not None
+            else None,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def resolve_view(self, request: StaffRequest, object_id: str) -> HttpResponse:
+        """One mismatch marked resolved from its page, with a note (audited)."""
+        if not self.has_resolve_permission(request):
+            raise PermissionDenied
+        item = self.get_object(request, object_id)
+        if item is None:
+            raise Http404
+        change_url = reverse("admin:payments_reconciliationmismatch_change", args=[item.pk])
+        if item.resolved_at is not None:
+            self.message_user(request, _("这条差错已处理"), level=messages.INFO)
+            return HttpResponseRedirect(change_url)
+        form = ResolveForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            reconciliation.mismatch_resolve(
+                mismatch=item, actor=request.user, note=form.cleaned_data["note"]
+            )
+            self.message_user(request, _("已标记为已处理"), level=messages.SUCCESS)
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("标记对账差错为已处理"),
+            "object": item,
+            "object_url": change_url,
+            "intro": _("%(date)s %(channel)s：%(kind)s，订单 %(order)s，流水 %(reference)s。")
+            % {
+                "date": item.report.date,
+                "channel": item.report.get_channel_display(),
+                "kind": item.get_kind_display(),
+                "order": item.order_no,
+                "reference": item.reference,
+            },
+            "form": form,
+            "submit_label": _("确认已处理"),
+        }
+        return TemplateResponse(request, FORM_TEMPLATE, context)
 
     @admin.action(description=_("标记为已处理（填写处理说明）"), permissions=["resolve"])
     def resolve(

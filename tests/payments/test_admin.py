@@ -276,6 +276,44 @@ def test_staff_with_the_change_permission_resolve_mismatches(client, lost_report
     assert ReconciliationMismatch.objects.get().resolution_note == "已核实"
 
 
+def test_an_operator_resolves_a_mismatch_from_its_page(
+    operator_client, operator, lost_report
+) -> None:
+    item = lost_report.items.get()
+    page = f"{MISMATCHES}{item.pk}/change/"
+    resolve = f"{MISMATCHES}{item.pk}/resolve/"
+    html = operator_client.get(page).content.decode()
+    assert f'href="{resolve}"' in html and 'name="_save"' not in html
+    asked = operator_client.get(resolve).content.decode()
+    assert 'name="note"' in asked and item.order_no in asked
+    assert operator_client.post(resolve, {"note": "  "}).status_code == 200  # a note is needed
+    item.refresh_from_db()
+    assert item.resolved_at is None
+
+    done = operator_client.post(resolve, {"note": "渠道延迟入账，次日已到"})
+    assert done.status_code == 302 and done.url == page
+    item.refresh_from_db()
+    assert (item.resolved_by, item.resolution_note) == ("operator", "渠道延迟入账，次日已到")
+    entry = AuditEntry.objects.get(action="payment.reconciliation_mismatch_resolved")
+    assert entry.actor_id == str(operator.pk) and entry.target_id == str(item.pk)
+    assert f'href="{resolve}"' not in operator_client.get(page).content.decode()
+    again = operator_client.post(resolve, {"note": "再次处理"})
+    assert again.status_code == 302
+    item.refresh_from_db()
+    assert item.resolution_note == "渠道延迟入账，次日已到"  # the first resolution stands
+
+
+def test_staff_who_may_only_look_get_no_resolve_button(client, lost_report) -> None:
+    client.force_login(staff_with("view_reconciliationmismatch"))
+    item = lost_report.items.get()
+    resolve = f"{MISMATCHES}{item.pk}/resolve/"
+    assert resolve not in client.get(f"{MISMATCHES}{item.pk}/change/").content.decode()
+    assert client.get(resolve).status_code == 403
+    assert client.post(resolve, {"note": "x"}).status_code == 403
+    item.refresh_from_db()
+    assert item.resolved_at is None
+
+
 # --- Daily settlement ---------------------------------------------------------------------------
 
 
