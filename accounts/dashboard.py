@@ -62,11 +62,6 @@ class Periods:
             self._read[key] = read()
         return self._read[key]
 
-    @property
-    def week_days(self) -> list[dt.date]:
-        first = self.week_start.date()
-        return [first + dt.timedelta(days=n) for n in range(self.today.weekday() + 1)]
-
 
 def stamp(value: dt.datetime) -> str:
     """An instant as the admin's date filters write it (China time, with offset)."""

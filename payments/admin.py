@@ -796,7 +796,9 @@ if settings.PAYMENTS_SANDBOX:
 
 def _money_panel(periods: dashboard.Periods) -> dashboard.Panel:
     ledger_url = reverse("admin:payments_ledgerentry_changelist")
-    days = periods.week_days
+    # The whole week, Monday to Sunday: days still to come are empty columns.
+    first = periods.week_start.date()
+    days = [first + dt.timedelta(days=n) for n in range(7)]
     by_day: dict[dt.date, dict[str, int]] = {
         day: {"paid_fen": 0, "paid_count": 0, "refunded_fen": 0, "refunded_count": 0}
         for day in days
@@ -828,7 +830,9 @@ def _money_panel(periods: dashboard.Periods) -> dashboard.Panel:
             dashboard.Bar(
                 str(weekdays[day.weekday()]),
                 totals["paid_fen"] / 100,
-                url=ledger(charge, start, start + dt.timedelta(days=1)),
+                url=ledger(charge, start, start + dt.timedelta(days=1))
+                if day <= periods.today
+                else None,
                 tone="today" if day == periods.today else "",
                 title=str(
                     _("%(day)s 收款 %(paid)s 元（%(n)s 笔），退款 %(refunded)s 元")
