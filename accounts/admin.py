@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
@@ -635,3 +637,25 @@ class BlacklistedTokenAdmin(ReadOnlyAdmin):
     @admin.display(description=_("用户"))
     def token_user(self, entry: BlacklistedToken) -> str:
         return str(entry.token.user) if entry.token.user else "-"
+
+
+# --- Login lockouts (django-axes) ----------------------------------------------------------------
+# Records of logins and lockouts, to read; deleting an attempt (the
+# library's way to lift a lockout) stays, editing them has no meaning.
+
+
+class LockoutRecord(admin.ModelAdmin):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+for _model, _library_admin in (
+    (AccessAttempt, AccessAttemptAdmin),
+    (AccessLog, AccessLogAdmin),
+    (AccessFailureLog, AccessFailureLogAdmin),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+        admin.site.register(
+            _model, type(_library_admin.__name__, (LockoutRecord, _library_admin), {})
+        )

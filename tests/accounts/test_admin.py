@@ -171,3 +171,23 @@ def test_sms_code_log_masks_the_phone(operator_client, api) -> None:
     api.post("/api/v1/auth/otp/", {"phone": "13800138000"}, format="json")
     html = operator_client.get("/admin/accounts/otpchallenge/").content.decode()
     assert "138****8000" in html and "13800138000" not in html
+
+
+def test_login_lockouts_are_records_to_read_and_lift(operator_client) -> None:
+    from axes.models import AccessAttempt
+
+    attempt = AccessAttempt.objects.create(
+        username="clerk",
+        ip_address="10.1.2.3",
+        user_agent="Mozilla/5.0",
+        path_info="/admin/login/",
+        http_accept="text/html",
+        get_data="",
+        post_data="username=clerk",
+        failures_since_start=5,
+    )
+    page = operator_client.get(f"/admin/axes/accessattempt/{attempt.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="_save"' not in html
+    assert f"/admin/axes/accessattempt/{attempt.pk}/delete/" in html  # lifting the lockout
