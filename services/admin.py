@@ -14,6 +14,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from accounts import dashboard
@@ -267,6 +269,7 @@ class ApplicationAdmin(ReadOnlyAdmin):
         "applicant_masked",
         "fee_fen",
         "department_reference",
+        "deliveries_display",
         "created_at",
         "accepted_at",
         "due_date",
@@ -281,6 +284,27 @@ class ApplicationAdmin(ReadOnlyAdmin):
     @admin.display(description=_("申请人"))
     def applicant_masked(self, application: Application) -> str:
         return str(application.applicant)
+
+    @admin.display(description=_("投递记录"))
+    def deliveries_display(self, application: Application) -> str:
+        """Each event sent about it, where, and how it went: one click from a replay."""
+        sent = selectors.deliveries_of_application(application)
+        if not sent:
+            return "-"
+        statuses = dict(DeliveryStatus.choices)
+        return format_html_join(
+            mark_safe("<br>"),
+            '<a href="{}">{} → {}：{}</a>',
+            (
+                (
+                    reverse("admin:services_delivery_change", args=[delivery.pk]),
+                    delivery.event.type,
+                    delivery.endpoint.url,
+                    statuses.get(delivery.status, delivery.status),
+                )
+                for delivery in sent
+            ),
+        )
 
     @admin.display(description=_("期限"))
     def deadline_state(self, application: Application) -> str:
@@ -430,10 +454,21 @@ class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
     list_filter = ("status", "event__type", "endpoint__department")
     search_fields = ("=event__id", "endpoint__url", "event__application__number")
     list_select_related = ("event", "endpoint__department")
-    fields = selectors.DELIVERY_FIELDS
+    fields = ("application_link", *selectors.DELIVERY_FIELDS)
     readonly_fields = fields
     inlines = [AttemptInline]
     actions = ["replay"]
+
+    @admin.display(description=_("办件"))
+    def application_link(self, delivery: Delivery) -> str:
+        application_id = delivery.event.application_id
+        if application_id is None:
+            return "-"  # a ping, or an event of no application
+        number = (
+            Application.objects.filter(pk=application_id).values_list("number", flat=True).first()
+        )
+        url = reverse("admin:services_application_change", args=[application_id])
+        return format_html('<a href="{}">{}</a>', url, number)
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("services.change_delivery")

@@ -267,6 +267,15 @@ def endpoints_of(department: Department) -> QuerySet[Endpoint]:
     return Endpoint.objects.filter(department=department, deleted_at=None)
 
 
+def deliveries_of_application(application: Application) -> QuerySet[Delivery]:
+    """What was sent to departments about ``application``, oldest first."""
+    return (
+        Delivery.objects.filter(event__application=application)
+        .select_related("event", "endpoint")
+        .order_by("created_at", "id")
+    )
+
+
 def deliveries_of(department: Department) -> QuerySet[Delivery]:
     return Delivery.objects.filter(endpoint__department=department).select_related(
         "event", "endpoint"

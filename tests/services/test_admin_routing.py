@@ -50,6 +50,10 @@ def test_an_operator_replays_a_dead_letter_from_its_page(
 ) -> None:
     html = operator_client.get(delivery_page(dead_letter)).content.decode()
     assert f'action="{replay_url(dead_letter)}"' in html
+    application = dead_letter.event.application
+    assert (
+        f'href="/admin/services/application/{application.pk}/change/">{application.number}<' in html
+    )
     assert 'name="_save"' not in html  # a record, not a form
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(replay_url(dead_letter))
@@ -134,3 +138,11 @@ def test_staff_who_may_only_look_cannot_touch_an_endpoint(client, hook, departme
     hook.refresh_from_db()
     assert hook.is_active
     assert department_server.received == []
+
+
+def test_an_applications_page_leads_to_what_was_sent_about_it(operator_client, dead_letter) -> None:
+    page = operator_client.get(
+        f"/admin/services/application/{dead_letter.event.application_id}/change/"
+    ).content.decode()
+    assert f'href="{delivery_page(dead_letter)}"' in page
+    assert "application.submitted → " in page and "失败（死信）" in page
