@@ -23,11 +23,20 @@ from config.errors import NOT_FOUND
 
 
 def _in_every_language(text: Promise | str, params: Mapping[str, Any] | None) -> dict[str, str]:
-    rendered = {}
+    return _rendered([(text, params)])[0]
+
+
+def _rendered(
+    texts: Sequence[tuple[Promise | str, Mapping[str, Any] | None]],
+) -> list[dict[str, str]]:
+    """Each (template, params) rendered in every supported language, one
+    language switch per language for all of them."""
+    rendered: list[dict[str, str]] = [{} for _ in texts]
     for code, _name in settings.LANGUAGES:
         with translation.override(code):
-            values = {key: str(value) for key, value in (params or {}).items()}
-            rendered[code] = str(text) % values if values else str(text)
+            for (text, params), into in zip(texts, rendered, strict=True):
+                values = {key: str(value) for key, value in (params or {}).items()}
+                into[code] = str(text) % values if values else str(text)
     return rendered
 
 
@@ -63,16 +72,14 @@ def message_post(
 
 def messages_post(posts: Sequence[Post]) -> list[Message]:
     """Post several messages in one statement (see :func:`message_post`)."""
+    titles = _rendered([(post.title, post.params) for post in posts])
+    bodies = _rendered([(post.body, post.params) for post in posts])
     return Message.objects.bulk_create(
         [
             Message(
-                user=post.user,
-                kind=post.kind,
-                title=_in_every_language(post.title, post.params),
-                body=_in_every_language(post.body, post.params),
-                data=dict(post.data or {}),
+                user=post.user, kind=post.kind, title=title, body=body, data=dict(post.data or {})
             )
-            for post in posts
+            for post, title, body in zip(posts, titles, bodies, strict=True)
         ]
     )
 

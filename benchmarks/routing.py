@@ -1,68 +1,64 @@
-"""Routing benchmark: submit rate, delivery rate and submit→delivered latency.
+"""Routing benchmark: deliveries/s next to no-op tasks/s on the same broker
+and worker, and event→received latency at half the delivery rate.
 
-Runs the real stack on a scratch PostgreSQL database and Redis database:
-gunicorn (production settings, DEBUG=0), one Celery worker, and an HTTP sink
-in this process playing the department. Every figure is printed next to a
-floor measured in the same run on the same processes:
+Runs the real engine on a scratch PostgreSQL database and Redis database
+(production settings, DEBUG=0): one Celery worker on the ``deliveries``
+queue, and a department's HTTP server in this process that answers 200 and
+notes when each event arrived. Applications are submitted beforehand (each
+by its own citizen) to a paused endpoint, so their ``application.submitted``
+deliveries wait; a round then releases a batch of them at once, as a
+resumed endpoint or a burst of submissions would, and wakes the worker.
 
-- submit requests/s through ``POST /api/v1/applications/`` next to a bare
-  Django JSON view (``/bench/bare``) under the same load generator;
-- end-to-end deliveries/s (submitted → signed POST received by the
-  department) next to the rate at which the same worker drains no-op tasks
-  from the same ``deliveries`` queue on the same broker;
-- p50/p99 submit→delivered latency.
+- Floor: the worker drains as many no-op tasks (``platform.noop``) from the
+  same queue on the same broker; the rounds alternate floor, deliveries,
+  floor, deliveries..., and the median of the per-round ratios is quoted.
+- A delivery counts when the department has received it; each round also
+  waits for every delivery and routed application to be on record.
+- Latency: deliveries released at half the median delivery rate, every
+  20 ms as many as that rate brings (each release as a publish's commit
+  does: rows made due, then a wake), from release to received, p50/p95/p99.
 
-    .venv/bin/python benchmarks/routing.py [--applications 600] [--seconds 10]
+    .venv/bin/python benchmarks/routing.py [--backlog 1500] [--rounds 3] [--seconds 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import secrets
+import statistics
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
-import psycopg
-import redis
-from cryptography.fernet import Fernet
-from harness import FORM, bench_service
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import FORM, bench_service, log, scratch_stack, tree_state  # noqa: E402
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+class _Server(ThreadingHTTPServer):
+    # A worker sends a batch over many connections at once; the standard
+    # library's listen backlog of 5 resets the ones beyond it.
+    request_queue_size = 128
 
-
-class Sink:
-    """The department: answers 200 at once and notes when each number arrived."""
+class Department:
+    """Answers 200 at once and notes when each webhook-id first arrived."""
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
         self.lock = threading.Lock()
-        sink = self
+        department = self
 
         class Handler(BaseHTTPRequestHandler):
             disable_nagle_algorithm = True
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                now = time.time()
-                number = json.loads(body).get("data", {}).get("application", {}).get("number")
-                with sink.lock:
-                    if number and number not in sink.arrived:
-                        sink.arrived[number] = now
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                now = time.monotonic()
+                with department.lock:
+                    department.arrived.setdefault(self.headers["webhook-id"], now)
                 answer = b'{"reference": "BENCH"}'
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -73,231 +69,216 @@ class Sink:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def received(self, ids: list[str]) -> int:
+        with self.lock:
+            return sum(1 for i in ids if i in self.arrived)
 
-def load(url: str, *, seconds: float, threads: int, method: str = "GET", body=None, headers=None):
-    """Closed-loop load: ``threads`` clients call as fast as answers come."""
-    stop = time.monotonic() + seconds
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
 
-    def client() -> None:
-        nonlocal errors
-        with httpx.Client(timeout=30) as http:
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                response = http.request(method, url, json=body, headers=headers)
-                elapsed = time.perf_counter() - started
-                with lock:
-                    if response.status_code < 300:
-                        latencies.append(elapsed)
-                    else:
-                        errors += 1
+# The latency run releases events every TICK seconds, as many as the pace
+# brings in that time: what many citizens submitting at once look like to
+# the engine (each tick one statement and one wake, as a publish's commit).
+TICK = 0.02
 
-    began = time.monotonic()
-    with ThreadPoolExecutor(threads) as pool:
-        for future in [pool.submit(client) for _ in range(threads)]:
-            future.result()
-    duration = time.monotonic() - began
-    return len(latencies) / duration, latencies, errors
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.002) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {what}")
+        time.sleep(interval)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--applications", type=int, default=300, help="paced submissions for latency"
-    )
-    parser.add_argument("--pace", type=float, default=20.0, help="at most this many submissions/s")
-    parser.add_argument(
-        "--seconds", type=float, default=8.0, help="length of each request-rate run"
-    )
-    parser.add_argument("--threads", type=int, default=16, help="load generator clients")
-    parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--worker-concurrency", type=int, default=8)
-    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--backlog", type=int, default=1500, help="deliveries per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the latency run")
+    parser.add_argument("--concurrency", type=int, default=4, help="worker processes (prefork)")
     args = parser.parse_args()
 
-    database = f"mcs_bench_routing_{os.getpid()}"
-    with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    redis.Redis.from_url(args.redis).flushdb()
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-routing-{os.getpid()}"
-    work.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.base",
-        "DATABASE_URL": f"{args.postgres}/{database}",
-        "REDIS_URL": args.redis,
-        "DEBUG": "0",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "BLIND_INDEX_KEY": secrets.token_urlsafe(30),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "BENCHMARK_VIEWS": "1",
-        "ROUTING_ALLOW_PRIVATE_ENDPOINTS": "1",
-        "LOG_LEVEL": "WARNING",
-        "SMS_BACKEND": "file",
-        "PYTHONUNBUFFERED": "1",
-    }
-    os.environ.update(env)
-    running = ExitStack()  # the web and worker processes, stopped before the database goes
-    try:
-        import django
+    with (
+        scratch_stack("routing", ROUTING_ALLOW_PRIVATE_ENDPOINTS="1") as stack,
+        ExitStack() as running,
+    ):
+        import redis
+        from django.db import connections
+        from django.utils import timezone
 
-        django.setup()
-        from django.core.management import call_command
-        from rest_framework_simplejwt.tokens import RefreshToken
-
-        from accounts.models import Department, User
+        from accounts.models import Department as DepartmentRow
+        from accounts.models import User
         from config.celery import app as celery_app
-        from services.routing import endpoints, events
-        from tests.processes import celery_worker, wait_for, web_server
+        from services.applications import application_submit
+        from services.models import Application, Delivery, Endpoint
+        from services.routing import endpoints, events, outbox
+        from tests.processes import celery_worker
 
-        call_command("migrate", verbosity=0)
-        department = Department.objects.create(code="bench", name="基准测试部门")
-        bench_service(code="bench-service", name="基准测试事项", department=department)
-        citizen = User.objects.create(phone="13800138000")
-        sink = Sink()
-        endpoints.endpoint_create(
-            department=department, url=sink.url, events=[events.APPLICATION_SUBMITTED], actor=None
+        department = Department()
+        owner = DepartmentRow.objects.create(code="bench", name="基准测试部门")
+        service = bench_service(code="bench-service", name="基准测试事项", department=owner)
+        endpoint, _secret = endpoints.endpoint_create(
+            department=owner, url=department.url, events=[events.APPLICATION_SUBMITTED], actor=None
         )
-        token = str(RefreshToken.for_user(citizen).access_token)
-        auth = {"Authorization": f"Bearer {token}"}
+        # Paused: the submissions' deliveries are written held, not sent.
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=timezone.now())
 
-        base = running.enter_context(web_server(workers=args.web_workers, log=work / "web.log"))
-        submit_body = {"service": "bench-service", "form": FORM}
+        def submit(count: int) -> list[tuple[str, str]]:
+            """``count`` applications, each by a new citizen; their deliveries'
+            (id, webhook-id), held."""
+            first = User.objects.count()
+            citizens = User.objects.bulk_create(
+                [User(phone=f"139{first + n:08d}") for n in range(count)]
+            )
+            made = []
+            for n, citizen in enumerate(citizens, 1):
+                application = application_submit(citizen=citizen, service=service, form=FORM)
+                made.append(application.pk)
+                if n % 500 == 0:
+                    log(f"  {n}/{count} submitted")
+            return [
+                (str(d.pk), d.event.webhook_id)
+                for d in Delivery.objects.select_related("event").filter(
+                    event__application_id__in=made
+                )
+            ]
 
-        # 1. Request rates, worker not running: the web's cost alone.
-        load(f"{base}/bench/bare", seconds=1, threads=args.threads)
-        load(
-            f"{base}/api/v1/applications/",
-            seconds=1,
-            threads=args.threads,
-            method="POST",
-            body=submit_body,
-            headers=auth,
-        )
-        bare_rate, bare_lat, _ = load(
-            f"{base}/bench/bare", seconds=args.seconds, threads=args.threads
-        )
-        submit_rate, submit_lat, submit_errors = load(
-            f"{base}/api/v1/applications/",
-            seconds=args.seconds,
-            threads=args.threads,
-            method="POST",
-            body=submit_body,
-            headers=auth,
-        )
-        from services.models import Delivery
+        log(f"submitting {args.rounds} x {args.backlog} applications (deliveries held)")
+        backlogs = [submit(args.backlog) for _ in range(args.rounds)]
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=None)
 
-        backlog = Delivery.objects.filter(status="pending").count()
-
-        # 2. One worker drains the backlog those submits left: deliveries/s.
-        sink.arrived.clear()
+        connections.close_all()
         running.enter_context(
             celery_worker(
                 "--concurrency",
-                str(args.worker_concurrency),
+                str(args.concurrency),
+                "-Q",
+                "deliveries",
                 "-n",
                 "bench@%h",
-                log=work / "worker.log",
-                wait=False,  # LOG_LEVEL=WARNING: no "ready." line; the drain is timed by arrivals
+                log=stack.work / "worker.log",
+                wait=False,  # LOG_LEVEL=WARNING: no "ready." line; a no-op task tells instead
             )
         )
-        wait_for(
-            lambda: not Delivery.objects.filter(status="pending").exists(),
-            timeout=600,
-            interval=0.2,
-            message="gave up waiting for the backlog",
-        )
-        arrivals = sorted(sink.arrived.values())
-        drain_rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+        broker = redis.Redis.from_url(stack.redis_url)
 
-        # 3. Latency at a steady pace below capacity: submit → signed POST received.
-        pace = max(2.0, min(args.pace, drain_rate / 2, submit_rate / 2))
-        submitted: dict[str, float] = {}
-        lock = threading.Lock()
+        def queue_empty() -> bool:
+            return broker.llen("deliveries") == 0 and not broker.hlen("unacked")
 
-        def submit_one(_: int) -> None:
-            with httpx.Client(timeout=30) as http:
-                started = time.time()
-                response = http.post(f"{base}/api/v1/applications/", json=submit_body, headers=auth)
-                response.raise_for_status()
-                with lock:
-                    submitted[response.json()["number"]] = started
-
-        with ThreadPoolExecutor(8) as pool:
-            began = time.monotonic()
-            futures = []
-            for n in range(args.applications):
-                delay = began + n / pace - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                futures.append(pool.submit(submit_one, n))
-            for future in futures:
-                future.result()
-        wait_for(
-            lambda: all(n in sink.arrived for n in list(submitted)),
-            timeout=300,
-            interval=0.02,
-            message="gave up waiting for the paced deliveries",
-        )
-        latencies = [sink.arrived[n] - submitted[n] for n in submitted]
-
-        # 4. Floor: the same worker draining no-op tasks from the same queue.
-        broker = redis.Redis.from_url(args.redis)
         noop = celery_app.signature("platform.noop")
-        count = max(backlog, 1000)
-        with celery_app.producer_or_acquire() as producer:
-            for _ in range(count):
-                noop.apply_async(queue="deliveries", producer=producer)
-        started = time.time()
-        wait_for(
-            lambda: broker.llen("deliveries") == 0 and not broker.hlen("unacked"),
+        noop.apply_async(queue="deliveries")
+        wait_until(queue_empty, timeout=60, what="the worker to start")
+
+        def floor_round(count: int) -> float:
+            began = time.monotonic()
+            with celery_app.producer_or_acquire() as producer:
+                for _ in range(count):
+                    noop.apply_async(queue="deliveries", producer=producer)
+            wait_until(queue_empty, timeout=300, what="the no-op tasks")
+            return count / (time.monotonic() - began)
+
+        def delivery_round(backlog: list[tuple[str, str]]) -> float:
+            ids, hooks = [d for d, _ in backlog], [w for _, w in backlog]
+            began = time.monotonic()
+            Delivery.objects.filter(pk__in=ids).update(next_attempt_at=timezone.now())
+            outbox.deliveries_wake()
+            wait_until(
+                lambda: department.received(hooks) == len(hooks),
+                timeout=600,
+                what="the deliveries",
+                interval=0.005,
+            )
+            with department.lock:
+                last = max(department.arrived[h] for h in hooks)
+            rate = len(hooks) / (last - began)
+            # On record too before the next round: every delivery done, every
+            # application routed.
+            wait_until(
+                lambda: (
+                    not Delivery.objects.filter(pk__in=ids, status="pending").exists()
+                    and not Application.objects.filter(
+                        status="submitted", events__deliveries__in=ids
+                    ).exists()
+                ),
+                timeout=120,
+                what="the deliveries' records",
+                interval=0.05,
+            )
+            return rate
+
+        pairs = []
+        for k, backlog in enumerate(backlogs, 1):
+            floor = floor_round(len(backlog))
+            rate = delivery_round(backlog)
+            pairs.append((floor, rate))
+            log(
+                f"  round {k}: no-op tasks {floor:.0f}/s, deliveries {rate:.0f}/s ({rate / floor:.0%})"
+            )
+        ratio = statistics.median(r / f for f, r in pairs)
+        drain = statistics.median(r for _, r in pairs)
+        floor_rate = statistics.median(f for f, _ in pairs)
+
+        # Latency at half the delivery rate.
+        pace = drain / 2
+        count = int(pace * args.seconds)
+        per_tick = max(1, round(pace * TICK))
+        log(f"latency at {pace:.0f}/s: submitting {count} more applications (held)")
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=timezone.now())
+        paced = submit(count)
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=None)
+        released: dict[str, float] = {}
+        began = time.monotonic()
+        ticks = [paced[i : i + per_tick] for i in range(0, len(paced), per_tick)]
+        for n, tick in enumerate(ticks):
+            delay = began + n * TICK - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            Delivery.objects.filter(pk__in=[d for d, _ in tick]).update(
+                next_attempt_at=timezone.now()
+            )
+            now = time.monotonic()
+            released.update((hook, now) for _, hook in tick)
+            outbox.deliveries_wake()
+        achieved = len(paced) / (time.monotonic() - began)
+        hooks = list(released)
+        wait_until(
+            lambda: department.received(hooks) == len(hooks),
             timeout=300,
-            interval=0.005,
-            message="gave up waiting for the no-op tasks",
+            what="the paced deliveries",
+            interval=0.01,
         )
-        noop_rate = count / (time.time() - started)
+        with department.lock:
+            latencies = [(department.arrived[h] - released[h]) * 1000 for h in hooks]
 
         print()
         print(
-            f"routing benchmark: {args.web_workers} gunicorn workers, 1 Celery worker (prefork x{args.worker_concurrency}), "
-            f"PostgreSQL + Redis, {args.threads} client threads, {os.cpu_count()} CPUs"
+            f"routing benchmark at {tree_state()}: 1 Celery worker (prefork x{args.concurrency}, "
+            f"-Q deliveries, batch {os.environ.get('ROUTING_BATCH_SIZE', 32)}), "
+            f"PostgreSQL + Redis (broker), DEBUG=0, {os.cpu_count()} CPUs; the department "
+            "answers 200 from this process"
         )
-        print(f"{'measure':<46}{'figure':>12}{'floor':>12}{'ratio':>8}")
+        print(f"{'round':<8}{'no-op tasks/s':>16}{'deliveries/s':>16}{'ratio':>8}")
+        for k, (floor, rate) in enumerate(pairs, 1):
+            print(f"{k:<8}{floor:>16.0f}{rate:>16.0f}{rate / floor:>8.0%}")
         print(
-            f"{'submit requests/s vs bare JSON view':<46}{submit_rate:>12.0f}{bare_rate:>12.0f}{submit_rate / bare_rate:>8.0%}"
-        )
-        print(
-            f"{'  p50 / p99 latency (ms)':<46}{percentile(submit_lat, 0.5) * 1000:>6.1f}/{percentile(submit_lat, 0.99) * 1000:<5.0f}"
-            f"{percentile(bare_lat, 0.5) * 1000:>6.1f}/{percentile(bare_lat, 0.99) * 1000:<5.0f}"
-        )
-        print(
-            f"{f'deliveries/s (backlog of {backlog}) vs no-op tasks/s':<46}{drain_rate:>12.0f}{noop_rate:>12.0f}{drain_rate / noop_rate:>8.0%}"
+            f"median: deliveries {drain:.0f}/s ÷ no-op tasks {floor_rate:.0f}/s = {ratio:.2f} "
+            f"(backlogs of {args.backlog}, each application by its own citizen)"
         )
         print(
-            f"{f'submit→delivered p50 / p99 (ms) at {pace:.0f}/s':<46}{percentile(latencies, 0.5) * 1000:>6.0f}/{percentile(latencies, 0.99) * 1000:<5.0f}"
+            f"release→received at {pace:.0f}/s (half the delivery rate; {achieved:.0f}/s achieved, "
+            f"{len(latencies)} events): p50 {percentile(latencies, 0.5):.0f} ms, "
+            f"p95 {percentile(latencies, 0.95):.0f} ms, p99 {percentile(latencies, 0.99):.0f} ms"
         )
-        print(
-            f"({len(submitted)} paced applications; {submit_errors} failed submits in the rate run)"
-        )
-    finally:
-        running.close()
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        redis.Redis.from_url(args.redis).flushdb()
 
 
 if __name__ == "__main__":

@@ -257,7 +257,11 @@ def _http(scheme: str, host: str, port: int) -> httpx.Client:
             # Headers and body leave as separate writes: without TCP_NODELAY
             # the body waits for the peer's delayed ACK (40 ms on Linux).
             transport=httpx.HTTPTransport(
-                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+                # As many kept-alive connections as a batch sends at once.
+                limits=httpx.Limits(
+                    max_connections=max(20, settings.ROUTING_SEND_CONCURRENCY),
+                    max_keepalive_connections=max(10, settings.ROUTING_SEND_CONCURRENCY),
+                ),
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             ),
         )

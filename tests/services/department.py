@@ -41,6 +41,12 @@ class Answer:
     delay: float = 0.0
 
 
+
+class _Server(ThreadingHTTPServer):
+    # A worker sends a batch over many connections at once; the standard
+    # library's listen backlog of 5 resets the ones beyond it.
+    request_queue_size = 128
+
 class DepartmentServer:
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -91,7 +97,7 @@ class DepartmentServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -93,15 +93,20 @@ def test_a_batch_costs_the_same_statements_for_five_deliveries_or_twenty(
         actor=None,
     )
     service = ServiceFactory(department=department)
+    # Each application gets its own reference from the department.
+    department_server.respond = lambda received: Answer(
+        200, {"reference": "R-" + received.payload["data"]["application"]["number"]}
+    )
     counts = []
     for size in (5, 20):
         applications = submitted(service, size)
         with CaptureQueriesContext(connection) as queries:
             assert deliveries.deliveries_send_due(batch_size=size) == size
         counts.append(len(queries))
-        assert {
-            a.status for a in Application.objects.filter(pk__in=[a.pk for a in applications])
-        } == {"routed"}
+        stored = Application.objects.filter(pk__in=[a.pk for a in applications])
+        assert {(a.status, a.department_reference) for a in stored} == {
+            ("routed", f"R-{a.number}") for a in stored
+        }
         # Each citizen hears of the move once.
         assert (
             Message.objects.filter(
@@ -109,8 +114,9 @@ def test_a_batch_costs_the_same_statements_for_five_deliveries_or_twenty(
             ).count()
             == size
         )
-    assert counts[0] == counts[1], counts
-    assert counts[1] <= 17, counts  # two claims, the record, the routing; savepoints included
+    # Twenty cost no more than five (the endpoint's success time, written at
+    # most once a second, may fall in either batch).
+    assert counts[1] <= counts[0] <= 17, counts  # two claims, the record, the routing; savepoints
 
 
 @pytest.mark.django_db
