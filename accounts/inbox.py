@@ -44,7 +44,7 @@ def _rendered(
 class Post:
     """One message to one citizen (see :func:`message_post`)."""
 
-    user: User
+    user_id: Any
     kind: str
     title: Promise | str
     body: Promise | str
@@ -67,7 +67,7 @@ def message_post(
     ``%(name)s`` placeholders filled from ``params``; they are rendered once
     per supported language, so each reader sees their own.
     """
-    return messages_post([Post(user, kind, title, body, params, data)])[0]
+    return messages_post([Post(user.pk, kind, title, body, params, data)])[0]
 
 
 def messages_post(posts: Sequence[Post]) -> list[Message]:
@@ -77,7 +77,11 @@ def messages_post(posts: Sequence[Post]) -> list[Message]:
     return Message.objects.bulk_create(
         [
             Message(
-                user=post.user, kind=post.kind, title=title, body=body, data=dict(post.data or {})
+                user_id=post.user_id,
+                kind=post.kind,
+                title=title,
+                body=body,
+                data=dict(post.data or {}),
             )
             for post, title, body in zip(posts, titles, bodies, strict=True)
         ]

@@ -10,8 +10,9 @@ deliveries wait; a round then releases a batch of them at once, as a
 resumed endpoint or a burst of submissions would, and wakes the worker.
 
 - Floor: the worker drains as many no-op tasks (``platform.noop``) from the
-  same queue on the same broker; the rounds alternate floor, deliveries,
-  floor, deliveries..., and the median of the per-round ratios is quoted.
+  same queue on the same broker; after a warm-up pair (not counted) the
+  rounds alternate floor, deliveries, floor, deliveries..., and the median
+  of the per-round ratios is quoted.
 - A delivery counts when the department has received it; each round also
   waits for every delivery and routed application to be on record.
 - Latency: deliveries released at half the median delivery rate, every
@@ -41,6 +42,7 @@ class _Server(ThreadingHTTPServer):
     # A worker sends a batch over many connections at once; the standard
     # library's listen backlog of 5 resets the ones beyond it.
     request_queue_size = 128
+
 
 class Department:
     """Answers 200 at once and notes when each webhook-id first arrived."""
@@ -155,6 +157,7 @@ def main() -> None:
 
         log(f"submitting {args.rounds} x {args.backlog} applications (deliveries held)")
         backlogs = [submit(args.backlog) for _ in range(args.rounds)]
+        warmup = submit(min(args.backlog, 300))
         Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=None)
 
         connections.close_all()
@@ -216,6 +219,11 @@ def main() -> None:
             )
             return rate
 
+        # Warm-up, not counted: the worker's processes open their connections
+        # and load what they load on first use.
+        log("warm-up round")
+        floor_round(len(warmup))
+        delivery_round(warmup)
         pairs = []
         for k, backlog in enumerate(backlogs, 1):
             floor = floor_round(len(backlog))

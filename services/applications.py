@@ -137,7 +137,7 @@ def _move_many(
     messages_post(
         [
             Post(
-                user=application.applicant,
+                user_id=application.applicant_id,
                 kind="application.status",
                 title=_("办件进度：%(status)s"),
                 body=_("您申请的“%(service)s”（%(number)s）状态已更新为：%(status)s。%(note)s"),
@@ -432,6 +432,18 @@ def application_mark_routed(*, application_id: Any, reference: str = "") -> bool
     return applications_mark_routed([(application_id, reference)]) == 1
 
 
+_ROUTING_FIELDS = (
+    "id",
+    "number",
+    "status",
+    "closed_at",
+    "updated_at",
+    "department_reference",
+    "applicant_id",
+    "service__name",
+)
+
+
 def applications_mark_routed(routed: Iterable[tuple[Any, str]]) -> int:
     """:func:`application_mark_routed` for several (application id,
     reference) pairs at once, locking them in one statement, in id order;
@@ -446,7 +458,9 @@ def applications_mark_routed(routed: Iterable[tuple[Any, str]]) -> int:
     with transaction.atomic(savepoint=False):
         applications = list(
             Application.objects.select_for_update(of=("self",))
-            .select_related("service", "applicant")
+            .select_related("service")
+            # What routing reads and writes: not the (encrypted) form.
+            .only(*_ROUTING_FIELDS)
             .filter(pk__in=list(references))
             .order_by("pk")
         )
