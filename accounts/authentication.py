@@ -106,6 +106,9 @@ class IsCitizen(BasePermission):
 
     message = CITIZEN_REQUIRED.title
     code = CITIZEN_REQUIRED.code
+    # The schema's only way in (config.openapi): a department's key authenticates
+    # but is refused here.
+    security_schemes = ("CitizenJWT",)
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user

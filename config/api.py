@@ -574,12 +574,14 @@ def paginated(
     queryset: Any,
     render: Callable[[Any], Any],
     *,
-    pagination: type[_ListShape] = PagePagination,
+    pagination: type[_ListShape] | None = None,
 ) -> Response:
     """One page of ``queryset`` as ``{"results", "next", "previous"}``, each
     item rendered by ``render`` (a serializer class, or a function of one
-    object)."""
-    paginator = pagination()
+    object). ``pagination``: the view's ``pagination_class`` by default (which
+    is also how the schema learns that the view answers pages), else page
+    numbers."""
+    paginator = (pagination or getattr(view, "pagination_class", None) or PagePagination)()
     page = paginator.paginate_queryset(queryset, request, view)
     if isinstance(render, type) and issubclass(render, serializers.BaseSerializer):
         data = render(page, many=True).data
@@ -650,6 +652,11 @@ def add_generic_problem_responses(result, generator, request, public):
                 generic["400"] = "`invalid`, `malformed_request`: " + str(INVALID.title)
                 generic["413"] = "`payload_too_large`: " + str(PAYLOAD_TOO_LARGE.title)
                 generic["415"] = "`unsupported_media_type`: " + str(UNSUPPORTED_MEDIA_TYPE.title)
+            if method == "get" and any(
+                p.get("in") == "query" and p.get("name") in ("page", "cursor")
+                for p in operation.get("parameters", [])
+            ):
+                generic["400"] = "`pagination_invalid`: " + str(PAGINATION_INVALID.title)
             security = operation.get("security") or []
             if security and any(item for item in security):
                 generic["401"] = "`not_authenticated`, `authentication_failed`, `token_invalid`"

@@ -34,6 +34,7 @@ from config.api import (
     ClientSimpleRateThrottle,
     FeedPagination,
     FixedWindowThrottle,
+    PagePagination,
     client_ip,
     paginated,
     problems,
@@ -133,7 +134,10 @@ class KeysView(APIView):
             "active key, upcoming keys (published before they sign) and retired keys "
             "whose codes may still be valid. Cacheable; conditional GET with ETag."
         ),
-        responses={200: JwksSerializer, 304: OpenApiResponse(description="Not modified")},
+        responses={
+            (200, "application/jwk-set+json"): JwksSerializer,
+            304: OpenApiResponse(description="Not modified"),
+        },
     )
     def get(self, request: Request) -> Response:
         keys.keyring_ensure()  # a fresh installation publishes its first key
@@ -205,6 +209,8 @@ class MyScansView(APIView):
     class Pagination(FeedPagination):
         ordering = "-scanned_at"
 
+    pagination_class = Pagination
+
     @extend_schema(
         tags=["star-code"],
         summary="Where and when my star-code was scanned, newest first",
@@ -216,7 +222,6 @@ class MyScansView(APIView):
             self,
             selectors.scans_of(request.user),
             MyScanSerializer,
-            pagination=self.Pagination,
         )
 
 
@@ -409,6 +414,8 @@ class DeptCodesView(APIView):
 
 
 class DeptCodeListView(DeptCodesView):
+    pagination_class = PagePagination
+
     @extend_schema(
         tags=["dept: codes"],
         summary="My department's venue codes, newest first",

@@ -46,6 +46,8 @@ class CitizenView(APIView):
 
 
 class PaymentListView(CitizenView):
+    pagination_class = FeedPagination
+
     @extend_schema(
         tags=["payments"],
         summary="My payment orders, newest first",
@@ -58,7 +60,6 @@ class PaymentListView(CitizenView):
             self,
             selectors.orders_of(request.user),
             PaymentOrderSerializer,
-            pagination=FeedPagination,
         )
 
     @extend_schema(

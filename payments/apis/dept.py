@@ -15,6 +15,7 @@ from accounts.authentication import DepartmentRequest
 from accounts.idempotency import idempotent
 from config.api import (
     FeedPagination,
+    PagePagination,
     paginated,
     problems,
 )
@@ -41,6 +42,8 @@ def _date(value: str | None) -> dt.date | None:
 
 
 class DeptPaymentListView(DepartmentView):
+    pagination_class = FeedPagination
+
     @extend_schema(
         tags=["dept: payments"],
         summary="My department's payment orders, newest first",
@@ -70,7 +73,6 @@ class DeptPaymentListView(DepartmentView):
                 date=_date(params.get("date")),
             ),
             selectors.payment_view,
-            pagination=FeedPagination,
         )
 
 
@@ -99,6 +101,8 @@ class DeptPaymentDetailView(_DeptOrderView):
 
 
 class DeptRefundView(_DeptOrderView):
+    pagination_class = PagePagination
+
     @extend_schema(
         tags=["dept: payments"],
         summary="The refunds of one of my department's orders",

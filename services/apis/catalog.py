@@ -8,6 +8,7 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
+from config.api import problems
 from services import selectors
 from services.models import Service
 from services.serializers import (
@@ -75,7 +76,13 @@ class ServiceListView(PublicCatalogView, ListAPIView):
         return selectors.services_public()
 
 
-@extend_schema_view(get=extend_schema(tags=["catalog"], summary="A service's guide (办事指南)"))
+@extend_schema_view(
+    get=extend_schema(
+        tags=["catalog"],
+        summary="A service's guide (办事指南)",
+        responses={200: ServiceGuideSerializer, **problems("not_found")},
+    )
+)
 class ServiceDetailView(PublicCatalogView, RetrieveAPIView):
     serializer_class = ServiceGuideSerializer
     lookup_field = "code"

@@ -28,6 +28,8 @@ def _with_timeline(application: Application) -> dict:
 
 
 class DeptApplicationListView(DepartmentView):
+    pagination_class = FeedPagination
+
     @extend_schema(
         tags=["dept: applications"],
         summary="Applications to my department's services, newest first",
@@ -44,7 +46,6 @@ class DeptApplicationListView(DepartmentView):
             self,
             selectors.applications_for_department(self.department, status=wanted),
             selectors.department_view,
-            pagination=FeedPagination,
         )
 
 

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import DepartmentRequest
-from config.api import FeedPagination, paginated, problems
+from config.api import FeedPagination, PagePagination, paginated, problems
 from services import selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Delivery, DeliveryStatus, Endpoint
@@ -27,6 +27,8 @@ from services.serializers import (
 
 
 class EndpointListView(DepartmentView):
+    pagination_class = PagePagination
+
     @extend_schema(
         tags=["dept: endpoints"],
         summary="My endpoints",
@@ -159,6 +161,8 @@ class DeliveryFilter(django_filters.FilterSet):
 
 
 class DeliveryListView(DepartmentView):
+    pagination_class = FeedPagination
+
     @extend_schema(
         tags=["dept: deliveries"],
         summary="Deliveries to my endpoints, newest first",
@@ -175,7 +179,7 @@ class DeliveryListView(DepartmentView):
         )
         if not filtered.is_valid():
             raise serializers.ValidationError(filtered.errors)
-        return paginated(request, self, filtered.qs, DeliverySerializer, pagination=FeedPagination)
+        return paginated(request, self, filtered.qs, DeliverySerializer)
 
 
 class _DeliveryView(DepartmentView):

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication, DepartmentRequest, IsIntegrator
 from accounts.models import Department
-from config.api import paginated, problems
+from config.api import PagePagination, paginated, problems
 from services import catalog, selectors
 from services.models import Service
 from services.serializers import GuideSerializer, ServiceCreateSerializer, ServiceGuideSerializer
@@ -28,6 +28,8 @@ class DepartmentView(APIView):
 
 
 class DeptServiceListView(DepartmentView):
+    pagination_class = PagePagination
+
     @extend_schema(
         tags=["dept: services"],
         summary="My department's services",

@@ -1,0 +1,81 @@
+"""How a view becomes an operation of ``/api/schema/`` (DRF's
+``DEFAULT_SCHEMA_CLASS``): drf-spectacular's inspector, told four things
+it cannot see on its own.
+
+- A view refused to a credential that authenticates does not list that
+  credential as a way in: a permission's ``security_schemes`` names the only
+  schemes it admits (a department's key on a citizen's route is a 403, not a
+  login).
+- A permission that refuses with a registered code (``api_key_scope``,
+  ``citizen_required``) documents that 403 on every operation it guards.
+- A public operation has no ``security`` at all, rather than drf-spectacular's
+  ``[{}]``, which generated clients read as "needs credentials".
+- A path that ends in a file extension (``image.png``, ``receipt.svg``)
+  answers that media type only, though its view renders several.
+
+Apart from :mod:`config.api` because that module is loaded while DRF reads
+its settings, and this one imports DRF's views.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+
+from config.errors import ERROR_CODES, PROBLEM_CONTENT_TYPE
+
+PROBLEM_REF = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+class AutoSchema(SpectacularAutoSchema):
+    def _is_list_view(self, serializer: Any = None) -> bool:
+        if serializer is None:
+            # drf-spectacular takes the answer with the smallest key as the
+            # main one; a problem's key, "(400, 'application/problem+json')",
+            # sorts before "200". The main answer is the success.
+            answers = self.get_response_serializers()
+            if isinstance(answers, dict):
+                success = [s for code, s in answers.items() if str(code).startswith("2")]
+                if success:
+                    serializer = success[0]
+        return super()._is_list_view(serializer)
+
+    def get_auth(self) -> list[dict[str, list[str]]]:
+        auths = super().get_auth()
+        admitted: set[str] | None = None
+        for permission in self.view.get_permissions():
+            schemes = getattr(permission, "security_schemes", None)
+            if schemes is not None:
+                admitted = set(schemes) if admitted is None else admitted & set(schemes)
+        if admitted is not None:
+            auths = [a for a in auths if not a or set(a) <= admitted]
+        if all(not a for a in auths):
+            return []  # public: no security requirement
+        return auths
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        if operation is None:
+            return None
+        responses = operation.setdefault("responses", {})
+        own_type = mimetypes.guess_type(self.path)[0]
+        if own_type is not None:
+            # One view renders image.png and image.svg: each path answers
+            # its own media type only.
+            for response in responses.values():
+                content = response.get("content", {})
+                if own_type in content:
+                    response["content"] = {own_type: content[own_type]}
+        for permission in self.view.get_permissions():
+            error = ERROR_CODES.get(getattr(permission, "code", None) or "")
+            if error is None:
+                continue
+            status = str(error.status)
+            described = f"`{error.code}`: {error.title}"
+            if status not in responses:
+                responses[status] = {"description": described, "content": PROBLEM_REF}
+            elif f"`{error.code}`" not in responses[status].get("description", ""):
+                responses[status]["description"] += f"; {described}"
+        return operation
