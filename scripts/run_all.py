@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +29,21 @@ PORT = os.environ.get("PORT", "8000")
 SMS_FILE = Path(os.environ.get("SMS_FILE_PATH", ROOT / "var" / "sms-outbox.jsonl"))
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+# The web and the demo department listen on the IPv6 loopback too, where the
+# machine has one (a client resolving "localhost" may try ::1 first);
+# HOST6= (empty) turns it off.
+HOST6 = os.environ.get("HOST6", "::1" if HOST == "127.0.0.1" and ipv6_loopback() else "")
+
+
 def commands() -> dict[str, list[str]]:
     return {
         "web": [
@@ -37,6 +53,7 @@ def commands() -> dict[str, list[str]]:
             "config.wsgi",
             "--bind",
             f"{HOST}:{PORT}",
+            *(["--bind", f"[{HOST6}]:{PORT}"] if HOST6 else []),
             "--workers",
             os.environ.get("WEB_CONCURRENCY", "2"),
         ],
@@ -57,6 +74,9 @@ def commands() -> dict[str, list[str]]:
             "department_stub",
             "--port",
             os.environ.get("STUB_PORT", "9001"),
+            "--host",
+            HOST,
+            *(["--host", HOST6] if HOST6 else []),
             "--api",
             f"http://{HOST}:{PORT}",
         ],
@@ -101,10 +121,13 @@ def follow_sms(path: Path, stopping: threading.Event) -> None:
 
 
 def stack() -> str:
-    if not os.environ.get("DATABASE_URL") and not os.environ.get("REDIS_URL"):
+    if not any(os.environ.get(name) for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")):
         return "embedded default: SQLite + server-less broker"
     database = os.environ.get("DATABASE_URL", "sqlite").split(":", 1)[0]
-    broker = "Redis" if os.environ.get("REDIS_URL") else "server-less broker"
+    if os.environ.get("CELERY_BROKER_URL"):
+        broker = f"CELERY_BROKER_URL {os.environ['CELERY_BROKER_URL'].split(':', 1)[0]}"
+    else:
+        broker = "Redis" if os.environ.get("REDIS_URL") else "server-less broker"
     return f"DATABASE_URL {database} + {broker}"
 
 
@@ -126,6 +149,7 @@ def banner() -> str:
             "",
             f"My Changsha is running ({stack()})",
             f"  Start page             {base}/",
+            *([f"  Also over IPv6         http://[{HOST6}]:{PORT}/"] if HOST6 else []),
             f"  API docs               {base}/api/docs/ (Swagger UI), {base}/api/redoc/ (ReDoc)",
             f"  OpenAPI schema         {base}/api/schema/",
             f"  Error codes            {base}/api/problems/",

@@ -234,10 +234,16 @@ PUBLIC_PAGE_SECONDS = env.int("PUBLIC_PAGE_SECONDS", default=60)
 # --- Celery ------------------------------------------------------------------
 
 CELERY_BROKER_DIR = VAR_DIR / "broker"
-if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
-    CELERY_RESULT_BACKEND = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
+# The broker: CELERY_BROKER_URL when set (RabbitMQ: amqp://user:password@host:5672/vhost),
+# else Redis at REDIS_URL, else the server-less broker. Whichever carries the
+# tasks, REDIS_URL keeps the rest of what Redis holds (cache, throttles, the
+# scan buffer, the payments inbox, the routing wake mark).
+CELERY_BROKER_URL = secret("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost/"
+CELERY_RESULT_BACKEND = REDIS_URL or None
+_broker_scheme = CELERY_BROKER_URL.split("://", 1)[0].lower()
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any]
+if _broker_scheme in ("redis", "rediss", "redis+socket"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
         # A message not acknowledged within this time is handed to another
         # worker. Tasks never wait longer than CELERY_MAX_COUNTDOWN in the
         # broker (longer waits are kept in the database and swept), and no
@@ -247,19 +253,24 @@ if REDIS_URL:
         "socket_connect_timeout": 2,
         "socket_timeout": 5,
     }
-else:
+elif _broker_scheme == "filesystem":
     # Server-less broker: messages are files in var/broker, shared by the web,
     # worker and beat processes of one machine.
     # The host is a placeholder the transport ignores; without one kombu
     # warns on every connection (each task sent) that it assumed localhost.
-    CELERY_BROKER_URL = "filesystem://localhost/"
-    CELERY_RESULT_BACKEND = None
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "messages"),
         "data_folder_out": str(CELERY_BROKER_DIR / "messages"),
         "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
+else:
+    # RabbitMQ hands a worker's unacknowledged messages to another when its
+    # connection dies, and has no visibility timeout. A task with a countdown
+    # is held unacknowledged by a worker until it has run, so the server's
+    # consumer_timeout (30 min by default) must exceed CELERY_MAX_COUNTDOWN
+    # plus the longest task, as the visibility timeout does for Redis.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
 # The longest countdown a task may be given; longer waits go through the
 # database (next_attempt_at) and the periodic sweeper.
 CELERY_MAX_COUNTDOWN = 600

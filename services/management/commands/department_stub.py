@@ -10,6 +10,7 @@ API: accepted, then completed.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +33,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=9001)
-        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument(
+            "--host",
+            action="append",
+            dest="hosts",
+            help="Address to listen on (repeatable; default 127.0.0.1); events are sent to the first",
+        )
         parser.add_argument(
             "--api", default="http://127.0.0.1:8000", help="Base URL of the web API"
         )
@@ -50,7 +56,7 @@ class Command(BaseCommand):
         self,
         *args,
         port: int,
-        host: str,
+        hosts: list[str] | None,
         api: str,
         departments: list[str] | None,
         delay: float,
@@ -59,21 +65,27 @@ class Command(BaseCommand):
         wanted = Department.objects.filter(is_active=True)
         if departments:
             wanted = wanted.filter(code__in=departments)
-        wired = {department.code: self.wire(department, host, port) for department in wanted}
+        hosts = hosts or ["127.0.0.1"]
+        wired = {department.code: self.wire(department, hosts[0], port) for department in wanted}
         if not wired:
             raise CommandError("no active departments; run seed_demo or create_department first")
         stub = Stub(wired, api=api.rstrip("/"), delay=delay, say=self.say)
-        server = ThreadingHTTPServer((host, port), stub.handler())
-        server.daemon_threads = True
+        servers = [_server_class(host)((host, port), stub.handler()) for host in hosts]
+        for server in servers:
+            server.daemon_threads = True
+        for server in servers[1:]:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
         self.say(
-            f"department stub for {', '.join(sorted(wired))} listening on http://{host}:{port}/<code>/events"
+            f"department stub for {', '.join(sorted(wired))} listening on "
+            + " and ".join(f"http://{_url_host(host)}:{port}/<code>/events" for host in hosts)
         )
         try:
-            server.serve_forever()
+            servers[0].serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
-            server.server_close()
+            for server in servers:
+                server.server_close()
 
     def say(self, text: str) -> None:
         self.stdout.write(text)
@@ -86,7 +98,7 @@ class Command(BaseCommand):
         _key, raw = api_key_create(
             department=department, scope=ApiKeyScope.INTEGRATOR, name=KEY_NAME
         )
-        url = f"http://{host}:{port}/{department.code}/events"
+        url = f"http://{_url_host(host)}:{port}/{department.code}/events"
         endpoint = Endpoint.objects.filter(department=department, url=url, deleted_at=None).first()
         if endpoint is None:
             endpoint, secret = endpoints.endpoint_create(
@@ -102,6 +114,18 @@ class Command(BaseCommand):
                 endpoint=endpoint, actor=None, is_active=True, events=list(events.SUBSCRIBABLE)
             )
         return {"key": raw, "secret": secret}
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    return _IPv6Server if ":" in host else ThreadingHTTPServer
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class Stub:
