@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format migrate seed messages bench clean
+.PHONY: install run demo test lint format migrate seed messages bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: install
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python scripts/run_all.py
+
+# The whole story through the public API, against a running `make run`
+# (another terminal); DEMO_BASE_URL if it is not at http://127.0.0.1:8000.
+demo: install
+	$(BIN)/python scripts/demo.py
 
 # Lint, then the suite. DATABASE_URL / REDIS_URL select the real stack.
 test: install lint

@@ -1,9 +1,11 @@
 """Real processes for integration tests and benchmarks: gunicorn and a
-Celery worker on this process's database and Redis, and a Redis of its own."""
+Celery worker on this process's database and Redis, a Redis of its own, and
+the whole system as ``make run`` starts it."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -195,3 +197,56 @@ def _answers(client) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+@contextmanager
+def make_run(tmp_path: Path, **env: str) -> Iterator[tuple[str, Path]]:
+    """``scripts/run_all.py``, what ``make run`` starts after migrating and
+    seeding, on this test's database and Redis and on free ports; yields the
+    web address and the file its output goes to. Text messages go where make
+    run keeps them, under ``tmp_path``: ``tmp_path/var/sms-outbox.jsonl``."""
+    import httpx
+
+    port = free_port()
+    log = tmp_path / "make-run.log"
+    child_env = process_env(
+        PORT=str(port),
+        STUB_PORT=str(free_port()),
+        SMS_FILE_PATH=str(tmp_path / "var" / "sms-outbox.jsonl"),
+        **env,
+    )
+    child_env.pop("SMS_BACKEND", None)  # make run's own choice
+    base = f"http://127.0.0.1:{port}"
+
+    def answers(url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with log.open("w") as handle:
+        runner = subprocess.Popen(
+            [sys.executable, "scripts/run_all.py"],
+            cwd=ROOT,
+            env=child_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+
+            def ready() -> bool:
+                assert runner.poll() is None, log.read_text()
+                output = log.read_text()
+                return "My Changsha is running" in output and "listening on" in output
+
+            wait_for(ready, timeout=90, message="make run did not start")
+            wait_for(lambda: answers(f"{base}/readyz"), timeout=60, message="web not ready")
+            yield base, log
+        finally:
+            runner.terminate()  # it stops its children, as Ctrl-C does
+            try:
+                runner.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(runner.pid, signal.SIGKILL)
+                runner.wait()

@@ -9,22 +9,15 @@ test's server listens on a free port, not on 8000.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from django.core.management import call_command
 
 from services.models import Application
-from tests.processes import ROOT, free_port, process_env, wait_for
+from tests.processes import ROOT, make_run, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -55,56 +48,6 @@ def json_documents(output: str) -> list[Any]:
         document, position = decoder.raw_decode(output, position)
         documents.append(document)
     return documents
-
-
-@contextmanager
-def make_run(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """``scripts/run_all.py``, what ``make run`` starts after migrating and
-    seeding, on this test's database and Redis and on free ports; yields the
-    web address and the file its output goes to."""
-    port = free_port()
-    log = tmp_path / "make-run.log"
-    env = process_env(
-        PORT=str(port),
-        STUB_PORT=str(free_port()),
-        # Where make run keeps it, under the directory the reader pastes in.
-        SMS_FILE_PATH=str(tmp_path / "var" / "sms-outbox.jsonl"),
-    )
-    env.pop("SMS_BACKEND", None)  # make run's own choice
-    base = f"http://127.0.0.1:{port}"
-    with log.open("w") as handle:
-        runner = subprocess.Popen(
-            [sys.executable, "scripts/run_all.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-
-            def ready() -> bool:
-                assert runner.poll() is None, log.read_text()
-                output = log.read_text()
-                return "My Changsha is running" in output and "listening on" in output
-
-            wait_for(ready, timeout=90, message="make run did not start")
-            wait_for(lambda: _answers(f"{base}/readyz"), timeout=60, message="web not ready")
-            yield base, log
-        finally:
-            runner.terminate()  # it stops its children, as Ctrl-C does
-            try:
-                runner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(runner.pid, signal.SIGKILL)
-                runner.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_the_readme_walkthrough_runs_as_pasted(tmp_path) -> None:

@@ -3,21 +3,32 @@ categories and services (``services/demo/catalog.json``, in the operators'
 import format), and demo accounts.
 
 Idempotent: running it again changes nothing that is already there.
+
+On a laptop (``DEBUG``), or wherever ``DEMO_KEYS_FILE`` names a file, it also
+keeps the API keys ``make demo`` (``scripts/demo.py``) acts with: an
+integrator key of the police department, whose fee-bearing service the demo
+applies for, and a scanner key of the transport department (a metro gate).
+Keys are stored hashed, so their raw values can only be handed over when they
+are made: they go to that file (``var/demo-keys.json`` by default; mode 0600,
+readable by its owner only, never printed), and are made again, the old ones
+revoked, when the file is missing or its keys no longer work.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accounts.api_keys import api_key_authenticate, api_key_create, api_key_revoke
 from accounts.citizens import real_name_verify
 from accounts.departments import department_ensure
-from accounts.models import IdentityLevel, User
+from accounts.models import ApiKey, ApiKeyScope, Department, IdentityLevel, User
 from services.catalog import catalog_import, category_ensure
 
 CATALOG_FILE = Path(__file__).resolve().parents[2] / "demo" / "catalog.json"
@@ -56,6 +67,70 @@ DEMO_NAME = "张三"
 DEMO_ID_NUMBER = "430102199003071234"  # valid checksum, fictional person
 DEMO_ADMIN = "admin"
 
+# The keys scripts/demo.py acts with: (department, scope).
+DEMO_KEYS = [("police", ApiKeyScope.INTEGRATOR), ("transport", ApiKeyScope.SCANNER)]
+DEMO_KEY_NAME = "make demo"
+
+
+def demo_keys_file() -> Path | None:
+    """Where the demo's keys go: ``DEMO_KEYS_FILE``, else ``var/demo-keys.json``
+    on a laptop (DEBUG); nowhere otherwise."""
+    if os.environ.get("DEMO_KEYS_FILE"):
+        return Path(os.environ["DEMO_KEYS_FILE"])
+    return Path(settings.VAR_DIR) / "demo-keys.json" if settings.DEBUG else None
+
+
+def demo_keys_ensure(path: Path) -> int:
+    """Keeps the keys in ``path`` that still work; makes the missing ones
+    (revoking earlier demo keys) and rewrites the file. Returns how many it made."""
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8")).get("keys", [])
+    except (FileNotFoundError, ValueError, AttributeError):
+        kept = []
+    keys, made = [], 0
+    for code, scope in DEMO_KEYS:
+        entry = next(
+            (
+                e
+                for e in kept
+                if isinstance(e, dict) and e.get("department") == code and e.get("scope") == scope
+            ),
+            None,
+        )
+        key = api_key_authenticate(str(entry["key"])) if entry else None
+        if (
+            key is None
+            or key.department.code != code
+            or key.scope != scope
+            or key.name != DEMO_KEY_NAME
+        ):
+            old_keys = ApiKey.objects.filter(
+                department__code=code, scope=scope, name=DEMO_KEY_NAME, revoked_at=None
+            ).select_related("department")
+            for old in old_keys:
+                api_key_revoke(key=old, actor=None)
+            department = Department.objects.get(code=code)
+            _key, raw = api_key_create(department=department, scope=scope, name=DEMO_KEY_NAME)
+            entry, made = {"department": code, "scope": scope.value, "key": raw}, made + 1
+        keys.append(entry)
+    if made:
+        _write_private(path, {"keys": keys})
+    return made
+
+
+def _write_private(path: Path, content: dict) -> None:
+    """Replaces ``path`` at once with a file only its owner may read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:  # mkstemp: mode 0600
+            json.dump(content, file, ensure_ascii=False, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
 
 class Command(BaseCommand):
     help = "Load the demo departments, catalog and accounts (idempotent)."
@@ -83,6 +158,9 @@ class Command(BaseCommand):
                 citizen.save()
             if citizen.identity_level < IdentityLevel.REAL_NAME:
                 real_name_verify(user=citizen, name=DEMO_NAME, id_number=DEMO_ID_NUMBER)
+        # After the commit: the file never names keys that were rolled back.
+        keys_file = demo_keys_file()
+        keys_made = demo_keys_ensure(keys_file) if keys_file else 0
         operator_note = f"operator '{DEMO_ADMIN}'"
         if not password and operator is None:
             operator_note = "no demo operator (set DEMO_ADMIN_PASSWORD)"
@@ -91,3 +169,7 @@ class Command(BaseCommand):
             f"{len(catalog['services'])} services ({len(report.created)} new), {operator_note}, "
             f"citizen {DEMO_PHONE} (real-name verified)"
         )
+        if keys_file:
+            self.stdout.write(
+                f"make demo's API keys in {keys_file} ({keys_made or 'none'} new; readable by you only)"
+            )
