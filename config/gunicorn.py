@@ -16,6 +16,11 @@ import time
 os.environ["TZ"] = "Asia/Shanghai"
 time.tzset()
 
+# No control socket: every instance would share one path in the home
+# directory (several web nodes or test servers on one machine), and nothing
+# here drives gunicorn through it; signals do.
+control_socket_disable = True
+
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
