@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from services.models import Application, Delivery
 from services.routing import endpoints, events
 from tests.accounts.factories import CitizenFactory, DepartmentFactory
 from tests.payments.test_payments_real_stack import PAYMENTS_FAST
-from tests.processes import ROOT, celery_worker, free_port, process_env, wait_for, web_server
+from tests.processes import ROOT, celery_worker, free_port, make_run, wait_for, web_server
 from tests.services.department import Answer, DepartmentServer
 from tests.services.factories import ServiceFactory
 from tests.services.test_routing_real_stack import FAST, FORM
@@ -417,42 +416,6 @@ def test_rabbitmq_holds_a_waiting_task_longer_than_any_wait_we_give_it(settings)
 # --- IPv6 ------------------------------------------------------------------------------------
 
 
-@contextmanager
-def make_run(tmp_path: Path, **extra: str) -> Iterator[tuple[int, int, Path]]:
-    """``scripts/run_all.py`` (``make run`` after migrating and seeding) on
-    this test's database and Redis, on free ports; yields them and its log."""
-    port, stub_port = free_port(), free_port()
-    log = tmp_path / "make-run.log"
-    env = process_env(PORT=str(port), STUB_PORT=str(stub_port), **extra)
-    for name in ("HOST", "HOST6", "CELERY_BROKER_URL"):
-        env.pop(name, None)
-    with log.open("w") as handle:
-        runner = subprocess.Popen(
-            [sys.executable, "scripts/run_all.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-
-            def ready() -> bool:
-                assert runner.poll() is None, log.read_text()
-                output = log.read_text()
-                return "My Changsha is running" in output and "listening on" in output
-
-            wait_for(ready, timeout=90, message="make run did not start")
-            yield port, stub_port, log
-        finally:
-            runner.terminate()  # it stops its children, as Ctrl-C does
-            try:
-                runner.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(runner.pid, signal.SIGKILL)
-                runner.wait()
-
-
 def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -470,12 +433,18 @@ def test_a_citizen_applies_and_a_scanner_verifies_over_ipv6(tmp_path) -> None:
     citizen_auth = {"Authorization": f"Bearer {RefreshToken.for_user(citizen).access_token}"}
     _key, scanner = api_key_create(department=department, scope="scanner")
     # As production would name them: the IPv6 literal in brackets.
-    with make_run(tmp_path, ALLOWED_HOSTS="127.0.0.1,[::1]") as (port, stub_port, log):
+    with make_run(tmp_path, ALLOWED_HOSTS="127.0.0.1,[::1]") as (base, log):
+        port = int(base.rsplit(":", 1)[1])
         v6 = f"http://[::1]:{port}"
         wait_for(lambda: answers(f"{v6}/readyz"), timeout=60, message="no answer on [::1]")
         output = log.read_text()
         assert f"Also over IPv6         {v6}/" in output
-        assert f"http://[::1]:{stub_port}/<code>/events" in output
+        listening = re.search(
+            r"listening on http://127\.0\.0\.1:(\d+)/<code>/events and http://\[::1\]:(\d+)/",
+            output,
+        )
+        assert listening and listening[1] == listening[2], output
+        stub_port = int(listening[2])
 
         with httpx.Client(base_url=v6, timeout=10) as client:
             # The client address of an IPv6 peer is recorded as such.
