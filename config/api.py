@@ -50,6 +50,7 @@ from config.errors import (
     PAYLOAD_TOO_LARGE,
     PERMISSION_DENIED,
     PROBLEM_CONTENT_TYPE,
+    PROBLEM_EXTENSIONS,
     SERVER_ERROR,
     SERVICE_UNAVAILABLE,
     THROTTLED,
@@ -593,21 +594,39 @@ def paginated(
 # --- OpenAPI --------------------------------------------------------------------
 
 
-class ProblemSerializer(serializers.Serializer):
-    """RFC 9457 problem details, as every error of this API is rendered."""
+def _problem_fields() -> dict[str, serializers.Field]:
+    fields: dict[str, serializers.Field] = {
+        "type": serializers.CharField(help_text="`/api/problems/<code>`"),
+        "title": serializers.CharField(),
+        "status": serializers.IntegerField(),
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(help_text="Stable snake_case code that clients switch on"),
+        "errors": serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()),
+            help_text="Field path → messages (400 only)",
+        ),
+    }
+    # Extension members, present where the code carries them.
+    for name, (kind, meaning) in PROBLEM_EXTENSIONS.items():
+        field = serializers.IntegerField if kind == "integer" else serializers.CharField
+        fields[name] = field(required=False, help_text=meaning)
+    return fields
 
-    type = serializers.CharField(help_text="`/api/problems/<code>`")
-    title = serializers.CharField()
-    status = serializers.IntegerField()
-    detail = serializers.CharField()
-    code = serializers.CharField(help_text="Stable snake_case code that clients switch on")
-    errors = serializers.DictField(  # type: ignore[assignment]  # the metaclass takes declared fields off the class
-        child=serializers.ListField(child=serializers.CharField()),
-        help_text="Field path → messages (400 only)",
-    )
 
-    class Meta:
-        ref_name = "Problem"
+class _ProblemMeta:
+    ref_name = "Problem"
+
+
+ProblemSerializer = type(
+    "ProblemSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "RFC 9457 problem details, as every error of this API is rendered.",
+        "__module__": __name__,
+        "Meta": _ProblemMeta,
+        **_problem_fields(),
+    },
+)
 
 
 def problems(*codes: str) -> dict[Any, OpenApiResponse]:
@@ -640,6 +659,10 @@ def add_generic_problem_responses(result, generator, request, public):
                     "type": "object",
                     "additionalProperties": {"type": "array", "items": {"type": "string"}},
                 }
+            }
+            | {
+                name: {"type": kind, "description": meaning}
+                for name, (kind, meaning) in PROBLEM_EXTENSIONS.items()
             },
             "required": ["type", "title", "status", "detail", "code", "errors"],
         }

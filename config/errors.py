@@ -65,11 +65,28 @@ def error_code(
 # The members RFC 9457 and DESIGN §4 give a meaning; no extra member may reuse one.
 PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "errors"})
 
+# The members a problem may carry beyond the six (RFC 9457 extension
+# members): name → (JSON type, meaning). The schema's Problem documents each,
+# so a generated client reads them; a member not listed here is refused when
+# the error is raised.
+PROBLEM_EXTENSIONS: dict[str, tuple[str, str]] = {
+    "current_status": ("string", "The object's status that refused the change"),
+    "application_status": ("string", "The application's status (application_not_payable)"),
+    "order_status": ("string", "The order's status (receipt or refund not available)"),
+    "refundable_fen": ("integer", "What may still be refunded, in fen (refund_exceeds_paid)"),
+    "retry_after": ("integer", "Seconds to wait before trying again (throttled)"),
+    "attempts_left": ("integer", "Wrong codes left before the login code is burnt"),
+    "reason": ("string", "Why a payment result was refused (payment_result_mismatch)"),
+}
+
 
 def _refuse_shadowing(extra: dict[str, Any] | None) -> None:
     clash = PROBLEM_MEMBERS.intersection(extra or ())
     if clash:
         raise ValueError(f"extra problem members {sorted(clash)} would shadow the standard ones")
+    undeclared = set(extra or ()) - PROBLEM_EXTENSIONS.keys()
+    if undeclared:
+        raise ValueError(f"problem members {sorted(undeclared)} are not in PROBLEM_EXTENSIONS")
 
 
 class DomainError(Exception):

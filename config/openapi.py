@@ -1,5 +1,5 @@
 """How a view becomes an operation of ``/api/schema/`` (DRF's
-``DEFAULT_SCHEMA_CLASS``): drf-spectacular's inspector, told four things
+``DEFAULT_SCHEMA_CLASS``): drf-spectacular's inspector, told five things
 it cannot see on its own.
 
 - A view refused to a credential that authenticates does not list that
@@ -10,6 +10,8 @@ it cannot see on its own.
   ``citizen_required``) documents that 403 on every operation it guards.
 - A public operation has no ``security`` at all, rather than drf-spectacular's
   ``[{}]``, which generated clients read as "needs credentials".
+- A partial update (``Patched…`` bodies) has no defaults: a client sends
+  only the fields it changes.
 - A path that ends in a file extension (``image.png``, ``receipt.svg``)
   answers that media type only, though its view renders several.
 
@@ -23,6 +25,7 @@ import mimetypes
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.plumbing import is_patched_serializer
 
 from config.errors import ERROR_CODES, PROBLEM_CONTENT_TYPE
 
@@ -41,6 +44,16 @@ class AutoSchema(SpectacularAutoSchema):
                 if success:
                     serializer = success[0]
         return super()._is_list_view(serializer)
+
+    def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
+        schema = super()._map_basic_serializer(serializer, direction)
+        if is_patched_serializer(serializer, direction):
+            # A partial update changes what it names and nothing else: a
+            # default here makes a generated client send it, and so reset
+            # the field (an endpoint's description, a paused endpoint).
+            for field in schema.get("properties", {}).values():
+                field.pop("default", None)
+        return schema
 
     def get_auth(self) -> list[dict[str, list[str]]]:
         auths = super().get_auth()

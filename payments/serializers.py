@@ -103,5 +103,11 @@ class DepartmentPaymentSerializer(serializers.Serializer):
     paid_at = serializers.DateTimeField(allow_null=True)
 
 
+class DepartmentPaymentDetailSerializer(DepartmentPaymentSerializer):
+    """One order as its department sees it, with its refunds."""
+
+    refunds = RefundSerializer(many=True)
+
+
 class SandboxPaySerializer(serializers.Serializer):
     result = serializers.ChoiceField(choices=["success", "fail"], default="success")

@@ -22,6 +22,7 @@ from config.api import (
 from payments import orders, selectors
 from payments.models import Channel, OrderStatus, PaymentOrder
 from payments.serializers import (
+    DepartmentPaymentDetailSerializer,
     DepartmentPaymentSerializer,
     RefundCreateSerializer,
     RefundSerializer,
@@ -88,7 +89,7 @@ class DeptPaymentDetailView(_DeptOrderView):
     @extend_schema(
         tags=["dept: payments"],
         summary="One of my department's orders, with its refunds",
-        responses={200: DepartmentPaymentSerializer, **problems("not_found")},
+        responses={200: DepartmentPaymentDetailSerializer, **problems("not_found")},
     )
     def get(self, request: Request, order_no: str) -> Response:
         order = self.get_order(order_no)
