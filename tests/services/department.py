@@ -41,11 +41,11 @@ class Answer:
     delay: float = 0.0
 
 
-
 class _Server(ThreadingHTTPServer):
     # A worker sends a batch over many connections at once; the standard
     # library's listen backlog of 5 resets the ones beyond it.
     request_queue_size = 128
+
 
 class DepartmentServer:
     def __init__(self) -> None:
