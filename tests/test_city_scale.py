@@ -35,7 +35,8 @@ from tests.services.factories import ServiceFactory
 from tests.services.test_routing_real_stack import FAST, FORM
 from tests.test_run_all import run_all
 
-RABBITMQ = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+# The local server that rabbitmqctl manages (and .ci/run starts).
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"
 
 
 # --- The broker follows the environment ---------------------------------------------------
