@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from tests.processes import ROOT, celery_worker, free_port, make_run, wait_for, 
 from tests.services.department import Answer, DepartmentServer
 from tests.services.factories import ServiceFactory
 from tests.services.test_routing_real_stack import FAST, FORM
+from tests.services.test_routing_real_stack import worker as routing_worker
 from tests.test_run_all import run_all
 
 # The local server that rabbitmqctl manages (and .ci/run starts).
@@ -489,3 +491,58 @@ def test_a_citizen_applies_and_a_scanner_verifies_over_ipv6(tmp_path) -> None:
             f"http://[::1]:{stub_port}/hrss/events", json={"type": "ping"}, timeout=5
         )
         assert unsigned.status_code == 401
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(240)
+def test_on_rabbitmq_a_worker_killed_mid_task_hands_its_message_to_the_next(tmp_path) -> None:
+    """Tasks are acknowledged late: RabbitMQ gives the message a killed
+    worker held to the next worker at once. The delivery is still under the
+    dead worker's lease then; once the lease has run out the next worker's
+    sweeper sends it. The department sees one event under one webhook-id,
+    however often it came."""
+    department = DepartmentFactory(code="hrss", name="长沙市人力资源和社会保障局")
+    ServiceFactory(code="sbk-apply", department=department)
+    citizen = CitizenFactory(verified=True, phone="13800138000")
+    citizen_auth = {"Authorization": f"Bearer {RefreshToken.for_user(citizen).access_token}"}
+    with rabbitmq_vhost() as url, DepartmentServer() as server:
+        _endpoint, secret = endpoints.endpoint_create(
+            department=department,
+            url=server.url("/hrss/events"),
+            events=[events.APPLICATION_SUBMITTED],
+            actor=None,
+        )
+        first_request = threading.Event()
+        server.on_request = lambda received: first_request.set()
+        server.answer(Answer(200, {"reference": "slow"}, delay=8))  # the doomed worker waits here
+        env = {**FAST, "CELERY_BROKER_URL": url}
+        with web_server(workers=1, **env) as base:
+            with routing_worker(tmp_path, "doomed", **env) as doomed:
+                created = httpx.post(
+                    f"{base}/api/v1/applications/",
+                    json={"service": "sbk-apply", "form": FORM},
+                    headers=citizen_auth,
+                    timeout=10,
+                )
+                assert created.status_code == 201, created.text
+                assert first_request.wait(30), "the doomed worker never started the delivery"
+                held = re.findall(
+                    r"Task routing\.deliver_due\[([0-9a-f-]+)\] received", doomed.log.read_text()
+                )
+                assert held, doomed.log.read_text()
+                os.killpg(doomed.pid, signal.SIGKILL)
+                doomed.wait()
+            with routing_worker(tmp_path, "heir", **env) as heir:
+                wait_for(
+                    lambda: Delivery.objects.get().status == "succeeded",
+                    timeout=60,
+                    message=str(Delivery.objects.values_list("status", "attempt_count").get()),
+                )
+                # The very message the doomed worker held, back from RabbitMQ.
+                assert held[-1] in heir.log.read_text()
+        received = server.of_type(events.APPLICATION_SUBMITTED)
+    assert len(received) == 2  # the one cut off, and the heir's
+    assert len({r.headers["webhook-id"] for r in received}) == 1
+    assert all(r.verified(secret) for r in received)
+    assert Application.objects.get(pk=created.json()["id"]).status == "routed"
