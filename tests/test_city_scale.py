@@ -258,11 +258,20 @@ def test_the_whole_loop_on_two_web_nodes_and_pools_split_by_queue(broker, tmp_pa
             number = payload["data"]["application"]["number"]
 
             def report() -> None:
+                dept_auth = {"Authorization": f"Api-Key {integrator}"}
+                case = f"{node_b}/api/v1/dept/applications/{number}/"
+                # Once our answer is on record (routed), so the timeline reads in order.
+                wait_for(
+                    lambda: (
+                        httpx.get(case, headers=dept_auth, timeout=10).json()["status"] == "routed"
+                    ),
+                    timeout=30,
+                )
                 for status in ("accepted", "completed"):
                     httpx.post(
-                        f"{node_b}/api/v1/dept/applications/{number}/status/",
+                        f"{case}status/",
                         json={"status": status, "note": f"部门：{status}"},
-                        headers={"Authorization": f"Api-Key {integrator}"},
+                        headers=dept_auth,
                         timeout=10,
                     ).raise_for_status()
 
