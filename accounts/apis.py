@@ -20,6 +20,7 @@ from config.api import (
     ClientUserRateThrottle,
     FeedPagination,
     client_ip,
+    links,
     problems,
 )
 
@@ -315,6 +316,9 @@ class MessageListView(ListAPIView):
     permission_classes = [IsCitizen]
     serializer_class = MessageSerializer
     pagination_class = FeedPagination
+    openapi_links = {
+        "get": [links(200, "me_messages_read_create", message_id="$response.body#/results/0/id")]
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

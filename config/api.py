@@ -531,6 +531,13 @@ class _ListShape(BasePagination):
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         return _paginated_schema(schema)
 
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == "page":  # pages count from 1
+                parameter["schema"]["minimum"] = 1
+        return parameters
+
 
 class PagePagination(_ListShape, PageNumberPagination):
     """Page numbers, for the catalog."""
@@ -627,6 +634,22 @@ ProblemSerializer = type(
         **_problem_fields(),
     },
 )
+
+
+def links(
+    status: int, *operation_ids: str, **parameters: str
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """OpenAPI links from an answer to the operations it leads to, for a
+    view's ``openapi_links = {"<method>": [links(...), ...]}``
+    (config.openapi puts them in the schema): ``parameters`` name each
+    target's parameter and the runtime expression it takes from the answer,
+    e.g. ``endpoint_id="$response.body#/id"``."""
+    return {
+        str(status): {
+            operation_id: {"operationId": operation_id, "parameters": dict(parameters)}
+            for operation_id in operation_ids
+        }
+    }
 
 
 def problems(*codes: str) -> dict[Any, OpenApiResponse]:

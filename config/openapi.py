@@ -1,5 +1,5 @@
 """How a view becomes an operation of ``/api/schema/`` (DRF's
-``DEFAULT_SCHEMA_CLASS``): drf-spectacular's inspector, told five things
+``DEFAULT_SCHEMA_CLASS``): drf-spectacular's inspector, told seven things
 it cannot see on its own.
 
 - A view refused to a credential that authenticates does not list that
@@ -12,6 +12,11 @@ it cannot see on its own.
   ``[{}]``, which generated clients read as "needs credentials".
 - A partial update (``Patched…`` bodies) has no defaults: a client sends
   only the fields it changes.
+- The links a view declares (``openapi_links``, made with
+  :func:`config.api.links`): which operations an answer leads to, with the
+  values it gives them (generated clients and Schemathesis follow them).
+- Operation ids are identifiers (``dept_codes_image_png_retrieve``, not
+  ``…image.png…``), as links and generated clients name them.
 - A path that ends in a file extension (``image.png``, ``receipt.svg``)
   answers that media type only, though its view renders several.
 
@@ -55,6 +60,11 @@ class AutoSchema(SpectacularAutoSchema):
                 field.pop("default", None)
         return schema
 
+    def get_operation_id(self) -> str:
+        # Named from the path, "image.png" made "dept_codes_image.png_retrieve":
+        # an identifier in no generated client's language.
+        return super().get_operation_id().replace(".", "_")
+
     def get_auth(self) -> list[dict[str, list[str]]]:
         auths = super().get_auth()
         admitted: set[str] | None = None
@@ -73,6 +83,9 @@ class AutoSchema(SpectacularAutoSchema):
         if operation is None:
             return None
         responses = operation.setdefault("responses", {})
+        for declared in getattr(self.view, "openapi_links", {}).get(self.method.lower(), []):
+            for status, links in declared.items():
+                responses[status].setdefault("links", {}).update(links)
         own_type = mimetypes.guess_type(self.path)[0]
         if own_type is not None:
             # One view renders image.png and image.svg: each path answers

@@ -36,6 +36,7 @@ from config.api import (
     FixedWindowThrottle,
     PagePagination,
     client_ip,
+    links,
     paginated,
     problems,
 )
@@ -415,6 +416,28 @@ class DeptCodesView(APIView):
 
 class DeptCodeListView(DeptCodesView):
     pagination_class = PagePagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "dept_codes_retrieve",
+                "dept_codes_image_png_retrieve",
+                "dept_codes_image_svg_retrieve",
+                "dept_codes_deactivate_create",
+                code_id="$response.body#/results/0/id",
+            )
+        ],
+        "post": [
+            links(
+                201,
+                "dept_codes_retrieve",
+                "dept_codes_image_png_retrieve",
+                "dept_codes_image_svg_retrieve",
+                "dept_codes_deactivate_create",
+                code_id="$response.body#/id",
+            )
+        ],
+    }
 
     @extend_schema(
         tags=["dept: codes"],

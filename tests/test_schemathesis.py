@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -24,7 +25,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
-from tests.conftest import client_for
+from tests.conftest import client_for, client_with_key
+from tests.payments.conftest import apply_for, open_order
+from tests.qr.conftest import create_venue
+from tests.services.conftest import department_endpoint
+from tests.services.department import DepartmentServer
+from tests.services.factories import ServiceFactory
 
 CHECKS = [
     not_a_server_error,
@@ -66,3 +72,88 @@ def authorization(case, credentials: dict[str, str]) -> dict[str, str]:
 )
 def test_every_answer_is_documented(case, credentials) -> None:
     case.call_and_validate(headers=authorization(case, credentials), checks=CHECKS)
+
+
+# Who must be refused where: a department's key on a citizen's route, a
+# scanner's key on a department's, a department's integrator key on a
+# scanner's; and nobody at all anywhere credentials are asked for.
+WRONG_SCHEME = {"CitizenJWT": "ApiKey", "ApiKey": "ScannerApiKey", "ScannerApiKey": "ApiKey"}
+
+# Requests that fit the schema, credentials left to the test: for the
+# credentials test below (without the coverage phase's own probes of missing
+# auth and other methods, so that the credentials sent are the ones under
+# test) and for following links (to reach the objects they lead to).
+positive = schemathesis.openapi.from_wsgi(
+    "/api/schema/",
+    application,
+    config=SchemathesisConfig.from_dict(
+        {
+            "phases": {"coverage": {"enabled": False}, "examples": {"enabled": False}},
+            "generation": {"mode": "positive", "with-security-parameters": False},
+        }
+    ),
+)
+secured = positive.include(func=lambda ctx: bool(ctx.operation.definition.raw.get("security")))
+
+
+@pytest.mark.django_db
+@secured.parametrize()
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_the_wrong_credentials_are_refused_as_documented(case, credentials) -> None:
+    [requirement, *_] = case.operation.definition.raw["security"]
+    [scheme] = requirement
+    wrong = case.call_and_validate(
+        headers={"Authorization": credentials[WRONG_SCHEME[scheme]]}, checks=CHECKS
+    )
+    assert wrong.status_code == 403, wrong.text
+    nobody = case.call_and_validate(headers={}, checks=CHECKS)
+    assert nobody.status_code == 401, nobody.text
+
+
+@pytest.fixture
+def cast_with_records(
+    citizen, integrator_key, service, department, category, django_capture_on_commit_callbacks
+):
+    """One of everything a link can lead to: the citizen's application (and
+    its messages) and a payment order, the department's endpoint with a
+    delivery, a venue code and a service guide."""
+    with DepartmentServer() as server:
+        department_endpoint(department, server, ["application.submitted"])
+        citizen_api = client_for(citizen)
+        with django_capture_on_commit_callbacks(execute=True):
+            apply_for(citizen_api, service)
+        fee_service = ServiceFactory(code="id-card-renew", department=department, category=category)
+        fee_service.fee_fen = 2000
+        fee_service.save()
+        open_order(citizen_api, apply_for(citizen_api, fee_service))
+        create_venue(client_with_key(integrator_key.raw), service.code)
+        yield
+
+
+@pytest.mark.django_db
+def test_links_lead_where_they_say(credentials, cast_with_records) -> None:
+    """Stateful: Schemathesis follows the schema's links (a list's first item
+    to its detail and actions, a created object to its own operations), so
+    operations on existing objects are reached, not only their 404s."""
+
+    class Workflow(positive.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case):
+            return {"headers": authorization(case, credentials)}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    Workflow.run(
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        )
+    )

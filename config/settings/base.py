@@ -418,6 +418,12 @@ SPECTACULAR_SETTINGS = {
         "PaymentChannelEnum": "payments.models.Channel",
         "ServiceChannelEnum": "services.models.Channel",
     },
+    # Path parameters as the URL patterns match them (drf-spectacular says only
+    # "string"): a value outside them reaches no view, so a client must know it.
+    "PATH_CONVERTER_OVERRIDES": {
+        "slug": {"type": "string", "pattern": r"^[-a-zA-Z0-9_]+$"},
+        "str": {"type": "string", "pattern": r"^[^/]+$"},
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.add_generic_problem_responses",

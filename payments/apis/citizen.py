@@ -16,6 +16,7 @@ from accounts.authentication import CitizenRequest, IsCitizen
 from accounts.idempotency import idempotent
 from config.api import (
     FeedPagination,
+    links,
     paginated,
     problems,
 )
@@ -47,6 +48,30 @@ class CitizenView(APIView):
 
 class PaymentListView(CitizenView):
     pagination_class = FeedPagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "payments_retrieve",
+                "payments_receipt_retrieve",
+                "payments_receipt_svg_retrieve",
+                order_id="$response.body#/results/0/id",
+            ),
+            links(
+                200, "sandbox_payments_pay_create", order_no="$response.body#/results/0/order_no"
+            ),
+        ],
+        "post": [
+            links(
+                201,
+                "payments_retrieve",
+                "payments_receipt_retrieve",
+                "payments_receipt_svg_retrieve",
+                order_id="$response.body#/id",
+            ),
+            links(201, "sandbox_payments_pay_create", order_no="$response.body#/order_no"),
+        ],
+    }
 
     @extend_schema(
         tags=["payments"],

@@ -16,6 +16,7 @@ from accounts.idempotency import idempotent
 from config.api import (
     FeedPagination,
     PagePagination,
+    links,
     paginated,
     problems,
 )
@@ -44,6 +45,17 @@ def _date(value: str | None) -> dt.date | None:
 
 class DeptPaymentListView(DepartmentView):
     pagination_class = FeedPagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "dept_payments_retrieve",
+                "dept_refunds_list",
+                "dept_payments_refunds_create",
+                order_no="$response.body#/results/0/order_no",
+            )
+        ],
+    }
 
     @extend_schema(
         tags=["dept: payments"],

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import CitizenRequest, IsCitizen
 from accounts.idempotency import idempotent
-from config.api import FeedPagination, problems
+from config.api import FeedPagination, links, problems
 from services import applications, selectors
 from services.models import Application
 from services.serializers import (
@@ -50,6 +50,28 @@ class CitizenView(APIView):
 class ApplicationListView(CitizenView, ListAPIView):
     serializer_class = ApplicationListItemSerializer
     pagination_class = FeedPagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "applications_retrieve",
+                "applications_cancel_create",
+                "applications_supplement_create",
+                "applications_rating_create",
+                application_id="$response.body#/results/0/id",
+            )
+        ],
+        "post": [
+            links(
+                201,
+                "applications_retrieve",
+                "applications_cancel_create",
+                "applications_supplement_create",
+                "applications_rating_create",
+                application_id="$response.body#/id",
+            )
+        ],
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import DepartmentRequest
-from config.api import FeedPagination, paginated, problems
+from config.api import FeedPagination, links, paginated, problems
 from services import applications, selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Application, ApplicationStatus
@@ -29,6 +29,16 @@ def _with_timeline(application: Application) -> dict:
 
 class DeptApplicationListView(DepartmentView):
     pagination_class = FeedPagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "dept_applications_retrieve",
+                "dept_applications_status_create",
+                number="$response.body#/results/0/number",
+            )
+        ],
+    }
 
     @extend_schema(
         tags=["dept: applications"],

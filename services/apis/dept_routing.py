@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import DepartmentRequest
-from config.api import FeedPagination, PagePagination, paginated, problems
+from config.api import FeedPagination, PagePagination, links, paginated, problems
 from services import selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Delivery, DeliveryStatus, Endpoint
@@ -28,6 +28,30 @@ from services.serializers import (
 
 class EndpointListView(DepartmentView):
     pagination_class = PagePagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "dept_endpoints_retrieve",
+                "dept_endpoints_partial_update",
+                "dept_endpoints_rotate_secret_create",
+                "dept_endpoints_test_create",
+                "dept_endpoints_destroy",
+                endpoint_id="$response.body#/results/0/id",
+            )
+        ],
+        "post": [
+            links(
+                201,
+                "dept_endpoints_retrieve",
+                "dept_endpoints_partial_update",
+                "dept_endpoints_rotate_secret_create",
+                "dept_endpoints_test_create",
+                "dept_endpoints_destroy",
+                endpoint_id="$response.body#/id",
+            )
+        ],
+    }
 
     @extend_schema(
         tags=["dept: endpoints"],
@@ -138,6 +162,17 @@ class EndpointRotateSecretView(_EndpointView):
 
 
 class EndpointTestView(_EndpointView):
+    openapi_links = {
+        "post": [
+            links(
+                202,
+                "dept_deliveries_retrieve",
+                "dept_deliveries_retry_create",
+                delivery_id="$response.body#/id",
+            )
+        ]
+    }
+
     @extend_schema(
         tags=["dept: endpoints"],
         summary="Send a ping event (a paused endpoint that answers it is resumed)",
@@ -162,6 +197,16 @@ class DeliveryFilter(django_filters.FilterSet):
 
 class DeliveryListView(DepartmentView):
     pagination_class = FeedPagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "dept_deliveries_retrieve",
+                "dept_deliveries_retry_create",
+                delivery_id="$response.body#/results/0/id",
+            )
+        ],
+    }
 
     @extend_schema(
         tags=["dept: deliveries"],

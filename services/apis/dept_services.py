@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication, DepartmentRequest, IsIntegrator
 from accounts.models import Department
-from config.api import PagePagination, paginated, problems
+from config.api import PagePagination, links, paginated, problems
 from services import catalog, selectors
 from services.models import Service
 from services.serializers import GuideSerializer, ServiceCreateSerializer, ServiceGuideSerializer
@@ -29,6 +29,24 @@ class DepartmentView(APIView):
 
 class DeptServiceListView(DepartmentView):
     pagination_class = PagePagination
+    openapi_links = {
+        "get": [
+            links(
+                200,
+                "dept_services_retrieve",
+                "dept_services_partial_update",
+                code="$response.body#/results/0/code",
+            )
+        ],
+        "post": [
+            links(
+                201,
+                "dept_services_retrieve",
+                "dept_services_partial_update",
+                code="$response.body#/code",
+            )
+        ],
+    }
 
     @extend_schema(
         tags=["dept: services"],
