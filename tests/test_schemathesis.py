@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from django.core import signals
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -44,6 +46,19 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 
 
 @pytest.fixture
+def wsgi_keeps_connection():
+    """The WSGI application closes the database connection after each
+    request, and with it the test's transaction (on PostgreSQL); Django's
+    own test client unhooks that for the same reason, and hooks it again
+    after each of its requests, so tests ask for this fixture last."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
 def credentials(citizen, integrator_key, scanner_key, service) -> dict[str, str]:
     """The ``Authorization`` header of each security scheme in the schema."""
     bearer = client_for(citizen)._credentials["HTTP_AUTHORIZATION"]
@@ -70,7 +85,7 @@ def authorization(case, credentials: dict[str, str]) -> dict[str, str]:
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_every_answer_is_documented(case, credentials) -> None:
+def test_every_answer_is_documented(case, credentials, wsgi_keeps_connection) -> None:
     case.call_and_validate(headers=authorization(case, credentials), checks=CHECKS)
 
 
@@ -104,7 +119,9 @@ secured = positive.include(func=lambda ctx: bool(ctx.operation.definition.raw.ge
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_the_wrong_credentials_are_refused_as_documented(case, credentials) -> None:
+def test_the_wrong_credentials_are_refused_as_documented(
+    case, credentials, wsgi_keeps_connection
+) -> None:
     [requirement, *_] = case.operation.definition.raw["security"]
     [scheme] = requirement
     wrong = case.call_and_validate(
@@ -136,7 +153,7 @@ def cast_with_records(
 
 
 @pytest.mark.django_db
-def test_links_lead_where_they_say(credentials, cast_with_records) -> None:
+def test_links_lead_where_they_say(credentials, cast_with_records, wsgi_keeps_connection) -> None:
     """Stateful: Schemathesis follows the schema's links (a list's first item
     to its detail and actions, a created object to its own operations), so
     operations on existing objects are reached, not only their 404s."""
