@@ -288,17 +288,20 @@ class ExportView(APIView):
         summary="Everything held about me, unmasked (JSON)",
         description=(
             "One member per section of the citizen's data that an app declares "
-            "(accounts.citizen_data): `profile`, `messages`, `applications` (with form, "
-            "timeline, rating and the events sent to departments), `star_code_scans`, "
-            "and every section added later (payments)."
+            "(accounts.citizen_data): `profile`, `login_codes`, `messages`, "
+            "`applications` (with form, timeline, rating and the events sent to "
+            "departments), `payments` (`orders`, with their refunds) and "
+            "`star_code_scans`. Each section is the app's own record, unmasked."
         ),
         responses={
             200: inline_serializer(
                 "AccountExport",
                 {
                     "profile": serializers.DictField(),
+                    "login_codes": serializers.ListField(child=serializers.DictField()),
                     "messages": serializers.ListField(child=serializers.DictField()),
                     "applications": serializers.ListField(child=serializers.DictField()),
+                    "payments": serializers.DictField(),
                     "star_code_scans": serializers.ListField(child=serializers.DictField()),
                 },
             )
