@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Department, IdentityLevel
@@ -152,6 +153,14 @@ class ApplicationListItemSerializer(serializers.ModelSerializer):
         fields = ["id", "number", "service", "service_name", "status", "created_at", "due_date"]
 
 
+class GivenRatingSerializer(serializers.Serializer):
+    """The citizen's rating of a finished application (好差评)."""
+
+    score = serializers.IntegerField(min_value=1, max_value=5)
+    comment = serializers.CharField()
+    rated_at = serializers.DateTimeField()
+
+
 class ApplicationSerializer(ApplicationListItemSerializer):
     """One of the citizen's applications, with its form and timeline."""
 
@@ -173,6 +182,7 @@ class ApplicationSerializer(ApplicationListItemSerializer):
     def get_currency(self, application: Application) -> str:
         return "CNY"
 
+    @extend_schema_field(GivenRatingSerializer(allow_null=True))
     def get_rating(self, application: Application) -> dict | None:
         if application.rated_at is None:
             return None

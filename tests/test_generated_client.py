@@ -255,7 +255,8 @@ def test_the_citizens_and_the_departments_story(
         "dept_applications.dept_applications_retrieve", applied.number, client=dept, expect=200
     )
     assert seen.applicant.phone == phone
-    for status in ("accepted", "completed"):
+
+    def department_moves(status: str) -> None:
         moved = g.call(
             "dept_applications.dept_applications_status_create",
             applied.number,
@@ -266,6 +267,18 @@ def test_the_citizens_and_the_departments_story(
             expect=200,
         )
         assert moved.status == m.ApplicationStatusEnum(status)
+
+    department_moves("accepted")
+    department_moves("needs_info")
+    supplemented = g.call(
+        "applications.applications_supplement_create",
+        applied.id,
+        client=me,
+        body=m.SupplementRequest(form={"reason": "首次申领（补充：原卡未曾办理）"}),
+        expect=200,
+    )
+    assert supplemented.status == m.ApplicationStatusEnum("accepted")
+    department_moves("completed")
     refused = g.call(
         "dept_applications.dept_applications_status_create",
         applied.number,
@@ -291,8 +304,39 @@ def test_the_citizens_and_the_departments_story(
     assert [a.number for a in mine.results] == [applied.number]
     read = g.call("applications.applications_retrieve", applied.id, client=me, expect=200)
     assert [t.status for t in read.timeline] == [
-        m.ApplicationStatusEnum(s) for s in ("submitted", "routed", "accepted", "completed")
+        m.ApplicationStatusEnum(s)
+        for s in ("submitted", "routed", "accepted", "needs_info", "accepted", "completed")
     ]
+    rated = g.call(
+        "applications.applications_rating_create",
+        applied.id,
+        client=me,
+        body=m.RatingRequest(score=5, comment="很快"),
+        expect=200,
+    )
+    assert rated.rating.score == 5
+    twice = g.call(
+        "applications.applications_rating_create",
+        applied.id,
+        client=me,
+        body=m.RatingRequest(score=1),
+        expect=409,
+    )
+    assert twice.code == "rating_not_allowed"
+    second = g.call(
+        "applications.applications_create",
+        client=me,
+        body=m.ApplicationCreateRequest(service="sbk-apply", form=form),
+        expect=201,
+    )
+    cancelled = g.call(
+        "applications.applications_cancel_create",
+        second.id,
+        client=me,
+        body=m.CancelRequest(reason="不需要了"),
+        expect=200,
+    )
+    assert cancelled.status == m.ApplicationStatusEnum("cancelled")
     messages = g.call("me.me_messages_list", client=me, expect=200)
     assert messages.results
     opened = g.call("me.me_messages_read_create", messages.results[0].id, client=me, expect=200)
