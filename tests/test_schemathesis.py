@@ -2,12 +2,22 @@
 alone, as a citizen (JWT), a department's system (integrator key) and a
 scanner terminal (scanner key), each operation with the credentials its
 ``security`` names. Every answer must be no 5xx, carry a documented status
-code and content type, and have the documented body.
+code and content type, and have the documented body (headers included).
+
+- Every operation, with valid and invalid input (Schemathesis' examples,
+  coverage and fuzzing phases, a few cases each).
+- Every secured operation with another actor's key (its documented 403) and
+  with none (401).
+- Stateful: the schema's links followed from lists and created objects to
+  the operations on them, over a cast that has one of everything.
+
+No operation is left out: the schema documents every route under
+``/api/v1/``, the sandbox cashier and the payment channels' callbacks
+included (they answer problems like every other route).
 
 The requests go to the project's WSGI application in this process (no
-server, so a case costs milliseconds), on the test database with a small
-cast: a verified citizen with an application, a service, a department with
-an endpoint and both kinds of key.
+server, so a case costs milliseconds; the WSGI fast paths in front of
+Django included), on the test database.
 """
 
 from __future__ import annotations
