@@ -364,6 +364,7 @@ def applications_pseudonymise(citizen: User) -> None:
     owned = list(
         Application.objects.select_for_update()
         .filter(applicant=citizen)
+        .order_by("pk")  # the order every batch of routed applications locks in
         .values_list("pk", flat=True)
     )
     if not owned:
@@ -450,9 +451,11 @@ def applications_mark_routed(routed: Iterable[tuple[Any, str]]) -> int:
     how many moved. A pair naming an application twice keeps the first
     reference given."""
     references: dict[Any, str] = {}
+    to_pk = Application._meta.pk.to_python
     for application_id, reference in routed:
-        if not references.get(application_id):
-            references[application_id] = reference
+        key = to_pk(application_id)
+        if not references.get(key):
+            references[key] = reference
     # No savepoint: inside the delivery engine's record, a failure here
     # undoes that whole record anyway.
     with transaction.atomic(savepoint=False):

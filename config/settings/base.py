@@ -494,13 +494,17 @@ if ROUTING_BATCH_SIZE < 1 or ROUTING_SEND_CONCURRENCY < 1:
     raise ImproperlyConfigured(
         "ROUTING_BATCH_SIZE and ROUTING_SEND_CONCURRENCY must be at least 1."
     )
-# The hold must outlast the slowest batch: every POST of it timing out, in as
-# many rounds as the threads need (the recording after is quick).
-_slowest_batch = ROUTING_TIMEOUT_SECONDS * -(-ROUTING_BATCH_SIZE // ROUTING_SEND_CONCURRENCY)
+# The hold must outlast the slowest batch: every POST of it as slow as one
+# can be (services.routing.deliveries.slowest_post_seconds: about twice the
+# timeout), in as many rounds as the threads need. A POST that would start
+# too late for its hold is not sent but let go for the next claim.
+_slowest_batch = (2 * ROUTING_TIMEOUT_SECONDS + 1) * -(
+    -ROUTING_BATCH_SIZE // ROUTING_SEND_CONCURRENCY
+)
 if _slowest_batch >= ROUTING_LEASE_SECONDS:
     raise ImproperlyConfigured(
         f"ROUTING_LEASE_SECONDS ({ROUTING_LEASE_SECONDS}) must exceed the slowest batch "
-        f"({_slowest_batch:g} s: ROUTING_TIMEOUT_SECONDS x ROUTING_BATCH_SIZE / "
+        f"({_slowest_batch:g} s: (2 x ROUTING_TIMEOUT_SECONDS + 1) x ROUTING_BATCH_SIZE / "
         "ROUTING_SEND_CONCURRENCY, rounded up)."
     )
 

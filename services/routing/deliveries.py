@@ -149,9 +149,10 @@ def deliveries_send_due(
 @dataclass
 class _Try:
     delivery: Delivery
-    started_at: dt.datetime
     body: str
-    headers: dict[str, str]
+    keys: list[str]
+    lease: dt.datetime
+    started_at: dt.datetime | None = None  # when it was sent
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
@@ -167,16 +168,40 @@ def _sender() -> ThreadPoolExecutor:
     return pool
 
 
-def _post(one: _Try) -> transport.SendResult:
+def slowest_post_seconds(timeout: float) -> float:
+    """How long one POST may take at worst: ``webhook_post``'s timeout bounds
+    connecting and each read, not their sum (about twice the timeout seen),
+    and a second for the rest."""
+    return 2 * timeout + 1
+
+
+def _post(one: _Try) -> transport.SendResult | None:
+    """Send one try (in a sender thread: no database here), signed as it
+    leaves; or None when it may not go now: its endpoint stopped taking
+    events since the claim (an earlier answer of this batch paused or
+    disabled it), or the hold would run out before the slowest POST ends
+    and another worker could take the delivery over while this one is on
+    the wire."""
+    delivery = one.delivery
+    if not outbox.endpoint_takes_deliveries(delivery.endpoint, delivery.event.type):
+        return None
+    now = timezone.now()
+    left = (one.lease - now).total_seconds()
+    if left < slowest_post_seconds(settings.ROUTING_TIMEOUT_SECONDS):
+        return None
+    one.started_at = now
+    headers = transport.signature_headers(
+        msg_id=delivery.event.webhook_id, body=one.body, keys=one.keys, now=now
+    )
     return transport.webhook_post(
-        one.delivery.endpoint.url,
+        delivery.endpoint.url,
         body=one.body,
-        headers=one.headers,
+        headers=headers,
         timeout=settings.ROUTING_TIMEOUT_SECONDS,
     )
 
 
-def _outcome(future: Future[transport.SendResult]) -> transport.SendResult:
+def _outcome(future: Future[transport.SendResult | None]) -> transport.SendResult | None:
     try:
         return future.result()
     except Exception as exc:  # webhook_post never raises; a thread that could not run did
@@ -184,16 +209,29 @@ def _outcome(future: Future[transport.SendResult]) -> transport.SendResult:
         return transport.SendResult(None, "", 0, error=f"{type(exc).__name__}: {exc}"[:500])
 
 
+def _interleaved(tries: list[_Try]) -> list[_Try]:
+    """The tries taking turns by endpoint, so one slow or failing
+    department's backlog does not take every sender thread first."""
+    by_endpoint: dict[Any, list[_Try]] = defaultdict(list)
+    for one in tries:
+        by_endpoint[one.delivery.endpoint_id].append(one)
+    queues = list(by_endpoint.values())
+    ordered: list[_Try] = []
+    for turn in range(max(len(q) for q in queues)):
+        ordered.extend(q[turn] for q in queues if turn < len(q))
+    return ordered
+
+
 def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
     """Try the claimed deliveries: cancel those of deleted endpoints, hold
     those of paused or disabled ones, send the rest side by side, and record
-    each outcome as it comes (those that answer quickly are not kept waiting
-    for a slow endpoint longer than ``ROUTING_RECORD_EVERY_SECONDS``)."""
+    the answers every ``ROUTING_RECORD_EVERY_SECONDS`` as they come."""
     if not claimed:
         return []
     now = timezone.now()
     shared: dict[Any, Endpoint] = {}
     cancelled, held, tries = [], [], []
+    unprepared: list[tuple[_Try, transport.SendResult]] = []
     for delivery in claimed:
         # One instance per endpoint, so what one outcome changes on it
         # (failure count, pause) the next outcome in the batch sees.
@@ -206,25 +244,37 @@ def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
             # later. Resuming or enabling the endpoint makes it due again.
             held.append(delivery.pk)
         else:
-            body = outbox.event_body(event)
-            headers = transport.signature_headers(
-                msg_id=event.webhook_id,
-                body=body,
-                keys=endpoints.signing_keys_of(endpoint, now),
-                now=now,
-            )
-            tries.append(_Try(delivery, now, body, headers))
+            try:
+                one = _Try(
+                    delivery,
+                    outbox.event_body(event),
+                    endpoints.signing_keys_of(endpoint, now),
+                    lease,
+                )
+            except Exception as exc:
+                # A try that cannot even be made (a secret that does not
+                # decode, data that does not serialise) is a failed try on
+                # record, retried and in the end dead-lettered, not a row
+                # held back for a lease again and again.
+                logger.exception("delivery %s could not be prepared", delivery.pk)
+                failed_try = _Try(delivery, "", [], lease, started_at=now)
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                unprepared.append((failed_try, transport.SendResult(None, "", 0, error=error)))
+                continue
+            tries.append(one)
     if cancelled:
         Delivery.objects.filter(pk__in=cancelled).update(
             status=DeliveryStatus.CANCELLED, next_attempt_at=None, locked_until=None
         )
     if held:
         Delivery.objects.filter(pk__in=held).update(next_attempt_at=None, locked_until=None)
+    if unprepared:
+        _record_safely(unprepared, lease)
     if len(tries) == 1:
-        _record_safely([(tries[0], _post(tries[0]))], lease)
+        _settle([(tries[0], _post(tries[0]))], lease)
     elif tries:
         pool = _sender()
-        pending = {pool.submit(_post, one): one for one in tries}
+        pending = {pool.submit(_post, one): one for one in _interleaved(tries)}
         failure: BaseException | None = None
         while pending:
             done, _ = wait(pending, timeout=settings.ROUTING_RECORD_EVERY_SECONDS)
@@ -232,12 +282,32 @@ def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
                 continue
             outcomes = [(pending.pop(f), _outcome(f)) for f in done]
             try:
-                _record_safely(outcomes, lease)
+                _settle(outcomes, lease)
             except Exception as exc:  # recorded what it could; the rest still gets its turn
                 failure = failure or exc
         if failure is not None:
             raise failure
     return claimed
+
+
+def _settle(outcomes: list[tuple[_Try, transport.SendResult | None]], lease: dt.datetime) -> None:
+    """Record what was sent; let go of what was not: held if its endpoint
+    stopped taking events, else released for the next claim (a wake follows)."""
+    sent = [(one, result) for one, result in outcomes if result is not None]
+    unsent = [one.delivery for one, result in outcomes if result is None]
+    if unsent:
+        held = [
+            d.pk for d in unsent if not outbox.endpoint_takes_deliveries(d.endpoint, d.event.type)
+        ]
+        Delivery.objects.filter(pk__in=held, locked_until=lease).update(
+            next_attempt_at=None, locked_until=None
+        )
+        released = [d.pk for d in unsent if d.pk not in set(held)]
+        if released:
+            Delivery.objects.filter(pk__in=released, locked_until=lease).update(locked_until=None)
+            transaction.on_commit(outbox.deliveries_wake, robust=True)
+    if sent:
+        _record_safely(sent, lease)
 
 
 def _record_safely(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetime) -> None:
@@ -275,7 +345,13 @@ def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetim
     delivery's next step (done, a retry when, or the dead letter)."""
     now = timezone.now()
     schedule = settings.ROUTING_RETRY_SCHEDULE
+    # Endpoint rows are written in one order by every worker (no deadlock
+    # between two records touching the same endpoints).
+    outcomes = sorted(
+        outcomes, key=lambda o: (str(o[0].delivery.endpoint_id), str(o[0].delivery.pk))
+    )
     with transaction.atomic():
+        _endpoints_refresh({one.delivery.endpoint_id: one.delivery.endpoint for one, _ in outcomes})
         current = {
             row["id"]: row
             for row in Delivery.objects.select_for_update()
@@ -300,7 +376,7 @@ def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetim
                 DeliveryAttempt(
                     delivery=delivery,
                     number=row["attempt_count"] + 1,
-                    started_at=one.started_at,
+                    started_at=one.started_at or now,
                     duration_ms=result.duration_ms,
                     status_code=result.status_code,
                     error=result.error[:500],
@@ -375,6 +451,17 @@ def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetim
         ordered = [d for d in finished if d.ordering_key is not None and d.sequence is not None]
         if ordered:
             transaction.on_commit(lambda: _release_next(ordered), robust=True)
+
+
+def _endpoints_refresh(shared: dict[Any, Endpoint]) -> None:
+    """The batch's endpoints' health as the database has it now (another
+    worker's answers may have changed it since the claim, or a chunk of this
+    batch rolled back)."""
+    fields = ("consecutive_failures", "last_success_at", "paused_at", "is_active")
+    for row in Endpoint.objects.filter(pk__in=list(shared)).values("id", *fields):
+        endpoint = shared[row["id"]]
+        for field in fields:
+            setattr(endpoint, field, row[field])
 
 
 def _nudge_retries(retries: list[tuple[str, float]]) -> None:

@@ -191,6 +191,7 @@ def endpoint_mark_failed(
     ):
         reason = f"{endpoint.consecutive_failures} consecutive failures, last: {result.status_code or result.error}"
         Endpoint.objects.filter(pk=endpoint.pk).update(paused_at=now, pause_reason=reason[:200])
+        endpoint.paused_at = now  # the batch's tries still to go are held, not sent
         _tell_department(
             endpoint,
             action="endpoint.paused",

@@ -96,23 +96,28 @@ def deliveries_nudge(delivery_ids: Iterable[str], *, countdown: float | None = N
 _WAKE_KEY = "routing:wake"
 
 
-def deliveries_wake() -> bool:
+def deliveries_wake(*, force: bool = False) -> bool:
     """Wake a worker to send every due delivery, unless a wake is already on
     its way: then that worker, which clears the mark before it claims, finds
-    what the caller committed. Without Redis every call sends one. False if
-    the broker could not be reached (the sweeper sends them then)."""
+    what the caller committed. ``force``: send one whatever the mark says
+    (the sweeper, for rows a lost wake left behind). Without Redis every
+    call sends one. False if it could not be sent (the sweeper sends them
+    then)."""
     key = redis_key(_WAKE_KEY) if redis_enabled() else None
     if key is not None:
         try:
-            if not redis_client().set(key, 1, nx=True, ex=settings.ROUTING_WAKE_SECONDS):
+            marked = redis_client().set(key, 1, nx=not force, ex=settings.ROUTING_WAKE_SECONDS)
+            if not marked:
                 return True
         except REDIS_ERRORS as exc:
             logger.warning("wake mark unavailable, waking anyway: %s", exc)
             key = None
     try:
         current_app.tasks[DELIVER_DUE_TASK].apply_async(retry=False)
-    except (BrokerError, OSError) as exc:
-        logger.warning("broker unavailable, the sweeper will send them: %s", exc)
+    except Exception as exc:
+        # Whatever stopped it (the broker away, a message that would not
+        # serialise), the mark must not hold other wakes back.
+        logger.warning("could not wake a worker, the sweeper will send them: %s", exc)
         if key is not None:
             deliveries_wake_taken()
         return False

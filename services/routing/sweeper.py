@@ -35,9 +35,10 @@ def deliveries_sweep(*, limit: int = 500) -> dict[str, int]:
         .order_by("created_at")
         .values_list("id", flat=True)[:limit]
     )
-    sent = outbox.deliveries_nudge([str(i) for i in due]) and outbox.events_nudge(
-        [str(i) for i in unhandled]
-    )
+    # One wake takes them all, batch after batch (a nudge per row would cost
+    # a task each); forced, as the mark may be what a lost wake left behind.
+    woken = outbox.deliveries_wake(force=True) if due else True
+    sent = woken and outbox.events_nudge([str(i) for i in unhandled])
     if not sent:
         # The rows stay due; the next sweep tries again.
         Delivery.objects.filter(pk__in=due).update(enqueued_at=None)

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -236,6 +237,7 @@ class SendResult:
 
 
 _clients: dict[tuple[str, str, int], httpx.Client] = {}
+_clients_lock = threading.Lock()  # a batch's sender threads ask at once
 _MAX_CLIENTS = 256
 
 
@@ -246,11 +248,16 @@ def _http(scheme: str, host: str, port: int) -> httpx.Client:
     events to the same address."""
     key = (scheme, host, port)
     client = _clients.get(key)
-    if client is None:
+    if client is not None:
+        return client
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client
         if len(_clients) >= _MAX_CLIENTS:
-            for old in _clients.values():
-                old.close()
-            _clients.clear()
+            # The oldest is forgotten, not closed: another thread may be
+            # sending through it; its connections close when it is collected.
+            del _clients[next(iter(_clients))]
         client = _clients[key] = httpx.Client(
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
