@@ -103,6 +103,7 @@ def test_with_redis_down_verify_says_so_and_resolve_still_counts(
 
     venue = create_venue(integrator_api, service.code)
     code = issue(citizen_api)["code"]
+    redis_url = settings.REDIS_URL
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     try:
         response = scanner_api.post("/api/v1/qr/verify/", {"code": code}, format="json")
@@ -111,7 +112,7 @@ def test_with_redis_down_verify_says_so_and_resolve_still_counts(
         resolved = api.post("/api/v1/qr/resolve/", {"code": venue["code"]}, format="json")
         assert resolved.status_code == 200
     finally:
-        settings.REDIS_URL = settings.CELERY_BROKER_URL
+        settings.REDIS_URL = redis_url
     assert ScanEvent.objects.filter(source="app").count() == 1
 
 
