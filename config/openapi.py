@@ -7,7 +7,8 @@ it cannot see on its own.
   schemes it admits (a department's key on a citizen's route is a 403, not a
   login).
 - A permission that refuses with a registered code (``api_key_scope``,
-  ``citizen_required``) documents that 403 on every operation it guards.
+  ``citizen_required``) documents that 403 on every operation it guards, and
+  a throttled view its 429.
 - A public operation has no ``security`` at all, rather than drf-spectacular's
   ``[{}]``, which generated clients read as "needs credentials".
 - A partial update (``Patched…`` bodies) has no defaults: a client sends
@@ -32,7 +33,7 @@ from typing import Any
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.plumbing import is_patched_serializer
 
-from config.errors import ERROR_CODES, PROBLEM_CONTENT_TYPE
+from config.errors import ERROR_CODES, PROBLEM_CONTENT_TYPE, THROTTLED
 
 PROBLEM_REF = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -94,8 +95,11 @@ class AutoSchema(SpectacularAutoSchema):
                 content = response.get("content", {})
                 if own_type in content:
                     response["content"] = {own_type: content[own_type]}
-        for permission in self.view.get_permissions():
-            error = ERROR_CODES.get(getattr(permission, "code", None) or "")
+        refusals = [getattr(p, "code", None) for p in self.view.get_permissions()]
+        if getattr(self.view, "throttle_classes", None):
+            refusals.append(THROTTLED.code)
+        for code in refusals:
+            error = ERROR_CODES.get(code or "")
             if error is None:
                 continue
             status = str(error.status)
@@ -104,4 +108,9 @@ class AutoSchema(SpectacularAutoSchema):
                 responses[status] = {"description": described, "content": PROBLEM_REF}
             elif f"`{error.code}`" not in responses[status].get("description", ""):
                 responses[status]["description"] += f"; {described}"
+        if "429" in responses:
+            responses["429"].setdefault("headers", {})["Retry-After"] = {
+                "description": "Seconds to wait before trying again",
+                "schema": {"type": "integer", "minimum": 0},
+            }
         return operation
