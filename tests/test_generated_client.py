@@ -26,6 +26,7 @@ import pytest
 from django.test import Client as DjangoClient
 
 from accounts import sms
+from qr.scans import scan_events_flush as scans_flush
 from tests.accounts.factories import make_id_number
 from tests.services.department import DepartmentServer
 from tests.services.factories import ServiceFactory
@@ -601,6 +602,7 @@ def test_a_citizens_account_from_login_to_closing(generated, scanner_key) -> Non
         body=m.CodeInRequest(code=star.code),
         expect=200,
     )
+    scans_flush()  # as beat does every few seconds, where scans are buffered (Redis)
     scans = g.call("star_code.me_scans_list", client=me, expect=200)
     assert [s.valid for s in scans.results] == [True]
     keys = g.call("star_code.qr_keys_retrieve", client=public, expect=200)
