@@ -96,19 +96,39 @@ class Generated:
         self.package = package
         self.base_url = base_url
         self.models = importlib.import_module(f"{PACKAGE}.models")
+        self.clients: list[Any] = []
+
+    def _opened(self, client: Any) -> Any:
+        self.clients.append(client)
+        return client
 
     def public(self) -> Any:
-        return self.package.Client(base_url=self.base_url, raise_on_unexpected_status=True)
+        return self._opened(
+            self.package.Client(base_url=self.base_url, raise_on_unexpected_status=True)
+        )
 
     def citizen(self, access: str) -> Any:
-        return self.package.AuthenticatedClient(
-            base_url=self.base_url, token=access, raise_on_unexpected_status=True
+        return self._opened(
+            self.package.AuthenticatedClient(
+                base_url=self.base_url, token=access, raise_on_unexpected_status=True
+            )
         )
 
     def department(self, raw_key: str) -> Any:
-        return self.package.AuthenticatedClient(
-            base_url=self.base_url, token=raw_key, prefix="Api-Key", raise_on_unexpected_status=True
+        return self._opened(
+            self.package.AuthenticatedClient(
+                base_url=self.base_url,
+                token=raw_key,
+                prefix="Api-Key",
+                raise_on_unexpected_status=True,
+            )
         )
+
+    def close(self) -> None:
+        """Closes the clients' kept-alive connections: the live server holds a
+        thread, and its database session, for each."""
+        for client in self.clients:
+            client.get_httpx_client().close()
 
     def call(
         self,
@@ -153,8 +173,10 @@ def undocumented_fields(value: Any, path: str = "", free_form: tuple[str, ...] =
 
 
 @pytest.fixture
-def generated(api_client_package, live_server) -> Generated:
-    return Generated(api_client_package, live_server.url)
+def generated(api_client_package, live_server):
+    generated = Generated(api_client_package, live_server.url)
+    yield generated
+    generated.close()
 
 
 @pytest.fixture
