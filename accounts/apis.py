@@ -65,7 +65,7 @@ class ProfileUpdateSerializer(serializers.Serializer):
     email = serializers.EmailField(allow_blank=True, required=False)
 
 
-class OtpRequestSerializer(serializers.Serializer):
+class OtpSerializer(serializers.Serializer):
     phone = serializers.CharField(max_length=32, help_text="13800138000 or +8613800138000")
 
 
@@ -121,7 +121,7 @@ class OtpView(APIView):
     @extend_schema(
         tags=["auth"],
         summary="Send a login code by SMS",
-        request=OtpRequestSerializer,
+        request=OtpSerializer,
         responses={
             202: inline_serializer(
                 "OtpSent",
@@ -135,7 +135,7 @@ class OtpView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = OtpRequestSerializer(data=request.data)
+        serializer = OtpSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         otp.otp_send(phone=serializer.validated_data["phone"], ip=client_ip(request))
         return Response(

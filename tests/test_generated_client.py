@@ -222,7 +222,7 @@ def test_the_citizens_and_the_departments_story(
     # A citizen logs in with the code the SMS brought.
     phone = "13600136000"
     public = g.public()
-    g.call("auth.auth_otp_create", client=public, body=m.OtpRequestRequest(phone=phone), expect=202)
+    g.call("auth.auth_otp_create", client=public, body=m.OtpRequest(phone=phone), expect=202)
     login = g.call(
         "auth.auth_token_create",
         client=public,
@@ -588,7 +588,7 @@ def test_a_citizens_account_from_login_to_closing(generated, scanner_key) -> Non
     g, m = generated, generated.models
     phone = "13500135000"
     public = g.public()
-    g.call("auth.auth_otp_create", client=public, body=m.OtpRequestRequest(phone=phone), expect=202)
+    g.call("auth.auth_otp_create", client=public, body=m.OtpRequest(phone=phone), expect=202)
     login = g.call(
         "auth.auth_token_create",
         client=public,
