@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import pytest
 from django.test import Client as DjangoClient
+from django.utils import timezone
 
 from accounts import sms
 from qr.scans import scan_events_flush as scans_flush
@@ -313,7 +314,7 @@ def test_the_citizens_and_the_departments_story(
 
     # What was sent, as the department's system reads it back.
     sent = g.call(
-        "dept_deliveries.dept_deliveries_list", client=dept, endpoint=str(endpoint.id), expect=200
+        "dept_deliveries.dept_deliveries_list", client=dept, endpoint=endpoint.id, expect=200
     )
     [delivery] = sent.results
     assert delivery.status == m.DeliveryStatusEnum("succeeded")
@@ -559,7 +560,9 @@ def test_a_citizen_pays_and_the_department_refunds(
     assert [o.order_no for o in listed.results] == [order.order_no]
 
     dept = g.department(integrator_key.raw)
-    theirs = g.call("dept_payments.dept_payments_list", client=dept, expect=200)
+    theirs = g.call(
+        "dept_payments.dept_payments_list", client=dept, date=timezone.localdate(), expect=200
+    )
     assert [o.order_no for o in theirs.results] == [order.order_no]
     refund = g.call(
         "dept_payments.dept_payments_refunds_create",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -62,7 +63,9 @@ class DeptPaymentListView(DepartmentView):
         summary="My department's payment orders, newest first",
         operation_id="dept_payments_list",
         parameters=[
-            OpenApiParameter("date", str, description="Day the order was opened (YYYY-MM-DD)"),
+            OpenApiParameter(
+                "date", OpenApiTypes.DATE, description="Day the order was opened (YYYY-MM-DD)"
+            ),
             OpenApiParameter("status", str, enum=OrderStatus.values),
             OpenApiParameter("channel", str, enum=Channel.values),
         ],

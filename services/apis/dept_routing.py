@@ -6,6 +6,7 @@ from uuid import UUID
 
 import django_filters
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -213,7 +214,7 @@ class DeliveryListView(DepartmentView):
         summary="Deliveries to my endpoints, newest first",
         operation_id="dept_deliveries_list",
         parameters=[
-            OpenApiParameter("endpoint", str, description="Endpoint id"),
+            OpenApiParameter("endpoint", OpenApiTypes.UUID, description="Endpoint id"),
             OpenApiParameter("status", str, enum=DeliveryStatus.values),
         ],
         responses={200: DeliverySerializer(many=True), **problems("invalid")},
