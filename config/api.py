@@ -209,7 +209,11 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     view = context.get("view")
     logger.exception("unhandled error in %s", type(view).__name__ if view else "view")
     set_rollback()
-    return problem_response(SERVER_ERROR)
+    response = problem_response(SERVER_ERROR)
+    # Logged above with its traceback: Django's request logger would log
+    # the 500 a second time ("Internal Server Error: ...") without it.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 # --- The client's address -----------------------------------------------------------

@@ -177,3 +177,23 @@ def test_gunicorns_master_and_workers_log_in_one_time_zone(tmp_path) -> None:
     for stamp, name in stamps:
         off = abs(dt.datetime.fromisoformat(stamp) - shanghai)
         assert off < dt.timedelta(minutes=5), f"{name} logged {stamp}, not Shanghai time"
+
+
+@pytest.mark.django_db
+def test_an_unexpected_error_is_logged_once_with_its_traceback(api, monkeypatch, caplog) -> None:
+    """A view that fails unexpectedly answers a 500 problem and leaves one
+    ERROR line with the traceback, not a second one from Django's request
+    logger."""
+    from services import selectors
+
+    def broken():
+        raise RuntimeError("the catalog's table is gone")
+
+    monkeypatch.setattr(selectors, "categories_public", broken)
+    with caplog.at_level(logging.ERROR):
+        response = api.get("/api/v1/categories/")
+    assert response.status_code == 500
+    assert response.json()["code"] == "server_error"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["config.api"], [r.getMessage() for r in errors]
+    assert errors[0].exc_info is not None
