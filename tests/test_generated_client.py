@@ -27,6 +27,7 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from accounts import sms
+from accounts.tokens import tokens_issue
 from qr.scans import scan_events_flush as scans_flush
 from tests.accounts.factories import make_id_number
 from tests.services.department import DepartmentServer
@@ -520,12 +521,9 @@ def test_a_department_manages_its_endpoints_services_and_venue_codes(
 def test_a_citizen_pays_and_the_department_refunds(
     generated, citizen, department, integrator_key, category
 ) -> None:
-    from tests.conftest import client_for
-
     g, m = generated, generated.models
     ServiceFactory(code="id-card-renew", department=department, category=category, fee_fen=2000)
-    access = client_for(citizen)._credentials["HTTP_AUTHORIZATION"].removeprefix("Bearer ")
-    me = g.citizen(access)
+    me = g.citizen(tokens_issue(user=citizen)["access"])
     applied = g.call(
         "applications.applications_create",
         client=me,

@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from accounts.tokens import tokens_issue
 from config.wsgi import application
 from tests.conftest import client_for, client_with_key
 from tests.payments.conftest import apply_for, open_order
@@ -71,7 +72,8 @@ def wsgi_keeps_connection():
 @pytest.fixture
 def credentials(citizen, integrator_key, scanner_key, service) -> dict[str, str]:
     """The ``Authorization`` header of each security scheme in the schema."""
-    bearer = client_for(citizen)._credentials["HTTP_AUTHORIZATION"]
+    # As the app holds it: the access token of a login.
+    bearer = f"Bearer {tokens_issue(user=citizen)['access']}"
     return {
         "CitizenJWT": bearer,
         "ApiKey": f"Api-Key {integrator_key.raw}",
