@@ -156,9 +156,9 @@ def cast_with_records(
         citizen_api = client_for(citizen)
         with django_capture_on_commit_callbacks(execute=True):
             apply_for(citizen_api, service)
-        fee_service = ServiceFactory(code="id-card-renew", department=department, category=category)
-        fee_service.fee_fen = 2000
-        fee_service.save()
+        fee_service = ServiceFactory(
+            code="id-card-renew", department=department, category=category, fee_fen=2000
+        )
         open_order(citizen_api, apply_for(citizen_api, fee_service))
         create_venue(client_with_key(integrator_key.raw), service.code)
         yield
@@ -170,7 +170,7 @@ def test_links_lead_where_they_say(credentials, cast_with_records, wsgi_keeps_co
     to its detail and actions, a created object to its own operations), so
     operations on existing objects are reached, not only their 404s."""
 
-    class Workflow(positive.as_state_machine()):  # type: ignore[misc]
+    class Workflow(positive.as_state_machine()):
         def get_call_kwargs(self, case):
             return {"headers": authorization(case, credentials)}
 
