@@ -17,6 +17,7 @@ import importlib
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,7 +53,7 @@ content_type_overrides:
 
 
 @pytest.fixture(scope="module")
-def api_client_package(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+def api_client_package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """The generated package, imported from a temporary directory."""
     root = tmp_path_factory.mktemp("generated-client")
     response = DjangoClient().get("/api/schema/", {"format": "json"})
@@ -92,7 +93,9 @@ def api_client_package(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
 
 
 class Generated:
-    """What a story reaches for: ``api("auth.auth_otp_create")``, ``models.X``."""
+    """What a story reaches for: a client as each actor holds one (``public``,
+    ``citizen``, ``department``), ``call("auth.auth_otp_create", ...)`` and
+    ``models``."""
 
     def __init__(self, package: ModuleType, base_url: str) -> None:
         self.package = package
