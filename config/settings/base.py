@@ -427,6 +427,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.add_generic_problem_responses",
+        # Last: examples go on the answers the hooks above documented too.
+        "config.openapi_examples.add_examples",
     ],
 }
 
