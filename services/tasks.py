@@ -12,31 +12,25 @@ from django.db import DatabaseError
 
 from services.routing import deliveries, outbox, sweeper
 
+# A database hiccup (deadlock, failover) is retried shortly; anything that
+# outlives the retries the sweeper finds.
+_SENDING = {
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": 5,
+}
 
-@shared_task(
-    name=outbox.DELIVER_TASK,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=5,
-)
+
+@shared_task(name=outbox.DELIVER_TASK, **_SENDING)
 def delivery_attempt(delivery_id: str) -> None:
-    """One try of one delivery. A database hiccup (deadlock, failover) is
-    retried shortly; anything that outlives the retries the sweeper finds."""
+    """One try of one delivery (a retry, a replay, the sweeper's nudge)."""
     deliveries.delivery_attempt(delivery_id)
 
 
-@shared_task(
-    name=outbox.DELIVER_DUE_TASK,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=5,
-)
+@shared_task(name=outbox.DELIVER_DUE_TASK, **_SENDING)
 def deliveries_send_due() -> int:
     """Send whatever is due, in batches (the wake of a new event)."""
     return deliveries.deliveries_send_due()
