@@ -224,6 +224,30 @@ class DeadlineFilter(admin.SimpleListFilter):
         return queryset
 
 
+class EndpointStateFilter(admin.SimpleListFilter):
+    """The endpoint's state as its page and the dashboard name it (a deleted
+    endpoint is inactive too, and may keep the pause it had)."""
+
+    title = _("状态")
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return list(ENDPOINT_STATES.items())
+
+    def queryset(self, request, queryset):
+        live = queryset.filter(deleted_at=None)
+        match self.value():
+            case "active":
+                return live.filter(is_active=True, paused_at=None)
+            case "paused":
+                return live.filter(is_active=True, paused_at__isnull=False)
+            case "disabled":
+                return live.filter(is_active=False)
+            case "deleted":
+                return queryset.filter(deleted_at__isnull=False)
+        return queryset
+
+
 class TimelineInline(admin.TabularInline):
     model = TimelineEntry
     extra = 0
@@ -338,7 +362,7 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
         "last_success_at",
         "last_failure_at",
     )
-    list_filter = ("is_active", ("paused_at", admin.EmptyFieldListFilter), "department")
+    list_filter = (EndpointStateFilter, "department")
     search_fields = ("url", "department__code", "description")
     list_select_related = ("department",)
     fields = (
@@ -690,13 +714,13 @@ def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
             dashboard.Figure(
                 str(_("熔断暂停的地址")),
                 str(len(paused)),
-                dashboard.changelist(endpoints_url, paused_at__isempty="0"),
+                dashboard.changelist(endpoints_url, state="paused"),
                 tone="bad" if paused else "",
             ),
             dashboard.Figure(
                 str(_("已停用的地址")),
                 str(len(disabled)),
-                dashboard.changelist(endpoints_url, is_active__exact="0"),
+                dashboard.changelist(endpoints_url, state="disabled"),
                 tone="warn" if disabled else "",
             ),
         ],

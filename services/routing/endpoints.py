@@ -99,14 +99,16 @@ def endpoint_update(*, endpoint: Endpoint, actor: Actor, **values: Any) -> Endpo
 
 
 def endpoint_delete(*, endpoint: Endpoint, actor: Actor) -> None:
-    """Stop delivering to the endpoint; its history stays for the record."""
+    """Stop delivering to the endpoint; its history stays for the record.
+    What was still to go, and its dead letters (no replay can reach a
+    deleted endpoint), are cancelled with it; their attempts stay."""
     with transaction.atomic():
         endpoint.deleted_at = timezone.now()
         endpoint.is_active = False
         endpoint.save(update_fields=["deleted_at", "is_active"])
-        endpoint.deliveries.filter(status=DeliveryStatus.PENDING).update(
-            status=DeliveryStatus.CANCELLED, next_attempt_at=None
-        )
+        endpoint.deliveries.filter(
+            status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED]
+        ).update(status=DeliveryStatus.CANCELLED, next_attempt_at=None)
         audit_record(actor=actor, action="endpoint.deleted", target=endpoint)
 
 

@@ -442,6 +442,34 @@ def test_a_change_made_while_a_send_is_in_flight_is_not_overwritten(
     assert delivery.attempts.get().succeeded
 
 
+def test_a_deleted_endpoints_dead_letters_are_cancelled_with_it(
+    citizen, service, hook, department_server, operator_client, django_capture_on_commit_callbacks
+) -> None:
+    """No replay can reach a deleted endpoint: its dead letters are
+    cancelled with it (attempts kept), the operator is not offered a replay
+    that must fail, and the dashboard does not count them as waiting."""
+    from services.applications import application_submit
+    from tests.services.conftest import GOOD_FORM
+
+    department_server.default = Answer(422, {})  # refused for good: a dead letter
+    with django_capture_on_commit_callbacks(execute=True):
+        application_submit(citizen=citizen, service=service, form=GOOD_FORM)
+    delivery = Delivery.objects.get()
+    assert delivery.status == "failed"
+    page = f"/admin/services/delivery/{delivery.pk}/change/"
+    assert "重新投递" in operator_client.get(page).content.decode()
+
+    endpoints.endpoint_delete(endpoint=Endpoint.objects.get(pk=hook.pk), actor=None)
+    delivery.refresh_from_db()
+    assert delivery.status == "cancelled"
+    assert delivery.attempts.count() == 1
+    assert "重新投递" not in operator_client.get(page).content.decode()
+    deleted = operator_client.get("/admin/services/endpoint/?state=deleted").context["cl"]
+    assert [e.pk for e in deleted.result_list] == [hook.pk]
+    disabled = operator_client.get("/admin/services/endpoint/?state=disabled").context["cl"]
+    assert list(disabled.result_list) == []
+
+
 def test_a_failing_subscriber_is_tried_again_later_not_in_a_loop(
     settings, django_capture_on_commit_callbacks
 ) -> None:
