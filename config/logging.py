@@ -103,7 +103,11 @@ class QuietRoutineTasks(logging.Filter):
         if not isinstance(data, dict) or data.get("name") not in self.routine:
             return True
         if "return_value" not in data:
-            return False  # "received"
+            # Only "received" goes; "retry", "ignored" and the like say
+            # something happened.
+            from celery.app.trace import LOG_RECEIVED
+
+            return record.msg != LOG_RECEIVED
         try:
             result = ast.literal_eval(str(data["return_value"]))
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

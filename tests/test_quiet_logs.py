@@ -80,6 +80,9 @@ def test_a_routine_task_that_fails_is_always_logged(quiet) -> None:
     assert quiet.filter(failed)
     odd = succeeded("routing.sweep", "<object at 0x7f>")  # not a literal: shown
     assert quiet.filter(odd)
+    context = {"id": "4f1c", "name": "routing.sweep", "exc": "OperationalError()"}
+    retried = record("celery.app.trace", trace.LOG_RETRY, (context,), data=context)
+    assert quiet.filter(retried)  # an INFO line, but something went wrong
 
 
 def test_the_console_handler_quiets_before_it_masks() -> None:
