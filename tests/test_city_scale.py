@@ -90,8 +90,9 @@ def test_celery_broker_url_takes_precedence_and_redis_keeps_the_rest(tmp_path) -
         CELERY_BROKER_URL="amqp://mcs:secret@rabbit.internal:5672/mcs",
     )
     assert seen["broker"] == "amqp://mcs:secret@rabbit.internal:5672/mcs"
-    # RabbitMQ has no visibility timeout; Redis options would be refused or ignored.
-    assert seen["options"] == {}
+    # RabbitMQ has no visibility timeout (Redis options would be refused or
+    # ignored); a publish it blocks gives up after 5 s rather than hang a request.
+    assert seen["options"] == {"write_timeout": 5}
     assert (seen["results"], seen["cache"]) == ("redis://127.0.0.1:6379/3", "RedisCache")
 
 

@@ -270,7 +270,12 @@ else:
     # is held unacknowledged by a worker until it has run, so the server's
     # consumer_timeout (30 min by default) must exceed CELERY_MAX_COUNTDOWN
     # plus the longest task, as the visibility timeout does for Redis.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    # A write that RabbitMQ does not take within 5 s (a memory or disk alarm
+    # blocks publishers) fails instead of holding a web request: a wake or a
+    # nudge is only a shortcut, the sweeper sends what it would have.
+    CELERY_BROKER_TRANSPORT_OPTIONS = (
+        {"write_timeout": 5} if _broker_scheme in ("amqp", "amqps", "pyamqp") else {}
+    )
 # The longest countdown a task may be given; longer waits go through the
 # database (next_attempt_at) and the periodic sweeper.
 CELERY_MAX_COUNTDOWN = 600
