@@ -295,17 +295,18 @@ def _settle(outcomes: list[tuple[_Try, transport.SendResult | None]], lease: dt.
     stopped taking events, else released for the next claim (a wake follows)."""
     sent = [(one, result) for one, result in outcomes if result is not None]
     unsent = [one.delivery for one, result in outcomes if result is None]
-    if unsent:
-        held = [
-            d.pk for d in unsent if not outbox.endpoint_takes_deliveries(d.endpoint, d.event.type)
-        ]
+    held: list[Any] = []
+    released: list[Any] = []
+    for d in unsent:
+        takes = outbox.endpoint_takes_deliveries(d.endpoint, d.event.type)
+        (released if takes else held).append(d.pk)
+    if held:
         Delivery.objects.filter(pk__in=held, locked_until=lease).update(
             next_attempt_at=None, locked_until=None
         )
-        released = [d.pk for d in unsent if d.pk not in set(held)]
-        if released:
-            Delivery.objects.filter(pk__in=released, locked_until=lease).update(locked_until=None)
-            transaction.on_commit(outbox.deliveries_wake, robust=True)
+    if released:
+        Delivery.objects.filter(pk__in=released, locked_until=lease).update(locked_until=None)
+        transaction.on_commit(outbox.deliveries_wake, robust=True)
     if sent:
         _record_safely(sent, lease)
 
