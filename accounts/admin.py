@@ -48,7 +48,23 @@ class StaffRequest(HttpRequest):
     user: User
 
 
-class AuditedModelAdmin(admin.ModelAdmin):
+class AuditedDeletions(admin.ModelAdmin):
+    """Every delete made in the admin also lands in the audit trail (for
+    records whose adds and changes a write function already audits)."""
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            audit.audit_record(
+                actor=request.user,
+                action=f"admin.{obj._meta.model_name}.deleted",
+                target=obj,
+                data={"repr": str(obj)},
+                ip=client_ip(request),
+            )
+        return super().log_deletions(request, queryset)
+
+
+class AuditedModelAdmin(AuditedDeletions):
     """Every add, change and delete made in the admin also lands in the
     audit trail (next to Django's own admin log)."""
 
@@ -70,17 +86,6 @@ class AuditedModelAdmin(admin.ModelAdmin):
             ip=client_ip(request),
         )
         return super().log_change(request, obj, message)
-
-    def log_deletions(self, request, queryset):
-        for obj in queryset:
-            audit.audit_record(
-                actor=request.user,
-                action=f"admin.{obj._meta.model_name}.deleted",
-                target=obj,
-                data={"repr": str(obj)},
-                ip=client_ip(request),
-            )
-        return super().log_deletions(request, queryset)
 
 
 class ChangesPublicPages(admin.ModelAdmin):
@@ -163,16 +168,16 @@ class DetailActions(admin.ModelAdmin):
             reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk])
         )
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        obj = self.get_object(request, object_id)
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The page's record as change_view read it (no second read for the buttons).
         offered = []
         if obj is not None:
             offered = [
                 (label, reverse(f"admin:{self._detail_action_name()}", args=[obj.pk, slug]))
                 for slug, label in self.detail_actions(request, obj)
             ]
-        extra_context = {**(extra_context or {}), "detail_actions": offered}
-        return super().change_view(request, object_id, form_url, extra_context)
+        context = {**context, "detail_actions": offered}
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 # --- Users and privileges -----------------------------------------------------------------
@@ -640,22 +645,26 @@ class BlacklistedTokenAdmin(ReadOnlyAdmin):
 
 
 # --- Login lockouts (django-axes) ----------------------------------------------------------------
-# Records of logins and lockouts, to read; deleting an attempt (the
-# library's way to lift a lockout) stays, editing them has no meaning.
+# Records of logins and lockouts, to read. Deleting an attempt is the
+# library's way to lift a lockout: it stays, audited like every admin
+# deletion; the logs of logins and failures are evidence, never deleted here.
 
 
-class LockoutRecord(admin.ModelAdmin):
+class LockoutRecord(AuditedModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
-for _model, _library_admin in (
-    (AccessAttempt, AccessAttemptAdmin),
-    (AccessLog, AccessLogAdmin),
-    (AccessFailureLog, AccessFailureLogAdmin),
+class LoginLogRecord(LockoutRecord):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+for _model, _library_admin, _ours in (
+    (AccessAttempt, AccessAttemptAdmin, LockoutRecord),
+    (AccessLog, AccessLogAdmin, LoginLogRecord),
+    (AccessFailureLog, AccessFailureLogAdmin, LoginLogRecord),
 ):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
-        admin.site.register(
-            _model, type(_library_admin.__name__, (LockoutRecord, _library_admin), {})
-        )
+        admin.site.register(_model, type(_library_admin.__name__, (_ours, _library_admin), {}))

@@ -31,6 +31,7 @@ from accounts import dashboard
 from accounts.admin import ReadOnlyAdmin, StaffRequest
 from accounts.models import Department
 from config import masking
+from config.api import client_ip
 from payments import orders, reconciliation, selectors
 from payments.errors import PaymentsError
 from payments.models import (
@@ -275,6 +276,7 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                     amount_fen=form.cleaned_data["amount_fen"],
                     reason=form.cleaned_data["reason"],
                     actor=request.user,
+                    ip=client_ip(request),
                 )
             except PaymentsError as exc:
                 self.message_user(
@@ -676,7 +678,10 @@ class ReconciliationMismatchAdmin(ReadOnlyAdmin):
         form = ResolveForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             reconciliation.mismatch_resolve(
-                mismatch=item, actor=request.user, note=form.cleaned_data["note"]
+                mismatch=item,
+                actor=request.user,
+                note=form.cleaned_data["note"],
+                ip=client_ip(request),
             )
             self.message_user(request, _("已标记为已处理"), level=messages.SUCCESS)
             return HttpResponseRedirect(change_url)
@@ -711,7 +716,10 @@ class ReconciliationMismatchAdmin(ReadOnlyAdmin):
         if form.is_bound and form.is_valid():
             for item in open_items:
                 reconciliation.mismatch_resolve(
-                    mismatch=item, actor=request.user, note=form.cleaned_data["note"]
+                    mismatch=item,
+                    actor=request.user,
+                    note=form.cleaned_data["note"],
+                    ip=client_ip(request),
                 )
             self.message_user(
                 request,

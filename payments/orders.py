@@ -482,6 +482,7 @@ def refund_request(
     amount_fen: int,
     reason: str,
     actor: User | ApiKey | None,
+    ip: str | None = None,
 ) -> Refund:
     """Ask for ``amount_fen`` of a paid order back. What is already being
     refunded counts: refunds never add up to more than was paid, also when
@@ -515,6 +516,7 @@ def refund_request(
                 "refund_no": refund.refund_no,
                 "amount_fen": amount_fen,
             },
+            ip=ip,
         )
         refund_id = str(refund.id)
         transaction.on_commit(lambda: refunds_nudge([refund_id]), robust=True)

@@ -299,7 +299,7 @@ def reconcile(
 
 @transaction.atomic
 def mismatch_resolve(
-    *, mismatch: ReconciliationMismatch, actor: User, note: str
+    *, mismatch: ReconciliationMismatch, actor: User, note: str, ip: str | None = None
 ) -> ReconciliationMismatch:
     """Mark a difference looked into and settled, with what was done about
     it. One already resolved is returned as it is (its first resolution
@@ -323,5 +323,6 @@ def mismatch_resolve(
             "reference": mismatch.reference,
             "note": mismatch.resolution_note[:500],
         },
+        ip=ip,
     )
     return mismatch

@@ -20,12 +20,14 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts import dashboard
 from accounts.admin import (
+    AuditedDeletions,
     AuditedModelAdmin,
     ChangesPublicPages,
     DetailActions,
     ReadOnlyAdmin,
     StaffRequest,
 )
+from config.api import client_ip
 from config.pages import catalog_pages
 from services import catalog, selectors
 from services.errors import ServicesError
@@ -86,9 +88,9 @@ class CatalogFileForm(forms.Form):
 
 
 @admin.register(Service)
-class ServiceAdmin(ChangesPublicPages, admin.ModelAdmin):
-    """Saves go through services.catalog (which bumps the catalog's pages);
-    deletes through ChangesPublicPages."""
+class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
+    """Saves go through services.catalog (which bumps the catalog's pages
+    and audits); deletes through ChangesPublicPages, audited."""
 
     pages = catalog_pages
     form = ServiceForm
@@ -238,9 +240,11 @@ class EndpointStateFilter(admin.SimpleListFilter):
         live = queryset.filter(deleted_at=None)
         match self.value():
             case "active":
-                return live.filter(is_active=True, paused_at=None)
+                return live.filter(is_active=True, held_at=None, paused_at=None)
+            case "held":
+                return live.filter(is_active=True, held_at__isnull=False)
             case "paused":
-                return live.filter(is_active=True, paused_at__isnull=False)
+                return live.filter(is_active=True, held_at=None, paused_at__isnull=False)
             case "disabled":
                 return live.filter(is_active=False)
             case "deleted":
@@ -309,6 +313,14 @@ class ApplicationAdmin(ReadOnlyAdmin):
     def applicant_masked(self, application: Application) -> str:
         return str(application.applicant)
 
+    def get_fields(self, request: HttpRequest, obj: Application | None = None):
+        # Where a department's events go (its endpoints' URLs) is for those
+        # who may read deliveries, not for everyone who reads applications.
+        fields = super().get_fields(request, obj)
+        if request.user.has_perm("services.view_delivery"):
+            return fields
+        return [name for name in fields if name != "deliveries_display"]
+
     @admin.display(description=_("投递记录"))
     def deliveries_display(self, application: Application) -> str:
         """Each event sent about it, where, and how it went: one click from a replay."""
@@ -351,8 +363,9 @@ class ApplicationAdmin(ReadOnlyAdmin):
 @admin.register(Endpoint)
 class EndpointAdmin(DetailActions, admin.ModelAdmin):
     """Endpoints change through their department's API; operators watch
-    them and, with ``services.change_endpoint``, pause, resume or ping one
-    (services.routing.endpoints, audited)."""
+    them and, with ``services.change_endpoint``, hold, resume or ping one
+    (services.routing.endpoints, audited with the operator's address). The
+    department's own switch stays the department's."""
 
     list_display = (
         "url",
@@ -372,6 +385,8 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
         "events",
         "is_active",
         "disabled_reason",
+        "held_at",
+        "hold_reason",
         "paused_at",
         "pause_reason",
         "consecutive_failures",
@@ -381,7 +396,7 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
         "created_at",
     )
     readonly_fields = fields
-    actions = ["resume", "ping"]
+    actions = ["hold", "resume", "ping"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # departments register endpoints through their API (the secret goes to them)
@@ -403,37 +418,55 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
         if obj.deleted_at is not None or not self.has_manage_permission(request):
             return []
         offered = [("ping", str(_("发送测试事件")))]
-        if obj.is_active:
-            offered.insert(0, ("pause", str(_("暂停投递"))))
-        if not obj.is_active or obj.paused_at is not None:
+        if obj.held_at is None:
+            offered.insert(0, ("hold", str(_("暂停投递"))))
+        if obj.held_at is not None or obj.paused_at is not None:
             offered.insert(0, ("resume", str(_("恢复投递"))))
         return offered
 
     def detail_action(self, request: StaffRequest, obj: Endpoint, slug: str) -> str:
-        if slug == "pause":
-            endpoints.endpoint_update(endpoint=obj, actor=request.user, is_active=False)
-            return str(_("已暂停投递：事件保留，恢复后补发"))
+        ip = client_ip(request)
+        if slug == "hold":
+            endpoints.endpoint_hold(endpoint=obj, actor=request.user, reason=HOLD_REASON, ip=ip)
+            return str(_("已暂停投递：事件保留，恢复后补发；部门无法自行解除"))
         if slug == "resume":
-            endpoints.endpoint_update(endpoint=obj, actor=request.user, is_active=True)
+            endpoint = endpoints.endpoint_resume(endpoint=obj, actor=request.user, ip=ip)
+            if not endpoint.is_active:
+                return str(_("已解除暂停；该地址已被部门停用，部门重新启用后补发"))
             return str(_("已恢复投递，积压的事件开始补发"))
-        endpoints.endpoint_ping(endpoint=obj, actor=request.user)
+        endpoints.endpoint_ping(endpoint=obj, actor=request.user, ip=ip)
         return str(_("已发送测试事件（ping）"))
 
-    @admin.action(description=_("恢复投递（启用并解除熔断）"), permissions=["manage"])
+    @admin.action(description=_("暂停投递（运营暂停，部门无法自行解除）"), permissions=["manage"])
+    def hold(self, request: StaffRequest, queryset: QuerySet[Endpoint]) -> None:
+        ip = client_ip(request)
+        for endpoint in queryset.filter(deleted_at=None, held_at=None):
+            endpoints.endpoint_hold(
+                endpoint=endpoint, actor=request.user, reason=HOLD_REASON, ip=ip
+            )
+        self.message_user(request, _("已暂停"))
+
+    @admin.action(description=_("恢复投递（解除运营暂停和熔断）"), permissions=["manage"])
     def resume(self, request: StaffRequest, queryset: QuerySet[Endpoint]) -> None:
+        ip = client_ip(request)
         for endpoint in queryset.filter(deleted_at=None):
-            endpoints.endpoint_update(endpoint=endpoint, actor=request.user, is_active=True)
+            endpoints.endpoint_resume(endpoint=endpoint, actor=request.user, ip=ip)
         self.message_user(request, _("已恢复"))
 
     @admin.action(description=_("发送测试事件（ping）"), permissions=["manage"])
     def ping(self, request: StaffRequest, queryset: QuerySet[Endpoint]) -> None:
+        ip = client_ip(request)
         for endpoint in queryset.filter(deleted_at=None):
-            endpoints.endpoint_ping(endpoint=endpoint, actor=request.user)
+            endpoints.endpoint_ping(endpoint=endpoint, actor=request.user, ip=ip)
         self.message_user(request, _("已发送"))
 
 
+# What the department reads as the hold's reason (the operator is in the audit trail).
+HOLD_REASON = "held by the platform's operators; they resume it"
+
 ENDPOINT_STATES = {
     "active": _("正常"),
+    "held": _("运营暂停"),
     "paused": _("熔断暂停"),
     "disabled": _("已停用"),
     "deleted": _("已删除"),
@@ -507,15 +540,16 @@ class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
         return [("replay", str(_("重新投递")))]
 
     def detail_action(self, request: StaffRequest, obj: Delivery, slug: str) -> str:
-        deliveries.delivery_replay(delivery=obj, actor=request.user)
+        deliveries.delivery_replay(delivery=obj, actor=request.user, ip=client_ip(request))
         return str(_("已重新投递，稍后刷新查看结果"))
 
     @admin.action(description=_("重新投递（死信重放）"), permissions=["replay"])
     def replay(self, request: StaffRequest, queryset: QuerySet[Delivery]) -> None:
         replayed = 0
+        ip = client_ip(request)
         for delivery in queryset:
             try:
-                deliveries.delivery_replay(delivery=delivery, actor=request.user)
+                deliveries.delivery_replay(delivery=delivery, actor=request.user, ip=ip)
                 replayed += 1
             except ServicesError:
                 continue
@@ -655,7 +689,7 @@ def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
         return row["succeeded"] / finished if finished else None
 
     def trouble(endpoint: Endpoint) -> tuple[int, int, float]:
-        """Paused and disabled first, then the most dead letters, then the lowest rate."""
+        """Held, paused and disabled first, then the most dead letters, then the lowest rate."""
         row = counts.get(endpoint.pk, zero)
         share = rate(row)
         return (
@@ -667,6 +701,7 @@ def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
     total = {name: sum(row[name] for row in counts.values()) for name in zero}
     overall = rate(total)
     paused = [e for e in watched if e.state == "paused"]
+    held = [e for e in watched if e.state == "held"]
     disabled = [e for e in watched if e.state == "disabled"]
     shown = sorted((e for e in watched if e.state != "active" or e.pk in counts), key=trouble)[:10]
     rows = []
@@ -716,6 +751,12 @@ def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
                 str(len(paused)),
                 dashboard.changelist(endpoints_url, state="paused"),
                 tone="bad" if paused else "",
+            ),
+            dashboard.Figure(
+                str(_("运营暂停的地址")),
+                str(len(held)),
+                dashboard.changelist(endpoints_url, state="held"),
+                tone="warn" if held else "",
             ),
             dashboard.Figure(
                 str(_("已停用的地址")),

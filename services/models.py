@@ -236,6 +236,10 @@ class Endpoint(models.Model):
     disabled_reason = models.CharField(_("停用原因"), max_length=200, blank=True)
     paused_at = models.DateTimeField(_("熔断暂停时间"), null=True, blank=True)
     pause_reason = models.CharField(_("暂停原因"), max_length=200, blank=True)
+    # An operator's hold: nothing but pings goes until an operator releases
+    # it; the department's own switch (is_active) cannot lift it.
+    held_at = models.DateTimeField(_("运营暂停时间"), null=True, blank=True)
+    hold_reason = models.CharField(_("运营暂停原因"), max_length=200, blank=True)
     consecutive_failures = models.PositiveIntegerField(_("连续失败次数"), default=0)
     last_success_at = models.DateTimeField(_("最近成功"), null=True, blank=True)
     last_failure_at = models.DateTimeField(_("最近失败"), null=True, blank=True)
@@ -257,6 +261,8 @@ class Endpoint(models.Model):
             return "deleted"
         if not self.is_active:
             return "disabled"
+        if self.held_at:
+            return "held"
         if self.paused_at:
             return "paused"
         return "active"

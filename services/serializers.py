@@ -250,7 +250,11 @@ class DepartmentStatusSerializer(serializers.Serializer):
 
 class EndpointSerializer(serializers.ModelSerializer):
     state = serializers.CharField(
-        read_only=True, help_text="active, paused (circuit breaker) or disabled"
+        read_only=True,
+        help_text=(
+            "active; held (by the platform's operators: only they resume it); "
+            "paused (circuit breaker); disabled (is_active false, or a 410 answer)"
+        ),
     )
 
     class Meta:
@@ -262,6 +266,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "events",
             "is_active",
             "state",
+            "hold_reason",
             "pause_reason",
             "disabled_reason",
             "consecutive_failures",
@@ -272,6 +277,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         read_only_fields = [
             "id",
             "state",
+            "hold_reason",
             "pause_reason",
             "disabled_reason",
             "consecutive_failures",

@@ -17,6 +17,7 @@ from accounts.idempotency import idempotent
 from config.api import (
     FeedPagination,
     PagePagination,
+    client_ip,
     links,
     paginated,
     problems,
@@ -164,6 +165,7 @@ class DeptRefundView(_DeptOrderView):
                 amount_fen=serializer.validated_data["amount_fen"],
                 reason=serializer.validated_data["reason"],
                 actor=request.auth,
+                ip=client_ip(request),
             )
             refund.refresh_from_db()
             return Response(RefundSerializer(refund).data, status=status.HTTP_201_CREATED)

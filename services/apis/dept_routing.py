@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import DepartmentRequest
-from config.api import FeedPagination, PagePagination, links, paginated, problems
+from config.api import FeedPagination, PagePagination, client_ip, links, paginated, problems
 from services import selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Delivery, DeliveryStatus, Endpoint
@@ -76,7 +76,10 @@ class EndpointListView(DepartmentView):
         serializer = EndpointWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         endpoint, secret = endpoints.endpoint_create(
-            department=self.department, actor=request.auth, **serializer.validated_data
+            department=self.department,
+            actor=request.auth,
+            ip=client_ip(request),
+            **serializer.validated_data,
         )
         return Response(
             {**EndpointSerializer(endpoint).data, "secret": secret}, status=status.HTTP_201_CREATED
@@ -117,7 +120,10 @@ class EndpointDetailView(_EndpointView):
         serializer = EndpointWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         endpoint = endpoints.endpoint_update(
-            endpoint=endpoint, actor=request.auth, **serializer.validated_data
+            endpoint=endpoint,
+            actor=request.auth,
+            ip=client_ip(request),
+            **serializer.validated_data,
         )
         return Response(EndpointSerializer(endpoint).data)
 
@@ -127,7 +133,11 @@ class EndpointDetailView(_EndpointView):
         responses={204: None, **problems("not_found")},
     )
     def delete(self, request: DepartmentRequest, endpoint_id: str) -> Response:
-        endpoints.endpoint_delete(endpoint=self.get_endpoint(endpoint_id), actor=request.auth)
+        endpoints.endpoint_delete(
+            endpoint=self.get_endpoint(endpoint_id),
+            actor=request.auth,
+            ip=client_ip(request),
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -149,7 +159,7 @@ class EndpointRotateSecretView(_EndpointView):
     )
     def post(self, request: DepartmentRequest, endpoint_id: str) -> Response:
         secret = endpoints.endpoint_rotate_secret(
-            endpoint=self.get_endpoint(endpoint_id), actor=request.auth
+            endpoint=self.get_endpoint(endpoint_id), actor=request.auth, ip=client_ip(request)
         )
         endpoint = self.get_endpoint(endpoint_id)
         return Response(
@@ -182,7 +192,7 @@ class EndpointTestView(_EndpointView):
     )
     def post(self, request: DepartmentRequest, endpoint_id: str) -> Response:
         delivery = endpoints.endpoint_ping(
-            endpoint=self.get_endpoint(endpoint_id), actor=request.auth
+            endpoint=self.get_endpoint(endpoint_id), actor=request.auth, ip=client_ip(request)
         )
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
@@ -257,7 +267,7 @@ class DeliveryRetryView(_DeliveryView):
     )
     def post(self, request: DepartmentRequest, delivery_id: str) -> Response:
         delivery = deliveries.delivery_replay(
-            delivery=self.get_delivery(delivery_id), actor=request.auth
+            delivery=self.get_delivery(delivery_id), actor=request.auth, ip=client_ip(request)
         )
         return Response(
             DeliverySerializer(self.get_delivery(delivery.pk)).data, status=status.HTTP_202_ACCEPTED

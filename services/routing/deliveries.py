@@ -458,7 +458,7 @@ def _endpoints_refresh(shared: dict[Any, Endpoint]) -> None:
     """The batch's endpoints' health as the database has it now (another
     worker's answers may have changed it since the claim, or a chunk of this
     batch rolled back)."""
-    fields = ("consecutive_failures", "last_success_at", "paused_at", "is_active")
+    fields = ("consecutive_failures", "last_success_at", "paused_at", "held_at", "is_active")
     for row in Endpoint.objects.filter(pk__in=list(shared)).values("id", *fields):
         endpoint = shared[row["id"]]
         for field in fields:
@@ -532,7 +532,9 @@ def _reference(body: str) -> str:
     return str(reference).replace("\x00", "")[:100] if reference else ""
 
 
-def delivery_replay(*, delivery: Delivery, actor: endpoints.Actor) -> Delivery:
+def delivery_replay(
+    *, delivery: Delivery, actor: endpoints.Actor, ip: str | None = None
+) -> Delivery:
     """Send a delivery again with a fresh retry schedule: a dead letter, a
     delivered event the department lost, or a pending one, now.
 
@@ -556,7 +558,7 @@ def delivery_replay(*, delivery: Delivery, actor: endpoints.Actor) -> Delivery:
         locked.next_attempt_at = now
         locked.failed_at = None
         locked.save(update_fields=["status", "schedule_index", "next_attempt_at", "failed_at"])
-        audit_record(actor=actor, action="delivery.replayed", target=locked)
+        audit_record(actor=actor, action="delivery.replayed", target=locked, ip=ip)
         delivery_ids = [str(locked.id)]
         transaction.on_commit(lambda: outbox.deliveries_nudge(delivery_ids), robust=True)
     return locked

@@ -1,7 +1,14 @@
 """Department endpoints: registering, changing and removing them, their
-secrets (rotation with an overlap), pings, and the circuit breaker that
-pauses an endpoint that keeps failing, disables one that answers 410 Gone,
-and resumes it, sending what waited."""
+secrets (rotation with an overlap), pings, the circuit breaker that pauses
+an endpoint that keeps failing, disables one that answers 410 Gone, and
+resumes it, sending what waited; and an operator's hold, which only an
+operator lifts.
+
+Three switches stop deliveries, each lifted by whoever set it: the
+department's ``is_active`` (and a 410, which the department answers by
+switching it on again), the breaker's ``paused_at`` (lifted by a success,
+a ping answered, the department switching the endpoint on, or an
+operator), and the operator's ``held_at``."""
 
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ def endpoint_create(
     description: str = "",
     is_active: bool = True,
     actor: Actor,
+    ip: str | None = None,
 ) -> tuple[Endpoint, str]:
     """Register a department system's URL; returns it with its new secret
     (``whsec_...``), which is shown this once."""
@@ -60,13 +68,17 @@ def endpoint_create(
             action="endpoint.created",
             target=endpoint,
             data={"url": url, "events": events},
+            ip=ip,
         )
     return endpoint, secret
 
 
-def endpoint_update(*, endpoint: Endpoint, actor: Actor, **values: Any) -> Endpoint:
+def endpoint_update(
+    *, endpoint: Endpoint, actor: Actor, ip: str | None = None, **values: Any
+) -> Endpoint:
     """Change URL, events, description or the active switch. Switching an
-    endpoint (back) on also lifts a circuit-breaker pause."""
+    endpoint (back) on also lifts a circuit-breaker pause (not an
+    operator's hold)."""
     changes: dict[str, Any] = {}
     if "url" in values and values["url"] != endpoint.url:
         changes["url"] = _checked_url(values["url"])
@@ -92,13 +104,14 @@ def endpoint_update(*, endpoint: Endpoint, actor: Actor, **values: Any) -> Endpo
             action="endpoint.updated",
             target=endpoint,
             data={k: v for k, v in changes.items() if k != "disabled_reason"},
+            ip=ip,
         )
         if resume:
             _resume(endpoint)
     return endpoint
 
 
-def endpoint_delete(*, endpoint: Endpoint, actor: Actor) -> None:
+def endpoint_delete(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) -> None:
     """Stop delivering to the endpoint; its history stays for the record.
     What was still to go, and its dead letters (no replay can reach a
     deleted endpoint), are cancelled with it; their attempts stay."""
@@ -109,10 +122,10 @@ def endpoint_delete(*, endpoint: Endpoint, actor: Actor) -> None:
         endpoint.deliveries.filter(
             status__in=[DeliveryStatus.PENDING, DeliveryStatus.FAILED]
         ).update(status=DeliveryStatus.CANCELLED, next_attempt_at=None)
-        audit_record(actor=actor, action="endpoint.deleted", target=endpoint)
+        audit_record(actor=actor, action="endpoint.deleted", target=endpoint, ip=ip)
 
 
-def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor) -> str:
+def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) -> str:
     """A new secret; the old one keeps signing alongside it for
     ``ROUTING_SECRET_OVERLAP_HOURS`` so the department can switch over."""
     secret = transport.secret_generate()
@@ -124,7 +137,7 @@ def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor) -> str:
         )
         endpoint.secret = secret
         endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
-        audit_record(actor=actor, action="endpoint.secret_rotated", target=endpoint)
+        audit_record(actor=actor, action="endpoint.secret_rotated", target=endpoint, ip=ip)
     return secret
 
 
@@ -141,7 +154,7 @@ def signing_keys_of(endpoint: Endpoint, now: dt.datetime) -> list[str]:
     return keys
 
 
-def endpoint_ping(*, endpoint: Endpoint, actor: Actor) -> Delivery:
+def endpoint_ping(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) -> Delivery:
     """Send a ``ping`` to this endpoint only. A paused endpoint that answers
     the ping is resumed."""
     with transaction.atomic():
@@ -150,8 +163,63 @@ def endpoint_ping(*, endpoint: Endpoint, actor: Actor) -> Delivery:
             data={"endpoint": str(endpoint.id), "department": endpoint.department.code},
             endpoints=[endpoint],
         )
-        audit_record(actor=actor, action="endpoint.pinged", target=endpoint)
+        audit_record(actor=actor, action="endpoint.pinged", target=endpoint, ip=ip)
     return event.deliveries.get()
+
+
+# --- An operator's hold ------------------------------------------------------------------------
+
+
+def endpoint_hold(
+    *, endpoint: Endpoint, actor: User, reason: str, ip: str | None = None
+) -> Endpoint:
+    """An operator stops deliveries to the endpoint (pings still go): its
+    events wait, their retries kept, until an operator resumes it. The
+    department's staff are told; its own switch does not lift the hold."""
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.held_at is not None or endpoint.deleted_at is not None:
+            return endpoint
+        endpoint.held_at = timezone.now()
+        endpoint.hold_reason = reason[:200]
+        endpoint.save(update_fields=["held_at", "hold_reason"])
+        _tell_department(
+            endpoint,
+            action="endpoint.held",
+            title=_("回调地址已被平台暂停投递"),
+            body=_(
+                "平台运营人员暂停了向回调地址 %(url)s 的投递；事件不会丢失，恢复后补发。如有疑问请联系平台运营。"
+            ),
+            reason=endpoint.hold_reason,
+            actor=actor,
+            ip=ip,
+        )
+    return endpoint
+
+
+def endpoint_resume(*, endpoint: Endpoint, actor: User, ip: str | None = None) -> Endpoint:
+    """An operator lifts their hold and the breaker's pause; what waited
+    goes now, unless the department has the endpoint switched off (that
+    switch is the department's)."""
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.deleted_at is not None:
+            return endpoint
+        lifted = {"hold": endpoint.held_at is not None, "pause": endpoint.paused_at is not None}
+        if not any(lifted.values()):
+            return endpoint
+        if lifted["hold"]:
+            endpoint.held_at, endpoint.hold_reason = None, ""
+            endpoint.save(update_fields=["held_at", "hold_reason"])
+        audit_record(
+            actor=actor,
+            action="endpoint.resumed",
+            target=endpoint,
+            data={"by": "operator", **{k: v for k, v in lifted.items() if v}},
+            ip=ip,
+        )
+        _resume(endpoint)
+    return endpoint
 
 
 # --- Circuit breaker -------------------------------------------------------------------------
@@ -217,9 +285,16 @@ def _endpoint_gone(endpoint: Endpoint) -> None:
 
 
 def _tell_department(
-    endpoint: Endpoint, *, action: str, title: Any, body: Any, reason: str
+    endpoint: Endpoint,
+    *,
+    action: str,
+    title: Any,
+    body: Any,
+    reason: str,
+    actor: User | None = None,
+    ip: str | None = None,
 ) -> None:
-    audit_record(actor=None, action=action, target=endpoint, data={"reason": reason})
+    audit_record(actor=actor, action=action, target=endpoint, data={"reason": reason}, ip=ip)
     for staff in User.objects.filter(department_id=endpoint.department_id, is_active=True):
         message_post(
             user=staff,
@@ -232,12 +307,15 @@ def _tell_department(
 
 
 def _resume(endpoint: Endpoint) -> None:
-    """Lift a pause and send everything that waited, now."""
+    """Lift a pause and send everything that waited, now, if the endpoint
+    takes events (``endpoint`` as its locked or just read row has it)."""
     now = timezone.now()
     Endpoint.objects.filter(pk=endpoint.pk).update(
         paused_at=None, pause_reason="", consecutive_failures=0
     )
-    endpoint.paused_at = None
+    endpoint.paused_at, endpoint.pause_reason, endpoint.consecutive_failures = None, "", 0
+    if not outbox.endpoint_open(endpoint):
+        return
     waiting = Delivery.objects.filter(endpoint=endpoint, status=DeliveryStatus.PENDING)
     waiting.update(next_attempt_at=now)
     # Only the first waiting event of each application goes now; each one

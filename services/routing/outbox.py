@@ -3,7 +3,7 @@ transaction, nudging the workers after commit, and running in-process
 subscribers.
 
 A delivery is written due (an endpoint that takes events now) or held (a
-paused or disabled one: it waits, without spending its retries, until the
+paused, held or disabled one: it waits, without spending its retries, until the
 endpoint comes back), and with its place among its application's events;
 :func:`delivery_waits_for_earlier` says what waiting for an earlier place
 means, for the claim, the sweeper and a resumed endpoint alike.
@@ -50,7 +50,19 @@ def endpoint_takes_deliveries(endpoint: Endpoint, event_type: str) -> bool:
     checks it before resuming."""
     if event_type == events.PING:
         return endpoint.deleted_at is None
-    return endpoint.is_active and endpoint.paused_at is None and endpoint.deleted_at is None
+    return endpoint_open(endpoint)
+
+
+def endpoint_open(endpoint: Endpoint) -> bool:
+    """Whether events go to the endpoint now: switched on by its
+    department, and neither paused by the breaker, held by an operator nor
+    deleted."""
+    return (
+        endpoint.is_active
+        and endpoint.paused_at is None
+        and endpoint.held_at is None
+        and endpoint.deleted_at is None
+    )
 
 
 def delivery_waits_for_earlier() -> Exists:
@@ -209,8 +221,9 @@ def _publish(
         handled_at=None if has_subscribers else now,
     )
     if endpoints is None:
-        # Paused and disabled endpoints get their deliveries too, held (no
-        # due time) until they are resumed or enabled again: nothing is lost.
+        # Paused, held and disabled endpoints get their deliveries too, held
+        # (no due time) until they are resumed, released or enabled again:
+        # nothing is lost.
         endpoints = (
             [
                 e

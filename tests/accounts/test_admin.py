@@ -191,3 +191,35 @@ def test_login_lockouts_are_records_to_read_and_lift(operator_client) -> None:
     html = page.content.decode()
     assert 'name="_save"' not in html
     assert f"/admin/axes/accessattempt/{attempt.pk}/delete/" in html  # lifting the lockout
+
+    lifted = operator_client.post(
+        f"/admin/axes/accessattempt/{attempt.pk}/delete/",
+        {"post": "yes"},
+        REMOTE_ADDR="10.9.8.7",
+    )
+    assert lifted.status_code == 302
+    assert not AccessAttempt.objects.exists()
+    entry = AuditEntry.objects.get(action="admin.accessattempt.deleted")
+    assert (entry.actor_label, entry.target_id, entry.ip) == (
+        "operator",
+        str(attempt.pk),
+        "10.9.8.7",
+    )
+
+
+def test_login_logs_are_evidence_and_cannot_be_deleted(operator_client) -> None:
+    from axes.models import AccessFailureLog, AccessLog
+
+    log = AccessLog.objects.create(
+        username="clerk", ip_address="10.1.2.3", user_agent="Mozilla/5.0", path_info="/admin/"
+    )
+    failure = AccessFailureLog.objects.create(
+        username="clerk", ip_address="10.1.2.3", user_agent="Mozilla/5.0", path_info="/admin/"
+    )
+    for path in (f"accesslog/{log.pk}", f"accessfailurelog/{failure.pk}"):
+        assert operator_client.get(f"/admin/axes/{path}/change/").status_code == 200
+        assert (
+            operator_client.post(f"/admin/axes/{path}/delete/", {"post": "yes"}).status_code == 403
+        )
+    assert AccessLog.objects.filter(pk=log.pk).exists()
+    assert AccessFailureLog.objects.filter(pk=failure.pk).exists()

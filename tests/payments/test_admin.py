@@ -142,7 +142,9 @@ def test_an_operator_refunds_part_of_an_order(
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(
-            f"{ORDERS}{paid.pk}/refund/", {"amount_fen": "500", "reason": "多收工本费"}
+            f"{ORDERS}{paid.pk}/refund/",
+            {"amount_fen": "500", "reason": "多收工本费"},
+            REMOTE_ADDR="10.3.4.5",
         )
     assert response.status_code == 302 and response["Location"] == f"{ORDERS}{paid.pk}/change/"
     refund = Refund.objects.get(order=paid)
@@ -153,6 +155,7 @@ def test_an_operator_refunds_part_of_an_order(
     )
     entry = AuditEntry.objects.get(action="payment.refund_requested")
     assert entry.actor_id == str(operator.pk) and entry.actor_kind == "operator"
+    assert entry.ip == "10.3.4.5"
     assert any(refund.refund_no in m for m in messages_of(response))
     # What is left to refund is what the form offers next.
     again = operator_client.get(f"{ORDERS}{paid.pk}/refund/")
@@ -238,6 +241,7 @@ def test_marking_mismatches_resolved_asks_for_a_note_and_is_audited(
             "note": "通知丢失，已补记",
             "_selected_action": [str(item.pk)],
         },
+        REMOTE_ADDR="10.3.4.6",
     )
     assert done.status_code == 302
     item.refresh_from_db()
@@ -245,6 +249,7 @@ def test_marking_mismatches_resolved_asks_for_a_note_and_is_audited(
     assert (item.resolved_by, item.resolution_note) == ("operator", "通知丢失，已补记")
     entry = AuditEntry.objects.get(action="payment.reconciliation_mismatch_resolved")
     assert entry.actor_id == str(operator.pk) and entry.target_id == str(item.pk)
+    assert entry.ip == "10.3.4.6"
     resolved = operator_client.get(MISMATCHES, {"resolved": "yes"}).content.decode()
     assert item.order_no in resolved
     assert item.order_no not in operator_client.get(MISMATCHES, {"resolved": "no"}).content.decode()

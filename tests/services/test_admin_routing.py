@@ -1,11 +1,13 @@
 """Operators at work on deliveries and endpoints from their pages: replay a
-dead letter, pause, resume and ping an endpoint; each button only for staff
-allowed to, each step audited; the records themselves stay read-only."""
+dead letter, hold, resume and ping an endpoint; each button only for staff
+allowed to, each step audited with the operator's address; the records
+themselves stay read-only."""
 
 from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.utils import timezone
 
 from accounts.models import AuditEntry, User
 from services.models import Delivery, Endpoint
@@ -56,14 +58,18 @@ def test_an_operator_replays_a_dead_letter_from_its_page(
     )
     assert 'name="_save"' not in html  # a record, not a form
     with django_capture_on_commit_callbacks(execute=True):
-        response = operator_client.post(replay_url(dead_letter))
+        response = operator_client.post(replay_url(dead_letter), REMOTE_ADDR="10.20.30.41")
     assert response.status_code == 302
     assert response.url == delivery_page(dead_letter)
     dead_letter.refresh_from_db()
     assert dead_letter.status == "succeeded" and dead_letter.attempt_count == 2
     assert len({r.headers["webhook-id"] for r in department_server.received}) == 1
     entry = AuditEntry.objects.get(action="delivery.replayed")
-    assert (entry.actor_id, entry.target_id) == (str(operator.pk), str(dead_letter.pk))
+    assert (entry.actor_id, entry.target_id, entry.ip) == (
+        str(operator.pk),
+        str(dead_letter.pk),
+        "10.20.30.41",
+    )
     page = operator_client.get(response.url).content.decode()
     assert "已重新投递" in page
 
@@ -99,41 +105,105 @@ def test_a_replay_is_a_post_and_unknown_buttons_are_refused(operator_client, dea
     assert operator_client.post("/admin/services/delivery/not-an-id/do/replay/").status_code == 404
 
 
-def test_an_operator_pauses_resumes_and_pings_an_endpoint(
-    operator_client, hook, department_server, django_capture_on_commit_callbacks
+def test_an_operator_holds_resumes_and_pings_an_endpoint(
+    operator_client,
+    operator,
+    hook,
+    apply,
+    integrator_api,
+    department_server,
+    django_capture_on_commit_callbacks,
 ) -> None:
     html = operator_client.get(endpoint_url(hook)).content.decode()
-    assert f'action="{endpoint_url(hook, "pause")}"' in html
+    assert f'action="{endpoint_url(hook, "hold")}"' in html
     assert f'action="{endpoint_url(hook, "resume")}"' not in html  # it is running
     assert 'name="_save"' not in html
 
-    assert operator_client.post(endpoint_url(hook, "pause")).status_code == 302
+    address = {"REMOTE_ADDR": "10.20.30.40"}
+    assert operator_client.post(endpoint_url(hook, "hold"), **address).status_code == 302
     hook.refresh_from_db()
-    assert not hook.is_active
+    assert hook.state == "held" and hook.is_active  # the department's switch is untouched
     html = operator_client.get(endpoint_url(hook)).content.decode()
     assert f'action="{endpoint_url(hook, "resume")}"' in html
-    assert f'action="{endpoint_url(hook, "pause")}"' not in html
+    assert f'action="{endpoint_url(hook, "hold")}"' not in html
+    assert "运营暂停" in html
 
-    assert operator_client.post(endpoint_url(hook, "resume")).status_code == 302
-    hook.refresh_from_db()
-    assert hook.is_active
-    assert list(
-        AuditEntry.objects.filter(action="endpoint.updated", target_id=str(hook.pk))
-        .order_by("at")
-        .values_list("data", flat=True)
-    ) == [{"is_active": False}, {"is_active": True}]
+    # While held nothing but pings goes; the department cannot lift the hold.
+    apply()
+    assert department_server.received == []
+    answer = integrator_api.patch(
+        f"/api/v1/dept/endpoints/{hook.pk}/", {"is_active": True}, format="json"
+    )
+    assert answer.status_code == 200
+    assert answer.json()["state"] == "held" and answer.json()["hold_reason"]
+    assert Delivery.objects.get().status == "pending"
+    assert department_server.received == []
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert operator_client.post(endpoint_url(hook, "ping")).status_code == 302
-    assert [r.payload["type"] for r in department_server.received] == ["ping"]
-    assert AuditEntry.objects.filter(action="endpoint.pinged", target_id=str(hook.pk)).exists()
+        assert operator_client.post(endpoint_url(hook, "resume"), **address).status_code == 302
+    hook.refresh_from_db()
+    assert hook.state == "active"
+    # What waited went on the resume.
+    assert [r.payload["type"] for r in department_server.received] == ["application.submitted"]
+    assert Delivery.objects.get().status == "succeeded"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operator_client.post(endpoint_url(hook, "ping"), **address).status_code == 302
+    assert department_server.received[-1].payload["type"] == "ping"
+    entries = AuditEntry.objects.filter(target_id=str(hook.pk), actor_id=str(operator.pk))
+    assert sorted(entries.values_list("action", "ip")) == [
+        ("endpoint.held", "10.20.30.40"),
+        ("endpoint.pinged", "10.20.30.40"),
+        ("endpoint.resumed", "10.20.30.40"),
+    ]
+    assert entries.get(action="endpoint.resumed").data == {"by": "operator", "hold": True}
+
+
+def test_a_resume_leaves_the_departments_own_switch_alone(
+    operator_client, hook, integrator_api, department_server
+) -> None:
+    """An endpoint its department switched off (or that answered 410) stays
+    off: resuming lifts the operator's hold and the breaker's pause only."""
+    assert operator_client.post(endpoint_url(hook, "hold")).status_code == 302
+    answer = integrator_api.patch(
+        f"/api/v1/dept/endpoints/{hook.pk}/", {"is_active": False}, format="json"
+    )
+    assert answer.json()["state"] == "disabled"
+    response = operator_client.post(endpoint_url(hook, "resume"), follow=True)
+    assert "已被部门停用" in response.content.decode()
+    hook.refresh_from_db()
+    assert (hook.is_active, hook.held_at) == (False, None)
+    html = operator_client.get(endpoint_url(hook)).content.decode()
+    assert f'action="{endpoint_url(hook, "resume")}"' not in html  # nothing of ours to lift
+    assert f'action="{endpoint_url(hook, "hold")}"' in html
+
+
+def test_a_breaker_pause_is_lifted_by_an_operator(
+    operator_client, hook, apply, department_server, django_capture_on_commit_callbacks
+) -> None:
+    Endpoint.objects.filter(pk=hook.pk).update(
+        paused_at=timezone.now(), pause_reason="10 consecutive failures"
+    )
+    apply()
+    assert Delivery.objects.get().next_attempt_at is None  # held while paused
+    html = operator_client.get(endpoint_url(hook)).content.decode()
+    assert f'action="{endpoint_url(hook, "resume")}"' in html
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operator_client.post(endpoint_url(hook, "resume")).status_code == 302
+    hook.refresh_from_db()
+    assert (hook.state, hook.pause_reason) == ("active", "")
+    assert Delivery.objects.get().status == "succeeded"
+    assert AuditEntry.objects.get(action="endpoint.resumed").data == {
+        "by": "operator",
+        "pause": True,
+    }
 
 
 def test_staff_who_may_only_look_cannot_touch_an_endpoint(client, hook, department_server) -> None:
     client.force_login(staff_with("view_endpoint"))
     html = client.get(endpoint_url(hook)).content.decode()
     assert "/do/" not in html
-    for action in ("pause", "resume", "ping"):
+    for action in ("hold", "resume", "ping"):
         assert client.post(endpoint_url(hook, action)).status_code == 403
     hook.refresh_from_db()
     assert hook.is_active
@@ -146,3 +216,16 @@ def test_an_applications_page_leads_to_what_was_sent_about_it(operator_client, d
     ).content.decode()
     assert f'href="{delivery_page(dead_letter)}"' in page
     assert "application.submitted → " in page and "失败（死信）" in page
+
+
+def test_staff_who_may_not_read_deliveries_do_not_see_where_events_go(client, dead_letter) -> None:
+    """An application's page lists its deliveries (with the department's
+    endpoint URL) only for staff who may read deliveries."""
+    page = f"/admin/services/application/{dead_letter.event.application_id}/change/"
+    client.force_login(staff_with("view_application"))
+    html = client.get(page).content.decode()
+    assert dead_letter.event.application.number in html
+    assert dead_letter.endpoint.url not in html and "投递记录" not in html
+    client.force_login(staff_with("view_application", "view_delivery"))
+    html = client.get(page).content.decode()
+    assert dead_letter.endpoint.url in html and "投递记录" in html

@@ -81,3 +81,20 @@ def test_catalog_admin_pages_render(operator_client) -> None:
         "/admin/services/category/",
     ):
         assert operator_client.get(page).status_code == 200, page
+
+
+def test_a_service_deleted_in_the_admin_is_audited(operator_client, operator) -> None:
+    from accounts.models import AuditEntry
+
+    service = ServiceFactory(code="to-go")
+    response = operator_client.post(
+        f"/admin/services/service/{service.pk}/delete/", {"post": "yes"}, REMOTE_ADDR="10.0.0.8"
+    )
+    assert response.status_code == 302
+    assert not Service.objects.filter(pk=service.pk).exists()
+    entry = AuditEntry.objects.get(action="admin.service.deleted")
+    assert (entry.actor_id, entry.target_id, entry.ip) == (
+        str(operator.pk),
+        str(service.pk),
+        "10.0.0.8",
+    )
