@@ -15,6 +15,7 @@ the error codes again).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +68,8 @@ PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "code", "error
 
 # The members a problem may carry beyond the six (RFC 9457 extension
 # members): name → (JSON type, meaning). The schema's Problem documents each,
-# so a generated client reads them; a member not listed here is refused when
-# the error is raised.
+# so a generated client reads them; tests/test_platform.py finds every
+# ``extra={...}`` in the code and fails on a member not listed here.
 PROBLEM_EXTENSIONS: dict[str, tuple[str, str]] = {
     "current_status": ("string", "The object's status that refused the change"),
     "application_status": ("string", "The application's status (application_not_payable)"),
@@ -79,14 +80,23 @@ PROBLEM_EXTENSIONS: dict[str, tuple[str, str]] = {
     "reason": ("string", "Why a payment result was refused (payment_result_mismatch)"),
 }
 
+logger = logging.getLogger(__name__)
 
-def _refuse_shadowing(extra: dict[str, Any] | None) -> None:
-    clash = PROBLEM_MEMBERS.intersection(extra or ())
-    if clash:
-        raise ValueError(f"extra problem members {sorted(clash)} would shadow the standard ones")
-    undeclared = set(extra or ()) - PROBLEM_EXTENSIONS.keys()
-    if undeclared:
-        raise ValueError(f"problem members {sorted(undeclared)} are not in PROBLEM_EXTENSIONS")
+
+def _declared(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The extension members the schema documents. Another one (a standard
+    member's name, or one not in PROBLEM_EXTENSIONS) is a mistake in our
+    code: it is logged and left out, and the client still gets its problem
+    rather than a 500."""
+    if not extra:
+        return {}
+    kept = {k: v for k, v in extra.items() if k in PROBLEM_EXTENSIONS}
+    if len(kept) != len(extra):
+        logger.error(
+            "problem members %s left out: not in PROBLEM_EXTENSIONS",
+            sorted(set(extra) - kept.keys()),
+        )
+    return kept
 
 
 class DomainError(Exception):
@@ -102,12 +112,11 @@ class DomainError(Exception):
         extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{error.code}: {detail or error.title}")
-        _refuse_shadowing(extra)
         self.error = error
         self.detail = detail
         self.errors = errors or {}
         self.headers = headers or {}
-        self.extra = extra or {}
+        self.extra = _declared(extra)
 
     @property
     def code(self) -> str:
@@ -254,7 +263,6 @@ def problem_body(
     errors: dict[str, list[str]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    _refuse_shadowing(extra)
     body: dict[str, Any] = {
         "type": f"/api/problems/{error.code}",
         "title": str(error.title),
@@ -263,8 +271,7 @@ def problem_body(
         "code": error.code,
         "errors": errors or {},
     }
-    if extra:
-        body.update(extra)
+    body.update(_declared(extra))
     return body
 
 
