@@ -44,8 +44,9 @@ RABBITMQ = "amqp://guest:guest@127.0.0.1:5672"
 # --- The broker follows the environment ---------------------------------------------------
 
 
-def broker_settings(tmp_path: Path, **env: str) -> dict:
-    """The Celery and cache settings a server started with ``env`` would have."""
+def broker_settings(tmp_path: Path, *, refused: bool = False, **env: str) -> dict:
+    """The Celery and cache settings a server started with ``env`` would have
+    (or, ``refused``, the error it stops with)."""
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -65,6 +66,9 @@ def broker_settings(tmp_path: Path, **env: str) -> dict:
         text=True,
         timeout=60,
     )
+    if refused:
+        assert result.returncode != 0, result.stdout
+        return {"error": result.stderr.strip().splitlines()[-1]}
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -102,6 +106,14 @@ def test_the_broker_url_may_come_from_a_file(tmp_path) -> None:
     seen = broker_settings(tmp_path, CELERY_BROKER_URL_FILE=str(secret))
     assert seen["broker"] == "amqp://mcs:from-a-file@rabbit.internal:5672/mcs"
     assert (seen["results"], seen["cache"]) == (None, "LocMemCache")
+
+
+@pytest.mark.parametrize(
+    "url", ["sentinel://10.0.0.5:26379", "sqs://", "redis+sentinel://x", "memory://"]
+)
+def test_a_broker_nothing_here_configures_is_refused_at_start(tmp_path, url) -> None:
+    seen = broker_settings(tmp_path, refused=True, CELERY_BROKER_URL=url)
+    assert "ImproperlyConfigured" in seen["error"] and "is not supported" in seen["error"]
 
 
 # --- make run listens on IPv6 as well -------------------------------------------------------

@@ -264,7 +264,7 @@ elif _broker_scheme == "filesystem":
         "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
-else:
+elif _broker_scheme in ("amqp", "amqps", "pyamqp"):
     # RabbitMQ hands a worker's unacknowledged messages to another when its
     # connection dies, and has no visibility timeout. A task with a countdown
     # is held unacknowledged by a worker until it has run, so the server's
@@ -273,8 +273,13 @@ else:
     # A write that RabbitMQ does not take within 5 s (a memory or disk alarm
     # blocks publishers) fails instead of holding a web request: a wake or a
     # nudge is only a shortcut, the sweeper sends what it would have.
-    CELERY_BROKER_TRANSPORT_OPTIONS = (
-        {"write_timeout": 5} if _broker_scheme in ("amqp", "amqps", "pyamqp") else {}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"write_timeout": 5}
+else:
+    # Another transport (Redis Sentinel, SQS, ...) needs options of its own
+    # that nothing here sets or tests: refused rather than run half-configured.
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_URL: {_broker_scheme}:// is not supported; "
+        "use amqp:// or amqps:// (RabbitMQ) or redis:// or rediss:// (Redis)"
     )
 # The longest countdown a task may be given; longer waits go through the
 # database (next_attempt_at) and the periodic sweeper.
