@@ -381,7 +381,7 @@ class Story:
         hint = "run `make seed` (seed_demo writes them on a laptop, DEBUG=1)"
         try:
             keys = json.loads(self.keys_file.read_text(encoding="utf-8"))["keys"]
-        except (FileNotFoundError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StepFailed(f"no demo keys in {self.shown(self.keys_file)}: {hint}") from exc
         for entry in keys:
             if entry.get("scope") == scope:
@@ -429,12 +429,13 @@ def verify_offline(text: str, keys: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(out: TextIO = sys.stdout) -> int:
-    base = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")
+    # An empty variable means its default (not the current directory).
+    base = os.environ.get("DEMO_BASE_URL") or "http://127.0.0.1:8000"
     story = Story(
         base=base,
-        sms_file=Path(os.environ.get("SMS_FILE_PATH", ROOT / "var" / "sms-outbox.jsonl")),
-        keys_file=Path(os.environ.get("DEMO_KEYS_FILE", ROOT / "var" / "demo-keys.json")),
-        wait=float(os.environ.get("DEMO_WAIT_SECONDS", "60")),
+        sms_file=Path(os.environ.get("SMS_FILE_PATH") or ROOT / "var" / "sms-outbox.jsonl"),
+        keys_file=Path(os.environ.get("DEMO_KEYS_FILE") or ROOT / "var" / "demo-keys.json"),
+        wait=float(os.environ.get("DEMO_WAIT_SECONDS") or "60"),
     )
     print(f"My Changsha, the whole story, against {base}", file=out, flush=True)
     steps = story.steps()

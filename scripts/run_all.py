@@ -89,12 +89,17 @@ def pump(name: str, stream) -> None:
         sys.stdout.flush()
 
 
-def follow_sms(path: Path, stopping: threading.Event) -> None:
-    """Shows each message the file SMS backend appends, from now on."""
+def follow_sms(
+    path: Path, stopping: threading.Event, started: threading.Event | None = None
+) -> None:
+    """Shows each message the file SMS backend appends, from now on
+    (``started`` is set once "now" is taken)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     status = path.stat()
     position, inode = status.st_size, status.st_ino
+    if started is not None:
+        started.set()
     while not stopping.wait(0.3):
         try:
             status = path.stat()

@@ -259,10 +259,22 @@ def test_every_python_block_compiles() -> None:
 
 
 def refuses(check: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
-    """Whether ``check`` refuses (raises: each snippet has its own kind of error)."""
+    """Whether ``check`` refuses with the error its snippet says it raises
+    (its own ``InvalidEvent`` or ``CodeRefused``, or standardwebhooks'
+    ``WebhookVerificationError``); any other error is a broken snippet and
+    fails the test."""
+    namespace = check.__globals__  # the snippet's module, as load() ran it
+    kinds: list[type[BaseException]] = [
+        namespace[name] for name in ("InvalidEvent", "CodeRefused") if name in namespace
+    ]
+    if "Webhook" in namespace:
+        from standardwebhooks.webhooks import WebhookVerificationError
+
+        kinds.append(WebhookVerificationError)
+    assert kinds, "the snippet names no error of its own"
     try:
         check(*args, **kwargs)
-    except Exception:
+    except tuple(kinds):
         return True
     return False
 

@@ -32,10 +32,12 @@ def shown(tmp_path, capsys):
     path = tmp_path / "var" / "sms.jsonl"
     path.parent.mkdir()
     path.write_text(sms_line("13900139000", "an old message"), encoding="utf-8")
-    stopping = threading.Event()
-    follower = threading.Thread(target=run_all().follow_sms, args=(path, stopping), daemon=True)
+    stopping, started = threading.Event(), threading.Event()
+    follower = threading.Thread(
+        target=run_all().follow_sms, args=(path, stopping, started), daemon=True
+    )
     follower.start()
-    time.sleep(0.5)  # it has taken the file's end
+    assert started.wait(timeout=5)  # it has taken the file's end
     printed: list[str] = []
 
     def output() -> str:
