@@ -40,9 +40,17 @@ def _date(value: str | None) -> dt.date | None:
     if not value:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise ValidationError({"date": ["YYYY-MM-DD"]}) from None
+    # The calendar's first and last days have no bounds in China time: the
+    # first one starts before year 1 in UTC, the last one has no day after.
+    if not dt.date.min < day < dt.date.max:
+        raise ValidationError({"date": [f"{dt.date.min + ONE_DAY} to {dt.date.max - ONE_DAY}"]})
+    return day
+
+
+ONE_DAY = dt.timedelta(days=1)
 
 
 class DeptPaymentListView(DepartmentView):

@@ -209,6 +209,13 @@ def test_the_department_lists_its_orders_with_filters(
     for bad in ({"date": "yesterday"}, {"status": "lost"}, {"channel": "paypal"}):
         response = integrator_api.get("/api/v1/dept/payments/", bad)
         assert response.status_code == 400, bad
+    # The calendar's ends: days without bounds in China time, refused, not a 500.
+    for day in ("0001-01-01", "9999-12-31"):
+        response = integrator_api.get("/api/v1/dept/payments/", {"date": day})
+        assert (response.status_code, response.json()["code"]) == (400, "invalid"), day
+    for day in ("0001-01-02", "9999-12-30"):
+        response = integrator_api.get("/api/v1/dept/payments/", {"date": day})
+        assert (response.status_code, response.json()["results"]) == (200, []), day
     detail = integrator_api.get(f"/api/v1/dept/payments/{paid['order_no']}/").json()
     assert detail["refunds"] == []
 
