@@ -697,11 +697,9 @@ def add_generic_problem_responses(result, generator, request, public):
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
+            # A body's refusals (400, 413, 415) are config.openapi's: they
+            # depend on the view.
             generic: dict[str, str] = {}
-            if method in ("post", "put", "patch"):
-                generic["400"] = "`invalid`, `malformed_request`: " + str(INVALID.title)
-                generic["413"] = "`payload_too_large`: " + str(PAYLOAD_TOO_LARGE.title)
-                generic["415"] = "`unsupported_media_type`: " + str(UNSUPPORTED_MEDIA_TYPE.title)
             if method == "get" and any(
                 p.get("in") == "query" and p.get("name") in ("page", "cursor")
                 for p in operation.get("parameters", [])
@@ -709,7 +707,11 @@ def add_generic_problem_responses(result, generator, request, public):
                 generic["400"] = "`pagination_invalid`: " + str(PAGINATION_INVALID.title)
             security = operation.get("security") or []
             if security and any(item for item in security):
-                generic["401"] = "`not_authenticated`, `authentication_failed`, `token_invalid`"
+                # Every secured route knows department keys; citizens' routes tokens too.
+                codes = ["not_authenticated", "api_key_invalid"]
+                if any("CitizenJWT" in item for item in security):
+                    codes += ["authentication_failed", "token_invalid", "account_inactive"]
+                generic["401"] = ", ".join(f"`{code}`" for code in codes)
             for status, description in generic.items():
                 if status in responses:
                     existing = responses[status].get("description", "")

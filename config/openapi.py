@@ -1,5 +1,5 @@
 """How a view becomes an operation of ``/api/schema/`` (DRF's
-``DEFAULT_SCHEMA_CLASS``): drf-spectacular's inspector, told seven things
+``DEFAULT_SCHEMA_CLASS``): drf-spectacular's inspector, told eight things
 it cannot see on its own.
 
 - A view refused to a credential that authenticates does not list that
@@ -20,6 +20,12 @@ it cannot see on its own.
   ``…image.png…``), as links and generated clients name them.
 - A path that ends in a file extension (``image.png``, ``receipt.svg``)
   answers that media type only, though its view renders several.
+- What a request's body can be refused with: 413 wherever a body can be
+  sent (the middleware counts it before any view); 400 (``invalid``,
+  ``malformed_request``) only where the operation takes a JSON body (a
+  view that reads no body, or the channels' callbacks, never parse one);
+  and 415 only where the view's negotiation refuses a body that is not
+  JSON (the scanners' views read every body as JSON: 400).
 
 Apart from :mod:`config.api` because that module is loaded while DRF reads
 its settings, and this one imports DRF's views.
@@ -30,10 +36,19 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
+from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.plumbing import is_patched_serializer
+from rest_framework.request import Request
 
-from config.errors import ERROR_CODES, PROBLEM_CONTENT_TYPE, THROTTLED
+from config.errors import (
+    ERROR_CODES,
+    INVALID,
+    PAYLOAD_TOO_LARGE,
+    PROBLEM_CONTENT_TYPE,
+    THROTTLED,
+    UNSUPPORTED_MEDIA_TYPE,
+)
 
 PROBLEM_REF = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -113,4 +128,24 @@ class AutoSchema(SpectacularAutoSchema):
                 "description": "Seconds to wait before trying again",
                 "schema": {"type": "integer", "minimum": 0},
             }
+        for status, described in self._body_refusals(operation).items():
+            if status in responses:
+                existing = responses[status].get("description", "")
+                responses[status]["description"] = f"{existing}; {described}".strip("; ")
+            else:
+                responses[status] = {"description": described, "content": PROBLEM_REF}
         return operation
+
+    def _body_refusals(self, operation: dict[str, Any]) -> dict[str, str]:
+        if self.method.lower() not in ("post", "put", "patch"):
+            return {}
+        refusals = {"413": f"`payload_too_large`: {PAYLOAD_TOO_LARGE.title}"}
+        if list(operation.get("requestBody", {}).get("content", {})) != ["application/json"]:
+            return refusals
+        refusals["400"] = f"`invalid`, `malformed_request`: {INVALID.title}"
+        not_json = HttpRequest()
+        not_json.method, not_json.META["CONTENT_TYPE"] = "POST", "text/plain"
+        negotiator = self.view.get_content_negotiator()
+        if negotiator.select_parser(Request(not_json), self.view.get_parsers()) is None:
+            refusals["415"] = f"`unsupported_media_type`: {UNSUPPORTED_MEDIA_TYPE.title}"
+        return refusals
