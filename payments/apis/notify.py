@@ -6,7 +6,9 @@ from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -29,6 +31,21 @@ class NotifyThrottle(FixedWindowThrottle):
         return settings.PAYMENTS_NOTIFY_RATE
 
 
+_WECHAT_REFUSAL = inline_serializer(
+    "ChannelRefusal",
+    {"code": serializers.CharField(help_text="`FAIL`"), "message": serializers.CharField()},
+)
+
+
+def _refused(status: int, description: str) -> dict[tuple[int, str], OpenApiResponse]:
+    """A refusal in the channel's format: Alipay's and UnionPay's ``fail``,
+    WeChat Pay's JSON."""
+    return {
+        (status, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description=description),
+        (status, "application/json"): OpenApiResponse(_WECHAT_REFUSAL),
+    }
+
+
 class NotifyView(APIView):
     """``POST /api/v1/payments/notify/{channel}/``: the channel's server
     calls this; it authenticates by the channel's signature, not by us."""
@@ -49,12 +66,14 @@ class NotifyView(APIView):
         ),
         request={"application/json": {}, "application/x-www-form-urlencoded": {}},
         responses={
-            (200, "text/plain"): OpenApiResponse(description="Acknowledged (Alipay, UnionPay)"),
+            (200, "text/plain"): OpenApiResponse(
+                OpenApiTypes.STR, description="Acknowledged (Alipay `success`, UnionPay `ok`)"
+            ),
             204: OpenApiResponse(description="Acknowledged (WeChat Pay)"),
-            (400, "text/plain"): OpenApiResponse(description="Refused; the channel retries"),
-            (401, "text/plain"): OpenApiResponse(description="Not authentic"),
-            (404, "text/plain"): OpenApiResponse(description="Unknown order or channel"),
-            **problems("throttled"),
+            **_refused(400, "Refused; the channel retries"),
+            **_refused(401, "Not authentic"),
+            **_refused(404, "Unknown order, in the channel's format; unknown channel: `not_found`"),
+            **problems("not_found", "throttled"),
         },
         auth=[],
     )
