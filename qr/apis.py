@@ -167,7 +167,7 @@ class StarCodeView(APIView):
     @extend_schema(
         tags=["star-code"],
         summary="My star-code (a new one on each call)",
-        responses={200: StarCodeSerializer, **problems("account_suspended", "throttled")},
+        responses={200: StarCodeSerializer, **problems("throttled")},
     )
     def get(self, request: CitizenRequest) -> Response:
         issued = star_codes.star_code_issue(user=request.user)
@@ -196,7 +196,7 @@ class StarCodeImageView(APIView):
     @extend_schema(
         tags=["star-code"],
         summary="My star-code as an image (a new code on each call)",
-        responses={**_IMAGE_RESPONSES, **problems("account_suspended", "throttled")},
+        responses={**_IMAGE_RESPONSES, **problems("throttled")},
     )
     def get(self, request: CitizenRequest, fmt: str) -> HttpResponse:
         issued = star_codes.star_code_issue(user=request.user)

@@ -67,7 +67,13 @@ class ServiceFilter(django_filters.FilterSet):
         return selectors.services_matching(queryset, value)
 
 
-@extend_schema_view(get=extend_schema(tags=["catalog"], summary="Find services"))
+@extend_schema_view(
+    get=extend_schema(
+        tags=["catalog"],
+        summary="Find services",
+        responses={200: ServiceSummarySerializer(many=True), **problems("invalid")},
+    )
+)
 class ServiceListView(PublicCatalogView, ListAPIView):
     serializer_class = ServiceSummarySerializer
     filterset_class = ServiceFilter
