@@ -1,0 +1,83 @@
+"""A list in the admin filters by what its filters offer, nothing else: a
+query string that filters on another field (``?phone__startswith=1381``)
+would let the count of matches spell out a value every page masks."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Permission
+from django.db.models.constants import LOOKUP_SEP
+from django.urls import reverse
+
+from accounts.admin_site import ListedLookupsOnly
+from accounts.models import AuditEntry
+from tests.accounts.factories import StaffFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_clerk_cannot_guess_a_masked_phone_from_the_list(client, citizen) -> None:
+    clerk = StaffFactory()
+    clerk.user_permissions.add(*Permission.objects.filter(codename="view_user"))
+    client.force_login(clerk)
+    assert client.get("/admin/accounts/user/").status_code == 200
+    for guess in ("1", citizen.phone[:4], citizen.phone):
+        response = client.get("/admin/accounts/user/", {"phone__startswith": guess})
+        assert response.status_code == 400, guess
+        assert citizen.phone not in response.content.decode()
+    assert client.get("/admin/accounts/user/", {"email__contains": "@"}).status_code == 400
+    assert not AuditEntry.objects.filter(action="user.pii_viewed").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "lookup"),
+    [
+        ("accounts/otpchallenge", "phone__startswith"),
+        ("payments/refund", "reason__contains"),
+        ("payments/notifylog", "body_excerpt__contains"),
+        ("services/endpoint", "url__contains"),
+    ],
+)
+def test_other_lists_refuse_lookups_on_what_they_do_not_filter(operator_client, path, lookup):
+    assert operator_client.get(f"/admin/{path}/").status_code == 200
+    assert operator_client.get(f"/admin/{path}/", {lookup: "1"}).status_code == 400
+
+
+def registered() -> list[tuple[type, admin.ModelAdmin]]:
+    return sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
+
+
+def test_every_list_of_the_site_follows_the_rule() -> None:
+    assert all(isinstance(model_admin, ListedLookupsOnly) for _, model_admin in registered())
+
+
+def test_every_list_still_takes_its_own_filters_and_refuses_the_rest(operator_client) -> None:
+    """For every list: a lookup on each field its filters name is taken; a
+    lookup on a field of the model no filter names is refused."""
+    refused, taken, checked = [], [], 0
+    for model, model_admin in registered():
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        filtered = {
+            (item if isinstance(item, str) else item[0]).split(LOOKUP_SEP)[0]
+            for item in model_admin.list_filter
+            if isinstance(item, str | list | tuple)
+        }
+        if model_admin.date_hierarchy:
+            filtered.add(model_admin.date_hierarchy)
+        for name in sorted(filtered):
+            checked += 1
+            if operator_client.get(url, {f"{name}__isnull": "False"}).status_code != 200:
+                refused.append(f"{url}?{name}__isnull")
+        others = [
+            f.name
+            for f in model._meta.concrete_fields
+            if not f.is_relation and not f.primary_key and f.name not in filtered
+        ]
+        others = [name for name in others if name not in model_admin.lookups_allowed]
+        if others:
+            checked += 1
+            if operator_client.get(url, {f"{others[0]}__isnull": "False"}).status_code != 400:
+                taken.append(f"{url}?{others[0]}__isnull")
+    assert (refused, taken) == ([], [])
+    assert checked > 40
