@@ -525,11 +525,16 @@ def _release_next(finished: list[Delivery]) -> None:
 
 
 def _reference(body: str) -> str:
+    """The department's ``reference`` from its answer, as text a database
+    column holds: no NUL, no lone surrogate (valid JSON may carry both)."""
     try:
         reference = json.loads(body).get("reference")
     except (ValueError, AttributeError, RecursionError):
         return ""
-    return str(reference).replace("\x00", "")[:100] if reference else ""
+    if not reference:
+        return ""
+    text = str(reference).encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "")[:100]
 
 
 def delivery_replay(

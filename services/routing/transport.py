@@ -18,8 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -236,6 +238,88 @@ class SendResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+# The end of the POST under way in this thread (time.monotonic()), which
+# every read and write of its connection honours: httpx's timeout is per
+# operation, so a peer trickling its answer a byte at a time would never hit
+# it. A try's whole exchange ends at its deadline, as the lease counts.
+_deadline = threading.local()
+
+
+def _time_left(timeout: float | None, timed_out: type[Exception]) -> float | None:
+    until = getattr(_deadline, "at", None)
+    if until is None:
+        return timeout
+    left = until - time.monotonic()
+    if left <= 0:
+        raise timed_out("the delivery's time is up")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._backend.connect_tcp(host, port, left, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("events go over TCP only")
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport over a pool whose connections keep each POST's
+    deadline (the pool is httpcore's own, given our network backend)."""
+
+    def __init__(self, *, limits: httpx.Limits, socket_options: list[Any]) -> None:
+        super().__init__(limits=limits, socket_options=socket_options)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            socket_options=socket_options,
+            network_backend=_DeadlineBackend(),
+        )
+
+
 _clients: dict[tuple[str, str, int], httpx.Client] = {}
 _clients_lock = threading.Lock()  # a batch's sender threads ask at once
 _MAX_CLIENTS = 256
@@ -263,7 +347,7 @@ def _http(scheme: str, host: str, port: int) -> httpx.Client:
             headers={"User-Agent": USER_AGENT},
             # Headers and body leave as separate writes: without TCP_NODELAY
             # the body waits for the peer's delayed ACK (40 ms on Linux).
-            transport=httpx.HTTPTransport(
+            transport=_DeadlineTransport(
                 # As many kept-alive connections as a batch sends at once.
                 limits=httpx.Limits(
                     max_connections=max(20, settings.ROUTING_SEND_CONCURRENCY),
@@ -314,6 +398,7 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
     if parts.port is not None:
         host_header = f"{host_header}:{parts.port}"
     deadline = started + timeout
+    _deadline.at = deadline
     try:
         with _http(scheme, host, port).stream(
             "POST",
@@ -351,3 +436,5 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
     except Exception as exc:  # the contract above: a failure to record, not to raise
         logger.exception("delivery to %s failed unexpectedly", host)
         return SendResult(None, "", elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
+    finally:
+        _deadline.at = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 
@@ -142,6 +144,8 @@ def test_a_reference_is_read_safely() -> None:
     assert deliveries._reference("[" * 100_000) == ""
     assert deliveries._reference("not json") == ""
     assert deliveries._reference('["list"]') == ""
+    assert deliveries._reference('{"reference": "ok\\ud800"}') == "ok?"  # a lone surrogate
+    assert deliveries._reference('{"reference": "\\udfff"}') == "?"
 
 
 @pytest.mark.django_db
@@ -164,3 +168,76 @@ def test_nul_bytes_in_a_department_answer_are_recorded_safely(
     assert delivery.status == "succeeded"
     assert "\x00" not in delivery.attempts.get().response_body
     assert Application.objects.get(pk=body["id"]).department_reference == "R-1"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body", [b'{"reference": "\\ud800"}', b'{"reference": "HR\\udfff-2"}'])
+def test_a_lone_surrogate_in_the_reference_is_recorded_like_any_answer(
+    hook, apply, department_server, body
+) -> None:
+    """Valid JSON, not valid text for the database: once failed the whole
+    record, so the delivery was sent again and again and never counted."""
+    from services.models import Application, Delivery
+
+    department_server.answer(Answer(200, body))
+    apply()
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempt_count) == ("succeeded", 1)
+    assert len(department_server.received) == 1
+    application = Application.objects.get()
+    assert application.status == "routed" and application.department_reference.endswith(
+        ("?", "?-2")
+    )
+
+
+def _trickling_server(stop: threading.Event, status_line: bytes, then: bytes) -> int:
+    """A server that answers with ``status_line``, then ``then`` one byte
+    every 0.2 s for as long as the client listens."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def run() -> None:
+        connection, _ = server.accept()
+        with connection, server:
+            connection.recv(65536)
+            connection.sendall(status_line)
+            for byte in then * 1000:
+                if stop.wait(0.2):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=run, daemon=True).start()
+    return server.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("status_line", "then"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X"),  # headers that never end
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"{"),  # a body, slowly
+    ],
+    ids=["headers", "body"],
+)
+def test_a_peer_that_trickles_its_answer_is_cut_off_at_the_timeout(
+    settings, status_line, then
+) -> None:
+    """httpx's timeout is per read: a byte every 0.2 s never trips it. The
+    whole exchange ends at the try's deadline, so a sender thread is never
+    held past what the delivery's lease counts on."""
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = True
+    stop = threading.Event()
+    port = _trickling_server(stop, status_line, then)
+    started = time.monotonic()
+    try:
+        result = transport.webhook_post(
+            f"http://127.0.0.1:{port}/events", body="{}", headers={}, timeout=1.0
+        )
+    finally:
+        stop.set()
+    took = time.monotonic() - started
+    assert (result.status_code, result.error) == (None, "响应超时")
+    assert took < deliveries.slowest_post_seconds(1.0), took
