@@ -54,14 +54,18 @@ def endpoint_create(
     """Register a department system's URL; returns it with its new secret
     (``whsec_...``), which is shown this once."""
     secret = transport.secret_generate()
+    checked = _checked_url(url)
     with transaction.atomic():
+        held = _hold_on(department.pk, checked)
         endpoint = Endpoint.objects.create(
             department=department,
-            url=_checked_url(url),
+            url=checked,
             events=list(dict.fromkeys(events)),
             description=description,
             is_active=is_active,
             secret=secret,
+            held_at=held.held_at if held else None,
+            hold_reason=held.hold_reason if held else "",
         )
         audit_record(
             actor=actor,
@@ -90,6 +94,10 @@ def endpoint_update(
         # Locked and saved field by field: a concurrent secret rotation,
         # pause or 410 must not be written back over by this change.
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if "url" in changes and endpoint.held_at is None:
+            held = _hold_on(endpoint.department_id, changes["url"])
+            if held is not None:
+                changes["held_at"], changes["hold_reason"] = held.held_at, held.hold_reason
         resume = False
         if "is_active" in values:
             changes["is_active"] = values["is_active"]
@@ -103,7 +111,11 @@ def endpoint_update(
             actor=actor,
             action="endpoint.updated",
             target=endpoint,
-            data={k: v for k, v in changes.items() if k != "disabled_reason"},
+            data={
+                k: v
+                for k, v in changes.items()
+                if k not in ("disabled_reason", "held_at", "hold_reason")
+            },
             ip=ip,
         )
         if resume:
@@ -168,6 +180,18 @@ def endpoint_ping(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) ->
 
 
 # --- An operator's hold ------------------------------------------------------------------------
+# A hold is on the department's URL: an endpoint registered again (or moved)
+# to a URL the department has held, deleted or not, is held as well, so
+# removing and re-registering an endpoint does not lift an operator's hold.
+
+
+def _hold_on(department_id: Any, url: str) -> Endpoint | None:
+    """The department's held endpoint at ``url`` (stored form), if any."""
+    return (
+        Endpoint.objects.filter(department_id=department_id, url=url, held_at__isnull=False)
+        .order_by("-held_at")
+        .first()
+    )
 
 
 def endpoint_hold(
@@ -211,6 +235,13 @@ def endpoint_resume(*, endpoint: Endpoint, actor: User, ip: str | None = None) -
         if lifted["hold"]:
             endpoint.held_at, endpoint.hold_reason = None, ""
             endpoint.save(update_fields=["held_at", "hold_reason"])
+            # Removed endpoints at the same URL would pass the hold on again.
+            Endpoint.objects.filter(
+                department_id=endpoint.department_id,
+                url=endpoint.url,
+                deleted_at__isnull=False,
+                held_at__isnull=False,
+            ).update(held_at=None, hold_reason="")
         audit_record(
             actor=actor,
             action="endpoint.resumed",

@@ -229,3 +229,51 @@ def test_staff_who_may_not_read_deliveries_do_not_see_where_events_go(client, de
     client.force_login(staff_with("view_application", "view_delivery"))
     html = client.get(page).content.decode()
     assert dead_letter.endpoint.url in html and "投递记录" in html
+
+
+def test_removing_and_registering_the_url_again_keeps_the_hold(
+    operator_client,
+    hook,
+    apply,
+    integrator_api,
+    department_server,
+    django_capture_on_commit_callbacks,
+) -> None:
+    """A hold is on the department's URL: deleting the held endpoint and
+    registering the same URL again (or a second endpoint at it, or moving
+    another endpoint to it) comes back held, until an operator resumes."""
+    assert operator_client.post(endpoint_url(hook, "hold")).status_code == 302
+    assert integrator_api.delete(f"/api/v1/dept/endpoints/{hook.pk}/").status_code == 204
+    again = integrator_api.post(
+        "/api/v1/dept/endpoints/",
+        {"url": hook.url, "events": ["application.submitted"]},
+        format="json",
+    ).json()
+    assert again["state"] == "held" and again["hold_reason"]
+    other = integrator_api.post(
+        "/api/v1/dept/endpoints/",
+        {"url": department_server.url("/elsewhere"), "events": ["application.submitted"]},
+        format="json",
+    ).json()
+    assert other["state"] == "active"
+    moved = integrator_api.patch(
+        f"/api/v1/dept/endpoints/{other['id']}/", {"url": hook.url}, format="json"
+    ).json()
+    assert moved["state"] == "held"
+
+    apply()
+    assert department_server.received == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operator_client.post(endpoint_url(Endpoint.objects.get(pk=again["id"]), "resume"))
+    assert [r.payload["type"] for r in department_server.received] == ["application.submitted"]
+    # The resumed URL stays resumed, though the moved endpoint there is
+    # still held (each is resumed on its own page) and passes its hold on.
+    third = integrator_api.post(
+        "/api/v1/dept/endpoints/",
+        {"url": hook.url, "events": ["application.cancelled"]},
+        format="json",
+    ).json()
+    assert third["state"] == "held"
+    assert Endpoint.objects.get(pk=hook.pk).held_at is None
+    assert Endpoint.objects.get(pk=moved["id"]).held_at is not None  # resumed one by one
