@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -109,9 +110,21 @@ class RefundForm(forms.Form):
     reason = forms.CharField(label=_("退款原因"), max_length=200)
 
 
+# The calendar's first and last days have no bounds in China time (the first
+# starts before year 1 in UTC, the last has no day after).
+CALENDAR = [
+    MinValueValidator(dt.date.min + dt.timedelta(days=1)),
+    MaxValueValidator(dt.date.max - dt.timedelta(days=1)),
+]
+
+
 class SettlementForm(forms.Form):
-    date_from = forms.DateField(label=_("起始日期"), widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(label=_("截止日期"), widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(
+        label=_("起始日期"), widget=forms.DateInput(attrs={"type": "date"}), validators=CALENDAR
+    )
+    date_to = forms.DateField(
+        label=_("截止日期"), widget=forms.DateInput(attrs={"type": "date"}), validators=CALENDAR
+    )
     department = forms.ModelChoiceField(
         label=_("收款部门"),
         queryset=Department.objects.order_by("code"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -83,12 +84,23 @@ class RevocationsSerializer(serializers.Serializer):
     until = serializers.DateTimeField(help_text="Pass as `since` next time")
 
 
+class ScanTimeField(serializers.DateTimeField):
+    """A date-time as DRF reads it, where a time at the calendar's ends (a
+    naive ``0001-01-01`` made aware overflows) is invalid input, not a 500."""
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        try:
+            return super().to_internal_value(value)
+        except OverflowError:
+            self.fail("invalid", format="an ISO 8601 date-time")
+
+
 class OfflineScanSerializer(serializers.Serializer):
     event_id = serializers.CharField(
         max_length=64, help_text="The terminal's own id for this scan (unique per key)"
     )
     code = StrictCharField(max_length=MAX_LENGTH * 2, help_text=_CODE_HELP)
-    scanned_at = serializers.DateTimeField()
+    scanned_at = ScanTimeField()
     valid = serializers.BooleanField(help_text="The terminal's verdict")
     reason = serializers.ChoiceField(
         choices=[r.value for r in Reason],

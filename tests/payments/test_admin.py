@@ -401,6 +401,13 @@ def test_a_backwards_range_is_refused_on_the_form(operator_client) -> None:
     assert "起始日期不能晚于截止日期" in response.content.decode()
 
 
+@pytest.mark.parametrize("date", ["0001-01-01", "9999-12-31"])
+def test_the_calendars_first_and_last_days_are_refused_on_the_form(operator_client, date) -> None:
+    response = operator_client.get(SETTLEMENT, {"date_from": date, "date_to": date})
+    assert response.status_code == 200 and response.context["rows"] == []
+    assert response.context["form"].errors.keys() == {"date_from", "date_to"}
+
+
 def test_the_settlement_needs_the_ledger_view_permission(client) -> None:
     client.force_login(staff_with("view_paymentorder"))
     assert client.get(SETTLEMENT).status_code == 403

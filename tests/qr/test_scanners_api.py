@@ -184,6 +184,9 @@ def test_an_upload_cannot_write_into_a_citizens_history(citizen, scanner_api):
         {"reason": "nonsense", "valid": False},
         {"scanned_at": "2999-01-01T00:00:00+08:00"},
         {"scanned_at": "2001-01-01T00:00:00+08:00"},
+        {"scanned_at": "0001-01-01"},  # naive, at the calendar's start: made aware, overflows
+        {"scanned_at": "9999-12-31T23:59:59"},
+        {"scanned_at": "0001-01-01T00:00:00+14:00"},
         {"event_id": "x" * 65},
     ],
 )
