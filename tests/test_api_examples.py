@@ -31,6 +31,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -211,9 +212,34 @@ def test_a_wrong_example_is_caught(schema) -> None:
 # --- The story the examples come from -------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Call:
+    """A request the story made, to make again (with other credentials, another body)."""
+
+    method: str
+    path: str
+    client: APIClient
+    body: Any = None
+    query: dict[str, Any] | None = None
+    raw: tuple[str, bytes] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one request of the story was answered."""
+
+    operation: str
+    status: int
+    content_type: str
+    value: Any
+    content: bytes
+
+
 class Story:
     """Calls the API through Django's test client and keeps, per operation
-    and status, the first request and answer (or the one marked ``example``)."""
+    and status, the first request and answer (or the one marked ``example``);
+    besides, every answer in the order given, and per operation the last
+    call that succeeded."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.routes = [
@@ -221,6 +247,8 @@ class Story:
             for method, path, op in operations(schema)
         ]
         self.told: dict[str, dict[str, Any]] = {}
+        self.answers: list[Answer] = []
+        self.succeeded: dict[str, Call] = {}
         self.started = timezone.now()
         self.server_url = ""
 
@@ -247,7 +275,9 @@ class Story:
         if raw is not None:
             content_type, data = raw
             response = client.generic(method.upper(), path, data, content_type, **headers)
-            sent = json.loads(data) if content_type in JSON_TYPES else None
+            # A body the API took is JSON; one it refused may not be.
+            took = content_type in JSON_TYPES and response.status_code < 300
+            sent = json.loads(data) if took else None
         elif body is not None:
             response = getattr(client, method)(path, body, format="json", **headers)
             sent = body
@@ -258,6 +288,9 @@ class Story:
         op = self.operation_id(method, path.split("?")[0])
         content_type = response.get("Content-Type", "").split(";")[0]
         value = json.loads(response.content) if content_type in JSON_TYPES else None
+        self.answers.append(Answer(op, response.status_code, content_type, value, response.content))
+        if 200 <= response.status_code < 300:
+            self.succeeded[op] = Call(method, path, client, body, query, raw)
         told = self.told.setdefault(op, {"responses": {}})
         status = str(response.status_code)
         if example or status not in told["responses"]:
