@@ -59,3 +59,16 @@ def mask_text(text: str) -> str:
         text,
     )
     return _NAME.sub(lambda m: m["key"] + mask_name(m["name"]), text)
+
+
+def mask_url_query(url: str) -> str:
+    """``https://hr.example.cn/hook?token=abc&v=2`` →
+    ``https://hr.example.cn/hook?token=***&v=***``: where a URL is shown to
+    anyone but its owner (the admin, the audit trail, messages), a secret
+    some systems carry in the query string is not. Scheme, host and path
+    stay; so do the parameters' names."""
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url
+    shown = "&".join(f"{part.partition('=')[0]}=***" if part else "" for part in query.split("&"))
+    return f"{base}?{shown}"

@@ -335,7 +335,7 @@ class ApplicationAdmin(ReadOnlyAdmin):
                 (
                     reverse("admin:services_delivery_change", args=[delivery.pk]),
                     delivery.event.type,
-                    delivery.endpoint.url,
+                    delivery.endpoint.url_shown,
                     statuses.get(delivery.status, delivery.status),
                 )
                 for delivery in sent
@@ -368,7 +368,7 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
     department's own switch stays the department's."""
 
     list_display = (
-        "url",
+        "url_display",
         "department",
         "state_display",
         "consecutive_failures",
@@ -380,7 +380,7 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
     list_select_related = ("department",)
     fields = (
         "department",
-        "url",
+        "url_display",
         "description",
         "events",
         "is_active",
@@ -409,6 +409,10 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
 
     def has_manage_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("services.change_endpoint")
+
+    @admin.display(description=_("回调地址"), ordering="url")
+    def url_display(self, endpoint: Endpoint) -> str:
+        return endpoint.url_shown
 
     @admin.display(description=_("状态"))
     def state_display(self, endpoint: Endpoint) -> str:
@@ -710,7 +714,7 @@ def _deliveries_panel(periods: dashboard.Periods) -> dashboard.Panel:
         change = reverse("admin:services_endpoint_change", args=[endpoint.pk])
         rows.append(
             [
-                dashboard.Cell(f"{endpoint.department.name} · {endpoint.url}", change),
+                dashboard.Cell(f"{endpoint.department.name} · {endpoint.url_shown}", change),
                 dashboard.Cell(
                     str(ENDPOINT_STATES[endpoint.state]),
                     tone="" if endpoint.state == "active" else "bad",

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.fields import EncryptedJSONField, EncryptedTextField
 from accounts.models import Department, IdentityLevel
 from config.ids import uuid7
+from config.masking import mask_url_query
 
 
 class Channel(models.TextChoices):
@@ -253,7 +254,12 @@ class Endpoint(models.Model):
         ordering = ["department", "created_at"]
 
     def __str__(self) -> str:
-        return f"{self.department.code}: {self.url}"
+        return f"{self.department.code}: {self.url_shown}"
+
+    @property
+    def url_shown(self) -> str:
+        """The URL as anyone but its department sees it (query values masked)."""
+        return mask_url_query(self.url)
 
     @property
     def state(self) -> str:
@@ -373,7 +379,7 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event.type} → {self.endpoint.url}"
+        return f"{self.event.type} → {self.endpoint.url_shown}"
 
 
 class DeliveryAttempt(models.Model):

@@ -24,6 +24,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.audit import audit_record
 from accounts.inbox import message_post
 from accounts.models import ApiKey, Department, User
+from config.masking import mask_url_query
 from services.errors import ENDPOINT_URL_INVALID, ENDPOINT_URL_NOT_ALLOWED, ServicesError
 from services.models import Delivery, DeliveryStatus, Endpoint
 from services.routing import events, outbox, transport
@@ -71,7 +72,7 @@ def endpoint_create(
             actor=actor,
             action="endpoint.created",
             target=endpoint,
-            data={"url": url, "events": events},
+            data={"url": mask_url_query(checked), "events": events},
             ip=ip,
         )
     return endpoint, secret
@@ -112,7 +113,7 @@ def endpoint_update(
             action="endpoint.updated",
             target=endpoint,
             data={
-                k: v
+                k: mask_url_query(v) if k == "url" else v
                 for k, v in changes.items()
                 if k not in ("disabled_reason", "held_at", "hold_reason")
             },
@@ -332,7 +333,7 @@ def _tell_department(
             kind=action,
             title=title,
             body=body,
-            params={"url": endpoint.url},
+            params={"url": endpoint.url_shown},
             data={"endpoint": str(endpoint.id)},
         )
 

@@ -277,3 +277,43 @@ def test_removing_and_registering_the_url_again_keeps_the_hold(
     assert third["state"] == "held"
     assert Endpoint.objects.get(pk=hook.pk).held_at is None
     assert Endpoint.objects.get(pk=moved["id"]).held_at is not None  # resumed one by one
+
+
+def test_a_secret_in_an_endpoint_urls_query_is_never_shown_whole(
+    operator_client, department, department_server, apply, integrator_api
+) -> None:
+    """Some systems take a token in the query string; the department sees
+    its URL whole, nobody else does: not the admin's pages, the dashboard,
+    the audit trail or the staff's messages."""
+    from accounts.models import Message
+    from config.masking import mask_url_query
+
+    clerk = StaffFactory(department=department)  # told of the hold in the inbox
+    url = department_server.url("/events?token=s3cr3t-t0ken&v=2")
+    created = integrator_api.post(
+        "/api/v1/dept/endpoints/", {"url": url, "events": ["application.submitted"]}, format="json"
+    )
+    assert created.status_code == 201 and created.json()["url"] == url  # its own, whole
+    endpoint = Endpoint.objects.get(pk=created.json()["id"])
+    assert endpoint.url_shown == mask_url_query(url) == url.split("?")[0] + "?token=***&v=***"
+    apply()
+    delivery = Delivery.objects.get()
+    assert operator_client.post(endpoint_url(endpoint, "hold")).status_code == 302
+    pages = [
+        "/admin/",
+        "/admin/services/endpoint/",
+        endpoint_url(endpoint),
+        "/admin/services/delivery/",
+        delivery_page(delivery),
+        f"/admin/services/application/{delivery.event.application_id}/change/",
+        "/admin/accounts/auditentry/",
+    ]
+    for page in pages:
+        html = operator_client.get(page).content.decode()
+        at = html.find("s3cr3t-t0ken")
+        assert at < 0, (page, html[max(0, at - 300) : at + 50])
+    assert "token=***" in operator_client.get(endpoint_url(endpoint)).content.decode()
+    for entry in AuditEntry.objects.filter(target_id=str(endpoint.pk)):
+        assert "s3cr3t-t0ken" not in str(entry.data), entry.action
+    told = Message.objects.get(user=clerk, kind="endpoint.held")
+    assert "token=***" in str(told.body) and "s3cr3t-t0ken" not in str([told.body, told.data])
