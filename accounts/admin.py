@@ -31,6 +31,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import api_keys, audit, citizens, idnumber, pii, privileges, token_facts
@@ -607,12 +609,24 @@ class OutstandingTokenAdmin(ReadOnlyAdmin):
     """Refresh tokens by id and fingerprint only: a token value would let
     whoever reads it act as the citizen."""
 
-    list_display = ("jti", "user", "created_at", "expires_at", "revoked")
+    list_display = ("jti", "holder", "issued_at", "expires", "revoked")
     search_fields = ("=jti", "=user__id")
     list_select_related = ("user",)
-    fields = ("jti", "user", "fingerprint", "created_at", "expires_at")
+    fields = ("jti", "holder", "fingerprint", "issued_at", "expires")
     readonly_fields = fields
     ordering = ("-created_at",)
+
+    @admin.display(description=_("用户"), ordering="user")
+    def holder(self, token: OutstandingToken) -> str:
+        return str(token.user) if token.user else "-"
+
+    @admin.display(description=_("签发时间"), ordering="created_at")
+    def issued_at(self, token: OutstandingToken) -> Any:
+        return token.created_at
+
+    @admin.display(description=_("过期时间"), ordering="expires_at")
+    def expires(self, token: OutstandingToken) -> Any:
+        return token.expires_at
 
     @admin.display(description=_("指纹"))
     def fingerprint(self, token: OutstandingToken) -> str:
@@ -628,12 +642,16 @@ class OutstandingTokenAdmin(ReadOnlyAdmin):
 
 @admin.register(BlacklistedToken)
 class BlacklistedTokenAdmin(ReadOnlyAdmin):
-    list_display = ("token_jti", "token_user", "blacklisted_at")
+    list_display = ("token_jti", "token_user", "revoked_at")
     search_fields = ("=token__jti", "=token__user__id")
     list_select_related = ("token__user",)
-    fields = ("token_jti", "token_user", "blacklisted_at")
+    fields = ("token_jti", "token_user", "revoked_at")
     readonly_fields = fields
     ordering = ("-blacklisted_at",)
+
+    @admin.display(description=_("注销时间"), ordering="blacklisted_at")
+    def revoked_at(self, entry: BlacklistedToken) -> Any:
+        return entry.blacklisted_at
 
     @admin.display(description="jti")
     def token_jti(self, entry: BlacklistedToken) -> str:
@@ -655,16 +673,77 @@ class LockoutRecord(AuditedModelAdmin):
         return False
 
 
+class AttemptRecord(LockoutRecord):
+    @admin.display(description=_("状态"))
+    def status(self, obj: AccessAttempt) -> str:
+        return str(AccessAttemptAdmin.status(self, obj))
+
+
 class LoginLogRecord(LockoutRecord):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 for _model, _library_admin, _ours in (
-    (AccessAttempt, AccessAttemptAdmin, LockoutRecord),
+    (AccessAttempt, AccessAttemptAdmin, AttemptRecord),
     (AccessLog, AccessLogAdmin, LoginLogRecord),
     (AccessFailureLog, AccessFailureLogAdmin, LoginLogRecord),
 ):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
         admin.site.register(_model, type(_library_admin.__name__, (_ours, _library_admin), {}))
+
+
+# --- Periodic tasks (django-celery-beat) ---------------------------------------------------------
+# The library's pages with Chinese labels where its own are not translatable.
+
+
+class PeriodicTaskRecord(PeriodicTaskAdmin):
+    list_display = (
+        "name",
+        "enabled",
+        "schedule",
+        "interval",
+        "start_time",
+        "last_run_at",
+        "one_off",
+    )
+    list_filter = ["enabled", "one_off", "start_time", "last_run_at"]
+
+    @admin.display(description=_("调度"))
+    def schedule(self, task: PeriodicTask) -> str:
+        return str(task.scheduler)
+
+    @admin.display(description=_("Crontab 说明"))
+    def crontab_translation(self, task: PeriodicTask) -> str:
+        return str(super().crontab_translation(task))
+
+    def get_form(self, request: Any, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        if "task" in form.base_fields:
+            form.base_fields["task"].label = _("任务名称")
+        return form
+
+
+class CrontabRecord(CrontabScheduleAdmin):
+    list_display = ("__str__", "readable")
+    fields = (
+        "readable",
+        "minute",
+        "hour",
+        "day_of_month",
+        "month_of_year",
+        "day_of_week",
+        "timezone",
+    )
+    readonly_fields = ("readable",)
+
+    @admin.display(description=_("可读形式"))
+    def readable(self, crontab: CrontabSchedule) -> str:
+        return str(crontab.human_readable)
+
+
+for _model, _ours in ((PeriodicTask, PeriodicTaskRecord), (CrontabSchedule, CrontabRecord)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _ours)

@@ -63,10 +63,10 @@ class ListedLookupsOnly(admin.ModelAdmin):
     (what a page's links filter on); anything else is refused as Django
     refuses a lookup it does not allow (400)."""
 
-    lookups_allowed: tuple[str, ...] = ()
-
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
-        roots = {"pk", self.model._meta.pk.name, *self.lookups_allowed}
+        # Read from the admin itself: this class comes first in the MRO of
+        # every registered admin, so a default here would hide the admin's own.
+        roots = {"pk", self.model._meta.pk.name, *getattr(self, "lookups_allowed", ())}
         if self.date_hierarchy:
             roots.add(self.date_hierarchy.split(LOOKUP_SEP)[0])
         for item in self.get_list_filter(request) if request is not None else self.list_filter:

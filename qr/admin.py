@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
@@ -61,7 +62,10 @@ class SigningKeyAdmin(ReadOnlyAdmin):
         self.message_user(
             request,
             _("新密钥 %(kid)s 已发布，将于 %(at)s 开始签发")
-            % {"kid": key.kid, "at": key.activates_at.isoformat(timespec="seconds")},
+            % {
+                "kid": key.kid,
+                "at": timezone.localtime(key.activates_at).isoformat(timespec="seconds"),
+            },
             level=messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:qr_signingkey_changelist"))

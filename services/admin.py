@@ -513,6 +513,7 @@ class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
         "next_attempt_at",
     )
     list_filter = ("status", "event__type", "endpoint__department")
+    lookups_allowed = ("created_at",)  # the dashboard's week of deliveries
     search_fields = ("=event__id", "endpoint__url", "event__application__number")
     list_select_related = ("event", "endpoint__department")
     fields = ("application_link", *selectors.DELIVERY_FIELDS)
@@ -549,15 +550,22 @@ class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
 
     @admin.action(description=_("重新投递（死信重放）"), permissions=["replay"])
     def replay(self, request: StaffRequest, queryset: QuerySet[Delivery]) -> None:
-        replayed = 0
+        replayed, refused = 0, []
         ip = client_ip(request)
-        for delivery in queryset:
+        for delivery in queryset.select_related("event"):
             try:
                 deliveries.delivery_replay(delivery=delivery, actor=request.user, ip=ip)
                 replayed += 1
-            except ServicesError:
-                continue
+            except ServicesError as exc:
+                refused.append(f"{delivery.event.type} #{str(delivery.pk)[-8:]}: {exc.code}")
         self.message_user(request, _("已重新投递 %(n)s 条") % {"n": replayed})
+        if refused:
+            self.message_user(
+                request,
+                _("%(n)s 条未重新投递（正在投递或已取消）：%(which)s")
+                % {"n": len(refused), "which": "；".join(refused[:20])},
+                level=messages.WARNING,
+            )
 
 
 # --- The dashboard's panels ------------------------------------------------------------------

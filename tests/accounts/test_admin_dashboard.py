@@ -372,3 +372,20 @@ def test_the_dashboard_costs_the_same_queries_however_much_data(
     seed(30)
     with django_assert_max_num_queries(len(small.captured_queries)):
         page(operator_client)
+
+
+def test_every_link_of_the_dashboard_opens(operator_client, world) -> None:
+    """Each figure, bar and row links to a list that takes its filter (a
+    list refuses lookups it does not offer: a link must use one it does)."""
+    links = sorted(
+        {
+            unescape(href)
+            for href in re.findall(r'href="(/admin/[^"]+)"', page(operator_client))
+            if "?" in href
+        }
+    )
+    assert len(links) > 15
+    refused = [
+        (url, status) for url in links if (status := operator_client.get(url).status_code) != 200
+    ]
+    assert refused == []
