@@ -1,8 +1,14 @@
-"""``/``: where a person who opens the server in a browser starts."""
+"""``/``: where a person who opens the server in a browser starts; and the
+rule for the pages such a person reads (the landing page, the API docs):
+nothing is loaded from another host."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
@@ -12,3 +18,35 @@ from django.views.decorators.http import require_safe
 def landing(request: HttpRequest) -> HttpResponse:
     """Links to the API docs, the error codes, the admin and the probes."""
     return render(request, "site/landing.html", {"admin_url": reverse("admin:index")})
+
+
+# Everything from this server; inline scripts and styles (Swagger UI's
+# settings, ReDoc's styles) and blob workers (ReDoc) allowed, and data: images
+# (both UIs' icons). A library's bundle that names another host (ReDoc's
+# footer logo) is then refused by the browser itself, before any request.
+SAME_ORIGIN_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' blob:",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "worker-src 'self' blob:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "frame-ancestors 'self'",
+    ]
+)
+
+
+def same_origin_only(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """``view``'s pages tell the browser to load nothing from another host."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        response.headers.setdefault("Content-Security-Policy", SAME_ORIGIN_POLICY)
+        return response
+
+    return wrapped

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from accounts import urls as accounts_urls
 from config import api, bench, health, home, problems
+from config.home import same_origin_only
 from payments import urls as payments_urls
 from qr import urls as qr_urls
 from services import urls as services_urls
@@ -35,10 +36,16 @@ api_v1 = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path(
+        "api/docs/",
+        same_origin_only(SpectacularSwaggerView.as_view(url_name="schema")),
+        name="docs",
+    ),
     path(
         "api/redoc/",
-        SpectacularRedocView.as_view(url_name="schema", template_name="site/redoc.html"),
+        same_origin_only(
+            SpectacularRedocView.as_view(url_name="schema", template_name="site/redoc.html")
+        ),
         name="redoc",
     ),
     path("api/problems/", problems.problem_list, name="problem-list"),
@@ -47,7 +54,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("", home.landing, name="home"),
+    path("", same_origin_only(home.landing), name="home"),
 ]
 
 if settings.BENCHMARK_VIEWS:

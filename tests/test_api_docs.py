@@ -171,6 +171,7 @@ def test_api_docs_work_as_production_serves_them(tmp_path) -> None:
         landing = httpx.get(base + "/", timeout=10)
         assert landing.status_code == 200
         assert_same_origin_only(landing.text)
+        in_the_browser(base)
     finally:
         web.terminate()
         try:
@@ -179,6 +180,45 @@ def test_api_docs_work_as_production_serves_them(tmp_path) -> None:
             web.kill()
             web.wait()
         log.close()
+
+
+def in_the_browser(base: str) -> None:
+    """Chromium opens both UIs: each shows the API's operations, and what
+    their bundles ask of another host (ReDoc's footer logo names one) is
+    refused by the browser under the pages' policy, never sent."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
+        try:
+            for page_path, shown in (
+                ("/api/docs/", ".opblock"),
+                ("/api/redoc/", "[data-section-id^='operation/']"),
+            ):
+                page = browser.new_page()
+                elsewhere: list[tuple[str, str | None]] = []
+
+                def failed(request, into=elsewhere) -> None:
+                    if not request.url.startswith((base, "data:", "blob:")):
+                        into.append((request.url, request.failure))
+
+                def finished(request, into=elsewhere) -> None:
+                    if not request.url.startswith((base, "data:", "blob:")):
+                        into.append((request.url, "sent"))
+
+                page.on("requestfailed", failed)
+                page.on("requestfinished", finished)
+                page.goto(base + page_path, wait_until="networkidle")
+                page.wait_for_selector(shown, timeout=30_000)
+                assert page.locator(shown).count() >= 60, page_path  # 65 operations
+                # Chromium names the refusal "csp" (net::ERR_BLOCKED_BY_CSP).
+                assert all(
+                    (why or "").lower() in ("csp", "net::err_blocked_by_csp")
+                    for _, why in elsewhere
+                ), elsewhere
+                page.close()
+        finally:
+            browser.close()
 
 
 # --- Problem pages ---------------------------------------------------------------------------
