@@ -18,7 +18,8 @@ Environment: ``DEMO_BASE_URL`` (http://127.0.0.1:8000), ``SMS_FILE_PATH``
 (var/sms-outbox.jsonl, where ``make run`` has the login codes written),
 ``DEMO_KEYS_FILE`` (var/demo-keys.json: the department's integrator key and
 the scanner key, which ``manage.py seed_demo`` writes there on a laptop),
-``DEMO_WAIT_SECONDS`` (60).
+``DEMO_WAIT_SECONDS`` (60), ``DEMO_QR_ISSUER`` (the platform's ``QR_ISSUER``,
+https://my.changsha.gov.cn).
 """
 
 from __future__ import annotations
@@ -404,9 +405,11 @@ def yuan(fen: int) -> str:
     return f"¥{fen // 100}.{fen % 100:02d}"
 
 
-def verify_offline(text: str, keys: dict[str, Any]) -> dict[str, Any]:
+def verify_offline(text: str, keys: dict[str, Any], issuer: str | None = None) -> dict[str, Any]:
     """A scanner terminal's own check (docs/scanners.md): the signature with the
-    published key the header names, then the kind and the validity period."""
+    published key the header names, then the issuer (``DEMO_QR_ISSUER``, the
+    platform's ``QR_ISSUER``), the kind and the validity period."""
+    issuer = issuer or os.environ.get("DEMO_QR_ISSUER") or "https://my.changsha.gov.cn"
     if not text.startswith("MCS1:"):
         raise StepFailed("no MCS1: prefix")
     token = jws.JWS()
@@ -421,6 +424,8 @@ def verify_offline(text: str, keys: dict[str, Any]) -> dict[str, Any]:
     except (JWException, ValueError) as exc:
         raise StepFailed(f"the signature does not verify: {exc}") from exc
     now = time.time()
+    if claims.get("iss") != issuer:
+        raise StepFailed(f"issued by {claims.get('iss')!r}, not {issuer!r}")
     if claims.get("knd") != "citizen" or not isinstance(claims.get("exp"), int):
         raise StepFailed(f"not a citizen's code: {claims}")
     if not claims["iat"] - 15 <= now < claims["exp"] + 15:

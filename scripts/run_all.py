@@ -148,7 +148,9 @@ def sms_where() -> str:
 
 def banner() -> str:
     base = f"http://{HOST}:{PORT}"
-    password = os.environ.get("DEMO_ADMIN_PASSWORD", "changsha-demo")
+    # The demo's own password is shown; one the operator chose is not.
+    chosen = os.environ.get("DEMO_ADMIN_PASSWORD")
+    password = "the password in DEMO_ADMIN_PASSWORD" if chosen else "changsha-demo"
     return "\n".join(
         [
             "",

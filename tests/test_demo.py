@@ -104,6 +104,8 @@ def test_the_demo_checks_a_star_code_offline_as_a_terminal_would(api, citizen) -
         demo.verify_offline(forged, keys)
     with pytest.raises(demo.StepFailed, match="is not in /api/v1/qr/keys/"):
         demo.verify_offline(code, {"keys": []})
+    with pytest.raises(demo.StepFailed, match="not 'https://elsewhere.example'"):
+        demo.verify_offline(code, keys, issuer="https://elsewhere.example")
 
 
 # -- the keys seed_demo hands the demo -------------------------------------------------------

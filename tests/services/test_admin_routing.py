@@ -317,3 +317,34 @@ def test_a_secret_in_an_endpoint_urls_query_is_never_shown_whole(
         assert "s3cr3t-t0ken" not in str(entry.data), entry.action
     told = Message.objects.get(user=clerk, kind="endpoint.held")
     assert "token=***" in str(told.body) and "s3cr3t-t0ken" not in str([told.body, told.data])
+
+
+def test_a_bulk_replay_names_what_it_could_not_replay(
+    operator_client, dead_letter, department_server, django_capture_on_commit_callbacks
+) -> None:
+    from services.routing import endpoints
+
+    other, _secret = endpoints.endpoint_create(
+        department=dead_letter.endpoint.department,
+        url=department_server.url("/other"),
+        events=["application.submitted"],
+        actor=None,
+    )
+    in_hand = Delivery.objects.create(
+        event=dead_letter.event,
+        endpoint=other,
+        status="pending",
+        locked_until=timezone.now() + timezone.timedelta(minutes=1),  # a worker is sending it
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(
+            "/admin/services/delivery/",
+            {"action": "replay", "_selected_action": [str(dead_letter.pk), str(in_hand.pk)]},
+            follow=True,
+        )
+    shown = [str(m) for m in response.context["messages"]]
+    assert "已重新投递 1 条" in shown
+    assert any(
+        "1 条未重新投递" in m and str(in_hand.pk)[-8:] in m and "delivery_not_retryable" in m
+        for m in shown
+    ), shown
