@@ -9,6 +9,7 @@ variables set, a service that does not answer fails the run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
@@ -53,12 +54,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _fresh_edges() -> None:
+def _fresh_edges() -> Iterator[None]:
     """Throttle counters, the SMS outbox and the public pages kept in this
-    process start empty in every test."""
+    process start empty in every test; and every test leaves the project's
+    Celery app current (tasks are sent by name through it: another app made
+    current would take them to a broker nobody answers, silently)."""
     cache.clear()
     sms.outbox.clear()
     catalog_pages.forget()
+    yield
+    from celery import current_app
+
+    assert current_app.main == "config", f"the test left Celery app {current_app.main!r} current"
 
 
 @pytest.fixture

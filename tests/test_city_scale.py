@@ -214,7 +214,9 @@ def active_queues(broker: str, workers: list[str]) -> dict[str, list[str]]:
     """What each named worker consumes, asked over the broker as an operator would."""
     from celery import Celery
 
-    probe = Celery("probe", broker=broker)
+    # Not made the current app: tasks this process sends later (eager, by
+    # name through current_app) would otherwise go to this broker unanswered.
+    probe = Celery("probe", broker=broker, set_as_current=False)
     probe.conf.broker_connection_timeout = 2
     try:
         answers = probe.control.inspect(destination=workers, timeout=3).active_queues() or {}
