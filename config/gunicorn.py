@@ -28,7 +28,12 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"mask_pii": {"()": "config.logging.MaskPiiFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {
+            "()": "config.logging.LocalTimeFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

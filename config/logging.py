@@ -1,11 +1,12 @@
-"""Log filters. Logs never carry a full phone, ID number or personal name,
+"""Log filters and the formatter. Logs never carry a full phone, ID number or personal name,
 and the routine periodic tasks (the sweepers) do not fill them every few
 seconds (:class:`QuietRoutineTasks`).
 
 The filter sits on every handler the project configures (Celery's workers
 use the same configuration, see ``config/celery.py``), and masks all of a
 record that a formatter prints: the message, the exception text with its
-traceback, and the stack.
+traceback, and the stack. Every line's time carries its offset
+(:class:`LocalTimeFormatter`): one zone, and no line misread as UTC.
 """
 
 from __future__ import annotations
@@ -113,3 +114,12 @@ class QuietRoutineTasks(logging.Filter):
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return True
         return not _did_nothing(result)
+
+
+class LocalTimeFormatter(logging.Formatter):
+    """``%(asctime)s`` as ``2026-12-07 09:30:00,541+08:00``: the process's
+    time zone (``TIME_ZONE``, Asia/Shanghai) with its offset."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        offset = dt.datetime.fromtimestamp(record.created).astimezone().strftime("%z")
+        return f"{super().formatTime(record, datefmt)}{offset[:3]}:{offset[3:]}"

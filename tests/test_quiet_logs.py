@@ -175,7 +175,7 @@ def test_gunicorns_master_and_workers_log_in_one_time_zone(tmp_path) -> None:
             web.terminate()
             web.wait(timeout=30)
     lines = log.read_text()
-    stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ \w+ (\S+)", lines, re.M)
+    stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\+08:00 \w+ (\S+)", lines, re.M)
     loggers = {name for _, name in stamps}
     assert {"gunicorn.error", "gunicorn.access"} <= loggers, lines  # master and worker
     shanghai = dt.datetime.now(zoneinfo.ZoneInfo("Asia/Shanghai")).replace(tzinfo=None)

@@ -723,7 +723,10 @@ LOGGING = {
         "quiet_routine": {"()": "config.logging.QuietRoutineTasks"},
     },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {
+            "()": "config.logging.LocalTimeFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
     },
     "handlers": {
         "console": {
