@@ -254,6 +254,7 @@ class MismatchKind(models.TextChoices):
     MISSING_IN_STATEMENT = "missing_in_statement", _("本方有、渠道无")
     AMOUNT_DIFFERS = "amount_differs", _("金额不一致")
     STATUS_DIFFERS = "status_differs", _("状态不一致")
+    LISTED_MORE_THAN_ONCE = "listed_more_than_once", _("渠道重复列出")
 
 
 class ReconciliationMismatch(models.Model):

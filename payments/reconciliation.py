@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,11 +121,27 @@ def compare(
         # The ledger is unique on (channel, kind, reference): no duplicates here.
         ours[(mine.kind, mine.reference)] = mine
     seen: set[tuple[str, str]] = set()
+    times = Counter((line.kind, line.reference) for line in lines)
     matched = 0
     for line in lines:
         key: tuple[str, str] = (line.kind, line.reference)
-        entry = ours.get(key) if key not in seen else None
+        if key in seen:
+            # Listed again: one difference for all its copies, below.
+            progress.advance()
+            continue
+        entry = ours.get(key)
         seen.add(key)
+        if times[key] > 1:
+            found.append(
+                _Found(
+                    MK.LISTED_MORE_THAN_ONCE,
+                    line.kind,
+                    entry.order.order_no if entry is not None else line.order_no,
+                    line.reference,
+                    _entry_record(entry) if entry is not None else None,
+                    {**_line_record(line), "times": times[key]},
+                )
+            )
         theirs = _line_record(line)
         settled = line.state in SETTLED_STATES
         if entry is None:
@@ -220,10 +237,18 @@ def _store(
         for m in report.items.filter(resolved_at__isnull=False)
     }
     # Open differences are found afresh each run; resolved ones stay while
-    # the difference does (gone: the fix took, nothing left to show).
+    # the same difference does (gone: the fix took, nothing left to show;
+    # changed: what was resolved is not what is there now, so it is open
+    # again; its resolution stays in the audit trail).
     report.items.filter(resolved_at__isnull=True).delete()
-    gone = [m.pk for key, m in resolved.items() if key not in now_found]
+    gone = [
+        m.pk
+        for key, m in resolved.items()
+        if key not in now_found
+        or (m.ours, m.theirs) != (now_found[key].ours, now_found[key].theirs)
+    ]
     report.items.filter(pk__in=gone).delete()
+    resolved = {key: m for key, m in resolved.items() if m.pk not in gone}
     ReconciliationMismatch.objects.bulk_create(
         ReconciliationMismatch(
             report=report,
@@ -280,6 +305,10 @@ def reconcile(
         except (ProviderError, ChannelUnavailable) as exc:
             logger.warning("statement of %s for %s not reconciled: %s", channel, date, exc)
             watcher.channel_failed(channel, exc)
+            continue
+        except Exception as exc:  # a parser's gap: this channel fails, the others go on
+            logger.exception("statement of %s for %s could not be read", channel, date)
+            watcher.channel_failed(channel, ProviderError(f"unreadable statement: {exc!r}"))
             continue
         entries = ledger_of_day(channel=channel, date=date)
         watcher.channel_started(channel, items=len(lines) + len(entries))

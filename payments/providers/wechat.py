@@ -180,11 +180,15 @@ def read_refund(data: object) -> RefundResult:
     )
 
 
+_BILL_YUAN = re.compile(r"\d{1,12}(?:\.\d{1,2})?")
+
+
 def _bill_fen(value: str) -> int:
-    fen = Decimal(value) * 100
-    if fen != fen.to_integral_value():
-        raise ValueError(f"amount with more than two decimals: {value!r}")
-    return int(fen)
+    """A bill's amount in yuan as fen: digits with up to two decimals (no
+    sign, exponent, infinity or NaN: :class:`ValueError`)."""
+    if not _BILL_YUAN.fullmatch(value):
+        raise ValueError(f"not an amount in yuan: {value!r}")
+    return int(Decimal(value) * 100)
 
 
 def _bill_fields(line: str) -> list[str]:

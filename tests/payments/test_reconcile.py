@@ -24,6 +24,8 @@ from payments.models import (
 from payments.providers import provider_for
 from payments.providers.base import ProviderError, StatementLine
 from payments.sandbox import books, notify
+from payments.sandbox.alipay import AlipaySandbox
+from payments.sandbox.wechat import WechatSandbox
 from services import applications
 from services.models import Service
 from tests.accounts.factories import StaffFactory
@@ -411,3 +413,88 @@ def test_the_daily_task_reconciles_yesterday(citizen, fee_service) -> None:
         (yesterday, "alipay"),
         (yesterday, "unionpay"),
     }
+
+
+# --- Statements that are not what they should be -----------------------------------------
+
+
+@pytest.mark.parametrize("amount", ["Infinity", "9E+999999"])
+def test_a_bill_amount_that_is_no_amount_fails_that_channel_only(
+    pay_order, monkeypatch, amount
+) -> None:
+    pay_order("wechat")
+    pay_order("alipay")
+    original = WechatSandbox.trade_bill_text
+
+    def odd(trades, refunds):
+        return original(trades, refunds).replace("`0.60%,`20.00", f"`0.60%,`{amount}", 1)
+
+    monkeypatch.setattr(WechatSandbox, "trade_bill_text", staticmethod(odd))
+    # WeChat's bill is unreadable (the command fails, exit 1); Alipay and
+    # UnionPay are reconciled all the same.
+    with pytest.raises(CommandError):
+        run("--date", today().isoformat(), "--no-progress")
+    assert ReconciliationReport.objects.filter(channel="alipay").exists()
+
+
+def test_a_short_row_in_an_alipay_bill_fails_that_channel_only(pay_order, monkeypatch) -> None:
+    pay_order("alipay")
+    pay_order("unionpay")
+    original = AlipaySandbox._bill_zip
+
+    def short(self, date):
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(io.BytesIO(original(self, date))) as bundle:
+            files = {i.filename: bundle.read(i) for i in bundle.infolist()}
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as bundle:
+            for name, content in files.items():
+                text = content.decode("gbk")
+                if text.startswith("#支付宝业务明细查询"):
+                    lines = text.splitlines()
+                    at = next(
+                        i
+                        for i, row in enumerate(lines)
+                        if "交易" in row and not row.startswith("#") and "支付宝交易号" not in row
+                    )
+                    lines.insert(at + 1, "2088,short,row")  # a truncated row
+                    text = "\r\n".join(lines)
+                bundle.writestr(name, text.encode("gbk"))
+        return out.getvalue()
+
+    monkeypatch.setattr(AlipaySandbox, "_bill_zip", short)
+    with pytest.raises(CommandError):
+        run("--date", today().isoformat(), "--no-progress")
+    assert ReconciliationReport.objects.filter(channel="unionpay").exists()
+
+
+def test_a_resolved_difference_that_changed_is_open_again(pay_order) -> None:
+    order = pay_order("wechat")
+    LedgerEntry.objects.filter(order=order).update(amount_fen=FEE - 1)  # off by 1 fen
+    (report,) = reconciliation.reconcile(date=today(), channels=["wechat"])
+    (item,) = report.items.all()
+    reconciliation.mismatch_resolve(mismatch=item, actor=StaffFactory(), note="1 分舍入差，已核销")
+    # Later the difference is a different one: 19.99 yuan missing.
+    LedgerEntry.objects.filter(order=order).update(amount_fen=1)
+    (again,) = reconciliation.reconcile(date=today(), channels=["wechat"])
+    (item,) = again.items.all()
+    assert item.kind == MismatchKind.AMOUNT_DIFFERS
+    # The stored difference should be the one found now, and open.
+    assert item.ours["amount_fen"] == 1, item.ours
+    assert item.resolved_at is None
+
+
+def test_a_charge_listed_more_than_once_is_said_so(pay_order, monkeypatch) -> None:
+    order = pay_order("alipay")
+    entry = LedgerEntry.objects.get(order=order)
+    line = StatementLine("charge", order.order_no, entry.reference, FEE, "paid", entry.at)
+    statement_says(monkeypatch, "alipay", [line, line, line])
+    (report,) = reconciliation.reconcile(date=today(), channels=["alipay"])
+    # The channel lists the charge three times; we booked it once: one
+    # difference that says so, not "missing in our ledger".
+    (item,) = report.items.all()
+    assert (report.statement_lines, report.matched, report.mismatches) == (3, 1, 1)
+    assert item.kind == MismatchKind.LISTED_MORE_THAN_ONCE
+    assert item.theirs["times"] == 3 and item.ours["amount_fen"] == FEE
