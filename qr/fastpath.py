@@ -119,7 +119,9 @@ class VerifyFastPath:
         if b"\x00" in body or b"\\u0000" in body:
             return None, None
         try:
-            data = json.loads(body)
+            # Plain UTF-8 only: json.loads(bytes) would also take a BOM or
+            # UTF-16/32, which the view's parser refuses; those go to the view.
+            data = json.loads(body.decode("utf-8"))
         except (ValueError, RecursionError):
             return None, None
         code = data.get("code") if isinstance(data, dict) else None

@@ -120,6 +120,9 @@ def test_every_fast_verify_is_a_scan_event(citizen, scanner_key) -> None:
         (b"code=abc", "application/x-www-form-urlencoded", {}, 400, "malformed_request"),
         (b"{not json", "application/json", {}, 400, "malformed_request"),
         (b'{"code": ""}', "application/json", {}, 400, "invalid"),
+        # A byte-order mark: json.loads(bytes) would skip it, the view's parser does not.
+        (b'\xef\xbb\xbf{"code": "MCS1:x"}', "application/json", {}, 400, "malformed_request"),
+        ('{"code": "MCS1:x"}'.encode("utf-16"), "application/json", {}, 400, "malformed_request"),
     ],
 )
 def test_anything_unusual_goes_the_full_way_and_gets_its_problem(
