@@ -121,7 +121,7 @@ def compare(
         # The ledger is unique on (channel, kind, reference): no duplicates here.
         ours[(mine.kind, mine.reference)] = mine
     seen: set[tuple[str, str]] = set()
-    times = Counter((line.kind, line.reference) for line in lines)
+    times: Counter[tuple[str, str]] = Counter((line.kind, line.reference) for line in lines)
     matched = 0
     for line in lines:
         key: tuple[str, str] = (line.kind, line.reference)
