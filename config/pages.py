@@ -189,3 +189,142 @@ class PublicPages:
 # The public catalog: services and their guides, categories, departments.
 # Both accounts (departments) and services (the rest) change it.
 catalog_pages = PublicPages("catalog")
+
+
+# --- In front of Django's request cycle ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Answer:
+    version: bytes
+    stored_at: float
+    status: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class PagesFastPath:
+    """Public pages answered in front of Django's request cycle.
+
+    The catalog is what every app open reads. A page already kept (above)
+    still pays for Django's middleware on every request; this WSGI layer
+    keeps instead the whole answer Django gave, status, headers and body
+    byte for byte, and gives it again while the version holds: one Redis
+    ``GET`` per request, nothing else. What it keeps is exactly what the
+    full cycle answered, so the two cannot differ.
+
+    Only the plain case is answered here: a GET under ``prefixes`` without
+    query string, cookie, credentials, ``If-Modified-Since`` or ``Range``,
+    in Chinese, to an allowed host, answered 200 (or 304 to an
+    ``If-None-Match``) with an ``ETag`` (a kept page) and no cookie. Everything else, and every first request of an address, goes to
+    Django. Keys are the address as the client wrote it (scheme, host, path,
+    and the headers a proxy or a client could vary), so no answer is given
+    to a request it was not made for."""
+
+    def __init__(self, app: Any, pages: PublicPages, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.pages = pages
+        self.prefixes = prefixes
+        self._answers: OrderedDict[tuple[str, ...], _Answer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        from config.fastpath import plain_request  # settings are loaded by then
+
+        path = environ.get("PATH_INFO", "")
+        if (
+            environ.get("REQUEST_METHOD") != "GET"
+            or not path.startswith(self.prefixes)
+            or any(environ.get(name) for name in _PERSONAL)
+            or not plain_request(environ)
+        ):
+            return self.app(environ, start_response)
+        version = self.pages.version()
+        if version is None:
+            return self.app(environ, start_response)
+        key = (path, *(str(environ.get(name, "")) for name in _ADDRESS))
+        answer = self._kept(key, version)
+        if answer is None:
+            return self._through_django(key, version, environ, start_response)
+        start_response(answer.status, answer.headers)
+        return [answer.body]
+
+    def _kept(self, key: tuple[str, ...], version: bytes) -> _Answer | None:
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is None:
+                return None
+            fresh = time.monotonic() - answer.stored_at < settings.PUBLIC_PAGE_SECONDS
+            if answer.version != version or not fresh:
+                del self._answers[key]
+                return None
+            self._answers.move_to_end(key)
+            return answer
+
+    def _through_django(
+        self,
+        key: tuple[str, ...],
+        version: bytes,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+    ) -> Any:
+        seen: dict[str, Any] = {}
+
+        def noting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"], seen["headers"] = status, list(headers)
+            return start_response(status, headers, exc_info)
+
+        chunks = self.app(environ, noting)
+        try:
+            body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # Django's request_finished
+        names = {name.lower() for name, _ in seen.get("headers", ())}
+        kept = str(seen.get("status", "")).startswith(("200 ", "304 ")) and "etag" in names
+        if kept and "set-cookie" not in names:
+            # Under the version read before Django rendered it: a change
+            # meanwhile leaves this answer under a version already gone.
+            answer = _Answer(version, time.monotonic(), seen["status"], seen["headers"], body)
+            self._store(key, answer)
+        return [body]
+
+    def _store(self, key: tuple[str, ...], answer: _Answer) -> None:
+        with self._lock:
+            self._answers[key] = answer
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.pages.max_entries:
+                self._answers.popitem(last=False)
+
+    def forget(self) -> None:
+        """Drop the answers kept in this process (tests)."""
+        with self._lock:
+            self._answers.clear()
+
+
+# A request carrying any of these is someone's, or asks a question of its
+# own: the full cycle answers it.
+_PERSONAL = (
+    "HTTP_AUTHORIZATION",
+    "HTTP_COOKIE",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_RANGE",
+)
+# What an answer may depend on besides the path (absolute links are built
+# from the scheme and host, or from a proxy's headers where settings trust
+# them; the language and the media type from the client's headers).
+_ADDRESS = (
+    "wsgi.url_scheme",
+    "HTTP_HOST",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_ACCEPT",
+    "HTTP_ACCEPT_LANGUAGE",
+    # A revalidation's answer (304, or the page when the tag is stale) is
+    # kept for the tag it was asked with.
+    "HTTP_IF_NONE_MATCH",
+)

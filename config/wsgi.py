@@ -24,6 +24,15 @@ if settings.QR_VERIFY_FAST_PATH:
 
     application = VerifyFastPath(application)
 
+if settings.PUBLIC_PAGES_FAST_PATH:
+    from config.pages import PagesFastPath, catalog_pages
+
+    application = PagesFastPath(
+        application,
+        catalog_pages,
+        prefixes=("/api/v1/services/", "/api/v1/categories/", "/api/v1/departments/"),
+    )
+
 if settings.QR_STAR_CODE_FAST_PATH:
     from qr.fastpath import StarCodeFastPath
 

@@ -230,6 +230,9 @@ else:
 # Public pages (the catalog) are kept in each web process while their data's
 # version holds (config/pages.py), and rendered again after this long anyway.
 PUBLIC_PAGE_SECONDS = env.int("PUBLIC_PAGE_SECONDS", default=60)
+# Kept catalog pages answered in front of Django's request cycle, Django's
+# own answer byte for byte (config.pages.PagesFastPath); 0: through the cycle.
+PUBLIC_PAGES_FAST_PATH = env.bool("PUBLIC_PAGES_FAST_PATH", default=True)
 
 # --- Celery ------------------------------------------------------------------
 

@@ -1,0 +1,229 @@
+"""Kept catalog pages are answered in front of Django's request cycle with
+Django's own answer, byte for byte, and only the plain case is.
+
+These tests call a WSGI application as gunicorn does (the test client would
+skip the layer). The catalog's version is set by the test, so the layer is
+exercised without Redis as well; with Redis it is read from there."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core import signals
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import close_old_connections
+
+from config.pages import PagesFastPath, catalog_pages
+from services import catalog
+from services.models import Service
+from tests.services.factories import ServiceFactory
+
+pytestmark = pytest.mark.django_db
+
+PREFIXES = ("/api/v1/services/", "/api/v1/categories/", "/api/v1/departments/")
+
+
+def environ(path: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+        **extra,
+    }
+
+
+def call(app: Callable[..., Any], env: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status line, headers in order, body) as a WSGI server receives them."""
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"], seen["headers"] = status, list(headers)
+
+    # The test's transaction holds the connection (as Django's test client does).
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        chunks = app(env, start_response)
+        body = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    return seen["status"], seen["headers"], body
+
+
+class Stack:
+    """The layer over Django's WSGI handler, counting what reaches Django."""
+
+    def __init__(self) -> None:
+        self.django = WSGIHandler()
+        self.reached: list[str] = []
+        self.app = PagesFastPath(self.counting, catalog_pages, prefixes=PREFIXES)
+
+    def counting(self, env: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        self.reached.append(env["PATH_INFO"])
+        return self.django(env, start_response)
+
+    def get(self, path: str, **extra: Any) -> tuple[str, list[tuple[str, str]], bytes]:
+        return call(self.app, environ(path, **extra))
+
+
+@pytest.fixture
+def version(monkeypatch) -> list[bytes]:
+    """The catalog's version as the test sets it (``version[0]``)."""
+    current = [b"v1"]
+    monkeypatch.setattr(catalog_pages, "version", lambda: current[0])
+    return current
+
+
+@pytest.fixture
+def stack(version, department, category) -> Stack:
+    ServiceFactory(
+        code="sbk-apply", name="社会保障卡申领", department=department, category=category
+    )
+    return Stack()
+
+
+def test_the_second_request_gets_djangos_own_answer_without_django(stack) -> None:
+    for path in ("/api/v1/services/", "/api/v1/services/sbk-apply/", "/api/v1/categories/"):
+        first = stack.get(path)
+        again = stack.get(path)
+        assert first[0] == "200 OK" and "社会保障卡申领".encode() in stack.get(PREFIXES[0])[2]
+        assert again == first  # status line, every header in order, body
+        assert stack.reached.count(path) == 1
+    headers = dict(first[1])
+    assert headers["ETag"] and headers["X-Frame-Options"] == "DENY"  # the middleware's too
+
+
+def test_a_revalidation_gets_djangos_304_again_without_django(stack) -> None:
+    path = "/api/v1/services/sbk-apply/"
+    etag = dict(stack.get(path)[1])["ETag"]
+    first = stack.get(path, HTTP_IF_NONE_MATCH=etag)
+    again = stack.get(path, HTTP_IF_NONE_MATCH=etag)
+    assert first[0] == "304 Not Modified" and first[2] == b""
+    assert again == first
+    stale = stack.get(path, HTTP_IF_NONE_MATCH='"stale"')
+    assert stale[0] == "200 OK" and stale[2]
+    assert stack.get(path, HTTP_IF_NONE_MATCH='"stale"') == stale
+    assert stack.reached.count(path) == 3  # the page, its 304, the stale tag's page
+
+
+def test_a_changed_catalog_is_answered_anew(stack, version) -> None:
+    before = stack.get("/api/v1/services/sbk-apply/")
+    service = Service.objects.get(code="sbk-apply")
+    catalog.service_update(service=service, actor=None, name="社会保障卡申领（新）")
+    version[0] = b"v2"  # what the change's bump does in Redis
+    after = stack.get("/api/v1/services/sbk-apply/")
+    assert "（新）".encode() in after[2] and after != before
+    assert stack.reached.count("/api/v1/services/sbk-apply/") == 2
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"QUERY_STRING": "page_size=5"},
+        {"HTTP_COOKIE": "sessionid=x"},
+        {"HTTP_AUTHORIZATION": "Bearer x"},
+        {"HTTP_IF_MODIFIED_SINCE": "Sun, 06 Dec 2026 00:00:00 GMT"},
+        {"REQUEST_METHOD": "HEAD"},
+        {"HTTP_ACCEPT_LANGUAGE": "en"},
+        {"HTTP_HOST": "evil.example"},
+    ],
+    ids=lambda extra: next(iter(extra)),
+)
+def test_anything_but_the_plain_case_goes_to_django_every_time(stack, extra, settings) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    path = "/api/v1/services/sbk-apply/"
+    answers = [stack.get(path, **extra) for _ in range(2)]
+    assert stack.reached.count(path) == 2
+    assert answers[0][0] == answers[1][0]
+
+
+def test_errors_and_other_paths_are_never_kept(stack) -> None:
+    for path in ("/api/v1/services/no-such-service/", "/api/v1/qr/keys/", "/healthz"):
+        stack.get(path)
+        stack.get(path)
+        assert stack.reached.count(path) == 2, path
+
+
+def test_each_host_and_scheme_has_its_own_answer(stack, settings) -> None:
+    """Pages carry absolute links: an answer is only given again to the
+    address it was made for."""
+    settings.ALLOWED_HOSTS = ["testserver", "api.example.cn"]
+    path = "/api/v1/services/"
+    one = stack.get(path)
+    other = stack.get(path, HTTP_HOST="api.example.cn")
+    assert stack.reached.count(path) == 2
+    assert stack.get(path, HTTP_HOST="api.example.cn") == other
+    assert stack.get(path) == one
+    assert stack.reached.count(path) == 2
+
+
+def test_without_a_version_nothing_is_kept(stack, version) -> None:
+    version[0] = None  # type: ignore[call-overload]  # no Redis, or unreachable
+    path = "/api/v1/services/"
+    stack.get(path)
+    stack.get(path)
+    assert stack.reached.count(path) == 2
+
+
+def fake_django(headers: list[tuple[str, str]]) -> Callable[..., Any]:
+    def app(env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", headers)
+        return [b"{}"]
+
+    return app
+
+
+def test_an_answer_that_sets_a_cookie_is_never_kept(version) -> None:
+    reached = []
+    django = fake_django(
+        [("Content-Type", "application/json"), ("ETag", '"x"'), ("Set-Cookie", "a=b")]
+    )
+
+    def counting(env, start_response):
+        reached.append(1)
+        return django(env, start_response)
+
+    app = PagesFastPath(counting, catalog_pages, prefixes=PREFIXES)
+    call(app, environ("/api/v1/services/"))
+    call(app, environ("/api/v1/services/"))
+    assert len(reached) == 2
+
+
+def test_answers_are_given_again_for_public_page_seconds_at_most(version, settings) -> None:
+    reached = []
+    django = fake_django([("Content-Type", "application/json"), ("ETag", '"x"')])
+
+    def counting(env, start_response):
+        reached.append(1)
+        return django(env, start_response)
+
+    app = PagesFastPath(counting, catalog_pages, prefixes=PREFIXES)
+    call(app, environ("/api/v1/services/"))
+    call(app, environ("/api/v1/services/"))
+    assert len(reached) == 1
+    settings.PUBLIC_PAGE_SECONDS = 0
+    call(app, environ("/api/v1/services/"))
+    assert len(reached) == 2
+
+
+def test_the_served_application_has_the_layer(settings) -> None:
+    from config.wsgi import application
+
+    layers, app = [], application
+    while app is not None:
+        layers.append(type(app).__name__)
+        app = getattr(app, "app", None)
+    assert "PagesFastPath" in layers
