@@ -66,9 +66,21 @@ def mask_url_query(url: str) -> str:
     ``https://hr.example.cn/hook?token=***&v=***``: where a URL is shown to
     anyone but its owner (the admin, the audit trail, messages), a secret
     some systems carry in the query string is not. Scheme, host and path
-    stay; so do the parameters' names."""
+    stay; so do the parameters' names when they are plain names (anything
+    else, ``?s3cr3t`` or ``?a%3Db``, is masked whole)."""
     base, mark, query = url.partition("?")
     if not mark:
         return url
-    shown = "&".join(f"{part.partition('=')[0]}=***" if part else "" for part in query.split("&"))
-    return f"{base}?{shown}"
+    shown = []
+    for part in query.split("&"):
+        name, equals, _value = part.partition("=")
+        if not part:
+            shown.append("")
+        elif equals and _QUERY_NAME.fullmatch(name):
+            shown.append(f"{name}=***")
+        else:
+            shown.append("***")
+    return f"{base}?{'&'.join(shown)}"
+
+
+_QUERY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,39}")

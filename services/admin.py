@@ -242,11 +242,11 @@ class EndpointStateFilter(admin.SimpleListFilter):
             case "active":
                 return live.filter(is_active=True, held_at=None, paused_at=None)
             case "held":
-                return live.filter(is_active=True, held_at__isnull=False)
+                return live.filter(held_at__isnull=False)
             case "paused":
                 return live.filter(is_active=True, held_at=None, paused_at__isnull=False)
             case "disabled":
-                return live.filter(is_active=False)
+                return live.filter(is_active=False, held_at=None)
             case "deleted":
                 return queryset.filter(deleted_at__isnull=False)
         return queryset
@@ -376,7 +376,8 @@ class EndpointAdmin(DetailActions, admin.ModelAdmin):
         "last_failure_at",
     )
     list_filter = (EndpointStateFilter, "department")
-    search_fields = ("url", "department__code", "description")
+    # The whole URL only: a part of it would find a query value shown masked.
+    search_fields = ("=url", "department__code", "description")
     list_select_related = ("department",)
     fields = (
         "department",
@@ -514,7 +515,7 @@ class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
     )
     list_filter = ("status", "event__type", "endpoint__department")
     lookups_allowed = ("created_at",)  # the dashboard's week of deliveries
-    search_fields = ("=event__id", "endpoint__url", "event__application__number")
+    search_fields = ("=event__id", "=endpoint__url", "event__application__number")
     list_select_related = ("event", "endpoint__department")
     fields = ("application_link", *selectors.DELIVERY_FIELDS)
     readonly_fields = fields

@@ -83,6 +83,13 @@ ENDPOINT_URL_NOT_ALLOWED = error_code(
     ),
     what_to_do=_("使用公网可达的地址；不要指向内部网络。"),
 )
+ENDPOINT_HELD = error_code(
+    "endpoint_held",
+    409,
+    _("回调地址已被平台暂停投递，不能更改地址"),
+    when=_("平台运营人员暂停了该回调地址的投递（`state: held`），期间不能更改它的 URL。"),
+    what_to_do=_("联系平台运营；运营恢复投递后再更改地址。"),
+)
 DELIVERY_NOT_RETRYABLE = error_code(
     "delivery_not_retryable",
     409,

@@ -265,10 +265,10 @@ class Endpoint(models.Model):
     def state(self) -> str:
         if self.deleted_at:
             return "deleted"
+        if self.held_at:
+            return "held"  # the operators' hold first: only they lift it
         if not self.is_active:
             return "disabled"
-        if self.held_at:
-            return "held"
         if self.paused_at:
             return "paused"
         return "active"

@@ -49,9 +49,10 @@ from payments.models import SandboxTrade
 from payments.providers import provider_for
 from payments.sandbox import books
 from payments.sandbox.channels import sandbox_for
-from services.models import Category
+from services.models import Category, Endpoint
+from services.routing import endpoints
 from tests import test_api_examples as examples
-from tests.accounts.factories import CitizenFactory, make_id_number
+from tests.accounts.factories import CitizenFactory, StaffFactory, make_id_number
 from tests.conftest import client_with_key
 from tests.services.department import DepartmentServer
 from tests.services.factories import ServiceFactory
@@ -794,6 +795,18 @@ def department_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> None:
     # Another department cannot remove it: it is not theirs to see.
     p.refused(cast.other_department, "delete", act["endpoint"], status=404, code="not_found")
     p.answered(dept, "get", act["endpoint"], expect=200)
+    # Held by the platform's operators, its URL cannot change.
+    held = Endpoint.objects.get(pk=act["endpoint"].rstrip("/").rsplit("/", 1)[1])
+    endpoints.endpoint_hold(endpoint=held, actor=StaffFactory(), reason="looked into")
+    p.refused(
+        dept,
+        "patch",
+        act["endpoint"],
+        {"url": held.url + "?v=2"},
+        status=409,
+        code="endpoint_held",
+    )
+    endpoints.endpoint_resume(endpoint=held, actor=StaffFactory())
     # The story's ping went to an endpoint removed since.
     ping = p.story.told["dept_endpoints_test_create"]["responses"]["202"]["value"]
     p.refused(

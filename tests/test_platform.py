@@ -367,6 +367,36 @@ def test_readyz_is_503_when_the_database_is_unreachable(api, monkeypatch) -> Non
     assert response.json()["checks"]["database"] == "unavailable"
 
 
+def test_every_text_marked_in_the_code_has_its_english() -> None:
+    """Each ``_("…")`` (and the other gettext calls) with a literal text in
+    the project's code is in the English catalog, translated: a text added
+    without running ``make messages`` would reach English clients in Chinese."""
+    import ast
+
+    import polib
+
+    po = polib.pofile(str(ROOT / "locale" / "en" / "LC_MESSAGES" / "django.po"))
+    translated = {entry.msgid for entry in po.translated_entries()}
+    calls = {"_", "gettext", "gettext_lazy", "pgettext", "pgettext_lazy", "ngettext"}
+    missing: set[str] = set()
+    found = 0
+    for app in ("accounts", "config", "payments", "qr", "services"):
+        for path in (ROOT / app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not (isinstance(node, ast.Call) and node.args):
+                    continue
+                name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+                first = node.args[1] if name.startswith("pgettext") else node.args[0]
+                if name in calls and isinstance(first, ast.Constant):
+                    found += 1
+                    if isinstance(first.value, str) and first.value not in translated:
+                        missing.add(f"{path.relative_to(ROOT)}: {first.value}")
+    assert found > 500
+    assert sorted(missing) == [], "run: make messages, then translate what it added"
+
+
 @pytest.mark.parametrize("language", ["en", "zh_Hans"])
 def test_compiled_translations_match_their_sources(language) -> None:
     """Every string of each catalog (ours in English; the libraries' admin

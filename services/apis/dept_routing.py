@@ -112,7 +112,9 @@ class EndpointDetailView(_EndpointView):
         request=EndpointWriteSerializer(partial=True),
         responses={
             200: EndpointSerializer,
-            **problems("endpoint_url_invalid", "endpoint_url_not_allowed", "not_found"),
+            **problems(
+                "endpoint_url_invalid", "endpoint_url_not_allowed", "endpoint_held", "not_found"
+            ),
         },
     )
     def patch(self, request: DepartmentRequest, endpoint_id: str) -> Response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -25,7 +26,12 @@ from accounts.audit import audit_record
 from accounts.inbox import message_post
 from accounts.models import ApiKey, Department, User
 from config.masking import mask_url_query
-from services.errors import ENDPOINT_URL_INVALID, ENDPOINT_URL_NOT_ALLOWED, ServicesError
+from services.errors import (
+    ENDPOINT_HELD,
+    ENDPOINT_URL_INVALID,
+    ENDPOINT_URL_NOT_ALLOWED,
+    ServicesError,
+)
 from services.models import Delivery, DeliveryStatus, Endpoint
 from services.routing import events, outbox, transport
 
@@ -68,6 +74,13 @@ def endpoint_create(
             held_at=held.held_at if held else None,
             hold_reason=held.hold_reason if held else "",
         )
+        if held is not None:
+            audit_record(
+                actor=None,
+                action="endpoint.held",
+                target=endpoint,
+                data={"reason": held.hold_reason, "as": str(held.pk)},
+            )
         audit_record(
             actor=actor,
             action="endpoint.created",
@@ -95,7 +108,10 @@ def endpoint_update(
         # Locked and saved field by field: a concurrent secret rotation,
         # pause or 410 must not be written back over by this change.
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
-        if "url" in changes and endpoint.held_at is None:
+        if "url" in changes and endpoint.held_at is not None:
+            # Moved away, the held address would be free to register again.
+            raise ServicesError(ENDPOINT_HELD)
+        if "url" in changes:
             held = _hold_on(endpoint.department_id, changes["url"])
             if held is not None:
                 changes["held_at"], changes["hold_reason"] = held.held_at, held.hold_reason
@@ -181,18 +197,24 @@ def endpoint_ping(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) ->
 
 
 # --- An operator's hold ------------------------------------------------------------------------
-# A hold is on the department's URL: an endpoint registered again (or moved)
-# to a URL the department has held, deleted or not, is held as well, so
-# removing and re-registering an endpoint does not lift an operator's hold.
+# A hold is on the department's address (scheme, host and port): an endpoint
+# registered again, or moved, to an address the department has held, deleted
+# or not, is held as well, and a held endpoint's URL cannot change; so
+# removing and re-registering an endpoint, under any path or query, does not
+# lift an operator's hold.
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
 def _hold_on(department_id: Any, url: str) -> Endpoint | None:
-    """The department's held endpoint at ``url`` (stored form), if any."""
-    return (
-        Endpoint.objects.filter(department_id=department_id, url=url, held_at__isnull=False)
-        .order_by("-held_at")
-        .first()
-    )
+    """The department's latest held endpoint at ``url``'s address, if any."""
+    origin = _origin(url)
+    held = Endpoint.objects.filter(department_id=department_id, held_at__isnull=False)
+    return next((e for e in held.order_by("-held_at") if _origin(e.url) == origin), None)
 
 
 def endpoint_hold(
@@ -236,12 +258,15 @@ def endpoint_resume(*, endpoint: Endpoint, actor: User, ip: str | None = None) -
         if lifted["hold"]:
             endpoint.held_at, endpoint.hold_reason = None, ""
             endpoint.save(update_fields=["held_at", "hold_reason"])
-            # Removed endpoints at the same URL would pass the hold on again.
-            Endpoint.objects.filter(
+            # Removed endpoints at the same address would pass the hold on again.
+            origin = _origin(endpoint.url)
+            removed = Endpoint.objects.filter(
                 department_id=endpoint.department_id,
-                url=endpoint.url,
                 deleted_at__isnull=False,
                 held_at__isnull=False,
+            )
+            Endpoint.objects.filter(
+                pk__in=[e.pk for e in removed if _origin(e.url) == origin]
             ).update(held_at=None, hold_reason="")
         audit_record(
             actor=actor,

@@ -276,3 +276,20 @@ def test_gunicorn_logs_no_query_string_and_masks_its_own_lines() -> None:
     handlers = gunicorn.logconfig_dict["handlers"]
     assert all("mask_pii" in h["filters"] for h in handlers.values())
     assert gunicorn.logconfig_dict["filters"]["mask_pii"]["()"] == "config.logging.MaskPiiFilter"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hr.example.cn/hook", "https://hr.example.cn/hook"),
+        ("https://hr.example.cn/hook?token=abc&v=2", "https://hr.example.cn/hook?token=***&v=***"),
+        ("https://hr.example.cn/hook?s3cr3tT0ken", "https://hr.example.cn/hook?***"),
+        ("https://hr.example.cn/hook?token%3Ds3cr3t", "https://hr.example.cn/hook?***"),
+        ("https://hr.example.cn/hook?=s3cr3t&a=1", "https://hr.example.cn/hook?***&a=***"),
+        ("https://hr.example.cn/hook?a=1&&b", "https://hr.example.cn/hook?a=***&&***"),
+    ],
+)
+def test_a_urls_query_values_are_masked_and_odd_parts_whole(url, shown) -> None:
+    from config.masking import mask_url_query
+
+    assert mask_url_query(url) == shown

@@ -168,11 +168,12 @@ def test_a_resume_leaves_the_departments_own_switch_alone(
     answer = integrator_api.patch(
         f"/api/v1/dept/endpoints/{hook.pk}/", {"is_active": False}, format="json"
     )
-    assert answer.json()["state"] == "disabled"
+    assert answer.json()["state"] == "held"  # the operators' hold shows first
+    assert answer.json()["is_active"] is False
     response = operator_client.post(endpoint_url(hook, "resume"), follow=True)
     assert "已被部门停用" in response.content.decode()
     hook.refresh_from_db()
-    assert (hook.is_active, hook.held_at) == (False, None)
+    assert (hook.is_active, hook.held_at, hook.state) == (False, None, "disabled")
     html = operator_client.get(endpoint_url(hook)).content.decode()
     assert f'action="{endpoint_url(hook, "resume")}"' not in html  # nothing of ours to lift
     assert f'action="{endpoint_url(hook, "hold")}"' in html
@@ -252,7 +253,10 @@ def test_removing_and_registering_the_url_again_keeps_the_hold(
     assert again["state"] == "held" and again["hold_reason"]
     other = integrator_api.post(
         "/api/v1/dept/endpoints/",
-        {"url": department_server.url("/elsewhere"), "events": ["application.submitted"]},
+        {
+            "url": department_server.url("/events").replace("127.0.0.1", "127.0.0.2"),
+            "events": ["application.submitted"],
+        },
         format="json",
     ).json()
     assert other["state"] == "active"
@@ -348,3 +352,42 @@ def test_a_bulk_replay_names_what_it_could_not_replay(
         "1 条未重新投递" in m and str(in_hand.pk)[-8:] in m and "delivery_not_retryable" in m
         for m in shown
     ), shown
+
+
+def test_a_held_address_cannot_be_freed_by_moving_or_respelling(
+    operator_client, hook, integrator_api, department_server
+) -> None:
+    """A hold is on the department's address (scheme, host, port), and a
+    held endpoint's URL cannot change: moving it away and registering the
+    old URL, or the same address under another path or query, stays held."""
+    assert operator_client.post(endpoint_url(hook, "hold")).status_code == 302
+    moved = integrator_api.patch(
+        f"/api/v1/dept/endpoints/{hook.pk}/", {"url": department_server.url("/v2")}, format="json"
+    )
+    assert moved.status_code == 409 and moved.json()["code"] == "endpoint_held"
+    assert integrator_api.delete(f"/api/v1/dept/endpoints/{hook.pk}/").status_code == 204
+    for url in (hook.url + "?x=1", department_server.url("/another/path")):
+        again = integrator_api.post(
+            "/api/v1/dept/endpoints/",
+            {"url": url, "events": ["application.submitted"]},
+            format="json",
+        )
+        assert again.status_code == 201, again.json()
+        assert again.json()["state"] == "held", url
+    entry = AuditEntry.objects.filter(action="endpoint.held", actor_kind="system").first()
+    assert entry is not None and entry.data["as"] == str(hook.pk)  # the inherited hold, audited
+
+
+def test_searching_endpoints_takes_a_whole_url_only(operator_client, hook, integrator_api) -> None:
+    """A search for part of a URL would tell, character by character, a
+    query value the pages show masked."""
+    url = hook.url.split("?")[0] + "?token=s3cr3t"
+    created = integrator_api.post(
+        "/api/v1/dept/endpoints/", {"url": url, "events": ["application.submitted"]}, format="json"
+    ).json()
+    listed = operator_client.get("/admin/services/endpoint/", {"q": "token=s3cr"})
+    assert created["id"] not in listed.content.decode()
+    whole = operator_client.get("/admin/services/endpoint/", {"q": url})
+    assert created["id"] in whole.content.decode()
+    deliveries = operator_client.get("/admin/services/delivery/", {"q": "s3cr3"})
+    assert deliveries.status_code == 200 and "s3cr3t" not in deliveries.content.decode()
