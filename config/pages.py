@@ -30,6 +30,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ from django.utils.cache import get_conditional_response
 from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 
 logger = logging.getLogger(__name__)
+
+# Where a kept page's age is handed to PagesFastPath (the request's environ).
+STORED_AT = "config.pages.stored_at"
 
 # Headers of the rendered response stored with the body (the view's own;
 # middleware adds the rest on every answer, stored or not).
@@ -67,7 +71,7 @@ class PublicPages:
     def __init__(self, name: str, *, max_entries: int = 512) -> None:
         self.name = name
         self.max_entries = max_entries
-        self._pages: OrderedDict[tuple[str, str], _Page] = OrderedDict()
+        self._pages: OrderedDict[tuple[str, ...], _Page] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- the version
@@ -105,6 +109,9 @@ class PublicPages:
         key = self._key()
         with self._lock:
             self._pages.clear()  # this process's own pages go at once
+        for layer in _LAYERS:
+            if layer.pages is self:
+                layer.forget()  # and the answers kept in front of Django
         if not redis_enabled():
             return
         try:
@@ -124,7 +131,11 @@ class PublicPages:
         def serve(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method != "GET":
                 return view(request, *args, **kwargs)
-            address = (request.build_absolute_uri(), translation.get_language() or "")
+            address = (
+                request.build_absolute_uri(),
+                translation.get_language() or "",
+                request.META.get("HTTP_ACCEPT", ""),  # ("application/json; indent=4")
+            )
             version = self.version()
             page = self._stored(address, version)
             if page is None:
@@ -136,6 +147,8 @@ class PublicPages:
                 page = self._page(version, response)
                 if version is not None:
                     self._store(address, page)
+            # How old the page is, for a layer in front that keeps the answer.
+            request.META[STORED_AT] = page.stored_at
             answer = HttpResponse(page.body, status=page.status)
             for name, value in page.headers:
                 answer[name] = value
@@ -145,7 +158,7 @@ class PublicPages:
 
         return serve
 
-    def _stored(self, address: tuple[str, str], version: bytes | None) -> _Page | None:
+    def _stored(self, address: tuple[str, ...], version: bytes | None) -> _Page | None:
         if version is None:
             return None
         with self._lock:
@@ -173,7 +186,7 @@ class PublicPages:
             headers=tuple((h, response[h]) for h in _KEPT_HEADERS if response.has_header(h)),
         )
 
-    def _store(self, address: tuple[str, str], page: _Page) -> None:
+    def _store(self, address: tuple[str, ...], page: _Page) -> None:
         with self._lock:
             self._pages[address] = page
             self._pages.move_to_end(address)
@@ -192,6 +205,9 @@ catalog_pages = PublicPages("catalog")
 
 
 # --- In front of Django's request cycle ----------------------------------------------------------
+
+# The layers made in this process (one per WSGI application), told of a bump.
+_LAYERS: weakref.WeakSet[PagesFastPath] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -227,6 +243,7 @@ class PagesFastPath:
         self.prefixes = prefixes
         self._answers: OrderedDict[tuple[str, ...], _Answer] = OrderedDict()
         self._lock = threading.Lock()
+        _LAYERS.add(self)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         from config.fastpath import plain_request  # settings are loaded by then
@@ -246,7 +263,7 @@ class PagesFastPath:
         answer = self._kept(key, version)
         if answer is None:
             return self._through_django(key, version, environ, start_response)
-        start_response(answer.status, answer.headers)
+        start_response(answer.status, list(answer.headers))  # a server may add to its list
         return [answer.body]
 
     def _kept(self, key: tuple[str, ...], version: bytes) -> _Answer | None:
@@ -281,13 +298,26 @@ class PagesFastPath:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # Django's request_finished
-        names = {name.lower() for name, _ in seen.get("headers", ())}
-        kept = str(seen.get("status", "")).startswith(("200 ", "304 ")) and "etag" in names
-        if kept and "set-cookie" not in names:
-            # Under the version read before Django rendered it: a change
-            # meanwhile leaves this answer under a version already gone.
-            answer = _Answer(version, time.monotonic(), seen["status"], seen["headers"], body)
-            self._store(key, answer)
+        headers = seen.get("headers", [])
+        names = {name.lower() for name, _ in headers}
+        varies = {
+            field.strip().lower()
+            for name, value in headers
+            if name.lower() == "vary"
+            for field in value.split(",")
+        }
+        kept = (
+            str(seen.get("status", "")).startswith(("200 ", "304 "))
+            and "etag" in names
+            and "set-cookie" not in names
+            and varies <= _KEYED  # it varies on nothing the key leaves out
+        )
+        if kept:
+            # Under the version read before Django rendered it (a change
+            # meanwhile leaves this answer under a version already gone), and
+            # as old as the page Django kept: never past PUBLIC_PAGE_SECONDS.
+            stored_at = environ.get(STORED_AT, time.monotonic())
+            self._store(key, _Answer(version, stored_at, seen["status"], headers, body))
         return [body]
 
     def _store(self, key: tuple[str, ...], answer: _Answer) -> None:
@@ -328,3 +358,6 @@ _ADDRESS = (
     # kept for the tag it was asked with.
     "HTTP_IF_NONE_MATCH",
 )
+# The request headers an answer may vary on and still be kept: the key has
+# them (a cookie never reaches a kept answer: such requests go to Django).
+_KEYED = {"accept", "accept-language", "if-none-match", "cookie"}

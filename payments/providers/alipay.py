@@ -483,8 +483,8 @@ class AlipayProvider(BasePaymentProvider):
         for raw in rows[1:]:
             if not any(cell.strip() for cell in raw):
                 continue
-            if len(raw) < len(column):
-                raise ValueError(f"a row of {len(raw)} of {len(column)} columns")
+            if len(raw) < len(rows[0]):
+                raise ValueError(f"a row of {len(raw)} of {len(rows[0])} columns")
             row = {name: raw[index].strip() for name, index in column.items()}
             kind = row["业务类型"]
             at = _china_time(row["完成时间"])

@@ -227,3 +227,86 @@ def test_the_served_application_has_the_layer(settings) -> None:
         layers.append(type(app).__name__)
         app = getattr(app, "app", None)
     assert "PagesFastPath" in layers
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"HTTP_X_FORWARDED_PROTO": "https"},
+        {"wsgi.url_scheme": "https"},
+        {"HTTP_ACCEPT": "application/json; indent=4"},
+        {"SERVER_PORT": "8443"},
+    ],
+    ids=lambda variant: next(iter(variant)),
+)
+def test_an_answer_is_not_given_to_a_request_that_differs_in_what_it_depends_on(
+    stack, settings, variant
+) -> None:
+    """Links follow the scheme (a proxy's header where trusted), the body
+    the media type asked for: each is its own address."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    path = "/api/v1/services/"
+    plain = stack.get(path)
+    varied = stack.get(path, **variant)
+    assert stack.reached.count(path) == 2
+    assert stack.get(path) == plain and stack.get(path, **variant) == varied
+    assert stack.reached.count(path) == 2
+    if "HTTP_ACCEPT" in variant:
+        assert varied[2] != plain[2]  # indented: never handed to a plain client
+    if "HTTP_X_FORWARDED_PROTO" in variant or "wsgi.url_scheme" in variant:
+        assert b"https://" in varied[2] or varied[2] == plain[2]
+
+
+def test_only_a_page_or_its_304_is_kept(version) -> None:
+    reached = []
+
+    def django(env, start_response):
+        reached.append(1)
+        start_response("404 Not Found", [("Content-Type", "application/json"), ("ETag", '"x"')])
+        return [b"{}"]
+
+    app = PagesFastPath(django, catalog_pages, prefixes=PREFIXES)
+    call(app, environ("/api/v1/services/gone/"))
+    call(app, environ("/api/v1/services/gone/"))
+    assert len(reached) == 2
+
+
+def test_an_answer_varying_on_what_the_key_leaves_out_is_not_kept(version) -> None:
+    reached = []
+    headers = [("Content-Type", "application/json"), ("ETag", '"x"'), ("Vary", "Origin")]
+
+    def django(env, start_response):
+        reached.append(1)
+        start_response("200 OK", headers)
+        return [b"{}"]
+
+    app = PagesFastPath(django, catalog_pages, prefixes=PREFIXES)
+    call(app, environ("/api/v1/services/"))
+    call(app, environ("/api/v1/services/"))
+    assert len(reached) == 2
+
+
+def test_an_answer_is_never_older_than_public_page_seconds(stack, settings, monkeypatch) -> None:
+    """Django's own kept page may already be old when the layer keeps its
+    answer: the answer carries the page's age, not the moment it was kept."""
+    from config import pages
+
+    path = "/api/v1/services/sbk-apply/"
+    clock = [1000.0]
+    monkeypatch.setattr(pages.time, "monotonic", lambda: clock[0])
+    settings.PUBLIC_PAGE_SECONDS = 60
+    stack.get(path, HTTP_IF_NONE_MATCH='"other"')  # Django keeps the page at 1000 s
+    clock[0] = 1050.0
+    stack.get(path)  # kept in front at 1050 s, from the page of 1000 s
+    assert stack.reached.count(path) == 2
+    clock[0] = 1061.0  # the page is 61 s old: asked of Django again
+    stack.get(path)
+    assert stack.reached.count(path) == 3
+
+
+def test_a_bump_in_this_process_drops_the_answers_kept_in_front(stack) -> None:
+    path = "/api/v1/services/"
+    stack.get(path)
+    catalog_pages._bump_now()  # the version is the test's: only the bump's own clearing counts
+    stack.get(path)
+    assert stack.reached.count(path) == 2
