@@ -30,14 +30,15 @@ def environ_for(path: str, body: bytes, content_type: str, **extra: Any) -> dict
     }
 
 
-def wsgi_call(
+def wsgi_answer(
     app: Callable[..., Any], environ: dict[str, Any]
-) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of ``app`` answering ``environ``."""
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status line, headers in order, body) as a WSGI server receives them
+    from ``app`` answering ``environ``."""
     seen: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+        seen["status"], seen["headers"] = status, list(headers)
 
     # As Django's test client does: the test's transaction holds the
     # connection, so the per-request connection cleanup must not close it.
@@ -52,3 +53,11 @@ def wsgi_call(
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)
     return seen["status"], seen["headers"], payload
+
+
+def wsgi_call(
+    app: Callable[..., Any], environ: dict[str, Any]
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of ``app`` answering ``environ``."""
+    status, headers, payload = wsgi_answer(app, environ)
+    return int(status.split()[0]), dict(headers), payload

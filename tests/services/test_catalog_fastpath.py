@@ -7,19 +7,17 @@ exercised without Redis as well; with Redis it is read from there."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import close_old_connections
 
 from config.pages import PagesFastPath, catalog_pages
 from services import catalog
 from services.models import Service
 from tests.services.factories import ServiceFactory
+from tests.wsgi import environ_for, wsgi_answer
 
 pytestmark = pytest.mark.django_db
 
@@ -27,40 +25,11 @@ PREFIXES = ("/api/v1/services/", "/api/v1/categories/", "/api/v1/departments/")
 
 
 def environ(path: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
-        "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": io.StringIO(),
-        **extra,
-    }
+    """A GET of ``path`` on the test server."""
+    return environ_for(path, b"", "", **{"REQUEST_METHOD": "GET", **extra})
 
 
-def call(app: Callable[..., Any], env: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    """(status line, headers in order, body) as a WSGI server receives them."""
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen["status"], seen["headers"] = status, list(headers)
-
-    # The test's transaction holds the connection (as Django's test client does).
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        chunks = app(env, start_response)
-        body = b"".join(chunks)
-        if hasattr(chunks, "close"):
-            chunks.close()
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
-    return seen["status"], seen["headers"], body
+call = wsgi_answer
 
 
 class Stack:
@@ -178,39 +147,32 @@ def test_without_a_version_nothing_is_kept(stack, version) -> None:
     assert stack.reached.count(path) == 2
 
 
-def fake_django(headers: list[tuple[str, str]]) -> Callable[..., Any]:
+def fake_django(
+    headers: list[tuple[str, str]], status: str = "200 OK"
+) -> tuple[PagesFastPath, list[int]]:
+    """The layer over a stand-in for Django that answers ``status`` with
+    ``headers``, and the list of requests that reached the stand-in."""
+    reached: list[int] = []
+
     def app(env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("200 OK", headers)
+        reached.append(1)
+        start_response(status, headers)
         return [b"{}"]
 
-    return app
+    return PagesFastPath(app, catalog_pages, prefixes=PREFIXES), reached
 
 
 def test_an_answer_that_sets_a_cookie_is_never_kept(version) -> None:
-    reached = []
-    django = fake_django(
+    app, reached = fake_django(
         [("Content-Type", "application/json"), ("ETag", '"x"'), ("Set-Cookie", "a=b")]
     )
-
-    def counting(env, start_response):
-        reached.append(1)
-        return django(env, start_response)
-
-    app = PagesFastPath(counting, catalog_pages, prefixes=PREFIXES)
     call(app, environ("/api/v1/services/"))
     call(app, environ("/api/v1/services/"))
     assert len(reached) == 2
 
 
 def test_answers_are_given_again_for_public_page_seconds_at_most(version, settings) -> None:
-    reached = []
-    django = fake_django([("Content-Type", "application/json"), ("ETag", '"x"')])
-
-    def counting(env, start_response):
-        reached.append(1)
-        return django(env, start_response)
-
-    app = PagesFastPath(counting, catalog_pages, prefixes=PREFIXES)
+    app, reached = fake_django([("Content-Type", "application/json"), ("ETag", '"x"')])
     call(app, environ("/api/v1/services/"))
     call(app, environ("/api/v1/services/"))
     assert len(reached) == 1
@@ -258,29 +220,18 @@ def test_an_answer_is_not_given_to_a_request_that_differs_in_what_it_depends_on(
 
 
 def test_only_a_page_or_its_304_is_kept(version) -> None:
-    reached = []
-
-    def django(env, start_response):
-        reached.append(1)
-        start_response("404 Not Found", [("Content-Type", "application/json"), ("ETag", '"x"')])
-        return [b"{}"]
-
-    app = PagesFastPath(django, catalog_pages, prefixes=PREFIXES)
+    app, reached = fake_django(
+        [("Content-Type", "application/json"), ("ETag", '"x"')], status="404 Not Found"
+    )
     call(app, environ("/api/v1/services/gone/"))
     call(app, environ("/api/v1/services/gone/"))
     assert len(reached) == 2
 
 
 def test_an_answer_varying_on_what_the_key_leaves_out_is_not_kept(version) -> None:
-    reached = []
-    headers = [("Content-Type", "application/json"), ("ETag", '"x"'), ("Vary", "Origin")]
-
-    def django(env, start_response):
-        reached.append(1)
-        start_response("200 OK", headers)
-        return [b"{}"]
-
-    app = PagesFastPath(django, catalog_pages, prefixes=PREFIXES)
+    app, reached = fake_django(
+        [("Content-Type", "application/json"), ("ETag", '"x"'), ("Vary", "Origin")]
+    )
     call(app, environ("/api/v1/services/"))
     call(app, environ("/api/v1/services/"))
     assert len(reached) == 2
