@@ -215,6 +215,15 @@ NOT_ACCEPTABLE = error_code(
     when=_("`Accept` 头排除了该接口能提供的所有格式（接口答复 JSON，图片接口答复 PNG 或 SVG）。"),
     what_to_do=_("发送 `Accept: application/json`（或 `*/*`），或者不带 `Accept` 头。"),
 )
+LENGTH_REQUIRED = error_code(
+    "length_required",
+    411,
+    _("请求体需要 Content-Length"),
+    when=_(
+        "请求体以分块传输（`Transfer-Encoding: chunked`）发送、没有 `Content-Length`：服务器不读取这样的请求体。"
+    ),
+    what_to_do=_("带 `Content-Length` 发送完整的请求体（常见 HTTP 客户端发送 JSON 时默认如此）。"),
+)
 PAYLOAD_TOO_LARGE = error_code(
     "payload_too_large",
     413,

@@ -8,7 +8,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 
-from config.errors import INVALID, MALFORMED_REQUEST, PAYLOAD_TOO_LARGE, problem_http_response
+from config.errors import (
+    INVALID,
+    LENGTH_REQUIRED,
+    MALFORMED_REQUEST,
+    PAYLOAD_TOO_LARGE,
+    problem_http_response,
+)
 
 
 def _has_nul(request: HttpRequest) -> bool:
@@ -26,7 +32,8 @@ class ApiRequestLimitsMiddleware:
 
     Django and DRF read at most ``CONTENT_LENGTH`` bytes (a body without one
     is read as empty), so checking the header bounds what a request can make
-    the process buffer.
+    the process buffer; a chunked body without one is refused with 411
+    rather than answered as if it were empty.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -37,6 +44,9 @@ class ApiRequestLimitsMiddleware:
             return self.get_response(request)
         if _has_nul(request):
             return problem_http_response(MALFORMED_REQUEST, _("请求中含有不允许的 NUL 字符"))
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not request.META.get("CONTENT_LENGTH"):
+            return problem_http_response(LENGTH_REQUIRED)
         raw_length = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(raw_length)

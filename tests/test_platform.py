@@ -262,6 +262,27 @@ def test_oversized_body_is_refused_before_parsing(api, settings) -> None:
 
 
 @pytest.mark.django_db
+def test_a_chunked_body_without_its_length_is_a_411_not_an_empty_body(api) -> None:
+    """gunicorn hands a chunked body over without CONTENT_LENGTH, and Django
+    reads such a body as empty: the client is told, not answered "field
+    required". Through the served WSGI application (fast paths included) too."""
+    from config.wsgi import application
+    from tests.wsgi import environ_for, wsgi_call
+
+    chunked = {"HTTP_TRANSFER_ENCODING": "chunked"}
+    response = api.generic("POST", "/api/v1/auth/otp/", b"", "application/json", **chunked)
+    assert_problem(response, 411, "length_required")
+    for path in ("/api/v1/qr/verify/", "/api/v1/payments/notify/wechat/", "/api/v1/auth/otp/"):
+        environ = environ_for(path, b'{"code": "MCS1:x"}', "application/json", **chunked)
+        del environ["CONTENT_LENGTH"]
+        status, headers, body = wsgi_call(application, environ)
+        assert (status, json.loads(body)["code"]) == (411, "length_required"), path
+    # With its length, a body is read whatever the transfer encoding said.
+    fine = api.post("/api/v1/auth/otp/", {"phone": "12"}, format="json", **chunked)
+    assert fine.json()["code"] == "phone_invalid"
+
+
+@pytest.mark.django_db
 def test_wrong_method_is_a_405_problem(api) -> None:
     assert_problem(api.get("/api/v1/auth/otp/"), 405, "method_not_allowed")
 
