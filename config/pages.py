@@ -43,6 +43,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import translation
 from django.utils.cache import get_conditional_response
 
+from config.fastpath import plain_request
 from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 
 logger = logging.getLogger(__name__)
@@ -246,8 +247,6 @@ class PagesFastPath:
         _LAYERS.add(self)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        from config.fastpath import plain_request  # settings are loaded by then
-
         path = environ.get("PATH_INFO", "")
         if (
             environ.get("REQUEST_METHOD") != "GET"

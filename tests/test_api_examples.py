@@ -754,24 +754,29 @@ def story(
     )
     s.call(dept, "delete", at, expect=204, summary="An endpoint removed")
 
+    def fee_order(**headers: str) -> tuple[Any, Any]:
+        """An application to a fee-bearing service and its order at WeChat Pay."""
+        application = s.call(
+            me,
+            "post",
+            "/api/v1/applications/",
+            {"service": "id-card-renew", "form": {"reason": "到期换领", "phone": phone}},
+            expect=201,
+            summary="An application awaiting payment",
+        )
+        order = s.call(
+            me,
+            "post",
+            "/api/v1/payments/",
+            {"application": application["id"], "channel": "wechat"},
+            expect=201,
+            summary="A payment order opened at WeChat Pay",
+            **headers,
+        )
+        return application, order
+
     # A fee: the order, paid in the sandbox, the receipt, a partial refund.
-    fee = s.call(
-        me,
-        "post",
-        "/api/v1/applications/",
-        {"service": "id-card-renew", "form": {"reason": "到期换领", "phone": phone}},
-        expect=201,
-        summary="An application awaiting payment",
-    )
-    order = s.call(
-        me,
-        "post",
-        "/api/v1/payments/",
-        {"application": fee["id"], "channel": "wechat"},
-        expect=201,
-        summary="A payment order opened at WeChat Pay",
-        HTTP_IDEMPOTENCY_KEY="pay-1",
-    )
+    fee, order = fee_order(HTTP_IDEMPOTENCY_KEY="pay-1")
     s.call(
         me,
         "post",
@@ -829,22 +834,7 @@ def story(
     )
 
     # A channel's callback, as WeChat Pay sends it for another order.
-    other = s.call(
-        me,
-        "post",
-        "/api/v1/applications/",
-        {"service": "id-card-renew", "form": {"reason": "到期换领", "phone": phone}},
-        expect=201,
-        summary="An application awaiting payment",
-    )
-    opened = s.call(
-        me,
-        "post",
-        "/api/v1/payments/",
-        {"application": other["id"], "channel": "wechat"},
-        expect=201,
-        summary="A payment order opened at WeChat Pay",
-    )
+    _other, opened = fee_order()
     trade = books.trade_pay(channel="wechat", order_no=opened["order_no"], succeed=True)
     built = sandbox_for("wechat").payment_notify(trade)
     assert built is not None

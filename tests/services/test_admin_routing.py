@@ -240,7 +240,7 @@ def test_removing_and_registering_the_url_again_keeps_the_hold(
     department_server,
     django_capture_on_commit_callbacks,
 ) -> None:
-    """A hold is on the department's URL: deleting the held endpoint and
+    """A hold is on the department's address: deleting the held endpoint and
     registering the same URL again (or a second endpoint at it, or moving
     another endpoint to it) comes back held, until an operator resumes."""
     assert operator_client.post(endpoint_url(hook, "hold")).status_code == 302
