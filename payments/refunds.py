@@ -62,12 +62,20 @@ def refund_send(refund_id: Any) -> bool:
 
 def _as_the_channel_knows_it(refund: Refund, *, refused: ProviderError) -> RefundResult | None:
     order = refund.order
+    channel = orders.provider(order.channel)
     try:
-        return orders.provider(order.channel).refund_query(
-            order_no=order.order_no, refund_no=refund.refund_no
-        )
+        return channel.refund_query(order_no=order.order_no, refund_no=refund.refund_no)
     except ProviderError as exc:
-        if exc.retryable:
+        if not channel.refund_unknown(exc):
+            # Unreachable, or an answer we cannot read or trust: the money
+            # may have gone back, so the refund keeps its amount and is
+            # sent again (the channel is idempotent on the refund number).
+            logger.warning(
+                "refund %s refused (%s) and its state at the channel unknown: %s",
+                refund.refund_no,
+                refused,
+                exc,
+            )
             return None
     return RefundResult(refund_no=refund.refund_no, state="failed", failure_reason=str(refused))
 

@@ -149,6 +149,9 @@ class AlipayProvider(BasePaymentProvider):
 
     identifier: ClassVar[str] = "alipay"
     verbose_name: ClassVar[str] = "支付宝"
+    # Alipay answers a refund it does not know with success and no refund
+    # fields, which refund_query raises as REFUND_NOT_EXIST.
+    refund_unknown_codes: ClassVar[frozenset[str]] = frozenset({"REFUND_NOT_EXIST"})
 
     # --- the gateway -----------------------------------------------------------------------
 

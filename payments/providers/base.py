@@ -197,8 +197,22 @@ class BasePaymentProvider:
         raise NotImplementedError
 
     def refund_query(self, *, order_no: str, refund_no: str) -> RefundResult:
-        """Where a refund stands at the channel. Raises :class:`ProviderError`."""
+        """Where a refund stands at the channel. Raises :class:`ProviderError`;
+        one whose ``code`` is in :attr:`refund_unknown_codes` when the
+        channel has no such refund."""
         raise NotImplementedError
+
+    #: The codes of the :class:`ProviderError` :meth:`refund_query` raises
+    #: when the channel has no such refund (it never took the request).
+    #: Only that answer lets a refund the channel refused count as failed
+    #: and free its amount; any other error leaves it pending, since the
+    #: money may have gone back already.
+    refund_unknown_codes: ClassVar[frozenset[str]] = frozenset()
+
+    def refund_unknown(self, error: ProviderError) -> bool:
+        """Whether ``error``, raised by :meth:`refund_query`, says the
+        channel has no such refund."""
+        return not error.retryable and error.code in self.refund_unknown_codes
 
     def statement_download(self, *, date: dt.date) -> list[StatementLine]:
         """The channel's statement of ``date`` (China time): every charge

@@ -178,6 +178,8 @@ class UnionpayProvider(BasePaymentProvider):
 
     identifier: ClassVar[str] = "unionpay"
     verbose_name: ClassVar[str] = "云闪付（银联）"
+    # respCode 34 on the refund's orderId, raised by refund_query as not_found.
+    refund_unknown_codes: ClassVar[frozenset[str]] = frozenset({"not_found"})
 
     # --- the wire ----------------------------------------------------------------------
 

@@ -285,6 +285,8 @@ class WechatPayProvider(BasePaymentProvider):
 
     identifier = "wechat"
     verbose_name = "微信支付"
+    # A refund number WeChat Pay never took: 404 RESOURCE_NOT_EXISTS.
+    refund_unknown_codes = frozenset({"RESOURCE_NOT_EXISTS"})
 
     # --- WeChat Pay's API -------------------------------------------------------------------
 

@@ -152,6 +152,48 @@ def test_a_refund_the_channel_refuses_and_does_not_know_fails_and_frees_its_amou
     assert again.amount_fen == FEE
 
 
+@pytest.mark.parametrize("channel", ["wechat", "alipay", "unionpay"])
+def test_a_refund_whose_fate_the_channel_cannot_tell_us_keeps_its_amount(
+    paid_order_factory, monkeypatch, settings, channel
+) -> None:
+    order = paid_order_factory(channel)
+    provider = provider_for(channel)
+    create = provider.refund_create
+
+    def taken_but_unreadable(**kwargs):
+        create(**kwargs)  # the channel refunds…
+        raise ProviderError("answer signature does not verify", retryable=False)
+
+    def unreadable(**kwargs):
+        raise ProviderError("answer signature does not verify", retryable=False)
+
+    monkeypatch.setattr(provider, "refund_create", taken_but_unreadable)
+    monkeypatch.setattr(provider, "refund_query", unreadable)
+    refund = orders.refund_request(order=order, amount_fen=500, reason="", actor=None)
+    assert refunds.refund_send(refund.pk) is False
+
+    # The money may have gone back: not failed, its amount still taken.
+    refund.refresh_from_db()
+    assert refund.status == "pending"
+    from payments.errors import PaymentsError
+
+    with pytest.raises(PaymentsError) as refused:
+        orders.refund_request(order=order, amount_fen=FEE, reason="", actor=None)
+    assert refused.value.code == "refund_exceeds_paid"
+
+    monkeypatch.undo()  # the channel's answers can be read again: the sweep settles it
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    Refund.objects.filter(pk=refund.pk).update(created_at=order.created_at.replace(year=2000))
+    refunds.refunds_sweep()
+    refund.refresh_from_db()
+    if refund.status == "pending":  # channels that settle later
+        refunds.refunds_sweep()
+        refund.refresh_from_db()
+    assert refund.status == "succeeded"
+    order.refresh_from_db()
+    assert order.refunded_fen == 500 and order.status == OrderStatus.PARTIALLY_REFUNDED
+
+
 @pytest.fixture
 def paid_order_factory(citizen, fee_service):
     def make(channel: str) -> PaymentOrder:

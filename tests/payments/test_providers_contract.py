@@ -11,7 +11,12 @@ from django.utils import timezone
 
 from payments.models import SandboxRefund
 from payments.providers import provider_for
-from payments.providers.base import BasePaymentProvider, NotifyRejected, PaymentResult
+from payments.providers.base import (
+    BasePaymentProvider,
+    NotifyRejected,
+    PaymentResult,
+    ProviderError,
+)
 from payments.sandbox import books
 from payments.sandbox.channels import SANDBOXES, SandboxChannel, sandbox_for
 from tests.contracts import implementations
@@ -113,3 +118,13 @@ def test_closing_an_unpaid_order_is_fine_and_garbage_is_no_callback(provider) ->
             "decrypt_failed",
             "wrong_merchant",
         )
+
+
+def test_a_refund_the_channel_never_took_is_said_to_be_unknown(provider) -> None:
+    _open(provider, "P20261206CONTRACT00003")
+    books.trade_pay(channel=provider.identifier, order_no="P20261206CONTRACT00003", succeed=True)
+    with pytest.raises(ProviderError) as unknown:
+        provider.refund_query(order_no="P20261206CONTRACT00003", refund_no="R20261206NEVERSENT01")
+    assert provider.refund_unknown(unknown.value)
+    # Anything else is not that answer, whatever its code says of retrying.
+    assert not provider.refund_unknown(ProviderError("unreadable", retryable=False, code="x"))
