@@ -252,4 +252,8 @@ def unverified_jti(text: str) -> str | None:
     except (ValueError, RecursionError):
         return None
     jti = payload.get("jti") if isinstance(payload, dict) else None
-    return jti if isinstance(jti, str) and 0 < len(jti) <= 64 else None
+    # Ours are ASCII (a UUID, or base64url): anything else names no code of
+    # ours, and a NUL or a lone surrogate could not even be looked up.
+    if not isinstance(jti, str) or not 0 < len(jti) <= 64:
+        return None
+    return jti if jti.isascii() and jti.isprintable() else None

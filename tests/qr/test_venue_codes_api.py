@@ -183,3 +183,17 @@ def test_creating_and_deactivating_are_audited(integrator_api, integrator_key, s
     entries = AuditEntry.objects.filter(target_id=body["id"]).order_by("at")
     assert [e.action for e in entries] == ["qr.venue_code.created", "qr.venue_code.deactivated"]
     assert {e.actor_id for e in entries} == {str(integrator_key.pk)}
+
+
+@pytest.mark.parametrize("jti", ["a\x00b", "\ud800"])
+def test_a_stranger_code_naming_an_odd_jti_is_code_invalid(api, scanner_api, jti):
+    """A code under a key we never published is read unverified for a revoked
+    venue code's jti; a jti no code of ours has (a NUL, a lone surrogate) is
+    simply no code of ours, not a server error."""
+    from tests.qr.test_keys import a_stranger_code
+
+    code = a_stranger_code(jti=jti, knd="venue")
+    response = api.post("/api/v1/qr/resolve/", {"code": code}, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "code_invalid"
+    assert verify(scanner_api, code) == {"valid": False, "reason": "unknown_key"}
