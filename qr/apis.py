@@ -314,7 +314,9 @@ def _parse_since(raw: str | None) -> dt.datetime | None:
     # at the ends of the calendar would overflow the arithmetic.
     if not SINCE_EARLIEST <= value <= timezone.now() + dt.timedelta(days=1):
         raise QrError(SINCE_INVALID, errors={"since": [str(SINCE_INVALID.title)]})
-    return value
+    # In UTC: an offset the database cannot hold (PostgreSQL stops at
+    # ±15:59) names the same instant there.
+    return value.astimezone(dt.UTC)
 
 
 SINCE_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)

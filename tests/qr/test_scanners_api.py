@@ -96,6 +96,15 @@ def test_an_unencoded_plus_in_since_is_understood(scanner_api):
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize("offset", ["+23:59", "-23:59", "+16:00"])
+def test_any_offset_python_reads_is_understood(scanner_api, offset):
+    """An offset beyond the database's range (PostgreSQL's ends at ±15:59)
+    still names an instant."""
+    response = scanner_api.get("/api/v1/qr/revocations/", {"since": f"2026-11-25T10:00:00{offset}"})
+    assert response.status_code == 200
+    assert response.json().keys() == {"revoked", "inactive_subjects", "until"}
+
+
 def test_only_scanners_read_revocations(integrator_api, citizen_api, api):
     assert integrator_api.get("/api/v1/qr/revocations/").status_code == 403
     assert citizen_api.get("/api/v1/qr/revocations/").status_code == 401
