@@ -563,13 +563,17 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
                 data={"order_no": order.order_no, "refund_no": refund.refund_no},
             )
             return True
+        # Dated when the channel says the money went back, as its statement
+        # lists it, not when we heard (a refund settled before midnight and
+        # queried after it belongs to the day before).
+        settled_at = result.succeeded_at or now
         LedgerEntry.objects.create(
             order=order,
             kind=EntryKind.REFUND,
             amount_fen=refund.amount_fen,
             channel=order.channel,
             reference=refund.refund_no,
-            at=now,
+            at=settled_at,
             created_at=now,
         )
         order.refunded_fen += refund.amount_fen
@@ -580,7 +584,7 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
         )
         refund.status = RefundStatus.SUCCEEDED
         refund.provider_refund_id = result.refund_id or refund.provider_refund_id
-        refund.succeeded_at = now
+        refund.succeeded_at = settled_at
         refund.save(update_fields=["status", "provider_refund_id", "succeeded_at"])
         _publish(
             order,

@@ -92,6 +92,16 @@ def _china_time(value: str) -> dt.datetime:
     return dt.datetime.strptime(value, TIME_FORMAT).replace(tzinfo=CHINA)
 
 
+def _refunded_at(node: Mapping[str, Any]) -> dt.datetime | None:
+    """A refund answer's ``gmt_refund_pay`` (when the money went back), if
+    it reads as a time: it dates the refund, it does not decide it."""
+    value = node.get("gmt_refund_pay")
+    try:
+        return _china_time(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
 def _content(params: Mapping[str, str], *, exclude: tuple[str, ...]) -> str:
     """Alipay's string to sign: sorted by key, empty values skipped, raw values."""
     return "&".join(
@@ -413,7 +423,12 @@ class AlipayProvider(BasePaymentProvider):
             raise ProviderError("alipay refund: answer for another order", retryable=False)
         if node.get("fund_change") != "Y":
             return self.refund_query(order_no=order_no, refund_no=refund_no)
-        return RefundResult(refund_no=refund_no, state="succeeded", amount_fen=amount_fen)
+        return RefundResult(
+            refund_no=refund_no,
+            state="succeeded",
+            amount_fen=amount_fen,
+            succeeded_at=_refunded_at(node),
+        )
 
     def refund_query(self, *, order_no: str, refund_no: str) -> RefundResult:
         """``alipay.trade.fastpay.refund.query``. Alipay answers a refund it
@@ -439,7 +454,12 @@ class AlipayProvider(BasePaymentProvider):
             return RefundResult(
                 refund_no=refund_no, state="pending", amount_fen=amount_fen, failure_reason=status
             )
-        return RefundResult(refund_no=refund_no, state="succeeded", amount_fen=amount_fen)
+        return RefundResult(
+            refund_no=refund_no,
+            state="succeeded",
+            amount_fen=amount_fen,
+            succeeded_at=_refunded_at(node),
+        )
 
     # --- statements ------------------------------------------------------------------------
 

@@ -75,6 +75,9 @@ class RefundResult:
     refund_id: str = ""
     amount_fen: int = 0
     failure_reason: str = ""
+    # When the channel says the money went back (a succeeded refund): the
+    # moment its statement lists the refund under, whenever we hear of it.
+    succeeded_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -512,12 +512,20 @@ class UnionpayProvider(BasePaymentProvider):
             state = "pending"
         else:
             state = "failed"
+        succeeded_at = None
+        if state == "succeeded":
+            try:
+                txn_time = _parse_time(answer.get("txnTime", ""))
+                succeeded_at = _trace_time(answer.get("traceTime", ""), txn_time)
+            except ValueError:
+                pass  # the time dates the refund, it does not decide it
         return RefundResult(
             refund_no=refund_no,
             state=state,
             refund_id=answer.get("queryId", ""),
             amount_fen=self._amount(answer, QUERY_PATH),
             failure_reason=answer.get("origRespMsg", "") if state == "failed" else "",
+            succeeded_at=succeeded_at,
         )
 
     # --- statement ---------------------------------------------------------------------

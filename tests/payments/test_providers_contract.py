@@ -95,6 +95,13 @@ def test_a_payment_from_checkout_to_statement(provider) -> None:
         order_no="P20261206CONTRACT00001", refund_no="R20261206CONTRACT00001"
     )
     assert settled.state == "succeeded" and settled.amount_fen == 234
+    # When the money went back, as the channel's statement dates it.
+    (listed,) = [
+        line
+        for line in provider.statement_download(date=timezone.localdate())
+        if line.kind == "refund"
+    ]
+    assert settled.succeeded_at == listed.at
 
     lines = provider.statement_download(date=timezone.localdate())
     assert {(line.kind, line.reference, line.amount_fen) for line in lines} == {

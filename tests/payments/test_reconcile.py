@@ -20,6 +20,7 @@ from payments.models import (
     ReconciliationMismatch,
     ReconciliationReport,
     Refund,
+    SandboxRefund,
 )
 from payments.providers import provider_for
 from payments.providers.base import ProviderError, StatementLine
@@ -255,6 +256,30 @@ def test_the_day_is_the_china_day(pay_order, monkeypatch) -> None:
     assert kinds(report) == [(MismatchKind.MISSING_IN_STATEMENT, "RLATE")]
     (report,) = reconciliation.reconcile(date=day + dt.timedelta(days=1), channels=["unionpay"])
     assert kinds(report) == [(MismatchKind.MISSING_IN_STATEMENT, "REARLY")]
+
+
+@pytest.mark.parametrize("channel", ["wechat", "unionpay"])
+def test_a_refund_settled_before_midnight_and_heard_of_after_is_on_the_channels_day(
+    pay_order, channel, django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    order = pay_order(channel)
+    with django_capture_on_commit_callbacks(execute=True):
+        refund = orders.refund_request(order=order, amount_fen=500, reason="", actor=None)
+    refund.refresh_from_db()
+    assert refund.status == "pending"  # these channels settle later
+    # The channel settled it a second before midnight; we ask after it.
+    before_midnight = dt.datetime.combine(today(), dt.time.min, tzinfo=selectors.CHINA)
+    before_midnight -= dt.timedelta(seconds=1)
+    SandboxRefund.objects.filter(refund_no=refund.refund_no).update(settles_at=before_midnight)
+    refunds.refund_check(refund)
+
+    entry = LedgerEntry.objects.get(kind="refund", reference=refund.refund_no)
+    assert entry.at == before_midnight
+    (report,) = reconciliation.reconcile(date=today() - dt.timedelta(days=1), channels=[channel])
+    assert kinds(report) == [] and (report.statement_lines, report.matched) == (1, 1)
+    (report,) = reconciliation.reconcile(date=today(), channels=[channel])
+    assert kinds(report) == [] and (report.statement_lines, report.matched) == (1, 1)
 
 
 def test_a_channel_that_cannot_be_reached_does_not_stop_the_others(pay_order, monkeypatch) -> None:
