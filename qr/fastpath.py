@@ -29,6 +29,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts import token_facts
+from config.api import _json_problem as json_problem
 from config.errors import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
 from config.fastpath import API_HEADERS, plain_request
 from config.redis_client import REDIS_ERRORS, redis_client, redis_key
@@ -43,6 +44,12 @@ PATH = "/api/v1/qr/verify/"
 MAX_BODY = 4096
 # What Django's middleware and DRF put on this answer (see the parity test).
 HEADERS = [("Content-Type", "application/json"), *API_HEADERS]
+
+
+def _json_constant_refused(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON; the view's parser refuses them."""
+    raise ValueError(f"{name} is not JSON")
+
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -101,7 +108,11 @@ class VerifyFastPath:
     def _common_case(self, environ: dict[str, Any]) -> tuple[str | None, Any]:
         """(code, scanner key) when this request is the plain common case;
         the body is put back for Django whatever the answer."""
-        if not str(environ.get("CONTENT_TYPE", "")).startswith("application/json"):
+        media_type, _, params = str(environ.get("CONTENT_TYPE", "")).partition(";")
+        if media_type.rstrip() != "application/json":
+            return None, None
+        # The view's parser decodes by the charset named: any but UTF-8 goes there.
+        if params and params.strip().lower() not in ("charset=utf-8", 'charset="utf-8"'):
             return None, None
         if not plain_request(environ):
             return None, None
@@ -121,10 +132,16 @@ class VerifyFastPath:
         try:
             # Plain UTF-8 only: json.loads(bytes) would also take a BOM or
             # UTF-16/32, which the view's parser refuses; those go to the view.
-            data = json.loads(body.decode("utf-8"))
+            data = json.loads(body.decode("utf-8"), parse_constant=_json_constant_refused)
         except (ValueError, RecursionError):
             return None, None
-        code = data.get("code") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None, None
+        # Members besides the code: the view's parser refuses lone surrogates
+        # and deep nesting anywhere in the body; such bodies go there.
+        if len(data) > 1 and json_problem(data) is not None:
+            return None, None
+        code = data.get("code")
         if not (
             isinstance(code, str)
             and 0 < len(code) <= CODE_FIELD_MAX_LENGTH

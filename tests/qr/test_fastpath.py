@@ -123,6 +123,20 @@ def test_every_fast_verify_is_a_scan_event(citizen, scanner_key) -> None:
         # A byte-order mark: json.loads(bytes) would skip it, the view's parser does not.
         (b'\xef\xbb\xbf{"code": "MCS1:x"}', "application/json", {}, 400, "malformed_request"),
         ('{"code": "MCS1:x"}'.encode("utf-16"), "application/json", {}, 400, "malformed_request"),
+        # Another charset named: the view's parser decodes the body by it.
+        (b'{"code": "MCS1:x"}', "application/json; charset=utf-16", {}, 400, "malformed_request"),
+        # What the view's parser refuses anywhere in a body, beside a plain code.
+        (b'{"code": "MCS1:x", "n": NaN}', "application/json", {}, 400, "malformed_request"),
+        (b'{"code": "MCS1:x", "n": -Infinity}', "application/json", {}, 400, "malformed_request"),
+        (b'{"code": "MCS1:x", "n": "\\ud800"}', "application/json", {}, 400, "malformed_request"),
+        (b'{"code": "MCS1:x", "\\udc00": 1}', "application/json", {}, 400, "malformed_request"),
+        (
+            b'{"code": "MCS1:x", "n": ' + b"[" * 70 + b"]" * 70 + b"}",
+            "application/json",
+            {},
+            400,
+            "malformed_request",
+        ),
     ],
 )
 def test_anything_unusual_goes_the_full_way_and_gets_its_problem(
