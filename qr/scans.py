@@ -238,22 +238,23 @@ def offline_scans_upload(*, scanner: ApiKey, scans: Sequence[OfflineScan]) -> li
             "terminal_event_id", flat=True
         )
     )
-    checked = {scan.event_id: code_check(scan.code, scan.scanned_at.timestamp()) for scan in scans}
+    # Per scan, not per event id: of two scans sharing an id, the first is
+    # stored, and judged by its own code.
+    checked = [code_check(scan.code, scan.scanned_at.timestamp()) for scan in scans]
     attributed = set(
         ScanEvent.objects.filter(
             scanner=scanner,
-            jti__in=[c.jti for c, reason in checked.values() if c is not None and reason is None],
+            jti__in=[c.jti for c, reason in checked if c is not None and reason is None],
         )
         .exclude(subject="")
         .values_list("jti", flat=True)
     )
     results, records, seen = [], [], set()
-    for scan in scans:
+    for scan, (claims, server_reason) in zip(scans, checked, strict=True):
         if scan.event_id in already or scan.event_id in seen:
             results.append({"event_id": scan.event_id, "status": "duplicate"})
             continue
         seen.add(scan.event_id)
-        claims, server_reason = checked[scan.event_id]
         record = scan_record_for(claims, scan.reason, now=scan.scanned_at.timestamp())
         if server_reason is not None or (claims is not None and claims.jti in attributed):
             record.subject = ""

@@ -171,6 +171,25 @@ def test_a_repeated_event_id_within_one_batch_counts_once(citizen, scanner_api):
     assert ScanEvent.objects.count() == 1
 
 
+def test_a_repeated_event_id_is_judged_by_its_first_scan_not_its_last(citizen, scanner_api):
+    """The first of two scans with one event id is the one stored, with its
+    own code: a later one cannot lend it a code that was valid at another time."""
+    batch = [
+        scan("junk", valid=False, reason="malformed", event_id="e1", ago=86400),
+        scan(code_shown_at(citizen, 60), event_id="e1"),
+    ]
+    body = scanner_api.post("/api/v1/qr/scans/", {"scans": batch}, format="json").json()
+    assert [s["status"] for s in body["scans"]] == ["recorded", "duplicate"]
+    (event,) = recorded_scans()
+    assert (event.valid, event.reason, event.subject, event.jti, event.kind) == (
+        False,
+        "malformed",
+        "",
+        "",
+        "",
+    )
+
+
 def test_event_ids_belong_to_their_own_key(citizen, scanner_api, hall_api):
     code = citizen_code(citizen)
     scanner_api.post("/api/v1/qr/scans/", {"scans": [scan(code, event_id="e1")]}, format="json")
