@@ -98,9 +98,12 @@ def _parse_time(value: str) -> dt.datetime:
 
 def _trace_time(trace_time: str, txn_time: dt.datetime) -> dt.datetime:
     """``traceTime`` is MMDDhhmmss without a year: it is the first such
-    moment at or after the order was sent (``txnTime``), so an order sent
-    on 31 December and paid on 1 January lands in the new year."""
-    for year in (txn_time.year, txn_time.year + 1):
+    moment at or after the order was sent (``txnTime``, by our clock, less
+    a day for the two clocks' difference), so an order sent on 31 December
+    and paid on 1 January lands in the new year, and one sent just after
+    midnight on 1 January by our clock and paid just before it by
+    UnionPay's stays in the old one."""
+    for year in (txn_time.year - 1, txn_time.year, txn_time.year + 1):
         try:
             at = dt.datetime.strptime(f"{year}{trace_time}", TIME_FORMAT).replace(tzinfo=CHINA)
         except ValueError:
@@ -377,6 +380,9 @@ class UnionpayProvider(BasePaymentProvider):
         except ValueError as exc:
             raise NotifyRejected("malformed", str(exc)) from exc
         paid = fields["respCode"] == "00"
+        if paid and not fields.get("queryId"):
+            # The payment's transaction id: nothing to book it under.
+            raise NotifyRejected("malformed", "a payment without queryId")
         return PaymentResult(
             order_no=fields["orderId"],
             state="paid" if paid else "failed",
@@ -419,6 +425,10 @@ class UnionpayProvider(BasePaymentProvider):
             state = "failed"
         paid_at = None
         if state == "paid":
+            if not answer.get("queryId"):
+                raise ProviderError(
+                    f"unionpay query of {order_no}: paid without queryId", code="malformed"
+                )
             try:
                 txn_time = _parse_time(answer.get("txnTime", ""))
                 paid_at = _trace_time(answer.get("traceTime", ""), txn_time)

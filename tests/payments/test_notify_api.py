@@ -398,3 +398,27 @@ def test_a_drain_takes_one_batch_and_nudges_again_for_the_rest(
     assert published == [1]  # a full batch: the rest is another drain's
     assert notifications.notifies_drain() == 1
     assert published == [1]
+
+
+def test_a_signed_success_without_a_transaction_id_is_refused_not_taken_as_a_repeat(
+    api, citizen_api, awaiting
+) -> None:
+    import urllib.parse
+
+    from payments.sandbox import keys
+    from tests.payments.test_unionpay_channel import spec_signed
+
+    order = open_order(citizen_api, awaiting, "unionpay")
+    headers, body = callback(paid_trade(order))
+    notice = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
+    del notice["queryId"]
+    signed = spec_signed(notice, keys.private_key("unionpay.platform"))
+
+    response = post(api, "unionpay", headers, urllib.parse.urlencode(signed).encode())
+
+    # Not acknowledged as a repeat of a charge the order does not have:
+    # refused, so that UnionPay sends it again, and the order waits for
+    # the channel's word (its query) instead.
+    assert response.status_code == 400
+    assert NotifyLog.objects.get().outcome == "rejected"
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING

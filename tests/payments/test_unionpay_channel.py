@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from payments.providers import provider_for
 from payments.providers.base import NotifyRejected, ProviderError
-from payments.providers.unionpay import UnionpayProvider
+from payments.providers.unionpay import CHINA, UnionpayProvider
 from payments.sandbox import books, keys
 from payments.sandbox.channels import SandboxChannel, sandbox_for
 
@@ -388,6 +388,54 @@ def test_a_signed_notice_with_an_amount_that_is_not_digits_is_malformed(
     with pytest.raises(NotifyRejected) as rejected:
         provider.notify_parse(headers={}, body=as_body(forged))
     assert rejected.value.reason == "malformed"
+
+
+def test_a_payment_notice_without_its_query_id_is_malformed(
+    provider: UnionpayProvider, sandbox: SandboxChannel
+) -> None:
+    # Without it there is no transaction to book the money under (nor to
+    # tell it from the order's charge): UnionPay always sends one.
+    notice = notice_of(open_order(provider), sandbox)
+    del notice["queryId"]
+    signed = spec_signed(notice, keys.private_key("unionpay.platform"))
+    with pytest.raises(NotifyRejected) as rejected:
+        provider.notify_parse(headers={}, body=as_body(signed))
+    assert rejected.value.reason == "malformed"
+
+
+def test_a_paid_query_answer_without_its_query_id_is_no_payment(
+    provider: UnionpayProvider, monkeypatch
+) -> None:
+    order_no = paid_order(provider)
+    answer = provider._query(order_no)
+    del answer["queryId"]
+    monkeypatch.setattr(provider, "_query", lambda order_id: dict(answer))
+    with pytest.raises(ProviderError) as refused:
+        provider.order_query(order_no=order_no)
+    assert refused.value.code == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("txn_time", "trace_time", "paid_at"),
+    [
+        # Sent on 31 December, paid on 1 January: the new year.
+        ("20261231235000", "0101000500", dt.datetime(2027, 1, 1, 0, 5)),
+        # Sent a second into the new year by our clock, paid a second before
+        # it by UnionPay's: the old year, not the end of the new one.
+        ("20270101000001", "1231235959", dt.datetime(2026, 12, 31, 23, 59, 59)),
+        ("20260615120000", "0615120130", dt.datetime(2026, 6, 15, 12, 1, 30)),
+    ],
+)
+def test_the_payment_time_is_the_trace_time_nearest_the_order(
+    provider: UnionpayProvider, sandbox: SandboxChannel, txn_time, trace_time, paid_at
+) -> None:
+    notice = notice_of(open_order(provider), sandbox)
+    notice.update({"txnTime": txn_time, "traceTime": trace_time})
+    signed = spec_signed(notice, keys.private_key("unionpay.platform"))
+
+    result = provider.notify_parse(headers={}, body=as_body(signed))
+
+    assert result.paid_at == paid_at.replace(tzinfo=CHINA)
 
 
 @pytest.mark.parametrize(
