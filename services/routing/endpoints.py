@@ -42,10 +42,19 @@ def _checked_url(url: str) -> str:
     """The URL as stored (host in ASCII), if it may receive events."""
     try:
         transport.url_resolve(url)
-        return transport.url_normalize(url)
+        normalized = transport.url_normalize(url)
     except transport.UrlNotAllowed as exc:
         error = ENDPOINT_URL_INVALID if exc.shape else ENDPOINT_URL_NOT_ALLOWED
         raise ServicesError(error, str(exc), errors={"url": [str(exc)]}) from exc
+    # The host in ASCII (punycode, ligatures unfolded) may be longer than
+    # the one sent, which the serializer measured.
+    limit = Endpoint._meta.get_field("url").max_length
+    if limit is not None and len(normalized) > limit:
+        message = str(
+            _("地址的主机名转为 ASCII 后，整个地址超过 %(limit)s 个字符") % {"limit": limit}
+        )
+        raise ServicesError(ENDPOINT_URL_INVALID, message, errors={"url": [message]})
+    return normalized
 
 
 def endpoint_create(
@@ -214,7 +223,10 @@ def _hold_on(department_id: Any, url: str) -> Endpoint | None:
     """The department's latest held endpoint at ``url``'s address, if any."""
     origin = _origin(url)
     held = Endpoint.objects.filter(department_id=department_id, held_at__isnull=False)
-    return next((e for e in held.order_by("-held_at") if _origin(e.url) == origin), None)
+    # An inherited hold has its origin's time: the first registered of
+    # those is the one the operator held.
+    ordered = held.order_by("-held_at", "created_at", "pk")
+    return next((e for e in ordered if _origin(e.url) == origin), None)
 
 
 def endpoint_hold(

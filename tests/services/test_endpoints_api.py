@@ -218,3 +218,24 @@ def test_shape_errors_keep_their_own_message(integrator_api, settings) -> None:
     body = register(integrator_api, "https://user:pw@dept.example.org/hook").json()
     assert body["code"] == "endpoint_url_invalid"
     assert "用户名或密码" in body["detail"]
+
+
+def test_a_url_that_grows_past_the_limit_once_its_host_is_ascii_is_refused(
+    integrator_api, public_dns
+) -> None:
+    """Internationalised host names are stored in ASCII (punycode, ligatures
+    unfolded), which can be longer than what was sent: the stored URL must
+    fit its column too, or PostgreSQL refuses the row (a 500)."""
+    host = ".".join(["ﬀ" * 31] * 3) + ".example.org"  # 107 characters, 200 in ASCII
+    url = f"https://{host}/"
+    url += "p" * (500 - len(url))
+    for response in (
+        register(integrator_api, url),
+        integrator_api.patch(
+            f"{URL}{register(integrator_api).json()['id']}/", {"url": url}, format="json"
+        ),
+    ):
+        assert response.status_code == 400, response.json()
+        assert response.json()["code"] == "endpoint_url_invalid"
+        assert "url" in response.json()["errors"]
+    assert all(len(e.url) <= 500 for e in Endpoint.objects.all())
