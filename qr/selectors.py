@@ -183,8 +183,16 @@ def revocations_since(since: dt.datetime | None, *, limit: int | None = None) ->
         "deactivated_at", "pk"
     )
     if since is not None:
-        revoked_qs = revoked_qs.filter(deactivated_at__gte=since)
-        inactive_qs = inactive_qs.filter(deactivated_at__gte=since)
+        lower = since
+        if connection.vendor == "sqlite":
+            # SQLite keeps times as text, and its own clock (Now()) writes
+            # them to the millisecond: "…05.123" sorts before the same
+            # instant written by Python, "…05.123000". A bound a millisecond
+            # lower finds every stamp at or after ``since``; the few before
+            # it are dropped below, once the page's edge is set.
+            lower = since - dt.timedelta(milliseconds=1)
+        revoked_qs = revoked_qs.filter(deactivated_at__gte=lower)
+        inactive_qs = inactive_qs.filter(deactivated_at__gte=lower)
     # (jti or subject, deactivated_at): never a NULL time, as filtered above.
     revoked_rows = cast(
         "QuerySet[VenueCode, tuple[str, dt.datetime]]",
@@ -207,11 +215,15 @@ def revocations_since(since: dt.datetime | None, *, limit: int | None = None) ->
         until = since + dt.timedelta(microseconds=1)
         revoked = list(revoked_rows.filter(deactivated_at__lt=until))
         inactive = list(inactive_rows.filter(deactivated_at__lt=until))
+    start = since or SINCE_EVER
     return Revocations(
-        revoked=[{"jti": jti, "at": at} for jti, at in revoked if at < until],
-        inactive_subjects=[{"sub": sub, "at": at} for sub, at in inactive if at < until],
+        revoked=[{"jti": jti, "at": at} for jti, at in revoked if start <= at < until],
+        inactive_subjects=[{"sub": sub, "at": at} for sub, at in inactive if start <= at < until],
         until=until,
     )
+
+
+SINCE_EVER = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def venue_codes_signed_by_withdrawn_keys() -> list[tuple[str, int]]:

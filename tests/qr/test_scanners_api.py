@@ -76,6 +76,29 @@ def test_long_lists_come_in_pages_without_gaps(settings, scanner_api):
     assert seen == {u.subject for u in users}
 
 
+def test_pages_of_deactivations_stamped_by_the_database_have_no_gaps(
+    settings, integrator_api, service, scanner_api
+):
+    """The stamps are the database's clock (SQLite's to the millisecond), the
+    page edges Python's: every entry still comes, whatever the page size."""
+    settings.QR_REVOCATIONS_LAG_SECONDS = 0
+    settings.QR_REVOCATIONS_PAGE_SIZE = 1
+    venues = [create_venue(integrator_api, service.code, label=f"{i}号窗口") for i in range(4)]
+    users = [User.objects.create(phone=f"1370000{i:04d}") for i in range(3)]
+    for venue, user in zip(venues, [*users, None], strict=True):
+        integrator_api.post(f"/api/v1/dept/codes/{venue['id']}/deactivate/")
+        if user is not None:
+            user_set_active(user=user, active=False, actor=None)
+    jtis, subjects, since = set(), set(), None
+    for _ in range(20):
+        answer = revocations(scanner_api, since)
+        jtis |= {r["jti"] for r in answer["revoked"]}
+        subjects |= {s["sub"] for s in answer["inactive_subjects"]}
+        since = answer["until"]
+    assert jtis == {v["id"] for v in venues}
+    assert subjects == {u.subject for u in users}
+
+
 def test_the_window_trails_the_clock(settings, citizen, scanner_api):
     settings.QR_REVOCATIONS_LAG_SECONDS = 5
     before = timezone.now()
