@@ -108,6 +108,9 @@ class RefundForm(forms.Form):
         label=_("退款金额（分）"), min_value=1, help_text=_("整数，单位为分；默认为可退余额")
     )
     reason = forms.CharField(label=_("退款原因"), max_length=200)
+    # What was refunded or in flight when the form was shown: the same
+    # form sent twice (a double click, a resubmitted page) refunds once.
+    reserved_fen = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
 
 
 # The calendar's first and last days have no bounds in China time (the first
@@ -280,7 +283,13 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
         if order is None:
             raise Http404
         remainder = max(order.paid_fen - selectors.refunds_reserved_fen(order), 0)
-        form = RefundForm(request.POST or None, initial={"amount_fen": remainder or None})
+        form = RefundForm(
+            request.POST or None,
+            initial={
+                "amount_fen": remainder or None,
+                "reserved_fen": order.paid_fen - remainder,
+            },
+        )
         change_url = reverse("admin:payments_paymentorder_change", args=[order.pk])
         if request.method == "POST" and form.is_valid():
             try:
@@ -290,6 +299,7 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                     reason=form.cleaned_data["reason"],
                     actor=request.user,
                     ip=client_ip(request),
+                    seen_reserved_fen=form.cleaned_data["reserved_fen"],
                 )
             except PaymentsError as exc:
                 self.message_user(

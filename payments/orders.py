@@ -483,16 +483,29 @@ def refund_request(
     reason: str,
     actor: User | ApiKey | None,
     ip: str | None = None,
+    seen_reserved_fen: int | None = None,
 ) -> Refund:
     """Ask for ``amount_fen`` of a paid order back. What is already being
     refunded counts: refunds never add up to more than was paid, also when
     several are asked for at once (the order's row lock orders them). The
-    channel is asked after commit; its answer settles the refund later."""
+    channel is asked after commit; its answer settles the refund later.
+
+    ``seen_reserved_fen``: what was refunded or being refunded when the
+    asker decided (the admin's form shows it); if another refund came
+    since (the same form sent twice), this one is refused with
+    ``refund_not_allowed`` rather than refunding twice."""
     with transaction.atomic():
         order = _locked(order.pk)
         if order.status not in REFUNDABLE:
             raise PaymentsError(REFUND_NOT_ALLOWED, extra={"order_status": order.status})
-        refundable = order.paid_fen - selectors.refunds_reserved_fen(order)
+        reserved = selectors.refunds_reserved_fen(order)
+        if seen_reserved_fen is not None and reserved != seen_reserved_fen:
+            raise PaymentsError(
+                REFUND_NOT_ALLOWED,
+                _("该订单在您查看后已有其他退款，请核对可退金额后重新提交"),
+                extra={"order_status": order.status},
+            )
+        refundable = order.paid_fen - reserved
         if amount_fen <= 0 or amount_fen > refundable:
             raise PaymentsError(
                 REFUND_EXCEEDS_PAID,

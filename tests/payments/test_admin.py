@@ -162,6 +162,24 @@ def test_an_operator_refunds_part_of_an_order(
     assert again.context["form"].initial["amount_fen"] == FEE - 500
 
 
+def test_the_refund_form_sent_twice_refunds_once(operator_client, paid) -> None:
+    page = operator_client.get(f"{ORDERS}{paid.pk}/refund/")
+    fields = {**page.context["form"].initial, "amount_fen": "500", "reason": "多收工本费"}
+    assert 'type="hidden" name="reserved_fen"' in page.content.decode()
+
+    first = operator_client.post(f"{ORDERS}{paid.pk}/refund/", fields)
+    again = operator_client.post(f"{ORDERS}{paid.pk}/refund/", fields)  # a double click
+
+    assert first.status_code == 302
+    assert again.status_code == 200
+    assert any("refund_not_allowed" in message for message in messages_of(again))
+    assert list(Refund.objects.filter(order=paid).values_list("amount_fen", flat=True)) == [500]
+    # The form shown again knows of the first refund: it may be sent.
+    fresh = {**again.context["form"].initial, "amount_fen": "500", "reason": "再退"}
+    assert operator_client.post(f"{ORDERS}{paid.pk}/refund/", fresh).status_code == 302
+    assert Refund.objects.filter(order=paid).count() == 2
+
+
 def test_a_refund_above_what_is_left_is_refused_with_a_message(operator_client, paid) -> None:
     response = operator_client.post(
         f"{ORDERS}{paid.pk}/refund/", {"amount_fen": str(FEE + 1), "reason": "多退"}
