@@ -8,10 +8,15 @@ codes (scuffed, glared, photographed at an angle).
 from __future__ import annotations
 
 import io
+import re
 from xml.sax.saxutils import escape
 
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M, ERROR_CORRECT_Q
+
+# What XML 1.0 cannot hold (control characters but tab and newline, and
+# the two non-characters), even escaped: one would make the SVG unreadable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 QUIET_ZONE = 4
 SCREEN = ERROR_CORRECT_M
@@ -51,7 +56,7 @@ def svg(
     path = "".join(
         f"M{x} {y}h1v1h-1z" for y, row in enumerate(modules) for x, dark in enumerate(row) if dark
     )
-    lines = [line for line in (caption or []) if line]
+    lines = [line for line in (_NOT_XML.sub("", line) for line in caption or []) if line]
     line_height = max(2.0, n / 16)
     height = n + (len(lines) * line_height * 1.4 + line_height if lines else 0)
     captions = "".join(

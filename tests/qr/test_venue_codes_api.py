@@ -101,6 +101,22 @@ def test_images_decode_back_to_the_code(integrator_api, service):
     assert texts == [body["code"]]
 
 
+def test_a_label_with_control_characters_still_prints(integrator_api, service):
+    """XML 1.0 holds no control characters but tab and newline: the print
+    SVG leaves them out of its caption rather than be unreadable."""
+    from xml.etree import ElementTree
+
+    body = create_venue(
+        integrator_api, service.code, label="3号\x0b窗口\x1b", location="\ufffe二段"
+    )
+    svg = integrator_api.get(f"/api/v1/dept/codes/{body['id']}/image.svg")
+    assert svg.status_code == 200
+    captions = [t.text for t in ElementTree.fromstring(svg.content).findall(".//{*}text")]
+    assert captions == ["社会保障卡申领", "3号窗口", "二段"]
+    texts = [r.text for r in zxingcpp.read_barcodes(rasterize(svg.content))]
+    assert texts == [body["code"]]
+
+
 def test_the_app_resolves_what_a_venue_code_opens(integrator_api, service, api):
     body = create_venue(integrator_api, service.code)
     response = api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json")
