@@ -99,6 +99,21 @@ def test_pages_of_deactivations_stamped_by_the_database_have_no_gaps(
     assert subjects == {u.subject for u in users}
 
 
+def test_a_terminal_clock_running_ahead_misses_no_revocation(
+    settings, integrator_api, service, scanner_api
+):
+    """A first sync with the terminal's own clock, ahead of ours: the answer's
+    ``until`` is still ours, so what is deactivated next comes next time."""
+    settings.QR_REVOCATIONS_LAG_SECONDS = 0
+    ahead = timezone.localtime() + dt.timedelta(minutes=10)
+    answer = revocations(scanner_api, ahead.isoformat())
+    assert dt.datetime.fromisoformat(answer["until"]) <= timezone.now()
+    venue = create_venue(integrator_api, service.code)
+    integrator_api.post(f"/api/v1/dept/codes/{venue['id']}/deactivate/")
+    later = revocations(scanner_api, answer["until"])
+    assert [r["jti"] for r in later["revoked"]] == [venue["id"]]
+
+
 def test_the_window_trails_the_clock(settings, citizen, scanner_api):
     settings.QR_REVOCATIONS_LAG_SECONDS = 5
     before = timezone.now()
