@@ -409,6 +409,12 @@ def test_a_bad_date_is_refused_with_a_clear_message(value) -> None:
     assert not ReconciliationReport.objects.exists()
 
 
+def test_the_calendars_first_day_is_refused_not_a_crash() -> None:
+    with pytest.raises(CommandError, match="no statement exists"):
+        run("--date", "0001-01-01")
+    assert not ReconciliationReport.objects.exists()
+
+
 def test_a_day_to_come_is_refused() -> None:
     with pytest.raises(CommandError, match="still to come"):
         run("--date", (today() + dt.timedelta(days=1)).isoformat())

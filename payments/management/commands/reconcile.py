@@ -80,6 +80,10 @@ class Command(BaseCommand):
             ) from None
         if date > today:
             raise CommandError(f"--date {value}: no statement exists for a day still to come")
+        # The calendar's first day has no bounds in China time (it starts
+        # before year 1 in UTC); no channel has a statement of it anyway.
+        if date <= dt.date.min:
+            raise CommandError(f"--date {value}: no statement exists for the calendar's first day")
         return date
 
     def handle(self, *args: Any, **options: Any) -> None:
