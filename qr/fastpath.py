@@ -62,7 +62,9 @@ def _problem(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[bytes]:
-    body = json.dumps(problem_body(error, detail, extra=extra), ensure_ascii=False).encode()
+    body = json.dumps(
+        problem_body(error, detail, extra=extra), ensure_ascii=False, separators=(",", ":")
+    ).encode()
     reason = HTTPStatus(error.status).phrase
     problem_headers = [
         ("Content-Type", PROBLEM_CONTENT_TYPE),

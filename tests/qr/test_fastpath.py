@@ -181,6 +181,26 @@ def test_a_throttled_scanner_gets_the_same_429_on_both_paths(
     }
 
 
+def test_with_the_scan_state_away_both_paths_give_the_same_503(
+    citizen, scanner_key, other_scanner, monkeypatch, view_calls
+) -> None:
+    from qr.recorders import ScanStateUnavailable, get_recorder
+
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)  # remember the key
+    monkeypatch.setattr(
+        type(get_recorder()), "record", mock.Mock(side_effect=ScanStateUnavailable("down"))
+    )
+    code = citizen_code(citizen)
+    fast = wsgi({"code": code}, key=scanner_key.raw)
+    calls_before = len(view_calls)
+    full = wsgi({"code": code}, key=other_scanner.raw)
+    assert len(view_calls) == calls_before + 1
+    assert fast[0] == full[0] == 503
+    assert fast[2] == full[2]
+    assert json.loads(fast[2])["code"] == "scan_state_unavailable"
+    assert fast[1] == full[1] | {"Content-Length": fast[1]["Content-Length"]}
+
+
 def test_an_integrator_key_never_takes_the_fast_path(citizen, integrator_key, view_calls) -> None:
     for _ in range(2):
         status, _headers, body = wsgi({"code": citizen_code(citizen)}, key=integrator_key.raw)
