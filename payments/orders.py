@@ -399,9 +399,11 @@ def order_refresh(order: PaymentOrder) -> PaymentOrder:
     answer; close it, at the channel and here, once it has expired."""
     if order.status != OS.PENDING:
         return order
-    channel = provider(order.channel)
     now = timezone.now()
+    # Asked now, whatever comes of it: one whose channel is off or refuses
+    # goes to the back of the sweep's line (orders_due_for_query).
     PaymentOrder.objects.filter(pk=order.pk).update(last_queried_at=now)
+    channel = provider(order.channel)
     try:
         result = channel.order_query(order_no=order.order_no)
     except ProviderError as exc:
@@ -427,13 +429,18 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
     will not close it (it was paid just now), the order stays open and its
     callback or the next query brings the payment in."""
     try:
-        provider(order.channel).order_close(order_no=order.order_no)
+        provider_for(order.channel).order_close(order_no=order.order_no)
     except ProviderError as exc:
         if not exc.retryable:
             raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
         # Unreachable: close here anyway. A payment that still arrives is a
         # late success, recorded and sent back (see order_apply_result).
         logger.warning("closing %s at the channel failed: %s", order.order_no, exc)
+    except ChannelUnavailable:
+        # Switched off here since the order was opened: as unreachable (its
+        # callbacks wait at the channel until it is on again), so that the
+        # citizen may pay through another channel meanwhile.
+        logger.warning("closing %s: channel %s is off here", order.order_no, order.channel)
     order.closed_at = timezone.now()
     _move(order, OS.CLOSED, also=("closed_at",))
     audit_record(

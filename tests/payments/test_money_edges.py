@@ -109,6 +109,31 @@ def test_one_order_whose_channel_is_off_does_not_stop_the_sweep(
     assert Refund.objects.get().status == "succeeded"
 
 
+def test_orders_whose_channel_is_off_go_to_the_back_of_the_sweeps_line(
+    citizen_api, awaiting, fee_service, settings
+) -> None:
+    stuck = open_order(citizen_api, awaiting, "unionpay")
+    other = applications.application_submit(
+        citizen=PaymentOrder.objects.get(pk=stuck["id"]).payer, service=fee_service, form=GOOD_FORM
+    )
+    expired = open_order(citizen_api, {"id": str(other.pk)}, "alipay")
+    long_ago = PaymentOrder.objects.get(pk=stuck["id"]).created_at.replace(year=2000)
+    PaymentOrder.objects.filter(pk=stuck["id"]).update(created_at=long_ago, expires_at=long_ago)
+    PaymentOrder.objects.filter(pk=expired["id"]).update(expires_at=long_ago)
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    settings.PAYMENTS_CHANNELS = {
+        name: config for name, config in settings.PAYMENTS_CHANNELS.items() if name != "unionpay"
+    }
+
+    # One order per sweep: the one whose channel is off first (the oldest),
+    # then the others, not that one again and again.
+    orders.orders_sweep(limit=1)
+    orders.orders_sweep(limit=1)
+
+    assert PaymentOrder.objects.get(pk=expired["id"]).status == OrderStatus.CLOSED
+    assert PaymentOrder.objects.get(pk=stuck["id"]).status == OrderStatus.PENDING
+
+
 def test_a_refund_answer_we_cannot_trust_is_settled_by_asking_the_channel(
     paid_order_factory, monkeypatch
 ) -> None:

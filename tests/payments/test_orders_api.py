@@ -10,8 +10,10 @@ from django.test import TestCase
 from django.utils import timezone
 
 from accounts.models import AuditEntry, Message
-from payments import tasks
+from payments import notifications, tasks
 from payments.models import LedgerEntry, OrderStatus, PaymentOrder, SandboxTrade
+from payments.sandbox import books
+from payments.sandbox.channels import sandbox_for
 from services.models import Application, OutboxEvent
 from services.routing import events
 from tests.payments.conftest import CHANNELS, FEE, apply_for, open_order
@@ -155,6 +157,31 @@ def test_one_open_order_per_application(citizen_api, awaiting) -> None:
     assert statuses == {first["order_no"]: "closed", switched["order_no"]: "pending"}
     # Closed at the channel too: the old order can no longer be paid there.
     assert SandboxTrade.objects.get(order_no=first["order_no"]).state == "CLOSED"
+
+
+def test_an_open_order_whose_channel_was_switched_off_does_not_block_another_channel(
+    citizen_api, awaiting, settings, django_capture_on_commit_callbacks
+) -> None:
+    first = open_order(citizen_api, awaiting, "wechat")
+    channels = settings.PAYMENTS_CHANNELS
+    settings.PAYMENTS_CHANNELS = {name: c for name, c in channels.items() if name != "wechat"}
+
+    switched = citizen_api.post(
+        "/api/v1/payments/", {"application": awaiting["id"], "channel": "alipay"}, format="json"
+    )
+
+    assert switched.status_code == 201, switched.json()
+    assert PaymentOrder.objects.get(pk=first["id"]).status == "closed"
+    # WeChat comes back: a payment the citizen made there meanwhile is still
+    # recorded (a late success), and the order left open closes.
+    settings.PAYMENTS_CHANNELS = channels
+    trade = books.trade_pay(channel="wechat", order_no=first["order_no"], succeed=True)
+    headers, body = sandbox_for("wechat").payment_notify(trade)
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.notify_receive(channel="wechat", headers=headers, body=body, client_ip=None)
+    assert PaymentOrder.objects.get(pk=first["id"]).status == "paid"
+    assert PaymentOrder.objects.get(pk=switched.json()["id"]).status == "closed"
+    assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
 
 
 def test_a_citizen_sees_only_their_own_orders(citizen_api, other_citizen_api, awaiting) -> None:
