@@ -62,7 +62,8 @@ class UserSerializer(serializers.ModelSerializer):
 
 class ProfileUpdateSerializer(serializers.Serializer):
     nickname = serializers.CharField(max_length=40, allow_blank=True, required=False)
-    email = serializers.EmailField(allow_blank=True, required=False)
+    # As long as the column (Django's EmailField): an address may run to 320.
+    email = serializers.EmailField(allow_blank=True, required=False, max_length=254)
 
 
 class OtpSerializer(serializers.Serializer):

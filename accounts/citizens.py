@@ -44,7 +44,13 @@ def profile_update(*, user: User, nickname: str | None = None, email: str | None
         user.email = email.strip()
         fields.append("email")
     if fields:
-        user.save(update_fields=fields)
+        # Only onto an account still open: a change racing the account's
+        # closing must not write personal data back after it was erased.
+        changed = User.objects.filter(pk=user.pk, is_active=True, closed_at__isnull=True).update(
+            **{name: getattr(user, name) for name in fields}
+        )
+        if not changed:
+            raise AccountsError(ACCOUNT_INACTIVE)
     return user
 
 
@@ -89,6 +95,10 @@ def real_name_verify(*, user: User, name: str, id_number: str, ip: str | None = 
 
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)
+        if not locked.is_active or locked.closed_at is not None:
+            # Closed or suspended while the bureau answered: nothing of the
+            # person may be written back (it would hold the ID number).
+            raise AccountsError(ACCOUNT_INACTIVE)
         if locked.identity_level >= IdentityLevel.REAL_NAME:
             raise AccountsError(ALREADY_VERIFIED)
         locked.real_name = name

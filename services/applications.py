@@ -17,6 +17,7 @@ from accounts.audit import audit_record
 from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
 from accounts.inbox import Post, message_post, messages_post
 from accounts.models import ApiKey, User
+from config.errors import ACCOUNT_INACTIVE
 from services import selectors
 from services.errors import (
     FORM_INVALID,
@@ -224,6 +225,18 @@ def _check_form(service: Service, form: Any) -> None:
 # --- Citizen ---------------------------------------------------------------------------------
 
 
+def _check_still_open(citizen: User) -> None:
+    """The citizen's account is still open. Asked once this change holds
+    its locks (the application row, or the reference a new one makes to the
+    account), so a close that committed meanwhile is seen, and one that
+    comes later waits for this change and erases what it wrote; without it,
+    a request that read the account just before the close would store the
+    citizen's form, comment or reason, and send their identity to the
+    department, after their data was erased."""
+    if not User.objects.filter(pk=citizen.pk, is_active=True, closed_at__isnull=True).exists():
+        raise AccountsError(ACCOUNT_INACTIVE)
+
+
 def application_submit(*, citizen: User, service: Service, form: Any) -> Application:
     """Apply for ``service``. The form is checked against the service's
     schema and the citizen's identity level against the service's; the
@@ -246,6 +259,7 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
             created_at=now,
             submitted_at=now if status == S.SUBMITTED else None,
         )
+        _check_still_open(citizen)
         entry = TimelineEntry.objects.create(
             application=application,
             status=status,
@@ -282,6 +296,7 @@ def application_cancel(*, citizen: User, application: Application, reason: str =
     one is refunded by the payments app, which listens for the event."""
     with transaction.atomic():
         application = _locked(application)
+        _check_still_open(citizen)
         department_knew = application.status in (S.SUBMITTED, S.ROUTED)
         _move(
             application, S.CANCELLED, actor=ActorKind.CITIZEN, actor_label=str(citizen), note=reason
@@ -302,6 +317,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
     again, and the clock that stopped at ``needs_info`` starts again."""
     with transaction.atomic():
         application = _locked(application)
+        _check_still_open(citizen)
         if application.status != S.NEEDS_INFO:
             raise ServicesError(
                 INVALID_TRANSITION,
@@ -338,6 +354,7 @@ def application_rate(
     ``completed`` or ``rejected``."""
     with transaction.atomic():
         application = _locked(application)
+        _check_still_open(citizen)
         if application.status not in (S.COMPLETED, S.REJECTED) or application.rated_at is not None:
             raise ServicesError(RATING_NOT_ALLOWED)
         application.rating_score = score

@@ -50,6 +50,35 @@ def test_a_bad_email_is_a_field_error(citizen_api) -> None:
     assert list(response.json()["errors"]) == ["email"]
 
 
+def test_an_email_longer_than_its_column_is_a_field_error(citizen_api, citizen) -> None:
+    """A valid address may run to 320 characters; the column holds 254
+    (PostgreSQL refused the row: a 500)."""
+    email = "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".org"
+    assert len(email) > 254
+    response = citizen_api.patch(ME, {"email": email}, format="json")
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["errors"]) == ["email"]
+    citizen.refresh_from_db()
+    assert citizen.email != email
+
+
+def test_a_profile_change_racing_the_close_writes_nothing_back(citizen) -> None:
+    """The request read the account before the close committed; its change
+    must not put a nickname or an e-mail back on the erased account."""
+    from accounts import citizens
+    from accounts.errors import AccountsError
+
+    read_before_the_close = User.objects.get(pk=citizen.pk)
+    citizens.account_close(user=citizen)
+    with pytest.raises(AccountsError) as refused:
+        citizens.profile_update(
+            user=read_before_the_close, nickname="小张", email="zhang@example.org"
+        )
+    assert refused.value.error.code == "account_inactive"
+    closed = User.objects.get(pk=citizen.pk)
+    assert (closed.nickname, closed.email) == ("", "")
+
+
 def test_export_holds_everything_unmasked(citizen_api, citizen) -> None:
     message_post(user=citizen, kind="test", title="标题", body="正文")
     response = citizen_api.get("/api/v1/me/export/")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 from rest_framework.throttling import UserRateThrottle
 
-from accounts.identity import BaseIdentityProvider, IdentityProviderUnavailable
+from accounts import citizens
+from accounts.identity import (
+    BaseIdentityProvider,
+    IdentityProviderUnavailable,
+    SandboxIdentityProvider,
+)
 from accounts.models import AuditEntry, User
-from tests.accounts.factories import make_id_number
+from tests.accounts.factories import CitizenFactory, make_id_number
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -117,6 +122,40 @@ def test_when_the_bureau_is_down_the_citizen_is_told_to_retry(new_api, settings)
     response = new_api.post(REAL_NAME, {"name": "王小明", "id_number": ID}, format="json")
     assert response.status_code == 503
     assert response.json()["code"] == "identity_provider_unavailable"
+
+
+class SlowBureau(SandboxIdentityProvider):
+    """Answers after ``meanwhile`` happened (what the citizen's other device did)."""
+
+    meanwhile = staticmethod(lambda: None)
+
+    def verify(self, *, name: str, id_number: str):
+        type(self).meanwhile()
+        return super().verify(name=name, id_number=id_number)
+
+
+def test_an_account_closed_while_the_bureau_answers_keeps_no_id_number(
+    new_api, new_citizen, settings, monkeypatch
+) -> None:
+    """The close committed first: the verification that waited on the
+    bureau must not write the name and ID number back onto the closed
+    account, where they would hold the number from any new account."""
+    settings.IDENTITY_PROVIDER = "tests.accounts.test_real_name_api.SlowBureau"
+    monkeypatch.setattr(
+        SlowBureau,
+        "meanwhile",
+        staticmethod(lambda: citizens.account_close(user=User.objects.get(pk=new_citizen.pk))),
+    )
+    response = new_api.post(REAL_NAME, {"name": "王小明", "id_number": ID}, format="json")
+    assert response.status_code == 401, response.json()
+    assert response.json()["code"] == "account_inactive"
+    closed = User.objects.get(pk=new_citizen.pk)
+    assert (closed.real_name, closed.id_number, closed.id_number_index) == ("", "", None)
+    assert closed.identity_level == 1
+    monkeypatch.setattr(SlowBureau, "meanwhile", staticmethod(lambda: None))
+    newcomer = client_for(CitizenFactory(phone="13600136000"))
+    answer = newcomer.post(REAL_NAME, {"name": "王小明", "id_number": ID}, format="json")
+    assert answer.status_code == 200, answer.json()
 
 
 def test_attempts_are_throttled_per_citizen(new_api, monkeypatch) -> None:

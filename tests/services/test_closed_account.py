@@ -207,3 +207,63 @@ def test_a_pseudonymised_payload_keeps_the_case_and_drops_the_person(data, expec
     original = json.dumps(data, sort_keys=True)
     assert events.pseudonymised(data, subject="s_1") == expected
     assert json.dumps(data, sort_keys=True) == original  # the stored dict is not changed in place
+
+
+# --- A citizen's change racing the close -------------------------------------------------------
+
+
+def test_an_application_sent_as_the_account_closes_is_not_kept(citizen, service) -> None:
+    """The request read the account just before the close committed: no
+    application may be stored with the citizen's form, nor their identity
+    sent to the department, after their data was erased."""
+    from accounts import citizens
+    from accounts.errors import AccountsError
+    from services import applications
+    from tests.services.conftest import GOOD_FORM
+
+    read_before_the_close = User.objects.get(pk=citizen.pk)
+    citizens.account_close(user=citizen)
+    with pytest.raises(AccountsError) as refused:
+        applications.application_submit(
+            citizen=read_before_the_close, service=service, form=GOOD_FORM
+        )
+    assert refused.value.error.code == "account_inactive"
+    assert not Application.objects.exists() and not OutboxEvent.objects.exists()
+
+
+def test_what_a_citizen_writes_as_the_account_closes_is_not_kept(
+    citizen, citizen_api, integrator_api, service
+) -> None:
+    """A supplement, a rating or a cancel reason that reached the
+    application after the close erased it does not write it back."""
+    from accounts import citizens
+    from accounts.errors import AccountsError
+    from services import applications
+
+    needs_info = submit(citizen_api).json()
+    finished = submit(citizen_api).json()
+    waiting = submit(citizen_api).json()
+    for number, moves in [
+        (needs_info["number"], ("accepted", "needs_info")),
+        (finished["number"], ("accepted", "completed")),
+    ]:
+        for status in moves:
+            integrator_api.post(f"{DEPT}{number}/status/", {"status": status}, format="json")
+    read_before_the_close = User.objects.get(pk=citizen.pk)
+    citizens.account_close(user=citizen)
+
+    def application(body: dict) -> Application:
+        return Application.objects.get(pk=body["id"])
+
+    for move, body, values in [
+        (applications.application_supplement, needs_info, {"form": {"phone": "13800138000"}}),
+        (applications.application_rate, finished, {"score": 1, "comment": "张三丰，13800138000"}),
+        (applications.application_cancel, waiting, {"reason": "张三丰，13800138000"}),
+    ]:
+        with pytest.raises(AccountsError) as refused:
+            move(citizen=read_before_the_close, application=application(body), **values)
+        assert refused.value.error.code == "account_inactive"
+    assert application(needs_info).form == {} and application(needs_info).status == "needs_info"
+    assert application(finished).rated_at is None
+    assert application(waiting).status == "submitted"
+    assert "13800138000" not in str(list(TimelineEntry.objects.values_list("note", flat=True)))
