@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 
 from django.utils.translation import gettext_lazy as _
 
@@ -15,7 +16,10 @@ PROVINCES = frozenset(
     {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46}
     | {50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83}
 )
-_SHAPE = re.compile(r"^\d{17}[\dX]$")
+# ASCII digits only (Python's \d takes any script's, and int() reads them):
+# each spelling of one number would have its own blind index, and the
+# number could be bound to a second account.
+_SHAPE = re.compile(r"^[0-9]{17}[0-9X]$")
 
 
 class IdNumberError(ValueError):
@@ -23,7 +27,8 @@ class IdNumberError(ValueError):
 
 
 def normalize(raw: str) -> str:
-    return re.sub(r"\s+", "", raw or "").upper()
+    """Without spaces, in capitals, full-width characters (４３０…Ｘ) as ASCII."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", raw or "")).upper()
 
 
 def check_char(first17: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import unicodedata
 
 from django.conf import settings
 from django.core.cache import cache
@@ -31,12 +32,16 @@ from config.errors import THROTTLED
 
 # --- Phone numbers and one-time codes ----------------------------------------------
 
-_PHONE = re.compile(r"^1[3-9]\d{9}$")
+# ASCII digits only: Python's \d takes any script's digits (١٣٨…), and each
+# spelling of one number would be another phone to the per-phone limits
+# and another account.
+_PHONE = re.compile(r"^1[3-9][0-9]{9}$")
 
 
 def phone_normalize(raw: str) -> str:
-    """``+86 138-0013-8000`` → ``13800138000``; anything else is refused."""
-    phone = re.sub(r"[\s\-()]", "", raw or "")
+    """``+86 138-0013-8000`` → ``13800138000`` (full-width ``１３８…`` too);
+    anything else is refused."""
+    phone = re.sub(r"[\s\-()]", "", unicodedata.normalize("NFKC", raw or ""))
     for prefix in ("+86", "0086", "86"):
         if phone.startswith(prefix) and len(phone) == len(prefix) + 11:
             phone = phone[len(prefix) :]

@@ -32,7 +32,14 @@ def age_challenges(phone: str, seconds: int) -> None:
 
 @pytest.mark.parametrize(
     "typed",
-    ["13800138000", "+8613800138000", "+86 138 0013 8000", "0086-138-0013-8000", "8613800138000"],
+    [
+        "13800138000",
+        "+8613800138000",
+        "+86 138 0013 8000",
+        "0086-138-0013-8000",
+        "8613800138000",
+        "１３８００１３８０００",  # full width, as some keyboards type it
+    ],
 )
 def test_citizen_gets_a_six_digit_code_by_sms(api, typed) -> None:
     response = api.post(OTP, {"phone": typed}, format="json")
@@ -46,7 +53,17 @@ def test_citizen_gets_a_six_digit_code_by_sms(api, typed) -> None:
 
 @pytest.mark.parametrize(
     "typed",
-    ["", "1380013800", "138001380001", "12800138000", "+1 415 555 0100", "abcdefghijk", "1" * 32],
+    [
+        "",
+        "1380013800",
+        "138001380001",
+        "12800138000",
+        "+1 415 555 0100",
+        "abcdefghijk",
+        "1" * 32,
+        "١٣٨٠٠١٣٨٠٠٠",  # Arabic-Indic digits: Python's \d takes them
+        "13८00138000",  # one Devanagari digit
+    ],
 )
 def test_only_mainland_mobile_numbers_get_codes(api, typed) -> None:
     response = api.post(OTP, {"phone": typed}, format="json")
@@ -168,6 +185,17 @@ def test_one_code_per_minute_per_phone(api) -> None:
     assert len(sms.outbox) == 1
     # Another phone is not affected.
     assert api.post(OTP, {"phone": "13900139000"}, format="json").status_code == 202
+
+
+def test_the_per_phone_limits_hold_however_the_number_is_written(api) -> None:
+    """Another spelling of one number (other digits) is not another phone:
+    each would otherwise get its own minute and daily allowance."""
+    assert api.post(OTP, {"phone": "13800138000"}, format="json").status_code == 202
+    for typed in ("１３８００１３８０００", "1380013800٠", "١٣٨٠٠١٣٨٠٠٠"):
+        response = api.post(OTP, {"phone": typed}, format="json")
+        assert response.status_code in (400, 429), typed
+    assert len(sms.outbox) == 1
+    assert set(OtpChallenge.objects.values_list("phone", flat=True)) == {"13800138000"}
 
 
 def test_the_minute_rule_holds_when_the_cache_forgets(api) -> None:

@@ -106,6 +106,23 @@ def test_a_closed_account_frees_its_id_number(new_api, citizen, citizen_api) -> 
     assert response.status_code == 200, response.json()
 
 
+def test_one_id_number_in_other_digits_is_still_the_same_number(new_api, citizen) -> None:
+    """Full-width digits are read as the number they spell (and then it is
+    taken); digits of other scripts are no ID number at all. Neither binds
+    one person's number to a second account under another blind index."""
+    wide = citizen.id_number.translate(str.maketrans("0123456789X", "０１２３４５６７８９Ｘ"))
+    response = new_api.post(REAL_NAME, {"name": "张三丰", "id_number": wide}, format="json")
+    assert response.status_code == 409, response.json()
+    assert response.json()["code"] == "id_number_taken"
+    arabic = citizen.id_number[:-1].translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    response = new_api.post(
+        REAL_NAME, {"name": "张三丰", "id_number": arabic + citizen.id_number[-1]}, format="json"
+    )
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == "id_number_invalid"
+    assert User.objects.filter(identity_level=2).count() == 1
+
+
 def test_verifying_twice_is_a_conflict(citizen_api) -> None:
     response = citizen_api.post(REAL_NAME, {"name": "王小明", "id_number": ID}, format="json")
     assert response.status_code == 409
