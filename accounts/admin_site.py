@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -79,6 +80,15 @@ class ListedLookupsOnly(admin.ModelAdmin):
         if lookup.split(LOOKUP_SEP)[0] not in roots:
             return False
         return super().lookup_allowed(lookup, value, request)
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        try:
+            return super().get_changelist_instance(request)
+        except OverflowError as exc:
+            # A time at the calendar's ends (?created_at__gte=0001-01-01)
+            # overflows once put in UTC for the query: a lookup the list
+            # cannot take, as Django answers one it cannot parse.
+            raise IncorrectLookupParameters(exc) from exc
 
 
 class OperatorAdminSite(admin.AdminSite):
