@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
 
 from accounts import dashboard
 from accounts.admin import (
@@ -45,6 +46,7 @@ from services.models import (
     TimelineEntry,
 )
 from services.routing import deliveries, endpoints
+from services.serializers import GuideSerializer
 
 
 @admin.register(Category)
@@ -66,6 +68,25 @@ class EscapedJSONField(forms.JSONField):
         return json.dumps(value, cls=self.encoder)
 
 
+_JSON_GUIDE_FIELDS = ("materials", "channels", "keywords")
+# Those fields as the department API declares them (not partial: a partial
+# serializer would not require a material's name either).
+_GuideShapes = type(
+    "GuideShapes",
+    (serializers.Serializer,),
+    {name: GuideSerializer._declared_fields[name] for name in _JSON_GUIDE_FIELDS},
+)
+
+
+def _messages(errors: Any) -> list[str]:
+    """DRF's errors of one field (nested by item and key) as a flat list."""
+    if isinstance(errors, dict):
+        return [f"{key}: {m}" for key, nested in errors.items() for m in _messages(nested)]
+    if isinstance(errors, list):
+        return [m for each in errors for m in _messages(each)]
+    return [str(errors)]
+
+
 class ServiceForm(forms.ModelForm):
     class Meta:
         model = Service
@@ -76,6 +97,20 @@ class ServiceForm(forms.ModelForm):
 
     def clean(self):
         super().clean()
+        # These are JSON text here: held to the shapes the department API
+        # takes (a list of materials with names, of keywords, of channels),
+        # or the guide's rules and its pinyin would meet numbers and nulls.
+        shaped = {
+            name: self.cleaned_data[name]
+            for name in _JSON_GUIDE_FIELDS
+            if name in self.cleaned_data
+        }
+        checked = _GuideShapes(data=shaped)
+        if not checked.is_valid():
+            raise ValidationError(
+                {name: _messages(errors) for name, errors in checked.errors.items()}
+            )
+        self.cleaned_data.update(checked.validated_data)
         try:
             catalog.guide_check(self.cleaned_data)
         except ServicesError as exc:
@@ -170,7 +205,7 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
                 records = document["services"] if isinstance(document, dict) else document
                 if not isinstance(records, list):
                     raise ValueError
-            except (ValueError, KeyError, UnicodeDecodeError):
+            except (ValueError, KeyError, UnicodeDecodeError, RecursionError):
                 form.add_error("file", _('文件不是目录 JSON（{"services": [...]} 或事项列表）'))
             else:
                 try:

@@ -185,7 +185,10 @@ def catalog_import(records: list[dict[str, Any]], *, actor: User | None) -> Impo
                 raise ServicesError(
                     GUIDE_INVALID,
                     _("第 %(n)s 条（%(code)s）有误")
-                    % {"n": index + 1, "code": record.get("code", "?")},
+                    % {
+                        "n": index + 1,
+                        "code": record.get("code", "?") if isinstance(record, dict) else "?",
+                    },
                     errors={
                         k: [str(m) for m in v] if isinstance(v, list) else [str(v)]
                         for k, v in errors.items()

@@ -159,6 +159,23 @@ def _utf8_size(value: Any) -> int | None:
         return None
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether a string or a name in ``value`` holds NUL, which no database
+    text (PostgreSQL's jsonb included) can store. Iterative."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def _canonical(value: Any) -> Any:
     """``value`` such that equal JSON values dump alike (1 and 1.0, key order),
     and true stays apart from 1. Forms are at most MAX_FORM_DEPTH deep."""
@@ -487,6 +504,8 @@ def _examine(schema: Any) -> _Examined:
     size = _utf8_size(schema)
     if size is None:
         return _Examined([_("申请表定义含有无效字符（不成对的代理码元）")])
+    if _holds_nul(schema):  # the admin and catalog files pass no JSON parser that refuses it
+        return _Examined([_("申请表定义含有无效字符（NUL）")])
     if size > MAX_SCHEMA_BYTES:
         return _Examined([_("申请表定义过大")])
     if schema.get("type") != "object":

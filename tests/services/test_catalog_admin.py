@@ -55,6 +55,29 @@ def test_a_file_that_is_not_a_catalog_is_refused(operator_client) -> None:
     assert "errorlist" in response.content.decode()
 
 
+def upload_text(operator_client, text: str) -> object:
+    data = io.BytesIO(text.encode())
+    data.name = "catalog.json"
+    return operator_client.post("/admin/services/service/import/", {"file": data})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1]",
+        '{"services": ["shebao"]}',
+        "[null]",
+        "[" * 100_000 + "]" * 100_000,  # past Python's recursion limit
+    ],
+    ids=["number", "string", "null", "deep"],
+)
+def test_a_file_a_catalog_cannot_be_made_of_is_refused_on_the_page(operator_client, text) -> None:
+    response = upload_text(operator_client, text)
+    assert response.status_code == 200
+    assert "errorlist" in response.content.decode()
+    assert not Service.objects.exists()
+
+
 def test_operator_edits_a_service_and_the_schema_is_checked(operator_client) -> None:
     service = ServiceFactory(code="x1")
     form = {
@@ -98,3 +121,34 @@ def test_a_service_deleted_in_the_admin_is_audited(operator_client, operator) ->
         str(service.pk),
         "10.0.0.8",
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("materials", "[1]"),
+        ("materials", "[{}]"),
+        ("materials", '"x"'),
+        ("materials", '[{"name": "a\\u0000"}]'),  # no database text holds NUL
+        ("keywords", "[null]"),
+        ("keywords", '[{"a": 1}]'),
+        ("keywords", '"abc"'),  # was saved as ["a", "b", "c"]
+        ("channels", '{"online": 1}'),
+    ],
+)
+def test_a_guide_list_in_the_wrong_shape_is_a_field_error(operator_client, field, text) -> None:
+    """The admin takes these as JSON text: held to the shapes the department
+    API takes, they are refused on the page, not a server error or a guide
+    that the catalog cannot show."""
+    service = ServiceFactory(code="x1")
+    form = {
+        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
+        "materials": "[]", "fee_fen": 0, "time_limit_days": 3, "legal_basis": "",
+        "channels": '["online"]', "identity_level": 2, "keywords": "[]", "is_active": "on",
+        "form_schema": json.dumps(SIMPLE_FORM), field: text,
+    }  # fmt: skip
+    response = operator_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors[field]
+    stored = Service.objects.get(pk=service.pk)
+    assert getattr(stored, field) == getattr(service, field)
