@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -94,22 +95,25 @@ def refund_check(refund: Refund) -> bool:
 
 
 def refunds_sweep(*, limit: int = 200) -> int:
-    """Pending refunds: send those no worker sent, query those sent."""
+    """Pending refunds: send those no worker sent, query those sent. Least
+    recently tried first: one whose channel is off or keeps failing goes to
+    the back of the line instead of holding up the rest."""
     now = timezone.now()
     quiet = now - dt.timedelta(seconds=settings.PAYMENTS_QUERY_AFTER_SECONDS)
+    least_recently_tried = (F("last_queried_at").asc(nulls_first=True), "created_at")
     handled = 0
     unsent = Refund.objects.filter(
         status=RefundStatus.PENDING,
         submitted_at__isnull=True,
         created_at__lte=now - dt.timedelta(seconds=10),
-    ).order_by("created_at")[:limit]
+    ).order_by(*least_recently_tried)[:limit]
     for refund in unsent:
         handled += _each(refund_send, refund.pk)
     sent = (
         Refund.objects.filter(status=RefundStatus.PENDING, submitted_at__isnull=False)
         .exclude(last_queried_at__gt=quiet)
         .select_related("order")
-        .order_by("created_at")[:limit]
+        .order_by(*least_recently_tried)[:limit]
     )
     for refund in sent:
         handled += _each(refund_check, refund)
@@ -118,7 +122,10 @@ def refunds_sweep(*, limit: int = 200) -> int:
 
 def _each(step: Callable[[Any], bool], item: Any) -> bool:
     """One refund's step of the sweep; a refund whose channel is down or
-    unavailable does not hold up the rest."""
+    unavailable does not hold up the rest (it is marked tried, whatever
+    comes of it)."""
+    pk = item.pk if isinstance(item, Refund) else item
+    Refund.objects.filter(pk=pk).update(last_queried_at=timezone.now())
     try:
         return step(item)
     except (PaymentsError, ProviderError, DatabaseError) as exc:

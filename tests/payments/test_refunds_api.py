@@ -9,13 +9,15 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import AuditEntry, Message
-from payments import tasks
+from payments import refunds, tasks
 from payments.models import LedgerEntry, OrderStatus, PaymentOrder, Refund, SandboxRefund
+from services import applications
 from services.models import OutboxEvent
 from services.routing import events
 from tests.concurrency import at_once
 from tests.conftest import client_with_key
 from tests.payments.conftest import CHANNELS, FEE, open_order
+from tests.services.conftest import GOOD_FORM
 
 pytestmark = pytest.mark.django_db
 
@@ -129,6 +131,44 @@ def test_a_refund_no_worker_sent_is_sent_by_the_sweep(paid, integrator_api) -> N
     Refund.objects.update(created_at=timezone.now() - dt.timedelta(minutes=1))
     tasks.payments_sweep()
     assert Refund.objects.get().status == "succeeded"
+
+
+@pytest.mark.parametrize("sent", [False, True])
+def test_refunds_whose_channel_is_off_go_to_the_back_of_the_sweeps_line(
+    citizen, citizen_api, awaiting, fee_service, pay, integrator_api, settings, sent
+) -> None:
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600  # sent ones wait for the query
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    stuck = pay(open_order(citizen_api, awaiting, "unionpay"))
+    other = applications.application_submit(citizen=citizen, service=fee_service, form=GOOD_FORM)
+    moving = pay(open_order(citizen_api, {"id": str(other.pk)}, "wechat"))
+    for order in (stuck, moving):  # their nudges are never run here
+        response = integrator_api.post(
+            f"/api/v1/dept/payments/{order.order_no}/refunds/", {"amount_fen": 300}, format="json"
+        )
+        assert response.status_code == 201
+    if sent:
+        for refund in Refund.objects.all():
+            refunds.refund_send(refund.pk)
+        assert not Refund.objects.exclude(status="pending").exists()
+        SandboxRefund.objects.update(settles_at=timezone.now())
+    long_ago = timezone.now() - dt.timedelta(days=1)
+    Refund.objects.filter(order=stuck).update(created_at=long_ago)
+    Refund.objects.filter(order=moving).update(created_at=long_ago + dt.timedelta(seconds=1))
+    settings.PAYMENTS_CHANNELS = {
+        name: config for name, config in settings.PAYMENTS_CHANNELS.items() if name != "unionpay"
+    }
+
+    # One refund per sweep: the one whose channel is off first (the oldest),
+    # then the others, not that one again and again.
+    refunds.refunds_sweep(limit=1)
+    refunds.refunds_sweep(limit=1)
+
+    taken_up = Refund.objects.get(order=moving)
+    # Sent to its channel (where it settles later), or settled by its query.
+    assert taken_up.submitted_at is not None
+    assert taken_up.status == ("succeeded" if sent else "pending")
+    assert Refund.objects.get(order=stuck).status == "pending"
 
 
 def test_a_department_cannot_refund_another_departments_order(paid, other_integrator_key) -> None:
