@@ -51,6 +51,10 @@ def _json_constant_refused(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Made once: json.loads with any option builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_json_constant_refused)
+
+
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -134,7 +138,7 @@ class VerifyFastPath:
         try:
             # Plain UTF-8 only: json.loads(bytes) would also take a BOM or
             # UTF-16/32, which the view's parser refuses; those go to the view.
-            data = json.loads(body.decode("utf-8"), parse_constant=_json_constant_refused)
+            data = _DECODER.decode(body.decode("utf-8"))
         except (ValueError, RecursionError):
             return None, None
         if not isinstance(data, dict):
