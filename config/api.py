@@ -379,7 +379,7 @@ def _text_problem(text: str) -> StrOrPromise | None:
     return None
 
 
-def _json_problem(value: Any) -> StrOrPromise | None:
+def json_problem(value: Any) -> StrOrPromise | None:
     """Why a parsed body is refused (NUL characters, lone surrogates,
     nesting), or None. Iterative, so no body can exhaust the stack here."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -412,7 +412,7 @@ class StrictJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:  # "[[[[…" nested past Python's limit
             raise exceptions.ParseError(str(_("JSON 嵌套层数过多"))) from exc
-        problem = _json_problem(data)
+        problem = json_problem(data)
         if problem is not None:
             raise exceptions.ParseError(str(problem))
         return data

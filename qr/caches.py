@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -41,7 +41,8 @@ class LoadedKey:
     kid: str
     activates_at: dt.datetime
     public_key: Ed25519PublicKey
-    private_key_b64: str
+    # Decrypted: never in a repr (tracebacks, debug pages, logs).
+    private_key_b64: str = field(repr=False)
 
 
 class KeyRing:

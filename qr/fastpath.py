@@ -29,7 +29,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts import token_facts
-from config.api import _json_problem as json_problem
+from config.api import json_problem
 from config.errors import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
 from config.fastpath import API_HEADERS, plain_request
 from config.redis_client import REDIS_ERRORS, redis_client, redis_key

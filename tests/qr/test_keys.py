@@ -226,3 +226,11 @@ def test_a_first_key_another_process_made_is_used_not_doubled(citizen_api, api):
     code = issue(citizen_api)["code"]
     assert independently_verified_kid(api, code) == "other-process"
     assert SigningKey.objects.count() == 1
+
+
+def test_a_loaded_key_never_shows_its_private_part(citizen_api):
+    issue(citizen_api)
+    (loaded,) = caches.keyring.published()
+    assert loaded.private_key_b64
+    assert loaded.private_key_b64 not in repr(loaded)
+    assert loaded.private_key_b64 not in repr(caches.keyring.published())
