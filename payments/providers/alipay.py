@@ -52,6 +52,12 @@ RETRYABLE_CODES = {"20000"}
 RETRYABLE_SUB_CODES = {"ACQ.SYSTEM_ERROR", "isp.unknow-error", "aop.ACQ.SYSTEM_ERROR"}
 
 _YUAN = re.compile(r"(0|[1-9][0-9]*)\.[0-9]{2}")
+# What the bill's zip may unpack to, all files together: well above a
+# city's day (a million payments are some 300 MB of CSV), well below what
+# would exhaust a worker. The download comes from a URL Alipay gives out,
+# often over plain HTTP: a zip bomb put in on the way is refused.
+BILL_MAX_BYTES = 1 << 30
+BILL_MAX_FILES = 16
 NOTIFY_FIELDS = (
     "notify_time",
     "notify_type",
@@ -490,9 +496,17 @@ class AlipayProvider(BasePaymentProvider):
     def _statement_lines(archive: bytes) -> list[StatementLine]:
         detail = None
         with zipfile.ZipFile(io.BytesIO(archive)) as files:
+            members = files.infolist()
+            # Each file unpacks to no more than it declares (zipfile stops
+            # there and checks its CRC), so the declared sizes bound it all.
+            if (
+                len(members) > BILL_MAX_FILES
+                or sum(info.file_size for info in members) > BILL_MAX_BYTES
+            ):
+                raise ValueError(f"a bill of {len(members)} files unpacking beyond its bound")
             # Alipay names the files in GBK without saying so, so the
             # business detail is known by its first line, not by its name.
-            for info in files.infolist():
+            for info in members:
                 text = files.read(info).decode("gbk")
                 if text.startswith("#支付宝业务明细查询"):
                     detail = text

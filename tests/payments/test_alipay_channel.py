@@ -301,6 +301,26 @@ def test_the_bill_is_alipays_gbk_csv_in_a_zip(provider: AlipayProvider) -> None:
     assert provider.http.get(forged).status_code == 403
 
 
+def test_a_bill_that_unpacks_beyond_its_bound_is_refused_unread(
+    provider: AlipayProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _paid(provider, "CS20261206000014", amount_fen=2000)
+    original = AlipaySandbox._bill_zip
+
+    def padded(self, date):  # a file of zeros slipped in on the way: it packs small
+        out = io.BytesIO(original(self, date))
+        with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr("padding.csv", b"\0" * 200_000)
+        return out.getvalue()
+
+    monkeypatch.setattr(AlipaySandbox, "_bill_zip", padded)
+    # The bound, made small for the test (a real bomb would unpack to gigabytes).
+    monkeypatch.setattr("payments.providers.alipay.BILL_MAX_BYTES", 100_000, raising=False)
+    with pytest.raises(ProviderError, match="beyond its bound") as refused:
+        provider.statement_download(date=timezone.localdate())
+    assert not refused.value.retryable
+
+
 def test_our_calls_carry_alipays_common_parameters(
     provider: AlipayProvider, sandbox: AlipaySandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
