@@ -451,6 +451,26 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
     )
 
 
+def orders_close_open(*, application_id: Any, reason: str) -> int:
+    """Close the application's open orders, at their channel first (the
+    citizen withdrew the application: nothing is left to pay for). One the
+    channel will not close (paid just now) stays open; its payment, when the
+    callback or a query brings it in, goes back, since the application can
+    no longer take it. Returns the orders closed."""
+    closed = 0
+    open_orders = PaymentOrder.objects.filter(application_id=application_id, status=OS.PENDING)
+    for pk in open_orders.values_list("pk", flat=True):
+        try:
+            with transaction.atomic():
+                order = _locked(pk)
+                if order.status == OS.PENDING:
+                    _close(order, reason=reason)
+                    closed += 1
+        except PaymentsError as exc:
+            logger.warning("order %s left open: %s", pk, exc)
+    return closed
+
+
 def orders_sweep(*, limit: int = 200) -> int:
     """Query or close the orders :func:`orders_due_for_query` lists, each on
     its own: one whose channel is down or refuses does not hold up the

@@ -134,11 +134,13 @@ def _each(step: Callable[[Any], bool], item: Any) -> bool:
 
 
 def application_cancelled(event: Any) -> None:
-    """Subscriber of ``application.cancelled``: what was paid for the
-    application and not yet refunded goes back in full. Idempotent: a second
-    run finds nothing left to refund."""
+    """Subscriber of ``application.cancelled``: its open orders close, so
+    the withdrawn application can no longer be paid, and what was paid for
+    it and not yet refunded goes back in full. Idempotent: a second run
+    finds nothing left to close or refund."""
     if event.application_id is None:
         return
+    orders.orders_close_open(application_id=event.application_id, reason="application_cancelled")
     paid = PaymentOrder.objects.filter(
         application_id=event.application_id,
         status__in=(OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED),

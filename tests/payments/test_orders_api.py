@@ -295,17 +295,44 @@ def test_the_sandbox_cashier_pays_only_the_citizens_own_order(
     assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "NOTPAY"
 
 
-def test_a_payment_that_arrives_after_the_application_was_withdrawn_goes_back(
-    citizen_api, awaiting, pay, django_capture_on_commit_callbacks
+def test_withdrawing_an_application_closes_its_open_orders(
+    citizen_api, awaiting, django_capture_on_commit_callbacks
 ) -> None:
-    order = open_order(citizen_api, awaiting, "alipay")
+    first = open_order(citizen_api, awaiting, "alipay")
     with django_capture_on_commit_callbacks(execute=True):
         cancelled = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
     assert cancelled.json()["status"] == "cancelled"
 
-    paid = pay(order)
+    assert citizen_api.get(f"/api/v1/payments/{first['id']}/").json()["status"] == "closed"
+    assert SandboxTrade.objects.get(order_no=first["order_no"]).state == "CLOSED"
+    # Nothing is left to pay for: the wallet no longer takes it.
+    paying = citizen_api.post(
+        f"/api/v1/sandbox/payments/{first['order_no']}/pay/", {"result": "success"}, format="json"
+    )
+    assert paying.status_code == 409
+    assert paying.json()["detail"] == "订单已关闭"
+    entry = AuditEntry.objects.get(action="payment.closed")
+    assert entry.data == {"order_no": first["order_no"], "reason": "application_cancelled"}
+    assert not LedgerEntry.objects.exists()
 
-    paid.refresh_from_db()
+
+def test_a_payment_that_arrives_after_the_application_was_withdrawn_goes_back(
+    citizen_api, awaiting, django_capture_on_commit_callbacks
+) -> None:
+    order = open_order(citizen_api, awaiting, "alipay")
+    # The wallet takes the money just as the citizen withdraws: the channel
+    # will not close the order, and its callback comes after the withdrawal.
+    trade = books.trade_pay(channel="alipay", order_no=order["order_no"], succeed=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+    assert cancelled.json()["status"] == "cancelled"
+    assert PaymentOrder.objects.get(order_no=order["order_no"]).status == OrderStatus.PENDING
+
+    headers, body = sandbox_for("alipay").payment_notify(trade)
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.notify_receive(channel="alipay", headers=headers, body=body, client_ip=None)
+
+    paid = PaymentOrder.objects.get(order_no=order["order_no"])
     assert paid.status == OrderStatus.REFUNDED
     assert paid.paid_fen == paid.refunded_fen == FEE
     assert Application.objects.get(pk=awaiting["id"]).status == "cancelled"
