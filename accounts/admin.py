@@ -351,6 +351,10 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     def has_change_permission(self, request, obj=None):
         if obj is not None and not privileges.account_may_manage(actor=request.user, target=obj):
             return False
+        # A closed account's data was erased at the citizen's request: shown,
+        # never written to again (a nickname or an e-mail put back on it).
+        if obj is not None and obj.closed_at is not None:
+            return False
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):

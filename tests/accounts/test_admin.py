@@ -223,3 +223,20 @@ def test_login_logs_are_evidence_and_cannot_be_deleted(operator_client) -> None:
         )
     assert AccessLog.objects.filter(pk=log.pk).exists()
     assert AccessFailureLog.objects.filter(pk=failure.pk).exists()
+
+
+def test_a_closed_account_is_shown_but_never_written_to(operator_client, citizen) -> None:
+    """Not even by a superuser (the operator): its data was erased."""
+    from accounts.citizens import account_close
+
+    account_close(user=citizen)
+    page = operator_client.get(f"/admin/accounts/user/{citizen.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="nickname"' not in page.content.decode()
+    sent = operator_client.post(
+        f"/admin/accounts/user/{citizen.pk}/change/",
+        {"nickname": "回来了", "email": "back@example.com"},
+    )
+    assert sent.status_code == 403
+    citizen.refresh_from_db()
+    assert citizen.nickname != "回来了" and citizen.email != "back@example.com"
