@@ -32,7 +32,14 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from accounts.models import Department
 from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
-from services.models import Application, Delivery, DeliveryStatus, Endpoint, OutboxEvent
+from services.models import (
+    Application,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Endpoint,
+    OutboxEvent,
+)
 from services.routing import events
 
 logger = logging.getLogger(__name__)
@@ -274,11 +281,19 @@ def events_pseudonymise(*, application_ids: Iterable[Any], subject: str) -> int:
     """Strip the personal data from the stored events of these applications
     (their applicant closed the account). Each event keeps its id, so its
     ``webhook-id``, type and time: a replay is the same event to the
-    department, now carrying the pseudonymous ``subject`` only."""
-    stored = list(OutboxEvent.objects.filter(application_id__in=list(application_ids)))
+    department, now carrying the pseudonymous ``subject`` only. The bodies
+    the departments answered to its deliveries go too; the attempts keep
+    their status and times."""
+    ids = list(application_ids)
+    stored = list(OutboxEvent.objects.filter(application_id__in=ids))
     for event in stored:
         event.data = events.pseudonymised(event.data, subject=subject)
     OutboxEvent.objects.bulk_update(stored, ["data"], batch_size=500)
+    # What the departments' systems answered to them (kept for the
+    # operators' eyes) may echo the application back.
+    DeliveryAttempt.objects.filter(delivery__event__application_id__in=ids).exclude(
+        response_body=""
+    ).update(response_body="")
     return len(stored)
 
 

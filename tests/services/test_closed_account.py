@@ -9,9 +9,10 @@ import json
 import pytest
 
 from accounts.models import User
-from services.models import Application, Delivery, OutboxEvent, TimelineEntry
+from services.models import Application, Delivery, DeliveryAttempt, OutboxEvent, TimelineEntry
 from services.routing import events
 from tests.services.conftest import submit
+from tests.services.department import Answer
 
 pytestmark = pytest.mark.django_db
 
@@ -267,3 +268,24 @@ def test_what_a_citizen_writes_as_the_account_closes_is_not_kept(
     assert application(finished).rated_at is None
     assert application(waiting).status == "submitted"
     assert "13800138000" not in str(list(TimelineEntry.objects.values_list("note", flat=True)))
+
+
+def test_closing_erases_what_departments_answered_with_the_application(
+    citizen, citizen_api, other_citizen, other_citizen_api, apply, hook, department_server
+) -> None:
+    # A department's system that echoes every event back in its answer.
+    department_server.respond = lambda received: Answer(body=received.payload)
+    apply()
+    apply(other_citizen_api)
+    mine = DeliveryAttempt.objects.filter(delivery__event__application__applicant=citizen)
+    theirs = DeliveryAttempt.objects.filter(delivery__event__application__applicant=other_citizen)
+    [echoed] = mine
+    assert citizen.id_number in echoed.response_body
+    assert other_citizen.id_number in theirs.get().response_body
+
+    assert citizen_api.delete(ME).status_code == 204
+
+    [kept] = mine.all()
+    assert kept.response_body == ""
+    assert (kept.status_code, kept.succeeded, kept.number) == (200, True, echoed.number)
+    assert other_citizen.id_number in theirs.get().response_body
