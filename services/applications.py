@@ -225,15 +225,24 @@ def _check_form(service: Service, form: Any) -> None:
 # --- Citizen ---------------------------------------------------------------------------------
 
 
-def _check_still_open(citizen: User) -> None:
-    """The citizen's account is still open. Asked once this change holds
-    its locks (the application row, or the reference a new one makes to the
-    account), so a close that committed meanwhile is seen, and one that
-    comes later waits for this change and erases what it wrote; without it,
-    a request that read the account just before the close would store the
-    citizen's form, comment or reason, and send their identity to the
-    department, after their data was erased."""
-    if not User.objects.filter(pk=citizen.pk, is_active=True, closed_at__isnull=True).exists():
+def _hold_open_account(citizen: User) -> None:
+    """The citizen's account is open, and stays open until this change
+    commits: its row is locked first (``FOR NO KEY UPDATE``; SQLite's
+    transactions take the write lock at their start), in the order
+    :func:`accounts.citizens.account_close` takes its locks (the account,
+    then its applications). A close that comes meanwhile waits for this
+    change and then erases what it wrote; a change that comes after a close
+    sees the account closed. Without it, a request that read the account
+    just before the close would store the citizen's form, comment or reason,
+    and send their identity to the department, after their data was erased
+    (the new application's reference to the account locks nothing on
+    PostgreSQL until the commit)."""
+    still_open = (
+        User.objects.select_for_update(no_key=True)
+        .filter(pk=citizen.pk, is_active=True, closed_at__isnull=True)
+        .values_list("pk", flat=True)
+    )
+    if not still_open:
         raise AccountsError(ACCOUNT_INACTIVE)
 
 
@@ -248,6 +257,7 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
     now = timezone.now()
     status = S.AWAITING_PAYMENT if service.fee_fen else S.SUBMITTED
     with transaction.atomic():
+        _hold_open_account(citizen)
         application = Application.objects.create(
             number=_new_number(now),
             service=service,
@@ -259,7 +269,6 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
             created_at=now,
             submitted_at=now if status == S.SUBMITTED else None,
         )
-        _check_still_open(citizen)
         entry = TimelineEntry.objects.create(
             application=application,
             status=status,
@@ -295,8 +304,8 @@ def application_cancel(*, citizen: User, application: Application, reason: str =
     """Withdraw an application the department has not accepted yet. A paid
     one is refunded by the payments app, which listens for the event."""
     with transaction.atomic():
+        _hold_open_account(citizen)
         application = _locked(application)
-        _check_still_open(citizen)
         department_knew = application.status in (S.SUBMITTED, S.ROUTED)
         _move(
             application, S.CANCELLED, actor=ActorKind.CITIZEN, actor_label=str(citizen), note=reason
@@ -316,8 +325,8 @@ def application_supplement(*, citizen: User, application: Application, form: Any
     given fields replace the earlier answers, the whole form is checked
     again, and the clock that stopped at ``needs_info`` starts again."""
     with transaction.atomic():
+        _hold_open_account(citizen)
         application = _locked(application)
-        _check_still_open(citizen)
         if application.status != S.NEEDS_INFO:
             raise ServicesError(
                 INVALID_TRANSITION,
@@ -353,8 +362,8 @@ def application_rate(
     """Rate the service (好差评): once, after the application ended in
     ``completed`` or ``rejected``."""
     with transaction.atomic():
+        _hold_open_account(citizen)
         application = _locked(application)
-        _check_still_open(citizen)
         if application.status not in (S.COMPLETED, S.REJECTED) or application.rated_at is not None:
             raise ServicesError(RATING_NOT_ALLOWED)
         application.rating_score = score

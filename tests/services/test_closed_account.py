@@ -5,8 +5,11 @@ replay sends the pseudonymous subject only."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
+from django.db import connection, connections
 
 from accounts.models import User
 from services.models import Application, Delivery, DeliveryAttempt, OutboxEvent, TimelineEntry
@@ -289,3 +292,76 @@ def test_closing_erases_what_departments_answered_with_the_application(
     assert kept.response_body == ""
     assert (kept.status_code, kept.succeeded, kept.number) == (200, True, echoed.number)
     assert other_citizen.id_number in theirs.get().response_body
+
+
+def _a_backend_waits_on_a_lock(timeout: float) -> bool:
+    """Whether another session of this database is waiting on a row lock
+    within ``timeout`` seconds (PostgreSQL's own view of it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.integration  # PostgreSQL's row locks, two sessions
+@pytest.mark.django_db(transaction=True)
+def test_a_close_waits_for_an_application_being_written_then_erases_it(
+    citizen, service, monkeypatch
+) -> None:
+    """The application's transaction holds the account from its start: a
+    close that comes meanwhile waits, then erases what it wrote (the form,
+    the applicant in the stored event)."""
+    from accounts import citizens
+    from services import applications
+    from tests.services.conftest import GOOD_FORM
+
+    written, release = threading.Event(), threading.Event()
+    post = applications.message_post
+
+    def pausing_post(**kwargs):
+        written.set()  # the application row is written, not yet committed
+        assert release.wait(30)
+        return post(**kwargs)
+
+    monkeypatch.setattr(applications, "message_post", pausing_post)
+    errors: list[BaseException] = []
+
+    def in_thread(step) -> threading.Thread:
+        def run() -> None:
+            try:
+                step()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    submitting = in_thread(
+        lambda: applications.application_submit(
+            citizen=User.objects.get(pk=citizen.pk), service=service, form=GOOD_FORM
+        )
+    )
+    assert written.wait(30)
+    closing = in_thread(lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)))
+    close_waited = _a_backend_waits_on_a_lock(timeout=10)
+    release.set()
+    submitting.join(60)
+    closing.join(60)
+
+    assert not errors
+    assert close_waited
+    application = Application.objects.get()
+    assert application.form == {}
+    stored = OutboxEvent.objects.get()
+    assert stored.data["application"]["applicant"] == {"sub": citizen.subject}
+    assert_names_nobody(json.dumps(stored.data, ensure_ascii=False), citizen)
