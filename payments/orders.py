@@ -403,12 +403,15 @@ def order_refresh(order: PaymentOrder) -> PaymentOrder:
     # Asked now, whatever comes of it: one whose channel is off or refuses
     # goes to the back of the sweep's line (orders_due_for_query).
     PaymentOrder.objects.filter(pk=order.pk).update(last_queried_at=now)
-    channel = provider(order.channel)
+    result = None
     try:
-        result = channel.order_query(order_no=order.order_no)
+        result = provider(order.channel).order_query(order_no=order.order_no)
     except ProviderError as exc:
         logger.info("query of %s failed: %s", order.order_no, exc)
-        result = None
+    except PaymentsError as exc:
+        # Its channel was switched off here since: nothing to ask; once
+        # expired it closes as if its channel were unreachable (_close).
+        logger.info("query of %s: %s", order.order_no, exc)
     if result is not None and result.state != "pending":
         try:
             order_apply_result(order=order, result=result, source="query")

@@ -5,9 +5,11 @@ or answer what we cannot read, races on real row locks."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import AuditEntry
 from payments import notifications, orders, refunds, tasks
@@ -105,8 +107,27 @@ def test_one_order_whose_channel_is_off_does_not_stop_the_sweep(
 
     tasks.payments_sweep()
 
-    assert PaymentOrder.objects.get(pk=stuck["id"]).status == OrderStatus.PENDING
+    # Expired, its channel off: closed as if the channel were unreachable
+    # (a payment that still comes is a late success, sent back).
+    assert PaymentOrder.objects.get(pk=stuck["id"]).status == OrderStatus.CLOSED
     assert Refund.objects.get().status == "succeeded"
+
+
+def test_an_expired_order_whose_channel_is_off_shows_closed_to_its_payer(
+    citizen_api, awaiting, settings
+) -> None:
+    order = open_order(citizen_api, awaiting, "unionpay")
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    settings.PAYMENTS_CHANNELS = {
+        name: config for name, config in settings.PAYMENTS_CHANNELS.items() if name != "unionpay"
+    }
+
+    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+
+    assert shown.status_code == 200
+    assert shown.json()["status"] == "closed" and shown.json()["checkout"] == {}
 
 
 def test_orders_whose_channel_is_off_go_to_the_back_of_the_sweeps_line(
@@ -118,7 +139,10 @@ def test_orders_whose_channel_is_off_go_to_the_back_of_the_sweeps_line(
     )
     expired = open_order(citizen_api, {"id": str(other.pk)}, "alipay")
     long_ago = PaymentOrder.objects.get(pk=stuck["id"]).created_at.replace(year=2000)
-    PaymentOrder.objects.filter(pk=stuck["id"]).update(created_at=long_ago, expires_at=long_ago)
+    # Not expired (so it cannot close): due to be asked, which it cannot be.
+    PaymentOrder.objects.filter(pk=stuck["id"]).update(
+        created_at=long_ago, expires_at=timezone.now() + dt.timedelta(minutes=10)
+    )
     PaymentOrder.objects.filter(pk=expired["id"]).update(expires_at=long_ago)
     settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
     settings.PAYMENTS_CHANNELS = {
