@@ -290,6 +290,7 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                 "reserved_fen": order.paid_fen - remainder,
             },
         )
+        refused = False
         change_url = reverse("admin:payments_paymentorder_change", args=[order.pk])
         if request.method == "POST" and form.is_valid():
             try:
@@ -302,6 +303,7 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                     seen_reserved_fen=form.cleaned_data["reserved_fen"],
                 )
             except PaymentsError as exc:
+                refused = True
                 self.message_user(
                     request,
                     _("退款未受理：%(why)s（%(code)s）")
@@ -316,6 +318,14 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                     level=messages.SUCCESS,
                 )
                 return HttpResponseRedirect(change_url)
+        if refused:
+            # Shown again as things stand now (another refund may have come
+            # meanwhile): the operator checks the amount and may send it.
+            order.refresh_from_db()
+            remainder = max(order.paid_fen - selectors.refunds_reserved_fen(order), 0)
+            data = request.POST.copy()
+            data["reserved_fen"] = str(order.paid_fen - remainder)
+            form = RefundForm(data)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
