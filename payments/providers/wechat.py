@@ -171,15 +171,24 @@ def read_refund(data: object) -> RefundResult:
     state = REFUND_STATES.get(raw_state)
     if state is None:
         raise ValueError(f"unknown refund status {raw_state!r}")
-    success_time = _text(refund, "success_time", required=False)
     return RefundResult(
         refund_no=_text(refund, "out_refund_no"),
         state=state,
         refund_id=_text(refund, "refund_id"),
         amount_fen=_fen(_object(refund.get("amount"), "amount"), "refund"),
         failure_reason=REFUND_FAILURES.get(raw_state, ""),
-        succeeded_at=_time(success_time) if success_time and state == "succeeded" else None,
+        succeeded_at=_refund_time(refund) if state == "succeeded" else None,
     )
+
+
+def _refund_time(refund: Mapping[str, Any]) -> dt.datetime | None:
+    """A refund's ``success_time`` (when the money went back), if it reads
+    as a time: it dates the refund, it does not decide it."""
+    try:
+        success_time = _text(refund, "success_time", required=False)
+        return _time(success_time) if success_time else None
+    except ValueError:
+        return None
 
 
 _BILL_YUAN = re.compile(r"\d{1,12}(?:\.\d{1,2})?")

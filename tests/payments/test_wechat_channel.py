@@ -802,3 +802,20 @@ def test_the_sandbox_refuses_the_sdk_signing_with_another_merchant_key(sandbox, 
 
     code, message = stranger.query(out_trade_no=new_order_no())
     assert (code, json.loads(message)["code"]) == (401, "SIGN_ERROR")
+
+
+@pytest.mark.parametrize("success_time", ["", "yesterday", "2026-12-07T08:00:00", 17, None])
+def test_a_refund_time_that_does_not_read_leaves_the_refund_succeeded_undated(success_time):
+    refund = {
+        "out_refund_no": "R1",
+        "refund_id": "50000000000000000001",
+        "status": "SUCCESS",
+        "amount": {"refund": 100, "total": 100},
+        "success_time": success_time,
+    }
+    result = wechat_provider.read_refund(refund)
+    assert (result.state, result.refund_no, result.succeeded_at) == ("succeeded", "R1", None)
+    refund["success_time"] = "2026-12-07T08:00:00+08:00"
+    assert wechat_provider.read_refund(refund).succeeded_at == dt.datetime.fromisoformat(
+        "2026-12-07T08:00:00+08:00"
+    )
