@@ -143,8 +143,10 @@ def otp_login(*, phone: str, code: str) -> User:
     open challenge of the phone is considered.
     """
     phone = phone_normalize(phone)
-    code = (code or "").strip()
-    if not re.fullmatch(r"\d{6}", code):
+    # Full-width digits (１２３…) as ASCII, as for the phone; other scripts'
+    # digits are not a code ([0-9], not \d): refused before a try is used.
+    code = unicodedata.normalize("NFKC", code or "").strip()
+    if not re.fullmatch(r"[0-9]{6}", code):
         raise AccountsError(OTP_INVALID, errors={"code": [str(_("验证码为 6 位数字"))]})
     now = timezone.now()
     with transaction.atomic():

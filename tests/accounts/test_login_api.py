@@ -176,6 +176,23 @@ def test_a_code_that_is_not_six_digits_is_refused_without_using_a_try(api) -> No
     assert OtpChallenge.objects.get().attempts == 0
 
 
+def test_a_code_typed_in_full_width_logs_in(api) -> None:
+    api.post(OTP, {"phone": "13800138000"}, format="json")
+    code = last_code_sent_to("13800138000")
+    wide = "".join(chr(ord(digit) - ord("0") + ord("０")) for digit in code)
+    response = api.post(TOKEN, {"phone": "13800138000", "code": wide}, format="json")
+    assert response.status_code == 200
+
+
+def test_a_code_in_another_scripts_digits_is_refused_without_using_a_try(api) -> None:
+    api.post(OTP, {"phone": "13800138000"}, format="json")
+    code = last_code_sent_to("13800138000")
+    arabic_indic = "".join(chr(ord(digit) - ord("0") + 0x0660) for digit in code)
+    response = api.post(TOKEN, {"phone": "13800138000", "code": arabic_indic}, format="json")
+    assert response.json()["code"] == "otp_invalid"
+    assert OtpChallenge.objects.get().attempts == 0
+
+
 def test_one_code_per_minute_per_phone(api) -> None:
     assert api.post(OTP, {"phone": "13800138000"}, format="json").status_code == 202
     again = api.post(OTP, {"phone": "13800138000"}, format="json")
