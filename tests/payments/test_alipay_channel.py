@@ -9,6 +9,8 @@ import datetime as dt
 import io
 import json
 import logging
+import struct
+import tracemalloc
 import zipfile
 from urllib.parse import parse_qsl, urlencode
 
@@ -317,6 +319,60 @@ def test_a_bill_that_unpacks_beyond_its_bound_is_refused_unread(
     # The bound, made small for the test (a real bomb would unpack to gigabytes).
     monkeypatch.setattr("payments.providers.alipay.BILL_MAX_BYTES", 100_000, raising=False)
     with pytest.raises(ProviderError, match="beyond its bound") as refused:
+        provider.statement_download(date=timezone.localdate())
+    assert not refused.value.retryable
+
+
+def _lying_about_its_size(archive: bytes, name: str, declared: int) -> bytes:
+    """``archive`` with the file ``name`` declaring ``declared`` bytes
+    unpacked, in its local header and in the central directory."""
+    data = bytearray(archive)
+    encoded = name.encode()
+    for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        start = 0
+        while (at := data.find(signature, start)) != -1:
+            length = struct.unpack_from("<H", data, at + name_at - (4 if name_at == 30 else 18))[0]
+            if data[at + name_at : at + name_at + length] == encoded:
+                struct.pack_into("<I", data, at + size_at, declared)
+            start = at + 4
+    return bytes(data)
+
+
+def test_a_bill_file_lying_about_its_size_is_refused_without_unpacking_it(
+    provider: AlipayProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _paid(provider, "CS20261206000014", amount_fen=2000)
+    original = AlipaySandbox._bill_zip
+    inflated = 64 << 20
+
+    def bomb(self, date):  # 64 MiB of zeros that says it is 10 bytes: it packs small
+        out = io.BytesIO(original(self, date))
+        zeros = b"\0" * inflated
+        with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr("padding.csv", zeros)
+        del zeros
+        tracemalloc.reset_peak()  # what making the bomb took is not what reading it takes
+        return _lying_about_its_size(out.getvalue(), "padding.csv", 10)
+
+    monkeypatch.setattr(AlipaySandbox, "_bill_zip", bomb)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProviderError, match="unreadable") as refused:
+            provider.statement_download(date=timezone.localdate())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not refused.value.retryable
+    assert peak < inflated // 4
+
+
+def test_a_bill_download_larger_than_a_bill_can_be_is_refused(
+    provider: AlipayProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _paid(provider, "CS20261206000014", amount_fen=2000)
+    monkeypatch.setattr(AlipaySandbox, "_bill_zip", lambda self, date: b"PK" + b"\0" * 5000)
+    monkeypatch.setattr("payments.providers.alipay.BILL_MAX_DOWNLOAD", 4096)
+    with pytest.raises(ProviderError, match="larger than a bill can be") as refused:
         provider.statement_download(date=timezone.localdate())
     assert not refused.value.retryable
 
