@@ -47,17 +47,22 @@ def _jti(order: PaymentOrder) -> str:
 def receipt_claims(order: PaymentOrder) -> dict[str, Any]:
     """The claims signed into a paid order's receipt code.
 
-    Besides the star-code claims (``iss`` is added by the signer, ``sub`` is
-    the payer's pseudonymous subject, ``iat`` the payment time): ``ono`` the
+    Besides the star-code claims (``iss`` is added by the signer, ``sub``
+    names the payer of this order alone, ``iat`` the payment time): ``ono`` the
     order number, ``amt`` the amount paid in fen, ``cur`` the currency,
     ``dep`` the payee department's code, ``svc`` the service's code and
     ``pat`` the payment time (epoch seconds). Refunds are not signed in: the
     code proves a payment, which a refund later does not undo on paper.
+
+    ``sub`` is not the payer's subject: a receipt is handed to others (an
+    employer, an auditor), and the subject is what every scanner sees on the
+    payer's star-code, so anyone holding both could link them. The order
+    number leads back to the payer here, for those allowed to ask.
     """
     assert order.paid_at is not None  # receipt_for checked the order was paid
     paid_at = int(order.paid_at.timestamp())
     return {
-        "sub": order.payer.subject,
+        "sub": f"payer:{order.order_no}",
         "iat": paid_at,
         "jti": _jti(order),
         "knd": KIND,
