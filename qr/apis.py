@@ -96,6 +96,19 @@ class StarCodeThrottle(FixedWindowThrottle):
         return str(request.user.pk)
 
 
+class ScanUploadThrottle(FixedWindowThrottle):
+    """Offline scan batches per scanner key, in fixed windows (a terminal
+    back online sends what it kept, a batch of up to 500 at a time)."""
+
+    scope = "qr_scan_upload"
+
+    def get_rate(self) -> str:
+        return settings.QR_SCAN_UPLOAD_RATE
+
+    def get_ident(self, request: Any) -> str:
+        return str(request.auth.pk)
+
+
 class ResolveThrottle(_SettingRateThrottle):
     scope = "qr_resolve"
     setting = "QR_RESOLVE_RATE"
@@ -343,11 +356,14 @@ class RevocationsView(ScannerView):
 
 
 class ScanUploadView(ScannerView):
+    throttle_classes = [ScanUploadThrottle]
+
     @extend_schema(
         tags=["scanner"],
         summary="Upload scans made offline (idempotent on each event_id)",
+        description="Batches per scanner key: `QR_SCAN_UPLOAD_RATE` (60 a minute).",
         request=ScanUploadSerializer,
-        responses={200: ScanUploadResultSerializer, **problems("api_key_scope")},
+        responses={200: ScanUploadResultSerializer, **problems("api_key_scope", "throttled")},
     )
     def post(self, request: DepartmentRequest) -> Response:
         serializer = ScanUploadSerializer(data=request.data)

@@ -880,6 +880,10 @@ def catalog_and_code_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> N
         status=400,
         code="invalid",
     )
+    with override_settings(QR_SCAN_UPLOAD_RATE="1/day"):
+        # Counted before the body is read: a refused batch counts too.
+        p.refused(gate, "post", "/api/v1/qr/scans/", {"scans": []}, status=400, code="invalid")
+        p.refused(gate, "post", "/api/v1/qr/scans/", {"scans": []}, status=429, code="throttled")
 
 
 # --- The test --------------------------------------------------------------------------------

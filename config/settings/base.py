@@ -670,6 +670,8 @@ QR_VERIFY_FAST_PATH = env.bool("QR_VERIFY_FAST_PATH", default=True)
 # citizen (qr/fastpath.py, accounts/token_facts.py).
 QR_STAR_CODE_FAST_PATH = env.bool("QR_STAR_CODE_FAST_PATH", default=True)
 QR_RESOLVE_RATE = env.str("QR_RESOLVE_RATE", default="60/min")
+# Offline scan batches (up to 500 scans each) per scanner key.
+QR_SCAN_UPLOAD_RATE = env.str("QR_SCAN_UPLOAD_RATE", default="60/min")
 QR_STAR_CODE_RATE = env.str("QR_STAR_CODE_RATE", default="120/min")
 # Where scan events wait before the database (qr/recorders.py).
 QR_SCAN_RECORDER = env.str(

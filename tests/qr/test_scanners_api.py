@@ -272,6 +272,23 @@ def test_batches_are_bounded(citizen, scanner_api, settings):
     assert scanner_api.post("/api/v1/qr/scans/", {"scans": []}, format="json").status_code == 400
 
 
+def test_batches_per_scanner_key_are_throttled(citizen, scanner_api, hall_api, settings):
+    settings.QR_SCAN_UPLOAD_RATE = "2/min"
+    code = citizen_code(citizen)
+    answers = [
+        scanner_api.post("/api/v1/qr/scans/", {"scans": [scan(code)]}, format="json")
+        for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    refused = answers[2]
+    assert refused.json()["code"] == "throttled"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert ScanEvent.objects.filter(source=ScanEvent.Source.OFFLINE).count() == 2
+    # Another terminal's key counts on its own.
+    other = hall_api.post("/api/v1/qr/scans/", {"scans": [scan(code)]}, format="json")
+    assert other.status_code == 200
+
+
 def test_integrators_cannot_upload_scans(integrator_api, citizen):
     response = integrator_api.post(
         "/api/v1/qr/scans/", {"scans": [scan(citizen_code(citizen))]}, format="json"
