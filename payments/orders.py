@@ -455,22 +455,32 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
 
 
 def orders_close_open(*, application_id: Any, reason: str) -> int:
-    """Close the application's open orders, at their channel first (the
-    citizen withdrew the application: nothing is left to pay for). One the
-    channel will not close (paid just now) stays open; its payment, when the
-    callback or a query brings it in, goes back, since the application can
-    no longer take it. Returns the orders closed."""
+    """Close the application's open orders (the citizen withdrew it:
+    nothing is left to pay for), here at once and at their channel after
+    commit, as :func:`_close_others` does: no channel is called while the
+    rows are locked. Money that still reaches one (the wallet took it that
+    moment, or a channel that cannot close a trade) is a late success,
+    recorded and sent back, since the application can no longer take it.
+    Returns the orders closed."""
     closed = 0
     open_orders = PaymentOrder.objects.filter(application_id=application_id, status=OS.PENDING)
     for pk in open_orders.values_list("pk", flat=True):
-        try:
-            with transaction.atomic():
-                order = _locked(pk)
-                if order.status == OS.PENDING:
-                    _close(order, reason=reason)
-                    closed += 1
-        except PaymentsError as exc:
-            logger.warning("order %s left open: %s", pk, exc)
+        with transaction.atomic():
+            order = _locked(pk)
+            if order.status != OS.PENDING:
+                continue
+            order.closed_at = timezone.now()
+            _move(order, OS.CLOSED, also=("closed_at",))
+            audit_record(
+                actor=None,
+                action="payment.closed",
+                target=order,
+                data={"order_no": order.order_no, "reason": reason},
+            )
+            transaction.on_commit(
+                functools.partial(_close_at_channel, order.channel, order.order_no), robust=True
+            )
+            closed += 1
     return closed
 
 

@@ -320,13 +320,14 @@ def test_a_payment_that_arrives_after_the_application_was_withdrawn_goes_back(
     citizen_api, awaiting, django_capture_on_commit_callbacks
 ) -> None:
     order = open_order(citizen_api, awaiting, "alipay")
-    # The wallet takes the money just as the citizen withdraws: the channel
-    # will not close the order, and its callback comes after the withdrawal.
+    # The wallet takes the money just as the citizen withdraws: closed here,
+    # the channel will not close the trade, and its callback comes after.
     trade = books.trade_pay(channel="alipay", order_no=order["order_no"], succeed=True)
     with django_capture_on_commit_callbacks(execute=True):
         cancelled = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
     assert cancelled.json()["status"] == "cancelled"
-    assert PaymentOrder.objects.get(order_no=order["order_no"]).status == OrderStatus.PENDING
+    assert PaymentOrder.objects.get(order_no=order["order_no"]).status == OrderStatus.CLOSED
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "SUCCESS"
 
     headers, body = sandbox_for("alipay").payment_notify(trade)
     with django_capture_on_commit_callbacks(execute=True):
