@@ -355,10 +355,19 @@ def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetim
         _endpoints_refresh({one.delivery.endpoint_id: one.delivery.endpoint for one, _ in outcomes})
         current = {
             row["id"]: row
-            for row in Delivery.objects.select_for_update()
+            for row in Delivery.objects.select_for_update(of=("self",))
             .filter(pk__in=[one.delivery.pk for one, _ in outcomes])
             .order_by("pk")
-            .values("id", "status", "locked_until", "attempt_count", "schedule_index")
+            .values(
+                "id",
+                "status",
+                "locked_until",
+                "attempt_count",
+                "schedule_index",
+                # An answer that came after its applicant closed the account
+                # is not kept (a department's system may echo the event).
+                "event__application__applicant__closed_at",
+            )
         }
         attempts: list[DeliveryAttempt] = []
         delivered: dict[str, list[tuple[OutboxEvent, str]]] = defaultdict(list)
@@ -381,7 +390,9 @@ def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetim
                     duration_ms=result.duration_ms,
                     status_code=result.status_code,
                     error=result.error[:500],
-                    response_body=result.body,
+                    response_body=""
+                    if row["event__application__applicant__closed_at"]
+                    else result.body,
                     succeeded=result.ok,
                 )
             )

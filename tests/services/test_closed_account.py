@@ -365,3 +365,27 @@ def test_a_close_waits_for_an_application_being_written_then_erases_it(
     stored = OutboxEvent.objects.get()
     assert stored.data["application"]["applicant"] == {"sub": citizen.subject}
     assert_names_nobody(json.dumps(stored.data, ensure_ascii=False), citizen)
+
+
+def test_an_answer_that_comes_after_the_close_is_not_kept(
+    citizen, apply, hook, department_server, monkeypatch
+) -> None:
+    """The event was sent before the account closed; the department's
+    system echoes it back after: the attempt is recorded, its body not."""
+    from accounts.citizens import account_close
+    from services.routing import deliveries
+
+    department_server.respond = lambda received: Answer(body=received.payload)
+    record = deliveries._record
+
+    def closing_first(outcomes, lease):
+        account_close(user=User.objects.get(pk=citizen.pk))
+        return record(outcomes, lease)
+
+    monkeypatch.setattr(deliveries, "_record", closing_first)
+    apply()
+
+    [attempt] = DeliveryAttempt.objects.all()
+    assert attempt.succeeded and attempt.status_code == 200
+    assert attempt.response_body == ""
+    assert citizen.id_number in department_server.received[0].body.decode()
