@@ -427,7 +427,9 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
 
     @admin.action(description=_("停用所选账户（吊销令牌）"), permissions=["change"])
     def suspend(self, request: StaffRequest, queryset: QuerySet[User]) -> None:
-        users = self._manageable(request, queryset)
+        # A closed account is never written to again (its deactivation
+        # stamp is what offline scanners page by).
+        users = self._manageable(request, queryset.filter(closed_at__isnull=True))
         for user in users:
             citizens.user_set_active(
                 user=user, active=False, actor=request.user, ip=client_ip(request)

@@ -320,12 +320,17 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
                 return HttpResponseRedirect(change_url)
         if refused:
             # Shown again as things stand now (another refund may have come
-            # meanwhile): the operator checks the amount and may send it.
+            # meanwhile), the amount left empty: sending it again is the
+            # operator's deliberate choice, never one more click of the same
+            # form (a double click's second request lands here).
             order.refresh_from_db()
             remainder = max(order.paid_fen - selectors.refunds_reserved_fen(order), 0)
-            data = request.POST.copy()
-            data["reserved_fen"] = str(order.paid_fen - remainder)
-            form = RefundForm(data)
+            form = RefundForm(
+                initial={
+                    "reserved_fen": order.paid_fen - remainder,
+                    "reason": request.POST.get("reason", ""),
+                }
+            )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

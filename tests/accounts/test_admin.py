@@ -240,3 +240,10 @@ def test_a_closed_account_is_shown_but_never_written_to(operator_client, citizen
     assert sent.status_code == 403
     citizen.refresh_from_db()
     assert citizen.nickname != "回来了" and citizen.email != "back@example.com"
+    stamped = citizen.deactivated_at
+    operator_client.post(
+        "/admin/accounts/user/", {"action": "suspend", "_selected_action": [citizen.pk]}
+    )
+    citizen.refresh_from_db()
+    assert citizen.deactivated_at == stamped
+    assert not AuditEntry.objects.filter(action="account.suspended").exists()

@@ -175,12 +175,17 @@ def test_the_refund_form_sent_twice_refunds_once(operator_client, paid) -> None:
     assert again.status_code == 200
     assert any("refund_not_allowed" in message for message in messages_of(again))
     assert list(Refund.objects.filter(order=paid).values_list("amount_fen", flat=True)) == [500]
-    # The page shown again knows of the first refund: sent as it stands
-    # (what the browser posts: the hidden value in the page), it refunds.
-    shown = re.search(r'name="reserved_fen" value="(\d+)"', again.content.decode())
+    # The page shown again knows of the first refund and leaves the amount
+    # empty: one more click sends nothing; an amount typed again refunds.
+    page = again.content.decode()
+    shown = re.search(r'name="reserved_fen" value="(\d+)"', page)
     assert shown is not None and shown.group(1) == "500"
-    fresh = {"reserved_fen": shown.group(1), "amount_fen": "500", "reason": "再退"}
-    assert operator_client.post(f"{ORDERS}{paid.pk}/refund/", fresh).status_code == 302
+    assert re.search(r'name="amount_fen"[^>]*value="', page) is None
+    clicked = {"reserved_fen": shown.group(1), "amount_fen": "", "reason": "多收工本费"}
+    assert operator_client.post(f"{ORDERS}{paid.pk}/refund/", clicked).status_code == 200
+    assert Refund.objects.filter(order=paid).count() == 1
+    typed = {**clicked, "amount_fen": "500", "reason": "再退"}
+    assert operator_client.post(f"{ORDERS}{paid.pk}/refund/", typed).status_code == 302
     assert Refund.objects.filter(order=paid).count() == 2
 
 
