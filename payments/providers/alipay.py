@@ -15,13 +15,13 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
-import io
 import json
 import re
+import tempfile
 import zipfile
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
@@ -483,29 +483,32 @@ class AlipayProvider(BasePaymentProvider):
         url = node.get("bill_download_url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise ProviderError("alipay bill: answer without a download URL", retryable=False)
-        archive = bytearray()
-        try:
-            with self.http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    # The URL lives 30 seconds: asking again gives a new one.
-                    raise ProviderError(f"alipay bill download: HTTP {response.status_code}")
-                for chunk in response.iter_bytes(_BILL_CHUNK):
-                    archive += chunk
-                    if len(archive) > BILL_MAX_DOWNLOAD:
-                        raise ProviderError(
-                            "alipay bill download: larger than a bill can be", retryable=False
-                        )
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"alipay bill download: {exc}") from exc
-        try:
-            return self._statement_lines(bytes(archive))
-        except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, KeyError) as exc:
-            raise ProviderError(f"alipay bill: unreadable ({exc})", retryable=False) from exc
+        # Spooled to disk past a few megabytes: one copy of the zip, never two.
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as archive:
+            try:
+                with self.http.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        # The URL lives 30 seconds: asking again gives a new one.
+                        raise ProviderError(f"alipay bill download: HTTP {response.status_code}")
+                    for chunk in response.iter_bytes(_BILL_CHUNK):
+                        archive.write(chunk)
+                        if archive.tell() > BILL_MAX_DOWNLOAD:
+                            raise ProviderError(
+                                "alipay bill download: larger than a bill can be",
+                                retryable=False,
+                            )
+            except httpx.HTTPError as exc:
+                raise ProviderError(f"alipay bill download: {exc}") from exc
+            archive.seek(0)
+            try:
+                return self._statement_lines(archive)
+            except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, KeyError) as exc:
+                raise ProviderError(f"alipay bill: unreadable ({exc})", retryable=False) from exc
 
     @staticmethod
-    def _statement_lines(archive: bytes) -> list[StatementLine]:
+    def _statement_lines(archive: IO[bytes]) -> list[StatementLine]:
         detail = None
-        with zipfile.ZipFile(io.BytesIO(archive)) as files:
+        with zipfile.ZipFile(archive) as files:
             members = files.infolist()
             if (
                 len(members) > BILL_MAX_FILES
