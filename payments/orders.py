@@ -364,19 +364,29 @@ def _close_others(paid: PaymentOrder) -> None:
     others = PaymentOrder.objects.select_for_update(of=("self",)).filter(
         application_id=paid.application_id, status=OS.PENDING
     )
-    now = timezone.now()
     for other in others.exclude(pk=paid.pk):
-        other.closed_at = now
-        _move(other, OS.CLOSED, also=("closed_at",))
-        audit_record(
-            actor=None,
-            action="payment.closed",
-            target=other,
-            data={"order_no": other.order_no, "reason": "application_paid"},
-        )
-        transaction.on_commit(
-            functools.partial(_close_at_channel, other.channel, other.order_no), robust=True
-        )
+        _close_here_then_at_channel(other, reason="application_paid")
+
+
+def _close_here(order: PaymentOrder, *, reason: str) -> None:
+    """Close a locked pending order on our side (audited)."""
+    order.closed_at = timezone.now()
+    _move(order, OS.CLOSED, also=("closed_at",))
+    audit_record(
+        actor=None,
+        action="payment.closed",
+        target=order,
+        data={"order_no": order.order_no, "reason": reason},
+    )
+
+
+def _close_here_then_at_channel(order: PaymentOrder, *, reason: str) -> None:
+    """Close a locked pending order here, and at its channel once this
+    transaction commits (no channel call while rows are locked)."""
+    _close_here(order, reason=reason)
+    transaction.on_commit(
+        functools.partial(_close_at_channel, order.channel, order.order_no), robust=True
+    )
 
 
 def _close_at_channel(channel: str, order_no: str) -> None:
@@ -444,21 +454,14 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
         # callbacks wait at the channel until it is on again), so that the
         # citizen may pay through another channel meanwhile.
         logger.warning("closing %s: channel %s is off here", order.order_no, order.channel)
-    order.closed_at = timezone.now()
-    _move(order, OS.CLOSED, also=("closed_at",))
-    audit_record(
-        actor=None,
-        action="payment.closed",
-        target=order,
-        data={"order_no": order.order_no, "reason": reason},
-    )
+    _close_here(order, reason=reason)
 
 
 def orders_close_open(*, application_id: Any, reason: str) -> int:
     """Close the application's open orders (the citizen withdrew it:
     nothing is left to pay for), here at once and at their channel after
-    commit, as :func:`_close_others` does: no channel is called while the
-    rows are locked. Money that still reaches one (the wallet took it that
+    commit (:func:`_close_here_then_at_channel`), as an order left for
+    another channel is: no channel is called while the rows are locked. Money that still reaches one (the wallet took it that
     moment, or a channel that cannot close a trade) is a late success,
     recorded and sent back, since the application can no longer take it.
     Returns the orders closed."""
@@ -469,17 +472,7 @@ def orders_close_open(*, application_id: Any, reason: str) -> int:
             order = _locked(pk)
             if order.status != OS.PENDING:
                 continue
-            order.closed_at = timezone.now()
-            _move(order, OS.CLOSED, also=("closed_at",))
-            audit_record(
-                actor=None,
-                action="payment.closed",
-                target=order,
-                data={"order_no": order.order_no, "reason": reason},
-            )
-            transaction.on_commit(
-                functools.partial(_close_at_channel, order.channel, order.order_no), robust=True
-            )
+            _close_here_then_at_channel(order, reason=reason)
             closed += 1
     return closed
 
