@@ -251,11 +251,27 @@ def client_ip(request: HttpRequest) -> str | None:
     return _ip_or_none(hops[-min(proxies, len(hops))]) or remote
 
 
+def client_block(address: str | None) -> str | None:
+    """What per-address throttles count a client by: an IPv4 address as it
+    is (an IPv4-mapped IPv6 one too); an IPv6 address by its /64, the
+    network one subscriber is given, in which a host may take any address
+    at will (counted one by one, they would lift every per-address rate)."""
+    if address is None:
+        return None
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{parsed}/64", strict=False))
+    return address
+
+
 class _ClientAddress:
-    """DRF throttles keyed by :func:`client_ip` for anonymous callers."""
+    """DRF throttles keyed by :func:`client_block` of :func:`client_ip` for
+    anonymous callers."""
 
     def get_ident(self, request: HttpRequest) -> str:
-        return client_ip(request) or "unknown"
+        return client_block(client_ip(request)) or "unknown"
 
 
 class ClientScopedRateThrottle(_ClientAddress, ScopedRateThrottle):

@@ -8,7 +8,7 @@ from django.test import RequestFactory
 from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.models import AuditEntry, OtpChallenge
-from config.api import client_ip
+from config.api import client_block, client_ip
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +67,45 @@ def test_a_changing_forwarded_header_does_not_lift_the_login_throttle(api, monke
         for n in range(4)
     ]
     assert codes == [400, 400, 400, 429]
+
+
+@pytest.mark.parametrize(
+    ("address", "block"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2::7", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::7", "2001:db8:1:3::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        (None, None),
+    ],
+)
+def test_per_address_throttles_count_an_ipv6_client_by_its_64(address, block) -> None:
+    assert client_block(address) == block
+
+
+def test_rotating_addresses_within_one_ipv6_64_does_not_lift_the_login_throttle(
+    api, monkeypatch
+) -> None:
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
+    codes = [
+        api.post(
+            TOKEN,
+            {"phone": "13800138000", "code": "000000"},
+            format="json",
+            REMOTE_ADDR=f"2001:db8:1:2::{n + 1:x}",
+        ).status_code
+        for n in range(4)
+    ]
+    assert codes == [400, 400, 400, 429]
+    # Another subscriber's network counts on its own.
+    other = api.post(
+        TOKEN,
+        {"phone": "13800138000", "code": "000000"},
+        format="json",
+        REMOTE_ADDR="2001:db8:9::1",
+    )
+    assert other.status_code == 400
 
 
 @pytest.mark.parametrize(
