@@ -55,17 +55,16 @@ def test_a_changing_forwarded_header_does_not_lift_the_otp_cap_per_address(api, 
     assert set(OtpChallenge.objects.values_list("ip", flat=True)) == {"127.0.0.1"}
 
 
+def wrong_login(api, **meta: str) -> int:
+    """A login with a wrong code, from the address ``meta`` says; its status."""
+    return api.post(
+        TOKEN, {"phone": "13800138000", "code": "000000"}, format="json", **meta
+    ).status_code
+
+
 def test_a_changing_forwarded_header_does_not_lift_the_login_throttle(api, monkeypatch) -> None:
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
-    codes = [
-        api.post(
-            TOKEN,
-            {"phone": "13800138000", "code": "000000"},
-            format="json",
-            HTTP_X_FORWARDED_FOR=f"192.0.2.{n}",
-        ).status_code
-        for n in range(4)
-    ]
+    codes = [wrong_login(api, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}") for n in range(4)]
     assert codes == [400, 400, 400, 429]
 
 
@@ -88,24 +87,10 @@ def test_rotating_addresses_within_one_ipv6_64_does_not_lift_the_login_throttle(
     api, monkeypatch
 ) -> None:
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
-    codes = [
-        api.post(
-            TOKEN,
-            {"phone": "13800138000", "code": "000000"},
-            format="json",
-            REMOTE_ADDR=f"2001:db8:1:2::{n + 1:x}",
-        ).status_code
-        for n in range(4)
-    ]
+    codes = [wrong_login(api, REMOTE_ADDR=f"2001:db8:1:2::{n + 1:x}") for n in range(4)]
     assert codes == [400, 400, 400, 429]
     # Another subscriber's network counts on its own.
-    other = api.post(
-        TOKEN,
-        {"phone": "13800138000", "code": "000000"},
-        format="json",
-        REMOTE_ADDR="2001:db8:9::1",
-    )
-    assert other.status_code == 400
+    assert wrong_login(api, REMOTE_ADDR="2001:db8:9::1") == 400
 
 
 @pytest.mark.parametrize(
