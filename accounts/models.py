@@ -149,6 +149,9 @@ class OtpChallenge(models.Model):
     phone = models.CharField(_("手机号"), max_length=11)
     code_hash = models.CharField(_("验证码摘要"), max_length=64)
     ip = models.GenericIPAddressField(_("请求地址"), null=True, blank=True)
+    # What the per-address send caps count (config.api.client_block): the
+    # address, or an IPv6 client's /64, as the throttles count it; "" without one.
+    ip_block = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(_("发送时间"), default=timezone.now)
     expires_at = models.DateTimeField(_("过期时间"))
     attempts = models.PositiveSmallIntegerField(_("核对次数"), default=0)
@@ -162,7 +165,7 @@ class OtpChallenge(models.Model):
         verbose_name_plural = _("短信验证码")
         indexes = [
             models.Index(fields=["phone", "-created_at"], name="otp_phone_recent"),
-            models.Index(fields=["ip", "-created_at"], name="otp_ip_recent"),
+            models.Index(fields=["ip_block", "-created_at"], name="otp_ip_block_recent"),
         ]
 
     def __str__(self) -> str:

@@ -28,6 +28,7 @@ from accounts.models import (
     User,
 )
 from accounts.sms import SmsDeliveryError, send_sms
+from config.api import client_block
 from config.errors import THROTTLED
 
 # --- Phone numbers and one-time codes ----------------------------------------------
@@ -82,8 +83,11 @@ def _check_send_limits(phone: str, ip: str | None, now: dt.datetime) -> None:
     if recent.filter(created_at__gte=day_start).count() >= settings.OTP_SEND_DAILY_LIMIT_PER_PHONE:
         raise _throttled(seconds_to_midnight)
 
-    if ip:
-        by_ip = OtpChallenge.objects.filter(ip=ip)
+    block = client_block(ip)
+    if block:
+        # By the client's block, as the throttles count it: an IPv6 host may
+        # take any address of its /64, and each would get its own caps.
+        by_ip = OtpChallenge.objects.filter(ip_block=block)
         hour_ago = now - dt.timedelta(hours=1)
         last_hour = by_ip.filter(created_at__gte=hour_ago)
         if last_hour.count() >= settings.OTP_SEND_HOURLY_LIMIT_PER_IP:
@@ -98,7 +102,9 @@ def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
 
     The same whether or not the phone has an account. Limits: one code per
     phone per ``OTP_SEND_INTERVAL_SECONDS``, daily caps per phone and per
-    client address, an hourly cap per address (429 with ``Retry-After``).
+    client address, an hourly cap per address (429 with ``Retry-After``);
+    an address counts by its :func:`config.api.client_block`, an IPv6
+    client's by its /64.
     A new code replaces any earlier one.
     """
     phone = phone_normalize(phone)
@@ -120,6 +126,7 @@ def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
                 phone=phone,
                 code_hash=_otp_hash(phone, code),
                 ip=ip,
+                ip_block=client_block(ip) or "",
                 created_at=now,
                 expires_at=now + dt.timedelta(seconds=settings.OTP_TTL_SECONDS),
             )
