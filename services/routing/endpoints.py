@@ -163,14 +163,36 @@ def endpoint_delete(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) 
         audit_record(actor=actor, action="endpoint.deleted", target=endpoint, ip=ip)
 
 
+# Secrets before the last rotation that still sign, newest first, kept
+# space-separated in ``previous_secret`` (a secret has no space in it).
+PREVIOUS_SECRETS_KEPT = 3
+
+
+def _previous_secrets(endpoint: Endpoint, now: dt.datetime) -> list[str]:
+    if not (
+        endpoint.previous_secret
+        and endpoint.previous_secret_expires_at
+        and now < endpoint.previous_secret_expires_at
+    ):
+        return []
+    return endpoint.previous_secret.split()
+
+
 def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) -> str:
     """A new secret; the old one keeps signing alongside it for
-    ``ROUTING_SECRET_OVERLAP_HOURS`` so the department can switch over."""
+    ``ROUTING_SECRET_OVERLAP_HOURS`` so the department can switch over.
+
+    A rotation during another's overlap keeps the older secrets signing
+    too (a few, until the new overlap ends): the department may not have
+    seen the secret it replaces (the answer lost, the request sent again)
+    and still verify with the one before."""
     secret = transport.secret_generate()
     with transaction.atomic():
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
-        endpoint.previous_secret = endpoint.secret
-        endpoint.previous_secret_expires_at = timezone.now() + dt.timedelta(
+        now = timezone.now()
+        kept = [endpoint.secret, *_previous_secrets(endpoint, now)]
+        endpoint.previous_secret = " ".join(kept[:PREVIOUS_SECRETS_KEPT])
+        endpoint.previous_secret_expires_at = now + dt.timedelta(
             hours=settings.ROUTING_SECRET_OVERLAP_HOURS
         )
         endpoint.secret = secret
@@ -181,15 +203,8 @@ def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor, ip: str | None =
 
 def signing_keys_of(endpoint: Endpoint, now: dt.datetime) -> list[str]:
     """The secrets a delivery is signed with at ``now``: the current one,
-    and the one before the last rotation while its overlap lasts."""
-    keys = [endpoint.secret]
-    if (
-        endpoint.previous_secret
-        and endpoint.previous_secret_expires_at
-        and now < endpoint.previous_secret_expires_at
-    ):
-        keys.append(endpoint.previous_secret)
-    return keys
+    and those before it while the last rotation's overlap lasts."""
+    return [endpoint.secret, *_previous_secrets(endpoint, now)]
 
 
 def endpoint_ping(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) -> Delivery:
