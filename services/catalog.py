@@ -120,14 +120,22 @@ def service_update(*, service: Service, actor: User | ApiKey | None, **values: A
     """Change a service's guide. Its code and department never change."""
     values = _normalise({k: v for k, v in values.items() if k in GUIDE_FIELDS})
     guide_check(values)
-    changed = [name for name, value in values.items() if getattr(service, name) != value]
-    if not changed:
-        return service
-    for name in changed:
-        setattr(service, name, values[name])
-    service.search_text = search_text_build(service.name, service.keywords)
     with transaction.atomic():
-        service.save()
+        # Compared with and written to the row as it is now, field by field:
+        # an edit made since ``service`` was read (an operator taking it
+        # offline, another edit) is not written back over.
+        service = (
+            Service.objects.select_for_update(of=("self",))
+            .select_related("department", "category")
+            .get(pk=service.pk)
+        )
+        changed = [name for name, value in values.items() if getattr(service, name) != value]
+        if not changed:
+            return service
+        for name in changed:
+            setattr(service, name, values[name])
+        service.search_text = search_text_build(service.name, service.keywords)
+        service.save(update_fields=[*changed, "search_text", "updated_at"])
         audit_record(
             actor=actor,
             action="service.updated",
@@ -210,8 +218,8 @@ def catalog_import(records: list[dict[str, Any]], *, actor: User | None) -> Impo
                     report.created.append(code)
                 else:
                     before = existing.updated_at
-                    service_update(service=existing, actor=actor, **data)
-                    changed = existing.updated_at != before
+                    updated = service_update(service=existing, actor=actor, **data)
+                    changed = updated.updated_at != before
                     (report.updated if changed else report.unchanged).append(code)
             except ServicesError as exc:  # a guide rule (guide_check), named by record
                 raise ServicesError(
