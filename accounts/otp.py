@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.cache import cache
@@ -30,6 +33,9 @@ from accounts.models import (
 from accounts.sms import SmsDeliveryError, send_sms
 from config.api import client_block
 from config.errors import THROTTLED
+from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
+
+logger = logging.getLogger(__name__)
 
 # --- Phone numbers and one-time codes ----------------------------------------------
 
@@ -71,7 +77,9 @@ def _start_of_local_day(now: dt.datetime) -> dt.datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _check_send_limits(phone: str, ip: str | None, now: dt.datetime) -> None:
+def _check_send_limits(phone: str, block: str | None, now: dt.datetime, others: int) -> None:
+    """Raise 429 when a cap is reached; ``others``: the sends from ``block``
+    under way (checked, not yet committed), counted with its rows."""
     interval = settings.OTP_SEND_INTERVAL_SECONDS
     day_start = _start_of_local_day(now)
     seconds_to_midnight = (day_start + dt.timedelta(days=1) - now).total_seconds()
@@ -83,18 +91,65 @@ def _check_send_limits(phone: str, ip: str | None, now: dt.datetime) -> None:
     if recent.filter(created_at__gte=day_start).count() >= settings.OTP_SEND_DAILY_LIMIT_PER_PHONE:
         raise _throttled(seconds_to_midnight)
 
-    block = client_block(ip)
     if block:
         # By the client's block, as the throttles count it: an IPv6 host may
         # take any address of its /64, and each would get its own caps.
         by_ip = OtpChallenge.objects.filter(ip_block=block)
         hour_ago = now - dt.timedelta(hours=1)
         last_hour = by_ip.filter(created_at__gte=hour_ago)
-        if last_hour.count() >= settings.OTP_SEND_HOURLY_LIMIT_PER_IP:
-            oldest = last_hour.aggregate(oldest=models.Min("created_at"))["oldest"]
+        if last_hour.count() + others >= settings.OTP_SEND_HOURLY_LIMIT_PER_IP:
+            oldest = last_hour.aggregate(oldest=models.Min("created_at"))["oldest"] or now
             raise _throttled(3600 - (now - oldest).total_seconds())
-        if by_ip.filter(created_at__gte=day_start).count() >= settings.OTP_SEND_DAILY_LIMIT_PER_IP:
+        today = by_ip.filter(created_at__gte=day_start).count()
+        if today + others >= settings.OTP_SEND_DAILY_LIMIT_PER_IP:
             raise _throttled(seconds_to_midnight)
+
+
+# Longer than a send takes (the gateway answers within seconds); a count
+# left behind by a killed process is gone after it.
+_UNDER_WAY_SECONDS = 60
+
+
+@contextmanager
+def _sends_under_way(block: str | None) -> Iterator[int]:
+    """Count one more send from ``block`` under way while the block runs;
+    it gives how many others were already under way.
+
+    A send's row commits only after the gateway has answered: counted from
+    the rows alone, every request of a burst from one address would pass
+    the caps while the first ones wait for the gateway. The count is taken
+    before the rows are read, so of two simultaneous sends the later one
+    sees the earlier (once as a row and as under way, at worst: never less).
+    """
+    if not block:
+        yield 0
+        return
+    key = f"otp-send-under-way:{block}"
+    counted = _under_way_add(key, 1)
+    try:
+        yield max(0, (counted or 1) - 1)
+    finally:
+        if counted is not None:
+            _under_way_add(key, -1)
+
+
+def _under_way_add(key: str, delta: int) -> int | None:
+    """The counter after adding ``delta`` (None: Redis cannot say, and only
+    the rows count)."""
+    if redis_enabled():
+        try:
+            pipe = redis_client().pipeline(transaction=True)
+            pipe.incrby(redis_key(key), delta)
+            pipe.expire(redis_key(key), _UNDER_WAY_SECONDS, nx=True)
+            return int(pipe.execute()[0])
+        except REDIS_ERRORS as exc:
+            logger.warning("OTP sends under way not counted: %s", exc)
+            return None
+    cache.add(key, 0, timeout=_UNDER_WAY_SECONDS)
+    try:
+        return cache.incr(key, delta)
+    except ValueError:  # expired since add
+        return None
 
 
 def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
@@ -108,8 +163,14 @@ def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
     A new code replaces any earlier one.
     """
     phone = phone_normalize(phone)
+    block = client_block(ip)
+    with _sends_under_way(block) as others:
+        return _send(phone=phone, ip=ip, block=block, others=others)
+
+
+def _send(*, phone: str, ip: str | None, block: str | None, others: int) -> OtpChallenge:
     now = timezone.now()
-    _check_send_limits(phone, ip, now)
+    _check_send_limits(phone, block, now, others)
     # The database check above is the rule; this atomic gate stops two
     # simultaneous requests for one phone from both passing it.
     gate = f"otp-send-gate:{phone}"
@@ -126,7 +187,7 @@ def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
                 phone=phone,
                 code_hash=_otp_hash(phone, code),
                 ip=ip,
-                ip_block=client_block(ip) or "",
+                ip_block=block or "",
                 created_at=now,
                 expires_at=now + dt.timedelta(seconds=settings.OTP_TTL_SECONDS),
             )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts import sms
@@ -107,3 +109,38 @@ def test_a_refresh_token_is_traded_once_under_a_race() -> None:
     statuses = at_once(6, trade)
     assert statuses.count(200) == 1
     assert statuses.count(401) == 5
+
+
+class SlowGateway(sms.LocmemBackend):
+    """A gateway that takes its time to accept a message, as real ones do."""
+
+    def send(self, message: sms.SmsMessage) -> None:
+        time.sleep(0.3)
+        super().send(message)
+
+
+@pytest.mark.parametrize(
+    "address", [lambda i: "203.0.113.9", lambda i: f"2001:db8:1:2::{i + 1:x}"], ids=["ipv4", "ipv6"]
+)
+def test_simultaneous_codes_from_one_address_stay_within_its_cap(address) -> None:
+    # While the gateway answers, the codes being sent are not yet committed
+    # rows: counted from the rows alone, every request of a burst passes.
+    with override_settings(
+        OTP_SEND_HOURLY_LIMIT_PER_IP=3, SMS_BACKEND="tests.accounts.test_real_stack.SlowGateway"
+    ):
+
+        def send(i: int) -> int:
+            return (
+                APIClient()
+                .post(
+                    "/api/v1/auth/otp/",
+                    {"phone": f"1380013800{i}"},
+                    format="json",
+                    REMOTE_ADDR=address(i),
+                )
+                .status_code
+            )
+
+        statuses = at_once(8, send)
+    assert sorted(statuses) == [202] * 3 + [429] * 5
+    assert len(sms.outbox) == OtpChallenge.objects.count() == 3
