@@ -16,6 +16,7 @@ import secrets
 import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -375,6 +376,43 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
+class _AnswerBody:
+    """The first ``limit`` bytes of an answer's body, unpacked (gzip,
+    deflate) no further than that: a few kilobytes on the wire may unpack to
+    gigabytes, in the delivery worker's memory. We ask for no compression;
+    a body packed in any other way is not read."""
+
+    def __init__(self, content_encoding: str, limit: int) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        self.limit = limit
+        self.data = bytearray()
+        self._unpacker: Any = None
+        self._readable = True
+        if codings in (["gzip"], ["x-gzip"]):
+            self._unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif codings == ["deflate"]:
+            self._unpacker = zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib or gzip framing
+        elif codings:
+            self._readable = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.data) >= self.limit or not self._readable
+
+    def feed(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if room <= 0 or not self._readable:
+            return
+        if self._unpacker is None:
+            self.data += chunk[:room]
+            return
+        try:
+            self.data += self._unpacker.decompress(chunk, room)
+        except zlib.error:
+            self._readable = False  # what was unpacked before stays
+
+
 def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float) -> SendResult:
     """POST ``body`` to ``url`` within ``timeout`` seconds in all (connect,
     send, wait, read), to the address that passed the checks.
@@ -404,22 +442,30 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
             "POST",
             target,
             content=body.encode(),
-            headers={**headers, "Host": host_header, "Content-Type": "application/json"},
+            headers={
+                **headers,
+                "Host": host_header,
+                "Content-Type": "application/json",
+                "Accept-Encoding": "identity",
+            },
             timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
             extensions={"sni_hostname": host},
         ) as response:
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                chunks.append(chunk)
+            # Read as it came (httpx would unpack each chunk whole), at most
+            # RESPONSE_READ_LIMIT bytes of it, unpacked no further than that.
+            answer = _AnswerBody(response.headers.get("Content-Encoding", ""), RESPONSE_READ_LIMIT)
+            size = 0
+            for chunk in response.iter_raw():
+                answer.feed(chunk)
                 size += len(chunk)
-                if size >= RESPONSE_READ_LIMIT:
+                if size >= RESPONSE_READ_LIMIT or answer.full:
                     break
                 if time.monotonic() > deadline:
                     return SendResult(None, "", elapsed(), error=_("响应超时"))
             if time.monotonic() > deadline:
                 return SendResult(None, "", elapsed(), error=_("响应超时"))
             text = (
-                b"".join(chunks)[:RESPONSE_KEEP_BYTES]
+                bytes(answer.data[:RESPONSE_KEEP_BYTES])
                 .decode("utf-8", errors="replace")
                 .replace("\x00", "\ufffd")  # no database text column holds NUL
             )
