@@ -164,7 +164,7 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
             obj.pk = created.pk
             obj._state.adding = False
 
-    @admin.action(description=_("导出所选事项（JSON 目录文件）"))
+    @admin.action(description=_("导出所选事项（JSON 目录文件）"), permissions=["view"])
     def export_json(self, request: HttpRequest, queryset: QuerySet[Service]) -> HttpResponse:
         records = catalog.catalog_export(queryset.select_related("department", "category"))
         response = HttpResponse(
