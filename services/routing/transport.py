@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import httpx
+import idna
 from django.conf import settings
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -46,6 +47,16 @@ class UrlNotAllowed(Exception):
         self.shape = shape
 
 
+def _ascii_host(hostname: str) -> str:
+    """The host as DNS knows it. A name in other scripts goes by IDNA 2008
+    with UTS 46 mapping, as browsers take it: Python's own codec (IDNA 2003)
+    turns ``faß.de`` into ``fass.de`` and ``βόλος.com`` into another Greek
+    name, domains of other owners."""
+    if hostname.isascii():
+        return hostname.encode("idna").decode("ascii")
+    return idna.encode(hostname, uts46=True).decode("ascii")
+
+
 def url_shape_check(url: str) -> tuple[str, str, int]:
     """(scheme, ASCII host, port) of an acceptable URL, or :class:`UrlNotAllowed`."""
     try:
@@ -62,8 +73,8 @@ def url_shape_check(url: str) -> tuple[str, str, int]:
     if parts.fragment:
         raise UrlNotAllowed(_("地址中不能包含 # 片段"), shape=True)
     try:
-        host = parts.hostname.encode("idna").decode("ascii")  # 例子.中国 → xn--fsqu00a.xn--fiqs8s
-    except UnicodeError as exc:
+        host = _ascii_host(parts.hostname)  # 例子.中国 → xn--fsqu00a.xn--fiqs8s
+    except (UnicodeError, idna.IDNAError) as exc:
         raise UrlNotAllowed(_("地址格式不正确"), shape=True) from exc
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
 
