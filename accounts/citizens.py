@@ -140,8 +140,18 @@ def account_close(*, user: User, ip: str | None = None) -> None:
     stored events keep only the pseudonymous subject; rows that other
     records point at stay, pseudonymised under the account's opaque id.
     Every token is revoked.
+
+    The account's row is locked ``FOR NO KEY UPDATE`` (the lock a citizen's
+    own change takes, :func:`services.applications._hold_open_account`), so
+    a change of the citizen's waits for the close or the close for it. Not
+    ``FOR UPDATE``: that would also block the key check of a row that a
+    department's report, a payment or a routed application writes for the
+    citizen (a message) at its commit, while that transaction holds the
+    application the close is about to lock, and PostgreSQL would abort one
+    of the two. The row's phone, a key, changes last, once the close holds
+    the applications.
     """
-    locked = User.objects.select_for_update().get(pk=user.pk)
+    locked = User.objects.select_for_update(no_key=True).get(pk=user.pk)
     if locked.closed_at is not None:
         return
     citizen_data.erase(locked)

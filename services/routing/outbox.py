@@ -306,6 +306,19 @@ def event_handle(event_id: Any) -> bool:
     long each time (up to an hour), so one bad event cannot spin."""
     try:
         with transaction.atomic():
+            # The event's application first, then the event: the order an
+            # account's close takes them in (it erases the applications, then
+            # their events), and the subscribers lock the application anyway.
+            # The other order lets the two wait on each other.
+            application_id = (
+                OutboxEvent.objects.filter(pk=event_id)
+                .values_list("application_id", flat=True)
+                .first()
+            )
+            if application_id is not None:
+                Application.objects.select_for_update(of=("self",)).filter(
+                    pk=application_id
+                ).exists()
             event = OutboxEvent.objects.select_for_update().filter(pk=event_id).first()
             if event is None or event.handled_at is not None:
                 return False

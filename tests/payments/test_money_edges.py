@@ -430,3 +430,59 @@ def test_a_callback_and_a_refund_racing_a_withdrawal_keep_the_books_straight(
         assert reserved == paid.paid_fen == FEE
     else:
         assert final.status == "submitted" and paid.status == "paid"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_withdrawal_handled_as_the_account_closes_goes_through_both(
+    citizen, fee_service, monkeypatch
+) -> None:
+    """The withdrawal's subscribers (its open order closes) and the account's
+    close both lock the application before its event: a close that comes
+    while the subscribers run waits for them, instead of holding the
+    application while they hold the event (PostgreSQL would abort one)."""
+    import threading
+
+    from accounts import citizens
+    from accounts.models import User
+    from services.models import OutboxEvent
+    from services.routing import events, outbox
+    from tests.concurrency import a_backend_waits_on_a_lock, in_thread
+
+    application = applications.application_submit(
+        citizen=citizen, service=fee_service, form=GOOD_FORM
+    )
+    order, _ = orders.order_create(citizen=citizen, application_id=application.pk, channel="alipay")
+    monkeypatch.setattr(outbox, "events_nudge", lambda ids: True)  # handled below, in a thread
+    applications.application_cancel(citizen=citizen, application=application)
+    withdrawn = OutboxEvent.objects.get(type="application.cancelled")
+
+    running, release = threading.Event(), threading.Event()
+    subscribers = events.subscribers
+
+    def pausing_first(event_type: str) -> list:
+        def pause(event) -> None:
+            running.set()  # the event is held, its subscribers about to run
+            assert release.wait(30)
+
+        return [pause, *subscribers(event_type)]
+
+    monkeypatch.setattr(events, "subscribers", pausing_first)
+    errors: list[BaseException] = []
+    handling = in_thread(lambda: outbox.event_handle(withdrawn.pk), errors)
+    assert running.wait(30)
+    closing = in_thread(
+        lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)), errors
+    )
+    close_waited = a_backend_waits_on_a_lock(timeout=10)
+    release.set()
+    handling.join(60)
+    closing.join(60)
+
+    assert not errors
+    assert close_waited
+    withdrawn.refresh_from_db()
+    assert withdrawn.handled_at is not None
+    assert withdrawn.data["application"]["applicant"] == {"sub": citizen.subject}
+    assert PaymentOrder.objects.get(pk=order.pk).status == OrderStatus.CLOSED
+    assert User.objects.get(pk=citizen.pk).closed_at is not None

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
-from django.db import connection, connections
 
 from accounts.models import User
 from services.models import Application, Delivery, DeliveryAttempt, OutboxEvent, TimelineEntry
 from services.routing import events
+from tests.concurrency import a_backend_waits_on_a_lock, in_thread
 from tests.services.conftest import submit
 from tests.services.department import Answer
 
@@ -294,22 +293,6 @@ def test_closing_erases_what_departments_answered_with_the_application(
     assert other_citizen.id_number in theirs.get().response_body
 
 
-def _a_backend_waits_on_a_lock(timeout: float) -> bool:
-    """Whether another session of this database is waiting on a row lock
-    within ``timeout`` seconds (PostgreSQL's own view of it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.integration  # PostgreSQL's row locks, two sessions
 @pytest.mark.django_db(transaction=True)
 def test_a_close_waits_for_an_application_being_written_then_erases_it(
@@ -333,27 +316,17 @@ def test_a_close_waits_for_an_application_being_written_then_erases_it(
     monkeypatch.setattr(applications, "message_post", pausing_post)
     errors: list[BaseException] = []
 
-    def in_thread(step) -> threading.Thread:
-        def run() -> None:
-            try:
-                step()
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
     submitting = in_thread(
         lambda: applications.application_submit(
             citizen=User.objects.get(pk=citizen.pk), service=service, form=GOOD_FORM
-        )
+        ),
+        errors,
     )
     assert written.wait(30)
-    closing = in_thread(lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)))
-    close_waited = _a_backend_waits_on_a_lock(timeout=10)
+    closing = in_thread(
+        lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)), errors
+    )
+    close_waited = a_backend_waits_on_a_lock(timeout=10)
     release.set()
     submitting.join(60)
     closing.join(60)
@@ -365,6 +338,54 @@ def test_a_close_waits_for_an_application_being_written_then_erases_it(
     stored = OutboxEvent.objects.get()
     assert stored.data["application"]["applicant"] == {"sub": citizen.subject}
     assert_names_nobody(json.dumps(stored.data, ensure_ascii=False), citizen)
+
+
+@pytest.mark.integration  # PostgreSQL's row locks, two sessions
+@pytest.mark.django_db(transaction=True)
+def test_a_department_report_and_a_close_at_once_both_go_through(
+    citizen, service, integrator_key, monkeypatch
+) -> None:
+    """The department's report holds the application and, at its commit,
+    checks the account its message is for; a close that came meanwhile
+    holds the account and waits for the application. Neither may wait on
+    the other (PostgreSQL would abort one: the citizen's close or the
+    department's report would fail): the report goes through, then the
+    close."""
+    from accounts import citizens
+    from services import applications
+    from tests.services.conftest import GOOD_FORM
+
+    application = applications.application_submit(citizen=citizen, service=service, form=GOOD_FORM)
+    holding, release = threading.Event(), threading.Event()
+    post = applications.messages_post
+
+    def pausing_post(*args, **kwargs):
+        holding.set()  # the application is locked, the report not yet committed
+        assert release.wait(30)
+        return post(*args, **kwargs)
+
+    monkeypatch.setattr(applications, "messages_post", pausing_post)
+    errors: list[BaseException] = []
+    reporting = in_thread(
+        lambda: applications.application_department_update(
+            application=application, status="accepted", api_key=integrator_key
+        ),
+        errors,
+    )
+    assert holding.wait(30)
+    closing = in_thread(
+        lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)), errors
+    )
+    close_waited = a_backend_waits_on_a_lock(timeout=10)
+    release.set()
+    reporting.join(60)
+    closing.join(60)
+
+    assert not errors
+    assert close_waited
+    application.refresh_from_db()
+    assert application.status == "accepted" and application.form == {}
+    assert User.objects.get(pk=citizen.pk).closed_at is not None
 
 
 def test_an_answer_that_comes_after_the_close_is_not_kept(
