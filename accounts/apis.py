@@ -19,13 +19,14 @@ from config.api import (
     ClientScopedRateThrottle,
     ClientUserRateThrottle,
     FeedPagination,
+    OneCheckAtATime,
     client_ip,
     links,
     problems,
 )
 
 
-class RealNameThrottle(ClientUserRateThrottle):
+class RealNameThrottle(OneCheckAtATime, ClientUserRateThrottle):
     scope = "real_name"
 
 

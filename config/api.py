@@ -286,6 +286,40 @@ class ClientSimpleRateThrottle(_ClientAddress, SimpleRateThrottle):
     """Base of the project's own throttles."""
 
 
+class OneCheckAtATime(SimpleRateThrottle):
+    """A DRF rate whose check a caller's simultaneous requests make one
+    after the other (mixed in before the throttle class).
+
+    DRF reads the caller's request history, checks it and writes it back:
+    requests arriving together all read the same history, and all pass.
+    Where each request costs (the identity bureau bills every real-name
+    check) the check holds a short lock per caller; a request that cannot
+    take it within :attr:`lock_wait_seconds` is throttled."""
+
+    lock_wait_seconds = 2.0
+    _busy = False
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        key = self.get_cache_key(request, view) if self.rate is not None else None
+        if key is None:
+            return super().allow_request(request, view)
+        lock = f"{key}:checking"
+        deadline = time.monotonic() + self.lock_wait_seconds
+        # A lock left by a killed process goes after a few seconds.
+        while not self.cache.add(lock, 1, timeout=5):
+            if time.monotonic() >= deadline:
+                self._busy = True
+                return False
+            time.sleep(0.01)
+        try:
+            return super().allow_request(request, view)
+        finally:
+            self.cache.delete(lock)
+
+    def wait(self) -> float | None:
+        return 1.0 if self._busy else super().wait()
+
+
 @dataclass(frozen=True, slots=True)
 class ThrottleWindow:
     """One caller's current window of a :class:`FixedWindowThrottle`."""

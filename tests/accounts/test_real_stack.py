@@ -144,3 +144,23 @@ def test_simultaneous_codes_from_one_address_stay_within_its_cap(address) -> Non
         statuses = at_once(8, send)
     assert sorted(statuses) == [202] * 3 + [429] * 5
     assert len(sms.outbox) == OtpChallenge.objects.count() == 3
+
+
+def test_a_burst_of_real_name_checks_stays_within_the_citizens_rate(monkeypatch) -> None:
+    # Each check asks the identity bureau, which bills it, and answers
+    # whether a name and an ID number belong together: a burst must not
+    # get past the citizen's rate.
+    from rest_framework.throttling import UserRateThrottle
+
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"real_name": "3/day"})
+    client = client_for(CitizenFactory())
+
+    def check(i: int) -> int:
+        return client.post(
+            "/api/v1/me/real-name/",
+            {"name": "王小明", "id_number": make_id_number(999)},
+            format="json",
+        ).status_code
+
+    statuses = at_once(12, check)
+    assert Counter(statuses) == {422: 3, 429: 9}
