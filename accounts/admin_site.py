@@ -84,10 +84,12 @@ class ListedLookupsOnly(admin.ModelAdmin):
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         try:
             return super().get_changelist_instance(request)
-        except OverflowError as exc:
+        except (OverflowError, ValueError) as exc:
             # A time at the calendar's ends (?created_at__gte=0001-01-01)
-            # overflows once put in UTC for the query: a lookup the list
-            # cannot take, as Django answers one it cannot parse.
+            # overflows once put in UTC for the query, and a year it has not
+            # (?created_at__year=99999) has no bounds to compare with (a
+            # ValueError as the query is made): lookups the list cannot take,
+            # as Django answers one it cannot parse.
             raise IncorrectLookupParameters(exc) from exc
 
 

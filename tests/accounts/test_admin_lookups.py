@@ -120,3 +120,23 @@ def test_a_time_at_the_calendars_ends_is_a_lookup_the_list_cannot_take(
             assert response["Location"].endswith("?e=1")
     end = "9999-12-31T23:59:59+08:00"
     assert operator_client.get(f"/admin/{path}/", {lookup: end}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["services/application", "services/delivery"])
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        {"created_at__year": "99999"},
+        {"created_at__year__gte": "10000"},
+        {"created_at__iso_year": "0"},
+    ],
+)
+def test_a_year_the_calendar_has_not_is_a_lookup_the_list_cannot_take(
+    operator_client, path, lookup
+) -> None:
+    """A year past 9999 (or before 1) has no first and last instant to
+    compare with: answered as a bad lookup (``?e=1``), not a server error."""
+    response = operator_client.get(f"/admin/{path}/", lookup)
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+    assert operator_client.get(f"/admin/{path}/", {"created_at__year": "2026"}).status_code == 200
