@@ -70,11 +70,13 @@ class EscapedJSONField(forms.JSONField):
 
 _JSON_GUIDE_FIELDS = ("materials", "channels", "keywords")
 # Those fields as the department API declares them (not partial: a partial
-# serializer would not require a material's name either).
+# serializer would not require a material's name either): fresh, unbound
+# copies, from the serializer's public ``get_fields``.
+_guide_fields = GuideSerializer().get_fields()
 _GuideShapes = type(
     "GuideShapes",
     (serializers.Serializer,),
-    {name: GuideSerializer._declared_fields[name] for name in _JSON_GUIDE_FIELDS},
+    {name: _guide_fields[name] for name in _JSON_GUIDE_FIELDS},
 )
 
 
