@@ -1,8 +1,8 @@
 """Operators' view of accounts, departments, API keys, inbox and audit trail.
 
 Personal data is masked in every list and form; the full values are one
-click away for operators holding ``accounts.view_pii``, and each click is
-audited.
+page away for operators holding ``accounts.view_pii`` (its button posts),
+and each look is audited.
 """
 
 from __future__ import annotations
@@ -426,10 +426,17 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         ]
 
     def pii_view(self, request: StaffRequest, user_id: str) -> HttpResponse:
-        subject = get_object_or_404(User, pk=user_id)
         if not request.user.has_perm("accounts.view_pii"):
             raise PermissionDenied
-        values = citizens.pii_reveal(subject=subject, operator=request.user, ip=client_ip(request))
+        subject = get_object_or_404(User, pk=user_id)
+        # Revealing writes to the audit trail: a POST (a form of this site,
+        # CSRF-checked), so that no link or redirect from elsewhere puts a
+        # look the operator never asked for on their record. A GET offers it.
+        values = None
+        if request.method == "POST":
+            values = citizens.pii_reveal(
+                subject=subject, operator=request.user, ip=client_ip(request)
+            )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

@@ -131,7 +131,7 @@ def test_the_admin_audit_trail_records_the_same_address(client, operator, settin
     settings.NUM_PROXIES = 0
     citizen = CitizenFactory(verified=True)
     client.force_login(operator)
-    response = client.get(
+    response = client.post(
         f"/admin/accounts/user/{citizen.pk}/pii/",
         REMOTE_ADDR="203.0.113.5",
         HTTP_X_FORWARDED_FOR="198.51.100.66",

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.test import Client
 
 from accounts.models import ApiKey, AuditEntry, User
 from tests.accounts.factories import StaffFactory
@@ -46,8 +47,8 @@ def test_full_personal_data_needs_the_permission(client, citizen) -> None:
     clerk = StaffFactory(username="clerk")
     clerk.user_permissions.add(Permission.objects.get(codename="view_user"))
     client.force_login(clerk)
-    response = client.get(f"/admin/accounts/user/{citizen.pk}/pii/")
-    assert response.status_code == 403
+    assert client.get(f"/admin/accounts/user/{citizen.pk}/pii/").status_code == 403
+    assert client.post(f"/admin/accounts/user/{citizen.pk}/pii/").status_code == 403
     assert not AuditEntry.objects.filter(action="user.pii_viewed").exists()
 
 
@@ -57,13 +58,36 @@ def test_viewing_full_personal_data_is_audited(client, citizen) -> None:
         Permission.objects.get(codename="view_user"), Permission.objects.get(codename="view_pii")
     )
     client.force_login(officer)
-    response = client.get(f"/admin/accounts/user/{citizen.pk}/pii/")
+    response = client.post(f"/admin/accounts/user/{citizen.pk}/pii/")
     assert response.status_code == 200
     html = response.content.decode()
     assert citizen.id_number in html and "13800138000" in html
     entry = AuditEntry.objects.get(action="user.pii_viewed")
     assert entry.actor_id == str(officer.pk) and entry.target_id == str(citizen.pk)
     assert entry.actor_kind == "operator"
+
+
+def test_a_link_from_elsewhere_reveals_nothing_and_puts_nothing_on_record(citizen) -> None:
+    """Revealing is a POST of the page's own form: a link or a redirect from
+    another site (a GET, or a POST without the CSRF token) neither shows the
+    values nor writes a look the operator never asked for to the audit trail."""
+    officer = StaffFactory(username="officer")
+    officer.user_permissions.add(
+        Permission.objects.get(codename="view_user"), Permission.objects.get(codename="view_pii")
+    )
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(officer)
+    url = f"/admin/accounts/user/{citizen.pk}/pii/"
+    offered = browser.get(url)
+    assert offered.status_code == 200
+    assert citizen.id_number not in offered.content.decode()
+    assert "13800138000" not in offered.content.decode()
+    assert browser.post(url).status_code == 403
+    assert not AuditEntry.objects.filter(action="user.pii_viewed").exists()
+    token = offered.context["csrf_token"]
+    shown = browser.post(url, {"csrfmiddlewaretoken": str(token)})
+    assert citizen.id_number in shown.content.decode()
+    assert AuditEntry.objects.filter(action="user.pii_viewed").count() == 1
 
 
 def test_operator_creates_a_key_and_sees_it_once(operator_client, department) -> None:
