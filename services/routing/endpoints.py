@@ -231,7 +231,9 @@ def endpoint_ping(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) ->
 def _origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+    # ``dept.example.org.`` is the same name as ``dept.example.org``.
+    host = (parts.hostname or "").lower().rstrip(".")
+    return scheme, host, parts.port or (443 if scheme == "https" else 80)
 
 
 def _hold_on(department_id: Any, url: str) -> Endpoint | None:
