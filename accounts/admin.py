@@ -520,6 +520,11 @@ class ApiKeyAdmin(AuditedModelAdmin):
     def status(self, key: ApiKey) -> str:
         return str(_("有效")) if key.is_active else str(_("已吊销"))
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        # A key's name says its department: read with it wherever keys are
+        # listed (the scanner profile's key picker as well as this list).
+        return super().get_queryset(request).select_related("department")
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = ApiKeyAddForm

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from accounts import api_keys
+from accounts.models import ApiKeyScope
 from qr import keys
 from qr.models import SigningKey
+from tests.accounts.factories import DepartmentFactory
 from tests.qr.conftest import create_venue, issue, recorded_scans, verify
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +98,30 @@ def test_an_operator_sets_a_scanner_profile(operator_client, scanner_key, citize
     assert response.status_code == 302, response.content[:2000]
     answer = verify(scanner_api, issue(citizen_api)["code"])
     assert answer["subject"]["name_masked"] == "张**"
+
+
+def test_the_scanner_key_picker_costs_the_same_queries_however_many_keys(operator_client):
+    """The profile's key picker (the admin's autocomplete) names each key
+    with its department: read with the keys, not one query per key."""
+
+    def picker_queries() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = operator_client.get(
+                "/admin/autocomplete/",
+                {"app_label": "qr", "model_name": "scannerprofile", "field_name": "api_key"},
+            )
+        assert response.status_code == 200
+        return len(queries), len(response.json()["results"])
+
+    def add_keys(n: int) -> None:
+        for _ in range(n):
+            api_keys.api_key_create(
+                department=DepartmentFactory(), scope=ApiKeyScope.SCANNER, name="闸机"
+            )
+
+    add_keys(2)
+    few, shown = picker_queries()
+    add_keys(5)
+    many, shown_after = picker_queries()
+    assert (shown, shown_after) == (2, 7)
+    assert many == few
