@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from accounts import idempotency, otp
+from accounts import idempotency, otp, tokens
 
 
 @shared_task(name="accounts.purge_otp_challenges", acks_late=True)
@@ -15,3 +15,8 @@ def otp_challenges_purge() -> int:
 @shared_task(name="accounts.purge_idempotency_records", acks_late=True)
 def idempotency_records_purge() -> int:
     return idempotency.idempotency_records_purge()
+
+
+@shared_task(name="accounts.purge_refresh_tokens", acks_late=True)
+def refresh_tokens_purge() -> int:
+    return tokens.tokens_purge_expired()

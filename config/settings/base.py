@@ -317,6 +317,13 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": crontab(minute=17),
         "options": {"queue": "housekeeping"},
     },
+    # Records of refresh tokens past their expiry (every login and refresh
+    # leaves one).
+    "accounts-purge-refresh-tokens": {
+        "task": "accounts.purge_refresh_tokens",
+        "schedule": crontab(hour=4, minute=29),
+        "options": {"queue": "housekeeping"},
+    },
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
