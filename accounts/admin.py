@@ -426,7 +426,8 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         ]
 
     def pii_view(self, request: StaffRequest, user_id: str) -> HttpResponse:
-        if not request.user.has_perm("accounts.view_pii"):
+        # More of an account one may read, never of one one may not.
+        if not (self.has_view_permission(request) and request.user.has_perm("accounts.view_pii")):
             raise PermissionDenied
         subject = get_object_or_404(User, pk=user_id)
         # Revealing writes to the audit trail: a POST (a form of this site,

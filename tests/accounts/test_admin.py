@@ -52,6 +52,24 @@ def test_full_personal_data_needs_the_permission(client, citizen) -> None:
     assert not AuditEntry.objects.filter(action="user.pii_viewed").exists()
 
 
+def test_the_permission_to_reveal_is_not_enough_without_the_one_to_read_accounts(
+    client, citizen
+) -> None:
+    """``accounts.view_pii`` shows more of an account one may read; staff who
+    may not read accounts (an account id is in the audit trail) see nothing."""
+    auditor = StaffFactory(username="auditor")
+    auditor.user_permissions.add(
+        Permission.objects.get(codename="view_auditentry"),
+        Permission.objects.get(codename="view_pii"),
+    )
+    client.force_login(auditor)
+    assert client.get(f"/admin/accounts/user/{citizen.pk}/pii/").status_code == 403
+    response = client.post(f"/admin/accounts/user/{citizen.pk}/pii/")
+    assert response.status_code == 403
+    assert citizen.id_number not in response.content.decode()
+    assert not AuditEntry.objects.filter(action="user.pii_viewed").exists()
+
+
 def test_viewing_full_personal_data_is_audited(client, citizen) -> None:
     officer = StaffFactory(username="officer")
     officer.user_permissions.add(
