@@ -28,6 +28,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import BasePagination, CursorPagination, PageNumberPagination
 from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.throttling import (
     BaseThrottle,
@@ -182,6 +183,13 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     # Imported here: rest_framework.views reads DRF's settings when it loads,
     # and they name this module's parser and pagination classes.
     from rest_framework.views import set_rollback
+
+    # A problem is JSON whatever renders the view's answers (the schema's
+    # YAML, the docs' HTML): DRF renders it with the request's renderer.
+    request = context.get("request")
+    if request is not None:
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = PROBLEM_CONTENT_TYPE
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -488,3 +488,25 @@ def test_every_extra_member_in_the_code_is_declared() -> None:
     assert len(found) >= 6 and {"current_status", "retry_after"} <= used  # the scan sees them
     undeclared = {path: names - PROBLEM_EXTENSIONS.keys() for path, names in found.items()}
     assert {path: names for path, names in undeclared.items() if names} == {}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "path", "accept", "status", "code"),
+    [
+        ("post", "/api/schema/", "*/*", 405, "method_not_allowed"),
+        ("get", "/api/schema/", "text/html", 406, "not_acceptable"),
+        ("get", "/api/schema/?format=xml", "*/*", 404, "not_found"),
+        ("post", "/api/docs/", "*/*", 405, "method_not_allowed"),
+        ("delete", "/api/redoc/", "*/*", 405, "method_not_allowed"),
+        ("get", "/api/docs/", "application/json", 406, "not_acceptable"),
+    ],
+)
+def test_the_schema_and_docs_refuse_as_json_problems(method, path, accept, status, code) -> None:
+    """The schema (YAML by default) and the docs pages (HTML) render their
+    own answers; a refusal is still problem JSON, as its Content-Type says,
+    not YAML or the text "405 Method Not Allowed"."""
+    from django.test import Client
+
+    response = getattr(Client(), method)(path, HTTP_ACCEPT=accept)
+    assert_problem(response, status, code)
