@@ -1,4 +1,4 @@
-"""Middleware for the API surface."""
+"""Middleware for the API surface and the pages."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from config.errors import (
     PAYLOAD_TOO_LARGE,
     problem_http_response,
 )
+from config.home import SAME_ORIGIN_POLICY
 
 
 def _has_nul(request: HttpRequest) -> bool:
@@ -63,4 +64,20 @@ class ApiRequestLimitsMiddleware:
         response = self.get_response(request)
         if not response.has_header("Cache-Control"):
             response["Cache-Control"] = "no-store"
+        return response
+
+
+class SameOriginPagesMiddleware:
+    """Every HTML page this server answers (the admin, the docs, the error
+    code pages, Django's own error pages) tells the browser to load nothing
+    from another host: :data:`config.home.SAME_ORIGIN_POLICY`, unless the
+    view set a policy of its own (a stricter one, as the receipts do)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.get("Content-Type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", SAME_ORIGIN_POLICY)
         return response

@@ -335,3 +335,38 @@ def test_the_admins_view_site_link_opens_the_landing_page(admin_client) -> None:
     page = admin_client.get("/admin/").content.decode()
     assert re.search(r'<a href="/">[^<]*</a>', page), "no View site link to /"
     assert admin_client.get("/").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/login/",
+        "/admin/",
+        "/admin/accounts/user/",
+        "/admin/accounts/user/add/",
+        "/api/problems/",
+        "/api/problems/not_found",
+    ],
+)
+def test_every_page_we_serve_tells_the_browser_to_load_nothing_from_another_host(
+    operator, path
+) -> None:
+    """Not only the docs: the admin (where operators see citizens' data) and
+    the error code pages carry the same Content-Security-Policy, so an
+    injected tag or a library naming another host loads nothing."""
+    from config.home import SAME_ORIGIN_POLICY
+
+    client = Client()
+    if path != "/admin/login/":
+        client.force_login(operator)
+    response = client.get(path, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"].startswith("text/html")
+    html = response.content.decode()
+    assert response.headers.get("Content-Security-Policy") == SAME_ORIGIN_POLICY
+    # The admin's inline icons name SVG's namespace, which nothing loads.
+    html = re.sub(r'xmlns(?::\w+)?="http://www\.w3\.org/[^"]*"', "", html)
+    assert re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html, re.IGNORECASE) == []
+    for url in links(html):  # here, or relative to here ("#content-start", "?q=")
+        assert not re.match(r"[a-z][a-z0-9+.-]*:|//", url, re.IGNORECASE), url
