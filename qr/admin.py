@@ -57,7 +57,9 @@ class SigningKeyAdmin(ReadOnlyAdmin):
         if not request.user.is_superuser:
             raise PermissionDenied
         immediately = request.POST.get("immediately") == "1"
-        key = keys.signing_key_rotate(immediately=immediately, actor=request.user)
+        key = keys.signing_key_rotate(
+            immediately=immediately, actor=request.user, ip=client_ip(request)
+        )
         keys.signing_keys_prune()
         self.message_user(
             request,

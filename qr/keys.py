@@ -23,7 +23,10 @@ def _new_kid(now: dt.datetime) -> str:
 
 
 def signing_key_create(
-    *, activates_at: dt.datetime | None = None, actor: User | None = None
+    *,
+    activates_at: dt.datetime | None = None,
+    actor: User | None = None,
+    ip: str | None = None,
 ) -> SigningKey:
     """A new key, published at once, signing from ``activates_at`` (default now)."""
     now = timezone.now()
@@ -49,6 +52,7 @@ def signing_key_create(
             action="qr.signing_key.created",
             target=key,
             data={"kid": key.kid, "activates_at": key.activates_at.isoformat()},
+            ip=ip,
         )
     caches.keyring.clear()
     return key
@@ -90,7 +94,11 @@ def keyring_ensure() -> tuple[str, Ed25519PrivateKey]:
 
 
 def signing_key_rotate(
-    *, immediately: bool = False, withdraw_previous: bool = False, actor: User | None = None
+    *,
+    immediately: bool = False,
+    withdraw_previous: bool = False,
+    actor: User | None = None,
+    ip: str | None = None,
 ) -> SigningKey:
     """Publish a new key that takes over signing.
 
@@ -105,14 +113,16 @@ def signing_key_rotate(
     activates_at = (
         now if immediately else now + dt.timedelta(seconds=settings.QR_KEY_PUBLISH_AHEAD_SECONDS)
     )
-    key = signing_key_create(activates_at=activates_at, actor=actor)
+    key = signing_key_create(activates_at=activates_at, actor=actor, ip=ip)
     if withdraw_previous:
         for old in SigningKey.objects.filter(withdrawn_at__isnull=True).exclude(pk=key.pk):
-            _signing_key_withdraw(old, actor=actor, reason="compromise")
+            _signing_key_withdraw(old, actor=actor, reason="compromise", ip=ip)
     return key
 
 
-def _signing_key_withdraw(key: SigningKey, *, actor: User | None, reason: str) -> None:
+def _signing_key_withdraw(
+    key: SigningKey, *, actor: User | None, reason: str, ip: str | None = None
+) -> None:
     with transaction.atomic():
         updated = SigningKey.objects.filter(pk=key.pk, withdrawn_at__isnull=True).update(
             withdrawn_at=timezone.now(), private_key=""
@@ -123,6 +133,7 @@ def _signing_key_withdraw(key: SigningKey, *, actor: User | None, reason: str) -
                 action="qr.signing_key.withdrawn",
                 target=key,
                 data={"kid": key.kid, "reason": reason},
+                ip=ip,
             )
     caches.keyring.clear()
 

@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts import api_keys
-from accounts.models import ApiKeyScope
+from accounts.models import ApiKeyScope, AuditEntry
 from qr import keys
 from qr.models import SigningKey
 from tests.accounts.factories import DepartmentFactory
@@ -63,6 +63,13 @@ def test_the_rotate_button_publishes_a_new_key(operator_client):
     assert response.status_code == 302
     assert SigningKey.objects.count() == 2
     assert operator_client.get("/admin/qr/signingkey/rotate/").status_code == 405
+
+
+def test_a_rotation_from_the_admin_is_audited_with_the_operators_address(operator_client):
+    keys.signing_key_ensure()
+    operator_client.post("/admin/qr/signingkey/rotate/", REMOTE_ADDR="203.0.113.9")
+    entry = AuditEntry.objects.get(action="qr.signing_key.created", actor_label="operator")
+    assert entry.ip == "203.0.113.9"
 
 
 def test_the_deactivate_action_revokes_codes(operator_client, integrator_api, service, api):
