@@ -155,12 +155,15 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
             # The form has already copied its values onto ``obj``; the service
             # compares against what is stored.
             stored = Service.objects.get(pk=obj.pk)
-            catalog.service_update(service=stored, actor=request.user, **values)
+            catalog.service_update(
+                service=stored, actor=request.user, ip=client_ip(request), **values
+            )
         else:
             created = catalog.service_create(
                 code=form.cleaned_data["code"],
                 department=form.cleaned_data["department"],
                 actor=request.user,
+                ip=client_ip(request),
                 **values,
             )
             obj.pk = created.pk
@@ -180,12 +183,16 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
     @admin.action(description=_("下线所选事项"), permissions=["change"])
     def take_offline(self, request: StaffRequest, queryset: QuerySet[Service]) -> None:
         for service in queryset:
-            catalog.service_update(service=service, actor=request.user, is_active=False)
+            catalog.service_update(
+                service=service, actor=request.user, ip=client_ip(request), is_active=False
+            )
 
     @admin.action(description=_("上线所选事项"), permissions=["change"])
     def put_online(self, request: StaffRequest, queryset: QuerySet[Service]) -> None:
         for service in queryset:
-            catalog.service_update(service=service, actor=request.user, is_active=True)
+            catalog.service_update(
+                service=service, actor=request.user, ip=client_ip(request), is_active=True
+            )
 
     def get_urls(self):
         return [
@@ -211,7 +218,9 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
                 form.add_error("file", _('文件不是目录 JSON（{"services": [...]} 或事项列表）'))
             else:
                 try:
-                    report = catalog.catalog_import(records, actor=request.user)
+                    report = catalog.catalog_import(
+                        records, actor=request.user, ip=client_ip(request)
+                    )
                 except ServicesError as exc:
                     problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.errors.items())
                     form.add_error("file", f"{exc.detail or exc.error.title} {problems}")

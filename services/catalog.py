@@ -92,7 +92,12 @@ def _normalise(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def service_create(
-    *, code: str, department: Department, actor: User | ApiKey | None, **values: Any
+    *,
+    code: str,
+    department: Department,
+    actor: User | ApiKey | None,
+    ip: str | None = None,
+    **values: Any,
 ) -> Service:
     """Publish a new service for ``department`` (live unless ``is_active`` is false)."""
     values = _normalise(dict(values))
@@ -107,6 +112,7 @@ def service_create(
                 action="service.created",
                 target=service,
                 data={"code": code, "department": department.code},
+                ip=ip,
             )
             catalog_pages.bump()
     except IntegrityError as exc:
@@ -116,7 +122,9 @@ def service_create(
     return service
 
 
-def service_update(*, service: Service, actor: User | ApiKey | None, **values: Any) -> Service:
+def service_update(
+    *, service: Service, actor: User | ApiKey | None, ip: str | None = None, **values: Any
+) -> Service:
     """Change a service's guide. Its code and department never change."""
     values = _normalise({k: v for k, v in values.items() if k in GUIDE_FIELDS})
     guide_check(values)
@@ -141,6 +149,7 @@ def service_update(*, service: Service, actor: User | ApiKey | None, **values: A
             action="service.updated",
             target=service,
             data={"code": service.code, "fields": sorted(changed)},
+            ip=ip,
         )
         catalog_pages.bump()
     return service
@@ -179,7 +188,9 @@ class ImportReport:
     unchanged: list[str] = field(default_factory=list)
 
 
-def catalog_import(records: list[dict[str, Any]], *, actor: User | None) -> ImportReport:
+def catalog_import(
+    records: list[dict[str, Any]], *, actor: User | None, ip: str | None = None
+) -> ImportReport:
     """Create or update every service in ``records`` (the export format), all
     or nothing: the first bad record aborts the import with its code named."""
     from services.serializers import CatalogRecordSerializer
@@ -214,11 +225,11 @@ def catalog_import(records: list[dict[str, Any]], *, actor: User | None) -> Impo
                 )
             try:
                 if existing is None:
-                    service_create(code=code, department=department, actor=actor, **data)
+                    service_create(code=code, department=department, actor=actor, ip=ip, **data)
                     report.created.append(code)
                 else:
                     before = existing.updated_at
-                    updated = service_update(service=existing, actor=actor, **data)
+                    updated = service_update(service=existing, actor=actor, ip=ip, **data)
                     changed = updated.updated_at != before
                     (report.updated if changed else report.unchanged).append(code)
             except ServicesError as exc:  # a guide rule (guide_check), named by record

@@ -152,3 +152,31 @@ def test_a_guide_list_in_the_wrong_shape_is_a_field_error(operator_client, field
     assert response.context["adminform"].form.errors[field]
     stored = Service.objects.get(pk=service.pk)
     assert getattr(stored, field) == getattr(service, field)
+
+
+def test_catalog_changes_from_the_admin_are_audited_with_the_operators_address(
+    operator_client,
+) -> None:
+    from accounts.models import AuditEntry
+
+    service = ServiceFactory(code="x2")
+    where = {"REMOTE_ADDR": "203.0.113.7"}
+    operator_client.post(
+        "/admin/services/service/",
+        {"action": "take_offline", "_selected_action": [service.pk]},
+        **where,
+    )
+    document = {"services": [{**_exported(operator_client, service), "fee_fen": 777}]}
+    data = io.BytesIO(json.dumps(document, ensure_ascii=False).encode())
+    data.name = "catalog.json"
+    operator_client.post("/admin/services/service/import/", {"file": data}, **where)
+    entries = AuditEntry.objects.filter(action="service.updated", target_id=str(service.pk))
+    assert entries.count() == 2
+    assert {entry.ip for entry in entries} == {"203.0.113.7"}
+
+
+def _exported(operator_client, service: Service) -> dict:
+    exported = operator_client.post(
+        "/admin/services/service/", {"action": "export_json", "_selected_action": [service.pk]}
+    )
+    return json.loads(exported.content)["services"][0]
