@@ -24,6 +24,8 @@ def landing(request: HttpRequest) -> HttpResponse:
 # settings, ReDoc's styles) and blob workers (ReDoc) allowed, and data: images
 # (both UIs' icons). A library's bundle that names another host (ReDoc's
 # footer logo) is then refused by the browser itself, before any request.
+# No page is framed, not even by another of ours (X_FRAME_OPTIONS = DENY,
+# which a browser ignores once a policy names frame-ancestors).
 SAME_ORIGIN_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -35,7 +37,7 @@ SAME_ORIGIN_POLICY = "; ".join(
         "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'self'",
-        "frame-ancestors 'self'",
+        "frame-ancestors 'none'",
     ]
 )
 

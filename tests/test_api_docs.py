@@ -365,6 +365,9 @@ def test_every_page_we_serve_tells_the_browser_to_load_nothing_from_another_host
     assert response["Content-Type"].startswith("text/html")
     html = response.content.decode()
     assert response.headers.get("Content-Security-Policy") == SAME_ORIGIN_POLICY
+    # A browser obeys frame-ancestors over X-Frame-Options: both say no frame.
+    assert response["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in SAME_ORIGIN_POLICY.split("; ")
     # The admin's inline icons name SVG's namespace, which nothing loads.
     html = re.sub(r'xmlns(?::\w+)?="http://www\.w3\.org/[^"]*"', "", html)
     assert re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html, re.IGNORECASE) == []
