@@ -144,3 +144,23 @@ def test_the_lockout_list_offers_no_clean_up_button(operator_client) -> None:
         {"action": "cleanup_expired_attempts", "_selected_action": [attempt.pk]},
     )
     assert response.status_code in (200, 302)
+
+
+@pytest.mark.parametrize("selected", ["abc", "1%00", "99999999999999999999999", "-1.5"])
+def test_a_selection_no_record_can_have_is_a_bad_request_on_every_list(
+    operator_client, selected
+) -> None:
+    """A hand-made post naming a row by an id of the wrong shape is refused
+    (400), not a server error, whatever the list and its button."""
+    request = RequestFactory().get("/admin/")
+    request.user = StaffFactory(is_superuser=True)
+    failed = []
+    for model, model_admin in admin.site._registry.items():
+        url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        for name in model_admin.get_actions(request):
+            response = operator_client.post(
+                url, {"action": name, "_selected_action": [selected], "apply": "1", "note": "x"}
+            )
+            if response.status_code not in (200, 302, 400):
+                failed.append(f"{url} {name}: {response.status_code}")
+    assert failed == []
