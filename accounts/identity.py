@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from functools import cache
 
@@ -14,6 +15,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,22 @@ class SandboxIdentityProvider(BaseIdentityProvider):
         )
 
 
-@cache
 def get_provider() -> BaseIdentityProvider:
-    return import_string(settings.IDENTITY_PROVIDER)()
+    """The provider ``IDENTITY_PROVIDER`` names; with none named (production's
+    default: the sandbox is never taken unasked),
+    :class:`IdentityProviderUnavailable`."""
+    if not settings.IDENTITY_PROVIDER:
+        logger.error("IDENTITY_PROVIDER is not set: real-name checks are refused")
+        raise IdentityProviderUnavailable("IDENTITY_PROVIDER is not set")
+    return _provider(settings.IDENTITY_PROVIDER)
+
+
+@cache
+def _provider(path: str) -> BaseIdentityProvider:
+    return import_string(path)()
 
 
 @receiver(setting_changed)
 def _reset_provider(*, setting: str, **kwargs: object) -> None:
     if setting == "IDENTITY_PROVIDER":
-        get_provider.cache_clear()
+        _provider.cache_clear()

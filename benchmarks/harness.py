@@ -477,6 +477,8 @@ class Stack:
             "LOG_LEVEL": "WARNING",
             "SMS_BACKEND": "file",
             "SMS_FILE_PATH": str(self.work / "sms.jsonl"),
+            # Named: production takes no identity bureau by default.
+            "IDENTITY_PROVIDER": "accounts.identity.SandboxIdentityProvider",
             "BENCHMARK_VIEWS": "1",
             **extra_env,
         }

@@ -478,8 +478,11 @@ if not SMS_BACKEND:
 SMS_FILE_PATH = env.str("SMS_FILE_PATH", default=str(VAR_DIR / "sms-outbox.jsonl"))
 SMS_SIGNATURE = "【我的长沙】"
 
+# The sandbox says yes to every valid ID number, whatever the name: the
+# default in debug only, elsewhere only when named. Unset, real-name checks
+# answer 503 identity_provider_unavailable (and log why).
 IDENTITY_PROVIDER = env.str(
-    "IDENTITY_PROVIDER", default="accounts.identity.SandboxIdentityProvider"
+    "IDENTITY_PROVIDER", default="accounts.identity.SandboxIdentityProvider" if DEBUG else ""
 )
 
 # --- Routing to department systems ------------------------------------------------
