@@ -209,3 +209,27 @@ def test_personal_data_is_encrypted_in_the_database(new_api, new_citizen) -> Non
     assert real_name.startswith("gAAAA") and id_number.startswith("gAAAA")
     assert ID not in index
     assert User.objects.get(pk=new_citizen.pk).id_number == ID
+
+
+def test_a_check_takes_its_turn_after_the_same_citizens_check_under_way(
+    new_api, new_citizen, monkeypatch
+) -> None:
+    """The rate is checked for one request of a citizen at a time (a burst
+    would otherwise all read the same history and all pass: see the real
+    stack's test); one that cannot get its turn is throttled."""
+    from django.core.cache import cache
+
+    from config.api import OneCheckAtATime
+
+    monkeypatch.setattr(OneCheckAtATime, "lock_wait_seconds", 0.05)
+    under_way = f"throttle_real_name_{new_citizen.pk}:checking"
+    cache.add(under_way, 1, timeout=5)
+    response = new_api.post(REAL_NAME, {"name": "王小明", "id_number": ID}, format="json")
+    assert response.status_code == 429
+    assert response.json()["code"] == "throttled"
+    assert response["Retry-After"] == "1"
+    cache.delete(under_way)
+    assert (
+        new_api.post(REAL_NAME, {"name": "王小明", "id_number": ID}, format="json").status_code
+        == 200
+    )
