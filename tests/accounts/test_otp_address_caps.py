@@ -47,3 +47,17 @@ def test_a_code_sent_without_an_address_counts_against_no_address() -> None:
     otp.otp_send(phone="13800138000", ip=None)
     otp.otp_send(phone="13800138001", ip=None)
     assert OtpChallenge.objects.count() == 2
+
+
+def test_sends_under_way_from_the_block_count_against_its_cap(api, settings) -> None:
+    """A send's row commits only once the gateway has answered: the sends
+    still waiting for it count too (the real stack's test races them)."""
+    from django.core.cache import cache
+
+    settings.OTP_SEND_HOURLY_LIMIT_PER_IP = 3
+    assert send(api, "13800138000", "2001:db8:1:2::1") == 202
+    cache.set("otp-send-under-way:2001:db8:1:2::/64", 2, timeout=60)  # two waiting
+    assert send(api, "13800138001", "2001:db8:1:2::2") == 429
+    cache.set("otp-send-under-way:2001:db8:1:2::/64", 1, timeout=60)
+    assert send(api, "13800138001", "2001:db8:1:2::2") == 202
+    assert cache.get("otp-send-under-way:2001:db8:1:2::/64") == 1  # its own count is gone
