@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import redis
+from django import db
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -178,6 +180,18 @@ def _registered(code: str, status: int) -> ErrorCode | None:
     return error if error is not None and error.status == status else None
 
 
+# A dependency that is down or busy, not a fault of ours: the request may be
+# tried again as it was (service_unavailable, with a Retry-After).
+OUTAGES: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,  # BusyLoadingError too
+    redis.TimeoutError,
+    redis.ReadOnlyError,  # a replica that was the primary, mid-failover
+    db.OperationalError,  # unreachable, "database is locked", statement timeout
+    db.InterfaceError,  # a connection closed under us
+)
+OUTAGE_RETRY_AFTER_SECONDS = 5
+
+
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: every error leaves as problem details."""
     # Imported here: rest_framework.views reads DRF's settings when it loads,
@@ -217,7 +231,12 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     view = context.get("view")
     logger.exception("unhandled error in %s", type(view).__name__ if view else "view")
     set_rollback()
-    response = problem_response(SERVER_ERROR)
+    if isinstance(exc, OUTAGES):
+        response = problem_response(
+            SERVICE_UNAVAILABLE, headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)}
+        )
+    else:
+        response = problem_response(SERVER_ERROR)
     # Logged above with its traceback: Django's request logger would log
     # the 500 a second time ("Internal Server Error: ...") without it.
     response._has_been_logged = True  # type: ignore[attr-defined]

@@ -510,3 +510,36 @@ def test_the_schema_and_docs_refuse_as_json_problems(method, path, accept, statu
 
     response = getattr(Client(), method)(path, HTTP_ACCEPT=accept)
     assert_problem(response, status, code)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "outage",
+    [
+        "redis.exceptions.ConnectionError",
+        "redis.exceptions.TimeoutError",
+        "django.db.utils.OperationalError",
+        "django.db.utils.InterfaceError",
+    ],
+)
+def test_a_dependency_that_is_down_is_a_503_not_a_500(api, monkeypatch, caplog, outage) -> None:
+    """service_unavailable says "the database, Redis … cannot be reached":
+    a login while Redis (its throttle's cache) or the database is down is
+    answered so, with a Retry-After, and still logged with its traceback."""
+    import logging
+
+    from django.utils.module_loading import import_string
+
+    from accounts import otp
+
+    error = import_string(outage)
+
+    def down(**kwargs):
+        raise error("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(otp, "otp_send", down)
+    with caplog.at_level(logging.ERROR):
+        response = api.post("/api/v1/auth/otp/", {"phone": "13800138000"}, format="json")
+    assert_problem(response, 503, "service_unavailable")
+    assert int(response["Retry-After"]) > 0
+    assert [r.exc_info is not None for r in caplog.records if r.name == "config.api"] == [True]
