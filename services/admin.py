@@ -28,6 +28,7 @@ from accounts.admin import (
     ReadOnlyAdmin,
     StaffRequest,
 )
+from config import masking
 from config.api import client_ip
 from config.pages import catalog_pages
 from services import catalog, selectors
@@ -534,15 +535,27 @@ class OutboxEventAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
+# A department's answer may echo the application back (the applicant's
+# name, ID number, phone): shown masked, as every personal value here.
+_ATTEMPT_FIELDS: tuple[str, ...] = tuple(
+    "response_masked" if name == "response_body" else str(name)
+    for name in selectors.DELIVERY_ATTEMPT_FIELDS
+)
+
+
 class AttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    fields = selectors.DELIVERY_ATTEMPT_FIELDS
+    fields = _ATTEMPT_FIELDS
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description=_("响应（截断）"))
+    def response_masked(self, attempt: DeliveryAttempt) -> str:
+        return masking.mask_text(attempt.response_body)
 
 
 @admin.register(Delivery)

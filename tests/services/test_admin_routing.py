@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from accounts.models import AuditEntry, User
-from services.models import Delivery, Endpoint
+from services.models import Delivery, DeliveryAttempt, Endpoint
 from tests.accounts.factories import StaffFactory
 from tests.services.department import Answer
 
@@ -391,3 +391,28 @@ def test_searching_endpoints_takes_a_whole_url_only(operator_client, hook, integ
     assert created["id"] in whole.content.decode()
     deliveries = operator_client.get("/admin/services/delivery/", {"q": "s3cr3"})
     assert deliveries.status_code == 200 and "s3cr3t" not in deliveries.content.decode()
+
+
+def test_a_department_answer_echoing_the_application_is_shown_masked(
+    operator_client, dead_letter
+) -> None:
+    """A department's system may answer with the application it got (the
+    applicant's name, ID number and phone): its page shows that answer with
+    the personal values masked, as every page here does; the full values
+    are the PII page's, behind its permission and the audit trail."""
+    echo = (
+        '{"received": {"applicant": {"name": "张三丰", "id_number": "430102199003070018",'
+        ' "phone": "13800138000"}}}'
+    )
+    DeliveryAttempt.objects.create(
+        delivery=dead_letter,
+        number=9,
+        started_at=timezone.now(),
+        duration_ms=12,
+        status_code=422,
+        response_body=echo,
+    )
+    html = operator_client.get(delivery_page(dead_letter)).content.decode()
+    assert "430102199003070018" not in html and "13800138000" not in html
+    assert "张三丰" not in html
+    assert "430102********0018" in html and "138****8000" in html
