@@ -21,6 +21,16 @@ time.tzset()
 # here drives gunicorn through it; signals do.
 control_socket_disable = True
 
+# gunicorn believes no forwarding header, from any caller: the client's
+# address and scheme are the settings' (NUM_PROXIES, SECURE_PROXY_SSL_HEADER),
+# decided in Django. By default it believes X-Forwarded-Proto, -SSL and
+# -Protocol, and SCRIPT_NAME and PATH_INFO headers, from 127.0.0.1, ::1 and
+# every caller on a UNIX socket: a request over plain HTTP was taken as HTTPS
+# whatever NUM_PROXIES said.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
+
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
