@@ -303,11 +303,17 @@ class TimelineInline(admin.TabularInline):
     model = TimelineEntry
     extra = 0
     can_delete = False
-    fields = ("at", "status", "actor", "actor_label", "note")
+    fields = ("at", "status", "actor", "actor_label", "note_masked")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    # Free text (a cancel reason, a department's note) may carry a phone or
+    # an ID number: masked, as refund reasons are.
+    @admin.display(description=_("说明"))
+    def note_masked(self, entry: TimelineEntry) -> str:
+        return masking.mask_text(entry.note)
 
 
 @admin.register(Application)
@@ -351,10 +357,14 @@ class ApplicationAdmin(ReadOnlyAdmin):
         "paused_at",
         "closed_at",
         "rating_score",
-        "rating_comment",
+        "rating_comment_masked",
     )
     readonly_fields = fields
     inlines = [TimelineInline]
+
+    @admin.display(description=_("评价内容"))
+    def rating_comment_masked(self, application: Application) -> str:
+        return masking.mask_text(application.rating_comment)
 
     @admin.display(description=_("申请人"))
     def applicant_masked(self, application: Application) -> str:

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from accounts.models import AuditEntry, User
-from services.models import Delivery, DeliveryAttempt, Endpoint
+from services.models import Delivery, DeliveryAttempt, Endpoint, TimelineEntry
 from tests.accounts.factories import StaffFactory
 from tests.services.department import Answer
 
@@ -416,3 +416,25 @@ def test_a_department_answer_echoing_the_application_is_shown_masked(
     assert "430102199003070018" not in html and "13800138000" not in html
     assert "张三丰" not in html
     assert "430102********0018" in html and "138****8000" in html
+
+
+def test_what_citizens_and_departments_wrote_on_an_application_is_shown_masked(
+    operator_client, dead_letter
+) -> None:
+    """A cancel reason, a department's note or a rating's comment is free
+    text and may carry a phone or an ID number: masked on the page, as the
+    refund reasons are."""
+    application = dead_letter.event.application
+    application.rating_comment = "办得快，有事打 13800138000"
+    application.save(update_fields=["rating_comment"])
+    TimelineEntry.objects.create(
+        application=application,
+        status="cancelled",
+        actor="citizen",
+        note="重复提交，正确的身份证号是 430102199003070018",
+    )
+    html = operator_client.get(
+        f"/admin/services/application/{application.pk}/change/"
+    ).content.decode()
+    assert "13800138000" not in html and "430102199003070018" not in html
+    assert "138****8000" in html and "430102********0018" in html
