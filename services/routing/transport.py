@@ -406,6 +406,8 @@ class _AnswerBody:
             self._unpacker = zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib or gzip framing
         elif codings:
             self._readable = False
+        # Some servers send "deflate" without its zlib framing.
+        self._bare_deflate_possible = codings == ["deflate"]
 
     @property
     def full(self) -> bool:
@@ -421,7 +423,13 @@ class _AnswerBody:
         try:
             self.data += self._unpacker.decompress(chunk, room)
         except zlib.error:
+            if self._bare_deflate_possible:
+                self._bare_deflate_possible = False
+                self._unpacker = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.feed(chunk)
+                return
             self._readable = False  # what was unpacked before stays
+        self._bare_deflate_possible = False
 
 
 def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float) -> SendResult:

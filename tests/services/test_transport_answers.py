@@ -71,11 +71,21 @@ def test_a_compressed_answer_is_never_unpacked_past_the_read_limit(
     assert peak < 8 * 1024 * 1024, peak
 
 
-def test_a_small_gzipped_answer_is_still_read(settings) -> None:
+def _bare_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", _bare_deflate)],
+    ids=["gzip", "deflate", "bare-deflate"],
+)
+def test_a_small_compressed_answer_is_still_read(settings, encoding, pack) -> None:
     settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = True
     port = _answering_server(
-        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: application/json\r\n",
-        gzip.compress(b'{"reference": "HR-9"}'),
+        f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\n".encode(),
+        pack(b'{"reference": "HR-9"}'),
     )
     result = transport.webhook_post(
         f"http://127.0.0.1:{port}/events", body="{}", headers={}, timeout=5.0
