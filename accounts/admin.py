@@ -585,11 +585,23 @@ class ApiKeyAdmin(AuditedModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "user", "kind", "__str__", "read_at")
+    list_display = ("created_at", "user", "kind", "title_masked", "read_at")
     list_filter = ("kind", ("read_at", admin.EmptyFieldListFilter))
     search_fields = ("kind",)
     list_select_related = ("user",)
     date_hierarchy = "created_at"
+    fields = ("user", "kind", "title_masked", "body_masked", "data", "created_at", "read_at")
+    readonly_fields = fields
+
+    # A message carries what a department wrote (a note on an application)
+    # as written: a phone or an ID number in it is masked here.
+    @admin.display(description=_("标题"))
+    def title_masked(self, message: Message) -> str:
+        return masking.mask_text(message.localized_title())
+
+    @admin.display(description=_("正文"))
+    def body_masked(self, message: Message) -> str:
+        return masking.mask_text(message.localized_body())
 
 
 @admin.register(OtpChallenge)

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
+from accounts import inbox
 from accounts.models import ApiKey, AuditEntry, User
 from tests.accounts.factories import StaffFactory
 
@@ -289,3 +290,18 @@ def test_a_closed_account_is_shown_but_never_written_to(operator_client, citizen
     citizen.refresh_from_db()
     assert citizen.deactivated_at == stamped
     assert not AuditEntry.objects.filter(action="account.suspended").exists()
+
+
+def test_an_inbox_message_is_shown_with_personal_values_masked(operator_client, citizen) -> None:
+    """A message carries a department's note as written (an ID number, a
+    phone): its page in the admin masks them, as the application's does."""
+    message = inbox.message_post(
+        user=citizen,
+        kind="application.status",
+        title="办件进度：%(status)s",
+        body="状态已更新。%(note)s",
+        params={"status": "需补正", "note": "请补交 430102199003070018 的材料，电话 13800138000"},
+    )
+    html = operator_client.get(f"/admin/accounts/message/{message.pk}/change/").content.decode()
+    assert "430102199003070018" not in html and "13800138000" not in html
+    assert "430102********0018" in html and "138****8000" in html
