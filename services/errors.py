@@ -90,6 +90,15 @@ ENDPOINT_HELD = error_code(
     when=_("平台运营人员暂停了该回调地址的投递（`state: held`），期间不能更改它的 URL。"),
     what_to_do=_("联系平台运营；运营恢复投递后再更改地址。"),
 )
+ENDPOINT_LIMIT_REACHED = error_code(
+    "endpoint_limit_reached",
+    409,
+    _("回调地址数量已达上限"),
+    when=_(
+        "本部门已有 `ROUTING_MAX_ENDPOINTS` 个回调地址（默认 20 个；已删除的不计）。每个事件都会投递到每个订阅它的地址。"
+    ),
+    what_to_do=_("删除不用的回调地址，或在一个地址上订阅多种事件；确需更多请联系平台运营。"),
+)
 DELIVERY_NOT_RETRYABLE = error_code(
     "delivery_not_retryable",
     409,

@@ -807,6 +807,21 @@ def department_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> None:
         code="endpoint_held",
     )
     endpoints.endpoint_resume(endpoint=held, actor=StaffFactory())
+    with override_settings(ROUTING_MAX_ENDPOINTS=1):
+        p.refused(
+            dept,
+            "post",
+            "/api/v1/dept/endpoints/",
+            {"url": cast.server.url(), "events": ["application.cancelled"]},
+            status=409,
+            code="endpoint_limit_reached",
+        )
+    with override_settings(ROUTING_SEND_RATE="1/day"):
+        # Pings and retries count together, per key.
+        sent = p.answered(dept, "post", act["endpoint"] + "test/", expect=202)
+        p.refused(dept, "post", act["endpoint"] + "test/", status=429, code="throttled")
+        retry = f"/api/v1/dept/deliveries/{sent['id']}/retry/"
+        p.refused(dept, "post", retry, status=429, code="throttled")
     # The story's ping went to an endpoint removed since.
     ping = p.story.told["dept_endpoints_test_create"]["responses"]["202"]["value"]
     p.refused(

@@ -503,6 +503,11 @@ ROUTING_LEASE_SECONDS = env.int("ROUTING_LEASE_SECONDS", default=60)
 ROUTING_BREAKER_THRESHOLD = env.int("ROUTING_BREAKER_THRESHOLD", default=10)
 ROUTING_PROBE_INTERVAL_SECONDS = env.int("ROUTING_PROBE_INTERVAL_SECONDS", default=300)
 ROUTING_SECRET_OVERLAP_HOURS = env.int("ROUTING_SECRET_OVERLAP_HOURS", default=24)
+# Endpoints a department may have at once (every event goes to each that
+# takes it), and the pings and retries an API key may ask for: both make
+# work for the delivery workers that every department shares.
+ROUTING_MAX_ENDPOINTS = env.int("ROUTING_MAX_ENDPOINTS", default=20)
+ROUTING_SEND_RATE = env.str("ROUTING_SEND_RATE", default="60/min")
 # A due delivery not picked up this long after its nudge is nudged again.
 ROUTING_SWEEP_GRACE_SECONDS = env.int("ROUTING_SWEEP_GRACE_SECONDS", default=10)
 ROUTING_SWEEP_EVERY_SECONDS = env.float("ROUTING_SWEEP_EVERY_SECONDS", default=5.0)

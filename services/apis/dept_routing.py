@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import django_filters
+from django.conf import settings
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -13,7 +15,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import DepartmentRequest
-from config.api import FeedPagination, PagePagination, client_ip, links, paginated, problems
+from config.api import (
+    FeedPagination,
+    FixedWindowThrottle,
+    PagePagination,
+    client_ip,
+    links,
+    paginated,
+    problems,
+)
 from services import selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Delivery, DeliveryStatus, Endpoint
@@ -25,6 +35,19 @@ from services.serializers import (
     EndpointWithSecretSerializer,
     EndpointWriteSerializer,
 )
+
+
+class SendThrottle(FixedWindowThrottle):
+    """Pings and retries per API key, in fixed windows: each is a POST the
+    delivery workers, which every department shares, send at once."""
+
+    scope = "dept_sends"
+
+    def get_rate(self) -> str:
+        return settings.ROUTING_SEND_RATE
+
+    def get_ident(self, request: Any) -> str:
+        return str(request.auth.pk)
 
 
 class EndpointListView(DepartmentView):
@@ -69,7 +92,9 @@ class EndpointListView(DepartmentView):
         request=EndpointWriteSerializer,
         responses={
             201: EndpointWithSecretSerializer,
-            **problems("endpoint_url_invalid", "endpoint_url_not_allowed"),
+            **problems(
+                "endpoint_url_invalid", "endpoint_url_not_allowed", "endpoint_limit_reached"
+            ),
         },
     )
     def post(self, request: DepartmentRequest) -> Response:
@@ -175,6 +200,7 @@ class EndpointRotateSecretView(_EndpointView):
 
 
 class EndpointTestView(_EndpointView):
+    throttle_classes = [SendThrottle]
     openapi_links = {
         "post": [
             links(
@@ -189,8 +215,9 @@ class EndpointTestView(_EndpointView):
     @extend_schema(
         tags=["dept: endpoints"],
         summary="Send a ping event (a paused endpoint that answers it is resumed)",
+        description="Pings and retries count against `ROUTING_SEND_RATE` per API key (60 a minute).",
         request=None,
-        responses={202: DeliverySerializer, **problems("not_found")},
+        responses={202: DeliverySerializer, **problems("not_found", "throttled")},
     )
     def post(self, request: DepartmentRequest, endpoint_id: str) -> Response:
         delivery = endpoints.endpoint_ping(
@@ -261,11 +288,17 @@ class DeliveryDetailView(_DeliveryView):
 
 
 class DeliveryRetryView(_DeliveryView):
+    throttle_classes = [SendThrottle]
+
     @extend_schema(
         tags=["dept: deliveries"],
         summary="Send again now with a fresh retry schedule (dead letters and delivered ones alike)",
+        description="Pings and retries count against `ROUTING_SEND_RATE` per API key (60 a minute).",
         request=None,
-        responses={202: DeliverySerializer, **problems("delivery_not_retryable", "not_found")},
+        responses={
+            202: DeliverySerializer,
+            **problems("delivery_not_retryable", "not_found", "throttled"),
+        },
     )
     def post(self, request: DepartmentRequest, delivery_id: str) -> Response:
         delivery = deliveries.delivery_replay(

@@ -28,6 +28,7 @@ from accounts.models import ApiKey, Department, User
 from config.masking import mask_url_query
 from services.errors import (
     ENDPOINT_HELD,
+    ENDPOINT_LIMIT_REACHED,
     ENDPOINT_URL_INVALID,
     ENDPOINT_URL_NOT_ALLOWED,
     ServicesError,
@@ -68,10 +69,18 @@ def endpoint_create(
     ip: str | None = None,
 ) -> tuple[Endpoint, str]:
     """Register a department system's URL; returns it with its new secret
-    (``whsec_...``), which is shown this once."""
+    (``whsec_...``), which is shown this once. A department has at most
+    ``ROUTING_MAX_ENDPOINTS`` (not deleted) at once: each takes a delivery of
+    every event it subscribes to, from the workers all departments share."""
     secret = transport.secret_generate()
     checked = _checked_url(url)
     with transaction.atomic():
+        # The department's row orders its registrations, so that two at once
+        # cannot both pass the count.
+        Department.objects.select_for_update(no_key=True).filter(pk=department.pk).exists()
+        live = Endpoint.objects.filter(department=department, deleted_at__isnull=True)
+        if live.count() >= settings.ROUTING_MAX_ENDPOINTS:
+            raise ServicesError(ENDPOINT_LIMIT_REACHED)
         held = _hold_on(department.pk, checked)
         endpoint = Endpoint.objects.create(
             department=department,

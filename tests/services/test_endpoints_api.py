@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from accounts.models import AuditEntry
-from services.models import Endpoint
+from accounts.models import ApiKeyScope, AuditEntry
+from services.models import Delivery, Endpoint
 from services.routing import endpoints, transport
 
 pytestmark = pytest.mark.django_db
@@ -239,3 +239,52 @@ def test_a_url_that_grows_past_the_limit_once_its_host_is_ascii_is_refused(
         assert response.json()["code"] == "endpoint_url_invalid"
         assert "url" in response.json()["errors"]
     assert all(len(e.url) <= 500 for e in Endpoint.objects.all())
+
+
+# --- What one department may ask of the workers all share ---------------------------------------
+
+
+def test_a_department_has_at_most_the_set_number_of_endpoints(
+    integrator_api, other_integrator_key, public_dns, settings
+) -> None:
+    from tests.conftest import client_with_key
+
+    settings.ROUTING_MAX_ENDPOINTS = 2
+    first = register(integrator_api, "https://a.example.org/hook").json()
+    assert register(integrator_api, "https://b.example.org/hook").status_code == 201
+
+    refused = register(integrator_api, "https://c.example.org/hook")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "endpoint_limit_reached"
+    assert Endpoint.objects.count() == 2
+    # Another department counts its own.
+    other = client_with_key(other_integrator_key.raw)
+    assert register(other, "https://d.example.org/hook").status_code == 201
+    # A deleted endpoint no longer counts.
+    assert integrator_api.delete(f"{URL}{first['id']}/").status_code == 204
+    assert register(integrator_api, "https://c.example.org/hook").status_code == 201
+
+
+def test_pings_and_retries_are_limited_per_key(
+    integrator_api, department, public_dns, settings
+) -> None:
+    from tests.conftest import _key, client_with_key
+
+    settings.ROUTING_SEND_RATE = "2/day"
+    endpoint = register(integrator_api).json()
+    ping = integrator_api.post(f"{URL}{endpoint['id']}/test/")
+    assert ping.status_code == 202
+    retry = f"/api/v1/dept/deliveries/{ping.json()['id']}/retry/"
+    assert integrator_api.post(retry).status_code == 202
+
+    for refused in (
+        integrator_api.post(f"{URL}{endpoint['id']}/test/"),
+        integrator_api.post(retry),
+    ):
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "throttled"
+        assert int(refused["Retry-After"]) > 0
+    assert Delivery.objects.count() == 1
+    # The department's other key has its own count.
+    another = _key(department, ApiKeyScope.INTEGRATOR)
+    assert client_with_key(another.raw).post(f"{URL}{endpoint['id']}/test/").status_code == 202
