@@ -202,3 +202,41 @@ def test_an_unexpected_error_is_logged_once_with_its_traceback(api, monkeypatch,
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.name for r in errors] == ["config.api"], [r.getMessage() for r in errors]
     assert errors[0].exc_info is not None
+
+
+def test_debug_logging_does_not_dump_template_contexts(tmp_path) -> None:
+    """With LOG_LEVEL=DEBUG, Django's template engine logs every variable a
+    template cannot resolve with the whole context in the exception's text:
+    an admin page's CSRF token, one-time secrets, form values. That logger
+    stays at INFO, as the database's stays at WARNING (its SQL parameters)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.processes import ROOT
+
+    script = (
+        "import django; django.setup()\n"
+        "from django.template import Context, Template\n"
+        "Template('{{ subtitle }}').render("
+        "Context({'secret': 'whsec_Zm9vYmFyYmF6cXV4'}))\n"
+        "import logging; logging.getLogger('probe').debug('debug lines are on')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "LOG_LEVEL": "DEBUG",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "debug lines are on" in run.stderr
+    assert "whsec_" not in run.stderr
+    assert "django.template" not in run.stderr

@@ -769,6 +769,9 @@ LOGGING = {
         # it exists already.
         "push_response": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         "django.db.backends": {"level": "WARNING"},
+        # At DEBUG it logs each variable a template cannot resolve with the
+        # whole context in the text (an admin page's CSRF token, form values).
+        "django.template": {"level": "INFO"},
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
     },
