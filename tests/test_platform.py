@@ -543,3 +543,26 @@ def test_a_dependency_that_is_down_is_a_503_not_a_500(api, monkeypatch, caplog, 
     assert_problem(response, 503, "service_unavailable")
     assert int(response["Retry-After"]) > 0
     assert [r.exc_info is not None for r in caplog.records if r.name == "config.api"] == [True]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("password", ["1234", "12345678", "password123", "li.clerk2026"])
+def test_a_staff_account_is_not_given_a_weak_password(operator_client, department, password):
+    """Staff accounts reach citizens' full personal data: the admin refuses
+    a short, common, all-digit or username-like password (Django checks
+    none unless AUTH_PASSWORD_VALIDATORS names its validators)."""
+    from accounts.models import User
+
+    response = operator_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "username": "li.clerk",
+            "usable_password": "true",
+            "password1": password,
+            "password2": password,
+            "is_staff": "on",
+            "department": department.pk,
+        },
+    )
+    assert response.status_code == 200
+    assert not User.objects.filter(username="li.clerk").exists()
