@@ -8,6 +8,7 @@ Installed in place of ``django.contrib.admin`` (``OperatorAdminConfig`` in
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from django.contrib import admin
@@ -19,6 +20,7 @@ from django.db import connection, models
 from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.text import smart_split
 from django.utils.translation import gettext_lazy as _
 
 from accounts import dashboard
@@ -83,6 +85,16 @@ class ListedLookupsOnly(admin.ModelAdmin):
         if lookup.split(LOOKUP_SEP)[0] not in roots:
             return False
         return super().lookup_allowed(lookup, value, request)
+
+    # Each word of a search is one more condition on every search field: a
+    # page of words is a query SQLite cannot parse and PostgreSQL works on
+    # for minutes (and a link can make an operator's browser ask it).
+    MAX_SEARCH_WORDS = 20
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        if next(islice(smart_split(search_term), self.MAX_SEARCH_WORDS, None), None) is not None:
+            raise BadRequest("a search is a few words")
+        return super().get_search_results(request, queryset, search_term)
 
     def response_action(self, request: HttpRequest, queryset: Any) -> Any:
         # Django filters on the posted row ids as they come: one of the
