@@ -9,9 +9,11 @@ changes between check and connect cannot steer it into the private network.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import datetime as dt
 import ipaddress
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -184,10 +186,44 @@ def _refused() -> UrlNotAllowed:
     return UrlNotAllowed(str(REFUSED))
 
 
-def host_resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to, or :class:`UrlNotAllowed`."""
+# How long a host's lookup may take (the system resolver's own limit can be
+# tens of seconds, for a name whose servers never answer).
+LOOKUP_SECONDS = 5.0
+# Lookups run on threads of each process (as many as a worker's sending
+# threads), so that the caller can stop waiting; one that hangs holds its
+# thread until the resolver gives up, and when all hang, the next lookups
+# wait their time out and are refused too.
+_lookups: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_lookups_made = threading.Lock()
+
+
+def _lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's lookup threads (a forked worker makes its own)."""
+    global _lookups
+    with _lookups_made:
+        if _lookups is None or _lookups[0] != os.getpid():
+            _lookups = (
+                os.getpid(),
+                concurrent.futures.ThreadPoolExecutor(
+                    max_workers=max(8, settings.ROUTING_SEND_CONCURRENCY),
+                    thread_name_prefix="endpoint-lookup",
+                ),
+            )
+        return _lookups[1]
+
+
+def host_resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
+    """Every address ``host`` resolves to within ``timeout`` seconds
+    (:data:`LOOKUP_SECONDS` unless given), or :class:`UrlNotAllowed` (a name
+    that does not answer in time is refused like one that does not resolve)."""
+    if timeout is None:
+        timeout = LOOKUP_SECONDS
+    lookup = _lookup_pool().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=timeout)
+    except concurrent.futures.TimeoutError as exc:
+        logger.warning("endpoint host %s did not resolve within %.1f s", host, timeout)
+        raise _refused() from exc
     except (OSError, UnicodeError, ValueError) as exc:
         logger.warning("endpoint host %s does not resolve: %s", host, exc)
         raise _refused() from exc
@@ -198,15 +234,16 @@ def host_resolve(host: str, port: int) -> list[str]:
     return addresses
 
 
-def url_resolve(url: str) -> tuple[str, str, int, list[str]]:
-    """Check ``url`` and resolve it: (scheme, host, port, addresses to use).
+def url_resolve(url: str, *, timeout: float | None = None) -> tuple[str, str, int, list[str]]:
+    """Check ``url`` and resolve it within ``timeout`` seconds: (scheme,
+    host, port, addresses to use).
 
     Unless ``ROUTING_ALLOW_PRIVATE_ENDPOINTS``, every resolved address must
     be publicly routable (:func:`address_is_public`). A host that does not
     resolve and one that resolves somewhere forbidden get the same refusal.
     """
     scheme, host, port = url_shape_check(url)
-    addresses = host_resolve(host, port)
+    addresses = host_resolve(host, port, timeout=timeout)
     if not settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS:
         forbidden = [a for a in addresses if not address_is_public(a)]
         if forbidden:
@@ -443,10 +480,15 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
     def elapsed() -> int:
         return int((time.monotonic() - started) * 1000)
 
+    deadline = started + timeout
     try:
-        scheme, host, port, addresses = url_resolve(url)
+        # The lookup is part of the try's time, not in front of it.
+        scheme, host, port, addresses = url_resolve(url, timeout=min(LOOKUP_SECONDS, timeout))
     except UrlNotAllowed as exc:
         return SendResult(None, "", elapsed(), error=str(exc))
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return SendResult(None, "", elapsed(), error=_("响应超时"))
     parts = urlsplit(url)
     address = addresses[0]
     netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -454,7 +496,6 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
     host_header = f"[{host}]" if ":" in host else host
     if parts.port is not None:
         host_header = f"{host_header}:{parts.port}"
-    deadline = started + timeout
     _deadline.at = deadline
     try:
         with _http(scheme, host, port).stream(
@@ -467,7 +508,7 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
                 "Content-Type": "application/json",
                 "Accept-Encoding": "identity",
             },
-            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
+            timeout=httpx.Timeout(left, connect=min(5.0, left)),
             extensions={"sni_hostname": host},
         ) as response:
             # Read as it came (httpx would unpack each chunk whole), at most

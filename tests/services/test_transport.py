@@ -241,3 +241,44 @@ def test_a_peer_that_trickles_its_answer_is_cut_off_at_the_timeout(
     took = time.monotonic() - started
     assert (result.status_code, result.error) == (None, "响应超时")
     assert took < deliveries.slowest_post_seconds(1.0), took
+
+
+@pytest.fixture
+def silent_dns(monkeypatch):
+    """Names whose servers never answer: a lookup hangs until the test ends
+    (then fails, as the resolver's own time-out would). Yields the list of
+    lookups still hanging as each call returned."""
+    released = threading.Event()
+    hanging: list[str] = []
+
+    def lookup(host, port, **kw):
+        hanging.append(host)
+        released.wait(30)
+        hanging.remove(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    monkeypatch.setattr(transport, "LOOKUP_SECONDS", 0.2)
+    yield hanging
+    released.set()
+
+
+def test_a_lookup_that_never_answers_is_refused_without_waiting_for_it(
+    integrator_api, silent_dns
+) -> None:
+    response = integrator_api.post(
+        "/api/v1/dept/endpoints/",
+        {"url": "https://slow.example.org/hook", "events": ["application.submitted"]},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "endpoint_url_not_allowed"
+    assert silent_dns == ["slow.example.org"]  # answered while the lookup still hangs
+
+
+def test_a_send_whose_lookup_never_answers_is_a_failed_try_within_its_time(silent_dns) -> None:
+    result = transport.webhook_post(
+        "https://slow.example.org/hook", body="{}", headers={}, timeout=0.3
+    )
+    assert result.status_code is None and result.error
+    assert silent_dns == ["slow.example.org"]
