@@ -67,7 +67,10 @@ def real_name_verify(*, user: User, name: str, id_number: str, ip: str | None = 
     confirms that ``name`` and ``id_number`` belong together.
 
     One ID number per live account; the number is checked (GB 11643) before
-    the bureau is asked, and stored encrypted with a blind index.
+    the bureau is asked, and stored encrypted with a blind index. Whether
+    another account holds it is told only once the bureau has confirmed
+    the pair: asked before, it told anyone with an account whether a
+    stranger's number was registered here, without knowing their name.
     """
     if user.identity_level >= IdentityLevel.REAL_NAME:
         raise AccountsError(ALREADY_VERIFIED)
@@ -77,8 +80,6 @@ def real_name_verify(*, user: User, name: str, id_number: str, ip: str | None = 
     except idnumber.IdNumberError as exc:
         raise AccountsError(ID_NUMBER_INVALID, str(exc), errors={"id_number": [str(exc)]}) from exc
     index = pii.blind_index(number, purpose="id_number")
-    if User.objects.filter(id_number_index=index).exclude(pk=user.pk).exists():
-        raise AccountsError(ID_NUMBER_TAKEN)
     try:
         check = get_provider().verify(name=name, id_number=number)
     except IdentityProviderUnavailable as exc:
@@ -92,6 +93,8 @@ def real_name_verify(*, user: User, name: str, id_number: str, ip: str | None = 
             ip=ip,
         )
         raise AccountsError(IDENTITY_MISMATCH)
+    if User.objects.filter(id_number_index=index).exclude(pk=user.pk).exists():
+        raise AccountsError(ID_NUMBER_TAKEN)
 
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.throttling import UserRateThrottle
 
-from accounts import citizens
+from accounts import citizens, pii
 from accounts.identity import (
     BaseIdentityProvider,
     IdentityProviderUnavailable,
@@ -97,6 +97,19 @@ def test_one_id_number_belongs_to_one_account(new_api, citizen) -> None:
     )
     assert response.status_code == 409
     assert response.json()["code"] == "id_number_taken"
+
+
+def test_whether_a_number_is_taken_is_told_only_for_a_confirmed_pair(new_api, citizen) -> None:
+    """A number another account holds, with a name the bureau does not
+    confirm, is a mismatch like any other: the answer does not tell a
+    stranger's number is registered here."""
+    number = make_id_number(999)  # the sandbox bureau confirms no name for it
+    User.objects.filter(pk=citizen.pk).update(
+        id_number=number, id_number_index=pii.blind_index(number, purpose="id_number")
+    )
+    response = new_api.post(REAL_NAME, {"name": "王小明", "id_number": number}, format="json")
+    assert response.status_code == 422, response.json()
+    assert response.json()["code"] == "identity_mismatch"
 
 
 def test_a_closed_account_frees_its_id_number(new_api, citizen, citizen_api) -> None:
