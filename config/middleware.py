@@ -15,7 +15,7 @@ from config.errors import (
     PAYLOAD_TOO_LARGE,
     problem_http_response,
 )
-from config.home import SAME_ORIGIN_POLICY
+from config.home import PAGE_POLICY
 
 
 def _has_nul(request: HttpRequest) -> bool:
@@ -68,10 +68,11 @@ class ApiRequestLimitsMiddleware:
 
 
 class SameOriginPagesMiddleware:
-    """Every HTML page this server answers (the admin, the docs, the error
-    code pages, Django's own error pages) tells the browser to load nothing
-    from another host: :data:`config.home.SAME_ORIGIN_POLICY`, unless the
-    view set a policy of its own (a stricter one, as the receipts do)."""
+    """Every HTML page this server answers (the admin, the error code pages,
+    Django's own error pages) tells the browser to load nothing from another
+    host and to run no inline script: :data:`config.home.PAGE_POLICY`,
+    unless the view set a policy of its own (the docs, which need inline
+    scripts; the receipts, a stricter one)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -79,5 +80,5 @@ class SameOriginPagesMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if response.get("Content-Type", "").startswith("text/html"):
-            response.headers.setdefault("Content-Security-Policy", SAME_ORIGIN_POLICY)
+            response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
         return response
