@@ -31,8 +31,13 @@ class MaskPiiFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except (TypeError, ValueError):
-            message = str(record.msg)
+        except Exception:
+            # A call whose arguments do not fit its format ("%(a)s" with no
+            # "a", "%c" of a huge number, an argument whose str() fails):
+            # logging itself reports such a record and carries on
+            # (Handler.handleError catches any Exception); this filter runs
+            # before that, and must not fail the caller either.
+            message = f"{record.msg} (arguments that do not fit the format left out)"
         record.msg, record.args = mask_text(message), None
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")

@@ -240,3 +240,20 @@ def test_debug_logging_does_not_dump_template_contexts(tmp_path) -> None:
     assert "debug lines are on" in run.stderr
     assert "whsec_" not in run.stderr
     assert "django.template" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("msg", "args"),
+    [("%(a)s", ({"b": 1},)), ("%c", (10**10,)), ("%s", (type("Broken", (), {"__str__": None})(),))],
+)
+def test_a_log_call_that_cannot_be_formatted_never_fails_its_caller(msg, args) -> None:
+    """logging reports a record it cannot format and carries on; the mask,
+    which formats every record before any handler, must too: a payment or a
+    request is not failed by a malformed log line (its own or a library's)."""
+    from config.logging import MaskPiiFilter
+
+    unformattable = logging.getLogger("tests").makeRecord(
+        "tests", logging.WARNING, __file__, 1, msg, args, None
+    )
+    assert MaskPiiFilter().filter(unformattable) is True  # does not raise
+    assert msg in logging.Formatter().format(unformattable)
