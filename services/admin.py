@@ -121,8 +121,21 @@ class ServiceForm(forms.ModelForm):
         return self.cleaned_data
 
 
+# A city's whole catalog is a few MB; the file is read whole to be parsed.
+CATALOG_FILE_MAX_BYTES = 32 * 1024 * 1024
+
+
 class CatalogFileForm(forms.Form):
     file = forms.FileField(label=_("目录文件（JSON）"))
+
+    def clean_file(self) -> Any:
+        file = self.cleaned_data["file"]
+        if file.size > CATALOG_FILE_MAX_BYTES:
+            raise forms.ValidationError(
+                _("文件过大：目录文件不能超过 %(mb)s MB")
+                % {"mb": CATALOG_FILE_MAX_BYTES // (1024 * 1024)}
+            )
+        return file
 
 
 @admin.register(Service)
@@ -211,7 +224,8 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
         form = CatalogFileForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                document = json.loads(form.cleaned_data["file"].read().decode("utf-8"))
+                file = form.cleaned_data["file"]
+                document = json.loads(file.read(CATALOG_FILE_MAX_BYTES).decode("utf-8"))
                 records = document["services"] if isinstance(document, dict) else document
                 if not isinstance(records, list):
                     raise ValueError

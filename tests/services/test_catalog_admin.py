@@ -50,6 +50,17 @@ def test_a_bad_record_aborts_the_whole_import(operator_client, department) -> No
     assert "第 2 条（bad-one）有误" in html and "1.form_schema" in html
 
 
+def test_a_file_past_the_size_bound_is_refused_unread(operator_client, monkeypatch) -> None:
+    from services import admin as catalog_admin
+
+    monkeypatch.setattr(catalog_admin, "CATALOG_FILE_MAX_BYTES", 1024 * 1024)
+    big = {"services": [{"code": f"s{i}", "name": "事项" * 20} for i in range(20000)]}
+    response = upload(operator_client, big)
+    html = response.content.decode()
+    assert "errorlist" in html and "文件过大" in html
+    assert not Service.objects.exists()
+
+
 def test_a_file_that_is_not_a_catalog_is_refused(operator_client) -> None:
     response = upload(operator_client, {"nothing": 1})
     assert "errorlist" in response.content.decode()
