@@ -17,6 +17,7 @@ from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.translation import gettext_lazy as _
 
+from accounts import pii
 from accounts.errors import (
     ACCOUNT_SUSPENDED,
     OTP_ATTEMPTS_EXCEEDED,
@@ -168,12 +169,19 @@ def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
         return _send(phone=phone, ip=ip, block=block, others=others)
 
 
+def send_gate_key(phone: str) -> str:
+    """The cache key that lets one send for ``phone`` through at a time,
+    named by a keyed digest of the phone: the cache's key names (Redis's,
+    listed by anyone with access to it) are no place for phone numbers."""
+    return f"otp-send-gate:{pii.blind_index(phone, purpose='otp_send_gate')}"
+
+
 def _send(*, phone: str, ip: str | None, block: str | None, others: int) -> OtpChallenge:
     now = timezone.now()
     _check_send_limits(phone, block, now, others)
     # The database check above is the rule; this atomic gate stops two
     # simultaneous requests for one phone from both passing it.
-    gate = f"otp-send-gate:{phone}"
+    gate = send_gate_key(phone)
     if not cache.add(gate, 1, timeout=settings.OTP_SEND_INTERVAL_SECONDS):
         raise _throttled(settings.OTP_SEND_INTERVAL_SECONDS)
 

@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.throttling import ScopedRateThrottle
 
-from accounts import sms
+from accounts import otp, sms
 from accounts.models import OtpChallenge, User
 from tests.accounts.factories import CitizenFactory
 from tests.accounts.helpers import last_code_sent_to, log_in
@@ -23,7 +23,7 @@ TOKEN = "/api/v1/auth/token/"
 def age_challenges(phone: str, seconds: int) -> None:
     """Pretend the codes of ``phone`` were sent ``seconds`` earlier (and the
     short-lived cache gate has expired meanwhile)."""
-    cache.delete(f"otp-send-gate:{phone}")
+    cache.delete(otp.send_gate_key(phone))
     for challenge in OtpChallenge.objects.filter(phone=phone):
         challenge.created_at -= dt.timedelta(seconds=seconds)
         challenge.expires_at -= dt.timedelta(seconds=seconds)
@@ -71,6 +71,23 @@ def test_only_mainland_mobile_numbers_get_codes(api, typed) -> None:
     assert response.json()["code"] in {"phone_invalid", "invalid"}
     assert "phone" in response.json()["errors"]
     assert sms.outbox == []
+
+
+def test_no_cache_key_names_the_phone(api, monkeypatch) -> None:
+    """Throttle and gate keys live in Redis, whose key names anyone with
+    access to it can list: a phone number appears in none of them."""
+    written: list[str] = []
+    for method in ("add", "set", "incr", "get"):
+        real = getattr(cache, method)
+
+        def recording(key, *args, _real=real, **kwargs):
+            written.append(str(key))
+            return _real(key, *args, **kwargs)
+
+        monkeypatch.setattr(cache, method, recording)
+    assert api.post(OTP, {"phone": "13800138000"}, format="json").status_code == 202
+    assert written
+    assert not [key for key in written if "13800138000" in key]
 
 
 def test_the_answer_does_not_reveal_whether_the_phone_has_an_account(api) -> None:
