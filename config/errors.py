@@ -138,8 +138,8 @@ INVALID = error_code(
 MALFORMED_REQUEST = error_code(
     "malformed_request",
     400,
-    _("请求体不是合法的 JSON"),
-    when=_("请求体不是合法的 JSON，嵌套超过 64 层，或含有 NUL 字符。"),
+    _("请求无法解析"),
+    when=_("请求体不是合法的 JSON，或嵌套超过 64 层；或者路径、查询参数、请求体中含有 NUL 字符。"),
     what_to_do=_("检查客户端的序列化，发送 UTF-8 编码的合法 JSON。"),
 )
 PAGINATION_INVALID = error_code(

@@ -257,3 +257,13 @@ def test_each_route_answers_only_its_methods(callers, path, allowed) -> None:
         # learns the method is not there.
         assert statuses <= {401, 403, 405}, (method, statuses)
         assert 405 in statuses, (method, statuses)
+
+
+@pytest.mark.django_db
+def test_a_nul_in_the_query_is_refused_for_what_it_is(api) -> None:
+    """No JSON was sent: the refusal does not say the body is bad JSON."""
+    response = api.get("/api/v1/services/", {"q": "社保\x00"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "malformed_request"
+    assert "JSON" not in body["title"] and "NUL" in body["detail"]
