@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from django.conf import settings
 from django.db import DatabaseError, connections
@@ -29,9 +31,30 @@ def _check_database() -> str:
     return "ok"
 
 
+# The broker's answer is kept this long in each process: a check opens a
+# connection, and against a broker that drops packets it holds the web
+# worker for its time-out; probes (anyone may call /readyz) then cost one
+# such wait a process every few seconds, not one each.
+BROKER_CHECK_SECONDS = 2.0
+_broker_checked: dict[str, tuple[float, str]] = {}
+_broker_checking = threading.Lock()
+
+
 def _check_broker() -> str:
+    url = settings.CELERY_BROKER_URL
+    with _broker_checking:
+        kept = _broker_checked.get(url)
+        if kept is not None and time.monotonic() - kept[0] < BROKER_CHECK_SECONDS:
+            return kept[1]
+        result = _ask_broker(url)
+        _broker_checked.clear()
+        _broker_checked[url] = (time.monotonic(), result)
+        return result
+
+
+def _ask_broker(url: str) -> str:
     conn = Connection(
-        settings.CELERY_BROKER_URL,
+        url,
         connect_timeout=2,
         transport_options=dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS),
     )

@@ -376,6 +376,23 @@ def test_readyz_is_503_when_the_broker_is_unreachable(api) -> None:
 
 
 @pytest.mark.django_db
+def test_readyz_asks_the_broker_once_in_a_while_not_on_every_probe(api, monkeypatch) -> None:
+    """A broker that drops packets holds each check for its time-out: probes
+    by anyone must not hold every web worker that long."""
+    from config import health
+
+    asked: list[str] = []
+    monkeypatch.setattr(health, "_ask_broker", lambda url: asked.append(url) or "unavailable")
+    monkeypatch.setattr(health, "_broker_checked", {})
+    answers = [api.get("/readyz") for _ in range(5)]
+    assert [a.status_code for a in answers] == [503] * 5
+    assert len(asked) == 1
+    monkeypatch.setattr(health, "BROKER_CHECK_SECONDS", 0.0)
+    assert api.get("/readyz").status_code == 503
+    assert len(asked) == 2
+
+
+@pytest.mark.django_db
 def test_readyz_is_503_when_the_database_is_unreachable(api, monkeypatch) -> None:
     from django.db import connections
 
