@@ -19,6 +19,7 @@ from config.api import (
     ClientScopedRateThrottle,
     ClientUserRateThrottle,
     FeedPagination,
+    ModelSerializer,
     OneCheckAtATime,
     client_ip,
     links,
@@ -33,7 +34,7 @@ class RealNameThrottle(OneCheckAtATime, ClientUserRateThrottle):
 # --- Serializers --------------------------------------------------------------------
 
 
-class UserSerializer(serializers.ModelSerializer):
+class UserSerializer(ModelSerializer):
     """The citizen's own profile; personal data masked."""
 
     phone = serializers.CharField(source="phone_masked", read_only=True, help_text="138****8000")
@@ -94,7 +95,7 @@ class RealNameSerializer(serializers.Serializer):
     id_number = serializers.CharField(max_length=32)
 
 
-class MessageSerializer(serializers.ModelSerializer):
+class MessageSerializer(ModelSerializer):
     title = serializers.SerializerMethodField()
     body = serializers.SerializerMethodField()
     is_read = serializers.SerializerMethodField()

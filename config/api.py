@@ -5,6 +5,7 @@ and parsing, pagination with :func:`paginated`, and the OpenAPI helpers."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 import ipaddress
@@ -423,6 +424,23 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
 
 
 # --- Fields ----------------------------------------------------------------------------
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    """DRF's ``ModelSerializer``, with the fields it works out from the
+    model (a walk over the model's fields and their options, redone for
+    every serializer made: about half of rendering an application) worked
+    out once per class and copied for each instance, as DRF copies the
+    fields a serializer declares. A subclass whose fields depend on the
+    instance or the context must not use it."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        cls = type(self)
+        built = cls.__dict__.get("_fields_from_model")
+        if built is None:
+            built = super().get_fields()
+            cls._fields_from_model = built  # type: ignore[attr-defined]  # a per-class cache
+        return copy.deepcopy(built)
 
 
 class StrictCharField(serializers.CharField):

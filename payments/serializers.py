@@ -7,6 +7,7 @@ from typing import Any
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from config.api import ModelSerializer
 from payments.models import Channel, OrderStatus, PaymentOrder, Refund
 
 
@@ -15,7 +16,7 @@ class OrderCreateSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
 
 
-class PaymentOrderSerializer(serializers.ModelSerializer):
+class PaymentOrderSerializer(ModelSerializer):
     """An order as its payer sees it."""
 
     application = serializers.UUIDField(source="application_id", read_only=True)
@@ -63,7 +64,7 @@ class RefundCreateSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=200, allow_blank=True, default="")
 
 
-class RefundSerializer(serializers.ModelSerializer):
+class RefundSerializer(ModelSerializer):
     order_no = serializers.CharField(source="order.order_no", read_only=True)
     currency = serializers.SerializerMethodField()
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from config.api import StrictCharField
+from config.api import ModelSerializer, StrictCharField
 from qr.codes import MAX_LENGTH, Kind, Reason
 from qr.models import ScanEvent, VenueCode
 from services.models import Service
@@ -165,7 +165,7 @@ class DepartmentRefSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
-class MyScanSerializer(serializers.ModelSerializer):
+class MyScanSerializer(ModelSerializer):
     department = DepartmentRefSerializer(allow_null=True)
 
     class Meta:
@@ -173,7 +173,7 @@ class MyScanSerializer(serializers.ModelSerializer):
         fields = ["id", "scanned_at", "department", "place", "source", "valid", "reason"]
 
 
-class VenueCodeSerializer(serializers.ModelSerializer):
+class VenueCodeSerializer(ModelSerializer):
     service: serializers.SlugRelatedField[Service] = serializers.SlugRelatedField(
         slug_field="code", read_only=True
     )

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Department, IdentityLevel
+from config.api import ModelSerializer
 from services.models import (
     Application,
     ApplicationStatus,
@@ -76,7 +77,7 @@ class CatalogRecordSerializer(ServiceCreateSerializer):
     department = serializers.SlugRelatedField(slug_field="code", queryset=Department.objects.all())
 
 
-class ServiceSummarySerializer(serializers.ModelSerializer):
+class ServiceSummarySerializer(ModelSerializer):
     department: serializers.SlugRelatedField[Department] = serializers.SlugRelatedField(
         slug_field="code", read_only=True
     )
@@ -116,13 +117,13 @@ class ServiceGuideSerializer(ServiceSummarySerializer):
         ]
 
 
-class DepartmentSerializer(serializers.ModelSerializer):
+class DepartmentSerializer(ModelSerializer):
     class Meta:
         model = Department
         fields = ["code", "name", "name_en", "description", "contact_phone"]
 
 
-class CategorySerializer(serializers.ModelSerializer):
+class CategorySerializer(ModelSerializer):
     class Meta:
         model = Category
         fields = ["code", "name", "name_en", "description"]
@@ -131,7 +132,7 @@ class CategorySerializer(serializers.ModelSerializer):
 # --- Applications ------------------------------------------------------------------------
 
 
-class TimelineEntrySerializer(serializers.ModelSerializer):
+class TimelineEntrySerializer(ModelSerializer):
     class Meta:
         model = TimelineEntry
         fields = ["status", "at", "actor", "note"]
@@ -142,7 +143,7 @@ class RatingSerializer(serializers.Serializer):
     comment = serializers.CharField(max_length=500, allow_blank=True, default="")
 
 
-class ApplicationListItemSerializer(serializers.ModelSerializer):
+class ApplicationListItemSerializer(ModelSerializer):
     service: serializers.SlugRelatedField[Service] = serializers.SlugRelatedField(
         slug_field="code", read_only=True
     )
@@ -248,7 +249,7 @@ class DepartmentStatusSerializer(serializers.Serializer):
 # --- Endpoints and deliveries ------------------------------------------------------------------
 
 
-class EndpointSerializer(serializers.ModelSerializer):
+class EndpointSerializer(ModelSerializer):
     state = serializers.CharField(
         read_only=True,
         help_text=(
@@ -305,7 +306,7 @@ class EndpointWithSecretSerializer(EndpointSerializer):
         fields = [*EndpointSerializer.Meta.fields, "secret"]
 
 
-class DeliveryAttemptSerializer(serializers.ModelSerializer):
+class DeliveryAttemptSerializer(ModelSerializer):
     class Meta:
         model = DeliveryAttempt
         fields = DELIVERY_ATTEMPT_FIELDS
@@ -317,7 +318,7 @@ class DeliveryEventSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class DeliverySerializer(serializers.ModelSerializer):
+class DeliverySerializer(ModelSerializer):
     event = DeliveryEventSerializer(read_only=True)
     endpoint = serializers.UUIDField(source="endpoint_id", read_only=True)
 
