@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import connection, connections
 
@@ -68,3 +68,42 @@ def a_backend_waits_on_a_lock(timeout: float) -> bool:
                 return True
         time.sleep(0.05)
     return False
+
+
+def pause_in(monkeypatch: Any, owner: Any, name: str) -> tuple[threading.Event, threading.Event]:
+    """Make ``owner.name`` stop when called (``paused`` is set) until
+    ``release`` is set, then do what it does. Returns (paused, release)."""
+    paused, release = threading.Event(), threading.Event()
+    real = getattr(owner, name)
+
+    def pausing(*args: Any, **kwargs: Any) -> Any:
+        paused.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, pausing)
+    return paused, release
+
+
+def close_meanwhile(
+    step: Callable[[], Any], *, paused: threading.Event, release: threading.Event, user_id: Any
+) -> bool:
+    """Run ``step`` on its own connection until it pauses (see
+    :func:`pause_in`), close the citizen's account on another meanwhile,
+    then let ``step`` go on. Both must end without an error (PostgreSQL
+    aborting one of two sessions that wait on each other is one); returns
+    whether the close waited on a lock ``step`` held."""
+    from accounts.citizens import account_close
+    from accounts.models import User
+
+    errors: list[BaseException] = []
+    stepping = in_thread(step, errors)
+    assert paused.wait(30)
+    closing = in_thread(lambda: account_close(user=User.objects.get(pk=user_id)), errors)
+    close_waited = a_backend_waits_on_a_lock(timeout=10)
+    release.set()
+    stepping.join(60)
+    closing.join(60)
+    if errors:
+        raise errors[0]
+    return close_waited

@@ -441,13 +441,10 @@ def test_a_withdrawal_handled_as_the_account_closes_goes_through_both(
     close both lock the application before its event: a close that comes
     while the subscribers run waits for them, instead of holding the
     application while they hold the event (PostgreSQL would abort one)."""
-    import threading
-
-    from accounts import citizens
     from accounts.models import User
     from services.models import OutboxEvent
     from services.routing import events, outbox
-    from tests.concurrency import a_backend_waits_on_a_lock, in_thread
+    from tests.concurrency import close_meanwhile, pause_in
 
     application = applications.application_submit(
         citizen=citizen, service=fee_service, form=GOOD_FORM
@@ -457,29 +454,15 @@ def test_a_withdrawal_handled_as_the_account_closes_goes_through_both(
     applications.application_cancel(citizen=citizen, application=application)
     withdrawn = OutboxEvent.objects.get(type="application.cancelled")
 
-    running, release = threading.Event(), threading.Event()
-    subscribers = events.subscribers
-
-    def pausing_first(event_type: str) -> list:
-        def pause(event) -> None:
-            running.set()  # the event is held, its subscribers about to run
-            assert release.wait(30)
-
-        return [pause, *subscribers(event_type)]
-
-    monkeypatch.setattr(events, "subscribers", pausing_first)
-    errors: list[BaseException] = []
-    handling = in_thread(lambda: outbox.event_handle(withdrawn.pk), errors)
-    assert running.wait(30)
-    closing = in_thread(
-        lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)), errors
+    # Paused with the event held, its subscribers about to run.
+    paused, release = pause_in(monkeypatch, events, "subscribers")
+    close_waited = close_meanwhile(
+        lambda: outbox.event_handle(withdrawn.pk),
+        paused=paused,
+        release=release,
+        user_id=citizen.pk,
     )
-    close_waited = a_backend_waits_on_a_lock(timeout=10)
-    release.set()
-    handling.join(60)
-    closing.join(60)
 
-    assert not errors
     assert close_waited
     withdrawn.refresh_from_db()
     assert withdrawn.handled_at is not None

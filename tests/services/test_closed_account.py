@@ -5,14 +5,13 @@ replay sends the pseudonymous subject only."""
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
 from accounts.models import User
 from services.models import Application, Delivery, DeliveryAttempt, OutboxEvent, TimelineEntry
 from services.routing import events
-from tests.concurrency import a_backend_waits_on_a_lock, in_thread
+from tests.concurrency import close_meanwhile, pause_in
 from tests.services.conftest import submit
 from tests.services.department import Answer
 
@@ -301,37 +300,20 @@ def test_a_close_waits_for_an_application_being_written_then_erases_it(
     """The application's transaction holds the account from its start: a
     close that comes meanwhile waits, then erases what it wrote (the form,
     the applicant in the stored event)."""
-    from accounts import citizens
     from services import applications
     from tests.services.conftest import GOOD_FORM
 
-    written, release = threading.Event(), threading.Event()
-    post = applications.message_post
-
-    def pausing_post(**kwargs):
-        written.set()  # the application row is written, not yet committed
-        assert release.wait(30)
-        return post(**kwargs)
-
-    monkeypatch.setattr(applications, "message_post", pausing_post)
-    errors: list[BaseException] = []
-
-    submitting = in_thread(
+    # Paused once the application row is written, not yet committed.
+    paused, release = pause_in(monkeypatch, applications, "message_post")
+    close_waited = close_meanwhile(
         lambda: applications.application_submit(
             citizen=User.objects.get(pk=citizen.pk), service=service, form=GOOD_FORM
         ),
-        errors,
+        paused=paused,
+        release=release,
+        user_id=citizen.pk,
     )
-    assert written.wait(30)
-    closing = in_thread(
-        lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)), errors
-    )
-    close_waited = a_backend_waits_on_a_lock(timeout=10)
-    release.set()
-    submitting.join(60)
-    closing.join(60)
 
-    assert not errors
     assert close_waited
     application = Application.objects.get()
     assert application.form == {}
@@ -351,37 +333,21 @@ def test_a_department_report_and_a_close_at_once_both_go_through(
     the other (PostgreSQL would abort one: the citizen's close or the
     department's report would fail): the report goes through, then the
     close."""
-    from accounts import citizens
     from services import applications
     from tests.services.conftest import GOOD_FORM
 
     application = applications.application_submit(citizen=citizen, service=service, form=GOOD_FORM)
-    holding, release = threading.Event(), threading.Event()
-    post = applications.messages_post
-
-    def pausing_post(*args, **kwargs):
-        holding.set()  # the application is locked, the report not yet committed
-        assert release.wait(30)
-        return post(*args, **kwargs)
-
-    monkeypatch.setattr(applications, "messages_post", pausing_post)
-    errors: list[BaseException] = []
-    reporting = in_thread(
+    # Paused with the application locked, the report not yet committed.
+    paused, release = pause_in(monkeypatch, applications, "messages_post")
+    close_waited = close_meanwhile(
         lambda: applications.application_department_update(
             application=application, status="accepted", api_key=integrator_key
         ),
-        errors,
+        paused=paused,
+        release=release,
+        user_id=citizen.pk,
     )
-    assert holding.wait(30)
-    closing = in_thread(
-        lambda: citizens.account_close(user=User.objects.get(pk=citizen.pk)), errors
-    )
-    close_waited = a_backend_waits_on_a_lock(timeout=10)
-    release.set()
-    reporting.join(60)
-    closing.join(60)
 
-    assert not errors
     assert close_waited
     application.refresh_from_db()
     assert application.status == "accepted" and application.form == {}
