@@ -189,27 +189,50 @@ def _refused() -> UrlNotAllowed:
 # How long a host's lookup may take (the system resolver's own limit can be
 # tens of seconds, for a name whose servers never answer).
 LOOKUP_SECONDS = 5.0
-# Lookups run on threads of each process (as many as a worker's sending
-# threads), so that the caller can stop waiting; one that hangs holds its
-# thread until the resolver gives up, and when all hang, the next lookups
-# wait their time out and are refused too.
-_lookups: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
-_lookups_made = threading.Lock()
+# Each lookup runs on a thread of its own, so that the caller can stop
+# waiting; one that hangs holds only its thread, until the resolver gives up.
+# Callers asking for a name whose lookup is under way share it: a name that
+# never answers holds one thread, however many deliveries go to it, and
+# never the lookups of other names (a shared pool of threads would fill
+# with one department's silent names and refuse every department's).
+_under_way: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
+_under_way_lock = threading.Lock()
 
 
-def _lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """This process's lookup threads (a forked worker makes its own)."""
-    global _lookups
-    with _lookups_made:
-        if _lookups is None or _lookups[0] != os.getpid():
-            _lookups = (
-                os.getpid(),
-                concurrent.futures.ThreadPoolExecutor(
-                    max_workers=max(8, settings.ROUTING_SEND_CONCURRENCY),
-                    thread_name_prefix="endpoint-lookup",
-                ),
-            )
-        return _lookups[1]
+def _forget_lookups() -> None:
+    """In a forked process: the lookups listed are its parent's, whose
+    threads it does not have (and the lock may have been held by one)."""
+    global _under_way_lock
+    _under_way_lock = threading.Lock()
+    _under_way.clear()
+
+
+os.register_at_fork(after_in_child=_forget_lookups)
+
+
+def _resolve_into(key: tuple[str, int], future: concurrent.futures.Future[Any]) -> None:
+    try:
+        future.set_result(socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM))
+    except BaseException as exc:  # handed to every caller waiting on it
+        future.set_exception(exc)
+    finally:
+        with _under_way_lock:
+            if _under_way.get(key) is future:
+                del _under_way[key]
+
+
+def _lookup(host: str, port: int) -> concurrent.futures.Future[Any]:
+    """The lookup of ``host`` under way in this process, or a new one."""
+    key = (host, port)
+    with _under_way_lock:
+        future = _under_way.get(key)
+        if future is None:
+            future = concurrent.futures.Future()
+            _under_way[key] = future
+            threading.Thread(
+                target=_resolve_into, args=(key, future), name="endpoint-lookup", daemon=True
+            ).start()
+        return future
 
 
 def host_resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
@@ -218,9 +241,8 @@ def host_resolve(host: str, port: int, *, timeout: float | None = None) -> list[
     that does not answer in time is refused like one that does not resolve)."""
     if timeout is None:
         timeout = LOOKUP_SECONDS
-    lookup = _lookup_pool().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = lookup.result(timeout=timeout)
+        infos = _lookup(host, port).result(timeout=timeout)
     except concurrent.futures.TimeoutError as exc:
         logger.warning("endpoint host %s did not resolve within %.1f s", host, timeout)
         raise _refused() from exc

@@ -245,13 +245,16 @@ def test_a_peer_that_trickles_its_answer_is_cut_off_at_the_timeout(
 
 @pytest.fixture
 def silent_dns(monkeypatch):
-    """Names whose servers never answer: a lookup hangs until the test ends
-    (then fails, as the resolver's own time-out would). Yields the list of
-    lookups still hanging as each call returned."""
+    """Names starting with "slow" whose servers never answer: a lookup hangs
+    until the test ends (then fails, as the resolver's own time-out would);
+    other names resolve to a public address. Yields the list of lookups
+    hanging as each call returned."""
     released = threading.Event()
     hanging: list[str] = []
 
     def lookup(host, port, **kw):
+        if not host.startswith("slow"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
         hanging.append(host)
         released.wait(30)
         hanging.remove(host)
@@ -261,6 +264,9 @@ def silent_dns(monkeypatch):
     monkeypatch.setattr(transport, "LOOKUP_SECONDS", 0.2)
     yield hanging
     released.set()
+    deadline = time.monotonic() + 10
+    while transport._under_way and time.monotonic() < deadline:  # the hung lookups end
+        time.sleep(0.01)
 
 
 def test_a_lookup_that_never_answers_is_refused_without_waiting_for_it(
@@ -282,3 +288,14 @@ def test_a_send_whose_lookup_never_answers_is_a_failed_try_within_its_time(silen
     )
     assert result.status_code is None and result.error
     assert silent_dns == ["slow.example.org"]
+
+
+def test_names_that_never_answer_hold_no_other_names_lookup(silent_dns) -> None:
+    """One department's silent names, however many and however often asked,
+    leave every other name's lookup free: each silent name holds one lookup."""
+    for _ in range(3):
+        for n in range(40):
+            with pytest.raises(transport.UrlNotAllowed):
+                transport.host_resolve(f"slow{n}.example.org", 443, timeout=0.01)
+    assert sorted(silent_dns) == sorted(f"slow{n}.example.org" for n in range(40))
+    assert transport.host_resolve("dept.example.org", 443) == ["93.184.216.34"]
