@@ -151,7 +151,9 @@ class OtpChallenge(models.Model):
     ip = models.GenericIPAddressField(_("请求地址"), null=True, blank=True)
     # What the per-address send caps count (config.api.client_block): the
     # address, or an IPv6 client's /64, as the throttles count it; "" without one.
-    ip_block = models.CharField(max_length=64, blank=True, default="", editable=False)
+    ip_block = models.CharField(
+        max_length=64, blank=True, default="", db_default="", editable=False
+    )
     created_at = models.DateTimeField(_("发送时间"), default=timezone.now)
     expires_at = models.DateTimeField(_("过期时间"))
     attempts = models.PositiveSmallIntegerField(_("核对次数"), default=0)

@@ -1,27 +1,14 @@
 """The OTP send caps per client address count by ``ip_block``
 (config.api.client_block: an IPv6 client by its /64, as the throttles
-count it), not by the full address; challenges already sent (kept two
-days) get theirs so the caps of the current hour and day still hold."""
+count it), not by the full address.
 
-import ipaddress
+The column has a database default, so that web nodes still running the
+code before it (a rolling deploy) keep inserting challenges; its index is
+built, and the old one dropped, without blocking writes
+(0007_otp_ip_block_index), and the challenges of the caps' windows get
+their block in small batches there."""
 
 from django.db import migrations, models
-
-
-def block_of(address):
-    # As config.api.client_block, as it stands when this migration runs.
-    parsed = ipaddress.ip_address(address)
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{parsed}/64", strict=False))
-    return str(parsed)
-
-
-def fill_blocks(apps, schema_editor):
-    OtpChallenge = apps.get_model("accounts", "OtpChallenge")
-    for pk, ip in OtpChallenge.objects.filter(ip__isnull=False).values_list("pk", "ip").iterator():
-        OtpChallenge.objects.filter(pk=pk).update(ip_block=block_of(ip))
 
 
 class Migration(migrations.Migration):
@@ -30,18 +17,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RemoveIndex(
-            model_name="otpchallenge",
-            name="otp_ip_recent",
-        ),
         migrations.AddField(
             model_name="otpchallenge",
             name="ip_block",
-            field=models.CharField(blank=True, default="", editable=False, max_length=64),
+            field=models.CharField(
+                blank=True, db_default="", default="", editable=False, max_length=64
+            ),
         ),
-        migrations.AddIndex(
-            model_name="otpchallenge",
-            index=models.Index(fields=["ip_block", "-created_at"], name="otp_ip_block_recent"),
-        ),
-        migrations.RunPython(fill_blocks, migrations.RunPython.noop),
     ]
