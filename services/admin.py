@@ -91,6 +91,12 @@ def _messages(errors: Any) -> list[str]:
 
 
 class ServiceForm(forms.ModelForm):
+    # When the service last changed, as the page was shown: a form saved
+    # over a change made since (a department's edit through its API,
+    # another operator's, a take-offline) would write back everything it
+    # showed, so it is refused and shown again to be reopened.
+    seen = forms.CharField(widget=forms.HiddenInput, required=False)
+
     class Meta:
         model = Service
         fields = ("code", "department", *catalog.GUIDE_FIELDS)
@@ -98,8 +104,22 @@ class ServiceForm(forms.ModelForm):
             ("materials", "channels", "form_schema", "keywords"), EscapedJSONField
         )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["seen"].initial = self.instance.updated_at.isoformat()
+
     def clean(self):
         super().clean()
+        seen = self.cleaned_data.get("seen")
+        if self.instance.pk is not None and seen:
+            now = Service.objects.filter(pk=self.instance.pk).values_list("updated_at", flat=True)
+            if [moment.isoformat() for moment in now] != [seen]:
+                raise ValidationError(
+                    _(
+                        "打开此页之后，该事项已被修改（部门接口或其他运营人员）；请重新打开此页再修改。"
+                    )
+                )
         # These are JSON text here: held to the shapes the department API
         # takes (a list of materials with names, of keywords, of channels),
         # or the guide's rules and its pinyin would meet numbers and nulls.
@@ -164,7 +184,9 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
         return ("code", "department") if obj else ()
 
     def save_model(self, request, obj, form, change):
-        values = {k: v for k, v in form.cleaned_data.items() if k not in ("code", "department")}
+        values = {
+            k: v for k, v in form.cleaned_data.items() if k not in ("code", "department", "seen")
+        }
         if change:
             # The form has already copied its values onto ``obj``; the service
             # compares against what is stored.

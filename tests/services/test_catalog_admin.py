@@ -106,6 +106,38 @@ def test_operator_edits_a_service_and_the_schema_is_checked(operator_client) -> 
     assert service.time_limit_days == 3
 
 
+def test_a_form_opened_before_a_change_made_since_is_not_saved_over_it(
+    operator_client, integrator_api, department
+) -> None:
+    """The operator opened the page; the department then took the service
+    offline through its API; the operator's save would have put it back."""
+    import re
+
+    service = ServiceFactory(code="x1", department=department, form_schema=SIMPLE_FORM)
+    url = f"/admin/services/service/{service.pk}/change/"
+    [seen] = re.findall(r'name="seen" value="([^"]+)"', operator_client.get(url).content.decode())
+    form = {
+        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
+        "materials": "[]", "fee_fen": 0, "time_limit_days": 9, "legal_basis": "",
+        "channels": '["online"]', "identity_level": 2, "form_schema": json.dumps(SIMPLE_FORM),
+        "keywords": "[]", "is_active": "on", "seen": seen,
+    }  # fmt: skip
+    taken = integrator_api.patch(
+        f"/api/v1/dept/services/{service.code}/", {"is_active": False}, format="json"
+    )
+    assert taken.status_code == 200, taken.json()
+
+    response = operator_client.post(url, form)
+    assert response.status_code == 200 and "已被修改" in response.content.decode()
+    service.refresh_from_db()
+    assert service.is_active is False and service.time_limit_days != 9
+    # Reopened, the page shows the service as it is now, and saves.
+    [seen] = re.findall(r'name="seen" value="([^"]+)"', operator_client.get(url).content.decode())
+    assert operator_client.post(url, {**form, "seen": seen}).status_code == 302
+    service.refresh_from_db()
+    assert service.time_limit_days == 9
+
+
 def test_catalog_admin_pages_render(operator_client) -> None:
     ServiceFactory()
     for page in (
