@@ -134,11 +134,24 @@ def _sends_under_way(block: str | None) -> Iterator[int]:
             _under_way_add(key, -1)
 
 
+# A send that ends takes itself off the count only while the count is kept:
+# one that outlived the count's time would otherwise leave it below zero,
+# hiding as many sends under way for the next count's lifetime.
+_UNDER_WAY_END = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+local left = redis.call('decr', KEYS[1])
+if left <= 0 then redis.call('del', KEYS[1]) end
+return left
+"""
+
+
 def _under_way_add(key: str, delta: int) -> int | None:
-    """The counter after adding ``delta`` (None: Redis cannot say, and only
-    the rows count)."""
+    """The counter after adding ``delta``, 1 or -1 (None: Redis cannot say,
+    and only the rows count)."""
     if redis_enabled():
         try:
+            if delta < 0:
+                return int(redis_client().eval(_UNDER_WAY_END, 1, redis_key(key)))
             pipe = redis_client().pipeline(transaction=True)
             pipe.incrby(redis_key(key), delta)
             pipe.expire(redis_key(key), _UNDER_WAY_SECONDS, nx=True)
@@ -146,6 +159,14 @@ def _under_way_add(key: str, delta: int) -> int | None:
         except REDIS_ERRORS as exc:
             logger.warning("OTP sends under way not counted: %s", exc)
             return None
+    if delta < 0:
+        try:
+            left = cache.incr(key, delta)
+        except ValueError:  # no longer kept
+            return 0
+        if left <= 0:
+            cache.delete(key)
+        return left
     cache.add(key, 0, timeout=_UNDER_WAY_SECONDS)
     try:
         return cache.incr(key, delta)

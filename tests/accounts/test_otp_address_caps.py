@@ -61,3 +61,24 @@ def test_sends_under_way_from_the_block_count_against_its_cap(api, settings) -> 
     cache.set("otp-send-under-way:2001:db8:1:2::/64", 1, timeout=60)
     assert send(api, "13800138001", "2001:db8:1:2::2") == 202
     assert cache.get("otp-send-under-way:2001:db8:1:2::/64") == 1  # its own count is gone
+
+
+@pytest.mark.django_db
+def test_a_send_that_outlived_the_count_leaves_it_at_zero_not_below() -> None:
+    """A send whose count expired while it waited for the gateway takes
+    nothing off the next count: below zero, it would hide the next sends
+    under way (on Redis in the PostgreSQL pass, in the cache otherwise)."""
+    from config.redis_client import redis_client, redis_enabled, redis_key
+
+    key = "otp-send-under-way:2001:db8:9:9::/64"
+    assert otp._under_way_add(key, 1) == 1
+    if redis_enabled():
+        redis_client().delete(redis_key(key))  # expired
+    else:
+        from django.core.cache import cache
+
+        cache.delete(key)
+    assert otp._under_way_add(key, -1) == 0
+    assert otp._under_way_add(key, 1) == 1
+    assert otp._under_way_add(key, 1) == 2
+    assert otp._under_way_add(key, -1) == 1
