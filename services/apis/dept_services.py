@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication, DepartmentRequest, IsIntegrator
 from accounts.models import Department
-from config.api import PagePagination, links, paginated, problems
+from config.api import PagePagination, client_ip, links, paginated, problems
 from services import catalog, selectors
 from services.models import Service
 from services.serializers import GuideSerializer, ServiceCreateSerializer, ServiceGuideSerializer
@@ -74,7 +74,10 @@ class DeptServiceListView(DepartmentView):
         serializer = ServiceCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         service = catalog.service_create(
-            department=self.department, actor=request.auth, **serializer.validated_data
+            department=self.department,
+            actor=request.auth,
+            ip=client_ip(request),
+            **serializer.validated_data,
         )
         return Response(ServiceGuideSerializer(service).data, status=status.HTTP_201_CREATED)
 
@@ -108,6 +111,6 @@ class DeptServiceDetailView(DepartmentView):
         serializer = GuideSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         service = catalog.service_update(
-            service=service, actor=request.auth, **serializer.validated_data
+            service=service, actor=request.auth, ip=client_ip(request), **serializer.validated_data
         )
         return Response(ServiceGuideSerializer(service).data)

@@ -44,7 +44,10 @@ def test_a_department_publishes_a_service_that_is_live_at_once(
         s["code"] for s in api.get("/api/v1/services/", {"q": "sbk"}).json()["results"]
     ]
     entry = AuditEntry.objects.get(action="service.created")
-    assert entry.actor_kind == "api_key"
+    assert entry.actor_kind == "api_key" and entry.ip == "127.0.0.1"
+    changed = integrator_api.patch(f"{URL}sbk-apply/", {"fee_fen": 100}, format="json")
+    assert changed.status_code == 200, changed.json()
+    assert AuditEntry.objects.get(action="service.updated").ip == "127.0.0.1"
 
 
 def test_a_service_published_inactive_stays_hidden(integrator_api, api, category) -> None:
