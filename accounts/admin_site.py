@@ -8,6 +8,7 @@ Installed in place of ``django.contrib.admin`` (``OperatorAdminConfig`` in
 
 from __future__ import annotations
 
+import datetime as dt
 from itertools import islice
 from typing import Any
 
@@ -114,14 +115,22 @@ class ListedLookupsOnly(admin.ModelAdmin):
         return super().response_action(request, queryset)
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
+        # A year the calendar has not (?created_at__year=99999) has no bounds
+        # to compare with: Django's query making fails on it (a ValueError).
+        for name, value in request.GET.items():
+            if {"year", "iso_year"} & set(name.split("__")) and not all(
+                part.strip().isascii()
+                and part.strip().isdigit()
+                and dt.MINYEAR <= int(part) <= dt.MAXYEAR
+                for part in value.split(",")
+            ):
+                raise IncorrectLookupParameters(f"{name}: not a year")
         try:
             return super().get_changelist_instance(request)
-        except (OverflowError, ValueError) as exc:
+        except OverflowError as exc:
             # A time at the calendar's ends (?created_at__gte=0001-01-01)
-            # overflows once put in UTC for the query, and a year it has not
-            # (?created_at__year=99999) has no bounds to compare with (a
-            # ValueError as the query is made): lookups the list cannot take,
-            # as Django answers one it cannot parse.
+            # overflows once put in UTC for the query: a lookup the list
+            # cannot take, as Django answers one it cannot parse.
             raise IncorrectLookupParameters(exc) from exc
 
 
