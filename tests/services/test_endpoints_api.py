@@ -9,6 +9,7 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from accounts.models import ApiKeyScope, AuditEntry
+from services.errors import ServicesError
 from services.models import Delivery, Endpoint
 from services.routing import endpoints, transport
 
@@ -288,3 +289,36 @@ def test_pings_and_retries_are_limited_per_key(
     # The department's other key has its own count.
     another = _key(department, ApiKeyScope.INTEGRATOR)
     assert client_with_key(another.raw).post(f"{URL}{endpoint['id']}/test/").status_code == 202
+
+
+@pytest.mark.integration  # PostgreSQL's row locks
+@pytest.mark.django_db(transaction=True)
+def test_registrations_at_once_stay_within_the_limit(department, settings, monkeypatch) -> None:
+    import socket
+
+    from tests.concurrency import at_once
+
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, **kw: [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))
+        ],
+    )
+    settings.ROUTING_MAX_ENDPOINTS = 3
+
+    def register_one(i: int) -> str:
+        try:
+            endpoints.endpoint_create(
+                department=department,
+                url=f"https://e{i}.example.org/hook",
+                events=EVENTS,
+                actor=None,
+            )
+        except ServicesError as exc:
+            return exc.error.code
+        return "created"
+
+    outcomes = at_once(8, register_one)
+    assert sorted(outcomes) == ["created"] * 3 + ["endpoint_limit_reached"] * 5
+    assert Endpoint.objects.filter(department=department).count() == 3
