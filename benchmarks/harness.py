@@ -526,9 +526,9 @@ def scratch_stack(name: str, **extra_env: str) -> Iterator[Stack]:
 
 @contextmanager
 def served(stack: Stack, *, workers: int, connections: int, threads: int) -> Iterator[Wrk]:
-    """gunicorn (``tests.processes.web_server``: the production command,
-    ``workers`` sync workers) on the stack, and a ``Wrk`` aimed at it that
-    meters CPU."""
+    """gunicorn (``tests.processes.web_server``: the production settings,
+    no access log, ``workers`` sync workers) on the stack, and a ``Wrk``
+    aimed at it that meters CPU."""
     from django.db import connections as db_connections
 
     from tests.processes import web_server

@@ -81,8 +81,13 @@ def free_port() -> int:
 def web_server(
     *, workers: int = 2, log: Path | None = None, port: int | None = None, **env: str
 ) -> Iterator[str]:
-    """The project under gunicorn, as production runs it; yields its base URL.
-    ``port``: one chosen before (when the server must know its own address)."""
+    """The project under gunicorn with its production Django settings;
+    yields its base URL. ``port``: one chosen before (when the server must
+    know its own address). Started without ``config/gunicorn.py``: no access
+    log line per request (the benchmarks measure the application; a line a
+    request would weigh on both sides of every ratio); the tests of that
+    file's settings start gunicorn with it (tests/test_forwarded_headers.py,
+    tests/test_quiet_logs.py, tests/test_api_docs.py)."""
     import httpx
 
     port = port or free_port()
