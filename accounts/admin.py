@@ -757,6 +757,20 @@ def _beat_label(action: str) -> Any:
     return getattr(PeriodicTaskAdmin, action).short_description
 
 
+def _audited_switch(name: str, verb: str) -> Any:
+    """The library's button ``name`` (enable, disable, toggle), taking the
+    change permission and audited as ``verb`` with what it switched."""
+
+    @admin.action(description=_beat_label(name), permissions=["change"])
+    def switch(self: Any, request: StaffRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        with transaction.atomic():
+            self._audit_tasks(request, queryset, verb)
+            getattr(PeriodicTaskAdmin, name)(self, request, queryset)
+
+    switch.__name__ = name
+    return switch
+
+
 class PeriodicTaskRecord(AuditedModelAdmin, PeriodicTaskAdmin):
     list_display = (
         "name",
@@ -795,23 +809,9 @@ class PeriodicTaskRecord(AuditedModelAdmin, PeriodicTaskAdmin):
                 ip=client_ip(request),
             )
 
-    @admin.action(description=_beat_label("enable_tasks"), permissions=["change"])
-    def enable_tasks(self, request: StaffRequest, queryset: QuerySet[PeriodicTask]) -> None:
-        with transaction.atomic():
-            self._audit_tasks(request, queryset, "enabled")
-            super().enable_tasks(request, queryset)
-
-    @admin.action(description=_beat_label("disable_tasks"), permissions=["change"])
-    def disable_tasks(self, request: StaffRequest, queryset: QuerySet[PeriodicTask]) -> None:
-        with transaction.atomic():
-            self._audit_tasks(request, queryset, "disabled")
-            super().disable_tasks(request, queryset)
-
-    @admin.action(description=_beat_label("toggle_tasks"), permissions=["change"])
-    def toggle_tasks(self, request: StaffRequest, queryset: QuerySet[PeriodicTask]) -> None:
-        with transaction.atomic():
-            self._audit_tasks(request, queryset, "toggled")
-            super().toggle_tasks(request, queryset)
+    enable_tasks = _audited_switch("enable_tasks", "enabled")
+    disable_tasks = _audited_switch("disable_tasks", "disabled")
+    toggle_tasks = _audited_switch("toggle_tasks", "toggled")
 
     @admin.action(description=_beat_label("run_tasks"), permissions=["change"])
     def run_tasks(self, request: StaffRequest, queryset: QuerySet[PeriodicTask]) -> None:

@@ -117,11 +117,12 @@ class ListedLookupsOnly(admin.ModelAdmin):
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         # A year the calendar has not (?created_at__year=99999) has no bounds
         # to compare with: Django's query making fails on it (a ValueError).
-        for name, value in request.GET.items():
+        for name, values in request.GET.lists():
             if {"year", "iso_year"} & set(name.split("__")) and not all(
                 part.strip().isascii()
                 and part.strip().isdigit()
                 and dt.MINYEAR <= int(part) <= dt.MAXYEAR
+                for value in values
                 for part in value.split(",")
             ):
                 raise IncorrectLookupParameters(f"{name}: not a year")
