@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -88,20 +89,29 @@ def web_server(
     request would weigh on both sides of every ratio); the tests of that
     file's settings start gunicorn with it (tests/test_forwarded_headers.py,
     tests/test_quiet_logs.py, tests/test_api_docs.py)."""
-    import httpx
-
     port = port or free_port()
     log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"web-{os.getpid()}-{port}.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "config.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-    ]
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi"]
+    with _gunicorn(argv, port, workers, log, process_env(**env)) as base:
+        yield base
+
+
+@contextmanager
+def configured_web_server(env: dict[str, str], log: Path) -> Iterator[str]:
+    """gunicorn as production and ``make run`` start it (``-c
+    config/gunicorn.py``), one worker, in exactly the environment ``env``
+    (not this process's database and Redis); yields its base URL."""
+    argv = [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
+    with _gunicorn(argv, free_port(), 1, log, env) as base:
+        yield base
+
+
+@contextmanager
+def _gunicorn(
+    argv: list[str], port: int, workers: int, log: Path, env: dict[str, str]
+) -> Iterator[str]:
+    import httpx
+
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -110,19 +120,27 @@ def web_server(
         except httpx.HTTPError:
             return False
 
-    with _child_process(argv, log, env) as process:
+    argv = [*argv, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    with _spawned(argv, log, env) as process:
         _await_start(process, log, healthy, "web server")
         yield base
 
 
+def _child_process(argv: list[str], log: Path, env: dict[str, str]) -> Any:
+    """``argv`` on this process's database and Redis (and ``env``), in a
+    session of its own, logging to ``log``; stopped on the way out."""
+    return _spawned(argv, log, process_env(**env))
+
+
 @contextmanager
-def _child_process(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """``argv`` in a session of its own, logging to ``log``; stopped on the way out."""
+def _spawned(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """``argv`` in exactly the environment ``env``, in a session of its
+    own, logging to ``log``; stopped on the way out."""
     handle = log.open("w")
     process = subprocess.Popen(
         argv,
         cwd=ROOT,
-        env=process_env(**env),
+        env=env,
         stdout=handle,
         stderr=subprocess.STDOUT,
         start_new_session=True,

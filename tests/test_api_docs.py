@@ -19,7 +19,7 @@ from django.test import Client
 from django.utils import translation
 
 from config.errors import ERROR_CODES
-from tests.processes import ROOT, free_port, wait_for
+from tests.processes import ROOT, configured_web_server
 
 DOC_PAGES = ["/api/docs/", "/api/redoc/"]
 
@@ -130,28 +130,7 @@ def test_api_docs_work_as_production_serves_them(tmp_path) -> None:
         check=True,
         timeout=120,
     )
-    port = free_port()
-    log = (tmp_path / "web.log").open("w")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"]
-        + ["--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            assert web.poll() is None, (tmp_path / "web.log").read_text()
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=60, message="gunicorn did not start")
+    with configured_web_server(env, tmp_path / "web.log") as base:
         for page in DOC_PAGES:
             response = httpx.get(base + page, timeout=10)
             assert response.status_code == 200, response.text
@@ -172,14 +151,6 @@ def test_api_docs_work_as_production_serves_them(tmp_path) -> None:
         assert landing.status_code == 200
         assert_same_origin_only(landing.text)
         in_the_browser(base)
-    finally:
-        web.terminate()
-        try:
-            web.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            web.kill()
-            web.wait()
-        log.close()
 
 
 def in_the_browser(base: str) -> None:

@@ -4,14 +4,12 @@ settings say (NUM_PROXIES), in gunicorn as in Django."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.processes import ROOT, free_port, wait_for
+from tests.processes import configured_web_server
 
 SCHEME_HEADERS = [
     {},
@@ -32,34 +30,11 @@ def statuses_over_plain_http(tmp_path: Path, num_proxies: int) -> dict[str, int]
         "SECURE_SSL_REDIRECT": "1",
         "NUM_PROXIES": str(num_proxies),
     }
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (tmp_path / f"web-{num_proxies}.log").open("w") as log:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
-            + ["--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-
-            def up() -> bool:
-                try:
-                    return httpx.get(f"{base}/healthz").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(up, timeout=60, message="gunicorn did not start")
-            return {
-                str(headers): httpx.get(f"{base}/api/problems/", headers=headers).status_code
-                for headers in SCHEME_HEADERS
-            }
-        finally:
-            web.terminate()
-            web.wait(timeout=30)
+    with configured_web_server(env, tmp_path / f"web-{num_proxies}.log") as base:
+        return {
+            str(headers): httpx.get(f"{base}/api/problems/", headers=headers).status_code
+            for headers in SCHEME_HEADERS
+        }
 
 
 @pytest.mark.timeout(120)

@@ -136,13 +136,9 @@ def test_gunicorns_master_and_workers_log_in_one_time_zone(tmp_path) -> None:
     in an environment set to UTC: every line is in Asia/Shanghai, the
     master's as the workers'."""
     import os
-    import subprocess
-    import sys
     import zoneinfo
 
-    import httpx
-
-    from tests.processes import ROOT, free_port, wait_for
+    from tests.processes import configured_web_server
 
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env |= {
@@ -150,30 +146,9 @@ def test_gunicorns_master_and_workers_log_in_one_time_zone(tmp_path) -> None:
         "DJANGO_SETTINGS_MODULE": "config.settings.base",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
     }
-    port = free_port()
     log = tmp_path / "web.log"
-    with log.open("w") as handle:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
-            + ["--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-
-            def up() -> bool:
-                try:
-                    return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(up, timeout=60, message="gunicorn did not start")
-        finally:
-            web.terminate()
-            web.wait(timeout=30)
+    with configured_web_server(env, log):
+        pass  # up: the master and a worker have logged
     lines = log.read_text()
     stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+\+08:00 \w+ (\S+)", lines, re.M)
     loggers = {name for _, name in stamps}
