@@ -72,13 +72,16 @@ class SameOriginPagesMiddleware:
     Django's own error pages) tells the browser to load nothing from another
     host and to run no inline script: :data:`config.home.PAGE_POLICY`,
     unless the view set a policy of its own (the docs, which need inline
-    scripts; the receipts, a stricter one)."""
+    scripts; the receipts, a stricter one). With ``DEBUG`` on, Django's
+    error pages for developers (their inline script and styles) go without."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if response.get("Content-Type", "").startswith("text/html"):
+        if response.get("Content-Type", "").startswith("text/html") and not (
+            settings.DEBUG and response.status_code >= 400
+        ):
             response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
         return response

@@ -359,3 +359,20 @@ def test_every_page_we_serve_tells_the_browser_to_load_nothing_from_another_host
     assert re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html, re.IGNORECASE) == []
     for url in links(html):  # here, or relative to here ("#content-start", "?q=")
         assert not re.match(r"[a-z][a-z0-9+.-]*:|//", url, re.IGNORECASE), url
+
+
+@pytest.mark.django_db
+def test_django_error_pages_for_developers_keep_their_script_with_debug_on(
+    operator, settings
+) -> None:
+    """DEBUG=1 (make run): Django's technical error page runs inline script
+    (its traceback's toggles); with DEBUG off every error page has the
+    policy."""
+    client = Client(raise_request_exception=False)
+    client.force_login(operator)
+    settings.DEBUG = True
+    shown = client.get("/admin/no-such-page/", HTTP_ACCEPT="text/html")
+    assert shown.status_code == 404 and "Content-Security-Policy" not in shown.headers
+    settings.DEBUG = False
+    shown = client.get("/admin/no-such-page/", HTTP_ACCEPT="text/html")
+    assert shown.status_code == 404 and "Content-Security-Policy" in shown.headers
