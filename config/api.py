@@ -24,7 +24,7 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
@@ -430,16 +430,24 @@ class ModelSerializer(serializers.ModelSerializer):
     """DRF's ``ModelSerializer``, with the fields it works out from the
     model (a walk over the model's fields and their options, redone for
     every serializer made: about half of rendering an application) worked
-    out once per class and copied for each instance, as DRF copies the
-    fields a serializer declares. A subclass whose fields depend on the
-    instance or the context must not use it."""
+    out once per class and language and copied for each instance, as DRF
+    copies the fields a serializer declares. Per language: DRF decides in
+    the active language whether a field needs a label of its own. A
+    subclass whose fields depend on the instance or the context must not
+    use it."""
 
     def get_fields(self) -> dict[str, serializers.Field]:
         cls = type(self)
-        built = cls.__dict__.get("_fields_from_model")
+        kept: dict[str | None, dict[str, serializers.Field]] | None = cls.__dict__.get(
+            "_fields_from_model"
+        )
+        if kept is None:
+            kept = {}
+            cls._fields_from_model = kept  # type: ignore[attr-defined]  # a per-class cache
+        language = translation.get_language()
+        built = kept.get(language)
         if built is None:
-            built = super().get_fields()
-            cls._fields_from_model = built  # type: ignore[attr-defined]  # a per-class cache
+            built = kept[language] = super().get_fields()
         return copy.deepcopy(built)
 
 

@@ -77,3 +77,22 @@ def test_fields_are_worked_out_once_per_class(monkeypatch) -> None:
     first.fields["name"].read_only = True
     assert second.fields["name"].read_only is False
     assert calls == [Fresh]
+
+
+@pytest.mark.parametrize("cls", project_serializers(), ids=lambda cls: cls.__name__)
+def test_fields_kept_in_one_language_are_not_served_in_another(cls) -> None:
+    """DRF decides in the active language whether a field needs a label of
+    its own: fields worked out in English first must not leave Chinese
+    requests with English labels."""
+    from django.utils import translation
+
+    for first, then in (("en", "zh-hans"), ("zh-hans", "en")):
+        cls.__dict__.get("_fields_from_model", {}).clear()
+        with translation.override(first):
+            cls().get_fields()
+        with translation.override(then):
+            kept = cls().get_fields()
+            worked_out = serializers.ModelSerializer.get_fields(cls())
+            assert {name: str(field.label) for name, field in kept.items()} == {
+                name: str(field.label) for name, field in worked_out.items()
+            }
