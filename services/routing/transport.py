@@ -221,17 +221,32 @@ def _resolve_into(key: tuple[str, int], future: concurrent.futures.Future[Any]) 
                 del _under_way[key]
 
 
+# Names being looked up at once in one process, at most (each silent one
+# holds its thread until the resolver gives up); past it a new name is
+# refused at once, as one that does not resolve.
+MAX_LOOKUPS_UNDER_WAY = 256
+
+
 def _lookup(host: str, port: int) -> concurrent.futures.Future[Any]:
-    """The lookup of ``host`` under way in this process, or a new one."""
+    """The lookup of ``host`` under way in this process, or a new one (a
+    lookup that cannot start is one that failed, never one left pending)."""
     key = (host, port)
     with _under_way_lock:
         future = _under_way.get(key)
-        if future is None:
-            future = concurrent.futures.Future()
-            _under_way[key] = future
+        if future is not None:
+            return future
+        future = concurrent.futures.Future()
+        if len(_under_way) >= MAX_LOOKUPS_UNDER_WAY:
+            future.set_exception(OSError("too many endpoint lookups under way"))
+            return future
+        _under_way[key] = future
+        try:
             threading.Thread(
                 target=_resolve_into, args=(key, future), name="endpoint-lookup", daemon=True
             ).start()
+        except RuntimeError as exc:  # no thread to be had
+            del _under_way[key]
+            future.set_exception(OSError(f"lookup not started: {exc}"))
         return future
 
 

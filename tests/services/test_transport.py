@@ -299,3 +299,29 @@ def test_names_that_never_answer_hold_no_other_names_lookup(silent_dns) -> None:
                 transport.host_resolve(f"slow{n}.example.org", 443, timeout=0.01)
     assert sorted(silent_dns) == sorted(f"slow{n}.example.org" for n in range(40))
     assert transport.host_resolve("dept.example.org", 443) == ["93.184.216.34"]
+
+
+def test_a_lookup_that_cannot_start_is_refused_and_not_left_pending(
+    silent_dns, monkeypatch
+) -> None:
+    def no_thread(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as broken:
+        broken.setattr(threading.Thread, "start", no_thread)
+        with pytest.raises(transport.UrlNotAllowed):
+            transport.host_resolve("dept.example.org", 443)
+    assert transport._under_way == {}
+    assert transport.host_resolve("dept.example.org", 443) == ["93.184.216.34"]
+
+
+def test_past_the_bound_of_lookups_under_way_a_new_name_is_refused_at_once(
+    silent_dns, monkeypatch
+) -> None:
+    monkeypatch.setattr(transport, "MAX_LOOKUPS_UNDER_WAY", 3)
+    for n in range(3):
+        with pytest.raises(transport.UrlNotAllowed):
+            transport.host_resolve(f"slow{n}.example.org", 443, timeout=0.01)
+    with pytest.raises(transport.UrlNotAllowed):
+        transport.host_resolve("dept.example.org", 443, timeout=5)
+    assert len(transport._under_way) == 3
