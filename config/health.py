@@ -41,15 +41,22 @@ _broker_checking = threading.Lock()
 
 
 def _check_broker() -> str:
+    """The broker's answer, asked at most every BROKER_CHECK_SECONDS; a
+    probe that comes while another asks takes the last answer (or
+    "unavailable" if there is none) instead of waiting for it."""
     url = settings.CELERY_BROKER_URL
-    with _broker_checking:
-        kept = _broker_checked.get(url)
-        if kept is not None and time.monotonic() - kept[0] < BROKER_CHECK_SECONDS:
-            return kept[1]
+    kept = _broker_checked.get(url)
+    if kept is not None and time.monotonic() - kept[0] < BROKER_CHECK_SECONDS:
+        return kept[1]
+    if not _broker_checking.acquire(blocking=False):
+        return kept[1] if kept is not None else "unavailable"
+    try:
         result = _ask_broker(url)
         _broker_checked.clear()
         _broker_checked[url] = (time.monotonic(), result)
         return result
+    finally:
+        _broker_checking.release()
 
 
 def _ask_broker(url: str) -> str:

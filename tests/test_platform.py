@@ -393,6 +393,33 @@ def test_readyz_asks_the_broker_once_in_a_while_not_on_every_probe(api, monkeypa
 
 
 @pytest.mark.django_db
+def test_a_probe_while_the_broker_is_being_asked_does_not_wait_for_it(api, monkeypatch) -> None:
+    import threading
+
+    from config import health
+
+    asking, answer = threading.Event(), threading.Event()
+
+    def slow(url: str) -> str:
+        asking.set()
+        assert answer.wait(10)
+        return "ok"
+
+    monkeypatch.setattr(health, "_ask_broker", slow)
+    monkeypatch.setattr(health, "_broker_checked", {})
+    first = threading.Thread(target=health._check_broker)
+    first.start()
+    assert asking.wait(10)
+    try:
+        # Nothing kept yet: unavailable, at once, while the first one asks.
+        assert api.get("/readyz").json()["checks"]["broker"] == "unavailable"
+    finally:
+        answer.set()
+        first.join(10)
+    assert api.get("/readyz").json()["checks"]["broker"] == "ok"
+
+
+@pytest.mark.django_db
 def test_readyz_is_503_when_the_database_is_unreachable(api, monkeypatch) -> None:
     from django.db import connections
 
