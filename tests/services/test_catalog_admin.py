@@ -50,7 +50,9 @@ def test_a_bad_record_aborts_the_whole_import(operator_client, department) -> No
     assert "第 2 条（bad-one）有误" in html and "1.form_schema" in html
 
 
-def test_a_file_past_the_size_bound_is_refused_before_it_is_parsed(operator_client, monkeypatch) -> None:
+def test_a_file_past_the_size_bound_is_refused_before_it_is_parsed(
+    operator_client, monkeypatch
+) -> None:
     from services import admin as catalog_admin
 
     monkeypatch.setattr(catalog_admin, "CATALOG_FILE_MAX_BYTES", 1024 * 1024)
