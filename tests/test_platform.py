@@ -16,32 +16,9 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from config.errors import ERROR_CODES
+from tests.production import PRODUCTION, start_django
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
-    """Import the production settings in a fresh interpreter, as a server would."""
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
-    env.update({"DJANGO_SETTINGS_MODULE": "config.settings.base", **env_overrides})
-    return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); print('started')"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-PRODUCTION = {
-    "DEBUG": "0",
-    "SECRET_KEY": "kq3VJ0bX-2mZ8cR4tY7uW1eA9sD6fG5hJ3kL0pO8iU2yT4rE6wQ1zX9cV7bN5mM3",
-    "FIELD_ENCRYPTION_KEY": "3q2-7wQvV0gkEzvvZHvmtg2k8i9wT9Wm4Qd8Hq6JHcM=",
-    "BLIND_INDEX_KEY": "Yb7Qp2Lm9Xc4Vn8Rt1Ks6Wd3Hf0Gj5Za",
-    "ALLOWED_HOSTS": "api.example.org",
-    "SMS_BACKEND": "tests.accounts.test_login_api.BrokenGateway",
-}
 
 
 @pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEY", "BLIND_INDEX_KEY"])

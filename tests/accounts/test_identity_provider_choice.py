@@ -4,41 +4,18 @@ default (anyone could then reach identity level 2 as anyone)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from accounts.models import User
 from tests.accounts.factories import make_id_number
 from tests.conftest import client_for
-
-ROOT = Path(__file__).resolve().parents[2]
-PRODUCTION = {
-    "DEBUG": "0",
-    "SECRET_KEY": "kq3VJ0bX-2mZ8cR4tY7uW1eA9sD6fG5hJ3kL0pO8iU2yT4rE6wQ1zX9cV7bN5mM3",
-    "FIELD_ENCRYPTION_KEY": "3q2-7wQvV0gkEzvvZHvmtg2k8i9wT9Wm4Qd8Hq6JHcM=",
-    "BLIND_INDEX_KEY": "Yb7Qp2Lm9Xc4Vn8Rt1Ks6Wd3Hf0Gj5Za",
-    "ALLOWED_HOSTS": "api.example.org",
-    "SMS_BACKEND": "file",
-}
+from tests.production import PRODUCTION, start_django
 
 
 def production_provider(**env: str) -> str:
-    environ = {
-        k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "IDENTITY_PROVIDER")
-    }
-    environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.base", **PRODUCTION, **env})
-    script = "import django; django.setup(); from django.conf import settings; print(repr(settings.IDENTITY_PROVIDER))"
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = start_django(
+        {**PRODUCTION, **env},
+        "from django.conf import settings; print(repr(settings.IDENTITY_PROVIDER))",
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
