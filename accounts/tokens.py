@@ -20,6 +20,7 @@ from accounts.models import (
     User,
 )
 from config.errors import ACCOUNT_INACTIVE, TOKEN_INVALID
+from config.purge import delete_in_batches
 
 # --- Tokens --------------------------------------------------------------------------
 
@@ -91,16 +92,8 @@ def tokens_purge_expired(*, batch: int = 5000) -> int:
     before any record is read, so neither rotation nor reuse detection needs
     them; without this, every login and refresh would leave a row for ever.
     In batches, so that no statement holds millions of rows."""
-    now = timezone.now()
-    deleted = 0
-    while True:
-        ids = list(
-            OutstandingToken.objects.filter(expires_at__lt=now).values_list("pk", flat=True)[:batch]
-        )
-        if not ids:
-            return deleted
-        _, per_model = OutstandingToken.objects.filter(pk__in=ids).delete()
-        deleted += per_model.get(OutstandingToken._meta.label, 0)
+    expired = OutstandingToken.objects.filter(expires_at__lt=timezone.now())
+    return delete_in_batches(expired, batch=batch)
 
 
 def _user_of_spent_token(raw: str) -> User | None:

@@ -16,6 +16,7 @@ from accounts.models import ApiKey, User
 from config import masking
 from config.errors import THROTTLED
 from config.ids import uuid7
+from config.purge import delete_in_batches
 from qr import caches, codes, selectors
 from qr.codes import CLOCK_SKEW_SECONDS, Claims, CodeRejected, Kind, Reason
 from qr.errors import SCAN_STATE_UNAVAILABLE, QrError
@@ -198,14 +199,7 @@ def scan_events_purge(*, older_than: dt.timedelta | None = None) -> int:
     cutoff = timezone.now() - older_than
     ScanClaim.objects.filter(expires_at__lt=timezone.now()).delete()
     _scan_events_of_closed_accounts_unlink(since=cutoff)
-    deleted = 0
-    while True:
-        ids = list(
-            ScanEvent.objects.filter(scanned_at__lt=cutoff).values_list("pk", flat=True)[:5000]
-        )
-        if not ids:
-            return deleted
-        deleted += ScanEvent.objects.filter(pk__in=ids).delete()[0]
+    return delete_in_batches(ScanEvent.objects.filter(scanned_at__lt=cutoff))
 
 
 # --- Offline uploads --------------------------------------------------------------------------
