@@ -6,6 +6,8 @@ import datetime as dt
 import logging
 import re
 import secrets
+import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,8 +108,8 @@ def _check_send_limits(phone: str, block: str | None, now: dt.datetime, others: 
             raise _throttled(seconds_to_midnight)
 
 
-# Longer than a send takes (the gateway answers within seconds); a count
-# left behind by a killed process is gone after it.
+# Longer than a send takes (the gateway answers within seconds); a send
+# left behind by a killed process stops counting after it.
 _UNDER_WAY_SECONDS = 60
 
 
@@ -121,57 +123,73 @@ def _sends_under_way(block: str | None) -> Iterator[int]:
     the caps while the first ones wait for the gateway. The count is taken
     before the rows are read, so of two simultaneous sends the later one
     sees the earlier (once as a row and as under way, at worst: never less).
+
+    Each send is its own entry with its start time, not a share of one
+    counter: a send that outlives its time leaves, and takes nothing off
+    the sends that began after it.
     """
     if not block:
         yield 0
         return
     key = f"otp-send-under-way:{block}"
-    counted = _under_way_add(key, 1)
+    entry = secrets.token_hex(8)
+    others = _under_way_start(key, entry)
     try:
-        yield max(0, (counted or 1) - 1)
+        yield others
     finally:
-        if counted is not None:
-            _under_way_add(key, -1)
+        _under_way_end(key, entry)
 
 
-# A send that ends takes itself off the count only while the count is kept:
-# one that outlived the count's time would otherwise leave it below zero,
-# hiding as many sends under way for the next count's lifetime.
-_UNDER_WAY_END = """
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-local left = redis.call('decr', KEYS[1])
-if left <= 0 then redis.call('del', KEYS[1]) end
-return left
+# The block's sends under way as one sorted set (entry → start time): those
+# older than the time left are dropped, this one added, the others counted.
+_UNDER_WAY_START = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1] - ARGV[3])
+redis.call('zadd', KEYS[1], ARGV[1], ARGV[2])
+redis.call('expire', KEYS[1], ARGV[3])
+return redis.call('zcard', KEYS[1]) - 1
 """
 
+# Without Redis the cache is each process's own memory (LocMemCache): the
+# sends under way are kept the same way, in the process, under a lock.
+_local_under_way: dict[str, dict[str, float]] = {}
+_local_under_way_lock = threading.Lock()
 
-def _under_way_add(key: str, delta: int) -> int | None:
-    """The counter after adding ``delta``, 1 or -1 (None: Redis cannot say,
-    and only the rows count)."""
+
+def _under_way_start(key: str, entry: str) -> int:
+    """Add ``entry`` to the sends under way of ``key``; how many others
+    are under way (0 if Redis cannot say: then only the rows count)."""
+    now = time.time()
     if redis_enabled():
         try:
-            if delta < 0:
-                return int(redis_client().eval(_UNDER_WAY_END, 1, redis_key(key)))
-            pipe = redis_client().pipeline(transaction=True)
-            pipe.incrby(redis_key(key), delta)
-            pipe.expire(redis_key(key), _UNDER_WAY_SECONDS, nx=True)
-            return int(pipe.execute()[0])
+            return int(
+                redis_client().eval(
+                    _UNDER_WAY_START, 1, redis_key(key), now, entry, _UNDER_WAY_SECONDS
+                )
+            )
         except REDIS_ERRORS as exc:
             logger.warning("OTP sends under way not counted: %s", exc)
-            return None
-    if delta < 0:
-        try:
-            left = cache.incr(key, delta)
-        except ValueError:  # no longer kept
             return 0
-        if left <= 0:
-            cache.delete(key)
-        return left
-    cache.add(key, 0, timeout=_UNDER_WAY_SECONDS)
-    try:
-        return cache.incr(key, delta)
-    except ValueError:  # expired since add
-        return None
+    with _local_under_way_lock:
+        sends = _local_under_way.setdefault(key, {})
+        for stale in [e for e, started in sends.items() if started <= now - _UNDER_WAY_SECONDS]:
+            del sends[stale]
+        others = len(sends)
+        sends[entry] = now
+        return others
+
+
+def _under_way_end(key: str, entry: str) -> None:
+    if redis_enabled():
+        try:
+            redis_client().zrem(redis_key(key), entry)
+        except REDIS_ERRORS as exc:
+            logger.warning("OTP send under way not taken off: %s", exc)
+        return
+    with _local_under_way_lock:
+        sends = _local_under_way.get(key, {})
+        sends.pop(entry, None)
+        if not sends:
+            _local_under_way.pop(key, None)
 
 
 def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:

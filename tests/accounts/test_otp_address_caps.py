@@ -52,33 +52,52 @@ def test_a_code_sent_without_an_address_counts_against_no_address() -> None:
 def test_sends_under_way_from_the_block_count_against_its_cap(api, settings) -> None:
     """A send's row commits only once the gateway has answered: the sends
     still waiting for it count too (the real stack's test races them)."""
-    from django.core.cache import cache
-
     settings.OTP_SEND_HOURLY_LIMIT_PER_IP = 3
+    block = "2001:db8:1:2::/64"
     assert send(api, "13800138000", "2001:db8:1:2::1") == 202
-    cache.set("otp-send-under-way:2001:db8:1:2::/64", 2, timeout=60)  # two waiting
-    assert send(api, "13800138001", "2001:db8:1:2::2") == 429
-    cache.set("otp-send-under-way:2001:db8:1:2::/64", 1, timeout=60)
-    assert send(api, "13800138001", "2001:db8:1:2::2") == 202
-    assert cache.get("otp-send-under-way:2001:db8:1:2::/64") == 1  # its own count is gone
+    with otp._sends_under_way(block), otp._sends_under_way(block):  # two waiting
+        assert send(api, "13800138001", "2001:db8:1:2::2") == 429
+    with otp._sends_under_way(block) as others:  # one waiting
+        assert others == 0
+        assert send(api, "13800138001", "2001:db8:1:2::2") == 202
+        with otp._sends_under_way(block) as others_now:
+            assert others_now == 1  # the send that ended took only itself off
 
 
-@pytest.mark.django_db
-def test_a_send_that_outlived_the_count_leaves_it_at_zero_not_below() -> None:
-    """A send whose count expired while it waited for the gateway takes
-    nothing off the next count: below zero, it would hide the next sends
-    under way (on Redis in the PostgreSQL pass, in the cache otherwise)."""
-    from config.redis_client import redis_client, redis_enabled, redis_key
+@pytest.fixture
+def clock(monkeypatch):
+    """otp's clock, moved by hand."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(otp.time, "time", lambda: now[0])
+    return now
 
-    key = "otp-send-under-way:2001:db8:9:9::/64"
-    assert otp._under_way_add(key, 1) == 1
-    if redis_enabled():
-        redis_client().delete(redis_key(key))  # expired
-    else:
-        from django.core.cache import cache
 
-        cache.delete(key)
-    assert otp._under_way_add(key, -1) == 0
-    assert otp._under_way_add(key, 1) == 1
-    assert otp._under_way_add(key, 1) == 2
-    assert otp._under_way_add(key, -1) == 1
+def test_a_send_that_outlived_its_time_takes_nothing_off_later_sends(clock) -> None:
+    """A send that waited for the gateway past its time stops counting; when
+    it ends it takes nothing off the sends that began after it (a shared
+    counter lost one of them, on Redis in the PostgreSQL pass, in the
+    process otherwise)."""
+    block = "2001:db8:9:9::/64"
+    with otp._sends_under_way(block) as others:
+        assert others == 0
+        clock[0] += otp._UNDER_WAY_SECONDS + 1
+        late = otp._sends_under_way(block)
+        assert late.__enter__() == 0  # the first send no longer counts
+    # The first send has ended: the later one still counts.
+    with otp._sends_under_way(block) as others:
+        assert others == 1
+    late.__exit__(None, None, None)
+    with otp._sends_under_way(block) as others:
+        assert others == 0
+
+
+def test_a_send_left_behind_stops_counting_after_its_time(clock) -> None:
+    """A process killed mid-send never takes itself off: its entry stops
+    counting once its time is over."""
+    block = "2001:db8:9:a::/64"
+    otp._under_way_start(f"otp-send-under-way:{block}", "killed")
+    with otp._sends_under_way(block) as others:
+        assert others == 1
+    clock[0] += otp._UNDER_WAY_SECONDS + 1
+    with otp._sends_under_way(block) as others:
+        assert others == 0
