@@ -50,6 +50,8 @@ BUSINESS_FAILED = "40004"
 # Answers worth trying again: the gateway was busy, or Alipay's own fault.
 RETRYABLE_CODES = {"20000"}
 RETRYABLE_SUB_CODES = {"ACQ.SYSTEM_ERROR", "isp.unknow-error", "aop.ACQ.SYSTEM_ERROR"}
+# The trade API's business answers (ACQ.TRADE_NOT_EXIST …): always signed.
+BUSINESS_SUB_CODE = "ACQ."
 
 _YUAN = re.compile(r"(0|[1-9][0-9]*)\.[0-9]{2}")
 # What the bill's zip may unpack to, all files together: well above a
@@ -255,7 +257,12 @@ class AlipayProvider(BasePaymentProvider):
                     retryable=False,
                     code="bad_signature",
                 )
-        elif node.get("code") in (SUCCESS, BUSINESS_FAILED):
+        elif str(node.get("code", "")) in (SUCCESS, BUSINESS_FAILED) or str(
+            node.get("sub_code", "")
+        ).startswith(BUSINESS_SUB_CODE):
+            # Read as _call reads them (a code that is a JSON number is the
+            # same code), and a business sub-code under any code steers us
+            # just the same: neither is believed unsigned.
             raise ProviderError(
                 f"alipay {method}: unsigned answer", retryable=False, code="bad_signature"
             )

@@ -502,6 +502,40 @@ def test_an_unsigned_answer_is_believed_only_as_a_gateway_error(
     assert gateway.value.code == "isv.invalid-app-id" and not gateway.value.retryable
 
 
+@pytest.mark.parametrize(
+    "node",
+    [
+        # A success or a business failure whose code is a JSON number: the
+        # same code to Alipay's SDKs, and never sent unsigned.
+        '{"code":10000,"msg":"Success","out_trade_no":"CS20261206000024",'
+        '"trade_no":"2026120622001400000000000001","trade_status":"TRADE_SUCCESS",'
+        '"total_amount":"20.00","send_pay_date":"2026-12-06 10:00:00"}',
+        '{"code":40004,"msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST"}',
+        # A business sub-code under a gateway code: it would steer us all the same.
+        '{"code":"20000","msg":"Service Currently Unavailable","sub_code":"ACQ.TRADE_NOT_EXIST"}',
+    ],
+)
+def test_an_unsigned_answer_cannot_pass_for_a_success_or_a_business_answer(
+    provider: AlipayProvider, monkeypatch: pytest.MonkeyPatch, node: str
+) -> None:
+    def unsigned(request: httpx.Request) -> httpx.Response:
+        method = request.url.params["method"].replace(".", "_")
+        return httpx.Response(200, text=f'{{"{method}_response":{node}}}')
+
+    monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(unsigned))
+    # Neither "paid" nor "no such trade" (pending) from an unsigned answer.
+    with pytest.raises(ProviderError) as query:
+        provider.order_query(order_no="CS20261206000024")
+    assert query.value.code == "bad_signature" and not query.value.retryable
+    # Nor "nothing to close", nor a bill URL to fetch.
+    with pytest.raises(ProviderError) as close:
+        provider.order_close(order_no="CS20261206000024")
+    assert close.value.code == "bad_signature"
+    with pytest.raises(ProviderError) as bill:
+        provider.statement_download(date=dt.date(2026, 12, 6))
+    assert bill.value.code == "bad_signature"
+
+
 def test_the_gateway_signs_with_the_charset_as_written(sandbox: AlipaySandbox) -> None:
     merchant = keys.private_key("alipay.merchant")
     node = _gateway(sandbox, _signed(_query_params(charset="UTF-8"), merchant))
