@@ -33,9 +33,35 @@ class _ConcurrentlyOnPostgres:
 
 class AddIndexConcurrentlyOnPostgres(_ConcurrentlyOnPostgres, AddIndexConcurrently):
     """CREATE INDEX CONCURRENTLY on PostgreSQL (the table takes writes while
-    the index is built); a plain CREATE INDEX elsewhere."""
+    the index is built); a plain CREATE INDEX elsewhere.
+
+    A build that failed (a deadlock, a cancelled statement, a duplicate in a
+    unique index) leaves PostgreSQL an invalid index of that name, which
+    blocks the next try with "already exists" and is still updated on every
+    write. Run again, the operation drops that leftover first; a valid index
+    of the name is left to the error it gives."""
 
     plain = migrations.AddIndex
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            _drop_invalid_index(schema_editor, self.index.name)
+        super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+
+def _drop_invalid_index(schema_editor: Any, name: str) -> None:
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_index JOIN pg_class ON pg_class.oid = pg_index.indexrelid "
+            "WHERE pg_class.relname = %s AND pg_class.relnamespace = "
+            "to_regnamespace(current_schema()) AND NOT pg_index.indisvalid",
+            [name],
+        )
+        invalid = cursor.fetchone() is not None
+    if invalid:
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(name)}")
 
 
 class RemoveIndexConcurrentlyOnPostgres(_ConcurrentlyOnPostgres, RemoveIndexConcurrently):

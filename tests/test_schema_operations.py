@@ -1,0 +1,92 @@
+"""The concurrent index operations of config.schema, on the database at hand."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, models
+from django.db.migrations.state import ModelState, ProjectState
+
+from config.schema import AddIndexConcurrentlyOnPostgres, RemoveIndexConcurrentlyOnPostgres
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TABLE = "schema_ops_probe"
+INDEX = "schema_ops_probe_name"
+
+
+@pytest.fixture
+def probe_state():
+    """A throwaway table and the project state that knows it."""
+    state = ProjectState()
+    state.add_model(
+        ModelState(
+            "schema_ops",
+            "Probe",
+            [("id", models.AutoField(primary_key=True)), ("name", models.CharField(max_length=20))],
+            {"db_table": TABLE},
+        )
+    )
+    with connection.schema_editor() as editor:
+        editor.create_model(state.apps.get_model("schema_ops", "Probe"))
+    yield state
+    with connection.schema_editor() as editor:
+        editor.delete_model(state.apps.get_model("schema_ops", "Probe"))
+
+
+def _run(operation, state: ProjectState) -> ProjectState:
+    new_state = state.clone()
+    operation.state_forwards("schema_ops", new_state)
+    with connection.schema_editor(atomic=False) as editor:
+        operation.database_forwards("schema_ops", editor, state, new_state)
+    return new_state
+
+
+def _indexes() -> set[str]:
+    with connection.cursor() as cursor:
+        return set(connection.introspection.get_constraints(cursor, TABLE))
+
+
+ADD = AddIndexConcurrentlyOnPostgres(
+    model_name="probe", index=models.Index(fields=["name"], name=INDEX)
+)
+
+
+def test_the_index_is_added_and_removed(probe_state) -> None:
+    added = _run(ADD, probe_state)
+    assert INDEX in _indexes()
+    _run(RemoveIndexConcurrentlyOnPostgres(model_name="probe", name=INDEX), added)
+    assert INDEX not in _indexes()
+
+
+def _invalid() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [INDEX]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.integration
+def test_a_failed_concurrent_build_is_dropped_and_built_again(probe_state) -> None:
+    """What a failed CREATE INDEX CONCURRENTLY leaves: an invalid index of
+    the name (marked so here, as PostgreSQL marks it when the build fails)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE INDEX {INDEX} ON {TABLE} (name)")
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [INDEX]
+        )
+    assert _invalid()
+    _run(ADD, probe_state)
+    assert INDEX in _indexes()
+    assert not _invalid()
+
+
+@pytest.mark.integration
+def test_a_valid_index_of_the_name_is_left_to_the_error(probe_state) -> None:
+    from django.db import ProgrammingError
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE INDEX {INDEX} ON {TABLE} (name)")
+    with pytest.raises(ProgrammingError, match="already exists"):
+        _run(ADD, probe_state)
+    assert not _invalid()
