@@ -69,6 +69,8 @@ RETRYABLE = {"03", "04", "05", "06", "37"}
 NOT_FOUND = "34"
 # fileTransReq answers 98 (文件不存在) for a day without transactions.
 NO_FILE = "98"
+# Answers we act on beyond "refused": believed only signed.
+STEERING = frozenset({"00", NOT_FOUND, NO_FILE})
 
 # The settlement file's layout, column by column (name, width), one space
 # between columns: ours, modelled on the INN…ZM file's fixed-width lines.
@@ -226,9 +228,17 @@ class UnionpayProvider(BasePaymentProvider):
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProviderError(f"unionpay {path}: unreadable answer", code="malformed") from exc
         code = answer.get("respCode", "")
-        if "signature" in answer or code == "00":
-            # A success must be signed; a refusal may come unsigned (format
-            # errors), and then it is only believed as a refusal.
+        if "signature" in answer or code in STEERING:
+            # A success must be signed, and so must an answer that decides
+            # something for us (no such transaction, no file); a refusal may
+            # come unsigned (format errors), and then it is only believed as
+            # a refusal.
+            if "signature" not in answer:
+                raise ProviderError(
+                    f"unionpay {path}: unsigned answer with respCode {code!r}",
+                    retryable=False,
+                    code="bad_signature",
+                )
             if answer.get("certId") != self.credentials.platform_serial:
                 raise ProviderError(
                     f"unionpay {path}: answer signed by unknown certId {answer.get('certId')!r}",

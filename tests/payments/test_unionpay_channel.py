@@ -266,6 +266,29 @@ def test_a_refund_unionpay_never_saw_is_not_found(provider: UnionpayProvider) ->
     assert refused.value.code == "not_found"
 
 
+@pytest.mark.parametrize("code", ["34", "98"])
+def test_an_unsigned_answer_that_would_steer_us_is_not_believed(
+    provider: UnionpayProvider, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    # "No such transaction" and "no file" decide things (a refund UnionPay
+    # never took fails and frees its amount; a day without a file is empty):
+    # the gateway signs them, so an unsigned one is someone else's word.
+    def unsigned(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=f"respCode={code}&respMsg=unsigned")
+
+    monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(unsigned))
+    with pytest.raises(ProviderError) as refund:
+        provider.refund_query(order_no=new_number("P"), refund_no=new_number("R"))
+    assert refund.value.code == "bad_signature"
+    assert not provider.refund_unknown(refund.value)
+    with pytest.raises(ProviderError) as query:
+        provider.order_query(order_no=new_number("P"))
+    assert query.value.code == "bad_signature"
+    with pytest.raises(ProviderError) as statement:
+        provider.statement_download(date=dt.date(2026, 12, 6))
+    assert statement.value.code == "bad_signature"
+
+
 # --- the settlement file -------------------------------------------------------------------
 
 
