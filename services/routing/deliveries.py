@@ -230,7 +230,9 @@ def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
         return []
     now = timezone.now()
     shared: dict[Any, Endpoint] = {}
-    cancelled, held, tries = [], [], []
+    cancelled: list[Any] = []
+    held: list[Delivery] = []
+    tries: list[_Try] = []
     unprepared: list[tuple[_Try, transport.SendResult]] = []
     for delivery in claimed:
         # One instance per endpoint, so what one outcome changes on it
@@ -242,7 +244,7 @@ def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
         elif not outbox.endpoint_takes_deliveries(endpoint, event.type):
             # Paused or disabled: held, not failed, its retries kept for
             # later. Resuming or enabling the endpoint makes it due again.
-            held.append(delivery.pk)
+            held.append(delivery)
         else:
             try:
                 one = _Try(
@@ -267,7 +269,7 @@ def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
             status=DeliveryStatus.CANCELLED, next_attempt_at=None, locked_until=None
         )
     if held:
-        Delivery.objects.filter(pk__in=held).update(next_attempt_at=None, locked_until=None)
+        _hold(held, lease)
     if unprepared:
         _record_safely(unprepared, lease)
     if len(tries) == 1:
@@ -295,20 +297,60 @@ def _settle(outcomes: list[tuple[_Try, transport.SendResult | None]], lease: dt.
     stopped taking events, else released for the next claim (a wake follows)."""
     sent = [(one, result) for one, result in outcomes if result is not None]
     unsent = [one.delivery for one, result in outcomes if result is None]
-    held: list[Any] = []
+    held: list[Delivery] = []
     released: list[Any] = []
     for d in unsent:
         takes = outbox.endpoint_takes_deliveries(d.endpoint, d.event.type)
-        (released if takes else held).append(d.pk)
+        if takes:
+            released.append(d.pk)
+        else:
+            held.append(d)
     if held:
-        Delivery.objects.filter(pk__in=held, locked_until=lease).update(
-            next_attempt_at=None, locked_until=None
-        )
+        _hold(held, lease)
     if released:
         Delivery.objects.filter(pk__in=released, locked_until=lease).update(locked_until=None)
         transaction.on_commit(outbox.deliveries_wake, robust=True)
     if sent:
         _record_safely(sent, lease)
+
+
+_OPEN_FIELDS = ("is_active", "paused_at", "held_at", "deleted_at")
+
+
+def _hold(held: list[Delivery], lease: dt.datetime) -> None:
+    """Hold these claimed deliveries, whose endpoint stopped taking events
+    as this worker saw it, until it is resumed or switched on again.
+
+    What the worker saw may be out of date: a resume that committed since
+    made every waiting event of the endpoint due, and holding one now would
+    leave it waiting for a resume that has already happened. So the
+    endpoints' rows are locked (a resume in progress ends first; one after
+    this finds the held rows) and read again: what may go after all is let
+    go for the next claim instead."""
+    with transaction.atomic():
+        current = {
+            e.pk: e
+            for e in Endpoint.objects.select_for_update()
+            .filter(pk__in={d.endpoint_id for d in held})
+            .only(*_OPEN_FIELDS)
+        }
+        still: list[Any] = []
+        released: list[Any] = []
+        for d in held:
+            now_open = current.get(d.endpoint_id)
+            if now_open is not None and outbox.endpoint_takes_deliveries(now_open, d.event.type):
+                for field in _OPEN_FIELDS:  # the batch's tries still to go see it too
+                    setattr(d.endpoint, field, getattr(now_open, field))
+                released.append(d.pk)
+            else:
+                still.append(d.pk)
+        if still:
+            Delivery.objects.filter(pk__in=still, locked_until=lease).update(
+                next_attempt_at=None, locked_until=None
+            )
+        if released:
+            Delivery.objects.filter(pk__in=released, locked_until=lease).update(locked_until=None)
+            transaction.on_commit(outbox.deliveries_wake, robust=True)
 
 
 def _record_safely(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetime) -> None:
