@@ -27,6 +27,15 @@ class MaterialSerializer(serializers.Serializer):
     required = serializers.BooleanField(default=True)  # type: ignore[assignment]  # the metaclass takes declared fields off the class
     note = serializers.CharField(max_length=500, allow_blank=True, default="")
 
+    def validate(self, attrs: dict) -> dict:
+        # A guide's PATCH is partial, and DRF makes every field below it
+        # partial too; a material it sends is still a whole one.
+        if "name" not in attrs:
+            raise serializers.ValidationError(
+                {"name": [self.fields["name"].error_messages["required"]]}
+            )
+        return attrs
+
 
 class GuideSerializer(serializers.Serializer):
     """The guide fields a department writes (办事指南)."""

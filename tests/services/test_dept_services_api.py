@@ -128,3 +128,32 @@ def test_scanner_keys_and_citizens_cannot_manage_services(
     assert scanner_api.post(URL, guide(), format="json").json()["code"] == "api_key_scope"
     response = citizen_api.get(URL)
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("material", [{}, {"note": "原件"}, {"required": False}])
+def test_a_material_without_a_name_is_refused_in_an_edit_too(
+    integrator_api, department, material
+) -> None:
+    """A PATCH is partial at the guide's level only: each material it sends
+    is whole, named, as in a POST (it was a 500)."""
+    ServiceFactory(code="mine", department=department)
+    before = Service.objects.get(code="mine").materials
+    response = integrator_api.patch(
+        f"{URL}mine/", {"materials": [{"name": "户口簿"}, material]}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    problem = response.json()
+    assert problem["code"] == "invalid"
+    assert list(problem["errors"]) == ["materials.1.name"]
+    assert Service.objects.get(code="mine").materials == before
+
+
+def test_a_material_named_alone_in_an_edit_takes_the_defaults(integrator_api, department) -> None:
+    ServiceFactory(code="mine", department=department)
+    response = integrator_api.patch(
+        f"{URL}mine/", {"materials": [{"name": "户口簿"}]}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    assert Service.objects.get(code="mine").materials == [
+        {"name": "户口簿", "required": True, "note": ""}
+    ]
