@@ -326,11 +326,12 @@ def _hold(held: list[Delivery], lease: dt.datetime) -> None:
     leave it waiting for a resume that has already happened. So the
     endpoints' rows are locked (a resume in progress ends first; one after
     this finds the held rows) and read again: what may go after all is let
-    go for the next claim instead."""
+    go for the next claim instead. (No key: the inserts of new deliveries
+    to the endpoint, which take a key-share lock on it, are not waited for.)"""
     with transaction.atomic():
         current = {
             e.pk: e
-            for e in Endpoint.objects.select_for_update()
+            for e in Endpoint.objects.select_for_update(no_key=True)
             .filter(pk__in={d.endpoint_id for d in held})
             .only(*_OPEN_FIELDS)
         }

@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Exists, F, Max, OuterRef
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -254,14 +254,52 @@ def _publish(
         ]
     )
     delivery_ids = [str(d.id) for d in deliveries if d.next_attempt_at is not None]
+    held: dict[Any, list[Any]] = {}
+    for d in deliveries:
+        if d.next_attempt_at is None:
+            held.setdefault(d.endpoint_id, []).append(d.id)
     event_ids = [str(event.id)] if has_subscribers else []
 
     def nudge() -> None:
-        if (deliveries_wake() if delivery_ids else True) and event_ids:
+        due = bool(delivery_ids)
+        if held and _held_made_due(held, event_type=type):
+            due = True
+        if (deliveries_wake() if due else True) and event_ids:
             events_nudge(event_ids)
 
     transaction.on_commit(nudge, robust=True)
     return event
+
+
+def _held_made_due(held: dict[Any, list[Any]], *, event_type: str) -> bool:
+    """After the commit of deliveries written held: make due those whose
+    endpoint takes events after all. The publishing transaction read the
+    endpoint before a resume committed, and the resume made due only the
+    deliveries it could see, not these; without this they would wait for
+    the next resume. The endpoint rows are locked first, as a resume locks
+    them: one in progress ends before they are read, one after finds these
+    rows. Whether any became due."""
+    try:
+        with transaction.atomic():
+            resumed = [
+                e.pk
+                for e in Endpoint.objects.select_for_update(no_key=True)
+                .filter(pk__in=list(held))
+                .only("is_active", "paused_at", "held_at", "deleted_at")
+                if endpoint_takes_deliveries(e, event_type)
+            ]
+            if not resumed:
+                return False
+            return bool(
+                Delivery.objects.filter(
+                    pk__in=[pk for endpoint_id in resumed for pk in held[endpoint_id]],
+                    status=DeliveryStatus.PENDING,
+                    next_attempt_at__isnull=True,
+                ).update(next_attempt_at=timezone.now())
+            )
+    except DatabaseError as exc:
+        logger.warning("could not check the endpoints of held deliveries again: %s", exc)
+        return False
 
 
 def event_body(event: OutboxEvent) -> str:

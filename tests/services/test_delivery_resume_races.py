@@ -4,6 +4,7 @@ behind an endpoint that takes events again."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from django.utils import timezone
@@ -12,6 +13,7 @@ from services.applications import application_submit
 from services.models import Delivery, Endpoint
 from services.routing import deliveries, endpoints, events, outbox
 from tests.accounts.factories import CitizenFactory
+from tests.concurrency import a_backend_waits_on_a_lock, in_thread
 from tests.services.conftest import GOOD_FORM, department_endpoint
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +69,55 @@ def test_a_try_left_unsent_for_a_pause_is_not_held_once_the_endpoint_resumed(
     assert deliveries.deliveries_send_due() == 1
     assert len(department_server.of_type(events.APPLICATION_SUBMITTED)) == 1
     assert Delivery.objects.get().status == "succeeded"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_an_event_written_while_its_endpoint_resumes_is_not_left_held(
+    monkeypatch, department, service, department_server
+) -> None:
+    """A citizen applies while the department switches its paused endpoint
+    back on. The application's transaction read the endpoint as paused and
+    wrote the delivery held; the resume made due what it could see, which
+    was not yet that delivery. Once both have committed the delivery must be
+    due, not held behind an endpoint that takes events."""
+    monkeypatch.setattr(outbox, "deliveries_wake", lambda **kwargs: True)
+    monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args, **kwargs: True)
+    hook = department_endpoint(department, department_server, [events.APPLICATION_SUBMITTED])
+    Endpoint.objects.filter(pk=hook.pk).update(paused_at=timezone.now(), pause_reason="x")
+    citizen = CitizenFactory(verified=True)
+
+    # The resume stops once it has lifted the pause, before it makes the
+    # waiting events due (only the first call: the application's own check
+    # of the endpoint goes on).
+    paused, release = threading.Event(), threading.Event()
+    real_open = outbox.endpoint_open
+    calls = []
+
+    def pausing(endpoint):
+        calls.append(endpoint)
+        if len(calls) == 1:
+            paused.set()
+            assert release.wait(30)
+        return real_open(endpoint)
+
+    monkeypatch.setattr(outbox, "endpoint_open", pausing)
+    errors: list[BaseException] = []
+    resuming = in_thread(
+        lambda: endpoints.endpoint_update(endpoint=hook, actor=None, is_active=True), errors
+    )
+    assert paused.wait(30)
+    applying = in_thread(
+        lambda: application_submit(citizen=citizen, service=service, form=GOOD_FORM), errors
+    )
+    a_backend_waits_on_a_lock(timeout=2)  # the application's insert waits on the endpoint row
+    release.set()
+    resuming.join(60)
+    applying.join(60)
+    assert not errors, errors
+
+    assert Endpoint.objects.get(pk=hook.pk).state == "active"
+    delivery = Delivery.objects.get()
+    assert delivery.next_attempt_at is not None
+    assert deliveries.deliveries_send_due() == 1
+    assert len(department_server.of_type(events.APPLICATION_SUBMITTED)) == 1
