@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from typing import Any, NoReturn
 
 from django import forms
 from django.contrib import admin, messages
@@ -59,9 +60,32 @@ class CategoryAdmin(ChangesPublicPages, AuditedModelAdmin):
     search_fields = ("code", "name", "name_en")
 
 
+def _not_json(text: str) -> NoReturn:
+    raise json.JSONDecodeError("not a JSON number", text, 0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as infinity
+        _not_json(text)
+    return value
+
+
+class _JSONDecoder(json.JSONDecoder):
+    """JSON and nothing more, as the API's parser takes it: Python's also
+    reads NaN and Infinity, which no JSON column holds (the save was a 500)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "parse_constant": _not_json, "parse_float": _finite})
+
+
 class EscapedJSONField(forms.JSONField):
     """Shows a value back as ASCII JSON: a refused value holding a lone
-    surrogate ("\\ud800"), which no page can carry, is shown escaped."""
+    surrogate ("\\ud800"), which no page can carry, is shown escaped.
+    Takes JSON only (no NaN or Infinity)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "decoder": _JSONDecoder})
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):

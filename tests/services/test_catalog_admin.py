@@ -225,3 +225,26 @@ def _exported(operator_client, service: Service) -> dict:
         "/admin/services/service/", {"action": "export_json", "_selected_action": [service.pk]}
     )
     return json.loads(exported.content)["services"][0]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize("field", ["form_schema", "materials"])
+def test_a_number_json_has_not_is_a_field_error(operator_client, field, number) -> None:
+    """Python's JSON reader takes NaN and Infinity (and 1e400 as infinity);
+    no JSON column holds them: refused on the page, not a server error."""
+    service = ServiceFactory(code="x1")
+    texts = {
+        "form_schema": '{"type": "object", "properties": {"n": {"type": "number", "maximum": %s}}}',
+        "materials": '[{"name": "a", "note": %s}]',
+    }
+    form = {
+        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
+        "materials": "[]", "fee_fen": 0, "time_limit_days": 3, "legal_basis": "",
+        "channels": '["online"]', "identity_level": 2, "keywords": "[]", "is_active": "on",
+        "form_schema": json.dumps(SIMPLE_FORM), field: texts[field] % number,
+    }  # fmt: skip
+    response = operator_client.post(f"/admin/services/service/{service.pk}/change/", form)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors[field]
+    stored = Service.objects.get(pk=service.pk)
+    assert getattr(stored, field) == getattr(service, field)
