@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,17 @@ GUIDE_FIELDS = (
     "keywords",
     "is_active",
 )
+
+
+# Guide fields held as JSON: compared as JSON, where Python's == takes true
+# for 1 (a form schema's "const": true is not "const": 1).
+_JSON_FIELDS = frozenset({"materials", "channels", "form_schema", "keywords"})
+
+
+def _unchanged(name: str, stored: Any, given: Any) -> bool:
+    if name in _JSON_FIELDS:
+        return json.dumps(stored, sort_keys=True) == json.dumps(given, sort_keys=True)
+    return bool(stored == given)
 
 
 def search_text_build(name: str, keywords: Iterable[str]) -> str:
@@ -137,7 +149,11 @@ def service_update(
             .select_related("department", "category")
             .get(pk=service.pk)
         )
-        changed = [name for name, value in values.items() if getattr(service, name) != value]
+        changed = [
+            name
+            for name, value in values.items()
+            if not _unchanged(name, getattr(service, name), value)
+        ]
         if not changed:
             return service
         for name in changed:

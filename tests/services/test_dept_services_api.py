@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from accounts.models import AuditEntry
@@ -157,3 +159,29 @@ def test_a_material_named_alone_in_an_edit_takes_the_defaults(integrator_api, de
     assert Service.objects.get(code="mine").materials == [
         {"name": "户口簿", "required": True, "note": ""}
     ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [({"const": 1}, {"const": True}), ({"enum": [False]}, {"enum": [0]})],
+)
+def test_an_edit_from_a_number_to_a_boolean_in_the_form_is_kept(
+    integrator_api, citizen_api, department, before, after
+) -> None:
+    """1 and true are different answers to a form (Python's == has them
+    equal: the edit was answered 200 and dropped)."""
+
+    def schema(rule: dict) -> dict:
+        return {"type": "object", "properties": {"agree": rule}, "required": ["agree"]}
+
+    ServiceFactory(code="mine", department=department, form_schema=schema(before))
+    response = integrator_api.patch(f"{URL}mine/", {"form_schema": schema(after)}, format="json")
+    assert response.status_code == 200, response.json()
+    assert json.dumps(response.json()["form_schema"]["properties"]["agree"]) == json.dumps(after)
+    stored = Service.objects.get(code="mine").form_schema["properties"]["agree"]
+    assert json.dumps(stored) == json.dumps(after)
+    [answer] = after.get("enum") or [after["const"]]
+    applied = citizen_api.post(
+        "/api/v1/applications/", {"service": "mine", "form": {"agree": answer}}, format="json"
+    )
+    assert applied.status_code == 201, applied.json()
