@@ -205,8 +205,9 @@ def revocations_since(since: dt.datetime | None, *, limit: int | None = None) ->
         "QuerySet[User, tuple[str, dt.datetime]]",
         inactive_qs.values_list("subject", "deactivated_at"),
     )
-    revoked = list(revoked_rows[: limit + 1])
-    inactive = list(inactive_rows[: limit + 1])
+    start = since or SINCE_EVER
+    revoked = _first_rows(revoked_rows, start=start, limit=limit)
+    inactive = _first_rows(inactive_rows, start=start, limit=limit)
     # A list with more than a page ends the window at its first entry left
     # out; the rest comes with the next call.
     for rows in (revoked, inactive):
@@ -218,7 +219,6 @@ def revocations_since(since: dt.datetime | None, *, limit: int | None = None) ->
         until = since + dt.timedelta(microseconds=1)
         revoked = list(revoked_rows.filter(deactivated_at__lt=until))
         inactive = list(inactive_rows.filter(deactivated_at__lt=until))
-    start = since or SINCE_EVER
     return Revocations(
         revoked=[{"jti": jti, "at": at} for jti, at in revoked if start <= at < until],
         inactive_subjects=[{"sub": sub, "at": at} for sub, at in inactive if start <= at < until],
@@ -227,6 +227,23 @@ def revocations_since(since: dt.datetime | None, *, limit: int | None = None) ->
 
 
 SINCE_EVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _first_rows(
+    rows: QuerySet[Any, tuple[str, dt.datetime]], *, start: dt.datetime, limit: int
+) -> list[tuple[str, dt.datetime]]:
+    """The first ``limit + 1`` rows stamped at or after ``start`` (fewer if
+    there are no more). On SQLite the query's bound is a millisecond early:
+    rows before ``start`` (sent already) come first, and must not take the
+    page's places, or a page of them would hold the window a microsecond
+    from where it was, call after call. Elsewhere: one query, as sliced."""
+    size = limit + 1
+    while True:
+        fetched = list(rows[:size])
+        kept = [row for row in fetched if row[1] >= start]
+        if len(kept) > limit or len(fetched) < size:
+            return kept[: limit + 1]
+        size = limit + 1 + len(fetched) - len(kept)
 
 
 def venue_codes_signed_by_withdrawn_keys() -> list[tuple[str, int]]:

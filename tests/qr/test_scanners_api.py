@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from django.conf import settings
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.citizens import account_close, user_set_active
@@ -97,6 +98,27 @@ def test_pages_of_deactivations_stamped_by_the_database_have_no_gaps(
         since = answer["until"]
     assert jtis == {v["id"] for v in venues}
     assert subjects == {u.subject for u in users}
+
+
+def test_a_bulk_deactivation_at_one_instant_does_not_hold_up_the_feed(settings, scanner_api):
+    """More entries than a page stamped at one instant by the database (one
+    UPDATE): the instant comes whole, and what follows it comes next, not a
+    microsecond per call later (on SQLite, the bound a millisecond early let
+    the entries already sent fill every later page)."""
+    settings.QR_REVOCATIONS_LAG_SECONDS = 0
+    settings.QR_REVOCATIONS_PAGE_SIZE = 3
+    bulk = [User.objects.create(phone=f"1370000{i:04d}") for i in range(5)]
+    User.objects.filter(pk__in=[u.pk for u in bulk]).update(is_active=False, deactivated_at=Now())
+    time.sleep(0.005)
+    later = User.objects.create(phone="13700009999")
+    user_set_active(user=later, active=False, actor=None)
+    time.sleep(0.005)
+    subjects, since = set(), None
+    for _ in range(6):
+        answer = revocations(scanner_api, since)
+        subjects |= {s["sub"] for s in answer["inactive_subjects"]}
+        since = answer["until"]
+    assert subjects == {u.subject for u in [*bulk, later]}
 
 
 def test_a_terminal_clock_running_ahead_misses_no_revocation(
