@@ -204,7 +204,8 @@ def verify(
         kind = Kind(payload.get("knd", ""))
     except ValueError as exc:
         raise CodeRejected(Reason.MALFORMED) from exc
-    if _text(payload, "iss") != issuer:
+    # Compared whole, not bounded like scanned text: the issuer is our own setting.
+    if payload.get("iss") != issuer:
         raise CodeRejected(Reason.MALFORMED)
     iat = _number(payload, "iat")
     exp: int | None = None

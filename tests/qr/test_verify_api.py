@@ -154,6 +154,15 @@ def test_well_signed_but_wrong_claims_are_malformed(scanner_api, broken):
     assert verify(scanner_api, forge(broken)) == {"valid": False, "reason": "malformed"}
 
 
+def test_an_issuer_longer_than_other_claims_still_verifies(settings, citizen_api, scanner_api):
+    """``iss`` is the platform's own setting, compared whole: an issuer URL
+    over 64 characters (the bound on scanned subjects and ids) made every
+    code the platform issued ``malformed``."""
+    settings.QR_ISSUER = "https://zwfw.changsha.gov.cn/my-changsha/star-code/issuer/production"
+    assert len(settings.QR_ISSUER) > 64
+    assert verify(scanner_api, issue(citizen_api)["code"])["valid"] is True
+
+
 def test_a_citizen_code_without_expiry_is_malformed(scanner_api):
     assert verify(scanner_api, forge(drop=("exp",)))["reason"] == "malformed"
 
