@@ -463,9 +463,10 @@ def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetim
                 succeeded[result.status_code or 0].append(delivery.pk)
                 finished.append(delivery)
                 continue
-            if result.status_code == 410:
+            if result.status_code == 410 and event.type != events.PING:
                 # The endpoint is now disabled (see endpoints.endpoint_mark_failed);
-                # the event waits for the department to enable it again.
+                # the event waits for the department to enable it again. (A
+                # ping is a test tried once: its answer ends it, 410 as any.)
                 delivery.next_attempt_at = None
             else:
                 delay = _retry_delay(delivery, event, result, schedule)
