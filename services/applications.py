@@ -9,8 +9,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from accounts.audit import audit_record
@@ -72,6 +74,33 @@ DEPARTMENT_TARGETS = (S.ACCEPTED, S.NEEDS_INFO, S.COMPLETED, S.REJECTED)
 FINAL = (S.COMPLETED, S.REJECTED, S.CANCELLED)
 
 
+# The platform's own notes on the timeline, by the step they mark. Stored
+# in the platform's language, whichever language the request or worker that
+# wrote them spoke, and shown in the reader's (timeline_note).
+NOTE_PAID = _("已缴费")
+NOTE_ROUTED = _("已送达办理部门")
+NOTE_SUPPLEMENTED = _("已补正")
+_PLATFORM_NOTES: dict[tuple[str, str], StrOrPromise] = {
+    (ActorKind.SYSTEM, S.SUBMITTED): NOTE_PAID,
+    (ActorKind.SYSTEM, S.ROUTED): NOTE_ROUTED,
+    (ActorKind.CITIZEN, S.ACCEPTED): NOTE_SUPPLEMENTED,
+}
+
+
+def timeline_note(entry: TimelineEntry) -> str:
+    """An entry's note as the reader sees it: the platform's own in the
+    active language, what people wrote as they wrote it."""
+    note = _PLATFORM_NOTES.get((entry.actor, entry.status))
+    return str(note) if note is not None and entry.note else entry.note
+
+
+def _stored(note: StrOrPromise) -> str:
+    if isinstance(note, Promise):
+        with translation.override(settings.LANGUAGE_CODE):
+            return str(note)
+    return note
+
+
 def transition_allowed(current: str, target: str, actor: str) -> bool:
     return actor in TRANSITIONS.get(current, {}).get(target, set())
 
@@ -122,6 +151,7 @@ def _move_many(
         for application in applications:
             application.updated_at = now
         _update_each(applications, fields)
+    stored_note = _stored(note)
     entries = TimelineEntry.objects.bulk_create(
         [
             TimelineEntry(
@@ -130,7 +160,7 @@ def _move_many(
                 at=now,
                 actor=actor,
                 actor_label=actor_label,
-                note=str(note),
+                note=stored_note,
             )
             for application in applications
         ]
@@ -349,7 +379,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
             S.ACCEPTED,
             actor=ActorKind.CITIZEN,
             actor_label=str(citizen),
-            note=_("已补正"),
+            note=NOTE_SUPPLEMENTED,
             also=["form", "due_date", "paused_at"],
         )
         _publish(application, events.APPLICATION_SUPPLEMENTED, supplement=form)
@@ -510,7 +540,7 @@ def applications_mark_routed(routed: Iterable[tuple[Any, str]]) -> int:
                 moving,
                 S.ROUTED,
                 actor=ActorKind.SYSTEM,
-                note=_("已送达办理部门"),
+                note=NOTE_ROUTED,
                 also=["department_reference"],
             )
     return len(moving)
@@ -534,7 +564,7 @@ def application_mark_paid(*, application: Application) -> Application:
             application,
             S.SUBMITTED,
             actor=ActorKind.SYSTEM,
-            note=_("已缴费"),
+            note=NOTE_PAID,
             also=["submitted_at"],
         )
         _publish(application, events.APPLICATION_SUBMITTED)

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from accounts.models import Department, IdentityLevel
 from config.api import ModelSerializer
+from services.applications import timeline_note
 from services.models import (
     Application,
     ApplicationStatus,
@@ -142,9 +143,15 @@ class CategorySerializer(ModelSerializer):
 
 
 class TimelineEntrySerializer(ModelSerializer):
+    note = serializers.SerializerMethodField()
+
     class Meta:
         model = TimelineEntry
         fields = ["status", "at", "actor", "note"]
+
+    def get_note(self, entry: TimelineEntry) -> str:
+        """The platform's own notes in the reader's language."""
+        return timeline_note(entry)
 
 
 class RatingSerializer(serializers.Serializer):

@@ -351,3 +351,44 @@ def test_submitting_takes_a_fixed_number_of_statements(
             assert submit(citizen_api).status_code == 201
         counts.append(len(captured.captured_queries))
     assert len(set(counts)) == 1
+
+
+def test_the_platforms_notes_on_the_timeline_speak_the_readers_language(
+    citizen_api, integrator_api, service
+) -> None:
+    """A supplement sent in English left "Information supplied" on the
+    timeline for the (Chinese) department, and a note written by a worker
+    stayed in the worker's language for every reader."""
+    from django.utils import translation
+
+    from services.applications import applications_mark_routed
+
+    body = submit(citizen_api).json()
+    with translation.override("en"):  # a worker speaking English
+        applications_mark_routed([(body["id"], "")])
+    move(Application.objects.get(pk=body["id"]), "accepted", "needs_info")
+    supplied = citizen_api.post(
+        f"{URL}{body['id']}/supplement/",
+        {"form": {"copies": 2}},
+        format="json",
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
+    assert supplied.status_code == 200, supplied.json()
+
+    def notes(response) -> list[str]:
+        return [entry["note"] for entry in response.json()["timeline"] if entry["note"]]
+
+    assert notes(supplied) == ["Delivered to the department", "Information supplied"]
+    department = integrator_api.get(f"/api/v1/dept/applications/{body['number']}/")
+    assert notes(department) == ["已送达办理部门", "已补正"]
+    assert notes(citizen_api.get(f"{URL}{body['id']}/")) == ["已送达办理部门", "已补正"]
+    english = citizen_api.get(f"{URL}{body['id']}/", HTTP_ACCEPT_LANGUAGE="en")
+    assert notes(english) == ["Delivered to the department", "Information supplied"]
+
+
+def test_notes_people_write_are_shown_as_written(citizen_api, service) -> None:
+    body = submit(citizen_api).json()
+    cancelled = citizen_api.post(
+        f"{URL}{body['id']}/cancel/", {"reason": "已补正"}, format="json", HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert cancelled.json()["timeline"][-1]["note"] == "已补正"
