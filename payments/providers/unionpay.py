@@ -69,6 +69,10 @@ RETRYABLE = {"03", "04", "05", "06", "37"}
 NOT_FOUND = "34"
 # fileTransReq answers 98 (文件不存在) for a day without transactions.
 NO_FILE = "98"
+# A back notice with respCode A6 (有缺陷的成功, success with defects): the
+# money may have been taken; UnionPay asks merchants to confirm it with a
+# query before booking it.
+CONFIRM_BY_QUERY = frozenset({"A6"})
 # Answers we act on beyond "refused": believed only signed.
 STEERING = frozenset({"00", NOT_FOUND, NO_FILE})
 
@@ -393,9 +397,14 @@ class UnionpayProvider(BasePaymentProvider):
         if paid and not fields.get("queryId"):
             # The payment's transaction id: nothing to book it under.
             raise NotifyRejected("malformed", "a payment without queryId")
+        state: TradeState = "paid" if paid else "failed"
+        if fields["respCode"] in CONFIRM_BY_QUERY:
+            # Neither booked nor failed: the order stays pending and the
+            # sweep's query (主动查单) decides, as UnionPay asks.
+            state = "pending"
         return PaymentResult(
             order_no=fields["orderId"],
-            state="paid" if paid else "failed",
+            state=state,
             transaction_id=fields.get("queryId", ""),
             amount_fen=int(fields["txnAmt"]),
             merchant_id=fields["merId"],
