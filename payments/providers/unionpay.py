@@ -69,10 +69,10 @@ RETRYABLE = {"03", "04", "05", "06", "37"}
 NOT_FOUND = "34"
 # fileTransReq answers 98 (文件不存在) for a day without transactions.
 NO_FILE = "98"
-# A back notice with respCode A6 (有缺陷的成功, success with defects): the
-# money may have been taken; UnionPay asks merchants to confirm it with a
-# query before booking it.
-CONFIRM_BY_QUERY = frozenset({"A6"})
+# A back notice with respCode A6 (有缺陷的成功, success with defects), or one
+# of the codes that say the outcome is not known yet (03, 04, 05): the money
+# may have been taken; UnionPay asks merchants to confirm it with a query.
+CONFIRM_BY_QUERY = frozenset({"A6", *IN_PROGRESS})
 # Answers we act on beyond "refused": believed only signed.
 STEERING = frozenset({"00", NOT_FOUND, NO_FILE})
 

@@ -344,19 +344,21 @@ def test_a_failure_notice_is_a_failed_payment(
     assert result.state == "failed" and result.paid_at is None
 
 
+@pytest.mark.parametrize("code", ["A6", "03", "04", "05"])
 def test_a_notice_of_a_success_with_defects_is_confirmed_by_the_query_not_failed(
-    provider: UnionpayProvider, sandbox: SandboxChannel
+    provider: UnionpayProvider, sandbox: SandboxChannel, code: str
 ) -> None:
-    # respCode A6 (有缺陷的成功): the money may have been taken; UnionPay asks
-    # the merchant to confirm it with a query. Reading it as a failure ends
-    # the order, and the sweep queries pending orders only.
+    # respCode A6 (有缺陷的成功), or an outcome not known yet (03/04/05): the
+    # money may have been taken; UnionPay asks the merchant to confirm it
+    # with a query. Reading it as a failure ends the order, and the sweep
+    # queries pending orders only.
     notice = notice_of(open_order(provider), sandbox)
-    notice["respCode"] = "A6"
+    notice["respCode"] = code
     signed = spec_signed(notice, keys.private_key("unionpay.platform"))
 
     result = provider.notify_parse(headers={}, body=as_body(signed))
 
-    assert result.state == "pending" and result.raw_state == "A6"
+    assert result.state == "pending" and result.raw_state == code
 
 
 def test_no_notice_for_a_trade_still_open(
