@@ -24,6 +24,7 @@ from typing import Any
 
 from django.core import signals
 from django.core.exceptions import ValidationError
+from django.utils import translation
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
@@ -44,6 +45,7 @@ PATH = "/api/v1/qr/verify/"
 MAX_BODY = 4096
 # What Django's middleware and DRF put on this answer (see the parity test).
 HEADERS = [("Content-Type", "application/json"), *API_HEADERS]
+_LANGUAGE = dict(HEADERS)["Content-Language"]
 
 
 def _json_constant_refused(name: str) -> Any:
@@ -66,9 +68,12 @@ def _problem(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[bytes]:
-    body = json.dumps(
-        problem_body(error, detail, extra=extra), ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    # In the language the headers name (the request asked for no other):
+    # not whatever the thread's last full-cycle request activated, which
+    # LocaleMiddleware leaves active after it.
+    with translation.override(_LANGUAGE):
+        problem = problem_body(error, detail, extra=extra)
+    body = json.dumps(problem, ensure_ascii=False, separators=(",", ":")).encode()
     reason = HTTPStatus(error.status).phrase
     problem_headers = [
         ("Content-Type", PROBLEM_CONTENT_TYPE),

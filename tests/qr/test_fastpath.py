@@ -201,6 +201,28 @@ def test_with_the_scan_state_away_both_paths_give_the_same_503(
     assert fast[1] == full[1] | {"Content-Length": fast[1]["Content-Length"]}
 
 
+def test_a_fast_problem_is_in_chinese_after_an_english_request_on_the_same_thread(
+    citizen, scanner_key, other_scanner, monkeypatch, view_calls
+) -> None:
+    """A worker thread keeps the language its last full-cycle request
+    activated (LocaleMiddleware activates, nothing deactivates): a fast
+    answer, whose headers say zh-hans, words its problem in zh-hans as the
+    view does, not in the English a previous caller asked for."""
+    from qr.recorders import ScanStateUnavailable, get_recorder
+
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)  # remember the key
+    monkeypatch.setattr(
+        type(get_recorder()), "record", mock.Mock(side_effect=ScanStateUnavailable("down"))
+    )
+    full = wsgi({"code": citizen_code(citizen)}, key=other_scanner.raw)
+    english = wsgi({"code": "MCS1:x"}, key=scanner_key.raw, HTTP_ACCEPT_LANGUAGE="en")
+    assert english[1]["Content-Language"] == "en"  # the full cycle, in English
+    fast = wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    assert fast[0] == full[0] == 503
+    assert fast[1]["Content-Language"] == "zh-hans"
+    assert fast[2] == full[2]
+
+
 def test_an_integrator_key_never_takes_the_fast_path(citizen, integrator_key, view_calls) -> None:
     for _ in range(2):
         status, _headers, body = wsgi({"code": citizen_code(citizen)}, key=integrator_key.raw)
