@@ -201,10 +201,22 @@ def _post(one: _Try) -> transport.SendResult | None:
     )
 
 
+def _sent(one: _Try) -> transport.SendResult | None:
+    """:func:`_post`, whose failure to even send (a secret that does not
+    decode fails only as it signs) is a failed try on record, alone in a
+    batch as in company: retried, then dead-lettered, never a delivery held
+    back for a lease again and again."""
+    try:
+        return _post(one)
+    except Exception as exc:  # webhook_post never raises; signing may
+        logger.exception("delivery %s could not be sent", one.delivery.pk)
+        return transport.SendResult(None, "", 0, error=f"{type(exc).__name__}: {exc}"[:500])
+
+
 def _outcome(future: Future[transport.SendResult | None]) -> transport.SendResult | None:
     try:
         return future.result()
-    except Exception as exc:  # webhook_post never raises; a thread that could not run did
+    except Exception as exc:  # _sent never raises; a thread that could not run did
         logger.exception("a delivery's send did not run")
         return transport.SendResult(None, "", 0, error=f"{type(exc).__name__}: {exc}"[:500])
 
@@ -273,10 +285,10 @@ def _attempt(claimed: list[Delivery], lease: dt.datetime) -> list[Delivery]:
     if unprepared:
         _record_safely(unprepared, lease)
     if len(tries) == 1:
-        _settle([(tries[0], _post(tries[0]))], lease)
+        _settle([(tries[0], _sent(tries[0]))], lease)
     elif tries:
         pool = _sender()
-        pending = {pool.submit(_post, one): one for one in _interleaved(tries)}
+        pending = {pool.submit(_sent, one): one for one in _interleaved(tries)}
         failure: BaseException | None = None
         while pending:
             done, _ = wait(pending, timeout=settings.ROUTING_RECORD_EVERY_SECONDS)
