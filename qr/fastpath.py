@@ -67,7 +67,11 @@ def _problem(
     detail: Any = None,
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    base: list[tuple[str, str]] = HEADERS,
 ) -> list[bytes]:
+    """A problem answered here, with the headers ``base`` (the endpoint's
+    answer's) the full cycle puts on it, and ``headers`` besides."""
     # In the language the headers name (the request asked for no other):
     # not whatever the thread's last full-cycle request activated, which
     # LocaleMiddleware leaves active after it.
@@ -77,7 +81,7 @@ def _problem(
     reason = HTTPStatus(error.status).phrase
     problem_headers = [
         ("Content-Type", PROBLEM_CONTENT_TYPE),
-        *[(k, v) for k, v in HEADERS if k != "Content-Type"],
+        *[(k, v) for k, v in base if k != "Content-Type"],
         *(headers or {}).items(),
         ("Content-Length", str(len(body))),
     ]
@@ -178,6 +182,9 @@ ISSUE_HEADERS = [
     ("Referrer-Policy", "same-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
 ]
+# A refused issuance: the view sets its own Cache-Control only on a code;
+# on a problem it is the API's default.
+ISSUE_PROBLEM_HEADERS = [(k, "no-store" if k == "Cache-Control" else v) for k, v in ISSUE_HEADERS]
 
 
 # KEYS: the citizen's generation, the throttle window's counter. ARGV: the
@@ -239,7 +246,7 @@ class StarCodeFastPath:
             return self.app(environ, start_response)
         except Exception:  # never a bare server error: the same problem the API gives
             logger.exception("star-code fast path failed")
-            return _problem(start_response, SERVER_ERROR)
+            return _problem(start_response, SERVER_ERROR, base=ISSUE_PROBLEM_HEADERS)
         finally:
             signals.request_finished.send(sender=self.__class__)
         body = json.dumps(self.answer(issued), ensure_ascii=False, separators=(",", ":")).encode()

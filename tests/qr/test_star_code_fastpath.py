@@ -204,6 +204,26 @@ def test_an_unexpected_failure_is_a_problem_not_a_bare_500(
     assert json.loads(body)["code"] == "server_error"
 
 
+@integration
+def test_an_unexpected_failure_gets_the_views_problem_and_headers(
+    citizen, keyring, view_calls, monkeypatch
+) -> None:
+    """The 500 of a GET endpoint: ``Allow: GET, HEAD, OPTIONS`` and the
+    rest of the view's headers, not those of the POST-only verify."""
+
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("signing failed")
+
+    monkeypatch.setattr(star_codes, "star_code_issue", broken)
+    fast = wsgi(vouching(citizen))
+    assert len(view_calls) == 0
+    full = wsgi(plain(citizen))
+    assert len(view_calls) == 1
+    assert fast[0] == full[0] == 500
+    assert fast[2] == full[2]
+    assert fast[1] == full[1] | {"Content-Length": fast[1]["Content-Length"]}
+
+
 def test_without_redis_every_issuance_takes_the_full_way(
     citizen, keyring, view_calls, settings
 ) -> None:
