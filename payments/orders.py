@@ -596,7 +596,9 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
         if result.state == "pending":
             refund.last_queried_at = now
             refund.provider_refund_id = result.refund_id or refund.provider_refund_id
-            refund.save(update_fields=["last_queried_at", "provider_refund_id"])
+            # Why the channel holds it (WeChat's ABNORMAL), for an operator.
+            refund.failure_reason = result.failure_reason[:200]
+            refund.save(update_fields=["last_queried_at", "provider_refund_id", "failure_reason"])
             return False
         if result.state == "failed":
             refund.status = RefundStatus.FAILED
@@ -631,7 +633,10 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
         refund.status = RefundStatus.SUCCEEDED
         refund.provider_refund_id = result.refund_id or refund.provider_refund_id
         refund.succeeded_at = settled_at
-        refund.save(update_fields=["status", "provider_refund_id", "succeeded_at"])
+        refund.failure_reason = ""  # what held it (ABNORMAL) is over
+        refund.save(
+            update_fields=["status", "provider_refund_id", "succeeded_at", "failure_reason"]
+        )
         _publish(
             order,
             events.PAYMENT_REFUNDED,

@@ -75,8 +75,10 @@ REFUND_STATES: dict[str, RefundState] = {
     "PROCESSING": "pending",
     "SUCCESS": "succeeded",
     # ABNORMAL: the money could not reach the payer's account; it needs an
-    # operator (WeChat's abnormal-refund API or its merchant portal).
-    "ABNORMAL": "failed",
+    # operator (WeChat's abnormal-refund API or its merchant portal), who
+    # completes this same refund, which then turns SUCCESS. Until then it
+    # is pending: its amount stays reserved, and the query finds it settled.
+    "ABNORMAL": "pending",
     "CLOSED": "failed",
 }
 REFUND_FAILURES = {"ABNORMAL": "退款异常 (ABNORMAL)", "CLOSED": "退款关闭 (CLOSED)"}

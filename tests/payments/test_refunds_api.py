@@ -123,6 +123,33 @@ def test_a_refund_settles_when_the_channel_says_so(paid, refund, settings) -> No
     assert PaymentOrder.objects.get(pk=paid["id"]).status == OrderStatus.PARTIALLY_REFUNDED
 
 
+def test_a_refund_wechat_holds_as_abnormal_stays_reserved_until_it_settles(
+    paid, refund, settings
+) -> None:
+    # ABNORMAL: the payer's card refused the money; an operator completes
+    # the same refund at WeChat Pay (to the payer's balance), and it turns
+    # SUCCESS. Failing it here would free its amount and miss that money.
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    refund(paid, 700)
+    SandboxRefund.objects.update(state="ABNORMAL")
+    tasks.payments_sweep()
+
+    held = Refund.objects.get()
+    assert held.status == "pending" and "ABNORMAL" in held.failure_reason
+    again = refund(paid, FEE)
+    assert again.status_code == 422 and again.json()["refundable_fen"] == FEE - 700
+
+    SandboxRefund.objects.update(state="SUCCESS", succeeded_at=timezone.now())
+    tasks.payments_sweep()
+
+    settled = Refund.objects.get()
+    assert settled.status == "succeeded" and settled.failure_reason == ""
+    order = PaymentOrder.objects.get(pk=paid["id"])
+    assert order.status == OrderStatus.PARTIALLY_REFUNDED and order.refunded_fen == 700
+    assert LedgerEntry.objects.filter(order=order, kind="refund").count() == 1
+
+
 def test_a_refund_no_worker_sent_is_sent_by_the_sweep(paid, integrator_api) -> None:
     response = integrator_api.post(
         f"/api/v1/dept/payments/{paid['order_no']}/refunds/", {"amount_fen": 300}, format="json"
