@@ -12,6 +12,7 @@ from django.conf import settings
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -163,9 +164,17 @@ class KeysView(APIView):
             "Cache-Control": f"public, max-age={settings.QR_JWKS_MAX_AGE}",
             "ETag": etag,
         }
-        if request.headers.get("If-None-Match") == etag:
+        if _etag_matches(request.headers.get("If-None-Match", ""), etag):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers=headers)
         return Response(body, headers=headers, content_type="application/jwk-set+json")
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match as HTTP compares it (RFC 9110 13.1.2): a list of tags,
+    or ``*``; weakly, so a tag a compressing proxy marked ``W/`` still
+    matches."""
+    tags = parse_etags(if_none_match) if if_none_match else []
+    return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
 
 
 # --- The citizen's own code -------------------------------------------------------------

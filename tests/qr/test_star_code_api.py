@@ -227,6 +227,21 @@ def test_the_jwks_is_public_cacheable_and_conditional(api):
     assert api.get("/api/v1/qr/keys/", HTTP_ACCEPT="application/jwk-set+json").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "if_none_match",
+    ["{etag}", "W/{etag}", '"older", {etag}', '"older",W/{etag}', "*"],
+    ids=["strong", "weak", "list", "list-weak", "any"],
+)
+def test_a_jwks_the_terminal_holds_is_not_sent_again(api, if_none_match):
+    """If-None-Match as HTTP has it (RFC 9110 13.1.2): a list, weak
+    comparison (a compressing proxy marks the ETag weak), or ``*``."""
+    etag = api.get("/api/v1/qr/keys/")["ETag"]
+    again = api.get("/api/v1/qr/keys/", HTTP_IF_NONE_MATCH=if_none_match.format(etag=etag))
+    assert again.status_code == 304
+    assert again["ETag"] == etag
+    assert api.get("/api/v1/qr/keys/", HTTP_IF_NONE_MATCH='"older"').status_code == 200
+
+
 def test_private_keys_are_stored_encrypted(citizen_api):
     issue(citizen_api)
     key = SigningKey.objects.get()
