@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test lint format migrate seed messages bench clean
+.PHONY: install run demo test lint format migrate seed messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
