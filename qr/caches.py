@@ -74,7 +74,10 @@ class KeyRing:
             for kid, activates_at, public, private in rows
         }
         self._keys = keys
-        self._private = {kid: k for kid, k in self._private.items() if kid in keys}
+        # A key's private part goes with its erasure (retired) or withdrawal.
+        self._private = {
+            kid: k for kid, k in self._private.items() if kid in keys and keys[kid].private_key_b64
+        }
         self._loaded_at = time.monotonic()
 
     def _current(self) -> dict[str, LoadedKey]:

@@ -148,7 +148,8 @@ def signing_keys_prune(*, now: dt.datetime | None = None) -> list[str]:
     with fresh codes and deactivate the old ones to let the key go). A key
     that signed a document (a payment receipt) is never withdrawn here:
     printed receipts are checked offline for as long as they are kept.
-    Returns the withdrawn kids.
+    A superseded key kept for what it signed loses its private part at the
+    same time as it would have been withdrawn. Returns the withdrawn kids.
     """
     now = now or timezone.now()
     published = SigningKey.objects.filter(withdrawn_at__isnull=True).order_by("activates_at")
@@ -159,8 +160,27 @@ def signing_keys_prune(*, now: dt.datetime | None = None) -> list[str]:
     in_use = selectors.kids_of_active_venue_codes()
     withdrawn = []
     for key, successor in zip(started, started[1:], strict=False):
-        if now < successor.activates_at + grace or key.kid in in_use or key.signed_documents:
+        if now < successor.activates_at + grace:
+            continue
+        if key.kid in in_use or key.signed_documents:
+            # Published for what it signed, but no process signs with it
+            # any more: its private part would only let a thief sign codes
+            # every scanner accepts.
+            if key.private_key:
+                _signing_key_private_part_erase(key)
             continue
         _signing_key_withdraw(key, actor=None, reason="superseded")
         withdrawn.append(key.kid)
     return withdrawn
+
+
+def _signing_key_private_part_erase(key: SigningKey) -> None:
+    with transaction.atomic():
+        SigningKey.objects.filter(pk=key.pk).update(private_key="")
+        audit_record(
+            actor=None,
+            action="qr.signing_key.private_part_erased",
+            target=key,
+            data={"kid": key.kid, "reason": "superseded"},
+        )
+    caches.keyring.clear()

@@ -79,6 +79,43 @@ def test_a_venue_code_holds_its_key_until_it_is_deactivated(integrator_api, serv
     assert keys.signing_keys_prune(now=far) == [old.kid]
 
 
+def test_a_retired_key_kept_for_what_it_signed_keeps_no_private_part(
+    integrator_api, service, api, scanner_api, citizen_api
+):
+    """A superseded key stays published while a venue code or a receipt it
+    signed needs it, but it signs nothing any more: once no process can
+    still be signing with it, its private part is erased, as a withdrawn
+    key's is. Kept, it could still sign codes every scanner accepts."""
+    from accounts.models import AuditEntry
+    from qr import documents
+
+    for_venue = keys.signing_key_ensure()
+    venue = create_venue(integrator_api, service.code)
+    for_receipt = keys.signing_key_rotate(immediately=True)
+    caches.keyring.clear()
+    documents.document_sign({"knd": "receipt", "sub": "CS20261207000001"})
+    keys.signing_key_rotate(immediately=True)
+    assert keys.signing_keys_prune() == []
+    for key in (for_venue, for_receipt):
+        key.refresh_from_db()
+        assert key.private_key  # a process's cached key may still be signing with it
+
+    later = timezone.now() + dt.timedelta(seconds=30 + 60 + 15 + 1)
+    assert keys.signing_keys_prune(now=later) == []  # both stay published
+    assert keys.signing_keys_prune(now=later) == []
+    for key in (for_venue, for_receipt):
+        key.refresh_from_db()
+        assert key.private_key == "" and key.withdrawn_at is None
+        erased = AuditEntry.objects.filter(
+            action="qr.signing_key.private_part_erased", target_id=str(key.pk)
+        )
+        assert erased.count() == 1
+    caches.keyring.clear()
+    assert {for_venue.kid, for_receipt.kid} <= set(kids(api))
+    assert verify(scanner_api, venue["code"])["valid"] is True
+    assert verify(scanner_api, issue(citizen_api)["code"])["valid"] is True
+
+
 def test_a_key_made_by_another_process_is_found_on_first_sight(
     citizen_api, scanner_api, monkeypatch
 ):
