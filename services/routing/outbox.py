@@ -273,29 +273,35 @@ def _publish(
 
 def _held_made_due(held: dict[Any, list[Any]], *, event_type: str) -> bool:
     """After the commit of deliveries written held: make due those whose
-    endpoint takes events after all. The publishing transaction read the
-    endpoint before a resume committed, and the resume made due only the
-    deliveries it could see, not these; without this they would wait for
-    the next resume. The endpoint rows are locked first, as a resume locks
-    them: one in progress ends before they are read, one after finds these
-    rows. Whether any became due."""
+    endpoint takes events after all, and cancel those whose endpoint was
+    removed. The publishing transaction read the endpoint before a resume
+    (or a removal) committed, and that made due (or cancelled) only the
+    deliveries it could see, not these; without this they would wait for a
+    resume that has happened, or for good. The endpoint rows are locked
+    first, as a resume or a removal writes them: one in progress ends before
+    they are read, one after finds these rows. Whether any became due."""
     try:
         with transaction.atomic():
-            resumed = [
-                e.pk
-                for e in Endpoint.objects.select_for_update(no_key=True)
+            current = list(
+                Endpoint.objects.select_for_update(no_key=True)
                 .filter(pk__in=list(held))
                 .only("is_active", "paused_at", "held_at", "deleted_at")
-                if endpoint_takes_deliveries(e, event_type)
-            ]
+            )
+            resumed = [e.pk for e in current if endpoint_takes_deliveries(e, event_type)]
+            removed = [e.pk for e in current if e.deleted_at is not None]
+            waiting = Delivery.objects.filter(
+                status=DeliveryStatus.PENDING, next_attempt_at__isnull=True
+            )
+            if removed:
+                waiting.filter(pk__in=[pk for e in removed for pk in held[e]]).update(
+                    status=DeliveryStatus.CANCELLED
+                )
             if not resumed:
                 return False
             return bool(
-                Delivery.objects.filter(
-                    pk__in=[pk for endpoint_id in resumed for pk in held[endpoint_id]],
-                    status=DeliveryStatus.PENDING,
-                    next_attempt_at__isnull=True,
-                ).update(next_attempt_at=timezone.now())
+                waiting.filter(pk__in=[pk for e in resumed for pk in held[e]]).update(
+                    next_attempt_at=timezone.now()
+                )
             )
     except DatabaseError as exc:
         logger.warning("could not check the endpoints of held deliveries again: %s", exc)

@@ -121,3 +121,45 @@ def test_an_event_written_while_its_endpoint_resumes_is_not_left_held(
     assert delivery.next_attempt_at is not None
     assert deliveries.deliveries_send_due() == 1
     assert len(department_server.of_type(events.APPLICATION_SUBMITTED)) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_an_event_written_while_its_paused_endpoint_is_removed_is_cancelled_with_it(
+    monkeypatch, department, service, department_server
+) -> None:
+    """A citizen applies while the department removes its paused endpoint:
+    the removal cancelled what it could see waiting, not the delivery the
+    application's transaction was writing, held. Once both have committed
+    that delivery is cancelled too, not left pending for good."""
+    monkeypatch.setattr(outbox, "deliveries_wake", lambda **kwargs: True)
+    monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args, **kwargs: True)
+    hook = department_endpoint(department, department_server, [events.APPLICATION_SUBMITTED])
+    Endpoint.objects.filter(pk=hook.pk).update(paused_at=timezone.now(), pause_reason="x")
+    hook.refresh_from_db()
+    citizen = CitizenFactory(verified=True)
+
+    # The removal stops after it cancelled what was waiting, before it commits.
+    paused, release = threading.Event(), threading.Event()
+    real_audit = endpoints.audit_record
+
+    def pausing(**kwargs):
+        paused.set()
+        assert release.wait(30)
+        return real_audit(**kwargs)
+
+    monkeypatch.setattr(endpoints, "audit_record", pausing)
+    errors: list[BaseException] = []
+    removing = in_thread(lambda: endpoints.endpoint_delete(endpoint=hook, actor=None), errors)
+    assert paused.wait(30)
+    applying = in_thread(
+        lambda: application_submit(citizen=citizen, service=service, form=GOOD_FORM), errors
+    )
+    a_backend_waits_on_a_lock(timeout=2)
+    release.set()
+    removing.join(60)
+    applying.join(60)
+    assert not errors, errors
+
+    assert Endpoint.objects.get(pk=hook.pk).state == "deleted"
+    assert Delivery.objects.get().status == "cancelled"
