@@ -32,7 +32,6 @@ from accounts.authentication import (
 )
 from accounts.models import Department
 from config.api import (
-    ClientSimpleRateThrottle,
     FeedPagination,
     FixedWindowThrottle,
     PagePagination,
@@ -77,13 +76,6 @@ class FirstRenderer(BaseContentNegotiation):
         return parsers[0] if parsers else None
 
 
-class _SettingRateThrottle(ClientSimpleRateThrottle):
-    setting = ""
-
-    def get_rate(self) -> str:
-        return getattr(settings, self.setting)
-
-
 class StarCodeThrottle(FixedWindowThrottle):
     """Per citizen, in fixed windows: one counter increment per issuance
     (every app refreshes its code about once a minute)."""
@@ -110,12 +102,15 @@ class ScanUploadThrottle(FixedWindowThrottle):
         return str(request.auth.pk)
 
 
-class ResolveThrottle(_SettingRateThrottle):
-    scope = "qr_resolve"
-    setting = "QR_RESOLVE_RATE"
+class ResolveThrottle(FixedWindowThrottle):
+    """Per client address, in fixed windows: one atomic count a request, so
+    requests sent side by side cannot all pass on the same reading (as
+    they did DRF's rate, which reads the history and writes it back)."""
 
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+    scope = "qr_resolve"
+
+    def get_rate(self) -> str:
+        return settings.QR_RESOLVE_RATE
 
 
 def _image_response(body: bytes, fmt: str, *, filename: str | None = None) -> HttpResponse:

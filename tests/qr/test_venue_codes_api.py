@@ -182,13 +182,52 @@ def test_resolutions_count_as_scans_of_the_code(integrator_api, service, api):
 
 
 def test_resolve_is_throttled_per_client(integrator_api, service, api, settings):
-    settings.QR_RESOLVE_RATE = "2/min"
+    settings.QR_RESOLVE_RATE = "2/day"  # fixed windows: no minute's end between the calls
     body = create_venue(integrator_api, service.code)
     statuses = [
         api.post("/api/v1/qr/resolve/", {"code": body["code"]}, format="json").status_code
         for _ in range(3)
     ]
     assert statuses == [200, 200, 429]
+
+
+def test_resolutions_sent_side_by_side_cannot_outrun_the_rate(settings, monkeypatch):
+    """Requests arriving together are counted one by one: a rate that read
+    the caller's history and wrote it back let every request of a burst
+    read the same history, and pass."""
+    import contextlib
+    import threading
+
+    from django.core.cache import caches
+    from rest_framework.test import APIClient
+
+    settings.QR_RESOLVE_RATE = "2/day"
+    burst = 6
+    together = threading.Barrier(burst, timeout=2)
+    backend = type(caches["default"])  # each thread has its own instance
+    read = backend.get
+
+    def read_together(self, key, *args, **kwargs):
+        value = read(self, key, *args, **kwargs)
+        if "qr_resolve" in str(key):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()  # every request has read before any writes
+        return value
+
+    monkeypatch.setattr(backend, "get", read_together)
+    statuses: list[int] = []
+
+    def resolve() -> None:
+        # Not a code: answered 400 once admitted, without the database.
+        response = APIClient().post("/api/v1/qr/resolve/", {"code": "x"}, format="json")
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=resolve) for _ in range(burst)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [400, 400] + [429] * (burst - 2)
 
 
 def test_creating_and_deactivating_are_audited(integrator_api, integrator_key, service):
