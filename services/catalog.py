@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +40,31 @@ GUIDE_FIELDS = (
 _JSON_FIELDS = frozenset({"materials", "channels", "form_schema", "keywords"})
 
 
+def _json_equal(one: Any, two: Any) -> bool:
+    """Whether two JSON values are the same: numbers by value (1 and 1.0,
+    or 1e16 as PostgreSQL gives it back), true and 1 apart."""
+    pending = [(one, two)]
+    while pending:
+        a, b = pending.pop()
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a.keys() != b.keys():
+                return False
+            pending.extend((a[name], b[name]) for name in a)
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                return False
+            pending.extend(zip(a, b, strict=True))
+        elif isinstance(a, bool | dict | list) or isinstance(b, bool | dict | list):
+            if type(a) is not type(b) or a != b:
+                return False
+        elif a != b:
+            return False
+    return True
+
+
 def _unchanged(name: str, stored: Any, given: Any) -> bool:
     if name in _JSON_FIELDS:
-        return json.dumps(stored, sort_keys=True) == json.dumps(given, sort_keys=True)
+        return _json_equal(stored, given)
     return bool(stored == given)
 
 

@@ -185,3 +185,14 @@ def test_an_edit_from_a_number_to_a_boolean_in_the_form_is_kept(
         "/api/v1/applications/", {"service": "mine", "form": {"agree": answer}}, format="json"
     )
     assert applied.status_code == 201, applied.json()
+
+
+def test_the_same_form_with_numbers_spelled_otherwise_is_no_change(
+    integrator_api, department
+) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "number", "minimum": 1}}}
+    ServiceFactory(code="mine", department=department, form_schema=schema)
+    again = {"type": "object", "properties": {"n": {"type": "number", "minimum": 1.0}}}
+    response = integrator_api.patch(f"{URL}mine/", {"form_schema": again}, format="json")
+    assert response.status_code == 200, response.json()
+    assert not AuditEntry.objects.filter(action="service.updated").exists()
