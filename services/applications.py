@@ -438,7 +438,13 @@ def applications_pseudonymise(citizen: User) -> None:
 
 
 def application_department_update(
-    *, application: Application, status: str, note: str = "", reference: str = "", api_key: ApiKey
+    *,
+    application: Application,
+    status: str,
+    note: str = "",
+    reference: str = "",
+    api_key: ApiKey,
+    ip: str | None = None,
 ) -> Application:
     """A department reports progress: accept (the deadline starts), ask for
     more information, complete or reject."""
@@ -475,6 +481,7 @@ def application_department_update(
                 "to": status,
                 "reference": reference,
             },
+            ip=ip,
         )
     return application
 

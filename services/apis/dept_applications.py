@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import DepartmentRequest
-from config.api import FeedPagination, links, paginated, problems
+from config.api import FeedPagination, client_ip, links, paginated, problems
 from services import applications, selectors
 from services.apis.dept_services import DepartmentView
 from services.models import Application, ApplicationStatus
@@ -95,6 +95,7 @@ class DeptApplicationStatusView(_DeptApplicationView):
         application = applications.application_department_update(
             application=self.get_application(number),
             api_key=request.auth,
+            ip=client_ip(request),
             **serializer.validated_data,
         )
         return Response(_with_timeline(self.get_application(application.number)))

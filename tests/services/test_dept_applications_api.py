@@ -159,3 +159,17 @@ def test_a_paid_application_reaches_the_department(
     application_mark_paid(application=Application.objects.get(pk=body["id"]))
     [listed] = integrator_api.get(URL).json()["results"]
     assert listed["number"] == body["number"] and listed["status"] == "submitted"
+
+
+def test_a_status_report_is_audited_with_the_callers_address(
+    integrator_api, integrator_key, citizen_api, service
+) -> None:
+    """As every other write of the department API is."""
+    number = submit(citizen_api).json()["number"]
+    response = integrator_api.post(
+        f"{URL}{number}/status/", {"status": "accepted"}, format="json", REMOTE_ADDR="203.0.113.9"
+    )
+    assert response.status_code == 200, response.json()
+    entry = AuditEntry.objects.get(action="application.status_changed")
+    assert entry.ip == "203.0.113.9"
+    assert entry.actor_kind == "api_key"
