@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 from django.test import RequestFactory
-from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.models import AuditEntry, OtpChallenge
-from config.api import client_block, client_ip
+from config.api import ClientScopedRateThrottle, client_block, client_ip
 
 pytestmark = pytest.mark.django_db
 
@@ -63,7 +62,7 @@ def wrong_login(api, **meta: str) -> int:
 
 
 def test_a_changing_forwarded_header_does_not_lift_the_login_throttle(api, monkeypatch) -> None:
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
+    monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
     codes = [wrong_login(api, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}") for n in range(4)]
     assert codes == [400, 400, 400, 429]
 
@@ -86,7 +85,7 @@ def test_per_address_throttles_count_an_ipv6_client_by_its_64(address, block) ->
 def test_rotating_addresses_within_one_ipv6_64_does_not_lift_the_login_throttle(
     api, monkeypatch
 ) -> None:
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
+    monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
     codes = [wrong_login(api, REMOTE_ADDR=f"2001:db8:1:2::{n + 1:x}") for n in range(4)]
     assert codes == [400, 400, 400, 429]
     # Another subscriber's network counts on its own.

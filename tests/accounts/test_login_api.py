@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
-from rest_framework.throttling import ScopedRateThrottle
 
 from accounts import otp, sms
 from accounts.models import OtpChallenge, User
+from config.api import ClientScopedRateThrottle
 from tests.accounts.factories import CitizenFactory
 from tests.accounts.helpers import last_code_sent_to, log_in
 
@@ -271,7 +271,7 @@ def test_daily_cap_per_client_address(api, settings) -> None:
 
 
 def test_login_attempts_are_throttled_per_client(api, monkeypatch) -> None:
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
+    monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
     responses = [
         api.post(TOKEN, {"phone": "13800138000", "code": "000000"}, format="json") for _ in range(4)
     ]
@@ -303,3 +303,46 @@ def test_when_the_sms_gateway_fails_the_citizen_may_retry_at_once(api, settings)
 class BrokenGateway(sms.BaseSmsBackend):
     def send(self, message: sms.SmsMessage) -> None:
         raise sms.SmsDeliveryError("gateway timeout")
+
+
+@pytest.mark.parametrize("scope", ["login", "refresh"])
+def test_logins_and_refreshes_sent_side_by_side_cannot_outrun_the_rate(monkeypatch, scope) -> None:
+    """Requests arriving together are counted one by one: DRF's rate read
+    the caller's history and wrote it back, so every request of a burst
+    read the same history and passed."""
+    import contextlib
+    import threading
+
+    from django.core.cache import caches
+    from rest_framework.test import APIClient
+
+    monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {scope: "2/min"})
+    burst = 6
+    together = threading.Barrier(burst, timeout=2)
+    backend = type(caches["default"])  # each thread has its own instance
+    read = backend.get
+
+    def read_together(self, key, *args, **kwargs):
+        value = read(self, key, *args, **kwargs)
+        if f"throttle_{scope}" in str(key):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()  # every request has read before any writes
+        return value
+
+    monkeypatch.setattr(backend, "get", read_together)
+    # Refused by their form, without the database, once admitted.
+    path, body = {
+        "login": (TOKEN, {"phone": "13800138000", "code": "abc"}),
+        "refresh": ("/api/v1/auth/token/refresh/", {"refresh": ""}),
+    }[scope]
+    statuses: list[int] = []
+
+    def send() -> None:
+        statuses.append(APIClient().post(path, body, format="json").status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(burst)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses) == [400, 400, 429, 429, 429, 429]
