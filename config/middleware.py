@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -34,7 +35,10 @@ class ApiRequestLimitsMiddleware:
     Django and DRF read at most ``CONTENT_LENGTH`` bytes (a body without one
     is read as empty), so checking the header bounds what a request can make
     the process buffer; a chunked body without one is refused with 411
-    rather than answered as if it were empty.
+    rather than answered as if it were empty. The bound is
+    ``API_MAX_BODY_BYTES``, or the setting a view names in its
+    ``max_body_setting`` (a batch upload's is larger); it is checked once
+    the view is known, before any middleware or view reads the body.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -55,16 +59,26 @@ class ApiRequestLimitsMiddleware:
             length = -1
         if length < 0:
             return problem_http_response(INVALID, _("Content-Length 无效"))
-        limit = settings.API_MAX_BODY_BYTES
+        request._api_body_length = length  # type: ignore[attr-defined]  # for process_view
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], args: Any, kwargs: Any
+    ) -> HttpResponse | None:
+        length = getattr(request, "_api_body_length", None)
+        if length is None:  # not an API request
+            return None
+        name = getattr(getattr(view_func, "cls", None), "max_body_setting", "API_MAX_BODY_BYTES")
+        limit = getattr(settings, name)
         if length > limit:
             return problem_http_response(
                 PAYLOAD_TOO_LARGE,
                 _("请求体不能超过 %(limit)s 字节") % {"limit": limit},
             )
-        response = self.get_response(request)
-        if not response.has_header("Cache-Control"):
-            response["Cache-Control"] = "no-store"
-        return response
+        return None
 
 
 class SameOriginPagesMiddleware:

@@ -361,6 +361,8 @@ class RevocationsView(ScannerView):
 
 class ScanUploadView(ScannerView):
     throttle_classes = [ScanUploadThrottle]
+    # A full batch of real codes is over the API's general bound.
+    max_body_setting = "QR_SCAN_UPLOAD_MAX_BYTES"
 
     @extend_schema(
         tags=["scanner"],

@@ -380,7 +380,10 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 
 # The largest request body any API accepts; larger bodies get 413.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
+# A scanner's batch of offline scans (QR_OFFLINE_BATCH_MAX of them, each a
+# code of some 400 characters with its event id, time and verdict).
+QR_SCAN_UPLOAD_MAX_BYTES = env.int("QR_SCAN_UPLOAD_MAX_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, QR_SCAN_UPLOAD_MAX_BYTES, 2_621_440)
 
 # --- REST framework --------------------------------------------------------------
 

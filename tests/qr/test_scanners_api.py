@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 
@@ -292,6 +293,35 @@ def test_batches_are_bounded(citizen, scanner_api, settings):
     response = scanner_api.post("/api/v1/qr/scans/", {"scans": [scan(code)] * 3}, format="json")
     assert response.status_code == 400
     assert scanner_api.post("/api/v1/qr/scans/", {"scans": []}, format="json").status_code == 400
+
+
+def test_a_full_batch_of_real_codes_is_taken_whole(citizen, scanner_api, settings):
+    """500 scans of real codes, with 64-character event ids and reasons,
+    are over the API's general bound (256 KiB): the upload has its own."""
+    settings.QR_SCAN_UPLOAD_RATE = "1000/min"
+    code = citizen_code(citizen)
+    batch = [
+        scan(code, valid=False, reason="expired", event_id=f"{n:064d}")
+        for n in range(settings.QR_OFFLINE_BATCH_MAX)
+    ]
+    body = json.dumps({"scans": batch})
+    assert len(body) > settings.API_MAX_BODY_BYTES
+    response = scanner_api.post("/api/v1/qr/scans/", body, content_type="application/json")
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["recorded"] == settings.QR_OFFLINE_BATCH_MAX
+
+
+def test_an_upload_over_its_own_bound_is_refused_before_it_is_read(citizen, scanner_api, settings):
+    settings.QR_SCAN_UPLOAD_MAX_BYTES = 4096
+    body = json.dumps({"scans": [scan(citizen_code(citizen))] * 20})
+    response = scanner_api.post("/api/v1/qr/scans/", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    assert "4096" in response.json()["detail"]
+    # Other endpoints keep the general bound.
+    settings.API_MAX_BODY_BYTES = 1024
+    response = scanner_api.post("/api/v1/qr/verify/", {"code": "x" * 2000}, format="json")
+    assert response.status_code == 413
 
 
 def test_batches_per_scanner_key_are_throttled(citizen, scanner_api, hall_api, settings):
