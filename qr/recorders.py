@@ -31,7 +31,7 @@ from enum import Enum
 from django.conf import settings
 from django.core.cache import cache
 from django.core.signals import setting_changed
-from django.db import connection
+from django.db import connection, transaction
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -234,9 +234,12 @@ class DatabaseScanRecorder(ScanRecorder):
             if count > limit.limit:
                 return Outcome(Admission.THROTTLED, retry_after)
         admission = Admission.RECORDED
-        if claim is not None and not _claim_row(claim):
-            record, admission = record.replayed(), Admission.REPLAYED
-        store([record])
+        # The claim and the record stand or fall together: a claim kept
+        # without its record would answer the terminal's retry as a replay.
+        with transaction.atomic():
+            if claim is not None and not _claim_row(claim):
+                record, admission = record.replayed(), Admission.REPLAYED
+            store([record])
         return Outcome(admission)
 
 
