@@ -271,7 +271,9 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 file = form.cleaned_data["file"]
-                document = json.loads(file.read(CATALOG_FILE_MAX_BYTES).decode("utf-8"))
+                document = json.loads(
+                    file.read(CATALOG_FILE_MAX_BYTES).decode("utf-8"), cls=_JSONDecoder
+                )
                 records = document["services"] if isinstance(document, dict) else document
                 if not isinstance(records, list):
                     raise ValueError

@@ -248,3 +248,21 @@ def test_a_number_json_has_not_is_a_field_error(operator_client, field, number) 
     assert response.context["adminform"].form.errors[field]
     stored = Service.objects.get(pk=service.pk)
     assert getattr(stored, field) == getattr(service, field)
+
+
+@pytest.mark.parametrize("number", ["NaN", "-Infinity", "1e400"])
+def test_a_catalog_file_with_a_number_json_has_not_is_refused(
+    operator_client, department, number
+) -> None:
+    """Not JSON: it was imported, the keyword or note stored as "nan"."""
+    CategoryFactory(code="shebao")
+    record = {
+        "code": "new-one", "department": department.code, "category": "shebao", "name": "新事项",
+        "channels": ["online"], "form_schema": SIMPLE_FORM, "keywords": ["__N__"],
+        "materials": [{"name": "居民身份证", "note": "__N__"}],
+    }  # fmt: skip
+    text = json.dumps({"services": [record]}, ensure_ascii=False).replace('"__N__"', number)
+    response = upload_text(operator_client, text)
+    assert response.status_code == 200
+    assert "errorlist" in response.content.decode()
+    assert not Service.objects.exists()
