@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,6 +19,9 @@ from services.serializers import (
     DepartmentStatusSerializer,
     TimelineEntrySerializer,
 )
+
+# The filter's values, refused in the caller's language as a body's would be.
+_STATUS = serializers.ChoiceField(choices=ApplicationStatus.choices)
 
 
 def _with_timeline(application: Application) -> dict:
@@ -49,8 +53,11 @@ class DeptApplicationListView(DepartmentView):
     )
     def get(self, request: Request) -> Response:
         wanted = request.query_params.get("status") or None
-        if wanted is not None and wanted not in ApplicationStatus.values:
-            raise ValidationError({"status": [f"one of {', '.join(ApplicationStatus.values)}"]})
+        if wanted is not None:
+            try:
+                wanted = _STATUS.run_validation(wanted)
+            except ValidationError as exc:
+                raise ValidationError({"status": exc.detail}) from exc
         return paginated(
             request,
             self,

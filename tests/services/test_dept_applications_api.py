@@ -173,3 +173,10 @@ def test_a_status_report_is_audited_with_the_callers_address(
     entry = AuditEntry.objects.get(action="application.status_changed")
     assert entry.ip == "203.0.113.9"
     assert entry.actor_kind == "api_key"
+
+
+def test_an_unknown_status_filter_is_refused_in_the_callers_language(integrator_api) -> None:
+    chinese = integrator_api.get(URL, {"status": "nope"}).json()
+    assert chinese["code"] == "invalid" and "不是合法选项" in chinese["errors"]["status"][0]
+    english = integrator_api.get(URL, {"status": "nope"}, HTTP_ACCEPT_LANGUAGE="en").json()
+    assert english["errors"]["status"] == ['"nope" is not a valid choice.']
