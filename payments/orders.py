@@ -155,63 +155,82 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
     An open order of another channel is closed at its channel first.
     """
     chosen = provider(channel)
-    with transaction.atomic():
-        # The application, locked, with what an order needs of it (not its
-        # encrypted form) and its service's name.
-        application = (
-            Application.objects.select_for_update(of=("self",))
-            .select_related("service")
-            .only("status", "fee_fen", "department", "service__name")
-            .filter(pk=application_id, applicant=citizen)
-            .first()
+    try:
+        return _order_open(
+            citizen=citizen, application_id=application_id, channel=channel, chosen=chosen
         )
-        if application is None:
-            raise PaymentsError(NOT_FOUND)
-        if application.status != ApplicationStatus.AWAITING_PAYMENT or application.fee_fen <= 0:
-            raise PaymentsError(
-                APPLICATION_NOT_PAYABLE, extra={"application_status": application.status}
-            )
-        now = timezone.now()
-        current_id = selectors.open_order_id(application.pk)
-        if current_id is not None:
-            current = _locked(current_id)
-            if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
-                return current, False
-            _close(current, reason="superseded")
-        order = PaymentOrder(
-            order_no=_new_number("P", now),
-            application=application,
-            payer=citizen,
-            department_id=application.department_id,
-            service=application.service,
-            description=application.service.name[:127],
-            amount_fen=application.fee_fen,
-            channel=channel,
-            expires_at=now + dt.timedelta(seconds=settings.PAYMENTS_ORDER_TTL_SECONDS),
-            created_at=now,
+    except _PaidMeanwhile as paid:
+        # The open order was paid at its channel as the citizen left it:
+        # nothing is left to pay.
+        _bring_in(paid)
+        status = Application.objects.filter(pk=application_id, applicant=citizen).values_list(
+            "status", flat=True
         )
-        # The channel first, then one INSERT with what it answered. If the
-        # INSERT fails, the channel holds an unpaid trade nobody can pay:
-        # it expires there.
-        try:
-            order.checkout = chosen.checkout_create(
-                order_no=order.order_no,
-                amount_fen=order.amount_fen,
-                description=order.description,
-                expires_at=order.expires_at,
-                notify_url=notify_url(channel),
-            )
-        except ProviderError as exc:
-            logger.warning("%s checkout of %s failed: %s", channel, order.order_no, exc)
-            raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
-        order.save(force_insert=True)
-        inbox.facts_remember(order)
-        audit_record(
-            actor=citizen,
-            action="payment.created",
-            target=order,
-            data={"order_no": order.order_no, "amount_fen": order.amount_fen, "channel": channel},
+        raise PaymentsError(
+            APPLICATION_NOT_PAYABLE, extra={"application_status": status.first()}
+        ) from None
+
+
+@transaction.atomic
+def _order_open(
+    *, citizen: User, application_id: Any, channel: str, chosen: BasePaymentProvider
+) -> tuple[PaymentOrder, bool]:
+    # The application, locked, with what an order needs of it (not its
+    # encrypted form) and its service's name.
+    application = (
+        Application.objects.select_for_update(of=("self",))
+        .select_related("service")
+        .only("status", "fee_fen", "department", "service__name")
+        .filter(pk=application_id, applicant=citizen)
+        .first()
+    )
+    if application is None:
+        raise PaymentsError(NOT_FOUND)
+    if application.status != ApplicationStatus.AWAITING_PAYMENT or application.fee_fen <= 0:
+        raise PaymentsError(
+            APPLICATION_NOT_PAYABLE, extra={"application_status": application.status}
         )
+    now = timezone.now()
+    current_id = selectors.open_order_id(application.pk)
+    if current_id is not None:
+        current = _locked(current_id)
+        if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
+            return current, False
+        _close(current, reason="superseded")
+    order = PaymentOrder(
+        order_no=_new_number("P", now),
+        application=application,
+        payer=citizen,
+        department_id=application.department_id,
+        service=application.service,
+        description=application.service.name[:127],
+        amount_fen=application.fee_fen,
+        channel=channel,
+        expires_at=now + dt.timedelta(seconds=settings.PAYMENTS_ORDER_TTL_SECONDS),
+        created_at=now,
+    )
+    # The channel first, then one INSERT with what it answered. If the
+    # INSERT fails, the channel holds an unpaid trade nobody can pay:
+    # it expires there.
+    try:
+        order.checkout = chosen.checkout_create(
+            order_no=order.order_no,
+            amount_fen=order.amount_fen,
+            description=order.description,
+            expires_at=order.expires_at,
+            notify_url=notify_url(channel),
+        )
+    except ProviderError as exc:
+        logger.warning("%s checkout of %s failed: %s", channel, order.order_no, exc)
+        raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
+    order.save(force_insert=True)
+    inbox.facts_remember(order)
+    audit_record(
+        actor=citizen,
+        action="payment.created",
+        target=order,
+        data={"order_no": order.order_no, "amount_fen": order.amount_fen, "channel": channel},
+    )
     return order, True
 
 
@@ -430,21 +449,39 @@ def order_refresh(order: PaymentOrder) -> PaymentOrder:
             # the channel says something was paid.
             logger.warning("query of %s refused: %s", order.order_no, exc)
     elif order.expires_at <= now:
-        with transaction.atomic():
-            locked = _locked(order.pk)
-            if locked.status == OS.PENDING:
-                _close(locked, reason="expired")
+        try:
+            with transaction.atomic():
+                locked = _locked(order.pk)
+                if locked.status == OS.PENDING:
+                    _close(locked, reason="expired")
+        except _PaidMeanwhile as paid:  # paid between the query and the close
+            _bring_in(paid)
     return PaymentOrder.objects.get(pk=order.pk)
+
+
+class _PaidMeanwhile(Exception):
+    """The channel would not close an order: asked, it says it was paid
+    (the citizen paid as the order was being closed). The caller rolls its
+    work back and brings the payment in (:func:`_bring_in`)."""
+
+    def __init__(self, order: PaymentOrder, result: PaymentResult) -> None:
+        super().__init__(order.order_no)
+        self.order = order
+        self.result = result
 
 
 def _close(order: PaymentOrder, *, reason: str) -> None:
     """Close a locked pending order, at the channel first. If the channel
-    will not close it (it was paid just now), the order stays open and its
-    callback or the next query brings the payment in."""
+    will not close it because it was paid just now, :class:`_PaidMeanwhile`
+    carries what the channel says; any other refusal leaves the order open
+    (``payment_provider_error``)."""
     try:
         provider_for(order.channel).order_close(order_no=order.order_no)
     except ProviderError as exc:
         if not exc.retryable:
+            paid = _paid_at_channel(order)
+            if paid is not None:
+                raise _PaidMeanwhile(order, paid) from exc
             raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
         # Unreachable: close here anyway. A payment that still arrives is a
         # late success, recorded and sent back (see order_apply_result).
@@ -455,6 +492,25 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
         # citizen may pay through another channel meanwhile.
         logger.warning("closing %s: channel %s is off here", order.order_no, order.channel)
     _close_here(order, reason=reason)
+
+
+def _paid_at_channel(order: PaymentOrder) -> PaymentResult | None:
+    """What the channel says of an order it would not close, if paid."""
+    try:
+        result = provider_for(order.channel).order_query(order_no=order.order_no)
+    except (ProviderError, ChannelUnavailable) as exc:
+        logger.warning("query of %s after a refused close failed: %s", order.order_no, exc)
+        return None
+    return result if result.state == "paid" else None
+
+
+def _bring_in(paid: _PaidMeanwhile) -> None:
+    """Apply the payment a refused close found (after the caller's work was
+    rolled back: nothing of it is locked any more)."""
+    try:
+        order_apply_result(order=paid.order, result=paid.result, source="query")
+    except PaymentsError as exc:  # audited there
+        logger.warning("payment of %s found at closing refused: %s", paid.order.order_no, exc)
 
 
 def orders_close_open(*, application_id: Any, reason: str) -> int:

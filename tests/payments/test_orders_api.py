@@ -184,6 +184,61 @@ def test_an_open_order_whose_channel_was_switched_off_does_not_block_another_cha
     assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
 
 
+@pytest.mark.parametrize(("first_channel", "then"), [("wechat", "alipay"), ("alipay", "wechat")])
+def test_switching_channel_just_after_paying_brings_the_payment_in(
+    citizen_api, awaiting, django_capture_on_commit_callbacks, first_channel, then
+) -> None:
+    """The wallet took the money and its callback is still on its way when
+    the citizen asks for another channel: the channel will not close a paid
+    order. The payment is brought in (asked of the channel) and the answer
+    says the application is paid, not that the channel failed and nothing
+    was charged."""
+    first = open_order(citizen_api, awaiting, first_channel)
+    books.trade_pay(channel=first_channel, order_no=first["order_no"], succeed=True)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        switched = citizen_api.post(
+            "/api/v1/payments/", {"application": awaiting["id"], "channel": then}, format="json"
+        )
+
+    assert switched.status_code == 409, switched.json()
+    assert switched.json()["code"] == "application_not_payable"
+    assert switched.json()["application_status"] == "submitted"
+    paid = PaymentOrder.objects.get()
+    assert (str(paid.pk), paid.status, paid.paid_fen) == (first["id"], "paid", FEE)
+    assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
+    assert LedgerEntry.objects.count() == 1
+
+
+def test_an_expired_order_paid_between_the_query_and_the_close_is_shown_paid(
+    citizen_api, awaiting, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """The payer opens an expired order: the channel, asked, says not paid;
+    the wallet takes the money that moment; the close is refused. The
+    payment is brought in, not answered as a failure of the channel."""
+    from payments.providers.wechat import WechatPayProvider
+
+    order = open_order(citizen_api, awaiting, "wechat")
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    asked = WechatPayProvider.order_query
+
+    def paid_right_after_the_first_question(self, *, order_no):
+        answer = asked(self, order_no=order_no)
+        if not SandboxTrade.objects.filter(order_no=order_no, state="SUCCESS").exists():
+            books.trade_pay(channel="wechat", order_no=order_no, succeed=True)
+        return answer
+
+    monkeypatch.setattr(WechatPayProvider, "order_query", paid_right_after_the_first_question)
+    with django_capture_on_commit_callbacks(execute=True):
+        shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+
+    assert shown.status_code == 200, shown.json()
+    assert shown.json()["status"] == "paid"
+    assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
+
+
 def test_a_citizen_sees_only_their_own_orders(citizen_api, other_citizen_api, awaiting) -> None:
     order = open_order(citizen_api, awaiting)
     assert other_citizen_api.get(f"/api/v1/payments/{order['id']}/").status_code == 404
