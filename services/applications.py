@@ -416,6 +416,12 @@ def applications_pseudonymise(citizen: User) -> None:
     naming their own steps), and in the stored events the applicant's name,
     ID number and phone and the form. The department received the full
     application when it was submitted and keeps its own case file.
+
+    Applications still waiting for their fee are withdrawn: no department
+    has heard of them, and one paid after the close would reach its
+    department with nothing but a pseudonym. Their open orders close as any
+    withdrawn application's do (``application.cancelled``), and money that
+    still arrives goes back.
     """
     owned = list(
         Application.objects.select_for_update()
@@ -425,6 +431,20 @@ def applications_pseudonymise(citizen: User) -> None:
     )
     if not owned:
         return
+    unpaid = list(
+        Application.objects.select_related("service", "department")
+        .filter(pk__in=owned, status=S.AWAITING_PAYMENT)
+        .order_by("pk")
+    )
+    if unpaid:
+        _move_many(unpaid, S.CANCELLED, actor=ActorKind.CITIZEN)
+        for application in unpaid:
+            outbox.event_publish(
+                type=events.APPLICATION_CANCELLED,
+                department=None,  # it never reached its department
+                application=application,
+                data={"application": department_view(application), "reason": ""},
+            )
     Application.objects.filter(pk__in=owned).update(
         form={}, rating_comment="", updated_at=timezone.now()
     )

@@ -448,6 +448,24 @@ def test_closing_the_account_keeps_the_ledger_under_the_pseudonymous_account(
     assert "13800138000" not in str(listed)
 
 
+def test_closing_the_account_withdraws_an_unpaid_application_and_closes_its_order(
+    citizen_api, awaiting, django_capture_on_commit_callbacks
+) -> None:
+    """An application still waiting for its fee never reached its
+    department; paid after the close, it would reach it with nothing but a
+    pseudonym. The close withdraws it, and its open order closes."""
+    order = open_order(citizen_api, awaiting, "alipay")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert citizen_api.delete("/api/v1/me/").status_code == 204
+
+    assert Application.objects.get(pk=awaiting["id"]).status == "cancelled"
+    assert PaymentOrder.objects.get(pk=order["id"]).status == "closed"
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "CLOSED"
+    withdrawn = OutboxEvent.objects.get(type=events.APPLICATION_CANCELLED)
+    assert withdrawn.department_id is None  # no department hears of it
+    assert "13800138000" not in str(withdrawn.data)
+
+
 def test_order_lists_take_as_many_queries_for_many_orders_as_for_one(
     citizen_api, integrator_api, fee_service, pay
 ) -> None:
