@@ -18,6 +18,7 @@ from accounts.models import (
     User,
 )
 from config.errors import NOT_FOUND
+from config.purge import delete_in_batches
 
 # --- Inbox ------------------------------------------------------------------------------
 
@@ -104,3 +105,11 @@ def messages_mark_all_read(*, user: User) -> int:
 
 def messages_erase(user: User) -> None:
     Message.objects.filter(user=user).delete()
+
+
+def messages_of_closed_accounts_purge() -> int:
+    """Messages posted to accounts after they closed (a department finishing
+    a case, a refund settling): nobody can read them, and the close erased
+    the inbox they would join. Posting asks no account row (the routing
+    batch posts many at once), so they go here, daily."""
+    return delete_in_batches(Message.objects.filter(user__closed_at__isnull=False))

@@ -336,6 +336,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": crontab(hour=4, minute=29),
         "options": {"queue": "housekeeping"},
     },
+    # Messages posted to accounts after they closed.
+    "accounts-purge-closed-inboxes": {
+        "task": "accounts.purge_closed_inboxes",
+        "schedule": crontab(hour=4, minute=41),
+        "options": {"queue": "housekeeping"},
+    },
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
