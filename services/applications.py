@@ -105,6 +105,13 @@ def transition_allowed(current: str, target: str, actor: str) -> bool:
     return actor in TRANSITIONS.get(current, {}).get(target, set())
 
 
+def _citizen_label(citizen: User) -> str:
+    """How a citizen's own steps are labelled: the masked phone (an account
+    that also has a username, staff logging in by SMS code, is not named by
+    it)."""
+    return citizen.phone_masked if citizen.phone else ""
+
+
 def _move(
     application: Application,
     target: str,
@@ -304,7 +311,7 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
             status=status,
             at=now,
             actor=ActorKind.CITIZEN,
-            actor_label=str(citizen),
+            actor_label=_citizen_label(citizen),
         )
         selectors.timeline_known(application, [entry])
         message_post(
@@ -338,7 +345,11 @@ def application_cancel(*, citizen: User, application: Application, reason: str =
         application = _locked(application)
         department_knew = application.status in (S.SUBMITTED, S.ROUTED)
         _move(
-            application, S.CANCELLED, actor=ActorKind.CITIZEN, actor_label=str(citizen), note=reason
+            application,
+            S.CANCELLED,
+            actor=ActorKind.CITIZEN,
+            actor_label=_citizen_label(citizen),
+            note=reason,
         )
         outbox.event_publish(
             type=events.APPLICATION_CANCELLED,
@@ -378,7 +389,7 @@ def application_supplement(*, citizen: User, application: Application, form: Any
             application,
             S.ACCEPTED,
             actor=ActorKind.CITIZEN,
-            actor_label=str(citizen),
+            actor_label=_citizen_label(citizen),
             note=NOTE_SUPPLEMENTED,
             also=["form", "due_date", "paused_at"],
         )

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from accounts.models import Message
-from services.models import Application, OutboxEvent
+from services.models import Application, OutboxEvent, TimelineEntry
 from tests.accounts.factories import CitizenFactory
 from tests.conftest import client_for
 from tests.services.conftest import GOOD_FORM, submit
@@ -308,6 +308,26 @@ def test_timeline_is_oldest_first_with_who_and_when(citizen_api, service) -> Non
         ("needs_info", "department"),
     ]
     assert timeline[0]["at"] <= timeline[1]["at"] <= timeline[2]["at"]
+
+
+def test_a_citizens_steps_are_labelled_by_the_masked_phone_never_a_username(
+    citizen, service
+) -> None:
+    """An account with a username (staff who also log in by SMS code) is
+    not named by it on the timeline operators read; one longer than the
+    label's column was a 500 on PostgreSQL."""
+    citizen.username = "ops-" + "x" * 140
+    citizen.save(update_fields=["username"])
+    api = client_for(citizen)
+    body = submit(api).json()
+    cancelled = api.post(f"{URL}{body['id']}/cancel/", {}, format="json")
+    assert cancelled.status_code == 200, cancelled.json()
+    labels = list(
+        TimelineEntry.objects.filter(application_id=body["id"])
+        .order_by("at", "pk")
+        .values_list("actor_label", flat=True)
+    )
+    assert labels == [citizen.phone_masked, citizen.phone_masked]  # in the admin and the export
 
 
 def test_forms_are_encrypted_at_rest(citizen_api, service) -> None:
