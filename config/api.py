@@ -387,6 +387,8 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
     ``scope`` and :meth:`get_rate` (DRF notation)."""
 
     scope = ""
+    # The methods it counts (None: every one); the others pass uncounted.
+    methods: frozenset[str] | None = None
 
     def get_rate(self) -> str | None:
         raise NotImplementedError
@@ -412,6 +414,8 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
         )
 
     def allow_request(self, request: Any, view: Any) -> bool:
+        if self.methods is not None and request.method not in self.methods:
+            return True
         window = self.window(request)
         return window is None or window.admit()
 

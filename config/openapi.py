@@ -111,7 +111,11 @@ class AutoSchema(SpectacularAutoSchema):
                 if own_type in content:
                     response["content"] = {own_type: content[own_type]}
         refusals = [getattr(p, "code", None) for p in self.view.get_permissions()]
-        if getattr(self.view, "throttle_classes", None):
+        throttles = getattr(self.view, "throttle_classes", None) or []
+        if any(
+            getattr(throttle, "methods", None) is None or self.method.upper() in throttle.methods
+            for throttle in throttles
+        ):
             refusals.append(THROTTLED.code)
         for code in refusals:
             error = ERROR_CODES.get(code or "")

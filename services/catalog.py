@@ -12,6 +12,7 @@ from pypinyin import Style, lazy_pinyin
 
 from accounts.audit import audit_record
 from accounts.models import ApiKey, Department, User
+from config.errors import NOT_FOUND
 from config.pages import catalog_pages
 from services.errors import FORM_SCHEMA_INVALID, GUIDE_INVALID, SERVICE_CODE_TAKEN, ServicesError
 from services.formschema import schema_problems
@@ -165,11 +166,15 @@ def service_update(
         # Compared with and written to the row as it is now, field by field:
         # an edit made since ``service`` was read (an operator taking it
         # offline, another edit) is not written back over.
-        service = (
+        current = (
             Service.objects.select_for_update(of=("self",))
             .select_related("department", "category")
-            .get(pk=service.pk)
+            .filter(pk=service.pk)
+            .first()
         )
+        if current is None:  # deleted by an operator since it was read
+            raise ServicesError(NOT_FOUND)
+        service = current
         changed = [
             name
             for name, value in values.items()

@@ -786,6 +786,12 @@ def department_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> None:
     )
     guide = p.story.succeeded["dept_services_create"].body
     p.refused(dept, "post", "/api/v1/dept/services/", guide, status=409, code="service_code_taken")
+    with override_settings(DEPT_SERVICE_WRITE_RATE="0/day"):
+        # Creations and edits count together, per key; reading does not.
+        p.refused(dept, "post", "/api/v1/dept/services/", guide, status=429, code="throttled")
+        edited = f"/api/v1/dept/services/{guide['code']}/"
+        p.refused(dept, "patch", edited, {"name": "x"}, status=429, code="throttled")
+        p.answered(dept, "get", edited, expect=200)
     p.refused(
         dept,
         "post",

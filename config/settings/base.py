@@ -528,6 +528,9 @@ ROUTING_SECRET_OVERLAP_HOURS = env.int("ROUTING_SECRET_OVERLAP_HOURS", default=2
 # work for the delivery workers that every department shares.
 ROUTING_MAX_ENDPOINTS = env.int("ROUTING_MAX_ENDPOINTS", default=20)
 ROUTING_SEND_RATE = env.str("ROUTING_SEND_RATE", default="60/min")
+# Service creations and edits per department API key (each checks a form
+# schema the department wrote).
+DEPT_SERVICE_WRITE_RATE = env.str("DEPT_SERVICE_WRITE_RATE", default="60/min")
 # A due delivery not picked up this long after its nudge is nudged again.
 ROUTING_SWEEP_GRACE_SECONDS = env.int("ROUTING_SWEEP_GRACE_SECONDS", default=10)
 ROUTING_SWEEP_EVERY_SECONDS = env.float("ROUTING_SWEEP_EVERY_SECONDS", default=5.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -11,7 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication, DepartmentRequest, IsIntegrator
 from accounts.models import Department
-from config.api import PagePagination, client_ip, links, paginated, problems
+from config.api import FixedWindowThrottle, PagePagination, client_ip, links, paginated, problems
 from services import catalog, selectors
 from services.models import Service
 from services.serializers import GuideSerializer, ServiceCreateSerializer, ServiceGuideSerializer
@@ -27,8 +30,25 @@ class DepartmentView(APIView):
         return self.request.auth.department
 
 
+class ServiceWriteThrottle(FixedWindowThrottle):
+    """Service creations and edits per API key, in fixed windows: each
+    checks the guide's form schema, which a department may make costly
+    (within the schema limits, a fraction of a second of a web worker)."""
+
+    scope = "dept_service_writes"
+
+    def get_rate(self) -> str:
+        return settings.DEPT_SERVICE_WRITE_RATE
+
+    methods = frozenset({"POST", "PATCH"})
+
+    def get_ident(self, request: Any) -> str:
+        return str(request.auth.pk)
+
+
 class DeptServiceListView(DepartmentView):
     pagination_class = PagePagination
+    throttle_classes = [ServiceWriteThrottle]
     openapi_links = {
         "get": [
             links(
@@ -66,7 +86,11 @@ class DeptServiceListView(DepartmentView):
         responses={
             201: ServiceGuideSerializer,
             **problems(
-                "form_schema_invalid", "guide_invalid", "service_code_taken", "api_key_scope"
+                "form_schema_invalid",
+                "guide_invalid",
+                "service_code_taken",
+                "api_key_scope",
+                "throttled",
             ),
         },
     )
@@ -83,6 +107,8 @@ class DeptServiceListView(DepartmentView):
 
 
 class DeptServiceDetailView(DepartmentView):
+    throttle_classes = [ServiceWriteThrottle]
+
     def get_service(self, code: str) -> Service:
         service = selectors.department_services(self.department).filter(code=code).first()
         if service is None:
@@ -103,7 +129,7 @@ class DeptServiceDetailView(DepartmentView):
         request=GuideSerializer(partial=True),
         responses={
             200: ServiceGuideSerializer,
-            **problems("form_schema_invalid", "guide_invalid", "not_found"),
+            **problems("form_schema_invalid", "guide_invalid", "not_found", "throttled"),
         },
     )
     def patch(self, request: DepartmentRequest, code: str) -> Response:

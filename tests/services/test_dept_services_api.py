@@ -196,3 +196,37 @@ def test_the_same_form_with_numbers_spelled_otherwise_is_no_change(
     response = integrator_api.patch(f"{URL}mine/", {"form_schema": again}, format="json")
     assert response.status_code == 200, response.json()
     assert not AuditEntry.objects.filter(action="service.updated").exists()
+
+
+def test_creations_and_edits_count_against_the_write_rate_and_reads_do_not(
+    integrator_api, department, category, settings
+) -> None:
+    """Each write checks a form schema the department wrote: a key may make
+    DEPT_SERVICE_WRITE_RATE of them, creations and edits together."""
+    settings.DEPT_SERVICE_WRITE_RATE = "2/min"
+    assert integrator_api.post(URL, guide(), format="json").status_code == 201
+    assert (
+        integrator_api.patch(f"{URL}sbk-apply/", {"fee_fen": 1}, format="json").status_code == 200
+    )
+    refused = integrator_api.patch(f"{URL}sbk-apply/", {"fee_fen": 2}, format="json")
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "throttled"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert integrator_api.post(URL, guide(code="other"), format="json").status_code == 429
+    for _ in range(3):
+        assert integrator_api.get(f"{URL}sbk-apply/").status_code == 200
+        assert integrator_api.get(URL).status_code == 200
+    assert Service.objects.get(code="sbk-apply").fee_fen == 1
+
+
+def test_an_edit_of_a_service_deleted_meanwhile_is_not_found(department) -> None:
+    """An operator deletes the service between the department's read of it
+    and its edit: not found, not a server error."""
+    from services import catalog
+    from services.errors import ServicesError
+
+    service = ServiceFactory(code="gone", department=department)
+    Service.objects.filter(pk=service.pk).delete()
+    with pytest.raises(ServicesError) as refused:
+        catalog.service_update(service=service, actor=None, fee_fen=5)
+    assert refused.value.error.code == "not_found"
