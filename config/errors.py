@@ -228,7 +228,9 @@ PAYLOAD_TOO_LARGE = error_code(
     "payload_too_large",
     413,
     _("请求体过大"),
-    when=_("请求体超过了上限（`API_MAX_BODY_BYTES`，默认 256 KiB）。"),
+    when=_(
+        "请求体超过了上限（`API_MAX_BODY_BYTES`，默认 256 KiB；扫码终端的离线扫码批量上传为 `QR_SCAN_UPLOAD_MAX_BYTES`，默认 1 MiB）。"
+    ),
     what_to_do=_("缩小请求体，例如把离线扫码记录分成几批上传。"),
 )
 UNSUPPORTED_MEDIA_TYPE = error_code(
