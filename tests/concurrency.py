@@ -107,3 +107,35 @@ def close_meanwhile(
     if errors:
         raise errors[0]
     return close_waited
+
+
+def sent_side_by_side(
+    count: int, send: Callable[[], int], *, reading: str, monkeypatch
+) -> list[int]:
+    """Run ``send`` (a request; its status) from ``count`` threads, each
+    made to wait, once it has read a cache key containing ``reading``, until
+    every other has read it too: a throttle that reads a caller's history
+    and writes it back lets them all through. The statuses, sorted."""
+    import contextlib
+
+    from django.core.cache import caches
+
+    together = threading.Barrier(count, timeout=2)
+    backend = type(caches["default"])  # each thread has its own instance
+    read = backend.get
+
+    def read_together(self, key, *args, **kwargs):
+        value = read(self, key, *args, **kwargs)
+        if reading in str(key):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()  # every request has read before any writes
+        return value
+
+    monkeypatch.setattr(backend, "get", read_together)
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda: statuses.append(send())) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return sorted(statuses)

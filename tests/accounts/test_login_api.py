@@ -310,39 +310,19 @@ def test_logins_and_refreshes_sent_side_by_side_cannot_outrun_the_rate(monkeypat
     """Requests arriving together are counted one by one: DRF's rate read
     the caller's history and wrote it back, so every request of a burst
     read the same history and passed."""
-    import contextlib
-    import threading
-
-    from django.core.cache import caches
     from rest_framework.test import APIClient
 
+    from tests.concurrency import sent_side_by_side
+
     monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {scope: "2/min"})
-    burst = 6
-    together = threading.Barrier(burst, timeout=2)
-    backend = type(caches["default"])  # each thread has its own instance
-    read = backend.get
-
-    def read_together(self, key, *args, **kwargs):
-        value = read(self, key, *args, **kwargs)
-        if f"throttle_{scope}" in str(key):
-            with contextlib.suppress(threading.BrokenBarrierError):
-                together.wait()  # every request has read before any writes
-        return value
-
-    monkeypatch.setattr(backend, "get", read_together)
     # Refused by their form, without the database, once admitted.
     path, body = {
         "login": (TOKEN, {"phone": "13800138000", "code": "abc"}),
         "refresh": ("/api/v1/auth/token/refresh/", {"refresh": ""}),
     }[scope]
-    statuses: list[int] = []
 
-    def send() -> None:
-        statuses.append(APIClient().post(path, body, format="json").status_code)
+    def send() -> int:
+        return APIClient().post(path, body, format="json").status_code
 
-    threads = [threading.Thread(target=send) for _ in range(burst)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert sorted(statuses) == [400, 400, 429, 429, 429, 429]
+    statuses = sent_side_by_side(6, send, reading=f"throttle_{scope}", monkeypatch=monkeypatch)
+    assert statuses == [400, 400, 429, 429, 429, 429]

@@ -195,39 +195,18 @@ def test_resolutions_sent_side_by_side_cannot_outrun_the_rate(settings, monkeypa
     """Requests arriving together are counted one by one: a rate that read
     the caller's history and wrote it back let every request of a burst
     read the same history, and pass."""
-    import contextlib
-    import threading
-
-    from django.core.cache import caches
     from rest_framework.test import APIClient
 
+    from tests.concurrency import sent_side_by_side
+
     settings.QR_RESOLVE_RATE = "2/day"
-    burst = 6
-    together = threading.Barrier(burst, timeout=2)
-    backend = type(caches["default"])  # each thread has its own instance
-    read = backend.get
 
-    def read_together(self, key, *args, **kwargs):
-        value = read(self, key, *args, **kwargs)
-        if "qr_resolve" in str(key):
-            with contextlib.suppress(threading.BrokenBarrierError):
-                together.wait()  # every request has read before any writes
-        return value
-
-    monkeypatch.setattr(backend, "get", read_together)
-    statuses: list[int] = []
-
-    def resolve() -> None:
+    def resolve() -> int:
         # Not a code: answered 400 once admitted, without the database.
-        response = APIClient().post("/api/v1/qr/resolve/", {"code": "x"}, format="json")
-        statuses.append(response.status_code)
+        return APIClient().post("/api/v1/qr/resolve/", {"code": "x"}, format="json").status_code
 
-    threads = [threading.Thread(target=resolve) for _ in range(burst)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(statuses) == [400, 400] + [429] * (burst - 2)
+    statuses = sent_side_by_side(6, resolve, reading="qr_resolve", monkeypatch=monkeypatch)
+    assert statuses == [400, 400, 429, 429, 429, 429]
 
 
 def test_creating_and_deactivating_are_audited(integrator_api, integrator_key, service):
