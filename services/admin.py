@@ -137,7 +137,14 @@ class ServiceForm(forms.ModelForm):
         super().clean()
         seen = self.cleaned_data.get("seen")
         if self.instance.pk is not None and seen:
-            now = Service.objects.filter(pk=self.instance.pk).values_list("updated_at", flat=True)
+            # Locked until the save (the admin's change view is one
+            # transaction): a change arriving between this check and the
+            # save waits for it, rather than being written over.
+            now = (
+                Service.objects.select_for_update()
+                .filter(pk=self.instance.pk)
+                .values_list("updated_at", flat=True)
+            )
             if [moment.isoformat() for moment in now] != [seen]:
                 raise ValidationError(
                     _(

@@ -140,6 +140,55 @@ def test_a_form_opened_before_a_change_made_since_is_not_saved_over_it(
     assert service.time_limit_days == 9
 
 
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_change_made_while_the_form_is_being_saved_waits_for_it(
+    operator_client, integrator_api, department, monkeypatch
+) -> None:
+    """The page's check that nothing changed since it was opened holds the
+    service's row until the save: a department's edit arriving between the
+    check and the save waits, then applies to what the operator saved
+    (before, it was written over by the operator's form)."""
+    import re
+
+    from services.admin import ServiceAdmin
+    from tests.concurrency import a_backend_waits_on_a_lock, in_thread, pause_in
+
+    service = ServiceFactory(code="x1", department=department, form_schema=SIMPLE_FORM)
+    url = f"/admin/services/service/{service.pk}/change/"
+    [seen] = re.findall(r'name="seen" value="([^"]+)"', operator_client.get(url).content.decode())
+    form = {
+        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
+        "materials": "[]", "fee_fen": 0, "time_limit_days": 9, "legal_basis": "",
+        "channels": '["online"]', "identity_level": 2, "form_schema": json.dumps(SIMPLE_FORM),
+        "keywords": "[]", "is_active": "on", "seen": seen,
+    }  # fmt: skip
+    paused, release = pause_in(monkeypatch, ServiceAdmin, "save_model")
+    errors: list[BaseException] = []
+    answers: dict[str, int] = {}
+    saving = in_thread(
+        lambda: answers.update(admin=operator_client.post(url, form).status_code), errors
+    )
+    assert paused.wait(30)
+    editing = in_thread(
+        lambda: answers.update(
+            department=integrator_api.patch(
+                f"/api/v1/dept/services/{service.code}/", {"is_active": False}, format="json"
+            ).status_code
+        ),
+        errors,
+    )
+    waited = a_backend_waits_on_a_lock(timeout=5)
+    release.set()
+    saving.join(60)
+    editing.join(60)
+    assert not errors
+    assert answers == {"admin": 302, "department": 200}
+    assert waited
+    service.refresh_from_db()
+    assert (service.time_limit_days, service.is_active) == (9, False)
+
+
 def test_catalog_admin_pages_render(operator_client) -> None:
     ServiceFactory()
     for page in (
