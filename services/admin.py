@@ -212,7 +212,7 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
     actions = ["export_json", "take_offline", "put_online"]
 
     def get_readonly_fields(self, request, obj=None):
-        return ("code", "department") if obj else ()
+        return ("code", "department", "offline_held_at") if obj else ()
 
     def save_model(self, request, obj, form, change):
         values = {

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from pypinyin import Style, lazy_pinyin
 
@@ -14,7 +15,13 @@ from accounts.audit import audit_record
 from accounts.models import ApiKey, Department, User
 from config.errors import NOT_FOUND
 from config.pages import catalog_pages
-from services.errors import FORM_SCHEMA_INVALID, GUIDE_INVALID, SERVICE_CODE_TAKEN, ServicesError
+from services.errors import (
+    FORM_SCHEMA_INVALID,
+    GUIDE_INVALID,
+    SERVICE_CODE_TAKEN,
+    SERVICE_HELD,
+    ServicesError,
+)
 from services.formschema import schema_problems
 from services.models import Category, Channel, Service
 
@@ -182,10 +189,11 @@ def service_update(
         ]
         if not changed:
             return service
+        held = _offline_hold(service, actor, values) if "is_active" in changed else []
         for name in changed:
             setattr(service, name, values[name])
         service.search_text = search_text_build(service.name, service.keywords)
-        service.save(update_fields=[*changed, "search_text", "updated_at"])
+        service.save(update_fields=[*changed, *held, "search_text", "updated_at"])
         audit_record(
             actor=actor,
             action="service.updated",
@@ -195,6 +203,19 @@ def service_update(
         )
         catalog_pages.bump()
     return service
+
+
+def _offline_hold(service: Service, actor: User | ApiKey | None, values: dict) -> list[str]:
+    """The platform's operators taking a service offline hold it there: its
+    department cannot put it back online (``service_held``) until they do.
+    A department taking its own service offline holds nothing. The fields
+    to save with the change."""
+    if isinstance(actor, ApiKey):
+        if values["is_active"] and service.offline_held_at is not None:
+            raise ServicesError(SERVICE_HELD)
+        return []
+    service.offline_held_at = None if values["is_active"] else timezone.now()
+    return ["offline_held_at"]
 
 
 def category_ensure(*, code: str, name: str, **fields: Any) -> Category:

@@ -90,6 +90,13 @@ ENDPOINT_HELD = error_code(
     when=_("平台运营人员暂停了该回调地址的投递（`state: held`），期间不能更改它的 URL。"),
     what_to_do=_("联系平台运营；运营恢复投递后再更改地址。"),
 )
+SERVICE_HELD = error_code(
+    "service_held",
+    409,
+    _("该事项已被平台运营人员下线，部门不能自行上线"),
+    when=_("平台运营人员下线了该事项，期间部门不能通过接口把它重新上线（其他内容仍可修改）。"),
+    what_to_do=_("联系平台运营；运营人员重新上线后即可。"),
+)
 ENDPOINT_LIMIT_REACHED = error_code(
     "endpoint_limit_reached",
     409,

@@ -65,6 +65,10 @@ class Service(models.Model):
     form_schema = models.JSONField(_("申请表（JSON Schema）"), default=dict)
     keywords = models.JSONField(_("关键词"), default=list, blank=True)
     is_active = models.BooleanField(_("上线"), default=True)
+    # Set when the platform's operators take the service offline (the
+    # admin, a catalog import): until they put it online again, its
+    # department cannot (services.catalog.service_update).
+    offline_held_at = models.DateTimeField(_("运营下线时间"), null=True, blank=True, editable=False)
     # Name and keywords with their pinyin (full and initials), lower case:
     # what ``?q=`` searches. Kept by the catalog services on every write.
     search_text = models.TextField(editable=False, default="")

@@ -49,7 +49,8 @@ from payments.models import SandboxTrade
 from payments.providers import provider_for
 from payments.sandbox import books
 from payments.sandbox.channels import sandbox_for
-from services.models import Category, Endpoint
+from services import catalog
+from services.models import Category, Endpoint, Service
 from services.routing import endpoints
 from tests import test_api_examples as examples
 from tests.accounts.factories import CitizenFactory, StaffFactory, make_id_number
@@ -786,6 +787,17 @@ def department_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> None:
     )
     guide = p.story.succeeded["dept_services_create"].body
     p.refused(dept, "post", "/api/v1/dept/services/", guide, status=409, code="service_code_taken")
+    # Taken offline by the platform's operators: the department cannot put it back.
+    published = Service.objects.get(code=guide["code"])
+    catalog.service_update(service=published, actor=StaffFactory(), is_active=False)
+    p.refused(
+        dept,
+        "patch",
+        f"/api/v1/dept/services/{guide['code']}/",
+        {"is_active": True},
+        status=409,
+        code="service_held",
+    )
     with override_settings(DEPT_SERVICE_WRITE_RATE="0/day"):
         # Creations and edits count together, per key; reading does not.
         p.refused(dept, "post", "/api/v1/dept/services/", guide, status=429, code="throttled")

@@ -129,7 +129,9 @@ class DeptServiceDetailView(DepartmentView):
         request=GuideSerializer(partial=True),
         responses={
             200: ServiceGuideSerializer,
-            **problems("form_schema_invalid", "guide_invalid", "not_found", "throttled"),
+            **problems(
+                "form_schema_invalid", "guide_invalid", "not_found", "service_held", "throttled"
+            ),
         },
     )
     def patch(self, request: DepartmentRequest, code: str) -> Response:

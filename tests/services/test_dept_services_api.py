@@ -230,3 +230,37 @@ def test_an_edit_of_a_service_deleted_meanwhile_is_not_found(department) -> None
     with pytest.raises(ServicesError) as refused:
         catalog.service_update(service=service, actor=None, fee_fen=5)
     assert refused.value.error.code == "not_found"
+
+
+def test_a_service_the_operators_took_offline_stays_offline_until_they_put_it_online(
+    integrator_api, operator_client, department, api
+) -> None:
+    service = ServiceFactory(code="held", department=department)
+    url = f"{URL}held/"
+    operator_client.post(
+        "/admin/services/service/", {"action": "take_offline", "_selected_action": [service.pk]}
+    )
+
+    refused = integrator_api.patch(url, {"is_active": True}, format="json")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "service_held"
+    # The rest of the guide is still the department's to edit.
+    edited = integrator_api.patch(url, {"fee_fen": 300, "is_active": False}, format="json")
+    assert edited.status_code == 200, edited.json()
+    assert api.get("/api/v1/services/held/").status_code == 404
+
+    operator_client.post(
+        "/admin/services/service/", {"action": "put_online", "_selected_action": [service.pk]}
+    )
+    assert integrator_api.patch(url, {"is_active": False}, format="json").status_code == 200
+    assert integrator_api.patch(url, {"is_active": True}, format="json").status_code == 200
+    assert api.get("/api/v1/services/held/").status_code == 200
+
+
+def test_a_department_that_took_its_own_service_offline_puts_it_back(integrator_api, department):
+    ServiceFactory(code="own", department=department)
+    assert (
+        integrator_api.patch(f"{URL}own/", {"is_active": False}, format="json").status_code == 200
+    )
+    assert integrator_api.patch(f"{URL}own/", {"is_active": True}, format="json").status_code == 200
+    assert Service.objects.get(code="own").offline_held_at is None
