@@ -43,5 +43,11 @@ def plain_request(environ: dict[str, Any]) -> bool:
         or settings.SECURE_HSTS_SECONDS
     ):
         return False
-    host, _port = split_domain_port(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+    # As HttpRequest.get_host: a Host header sent empty is refused (400),
+    # not replaced by the server's name, which only stands in for none.
+    if "HTTP_HOST" in environ:
+        raw_host = str(environ["HTTP_HOST"])
+    else:
+        raw_host = str(environ.get("SERVER_NAME", ""))
+    host, _port = split_domain_port(raw_host)
     return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)

@@ -154,3 +154,17 @@ def test_with_https_switches_on_callbacks_take_the_full_cycle(
     )
     assert status == 200
     assert view_calls == ["alipay"]
+
+
+def test_an_empty_host_header_gets_djangos_400_without_the_callback_handled(
+    citizen_api, awaiting, fast, view_calls, settings
+) -> None:
+    """``Host:`` sent empty is refused by Django whatever SERVER_NAME says;
+    the fast path does not answer (or handle) it in Django's place."""
+    settings.ALLOWED_HOSTS = ["testserver"]  # SERVER_NAME is allowed
+    order = open_order(citizen_api, awaiting, "alipay")
+    headers, body = callback(paid_trade(order))
+    status, answered, _payload = call(fast, "alipay", headers, body, HTTP_HOST="")
+    assert status == 400 and answered["Content-Type"] == "application/problem+json"
+    assert view_calls == []
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING

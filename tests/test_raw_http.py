@@ -1,0 +1,88 @@
+"""Requests as a real HTTP server hands them to the WSGI application:
+environs the test client never builds (a header sent empty, conditional
+headers on a kept page), through the fast paths and through Django alone,
+answered alike.
+
+These call the project's WSGI application (``config.wsgi``) or the pages
+layer over Django's handler; the test client would skip the fast paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from accounts.models import ApiKey, ApiKeyScope, Department
+from config.pages import catalog_pages
+from tests.conftest import _key
+from tests.qr.conftest import citizen_code
+from tests.qr.test_fastpath import wsgi as verify
+from tests.qr.test_star_code_fastpath import plain, vouching
+from tests.qr.test_star_code_fastpath import wsgi as star_code
+from tests.services.factories import ServiceFactory
+from tests.services.test_catalog_fastpath import Stack, call, environ
+
+pytestmark = pytest.mark.django_db
+
+PAGE = "/api/v1/services/sbk-apply/"
+
+
+@pytest.fixture
+def other_scanner(department: Department) -> ApiKey:
+    return _key(department, ApiKeyScope.SCANNER)
+
+
+@pytest.fixture
+def keyring(other_citizen) -> None:
+    """The installation's first signing key, made by a first issuance."""
+    assert star_code(plain(other_citizen))[0] == 200
+
+
+@pytest.fixture
+def stack(monkeypatch, department, category) -> Stack:
+    """The pages layer over Django, the catalog at a version the test holds."""
+    monkeypatch.setattr(catalog_pages, "version", lambda: b"v1")
+    ServiceFactory(
+        code="sbk-apply", name="社会保障卡申领", department=department, category=category
+    )
+    return Stack()
+
+
+def _problem_code(body: bytes) -> str:
+    code: str = json.loads(body)["code"]
+    return code
+
+
+# --- An empty Host header ---------------------------------------------------------------------
+# ``Host:`` with nothing after it reaches the application as HTTP_HOST "";
+# Django refuses it (DisallowedHost, 400) whatever SERVER_NAME says, so no
+# fast path may answer it in Django's place.
+
+
+def test_an_empty_host_gets_djangos_400_from_the_verify_fast_path_too(
+    citizen, scanner_key, other_scanner, settings
+) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]  # SERVER_NAME is allowed
+    verify({"code": citizen_code(citizen)}, key=scanner_key.raw)  # remember the key
+    fast = verify({"code": citizen_code(citizen)}, key=scanner_key.raw, HTTP_HOST="")
+    full = verify({"code": citizen_code(citizen)}, key=other_scanner.raw, HTTP_HOST="")
+    assert full[0] == fast[0] == 400
+    assert fast[1]["Content-Type"] == "application/problem+json"
+    assert _problem_code(fast[2]) == _problem_code(full[2])
+
+
+@pytest.mark.integration
+def test_an_empty_host_gets_djangos_400_from_the_star_code_fast_path_too(
+    citizen, keyring, settings
+) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    status, headers, _body = star_code(vouching(citizen), HTTP_HOST="")
+    assert status == 400 and headers["Content-Type"] == "application/problem+json"
+
+
+def test_an_empty_host_is_not_given_the_page_kept_for_no_host(stack, settings) -> None:
+    settings.ALLOWED_HOSTS = ["testserver"]
+    no_host = environ(PAGE)
+    del no_host["HTTP_HOST"]  # HTTP/1.0: Django names the server by SERVER_NAME
+    assert call(stack.app, no_host)[0] == "200 OK"
+    assert stack.get(PAGE, HTTP_HOST="")[0] == "400 Bad Request"
