@@ -72,7 +72,7 @@ class PublicPages:
     def __init__(self, name: str, *, max_entries: int = 512) -> None:
         self.name = name
         self.max_entries = max_entries
-        self._pages: OrderedDict[tuple[str, ...], _Page] = OrderedDict()
+        self._pages: OrderedDict[tuple[str | None, ...], _Page] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- the version
@@ -135,7 +135,9 @@ class PublicPages:
             address = (
                 request.build_absolute_uri(),
                 translation.get_language() or "",
-                request.META.get("HTTP_ACCEPT", ""),  # ("application/json; indent=4")
+                # ("application/json; indent=4"; sent empty, DRF's 406, not
+                # the page of a request without one)
+                _present(request.META, "HTTP_ACCEPT"),
             )
             version = self.version()
             page = self._stored(address, version)
@@ -159,7 +161,7 @@ class PublicPages:
 
         return serve
 
-    def _stored(self, address: tuple[str, ...], version: bytes | None) -> _Page | None:
+    def _stored(self, address: tuple[str | None, ...], version: bytes | None) -> _Page | None:
         if version is None:
             return None
         with self._lock:
@@ -187,7 +189,7 @@ class PublicPages:
             headers=tuple((h, response[h]) for h in _KEPT_HEADERS if response.has_header(h)),
         )
 
-    def _store(self, address: tuple[str, ...], page: _Page) -> None:
+    def _store(self, address: tuple[str | None, ...], page: _Page) -> None:
         with self._lock:
             self._pages[address] = page
             self._pages.move_to_end(address)
@@ -242,7 +244,7 @@ class PagesFastPath:
         self.app = app
         self.pages = pages
         self.prefixes = prefixes
-        self._answers: OrderedDict[tuple[str, ...], _Answer] = OrderedDict()
+        self._answers: OrderedDict[tuple[str | None, ...], _Answer] = OrderedDict()
         self._lock = threading.Lock()
         _LAYERS.add(self)
 
@@ -258,14 +260,16 @@ class PagesFastPath:
         version = self.pages.version()
         if version is None:
             return self.app(environ, start_response)
-        key = (path, *(str(environ.get(name, "")) for name in _ADDRESS))
+        # A header sent empty is not one left out (DRF refuses "Accept:"
+        # with 406 and serves a request without Accept): None stands for absent.
+        key = (path, *(_present(environ, name) for name in _ADDRESS))
         answer = self._kept(key, version)
         if answer is None:
             return self._through_django(key, version, environ, start_response)
         start_response(answer.status, list(answer.headers))  # a server may add to its list
         return [answer.body]
 
-    def _kept(self, key: tuple[str, ...], version: bytes) -> _Answer | None:
+    def _kept(self, key: tuple[str | None, ...], version: bytes) -> _Answer | None:
         with self._lock:
             answer = self._answers.get(key)
             if answer is None:
@@ -279,7 +283,7 @@ class PagesFastPath:
 
     def _through_django(
         self,
-        key: tuple[str, ...],
+        key: tuple[str | None, ...],
         version: bytes,
         environ: dict[str, Any],
         start_response: Callable[..., Any],
@@ -319,7 +323,7 @@ class PagesFastPath:
             self._store(key, _Answer(version, stored_at, seen["status"], headers, body))
         return [body]
 
-    def _store(self, key: tuple[str, ...], answer: _Answer) -> None:
+    def _store(self, key: tuple[str | None, ...], answer: _Answer) -> None:
         with self._lock:
             self._answers[key] = answer
             self._answers.move_to_end(key)
@@ -339,6 +343,10 @@ _PERSONAL = (
     "HTTP_COOKIE",
     "HTTP_IF_MODIFIED_SINCE",
     "HTTP_RANGE",
+    # Preconditions Django answers 412 (an If-Match naming another tag; any
+    # If-Unmodified-Since, the pages having no modification date).
+    "HTTP_IF_MATCH",
+    "HTTP_IF_UNMODIFIED_SINCE",
 )
 # What an answer may depend on besides the path (absolute links are built
 # from the scheme and host, or from a proxy's headers where settings trust
@@ -357,6 +365,13 @@ _ADDRESS = (
     # kept for the tag it was asked with.
     "HTTP_IF_NONE_MATCH",
 )
+
+
+def _present(environ: dict[str, Any], name: str) -> str | None:
+    value = environ.get(name)
+    return None if value is None else str(value)
+
+
 # The request headers an answer may vary on and still be kept: the key has
 # them (a cookie never reaches a kept answer: such requests go to Django).
 _KEYED = {"accept", "accept-language", "if-none-match", "cookie"}

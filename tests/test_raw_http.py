@@ -86,3 +86,25 @@ def test_an_empty_host_is_not_given_the_page_kept_for_no_host(stack, settings) -
     del no_host["HTTP_HOST"]  # HTTP/1.0: Django names the server by SERVER_NAME
     assert call(stack.app, no_host)[0] == "200 OK"
     assert stack.get(PAGE, HTTP_HOST="")[0] == "400 Bad Request"
+
+
+# --- What a kept page is given to --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"HTTP_ACCEPT": ""},  # not "no Accept": DRF answers 406
+        {"HTTP_IF_MATCH": '"another"'},  # 412
+        {"HTTP_IF_UNMODIFIED_SINCE": "Sun, 06 Dec 2020 00:00:00 GMT"},  # 412
+    ],
+    ids=lambda extra: next(iter(extra)),
+)
+def test_a_kept_page_is_given_only_where_django_would_give_it(stack, extra) -> None:
+    kept = stack.get(PAGE)
+    assert kept[0] == "200 OK"
+    django = stack.django(environ(PAGE, **extra), lambda status, headers: None)
+    django.close()
+    assert django.status_code != 200  # what Django alone answers this request
+    answered = stack.get(PAGE, **extra)
+    assert answered[0].split()[0] == str(django.status_code)
