@@ -51,3 +51,15 @@ def plain_request(environ: dict[str, Any]) -> bool:
         raw_host = str(environ.get("SERVER_NAME", ""))
     host, _port = split_domain_port(raw_host)
     return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
+
+
+def bodiless(environ: dict[str, Any]) -> bool:
+    """Whether a GET comes without a body, as the fast GET answers assume:
+    Django's request limits refuse a chunked body without a length (411)
+    and a length that is not a number, negative (400) or over the bound
+    (413), on a GET as on any API request."""
+    return not environ.get("HTTP_TRANSFER_ENCODING") and environ.get("CONTENT_LENGTH") in (
+        None,
+        "",
+        "0",
+    )

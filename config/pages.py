@@ -43,7 +43,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import translation
 from django.utils.cache import get_conditional_response
 
-from config.fastpath import plain_request
+from config.fastpath import bodiless, plain_request
 from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class PagesFastPath:
     full cycle answered, so the two cannot differ.
 
     Only the plain case is answered here: a GET under ``prefixes`` without
-    query string, cookie, credentials, ``If-Modified-Since`` or ``Range``,
+    body, query string, cookie, credentials, ``If-Modified-Since`` or ``Range``,
     in Chinese, to an allowed host, answered 200 (or 304 to an
     ``If-None-Match``) with an ``ETag`` (a kept page) and no cookie. Everything else, and every first request of an address, goes to
     Django. Keys are the address as the client wrote it (scheme, host, path,
@@ -254,6 +254,7 @@ class PagesFastPath:
             environ.get("REQUEST_METHOD") != "GET"
             or not path.startswith(self.prefixes)
             or any(environ.get(name) for name in _PERSONAL)
+            or not bodiless(environ)
             or not plain_request(environ)
         ):
             return self.app(environ, start_response)

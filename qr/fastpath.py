@@ -32,7 +32,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts import token_facts
 from config.api import json_problem
 from config.errors import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
-from config.fastpath import API_HEADERS, plain_request
+from config.fastpath import API_HEADERS, bodiless, plain_request
 from config.redis_client import REDIS_ERRORS, redis_client, redis_key
 from qr import scans, star_codes
 from qr.authentication import remembered_scanner
@@ -275,7 +275,7 @@ class StarCodeFastPath:
 
     def _plain_token(self, environ: dict[str, Any]) -> Any:
         """The access token when the request is the plain common case, else None."""
-        if not plain_request(environ):
+        if not bodiless(environ) or not plain_request(environ):
             return None
         scheme, _, raw = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
         if scheme != "Bearer" or not raw or " " in raw:

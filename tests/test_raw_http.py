@@ -21,6 +21,7 @@ from tests.qr.test_star_code_fastpath import plain, vouching
 from tests.qr.test_star_code_fastpath import wsgi as star_code
 from tests.services.factories import ServiceFactory
 from tests.services.test_catalog_fastpath import Stack, call, environ
+from tests.wsgi import environ_for, wsgi_call
 
 pytestmark = pytest.mark.django_db
 
@@ -97,8 +98,12 @@ def test_an_empty_host_is_not_given_the_page_kept_for_no_host(stack, settings) -
         {"HTTP_ACCEPT": ""},  # not "no Accept": DRF answers 406
         {"HTTP_IF_MATCH": '"another"'},  # 412
         {"HTTP_IF_UNMODIFIED_SINCE": "Sun, 06 Dec 2020 00:00:00 GMT"},  # 412
+        # A GET with a body Django's request limits refuse:
+        {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""},  # 411
+        {"CONTENT_LENGTH": "99999999"},  # 413
+        {"CONTENT_LENGTH": "-1"},  # 400
     ],
-    ids=lambda extra: next(iter(extra)),
+    ids=lambda extra: "-".join(f"{k}={v}" for k, v in extra.items()),
 )
 def test_a_kept_page_is_given_only_where_django_would_give_it(stack, extra) -> None:
     kept = stack.get(PAGE)
@@ -108,3 +113,29 @@ def test_a_kept_page_is_given_only_where_django_would_give_it(stack, extra) -> N
     assert django.status_code != 200  # what Django alone answers this request
     answered = stack.get(PAGE, **extra)
     assert answered[0].split()[0] == str(django.status_code)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ({"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""}, 411),
+        ({"CONTENT_LENGTH": "99999999"}, 413),
+        ({"CONTENT_LENGTH": "x"}, 400),
+    ],
+    ids=["chunked", "too-long", "not-a-length"],
+)
+def test_a_star_code_get_with_a_refused_body_gets_djangos_problem(
+    citizen, keyring, extra, status
+) -> None:
+    from config.wsgi import application
+
+    get = environ_for(
+        "/api/v1/me/star-code/",
+        b"",
+        "",
+        REQUEST_METHOD="GET",
+        HTTP_AUTHORIZATION=f"Bearer {vouching(citizen)}",
+    )
+    answered, headers, _body = wsgi_call(application, {**get, **extra})
+    assert answered == status and headers["Content-Type"] == "application/problem+json"
