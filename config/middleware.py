@@ -47,6 +47,16 @@ class ApiRequestLimitsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not request.path.startswith("/api/"):
             return self.get_response(request)
+        response = self._refused(request)
+        if response is None:
+            response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response
+
+    def _refused(self, request: HttpRequest) -> HttpResponse | None:
+        """The problem for a request refused before its view is known, else
+        None (and the body's length noted for :meth:`process_view`)."""
         if _has_nul(request):
             return problem_http_response(MALFORMED_REQUEST, _("请求中含有不允许的 NUL 字符"))
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -60,10 +70,7 @@ class ApiRequestLimitsMiddleware:
         if length < 0:
             return problem_http_response(INVALID, _("Content-Length 无效"))
         request._api_body_length = length  # type: ignore[attr-defined]  # for process_view
-        response = self.get_response(request)
-        if not response.has_header("Cache-Control"):
-            response["Cache-Control"] = "no-store"
-        return response
+        return None
 
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Any], args: Any, kwargs: Any

@@ -139,3 +139,24 @@ def test_a_star_code_get_with_a_refused_body_gets_djangos_problem(
     )
     answered, headers, _body = wsgi_call(application, {**get, **extra})
     assert answered == status and headers["Content-Type"] == "application/problem+json"
+
+
+# --- Refused before any view ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ({"QUERY_STRING": "q=%00"}, 400),
+        ({"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""}, 411),
+        ({"CONTENT_LENGTH": "-5"}, 400),
+    ],
+    ids=["nul", "chunked", "negative-length"],
+)
+def test_a_request_refused_before_its_view_is_kept_out_of_caches_too(extra, status) -> None:
+    from config.wsgi import application
+
+    request = {**environ_for("/api/v1/qr/verify/", b"", "application/json"), **extra}
+    answered, headers, _body = wsgi_call(application, request)
+    assert answered == status and headers["Content-Type"] == "application/problem+json"
+    assert headers["Cache-Control"] == "no-store"
