@@ -156,6 +156,9 @@ class PublicPages:
             for name, value in page.headers:
                 answer[name] = value
             answer["ETag"] = page.etag
+            # A page has no modification date, so If-Unmodified-Since is
+            # ignored (RFC 9110 13.1.4); Django would answer any date 412.
+            request.META.pop("HTTP_IF_UNMODIFIED_SINCE", None)
             conditional = get_conditional_response(request, etag=page.etag, response=answer)
             return conditional if conditional is not None else answer
 
@@ -344,8 +347,8 @@ _PERSONAL = (
     "HTTP_COOKIE",
     "HTTP_IF_MODIFIED_SINCE",
     "HTTP_RANGE",
-    # Preconditions Django answers 412 (an If-Match naming another tag; any
-    # If-Unmodified-Since, the pages having no modification date).
+    # Preconditions, evaluated by Django (an If-Match naming another tag is
+    # its 412).
     "HTTP_IF_MATCH",
     "HTTP_IF_UNMODIFIED_SINCE",
 )
