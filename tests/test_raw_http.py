@@ -172,3 +172,50 @@ def test_a_page_has_no_modification_date_so_if_unmodified_since_is_ignored(stack
     assert stack.get(PAGE, HTTP_IF_UNMODIFIED_SINCE=date, HTTP_IF_MATCH='"another"')[0] == (
         "412 Precondition Failed"
     )
+
+
+# --- Under gunicorn --------------------------------------------------------------------------------
+
+
+def _raw(base: str, request: bytes) -> bytes:
+    """The status line gunicorn at ``base`` answers ``request`` (raw bytes)."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_hands_over_what_the_kept_pages_must_not_answer(department, category) -> None:
+    """gunicorn passes on a Host header sent empty and a GET with a chunked
+    body; Django refuses both, so the page kept for the plain request is
+    not given to them."""
+    from tests.processes import web_server
+
+    ServiceFactory(
+        code="sbk-apply", name="社会保障卡申领", department=department, category=category
+    )
+    catalog_pages.bump()  # a fresh version, shared with the server through Redis
+    with web_server(workers=1, ALLOWED_HOSTS="127.0.0.1") as base:
+        plain = b"GET " + PAGE.encode() + b" HTTP/1.0\r\n\r\n"  # no Host: SERVER_NAME
+        for _ in range(2):  # rendered, then kept
+            assert _raw(base, plain) == b"HTTP/1.0 200 OK"
+        with_host = (
+            b"GET " + PAGE.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        )
+        for _ in range(2):
+            assert _raw(base, with_host + b"\r\n") == b"HTTP/1.1 200 OK"
+        empty_host = b"GET " + PAGE.encode() + b" HTTP/1.0\r\nHost:\r\n\r\n"
+        assert _raw(base, empty_host) == b"HTTP/1.0 400 Bad Request"
+        chunked = with_host + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        assert _raw(base, chunked) == b"HTTP/1.1 411 Length Required"
