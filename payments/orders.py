@@ -159,16 +159,12 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
         return _order_open(
             citizen=citizen, application_id=application_id, channel=channel, chosen=chosen
         )
-    except _PaidMeanwhile as paid:
-        # The open order was paid at its channel as the citizen left it:
-        # nothing is left to pay.
-        _bring_in(paid)
-        status = Application.objects.filter(pk=application_id, applicant=citizen).values_list(
-            "status", flat=True
-        )
-        raise PaymentsError(
-            APPLICATION_NOT_PAYABLE, extra={"application_status": status.first()}
-        ) from None
+    except _CloseRefused as refused:
+        # The open order's channel would not close it: if it was paid there
+        # as the citizen left it, the payment is brought in and that order
+        # is the answer (paid: nothing is left to pay).
+        _bring_in(refused)
+        return PaymentOrder.objects.get(pk=refused.order.pk), False
 
 
 @transaction.atomic
@@ -454,35 +450,31 @@ def order_refresh(order: PaymentOrder) -> PaymentOrder:
                 locked = _locked(order.pk)
                 if locked.status == OS.PENDING:
                     _close(locked, reason="expired")
-        except _PaidMeanwhile as paid:  # paid between the query and the close
-            _bring_in(paid)
+        except _CloseRefused as refused:  # paid between the query and the close?
+            _bring_in(refused)
     return PaymentOrder.objects.get(pk=order.pk)
 
 
-class _PaidMeanwhile(Exception):
-    """The channel would not close an order: asked, it says it was paid
-    (the citizen paid as the order was being closed). The caller rolls its
-    work back and brings the payment in (:func:`_bring_in`)."""
+class _CloseRefused(Exception):
+    """The channel would not close an order (it was paid there just now, or
+    it refuses for good). Raised out of the transaction that holds the
+    order's and the application's locks: the caller asks the channel once
+    they are released (:func:`_bring_in`)."""
 
-    def __init__(self, order: PaymentOrder, result: PaymentResult) -> None:
+    def __init__(self, order: PaymentOrder) -> None:
         super().__init__(order.order_no)
         self.order = order
-        self.result = result
 
 
 def _close(order: PaymentOrder, *, reason: str) -> None:
     """Close a locked pending order, at the channel first. If the channel
-    will not close it because it was paid just now, :class:`_PaidMeanwhile`
-    carries what the channel says; any other refusal leaves the order open
-    (``payment_provider_error``)."""
+    refuses for good, :class:`_CloseRefused`; if it cannot be reached, the
+    order closes here anyway."""
     try:
         provider_for(order.channel).order_close(order_no=order.order_no)
     except ProviderError as exc:
         if not exc.retryable:
-            paid = _paid_at_channel(order)
-            if paid is not None:
-                raise _PaidMeanwhile(order, paid) from exc
-            raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
+            raise _CloseRefused(order) from exc
         # Unreachable: close here anyway. A payment that still arrives is a
         # late success, recorded and sent back (see order_apply_result).
         logger.warning("closing %s at the channel failed: %s", order.order_no, exc)
@@ -494,23 +486,22 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
     _close_here(order, reason=reason)
 
 
-def _paid_at_channel(order: PaymentOrder) -> PaymentResult | None:
-    """What the channel says of an order it would not close, if paid."""
+def _bring_in(refused: _CloseRefused) -> None:
+    """After a refused close, with no lock held: ask the channel, and if the
+    order was paid there, apply it; otherwise the channel's refusal stands
+    (``payment_provider_error``, the order still open)."""
+    order = refused.order
     try:
         result = provider_for(order.channel).order_query(order_no=order.order_no)
     except (ProviderError, ChannelUnavailable) as exc:
         logger.warning("query of %s after a refused close failed: %s", order.order_no, exc)
-        return None
-    return result if result.state == "paid" else None
-
-
-def _bring_in(paid: _PaidMeanwhile) -> None:
-    """Apply the payment a refused close found (after the caller's work was
-    rolled back: nothing of it is locked any more)."""
+        result = None
+    if result is None or result.state != "paid":
+        raise PaymentsError(PAYMENT_PROVIDER_ERROR) from refused.__cause__
     try:
-        order_apply_result(order=paid.order, result=paid.result, source="query")
-    except PaymentsError as exc:  # audited there
-        logger.warning("payment of %s found at closing refused: %s", paid.order.order_no, exc)
+        order_apply_result(order=order, result=result, source="query")
+    except PaymentsError as exc:  # audited there; an operator looks into it
+        logger.warning("payment of %s found at closing refused: %s", order.order_no, exc)
 
 
 def orders_close_open(*, application_id: Any, reason: str) -> int:

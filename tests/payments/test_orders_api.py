@@ -184,30 +184,66 @@ def test_an_open_order_whose_channel_was_switched_off_does_not_block_another_cha
     assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
 
 
+@pytest.mark.parametrize("idempotency_key", [None, "switch-1"])
 @pytest.mark.parametrize(("first_channel", "then"), [("wechat", "alipay"), ("alipay", "wechat")])
 def test_switching_channel_just_after_paying_brings_the_payment_in(
-    citizen_api, awaiting, django_capture_on_commit_callbacks, first_channel, then
+    citizen_api, awaiting, django_capture_on_commit_callbacks, first_channel, then, idempotency_key
 ) -> None:
     """The wallet took the money and its callback is still on its way when
     the citizen asks for another channel: the channel will not close a paid
-    order. The payment is brought in (asked of the channel) and the answer
-    says the application is paid, not that the channel failed and nothing
-    was charged."""
+    order. The payment is brought in (asked of the channel, once no lock is
+    held) and the answer is that order, paid, not that the channel failed
+    and nothing was charged; with an Idempotency-Key too (the payment is
+    kept with the stored answer)."""
     first = open_order(citizen_api, awaiting, first_channel)
     books.trade_pay(channel=first_channel, order_no=first["order_no"], succeed=True)
+    headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
 
     with django_capture_on_commit_callbacks(execute=True):
         switched = citizen_api.post(
-            "/api/v1/payments/", {"application": awaiting["id"], "channel": then}, format="json"
+            "/api/v1/payments/",
+            {"application": awaiting["id"], "channel": then},
+            format="json",
+            **headers,
         )
 
-    assert switched.status_code == 409, switched.json()
-    assert switched.json()["code"] == "application_not_payable"
-    assert switched.json()["application_status"] == "submitted"
+    assert switched.status_code == 200, switched.json()
+    assert (switched.json()["id"], switched.json()["status"]) == (first["id"], "paid")
     paid = PaymentOrder.objects.get()
     assert (str(paid.pk), paid.status, paid.paid_fen) == (first["id"], "paid", FEE)
     assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
     assert LedgerEntry.objects.count() == 1
+    if idempotency_key:
+        again = citizen_api.post(
+            "/api/v1/payments/",
+            {"application": awaiting["id"], "channel": then},
+            format="json",
+            **headers,
+        )
+        assert again.status_code == 200 and again["Idempotent-Replayed"] == "true"
+        assert LedgerEntry.objects.count() == 1
+
+
+def test_a_close_the_channel_refuses_for_another_reason_leaves_the_order_open(
+    citizen_api, awaiting, monkeypatch
+) -> None:
+    from payments.providers.base import ProviderError
+    from payments.providers.wechat import WechatPayProvider
+
+    first = open_order(citizen_api, awaiting, "wechat")
+
+    def refuse(self, *, order_no):
+        raise ProviderError("refused", retryable=False, code="INVALID_REQUEST")
+
+    monkeypatch.setattr(WechatPayProvider, "order_close", refuse)
+    switched = citizen_api.post(
+        "/api/v1/payments/", {"application": awaiting["id"], "channel": "alipay"}, format="json"
+    )
+    assert switched.status_code == 502
+    assert switched.json()["code"] == "payment_provider_error"
+    assert list(PaymentOrder.objects.values_list("order_no", "status")) == [
+        (first["order_no"], "pending")
+    ]
 
 
 def test_an_expired_order_paid_between_the_query_and_the_close_is_shown_paid(
