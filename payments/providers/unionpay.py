@@ -69,10 +69,13 @@ RETRYABLE = {"03", "04", "05", "06", "37"}
 NOT_FOUND = "34"
 # fileTransReq answers 98 (文件不存在) for a day without transactions.
 NO_FILE = "98"
-# A back notice with respCode A6 (有缺陷的成功, success with defects), or one
-# of the codes that say the outcome is not known yet (03, 04, 05): the money
-# may have been taken; UnionPay asks merchants to confirm it with a query.
-CONFIRM_BY_QUERY = frozenset({"A6", *IN_PROGRESS})
+# A6 (有缺陷的成功): a success with defects, a success all the same, in a
+# signed notice as in a query's origRespCode.
+SUCCESS = frozenset({"00", "A6"})
+# A back notice with one of the codes that say the outcome is not known yet
+# (03, 04, 05): the money may have been taken; UnionPay asks merchants to
+# confirm it with a query.
+CONFIRM_BY_QUERY = frozenset(IN_PROGRESS)
 # Answers we act on beyond "refused": believed only signed.
 STEERING = frozenset({"00", NOT_FOUND, NO_FILE})
 
@@ -388,12 +391,14 @@ class UnionpayProvider(BasePaymentProvider):
             txn_time = _parse_time(fields["txnTime"]) if fields.get("txnTime") else None
             paid_at = (
                 _trace_time(fields["traceTime"], txn_time)
-                if txn_time is not None and fields.get("traceTime") and fields["respCode"] == "00"
+                if txn_time is not None
+                and fields.get("traceTime")
+                and fields["respCode"] in SUCCESS
                 else None
             )
         except ValueError as exc:
             raise NotifyRejected("malformed", str(exc)) from exc
-        paid = fields["respCode"] == "00"
+        paid = fields["respCode"] in SUCCESS
         if paid and not fields.get("queryId"):
             # The payment's transaction id: nothing to book it under.
             raise NotifyRejected("malformed", "a payment without queryId")
@@ -420,7 +425,7 @@ class UnionpayProvider(BasePaymentProvider):
         return NotifyReply(status=400, body=b"fail")
 
     def order_query(self, *, order_no: str) -> PaymentResult:
-        """queryTrans.do on our order number. origRespCode 00 is paid,
+        """queryTrans.do on our order number. origRespCode 00 or A6 is paid,
         03/04/05 not final yet, anything else failed. respCode 34 (no such
         transaction) is pending: UnionPay says it both for an app order
         that was opened but never paid and for one it never saw, and
@@ -436,7 +441,7 @@ class UnionpayProvider(BasePaymentProvider):
             )
         original = answer.get("origRespCode", "")
         state: TradeState
-        if original == "00":
+        if original in SUCCESS:
             state = "paid"
         elif original in IN_PROGRESS or not original:
             state = "pending"

@@ -344,14 +344,39 @@ def test_a_failure_notice_is_a_failed_payment(
     assert result.state == "failed" and result.paid_at is None
 
 
-@pytest.mark.parametrize("code", ["A6", "03", "04", "05"])
-def test_a_notice_of_a_success_with_defects_is_confirmed_by_the_query_not_failed(
+def test_a_notice_of_a_success_with_defects_is_a_payment(
+    provider: UnionpayProvider, sandbox: SandboxChannel
+) -> None:
+    # respCode A6 (有缺陷的成功): the money was taken. Read as anything but
+    # paid, the order either failed (and the sweep queries pending orders
+    # only) or waited for a query, and for an order no longer pending
+    # nobody would ask.
+    notice = notice_of(open_order(provider), sandbox)
+    notice["respCode"] = "A6"
+    signed = spec_signed(notice, keys.private_key("unionpay.platform"))
+
+    result = provider.notify_parse(headers={}, body=as_body(signed))
+
+    assert result.state == "paid" and result.raw_state == "A6"
+    assert result.transaction_id == notice["queryId"] and result.paid_at is not None
+
+
+def test_a_query_answering_a_success_with_defects_is_a_payment(
+    provider: UnionpayProvider, monkeypatch
+) -> None:
+    order_no = paid_order(provider)
+    answer = {**provider._query(order_no), "origRespCode": "A6"}
+    monkeypatch.setattr(provider, "_query", lambda order_id: dict(answer))
+    assert provider.order_query(order_no=order_no).state == "paid"
+
+
+@pytest.mark.parametrize("code", ["03", "04", "05"])
+def test_a_notice_whose_outcome_is_not_known_yet_is_confirmed_by_the_query_not_failed(
     provider: UnionpayProvider, sandbox: SandboxChannel, code: str
 ) -> None:
-    # respCode A6 (有缺陷的成功), or an outcome not known yet (03/04/05): the
-    # money may have been taken; UnionPay asks the merchant to confirm it
-    # with a query. Reading it as a failure ends the order, and the sweep
-    # queries pending orders only.
+    # An outcome not known yet (03/04/05): the money may have been taken;
+    # UnionPay asks the merchant to confirm it with a query. Reading it as
+    # a failure ends the order, and the sweep queries pending orders only.
     notice = notice_of(open_order(provider), sandbox)
     notice["respCode"] = code
     signed = spec_signed(notice, keys.private_key("unionpay.platform"))
