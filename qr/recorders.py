@@ -31,7 +31,7 @@ from enum import Enum
 from django.conf import settings
 from django.core.cache import cache
 from django.core.signals import setting_changed
-from django.db import connection, transaction
+from django.db import DatabaseError, connection
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -234,12 +234,20 @@ class DatabaseScanRecorder(ScanRecorder):
             if count > limit.limit:
                 return Outcome(Admission.THROTTLED, retry_after)
         admission = Admission.RECORDED
-        # The claim and the record stand or fall together: a claim kept
-        # without its record would answer the terminal's retry as a replay.
-        with transaction.atomic():
-            if claim is not None and not _claim_row(claim):
+        claimed = False
+        if claim is not None:
+            claimed = _claim_row(claim)
+            if not claimed:
                 record, admission = record.replayed(), Admission.REPLAYED
+        try:
             store([record])
+        except BaseException:
+            # A claim kept without its record would answer the terminal's
+            # retry as a replay: it goes with the failed record (no
+            # transaction around both: two statements on the common path).
+            if claimed:
+                _claim_release(claim)  # type: ignore[arg-type]  # claimed implies a claim
+            raise
         return Outcome(admission)
 
 
@@ -264,6 +272,15 @@ def _claim_row(claim: Claim) -> bool:
             ],
         )
         return cursor.rowcount == 1
+
+
+def _claim_release(claim: Claim) -> None:
+    from qr.models import ScanClaim
+
+    try:
+        ScanClaim.objects.filter(holder=claim.holder, jti=claim.jti).delete()
+    except DatabaseError as exc:  # the database is what failed: it stays
+        logger.warning("scan claim %s of %s not released: %s", claim.jti, claim.holder, exc)
 
 
 _RECORD_SCRIPT = """
