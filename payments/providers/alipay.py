@@ -50,8 +50,19 @@ BUSINESS_FAILED = "40004"
 # Answers worth trying again: the gateway was busy, or Alipay's own fault.
 RETRYABLE_CODES = {"20000"}
 RETRYABLE_SUB_CODES = {"ACQ.SYSTEM_ERROR", "isp.unknow-error", "aop.ACQ.SYSTEM_ERROR"}
+
 # The trade API's business answers (ACQ.TRADE_NOT_EXIST …): always signed.
 BUSINESS_SUB_CODE = "ACQ."
+
+
+def _steering(node: dict) -> bool:
+    """Whether an answer would make us act (a success, a business answer)
+    rather than try again later: such answers are believed signed only."""
+    code, sub_code = str(node.get("code", "")), str(node.get("sub_code", ""))
+    if sub_code in RETRYABLE_SUB_CODES:  # "the system is busy", whatever the code
+        return False
+    return code in (SUCCESS, BUSINESS_FAILED) or sub_code.startswith(BUSINESS_SUB_CODE)
+
 
 _YUAN = re.compile(r"(0|[1-9][0-9]*)\.[0-9]{2}")
 # What the bill's zip may unpack to, all files together: well above a
@@ -257,12 +268,11 @@ class AlipayProvider(BasePaymentProvider):
                     retryable=False,
                     code="bad_signature",
                 )
-        elif str(node.get("code", "")) in (SUCCESS, BUSINESS_FAILED) or str(
-            node.get("sub_code", "")
-        ).startswith(BUSINESS_SUB_CODE):
+        elif _steering(node):
             # Read as _call reads them (a code that is a JSON number is the
             # same code), and a business sub-code under any code steers us
-            # just the same: neither is believed unsigned.
+            # just the same: neither is believed unsigned. "Try again later"
+            # is: believing it costs nothing.
             raise ProviderError(
                 f"alipay {method}: unsigned answer", retryable=False, code="bad_signature"
             )

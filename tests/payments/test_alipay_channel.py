@@ -795,3 +795,27 @@ def test_our_request_is_one_the_sdks_signature_would_match(
     ours = params.pop("sign")
     content = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
     assert sdk._sign(content) == ours  # PKCS#1 v1.5 is deterministic
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        '{"code":"20000","msg":"Service Currently Unavailable","sub_code":"isp.unknow-error"}',
+        '{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR"}',
+    ],
+)
+def test_an_unsigned_try_again_later_is_still_a_try_again_later(
+    provider: AlipayProvider, monkeypatch: pytest.MonkeyPatch, node: str
+) -> None:
+    """Believing an unsigned "try again" costs nothing: it stays retryable
+    (a close the gateway is too busy for closes here anyway), not a final
+    bad signature."""
+
+    def unsigned(request: httpx.Request) -> httpx.Response:
+        method = request.url.params["method"].replace(".", "_")
+        return httpx.Response(200, text=f'{{"{method}_response":{node}}}')
+
+    monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(unsigned))
+    with pytest.raises(ProviderError) as query:
+        provider.order_query(order_no="CS20261206000024")
+    assert query.value.retryable and query.value.code != "bad_signature"
