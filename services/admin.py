@@ -71,12 +71,28 @@ def _finite(text: str) -> float:
     return value
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # past Python's digit limit (4300): not a number we keep
+        _not_json(text)
+
+
 class _JSONDecoder(json.JSONDecoder):
     """JSON and nothing more, as the API's parser takes it: Python's also
-    reads NaN and Infinity, which no JSON column holds (the save was a 500)."""
+    reads NaN and Infinity, which no JSON column holds (the save was a 500),
+    and refuses an integer of more than 4300 digits with an error the form
+    does not expect (a 500 too)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**{**kwargs, "parse_constant": _not_json, "parse_float": _finite})
+        super().__init__(
+            **{
+                **kwargs,
+                "parse_constant": _not_json,
+                "parse_float": _finite,
+                "parse_int": _integer,
+            }
+        )
 
 
 class EscapedJSONField(forms.JSONField):

@@ -282,7 +282,11 @@ def _exported(operator_client, service: Service) -> dict:
     return json.loads(exported.content)["services"][0]
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize(
+    "number",
+    ["NaN", "Infinity", "-Infinity", "1e400", "1" * 5000],
+    ids=["NaN", "Infinity", "-Infinity", "1e400", "5000-digits"],
+)
 @pytest.mark.parametrize("field", ["form_schema", "materials"])
 def test_a_number_json_has_not_is_a_field_error(operator_client, field, number) -> None:
     """Python's JSON reader takes NaN and Infinity (and 1e400 as infinity);
