@@ -389,6 +389,7 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
     scope = ""
     # The methods it counts (None: every one); the others pass uncounted.
     methods: frozenset[str] | None = None
+    clock = staticmethod(time.time)
 
     def get_rate(self) -> str | None:
         raise NotImplementedError
@@ -403,7 +404,7 @@ class FixedWindowThrottle(_ClientAddress, BaseThrottle):
         allowed, period = SimpleRateThrottle.parse_rate(self, self.get_rate())  # type: ignore[arg-type]  # parse_rate reads nothing of self
         if allowed is None or period is None:
             return None
-        now = time.time()
+        now = self.clock()
         number = int(now // period)
         self._wait = (number + 1) * period - now
         return ThrottleWindow(

@@ -9,6 +9,7 @@ variables set, a service that does not answer fails the run.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -51,6 +52,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def steady_throttle_clock(monkeypatch) -> float:
+    """Fixed-window throttles see one moment, a second into a window of
+    every length up to a day: a test's requests cannot straddle two
+    windows (where the next window would let one more through)."""
+    from config.api import FixedWindowThrottle
+
+    moment = (time.time() // 86400) * 86400 + 1
+    monkeypatch.setattr(FixedWindowThrottle, "clock", staticmethod(lambda: moment))
+    return moment
 
 
 @pytest.fixture(autouse=True)

@@ -61,7 +61,9 @@ def wrong_login(api, **meta: str) -> int:
     ).status_code
 
 
-def test_a_changing_forwarded_header_does_not_lift_the_login_throttle(api, monkeypatch) -> None:
+def test_a_changing_forwarded_header_does_not_lift_the_login_throttle(
+    api, monkeypatch, steady_throttle_clock
+) -> None:
     monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
     codes = [wrong_login(api, HTTP_X_FORWARDED_FOR=f"192.0.2.{n}") for n in range(4)]
     assert codes == [400, 400, 400, 429]
@@ -83,7 +85,7 @@ def test_per_address_throttles_count_an_ipv6_client_by_its_64(address, block) ->
 
 
 def test_rotating_addresses_within_one_ipv6_64_does_not_lift_the_login_throttle(
-    api, monkeypatch
+    api, monkeypatch, steady_throttle_clock
 ) -> None:
     monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
     codes = [wrong_login(api, REMOTE_ADDR=f"2001:db8:1:2::{n + 1:x}") for n in range(4)]

@@ -270,7 +270,7 @@ def test_daily_cap_per_client_address(api, settings) -> None:
     assert api.post(OTP, {"phone": "13800138009"}, format="json").status_code == 429
 
 
-def test_login_attempts_are_throttled_per_client(api, monkeypatch) -> None:
+def test_login_attempts_are_throttled_per_client(api, monkeypatch, steady_throttle_clock) -> None:
     monkeypatch.setattr(ClientScopedRateThrottle, "THROTTLE_RATES", {"login": "3/min"})
     responses = [
         api.post(TOKEN, {"phone": "13800138000", "code": "000000"}, format="json") for _ in range(4)
@@ -306,7 +306,9 @@ class BrokenGateway(sms.BaseSmsBackend):
 
 
 @pytest.mark.parametrize("scope", ["login", "refresh"])
-def test_logins_and_refreshes_sent_side_by_side_cannot_outrun_the_rate(monkeypatch, scope) -> None:
+def test_logins_and_refreshes_sent_side_by_side_cannot_outrun_the_rate(
+    monkeypatch, scope, steady_throttle_clock
+) -> None:
     """Requests arriving together are counted one by one: DRF's rate read
     the caller's history and wrote it back, so every request of a burst
     read the same history and passed."""

@@ -324,7 +324,9 @@ def test_an_upload_over_its_own_bound_is_refused_before_it_is_read(citizen, scan
     assert response.status_code == 413
 
 
-def test_batches_per_scanner_key_are_throttled(citizen, scanner_api, hall_api, settings):
+def test_batches_per_scanner_key_are_throttled(
+    citizen, scanner_api, hall_api, settings, steady_throttle_clock
+):
     settings.QR_SCAN_UPLOAD_RATE = "2/min"
     code = citizen_code(citizen)
     answers = [

@@ -199,7 +199,7 @@ def test_the_same_form_with_numbers_spelled_otherwise_is_no_change(
 
 
 def test_creations_and_edits_count_against_the_write_rate_and_reads_do_not(
-    integrator_api, department, category, settings
+    integrator_api, department, category, settings, steady_throttle_clock
 ) -> None:
     """Each write checks a form schema the department wrote: a key may make
     DEPT_SERVICE_WRITE_RATE of them, creations and edits together."""
