@@ -65,6 +65,15 @@ def _drop_invalid_index(schema_editor: Any, name: str) -> None:
 
 
 class RemoveIndexConcurrentlyOnPostgres(_ConcurrentlyOnPostgres, RemoveIndexConcurrently):
-    """DROP INDEX CONCURRENTLY on PostgreSQL; a plain DROP INDEX elsewhere."""
+    """DROP INDEX CONCURRENTLY on PostgreSQL; a plain DROP INDEX elsewhere.
+    Undone, it builds the index again as :class:`AddIndexConcurrentlyOnPostgres`
+    does, dropping the leftover of a failed build first."""
 
     plain = migrations.RemoveIndex
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            _drop_invalid_index(schema_editor, self.name)
+        super().database_backwards(app_label, schema_editor, from_state, to_state)

@@ -90,3 +90,19 @@ def test_a_valid_index_of_the_name_is_left_to_the_error(probe_state) -> None:
     with pytest.raises(ProgrammingError, match="already exists"):
         _run(ADD, probe_state)
     assert not _invalid()
+
+
+@pytest.mark.integration
+def test_undoing_a_removal_after_a_failed_build_builds_it_again(probe_state) -> None:
+    added = _run(ADD, probe_state)
+    remove = RemoveIndexConcurrentlyOnPostgres(model_name="probe", name=INDEX)
+    removed = _run(remove, added)
+    with connection.cursor() as cursor:  # a build of it that failed, undoing before
+        cursor.execute(f"CREATE INDEX {INDEX} ON {TABLE} (name)")
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [INDEX]
+        )
+    with connection.schema_editor(atomic=False) as editor:
+        remove.database_backwards("schema_ops", editor, removed, added)
+    assert INDEX in _indexes()
+    assert not _invalid()

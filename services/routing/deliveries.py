@@ -345,6 +345,7 @@ def _hold(held: list[Delivery], lease: dt.datetime) -> None:
             e.pk: e
             for e in Endpoint.objects.select_for_update(no_key=True)
             .filter(pk__in={d.endpoint_id for d in held})
+            .order_by("pk")  # the order every locker of several endpoints takes
             .only(*_OPEN_FIELDS)
         }
         still: list[Any] = []

@@ -285,6 +285,7 @@ def _held_made_due(held: dict[Any, list[Any]], *, event_type: str) -> bool:
             current = list(
                 Endpoint.objects.select_for_update(no_key=True)
                 .filter(pk__in=list(held))
+                .order_by("pk")  # the order every locker of several endpoints takes
                 .only("is_active", "paused_at", "held_at", "deleted_at")
             )
             resumed = [e.pk for e in current if endpoint_takes_deliveries(e, event_type)]
