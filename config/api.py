@@ -29,6 +29,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import BasePagination, CursorPagination, PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
@@ -468,6 +469,18 @@ class ModelSerializer(serializers.ModelSerializer):
         if built is None:
             built = kept[language] = super().get_fields()
         return copy.deepcopy(built)
+
+
+class AnyAccept(BaseContentNegotiation):
+    """For views whose answer has one form whatever ``Accept`` says (images,
+    the JWKS, a receipt's SVG, the payment channels' callbacks): the first
+    renderer, the first parser; errors still leave as problem details."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
 
 
 class StrictCharField(serializers.CharField):

@@ -16,7 +16,6 @@ from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,6 +31,7 @@ from accounts.authentication import (
 )
 from accounts.models import Department
 from config.api import (
+    AnyAccept,
     FeedPagination,
     FixedWindowThrottle,
     PagePagination,
@@ -62,18 +62,6 @@ from qr.serializers import (
 )
 
 IMAGE_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-
-
-class FirstRenderer(BaseContentNegotiation):
-    """Views that answer images or a JWKS ignore ``Accept`` (a browser or a
-    scanner asks for ``image/*`` or ``application/jwk-set+json``); errors
-    still leave as problem details."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
 
 
 class StarCodeThrottle(FixedWindowThrottle):
@@ -134,7 +122,7 @@ _IMAGE_RESPONSES = {
 class KeysView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    content_negotiation_class = FirstRenderer
+    content_negotiation_class = AnyAccept
 
     @extend_schema(
         tags=["star-code"],
@@ -208,7 +196,7 @@ def star_code_answer(issued: star_codes.IssuedCode) -> dict[str, Any]:
 class StarCodeImageView(APIView):
     permission_classes = [IsCitizen]
     throttle_classes = [StarCodeThrottle]
-    content_negotiation_class = FirstRenderer
+    content_negotiation_class = AnyAccept
 
     @extend_schema(
         tags=["star-code"],
@@ -251,7 +239,7 @@ class ScannerView(APIView):
     authentication_classes = [ScannerKeyAuthentication]
     permission_classes = [IsScanner]
     # JSON only, whatever a terminal's Accept says (and no negotiation cost per scan).
-    content_negotiation_class = FirstRenderer
+    content_negotiation_class = AnyAccept
 
 
 class VerifyView(ScannerView):
@@ -513,7 +501,7 @@ class DeptCodeDetailView(DeptCodesView):
 
 
 class DeptCodeImageView(DeptCodesView):
-    content_negotiation_class = FirstRenderer
+    content_negotiation_class = AnyAccept
 
     @extend_schema(
         tags=["dept: codes"],

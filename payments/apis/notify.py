@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from config.api import (
+    AnyAccept,
     FixedWindowThrottle,
     client_ip,
     problems,
@@ -54,6 +55,9 @@ class NotifyView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [NotifyThrottle]
     parser_classes: list[Any] = []  # the raw body is what was signed
+    # A channel's server sends whatever Accept it likes; the callback is
+    # handled whatever it says (as the fast path in front handles it).
+    content_negotiation_class = AnyAccept
 
     @extend_schema(
         tags=["payments"],

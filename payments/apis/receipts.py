@@ -9,11 +9,10 @@ from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 
 from accounts.authentication import CitizenRequest
-from config.api import problems
+from config.api import AnyAccept, problems
 from payments import receipts, selectors
 from payments.apis.citizen import CitizenView
 from payments.models import Channel, OrderStatus, PaymentOrder
@@ -60,17 +59,6 @@ class ReceiptSerializer(serializers.Serializer):
     )
 
 
-class _AnyAccept(BaseContentNegotiation):
-    """The SVG is the answer whatever ``Accept`` says (a browser asks for
-    ``image/*`` or ``text/html``); errors still leave as problem details."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-
 class _ReceiptView(CitizenView):
     def paid_order(self, order_id: Any) -> PaymentOrder:
         order = (
@@ -103,7 +91,8 @@ class ReceiptView(_ReceiptView):
 
 
 class ReceiptSvgView(_ReceiptView):
-    content_negotiation_class = _AnyAccept
+    # The SVG whatever Accept says (a browser asks for image/* or text/html).
+    content_negotiation_class = AnyAccept
 
     @extend_schema(
         tags=["payments"],

@@ -78,6 +78,22 @@ def test_a_genuine_callback_pays_the_order_once(api, citizen_api, awaiting, chan
     assert outcomes == ["accepted", "duplicate"]
 
 
+@pytest.mark.parametrize("accept", ["text/html", ""])
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_callback_is_handled_whatever_accept_the_channel_sends(
+    api, citizen_api, awaiting, channel, accept
+) -> None:
+    """The view behind the fast path handles it too: DRF's negotiation
+    answered 406 before reading it, where the fast path handled it."""
+    order = open_order(citizen_api, awaiting, channel)
+    headers, body = callback(paid_trade(order))
+
+    response = post(api, channel, {**headers, "Accept": accept}, body)
+
+    assert_acknowledged(response, channel)
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PAID
+
+
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_a_forged_callback_changes_nothing_and_is_audited(
     api, citizen_api, awaiting, channel
