@@ -59,9 +59,11 @@ def _steering(node: dict) -> bool:
     """Whether an answer would make us act (a success, a business answer)
     rather than try again later: such answers are believed signed only."""
     code, sub_code = str(node.get("code", "")), str(node.get("sub_code", ""))
-    if sub_code in RETRYABLE_SUB_CODES:  # "the system is busy", whatever the code
+    if code == SUCCESS:
+        return True
+    if sub_code in RETRYABLE_SUB_CODES:  # "the system is busy": a refusal
         return False
-    return code in (SUCCESS, BUSINESS_FAILED) or sub_code.startswith(BUSINESS_SUB_CODE)
+    return code == BUSINESS_FAILED or sub_code.startswith(BUSINESS_SUB_CODE)
 
 
 _YUAN = re.compile(r"(0|[1-9][0-9]*)\.[0-9]{2}")

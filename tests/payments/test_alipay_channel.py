@@ -513,6 +513,10 @@ def test_an_unsigned_answer_is_believed_only_as_a_gateway_error(
         '{"code":40004,"msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST"}',
         # A business sub-code under a gateway code: it would steer us all the same.
         '{"code":"20000","msg":"Service Currently Unavailable","sub_code":"ACQ.TRADE_NOT_EXIST"}',
+        # A success whatever sub-code comes with it.
+        '{"code":"10000","msg":"Success","sub_code":"ACQ.SYSTEM_ERROR",'
+        '"out_trade_no":"CS20261206000024","trade_no":"FAKE","trade_status":"TRADE_SUCCESS",'
+        '"total_amount":"20.00","send_pay_date":"2026-12-06 10:00:00"}',
     ],
 )
 def test_an_unsigned_answer_cannot_pass_for_a_success_or_a_business_answer(
