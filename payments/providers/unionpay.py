@@ -339,8 +339,8 @@ class UnionpayProvider(BasePaymentProvider):
         """Read a back-end notice (后台通知) of a consume: a form posted to
         ``backUrl``. It is authentic when its ``certId`` names the
         platform key and its signature verifies; it is ours when ``merId``
-        and ``accessType`` are. respCode 00 is a payment; anything else a
-        failed one. ``txnTime`` (when the order was sent) is read, not
+        and ``accessType`` are. respCode 00 or A6 is a payment, 03/04/05 an
+        outcome the query will tell (pending); anything else a failed one. ``txnTime`` (when the order was sent) is read, not
         judged: UnionPay re-sends a notice for a while, and a late one is
         still true."""
         try:
@@ -531,8 +531,8 @@ class UnionpayProvider(BasePaymentProvider):
 
     def refund_query(self, *, order_no: str, refund_no: str) -> RefundResult:
         """queryTrans.do on the refund's orderId (our refund number):
-        origRespCode 00 succeeded, 03/04/05 still pending, anything else
-        failed. A refund UnionPay does not know raises ``not_found``."""
+        origRespCode 00 or A6 succeeded, 03/04/05 still pending, anything
+        else failed. A refund UnionPay does not know raises ``not_found``."""
         answer = self._query(refund_no)
         if answer["respCode"] == NOT_FOUND:
             raise ProviderError(
@@ -540,7 +540,7 @@ class UnionpayProvider(BasePaymentProvider):
             )
         original = answer.get("origRespCode", "")
         state: RefundState
-        if original == "00":
+        if original in SUCCESS:
             state = "succeeded"
         elif original in IN_PROGRESS or not original:
             state = "pending"

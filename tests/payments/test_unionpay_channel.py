@@ -236,6 +236,21 @@ def test_a_refund_succeeds_once_settled_and_asking_again_is_the_same_refund(
     assert asked.state == "succeeded" and asked.amount_fen == 2500
 
 
+def test_a_refund_answered_a_success_with_defects_has_succeeded(
+    provider: UnionpayProvider, monkeypatch
+) -> None:
+    """A6 is a success: read as failed, the refund's amount was freed for a
+    second refund of money UnionPay had already sent back."""
+    order_no = paid_order(provider, 2500)
+    refund_no = new_number("R")
+    provider.refund_create(
+        order_no=order_no, refund_no=refund_no, amount_fen=2500, total_fen=2500, reason="撤件"
+    )
+    answer = {**provider._query(refund_no), "origRespCode": "A6"}
+    monkeypatch.setattr(provider, "_query", lambda order_id: dict(answer))
+    assert provider.refund_query(order_no=order_no, refund_no=refund_no).state == "succeeded"
+
+
 def test_refunding_more_than_was_paid_is_refused(provider: UnionpayProvider) -> None:
     order_no = paid_order(provider, 2500)
     provider.refund_create(
