@@ -164,7 +164,13 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
         # as the citizen left it, the payment is brought in and that order
         # is the answer (paid: nothing is left to pay).
         _bring_in(refused)
-        return PaymentOrder.objects.get(pk=refused.order.pk), False
+        brought = PaymentOrder.objects.get(pk=refused.order.pk)
+        if brought.status != OS.PAID:
+            # Its channel ended it meanwhile (asked again, the citizen gets
+            # a new order), or its word was refused (audited): not this
+            # order's checkout in place of the channel asked for.
+            raise PaymentsError(PAYMENT_PROVIDER_ERROR) from refused
+        return brought, False
 
 
 @transaction.atomic
@@ -496,12 +502,12 @@ def _bring_in(refused: _CloseRefused) -> None:
     except (ProviderError, ChannelUnavailable) as exc:
         logger.warning("query of %s after a refused close failed: %s", order.order_no, exc)
         result = None
-    if result is None or result.state != "paid":
+    if result is None or result.state == "pending":
         raise PaymentsError(PAYMENT_PROVIDER_ERROR) from refused.__cause__
-    try:
+    try:  # paid, or ended at the channel: recorded here too
         order_apply_result(order=order, result=result, source="query")
     except PaymentsError as exc:  # audited there; an operator looks into it
-        logger.warning("payment of %s found at closing refused: %s", order.order_no, exc)
+        logger.warning("%s found at closing refused: %s", order.order_no, exc)
 
 
 def orders_close_open(*, application_id: Any, reason: str) -> int:

@@ -246,6 +246,30 @@ def test_a_close_the_channel_refuses_for_another_reason_leaves_the_order_open(
     ]
 
 
+def test_a_payment_found_at_closing_but_refused_is_not_the_answer(
+    citizen_api, awaiting, monkeypatch
+) -> None:
+    """The channel says the order it would not close was paid, but its word
+    does not fit the order (refused and audited): the citizen is not handed
+    that order's checkout for the channel they asked."""
+    from payments import orders
+
+    first = open_order(citizen_api, awaiting, "wechat")
+    books.trade_pay(channel="wechat", order_no=first["order_no"], succeed=True)
+    monkeypatch.setattr(orders, "_mismatch", lambda order, result: "amount_mismatch")
+
+    switched = citizen_api.post(
+        "/api/v1/payments/",
+        {"application": awaiting["id"], "channel": "alipay"},
+        format="json",
+    )
+
+    assert switched.status_code == 502, switched.json()
+    assert switched.json()["code"] == "payment_provider_error"
+    assert PaymentOrder.objects.get().status == "pending"
+    assert AuditEntry.objects.filter(action="payment.result_refused").count() == 1
+
+
 def test_an_expired_order_paid_between_the_query_and_the_close_is_shown_paid(
     citizen_api, awaiting, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
