@@ -157,7 +157,7 @@ class ServiceForm(forms.ModelForm):
             # transaction): a change arriving between this check and the
             # save waits for it, rather than being written over.
             now = (
-                Service.objects.select_for_update()
+                Service.objects.select_for_update(no_key=True)
                 .filter(pk=self.instance.pk)
                 .values_list("updated_at", flat=True)
             )
@@ -267,7 +267,11 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
     def take_offline(self, request: StaffRequest, queryset: QuerySet[Service]) -> None:
         for service in queryset:
             catalog.service_update(
-                service=service, actor=request.user, ip=client_ip(request), is_active=False
+                service=service,
+                actor=request.user,
+                ip=client_ip(request),
+                is_active=False,
+                hold=True,  # also one its department took offline
             )
 
     @admin.action(description=_("上线所选事项"), permissions=["change"])

@@ -145,6 +145,8 @@ def service_create(
     guide_check(values)
     service = Service(code=code, department=department, **values)
     service.search_text = search_text_build(service.name, service.keywords)
+    if not isinstance(actor, ApiKey) and not service.is_active:
+        service.offline_held_at = timezone.now()  # created offline by the operators
     try:
         with transaction.atomic():
             service.save()
@@ -164,9 +166,17 @@ def service_create(
 
 
 def service_update(
-    *, service: Service, actor: User | ApiKey | None, ip: str | None = None, **values: Any
+    *,
+    service: Service,
+    actor: User | ApiKey | None,
+    ip: str | None = None,
+    hold: bool = False,
+    **values: Any,
 ) -> Service:
-    """Change a service's guide. Its code and department never change."""
+    """Change a service's guide. Its code and department never change.
+
+    ``hold`` (operators taking it offline): the service is held offline
+    even if it already was, its department having taken it offline."""
     values = _normalise({k: v for k, v in values.items() if k in GUIDE_FIELDS})
     guide_check(values)
     with transaction.atomic():
@@ -174,7 +184,8 @@ def service_update(
         # an edit made since ``service`` was read (an operator taking it
         # offline, another edit) is not written back over.
         current = (
-            Service.objects.select_for_update(of=("self",))
+            # No key changes: applications and orders naming the service go on.
+            Service.objects.select_for_update(of=("self",), no_key=True)
             .select_related("department", "category")
             .filter(pk=service.pk)
             .first()
@@ -187,9 +198,13 @@ def service_update(
             for name, value in values.items()
             if not _unchanged(name, getattr(service, name), value)
         ]
-        if not changed:
+        held = (
+            _offline_hold(service, actor, values)
+            if "is_active" in changed or (hold and values.get("is_active") is False)
+            else []
+        )
+        if not changed and not held:
             return service
-        held = _offline_hold(service, actor, values) if "is_active" in changed else []
         for name in changed:
             setattr(service, name, values[name])
         service.search_text = search_text_build(service.name, service.keywords)
@@ -198,7 +213,7 @@ def service_update(
             actor=actor,
             action="service.updated",
             target=service,
-            data={"code": service.code, "fields": sorted(changed)},
+            data={"code": service.code, "fields": sorted({*changed, *held})},
             ip=ip,
         )
         catalog_pages.bump()
@@ -211,9 +226,11 @@ def _offline_hold(service: Service, actor: User | ApiKey | None, values: dict) -
     A department taking its own service offline holds nothing. The fields
     to save with the change."""
     if isinstance(actor, ApiKey):
-        if values["is_active"] and service.offline_held_at is not None:
+        if values["is_active"] and not service.is_active and service.offline_held_at is not None:
             raise ServicesError(SERVICE_HELD)
         return []
+    if values["is_active"] == (service.offline_held_at is None):
+        return []  # as asked already: online and free, or offline and held
     service.offline_held_at = None if values["is_active"] else timezone.now()
     return ["offline_held_at"]
 

@@ -264,3 +264,35 @@ def test_a_department_that_took_its_own_service_offline_puts_it_back(integrator_
     )
     assert integrator_api.patch(f"{URL}own/", {"is_active": True}, format="json").status_code == 200
     assert Service.objects.get(code="own").offline_held_at is None
+
+
+def test_an_operator_taking_offline_a_service_its_department_took_offline_holds_it(
+    integrator_api, operator_client, department
+) -> None:
+    service = ServiceFactory(code="both", department=department)
+    url = f"{URL}both/"
+    assert integrator_api.patch(url, {"is_active": False}, format="json").status_code == 200
+    operator_client.post(
+        "/admin/services/service/", {"action": "take_offline", "_selected_action": [service.pk]}
+    )
+    refused = integrator_api.patch(url, {"is_active": True}, format="json")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "service_held"
+
+
+def test_a_service_the_operators_create_offline_is_held(
+    integrator_api, department, category
+) -> None:
+    from services import catalog
+    from tests.accounts.factories import StaffFactory
+
+    record = {key: value for key, value in guide().items() if key != "code"}
+    catalog.service_create(
+        code="later",
+        department=department,
+        actor=StaffFactory(),
+        **{**record, "category": category, "is_active": False},
+    )
+    refused = integrator_api.patch(f"{URL}later/", {"is_active": True}, format="json")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "service_held"
