@@ -110,12 +110,13 @@ def close_meanwhile(
 
 
 def sent_side_by_side(
-    count: int, send: Callable[[], int], *, reading: str, monkeypatch
+    count: int, send: Callable[[], int], *, reading: tuple[str, ...], monkeypatch
 ) -> list[int]:
     """Run ``send`` (a request; its status) from ``count`` threads, each
-    made to wait, once it has read a cache key containing ``reading``, until
-    every other has read it too: a throttle that reads a caller's history
-    and writes it back lets them all through. The statuses, sorted."""
+    made to wait, once it has read (``get``) a cache key containing one of
+    ``reading``, until every other has read it too: a throttle that reads a
+    caller's history and writes it back lets them all through; one that
+    counts atomically reads nothing and is not held. The statuses, sorted."""
     import contextlib
 
     from django.core.cache import caches
@@ -126,7 +127,7 @@ def sent_side_by_side(
 
     def read_together(self, key, *args, **kwargs):
         value = read(self, key, *args, **kwargs)
-        if reading in str(key):
+        if any(part in str(key) for part in reading):
             with contextlib.suppress(threading.BrokenBarrierError):
                 together.wait()  # every request has read before any writes
         return value

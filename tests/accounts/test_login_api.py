@@ -326,5 +326,7 @@ def test_logins_and_refreshes_sent_side_by_side_cannot_outrun_the_rate(
     def send() -> int:
         return APIClient().post(path, body, format="json").status_code
 
-    statuses = sent_side_by_side(6, send, reading=f"throttle_{scope}", monkeypatch=monkeypatch)
+    statuses = sent_side_by_side(
+        6, send, reading=(f"throttle_{scope}_", f"throttle-fw:{scope}:"), monkeypatch=monkeypatch
+    )
     assert statuses == [400, 400, 429, 429, 429, 429]

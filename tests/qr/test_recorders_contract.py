@@ -210,9 +210,9 @@ def test_unreachable_state_is_said_never_answered_as_recorded(
 
 
 def test_a_scan_the_database_could_not_store_leaves_no_claim_behind(store) -> None:
-    """Without Redis the claim and the record are rows of one transaction:
-    a record that fails to be written takes its claim with it, so the
-    terminal's retry is recorded, not answered as a replay of itself."""
+    """Without Redis the claim and the record are two rows: a record that
+    fails to be written takes its claim with it, so the terminal's retry is
+    recorded, not answered as a replay of itself."""
     recorder = DatabaseScanRecorder()
     claim = a_claim()
     with pytest.raises(StoreDown):

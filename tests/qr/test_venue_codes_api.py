@@ -205,7 +205,12 @@ def test_resolutions_sent_side_by_side_cannot_outrun_the_rate(settings, monkeypa
         # Not a code: answered 400 once admitted, without the database.
         return APIClient().post("/api/v1/qr/resolve/", {"code": "x"}, format="json").status_code
 
-    statuses = sent_side_by_side(6, resolve, reading="qr_resolve", monkeypatch=monkeypatch)
+    statuses = sent_side_by_side(
+        6,
+        resolve,
+        reading=("throttle_qr_resolve", "throttle-fw:qr_resolve:"),
+        monkeypatch=monkeypatch,
+    )
     assert statuses == [400, 400, 429, 429, 429, 429]
 
 
