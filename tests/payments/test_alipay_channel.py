@@ -502,6 +502,16 @@ def test_an_unsigned_answer_is_believed_only_as_a_gateway_error(
     assert gateway.value.code == "isv.invalid-app-id" and not gateway.value.retryable
 
 
+def _answer_unsigned(provider: AlipayProvider, monkeypatch: pytest.MonkeyPatch, node: str) -> None:
+    """The gateway answers every call with ``node``, unsigned."""
+
+    def unsigned(request: httpx.Request) -> httpx.Response:
+        method = request.url.params["method"].replace(".", "_")
+        return httpx.Response(200, text=f'{{"{method}_response":{node}}}')
+
+    monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(unsigned))
+
+
 @pytest.mark.parametrize(
     "node",
     [
@@ -522,11 +532,7 @@ def test_an_unsigned_answer_is_believed_only_as_a_gateway_error(
 def test_an_unsigned_answer_cannot_pass_for_a_success_or_a_business_answer(
     provider: AlipayProvider, monkeypatch: pytest.MonkeyPatch, node: str
 ) -> None:
-    def unsigned(request: httpx.Request) -> httpx.Response:
-        method = request.url.params["method"].replace(".", "_")
-        return httpx.Response(200, text=f'{{"{method}_response":{node}}}')
-
-    monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(unsigned))
+    _answer_unsigned(provider, monkeypatch, node)
     # Neither "paid" nor "no such trade" (pending) from an unsigned answer.
     with pytest.raises(ProviderError) as query:
         provider.order_query(order_no="CS20261206000024")
@@ -814,12 +820,7 @@ def test_an_unsigned_try_again_later_is_still_a_try_again_later(
     """Believing an unsigned "try again" costs nothing: it stays retryable
     (a close the gateway is too busy for closes here anyway), not a final
     bad signature."""
-
-    def unsigned(request: httpx.Request) -> httpx.Response:
-        method = request.url.params["method"].replace(".", "_")
-        return httpx.Response(200, text=f'{{"{method}_response":{node}}}')
-
-    monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(unsigned))
+    _answer_unsigned(provider, monkeypatch, node)
     with pytest.raises(ProviderError) as query:
         provider.order_query(order_no="CS20261206000024")
     assert query.value.retryable and query.value.code != "bad_signature"

@@ -108,6 +108,20 @@ def test_operator_edits_a_service_and_the_schema_is_checked(operator_client) -> 
     assert service.time_limit_days == 3
 
 
+def _opened_form(operator_client, service: Service, url: str) -> dict:
+    """The change form as the operator opened it (its ``seen`` mark), with
+    the time limit changed to 9 days."""
+    import re
+
+    [seen] = re.findall(r'name="seen" value="([^"]+)"', operator_client.get(url).content.decode())
+    return {
+        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
+        "materials": "[]", "fee_fen": 0, "time_limit_days": 9, "legal_basis": "",
+        "channels": '["online"]', "identity_level": 2, "form_schema": json.dumps(SIMPLE_FORM),
+        "keywords": "[]", "is_active": "on", "seen": seen,
+    }  # fmt: skip
+
+
 def test_a_form_opened_before_a_change_made_since_is_not_saved_over_it(
     operator_client, integrator_api, department
 ) -> None:
@@ -117,13 +131,7 @@ def test_a_form_opened_before_a_change_made_since_is_not_saved_over_it(
 
     service = ServiceFactory(code="x1", department=department, form_schema=SIMPLE_FORM)
     url = f"/admin/services/service/{service.pk}/change/"
-    [seen] = re.findall(r'name="seen" value="([^"]+)"', operator_client.get(url).content.decode())
-    form = {
-        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
-        "materials": "[]", "fee_fen": 0, "time_limit_days": 9, "legal_basis": "",
-        "channels": '["online"]', "identity_level": 2, "form_schema": json.dumps(SIMPLE_FORM),
-        "keywords": "[]", "is_active": "on", "seen": seen,
-    }  # fmt: skip
+    form = _opened_form(operator_client, service, url)
     taken = integrator_api.patch(
         f"/api/v1/dept/services/{service.code}/", {"is_active": False}, format="json"
     )
@@ -149,20 +157,13 @@ def test_a_change_made_while_the_form_is_being_saved_waits_for_it(
     service's row until the save: a department's edit arriving between the
     check and the save waits, then applies to what the operator saved
     (before, it was written over by the operator's form)."""
-    import re
 
     from services.admin import ServiceAdmin
     from tests.concurrency import a_backend_waits_on_a_lock, in_thread, pause_in
 
     service = ServiceFactory(code="x1", department=department, form_schema=SIMPLE_FORM)
     url = f"/admin/services/service/{service.pk}/change/"
-    [seen] = re.findall(r'name="seen" value="([^"]+)"', operator_client.get(url).content.decode())
-    form = {
-        "name": service.name, "category": service.category.pk, "summary": "", "eligibility": "",
-        "materials": "[]", "fee_fen": 0, "time_limit_days": 9, "legal_basis": "",
-        "channels": '["online"]', "identity_level": 2, "form_schema": json.dumps(SIMPLE_FORM),
-        "keywords": "[]", "is_active": "on", "seen": seen,
-    }  # fmt: skip
+    form = _opened_form(operator_client, service, url)
     paused, release = pause_in(monkeypatch, ServiceAdmin, "save_model")
     errors: list[BaseException] = []
     answers: dict[str, int] = {}
