@@ -165,12 +165,17 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
         # is the answer (paid: nothing is left to pay).
         _bring_in(refused)
         brought = PaymentOrder.objects.get(pk=refused.order.pk)
-        if brought.status != OS.PAID:
-            # Its channel ended it meanwhile (asked again, the citizen gets
-            # a new order), or its word was refused (audited): not this
-            # order's checkout in place of the channel asked for.
-            raise PaymentsError(PAYMENT_PROVIDER_ERROR) from refused
-        return brought, False
+        if brought.status == OS.PAID:
+            return brought, False
+        if brought.status in (OS.CLOSED, OS.FAILED):
+            # Ended at its channel meanwhile, and now here: nothing is in
+            # the way of the order asked for.
+            return _order_open(
+                citizen=citizen, application_id=application_id, channel=channel, chosen=chosen
+            )
+        # Its word was refused (audited): not this order's checkout in
+        # place of the channel asked for.
+        raise PaymentsError(PAYMENT_PROVIDER_ERROR) from refused
 
 
 @transaction.atomic

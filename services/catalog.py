@@ -297,6 +297,9 @@ def catalog_import(
             code = data.pop("code")
             department = data.pop("department")
             existing = Service.objects.filter(code=code).select_related("department").first()
+            if existing is not None and "is_active" not in record:
+                # Said nothing of it: online or offline (held or not) stays.
+                data.pop("is_active", None)
             if existing is not None and existing.department_id != department.pk:
                 raise ServicesError(
                     SERVICE_CODE_TAKEN,

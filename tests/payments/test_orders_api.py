@@ -246,6 +246,38 @@ def test_a_close_the_channel_refuses_for_another_reason_leaves_the_order_open(
     ]
 
 
+@pytest.mark.parametrize("idempotency_key", [None, "switch-3"])
+def test_an_order_its_channel_ended_but_would_not_close_gives_way_to_the_new_one(
+    citizen_api, awaiting, monkeypatch, idempotency_key
+) -> None:
+    """The channel refuses to close an order its payer failed to pay: asked,
+    it says so; the order ends here too and the order asked for is opened
+    (with an Idempotency-Key too, where a 502 would have rolled the end back
+    and every retry met the same open order)."""
+    from payments.providers.base import ProviderError
+    from payments.providers.wechat import WechatPayProvider
+
+    first = open_order(citizen_api, awaiting, "wechat")
+    books.trade_pay(channel="wechat", order_no=first["order_no"], succeed=False)
+
+    def refuse(self, *, order_no):
+        raise ProviderError("refused", retryable=False, code="INVALID_REQUEST")
+
+    monkeypatch.setattr(WechatPayProvider, "order_close", refuse)
+    headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
+    switched = citizen_api.post(
+        "/api/v1/payments/",
+        {"application": awaiting["id"], "channel": "alipay"},
+        format="json",
+        **headers,
+    )
+
+    assert switched.status_code == 201, switched.json()
+    assert switched.json()["channel"] == "alipay"
+    statuses = dict(PaymentOrder.objects.values_list("order_no", "status"))
+    assert statuses == {first["order_no"]: "failed", switched.json()["order_no"]: "pending"}
+
+
 def test_a_payment_found_at_closing_but_refused_is_not_the_answer(
     citizen_api, awaiting, monkeypatch
 ) -> None:

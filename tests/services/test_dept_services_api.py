@@ -296,3 +296,24 @@ def test_a_service_the_operators_create_offline_is_held(
     refused = integrator_api.patch(f"{URL}later/", {"is_active": True}, format="json")
     assert refused.status_code == 409
     assert refused.json()["code"] == "service_held"
+
+
+def test_a_catalog_record_saying_nothing_of_is_active_keeps_the_hold(
+    integrator_api, operator_client, department
+) -> None:
+    from services import catalog
+
+    service = ServiceFactory(code="kept", department=department)
+    operator_client.post(
+        "/admin/services/service/", {"action": "take_offline", "_selected_action": [service.pk]}
+    )
+    [record] = catalog.catalog_export(Service.objects.filter(pk=service.pk))
+    del record["is_active"]
+    catalog.catalog_import([{**record, "fee_fen": 9}], actor=None)
+
+    kept = Service.objects.get(pk=service.pk)
+    assert (kept.fee_fen, kept.is_active) == (9, False)
+    assert kept.offline_held_at is not None
+    assert (
+        integrator_api.patch(f"{URL}kept/", {"is_active": True}, format="json").status_code == 409
+    )
