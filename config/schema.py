@@ -10,45 +10,43 @@ from django.db import migrations
 
 class _ConcurrentlyOnPostgres:
     """The operation CONCURRENTLY on PostgreSQL, as :attr:`plain` does it
-    elsewhere. Its migration must say ``atomic = False``."""
+    elsewhere. Its migration must say ``atomic = False``.
+
+    A concurrent build that failed (a deadlock, a cancelled statement, a
+    duplicate in a unique index) leaves PostgreSQL an invalid index of its
+    name, which blocks the next try with "already exists" and is still
+    updated on every write. Run again in the direction that builds the
+    index (:attr:`builds_when`), the operation drops that leftover first; a
+    valid index of the name is left to the error it gives."""
 
     plain: Any  # the operation without CONCURRENTLY
+    builds_when: str  # "forwards" or "backwards": the direction that builds the index
+
+    def _index_name(self) -> str:
+        raise NotImplementedError
+
+    def _run(
+        self, direction: str, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor != "postgresql":
+            run = getattr(self.plain, f"database_{direction}")
+            run(self, app_label, schema_editor, from_state, to_state)
+            return
+        if direction == self.builds_when:
+            _drop_invalid_index(schema_editor, self._index_name())
+        # The PostgreSQL operation this is mixed in before.
+        run = getattr(super(), f"database_{direction}")
+        run(app_label, schema_editor, from_state, to_state)
 
     def database_forwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            # The PostgreSQL operation this is mixed in before.
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
-        return self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
+        self._run("forwards", app_label, schema_editor, from_state, to_state)
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            # The PostgreSQL operation this is mixed in before.
-            return super().database_backwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
-        return self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)
-
-
-class AddIndexConcurrentlyOnPostgres(_ConcurrentlyOnPostgres, AddIndexConcurrently):
-    """CREATE INDEX CONCURRENTLY on PostgreSQL (the table takes writes while
-    the index is built); a plain CREATE INDEX elsewhere.
-
-    A build that failed (a deadlock, a cancelled statement, a duplicate in a
-    unique index) leaves PostgreSQL an invalid index of that name, which
-    blocks the next try with "already exists" and is still updated on every
-    write. Run again, the operation drops that leftover first; a valid index
-    of the name is left to the error it gives."""
-
-    plain = migrations.AddIndex
-
-    def database_forwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            _drop_invalid_index(schema_editor, self.index.name)
-        super().database_forwards(app_label, schema_editor, from_state, to_state)
+        self._run("backwards", app_label, schema_editor, from_state, to_state)
 
 
 def _drop_invalid_index(schema_editor: Any, name: str) -> None:
@@ -64,16 +62,23 @@ def _drop_invalid_index(schema_editor: Any, name: str) -> None:
         schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(name)}")
 
 
+class AddIndexConcurrentlyOnPostgres(_ConcurrentlyOnPostgres, AddIndexConcurrently):
+    """CREATE INDEX CONCURRENTLY on PostgreSQL (the table takes writes while
+    the index is built); a plain CREATE INDEX elsewhere."""
+
+    plain = migrations.AddIndex
+    builds_when = "forwards"
+
+    def _index_name(self) -> str:
+        return str(self.index.name)
+
+
 class RemoveIndexConcurrentlyOnPostgres(_ConcurrentlyOnPostgres, RemoveIndexConcurrently):
     """DROP INDEX CONCURRENTLY on PostgreSQL; a plain DROP INDEX elsewhere.
-    Undone, it builds the index again as :class:`AddIndexConcurrentlyOnPostgres`
-    does, dropping the leftover of a failed build first."""
+    Undone, it builds the index again."""
 
     plain = migrations.RemoveIndex
+    builds_when = "backwards"
 
-    def database_backwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            _drop_invalid_index(schema_editor, self.name)
-        super().database_backwards(app_label, schema_editor, from_state, to_state)
+    def _index_name(self) -> str:
+        return str(self.name)
