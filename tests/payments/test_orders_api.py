@@ -184,6 +184,29 @@ def test_an_open_order_whose_channel_was_switched_off_does_not_block_another_cha
     assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
 
 
+def switch(client, application: dict, channel: str, key: str | None = None):
+    """The citizen asks for an order through ``channel`` (another than the
+    open one's), with an Idempotency-Key if ``key``."""
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    return client.post(
+        "/api/v1/payments/",
+        {"application": application["id"], "channel": channel},
+        format="json",
+        **headers,
+    )
+
+
+def wechat_refuses_to_close(monkeypatch) -> None:
+    """WeChat Pay refuses to close any order, for good (not "paid")."""
+    from payments.providers.base import ProviderError
+    from payments.providers.wechat import WechatPayProvider
+
+    def refuse(self, *, order_no):
+        raise ProviderError("refused", retryable=False, code="INVALID_REQUEST")
+
+    monkeypatch.setattr(WechatPayProvider, "order_close", refuse)
+
+
 @pytest.mark.parametrize("idempotency_key", [None, "switch-1"])
 @pytest.mark.parametrize(("first_channel", "then"), [("wechat", "alipay"), ("alipay", "wechat")])
 def test_switching_channel_just_after_paying_brings_the_payment_in(
@@ -197,15 +220,9 @@ def test_switching_channel_just_after_paying_brings_the_payment_in(
     kept with the stored answer)."""
     first = open_order(citizen_api, awaiting, first_channel)
     books.trade_pay(channel=first_channel, order_no=first["order_no"], succeed=True)
-    headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
 
     with django_capture_on_commit_callbacks(execute=True):
-        switched = citizen_api.post(
-            "/api/v1/payments/",
-            {"application": awaiting["id"], "channel": then},
-            format="json",
-            **headers,
-        )
+        switched = switch(citizen_api, awaiting, then, idempotency_key)
 
     assert switched.status_code == 200, switched.json()
     assert (switched.json()["id"], switched.json()["status"]) == (first["id"], "paid")
@@ -214,12 +231,7 @@ def test_switching_channel_just_after_paying_brings_the_payment_in(
     assert Application.objects.get(pk=awaiting["id"]).status == "submitted"
     assert LedgerEntry.objects.count() == 1
     if idempotency_key:
-        again = citizen_api.post(
-            "/api/v1/payments/",
-            {"application": awaiting["id"], "channel": then},
-            format="json",
-            **headers,
-        )
+        again = switch(citizen_api, awaiting, then, idempotency_key)
         assert again.status_code == 200 and again["Idempotent-Replayed"] == "true"
         assert LedgerEntry.objects.count() == 1
 
@@ -227,18 +239,9 @@ def test_switching_channel_just_after_paying_brings_the_payment_in(
 def test_a_close_the_channel_refuses_for_another_reason_leaves_the_order_open(
     citizen_api, awaiting, monkeypatch
 ) -> None:
-    from payments.providers.base import ProviderError
-    from payments.providers.wechat import WechatPayProvider
-
     first = open_order(citizen_api, awaiting, "wechat")
-
-    def refuse(self, *, order_no):
-        raise ProviderError("refused", retryable=False, code="INVALID_REQUEST")
-
-    monkeypatch.setattr(WechatPayProvider, "order_close", refuse)
-    switched = citizen_api.post(
-        "/api/v1/payments/", {"application": awaiting["id"], "channel": "alipay"}, format="json"
-    )
+    wechat_refuses_to_close(monkeypatch)
+    switched = switch(citizen_api, awaiting, "alipay")
     assert switched.status_code == 502
     assert switched.json()["code"] == "payment_provider_error"
     assert list(PaymentOrder.objects.values_list("order_no", "status")) == [
@@ -254,23 +257,10 @@ def test_an_order_its_channel_ended_but_would_not_close_gives_way_to_the_new_one
     it says so; the order ends here too and the order asked for is opened
     (with an Idempotency-Key too, where a 502 would have rolled the end back
     and every retry met the same open order)."""
-    from payments.providers.base import ProviderError
-    from payments.providers.wechat import WechatPayProvider
-
     first = open_order(citizen_api, awaiting, "wechat")
     books.trade_pay(channel="wechat", order_no=first["order_no"], succeed=False)
-
-    def refuse(self, *, order_no):
-        raise ProviderError("refused", retryable=False, code="INVALID_REQUEST")
-
-    monkeypatch.setattr(WechatPayProvider, "order_close", refuse)
-    headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
-    switched = citizen_api.post(
-        "/api/v1/payments/",
-        {"application": awaiting["id"], "channel": "alipay"},
-        format="json",
-        **headers,
-    )
+    wechat_refuses_to_close(monkeypatch)
+    switched = switch(citizen_api, awaiting, "alipay", idempotency_key)
 
     assert switched.status_code == 201, switched.json()
     assert switched.json()["channel"] == "alipay"
@@ -290,11 +280,7 @@ def test_a_payment_found_at_closing_but_refused_is_not_the_answer(
     books.trade_pay(channel="wechat", order_no=first["order_no"], succeed=True)
     monkeypatch.setattr(orders, "_mismatch", lambda order, result: "amount_mismatch")
 
-    switched = citizen_api.post(
-        "/api/v1/payments/",
-        {"application": awaiting["id"], "channel": "alipay"},
-        format="json",
-    )
+    switched = switch(citizen_api, awaiting, "alipay")
 
     assert switched.status_code == 502, switched.json()
     assert switched.json()["code"] == "payment_provider_error"
