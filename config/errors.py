@@ -215,6 +215,13 @@ NOT_ACCEPTABLE = error_code(
     when=_("`Accept` 头排除了该接口能提供的所有格式（接口答复 JSON，图片接口答复 PNG 或 SVG）。"),
     what_to_do=_("发送 `Accept: application/json`（或 `*/*`），或者不带 `Accept` 头。"),
 )
+PRECONDITION_FAILED = error_code(
+    "precondition_failed",
+    412,
+    _("资源已经变化"),
+    when=_("`If-Match` 头给出的 `ETag` 不是资源当前的 `ETag`：读取之后资源已经变化。"),
+    what_to_do=_("重新读取资源（不带 `If-Match`），以新的内容和 `ETag` 为准。"),
+)
 LENGTH_REQUIRED = error_code(
     "length_required",
     411,

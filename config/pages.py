@@ -43,6 +43,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import translation
 from django.utils.cache import get_conditional_response
 
+from config.errors import PRECONDITION_FAILED, problem_http_response
 from config.fastpath import bodiless, plain_request
 from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 
@@ -160,6 +161,9 @@ class PublicPages:
             # ignored (RFC 9110 13.1.4); Django would answer any date 412.
             request.META.pop("HTTP_IF_UNMODIFIED_SINCE", None)
             conditional = get_conditional_response(request, etag=page.etag, response=answer)
+            if conditional is not None and conditional.status_code == 412:
+                # (Django's own is an empty text/html answer.)
+                return problem_http_response(PRECONDITION_FAILED, headers={"ETag": page.etag})
             return conditional if conditional is not None else answer
 
         return serve

@@ -64,6 +64,20 @@ def test_a_client_holding_the_etag_gets_a_304_without_body(api, demo_catalog) ->
     assert api.get(LIST, HTTP_IF_NONE_MATCH='"other"').status_code == 200
 
 
+def test_an_if_match_naming_another_page_is_a_problem(api, demo_catalog) -> None:
+    """A client editing on top of a page it read (If-Match) learns the page
+    changed: 412 as a problem with its code, like every other refusal."""
+    etag = api.get(LIST)["ETag"]
+    assert api.get(LIST, HTTP_IF_MATCH=etag).status_code == 200
+    for _ in range(2):  # rendered, then kept
+        refused = api.get(LIST, HTTP_IF_MATCH='"another"', HTTP_ACCEPT_LANGUAGE="en")
+        assert refused.status_code == 412
+        assert refused["Content-Type"] == "application/problem+json"
+        assert refused.json()["code"] == "precondition_failed"
+        assert refused.json()["title"] == "The resource has changed"
+        assert refused["ETag"] == etag
+
+
 def test_the_etag_follows_the_body_not_the_rest_of_the_catalog(
     api, demo_catalog, django_capture_on_commit_callbacks
 ) -> None:
