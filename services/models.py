@@ -182,15 +182,18 @@ class Application(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["applicant", "-created_at"], name="application_citizen_feed"),
-            models.Index(
-                fields=["department", "status", "-created_at"], name="application_dept_feed"
-            ),
             models.Index(fields=["status", "due_date"], name="application_deadline"),
-            # A department's list without a status filter (what it asks by default).
+            # A department's list, newest to reach it first: without a status
+            # filter (what it asks by default) and with one.
             models.Index(
-                fields=["department", "-created_at"],
+                fields=["department", "-submitted_at"],
                 condition=Q(submitted_at__isnull=False),
-                name="application_dept_recent",
+                name="application_dept_queue",
+            ),
+            models.Index(
+                fields=["department", "status", "-submitted_at"],
+                condition=Q(submitted_at__isnull=False),
+                name="application_dept_status",
             ),
         ]
 

@@ -32,7 +32,12 @@ def _with_timeline(application: Application) -> dict:
 
 
 class DeptApplicationListView(DepartmentView):
-    pagination_class = FeedPagination
+    class Pagination(FeedPagination):
+        # When each reached the department (paid, for a fee-bearing one), not
+        # when it was made: one paid days later is not buried under newer ones.
+        ordering = "-submitted_at"
+
+    pagination_class = Pagination
     openapi_links = {
         "get": [
             links(
@@ -46,7 +51,7 @@ class DeptApplicationListView(DepartmentView):
 
     @extend_schema(
         tags=["dept: applications"],
-        summary="Applications to my department's services, newest first",
+        summary="Applications to my department's services, newest to reach it first",
         operation_id="dept_applications_list",
         parameters=[OpenApiParameter("status", str, enum=ApplicationStatus.values)],
         responses={200: DepartmentApplicationSerializer(many=True), **problems("invalid")},

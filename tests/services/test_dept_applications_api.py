@@ -161,6 +161,24 @@ def test_a_paid_application_reaches_the_department(
     assert listed["number"] == body["number"] and listed["status"] == "submitted"
 
 
+def test_the_list_is_newest_first_by_when_each_reached_the_department(
+    integrator_api, citizen_api, service, paid_service
+) -> None:
+    """A department polling the top of its list sees an application paid
+    today above one that reached it yesterday, though the paid one was
+    made first."""
+    from services.applications import application_mark_paid
+
+    paid_later = submit(citizen_api, "id-card-renew").json()
+    free = submit(citizen_api).json()["number"]
+    application_mark_paid(application=Application.objects.get(pk=paid_later["id"]))
+    for params in ({}, {"status": "submitted"}):
+        page = integrator_api.get(URL, {"page_size": 1, **params}).json()
+        assert [a["number"] for a in page["results"]] == [paid_later["number"]]
+        rest = integrator_api.get(page["next"]).json()["results"]
+        assert [a["number"] for a in rest] == [free]
+
+
 def test_a_status_report_is_audited_with_the_callers_address(
     integrator_api, integrator_key, citizen_api, service
 ) -> None:
