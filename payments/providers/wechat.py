@@ -291,9 +291,9 @@ class WechatPayProvider(BasePaymentProvider):
 
     Every call raises :class:`~payments.providers.base.ProviderError` with
     WeChat's error ``code`` (``ORDERPAID``, ``INVALID_REQUEST`` …); it is
-    ``retryable`` for network failures, 429 and 5xx, and for answers whose
-    signature does not hold (every call here is idempotent, and a call that
-    did reach WeChat must be asked again, not forgotten).
+    ``retryable`` for network failures, 429 and 5xx, and for answers (refusals
+    too) whose signature does not hold (every call here is idempotent, and a
+    call that did reach WeChat must be asked again, not forgotten).
     """
 
     identifier = "wechat"
@@ -548,7 +548,19 @@ class WechatPayProvider(BasePaymentProvider):
         except httpx.HTTPError as exc:
             raise ProviderError(f"WeChat Pay unreachable: {exc}", code="NETWORK") from exc
         if not response.is_success:
-            raise self._refusal(response)
+            refusal = self._refusal(response)
+            if signed_answer and not refusal.retryable:
+                # A refusal steers us as much as an answer (a refund WeChat
+                # does not know is failed and its amount freed), and WeChat
+                # signs its answer to every request it authenticated: one
+                # whose signature does not hold is no answer, asked again.
+                try:
+                    self._check_answer(response)
+                except ProviderError as unsigned:
+                    raise ProviderError(
+                        f"{refusal} (not believed: {unsigned})", code=unsigned.code
+                    ) from refusal
+            raise refusal
         if signed_answer:
             self._check_answer(response)
         return response

@@ -393,7 +393,8 @@ def test_wechat_refuses_a_request_signed_ten_minutes_ago(provider, monkeypatch):
             order_no=new_order_no(), amount_fen=100, description="x",
             expires_at=timezone.now() + dt.timedelta(minutes=5), notify_url=NOTIFY_URL,
         )  # fmt: skip
-    assert caught.value.code == "SIGN_ERROR"
+    # WeChat's refusal, whose own stamp is ten minutes off our clock too.
+    assert "SIGN_ERROR" in str(caught.value) and caught.value.code == "ANSWER_SIGNATURE"
 
 
 def test_an_answer_not_signed_by_wechat_is_refused(provider, sandbox):
@@ -410,6 +411,39 @@ def test_an_answer_not_signed_by_wechat_is_refused(provider, sandbox):
     with pytest.raises(ProviderError) as caught:
         provider_through(provider, forge).order_query(order_no=order_no)
     assert caught.value.code == "ANSWER_SIGNATURE"
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda answer: {k: v for k, v in answer.headers.items() if not k.startswith("wechatpay-")},
+        lambda answer: {**answer.headers, "Wechatpay-Signature": "c2lnbmF0dXJl"},
+    ],
+    ids=["unsigned", "signature-does-not-hold"],
+)
+def test_a_refusal_not_signed_by_wechat_is_not_believed(provider, sandbox, forge):
+    """A refusal steers us too: RESOURCE_NOT_EXISTS for a refund lets a
+    refund WeChat refused count as failed, its amount free for another.
+    WeChat signs its answer to every request it authenticated, so a refusal
+    whose signature does not hold is no answer: asked again later."""
+    trade = paid_order(provider)
+    refund_no = "R1" + trade.order_no[1:]
+
+    def unsigned(request: httpx.Request) -> httpx.Response:
+        answer = sandbox.handle(request)
+        return httpx.Response(answer.status_code, headers=forge(answer), content=answer.content)
+
+    with pytest.raises(ProviderError) as caught:
+        provider_through(provider, unsigned).refund_query(
+            order_no=trade.order_no, refund_no=refund_no
+        )
+    assert (caught.value.code, caught.value.retryable) == ("ANSWER_SIGNATURE", True)
+    assert "RESOURCE_NOT_EXISTS" in str(caught.value)
+    assert not provider.refund_unknown(caught.value)
+    # Signed, the same refusal is believed.
+    with pytest.raises(ProviderError) as caught:
+        provider.refund_query(order_no=trade.order_no, refund_no=refund_no)
+    assert provider.refund_unknown(caught.value)
 
 
 # --- Callbacks -------------------------------------------------------------------------------
