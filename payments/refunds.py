@@ -45,11 +45,18 @@ def refund_send(refund_id: Any) -> bool:
         )
     except ProviderError as exc:
         if exc.retryable:
+            # Sent again by the sweep (the same refund number); what holds
+            # it is shown to operators (a balance too short, the channel
+            # unreachable) until it settles.
             logger.warning("refund %s not sent: %s", refund.refund_no, exc)
+            Refund.objects.filter(pk=refund.pk, status=RefundStatus.PENDING).update(
+                failure_reason=str(exc)[:200]
+            )
             return False
-        # A refusal, or an answer we could not read or trust: the channel's
-        # own record decides. Only a refund the channel does not know is
-        # failed (and its amount free again); one it knows takes its state.
+        # A refusal (the channel's own word; an answer that is not its word
+        # was retryable above): the channel's record decides. Only a refund
+        # the channel does not know is failed (and its amount free again);
+        # one it knows takes its state.
         known = _as_the_channel_knows_it(refund, refused=exc)
         if known is None:
             return False

@@ -47,9 +47,16 @@ CHINA = ZoneInfo("Asia/Shanghai")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 SUCCESS = "10000"
 BUSINESS_FAILED = "40004"
-# Answers worth trying again: the gateway was busy, or Alipay's own fault.
+# Answers worth trying again: the gateway was busy, or Alipay's own fault,
+# or the merchant's balance too short for a refund (Alipay: top up, then
+# ask again with the same request number).
 RETRYABLE_CODES = {"20000"}
-RETRYABLE_SUB_CODES = {"ACQ.SYSTEM_ERROR", "isp.unknow-error", "aop.ACQ.SYSTEM_ERROR"}
+RETRYABLE_SUB_CODES = {
+    "ACQ.SYSTEM_ERROR",
+    "isp.unknow-error",
+    "aop.ACQ.SYSTEM_ERROR",
+    "ACQ.SELLER_BALANCE_NOT_ENOUGH",
+}
 
 # The trade API's business answers (ACQ.TRADE_NOT_EXIST …): always signed.
 BUSINESS_SUB_CODE = "ACQ."
@@ -61,7 +68,7 @@ def _steering(node: dict) -> bool:
     code, sub_code = str(node.get("code", "")), str(node.get("sub_code", ""))
     if code == SUCCESS:
         return True
-    if sub_code in RETRYABLE_SUB_CODES:  # "the system is busy": a refusal
+    if sub_code in RETRYABLE_SUB_CODES:  # "try again later": a refusal
         return False
     return code == BUSINESS_FAILED or sub_code.startswith(BUSINESS_SUB_CODE)
 
@@ -260,24 +267,20 @@ class AlipayProvider(BasePaymentProvider):
             key = "error_response"
         node = document.get(key)
         if not isinstance(node, dict):
-            raise ProviderError(f"alipay {method}: answer without {key}", retryable=False)
+            raise ProviderError(f"alipay {method}: answer without {key}")
         sign = document.get("sign")
         start, end = spans[key]
         if isinstance(sign, str) and sign:
             if not self._platform_signed(text[start:end], sign):
                 raise ProviderError(
-                    f"alipay {method}: bad signature on the answer",
-                    retryable=False,
-                    code="bad_signature",
+                    f"alipay {method}: bad signature on the answer", code="bad_signature"
                 )
         elif _steering(node):
             # Read as _call reads them (a code that is a JSON number is the
             # same code), and a business sub-code under any code steers us
             # just the same: neither is believed unsigned. "Try again later"
             # is: believing it costs nothing.
-            raise ProviderError(
-                f"alipay {method}: unsigned answer", retryable=False, code="bad_signature"
-            )
+            raise ProviderError(f"alipay {method}: unsigned answer", code="bad_signature")
         return node
 
     # --- payments --------------------------------------------------------------------------

@@ -117,7 +117,10 @@ class NotifyRejected(Exception):
 
 class ProviderError(Exception):
     """A call to the channel failed or was refused; ``retryable`` says
-    whether trying the same call later may succeed (network, 5xx)."""
+    whether trying the same call later may succeed: the network, the
+    channel's own fault, a refusal it means as "later" (a refund beyond the
+    merchant's balance), or an answer that is not its word (its signature
+    does not hold: the call may or may not have reached it)."""
 
     def __init__(self, message: str, *, retryable: bool = True, code: str = "") -> None:
         super().__init__(message)

@@ -243,28 +243,22 @@ class UnionpayProvider(BasePaymentProvider):
             if "signature" not in answer:
                 raise ProviderError(
                     f"unionpay {path}: unsigned answer with respCode {code!r}",
-                    retryable=False,
                     code="bad_signature",
                 )
             if answer.get("certId") != self.credentials.platform_serial:
                 raise ProviderError(
                     f"unionpay {path}: answer signed by unknown certId {answer.get('certId')!r}",
-                    retryable=False,
                     code="unknown_key",
                 )
             if not verify(answer, self.credentials.platform_public_key):
                 raise ProviderError(
-                    f"unionpay {path}: answer signature does not verify",
-                    retryable=False,
-                    code="bad_signature",
+                    f"unionpay {path}: answer signature does not verify", code="bad_signature"
                 )
         if not code:
             raise ProviderError(f"unionpay {path}: answer without respCode", code="malformed")
         if code == "00" and answer.get("merId") != self.credentials.merchant_id:
             raise ProviderError(
-                f"unionpay {path}: answer for merId {answer.get('merId')!r}",
-                retryable=False,
-                code="wrong_merchant",
+                f"unionpay {path}: answer for merId {answer.get('merId')!r}", code="wrong_merchant"
             )
         return answer
 

@@ -52,6 +52,9 @@ from payments.providers.base import (
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 # WeChat Pay writes every time in China time, whatever our own zone.
 CHINA = ZoneInfo("Asia/Shanghai")
+# Refusals WeChat Pay means as "later": the merchant's balance is short of a
+# refund (top up, then ask again with the same refund number).
+TRY_AGAIN_CODES = frozenset({"NOT_ENOUGH"})
 # WeChat Pay refuses a request signed more than five minutes off its clock
 # and asks merchants to do the same with its answers and callbacks.
 CLOCK_SKEW_SECONDS = 300
@@ -291,8 +294,9 @@ class WechatPayProvider(BasePaymentProvider):
 
     Every call raises :class:`~payments.providers.base.ProviderError` with
     WeChat's error ``code`` (``ORDERPAID``, ``INVALID_REQUEST`` …); it is
-    ``retryable`` for network failures, 429 and 5xx, and for answers (refusals
-    too) whose signature does not hold (every call here is idempotent, and a
+    ``retryable`` for network failures, 429 and 5xx, ``NOT_ENOUGH`` (a refund
+    beyond the merchant's balance), and for answers (refusals too) whose
+    signature does not hold (every call here is idempotent, and a
     call that did reach WeChat must be asked again, not forgotten).
     """
 
@@ -591,7 +595,9 @@ class WechatPayProvider(BasePaymentProvider):
         if isinstance(answer, dict):
             code = str(answer.get("code") or code)
             message = str(answer.get("message") or message)
-        retryable = response.status_code >= 500 or response.status_code == 429
+        retryable = (
+            response.status_code >= 500 or response.status_code == 429 or code in TRY_AGAIN_CODES
+        )
         return ProviderError(
             f"WeChat Pay refused {response.request.method} {response.request.url.path}: "
             f"{response.status_code} {code} {message}",

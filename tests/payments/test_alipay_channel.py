@@ -476,7 +476,7 @@ def test_an_answer_with_a_bad_signature_is_not_believed(
     monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(forging))
     with pytest.raises(ProviderError) as caught:
         provider.order_query(order_no="CS20261206000015")
-    assert caught.value.code == "bad_signature" and not caught.value.retryable
+    assert caught.value.code == "bad_signature" and caught.value.retryable  # asked again
 
 
 def test_an_unsigned_answer_is_believed_only_as_a_gateway_error(
@@ -536,7 +536,7 @@ def test_an_unsigned_answer_cannot_pass_for_a_success_or_a_business_answer(
     # Neither "paid" nor "no such trade" (pending) from an unsigned answer.
     with pytest.raises(ProviderError) as query:
         provider.order_query(order_no="CS20261206000024")
-    assert query.value.code == "bad_signature" and not query.value.retryable
+    assert query.value.code == "bad_signature" and query.value.retryable  # asked again
     # Nor "nothing to close", nor a bill URL to fetch.
     with pytest.raises(ProviderError) as close:
         provider.order_close(order_no="CS20261206000024")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -148,6 +149,105 @@ def test_a_refund_wechat_holds_as_abnormal_stays_reserved_until_it_settles(
     order = PaymentOrder.objects.get(pk=paid["id"])
     assert order.status == OrderStatus.PARTIALLY_REFUNDED and order.refunded_fen == 700
     assert LedgerEntry.objects.filter(order=order, kind="refund").count() == 1
+
+
+def on_the_way(monkeypatch, channel: str, answer) -> None:
+    """The channel's answers to our calls pass through ``answer(request,
+    handle)`` (``handle``: the sandbox channel's own answer)."""
+    from payments.providers import provider_for
+    from payments.sandbox.channels import sandbox_for
+
+    handle = sandbox_for(channel).handle
+    monkeypatch.setattr(
+        provider_for(channel).http,
+        "_transport",
+        httpx.MockTransport(lambda request: answer(request, handle)),
+    )
+
+
+def sent_again_by_the_sweep() -> None:
+    Refund.objects.update(created_at=timezone.now() - dt.timedelta(minutes=1))
+    tasks.payments_sweep()
+
+
+def test_a_refund_refused_while_the_merchants_balance_is_short_waits_for_it(
+    paid, refund, monkeypatch
+) -> None:
+    """WeChat Pay refuses a refund while the merchant's balance is short
+    (NOT_ENOUGH) and asks for the same refund again once topped up: it
+    stays pending, its amount reserved and its cause shown, never failed."""
+    from payments.sandbox.channels import sandbox_for
+
+    sandbox = sandbox_for("wechat")
+
+    def short(request: httpx.Request, handle) -> httpx.Response:
+        if request.url.path == "/v3/refund/domestic/refunds":
+            return sandbox._answer(403, {"code": "NOT_ENOUGH", "message": "基本账户余额不足"})
+        return handle(request)
+
+    on_the_way(monkeypatch, "wechat", short)
+    assert refund(paid, 700).status_code == 201
+    for _ in range(2):
+        held = Refund.objects.get()
+        assert held.status == "pending" and "NOT_ENOUGH" in held.failure_reason
+        assert refund(paid, FEE).json()["refundable_fen"] == FEE - 700
+        sent_again_by_the_sweep()
+
+    monkeypatch.undo()  # topped up
+    sent_again_by_the_sweep()
+    settled = Refund.objects.get()
+    assert settled.status == "succeeded" and settled.failure_reason == ""
+    assert PaymentOrder.objects.get(pk=paid["id"]).refunded_fen == 700
+
+
+# What something on the way (not the channel) might answer a refund with: a
+# success, its signature not the channel's.
+FORGED = {
+    "wechat": lambda: httpx.Response(200, json={"status": "SUCCESS"}),
+    "alipay": lambda: httpx.Response(
+        200,
+        json={
+            "alipay_trade_refund_response": {"code": "10000", "msg": "Success"},
+            "sign": "bm90IEFsaXBheSdz",
+        },
+    ),
+    "unionpay": lambda: httpx.Response(200, text="respCode=00&respMsg=ok&signature=bm90"),
+}
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_an_answer_we_cannot_trust_is_no_refusal(
+    citizen_api, awaiting, pay, refund, monkeypatch, channel, settings
+) -> None:
+    """An answer to a refund that is not the channel's (its signature does
+    not hold) is nobody's word: the refund is sent again with the same
+    number, not failed because the channel does not know it (yet)."""
+    order = open_order(citizen_api, awaiting, channel)
+    pay(order)
+    forged = []
+
+    def on_the_way_instead(request: httpx.Request, handle) -> httpx.Response:
+        if forged or not refunds_call(channel, request):
+            return handle(request)
+        forged.append(request)
+        return FORGED[channel]()
+
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    on_the_way(monkeypatch, channel, on_the_way_instead)
+    assert refund(order, 700).status_code == 201
+    assert forged and Refund.objects.get().status == "pending"
+    sent_again_by_the_sweep()
+    tasks.payments_sweep()  # UnionPay answers asynchronously
+    assert Refund.objects.get().status == "succeeded"
+    assert PaymentOrder.objects.get(pk=order["id"]).refunded_fen == 700
+
+
+def refunds_call(channel: str, request: httpx.Request) -> bool:
+    if channel == "wechat":
+        return request.url.path == "/v3/refund/domestic/refunds"
+    if channel == "alipay":
+        return b"alipay.trade.refund" in request.url.query + request.content
+    return request.url.path.endswith("backTransReq.do") and b"txnType=04" in request.content
 
 
 def test_a_refund_no_worker_sent_is_sent_by_the_sweep(paid, integrator_api) -> None:
