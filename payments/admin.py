@@ -151,6 +151,24 @@ class SettlementForm(forms.Form):
         return data
 
 
+class OwedFilter(admin.SimpleListFilter):
+    """Orders of withdrawn applications with money not yet on its way back
+    (``selectors.orders_owed_to_withdrawn``)."""
+
+    title = _("撤回办件")
+    parameter_name = "owed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", _("退款失败、尚未退回"))]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[PaymentOrder]
+    ) -> QuerySet[PaymentOrder]:
+        if self.value() == "yes":
+            return queryset.filter(pk__in=selectors.orders_owed_to_withdrawn().values("pk"))
+        return queryset
+
+
 @admin.register(PaymentOrder)
 class PaymentOrderAdmin(ReadOnlyAdmin):
     """Orders change only through payments.orders; operators watch them
@@ -168,7 +186,7 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
         "refunded_yuan",
         "created_at",
     )
-    list_filter = ("status", "channel", "department")
+    list_filter = ("status", "channel", "department", OwedFilter)
     search_fields = ("=order_no", "=provider_transaction_id", "=application__number")
     search_help_text = _("订单号、渠道交易号或办件编号")
     list_select_related = ("application", "department", "service")
@@ -855,6 +873,7 @@ def _money_panel(periods: dashboard.Periods) -> dashboard.Panel:
     today = by_day[periods.today]
     week = {key: sum(day[key] for day in by_day.values()) for key in today}
     in_flight = selectors.refunds_in_flight()
+    owed = selectors.owed_to_withdrawn_totals()
 
     def ledger(kind: str, start: dt.datetime, end: dt.datetime) -> str:
         return dashboard.changelist(
@@ -926,6 +945,13 @@ def _money_panel(periods: dashboard.Periods) -> dashboard.Panel:
                     reverse("admin:payments_refund_changelist"), status__exact="pending"
                 ),
                 note=f"¥{selectors.yuan(in_flight['fen'], grouped=True)}",
+            ),
+            dashboard.Figure(
+                str(_("撤回办件待退款")),
+                str(owed["count"]),
+                dashboard.changelist(reverse("admin:payments_paymentorder_changelist"), owed="yes"),
+                note=f"¥{selectors.yuan(owed['fen'], grouped=True)}",
+                tone="bad" if owed["count"] else "",
             ),
         ],
         chart=dashboard.bars_vertical(bars),

@@ -567,6 +567,22 @@ def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:
 # --- Refunds ------------------------------------------------------------------------------------
 
 
+# Who asked for a refund the platform asks for itself (Refund.requested_by).
+SYSTEM = "system"
+WITHDRAWN_REFUND_REASON = _("办件已撤回，自动全额退款")
+
+
+def refund_what_is_left(order: PaymentOrder) -> Refund | None:
+    """The whole of what no refund of ``order`` takes or may still take,
+    asked for by the platform (the application was withdrawn)."""
+    left = order.paid_fen - selectors.refunds_reserved_fen(order)
+    if left <= 0:
+        return None
+    return refund_request(
+        order=order, amount_fen=left, reason=str(WITHDRAWN_REFUND_REASON), actor=None
+    )
+
+
 def refund_request(
     *,
     order: PaymentOrder,
@@ -609,7 +625,7 @@ def refund_request(
             amount_fen=amount_fen,
             reason=reason[:200],
             # Who asked, as the audit trail names them; the system by name.
-            requested_by=(audit.actor_label(actor) or "system")[:100],
+            requested_by=(audit.actor_label(actor) or SYSTEM)[:100],
         )
         audit_record(
             actor=actor,
@@ -668,6 +684,15 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
                 target=refund,
                 data={"order_no": order.order_no, "refund_no": refund.refund_no},
             )
+            if (
+                refund.requested_by != SYSTEM
+                and order.application.status == ApplicationStatus.CANCELLED
+            ):
+                # Under way when the citizen withdrew, it kept its amount out
+                # of the automatic refund: that amount goes back by itself
+                # too. (One the system asked for is not asked for again: the
+                # order is listed as owed for an operator.)
+                refund_what_is_left(order)
             return True
         # Dated when the channel says the money went back, as its statement
         # lists it, not when we heard (a refund settled before midnight and

@@ -17,9 +17,8 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
-from payments import orders, selectors
+from payments import orders
 from payments.errors import PaymentsError
 from payments.models import OrderStatus, PaymentOrder, Refund, RefundStatus
 from payments.providers.base import ProviderError, RefundResult
@@ -153,11 +152,4 @@ def application_cancelled(event: Any) -> None:
         status__in=(OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED),
     )
     for order in paid:
-        left = order.paid_fen - selectors.refunds_reserved_fen(order)
-        if left > 0:
-            orders.refund_request(
-                order=order,
-                amount_fen=left,
-                reason=_("办件已撤回，自动全额退款"),
-                actor=None,
-            )
+        orders.refund_what_is_left(order)

@@ -135,7 +135,10 @@ def refund_open(*, trade: SandboxTrade, refund_no: str, amount_fen: int) -> Sand
             return existing
         if trade.state != T.SUCCESS:
             raise SandboxRefusal("not_paid", "订单未支付")
-        taken = trade.refunds.aggregate(total=Sum("amount_fen"))["total"] or 0
+        # A closed refund gave nothing back: its amount may be refunded again.
+        taken = (
+            trade.refunds.exclude(state="CLOSED").aggregate(total=Sum("amount_fen"))["total"] or 0
+        )
         if amount_fen <= 0 or taken + amount_fen > trade.amount_fen:
             raise SandboxRefusal("refund_exceeds", "退款金额超过可退金额")
         now = timezone.now()

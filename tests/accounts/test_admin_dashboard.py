@@ -367,7 +367,7 @@ def test_the_dashboard_costs_the_same_queries_however_much_data(
             scan(NOW - dt.timedelta(hours=i % 24))
 
     seed(2)
-    with django_assert_max_num_queries(12) as small:
+    with django_assert_max_num_queries(13) as small:
         page(operator_client)
     seed(30)
     with django_assert_max_num_queries(len(small.captured_queries)):

@@ -351,6 +351,82 @@ def test_cancelling_a_paid_application_refunds_the_rest(
     assert Refund.objects.count() == 2
 
 
+def refund_at_the_channel(refund_obj: Refund, **state) -> None:
+    SandboxRefund.objects.filter(refund_no=refund_obj.refund_no).update(**state)
+
+
+def settle_the_rest_at_the_channel() -> None:
+    SandboxRefund.objects.filter(state="PROCESSING").update(
+        settles_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+
+
+def test_a_withdrawn_applications_money_goes_back_though_a_refund_before_it_failed(
+    citizen_api, awaiting, paid, refund, settings, django_capture_on_commit_callbacks
+) -> None:
+    """A department's refund was under way when the citizen withdrew, so
+    the automatic refund took the rest; the department's then failed at the
+    channel. What it held goes back by itself too: all was paid back."""
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    refund(paid, 500)
+    with django_capture_on_commit_callbacks(execute=True):
+        citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+    departments = Refund.objects.exclude(requested_by="system").get()
+    refund_at_the_channel(departments, state="CLOSED")
+    settle_the_rest_at_the_channel()
+    tasks.payments_sweep()
+    assert Refund.objects.get(pk=departments.pk).status == "failed"
+
+    sent_again_by_the_sweep()  # sends what was asked for since
+    settle_the_rest_at_the_channel()
+    tasks.payments_sweep()
+    automatic = Refund.objects.filter(requested_by="system").order_by("created_at")
+    assert [(r.amount_fen, r.status) for r in automatic] == [
+        (FEE - 500, "succeeded"),
+        (500, "succeeded"),
+    ]
+    order = PaymentOrder.objects.get(pk=paid["id"])
+    assert order.status == OrderStatus.REFUNDED and order.refunded_fen == FEE
+
+
+def test_money_a_failed_automatic_refund_leaves_is_shown_to_operators(
+    citizen_api,
+    awaiting,
+    paid,
+    refund,
+    settings,
+    django_capture_on_commit_callbacks,
+    operator_client,
+) -> None:
+    """The automatic refund itself failed (the channel closed it): it is not
+    asked for again and again; the order is listed as owed until an
+    operator pays it back."""
+    from payments import selectors
+
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    with django_capture_on_commit_callbacks(execute=True):
+        citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+    automatic = Refund.objects.get()
+    refund_at_the_channel(automatic, state="CLOSED")
+    for _ in range(2):
+        sent_again_by_the_sweep()
+    assert [r.status for r in Refund.objects.all()] == ["failed"]
+    [owed] = selectors.orders_owed_to_withdrawn()
+    assert str(owed.pk) == paid["id"] and owed.owed_fen == FEE
+    assert selectors.owed_to_withdrawn_totals() == {"count": 1, "fen": FEE}
+    dashboard = operator_client.get("/admin/").content.decode()
+    assert "撤回办件待退款" in dashboard and "?owed=yes" in dashboard
+    listed = operator_client.get("/admin/payments/paymentorder/", {"owed": "yes"})
+    assert paid["order_no"] in listed.content.decode()
+
+    assert refund(paid, FEE).status_code == 201  # paid back another way
+    assert list(selectors.orders_owed_to_withdrawn()) == []
+    listed = operator_client.get("/admin/payments/paymentorder/", {"owed": "yes"})
+    assert paid["order_no"] not in listed.content.decode()
+
+
 def test_the_department_lists_its_orders_with_filters(
     citizen_api, awaiting, paid, integrator_api
 ) -> None:
