@@ -133,12 +133,19 @@ def provider(channel: str) -> BasePaymentProvider:
         raise PaymentsError(PAYMENT_CHANNEL_UNAVAILABLE) from exc
 
 
-def _publish(order: PaymentOrder, event_type: str, **extra: Any) -> None:
+def _publish(order: PaymentOrder, event_type: str, *, refund: Refund | None = None) -> None:
+    payment = selectors.payment_view(order)
+    data: dict[str, Any] = {"payment": payment}
+    if refund is not None:
+        # In data.payment as DESIGN §6 has it; beside it too, where earlier
+        # versions of the department guide put it.
+        payment["refund"] = data["refund"] = {
+            "id": str(refund.id),
+            "refund_no": refund.refund_no,
+            "amount_fen": refund.amount_fen,
+        }
     outbox.event_publish(
-        type=event_type,
-        department=order.department,
-        application=order.application,
-        data={"payment": selectors.payment_view(order), **extra},
+        type=event_type, department=order.department, application=order.application, data=data
     )
 
 
@@ -720,15 +727,7 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
         refund.save(
             update_fields=["status", "provider_refund_id", "succeeded_at", "failure_reason"]
         )
-        _publish(
-            order,
-            events.PAYMENT_REFUNDED,
-            refund={
-                "id": str(refund.id),
-                "refund_no": refund.refund_no,
-                "amount_fen": refund.amount_fen,
-            },
-        )
+        _publish(order, events.PAYMENT_REFUNDED, refund=refund)
         message_post(
             user=order.payer,
             kind="payment.refunded",

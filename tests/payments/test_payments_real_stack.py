@@ -107,7 +107,7 @@ def test_apply_pay_route_refund_cancel(tmp_path, channel) -> None:
             assert refund.status_code == 201, refund.text
             wait_for(lambda: len(server.of_type(events.PAYMENT_REFUNDED)) == 1, timeout=60)
             first_refund = server.of_type(events.PAYMENT_REFUNDED)[0].verified(secret)
-            assert first_refund["data"]["refund"] == {
+            assert first_refund["data"]["payment"]["refund"] == {
                 "id": refund.json()["id"],
                 "refund_no": refund.json()["refund_no"],
                 "amount_fen": 500,
@@ -122,7 +122,7 @@ def test_apply_pay_route_refund_cancel(tmp_path, channel) -> None:
             wait_for(lambda: order_status() == "refunded", timeout=60, message=order_status())
             wait_for(lambda: len(server.of_type(events.PAYMENT_REFUNDED)) == 2, timeout=60)
             second_refund = server.of_type(events.PAYMENT_REFUNDED)[1].verified(secret)
-            assert second_refund["data"]["refund"]["amount_fen"] == 1500
+            assert second_refund["data"]["payment"]["refund"]["amount_fen"] == 1500
             assert second_refund["data"]["payment"]["status"] == "refunded"
             assert server.of_type(events.APPLICATION_CANCELLED)
 

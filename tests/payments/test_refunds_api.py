@@ -82,8 +82,14 @@ def test_a_department_refunds_part_then_the_rest(
     refunded_events = OutboxEvent.objects.filter(type=events.PAYMENT_REFUNDED).order_by(
         "created_at"
     )
-    assert [e.data["refund"]["amount_fen"] for e in refunded_events] == [500, FEE - 500]
-    assert refunded_events[0].data["refund"]["id"] == body["id"]
+    # As DESIGN §6 has it, inside data.payment (and beside it, as earlier
+    # versions of the department guide said).
+    assert [e.data["payment"]["refund"]["amount_fen"] for e in refunded_events] == [
+        500,
+        FEE - 500,
+    ]
+    assert refunded_events[0].data["payment"]["refund"]["id"] == body["id"]
+    assert all(e.data["refund"] == e.data["payment"]["refund"] for e in refunded_events)
     assert refunded_events[1].data["payment"]["status"] == "refunded"
     assert Message.objects.filter(user=citizen, kind="payment.refunded").count() == 2
     assert AuditEntry.objects.filter(action="payment.refund_requested").count() == 2
