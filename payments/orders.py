@@ -701,6 +701,29 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
                 # order is listed as owed for an operator.)
                 refund_what_is_left(order)
             return True
+        if result.amount_fen and result.amount_fen != refund.amount_fen:
+            # The channel's word names another amount than was asked for:
+            # nothing is booked on it. The refund stays pending and reserved
+            # (asked again); an operator looks (the statement shows what
+            # moved).
+            why = f"渠道称退款 {result.amount_fen} 分，申请为 {refund.amount_fen} 分"
+            if refund.failure_reason != why:
+                logger.error("refund %s: %s", refund.refund_no, why)
+                audit_record(
+                    actor=None,
+                    action="payment.refund_mismatch",
+                    target=refund,
+                    data={
+                        "order_no": order.order_no,
+                        "refund_no": refund.refund_no,
+                        "asked_fen": refund.amount_fen,
+                        "channel_fen": result.amount_fen,
+                    },
+                )
+            refund.failure_reason = why
+            refund.last_queried_at = now
+            refund.save(update_fields=["failure_reason", "last_queried_at"])
+            return False
         # Dated when the channel says the money went back, as its statement
         # lists it, not when we heard (a refund settled before midnight and
         # queried after it belongs to the day before).

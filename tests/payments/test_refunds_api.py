@@ -256,6 +256,40 @@ def refunds_call(channel: str, request: httpx.Request) -> bool:
     return request.url.path.endswith("backTransReq.do") and b"txnType=04" in request.content
 
 
+def test_a_refund_the_channel_settled_for_another_amount_is_not_booked(
+    paid, refund, settings, monkeypatch
+) -> None:
+    """The channel's signed word says another amount went back than was
+    asked for: nothing is booked on our word alone, the refund stays
+    reserved and pending, and operators see why (audited once)."""
+    import json
+
+    from payments.sandbox.channels import sandbox_for
+
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    sandbox = sandbox_for("wechat")
+
+    def more(request: httpx.Request, handle) -> httpx.Response:
+        answer = handle(request)
+        if not request.url.path.startswith("/v3/refund/domestic/refunds/"):
+            return answer
+        body = json.loads(answer.content)
+        body["amount"]["refund"] = FEE
+        return sandbox._answer(answer.status_code, body)
+
+    on_the_way(monkeypatch, "wechat", more)
+    refund(paid, 700)
+    settle_the_rest_at_the_channel()
+    for _ in range(2):
+        tasks.payments_sweep()
+    held = Refund.objects.get()
+    assert held.status == "pending" and "2000" in held.failure_reason
+    assert LedgerEntry.objects.filter(kind="refund").count() == 0
+    assert PaymentOrder.objects.get(pk=paid["id"]).refunded_fen == 0
+    assert AuditEntry.objects.filter(action="payment.refund_mismatch").count() == 1
+
+
 def test_a_refund_no_worker_sent_is_sent_by_the_sweep(paid, integrator_api) -> None:
     response = integrator_api.post(
         f"/api/v1/dept/payments/{paid['order_no']}/refunds/", {"amount_fen": 300}, format="json"
