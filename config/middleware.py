@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 
@@ -86,6 +87,26 @@ class ApiRequestLimitsMiddleware:
                 _("请求体不能超过 %(limit)s 字节") % {"limit": limit},
             )
         return None
+
+
+class PagesRefuseNulMiddleware:
+    """Refuses a NUL character in the path or query string of a page (the
+    admin, its key picker, the receipts) as the admin refuses a lookup it
+    does not allow: 400, on the site's error page. No database column of
+    text can hold one (PostgreSQL refuses it outright), so a list filtered
+    or searched by one was a server error. The API refuses them too, as
+    problem details (:class:`ApiRequestLimitsMiddleware`).
+
+    Listed after :class:`SameOriginPagesMiddleware`, so that the error page
+    carries the same policy as every page."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith("/api/") and _has_nul(request):
+            raise BadRequest("a NUL character in the path or query string")
+        return self.get_response(request)
 
 
 class SameOriginPagesMiddleware:
