@@ -30,7 +30,7 @@ from config.redis_client import REDIS_ERRORS, redis_enabled
 from payments import inbox, orders
 from payments.errors import PAYMENT_RESULT_MISMATCH, PaymentsError
 from payments.models import NotifyLog, NotifyOutcome, PaymentOrder
-from payments.providers.base import NotifyRejected, NotifyReply, PaymentResult
+from payments.providers.base import NotifyNotAPayment, NotifyRejected, NotifyReply, PaymentResult
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,17 @@ def notify_receive(
     except NotifyRejected as exc:
         _admit(window)
         return _refuse(channel, exc.reason, body=body, client_ip=client_ip)
+    except NotifyNotAPayment as exc:
+        _admit(window)
+        logger.info("%s callback about something else acknowledged: %s", channel, exc)
+        _log(
+            channel=channel,
+            outcome=NotifyOutcome.IGNORED,
+            reason="not_a_payment",
+            body=body,
+            client_ip=client_ip,
+        )
+        return provider.notify_reply(accepted=True)
     credentials = provider.credentials
     if result.merchant_id and result.merchant_id != credentials.merchant_id:
         _admit(window)

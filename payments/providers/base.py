@@ -115,6 +115,12 @@ class NotifyRejected(Exception):
         self.detail = detail
 
 
+class NotifyNotAPayment(Exception):
+    """An authentic callback about something other than a payment (UnionPay
+    posts a refund's notice to the same back URL): acknowledged and logged,
+    nothing applied (refunds are settled by their query)."""
+
+
 class ProviderError(Exception):
     """A call to the channel failed or was refused; ``retryable`` says
     whether trying the same call later may succeed: the network, the

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from payments.providers.base import (
     BasePaymentProvider,
+    NotifyNotAPayment,
     NotifyRejected,
     NotifyReply,
     PaymentResult,
@@ -376,9 +377,10 @@ class UnionpayProvider(BasePaymentProvider):
                 "wrong_merchant", f"merId {fields['merId']} accessType {fields['accessType']}"
             )
         if fields.get("txnType", "01") != "01":
-            # A refund's notice (txnType 04) reaches the same backUrl; we
-            # learn refunds by querying them.
-            raise NotifyRejected("malformed", f"not a consume notice: txnType {fields['txnType']}")
+            # A refund's notice (txnType 04) reaches the same backUrl, signed
+            # like any: acknowledged (or UnionPay sends it again and again);
+            # we learn refunds by querying them.
+            raise NotifyNotAPayment(f"txnType {fields['txnType'][:8]}")
         if not _DIGITS.fullmatch(fields["txnAmt"]):
             raise NotifyRejected("malformed", f"txnAmt {fields['txnAmt'][:20]}")
         try:

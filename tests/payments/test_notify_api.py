@@ -438,3 +438,37 @@ def test_a_signed_success_without_a_transaction_id_is_refused_not_taken_as_a_rep
     assert response.status_code == 400
     assert NotifyLog.objects.get().outcome == "rejected"
     assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+
+
+def test_unionpays_genuine_refund_notice_is_acknowledged_not_audited_as_forged(
+    api, citizen_api, awaiting
+) -> None:
+    """UnionPay posts a refund's notice (txnType 04) to the same back URL,
+    signed like any: it is acknowledged (or UnionPay sends it again and
+    again) and logged, not refused and audited as an attack; the refund is
+    still settled by its query."""
+    import urllib.parse
+
+    from payments.sandbox import keys
+    from tests.payments.test_unionpay_channel import spec_signed
+
+    order = open_order(citizen_api, awaiting, "unionpay")
+    headers, body = callback(paid_trade(order))
+    notice = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
+    notice.update(
+        txnType="04", txnSubType="00", orderId="R20261207ABCDEF0123456", txnAmt="500",
+        origQryId=notice["queryId"], queryId="U20261207REFUND000001",
+    )  # fmt: skip
+    signed = spec_signed(notice, keys.private_key("unionpay.platform"))
+
+    response = post(api, "unionpay", headers, urllib.parse.urlencode(signed).encode())
+
+    assert_acknowledged(response, "unionpay")
+    logged = NotifyLog.objects.get()
+    assert (logged.outcome, logged.reason) == ("ignored", "not_a_payment")
+    assert not AuditEntry.objects.filter(action="payment.notify_rejected").exists()
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+
+    # A forged one still is refused.
+    forged = urllib.parse.urlencode({**signed, "txnAmt": "501"}).encode()
+    assert post(api, "unionpay", headers, forged).status_code == 401  # bad signature
