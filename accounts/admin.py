@@ -374,6 +374,12 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     def has_delete_permission(self, request, obj=None):
         if obj is not None and not privileges.account_may_manage(actor=request.user, target=obj):
             return False
+        # A citizen's account is closed by the citizen (citizens.account_close
+        # revokes tokens and star-codes, tells the revocation feed and erases
+        # personal data); deleting the row would skip all of it. Suspending
+        # is the operator's way to stop an account.
+        if obj is not None and not obj.is_staff:
+            return False
         return super().has_delete_permission(request, obj)
 
     def get_actions(self, request):
