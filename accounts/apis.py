@@ -177,7 +177,7 @@ class TokenView(APIView):
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = otp.otp_login(**serializer.validated_data)
-        pair = tokens.tokens_issue(user=user)
+        pair = tokens.tokens_login(user=user)
         return Response({**pair, "user": UserSerializer(user).data})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -14,12 +15,13 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts import token_facts
 from accounts.errors import (
+    ACCOUNT_SUSPENDED,
     AccountsError,
 )
 from accounts.models import (
     User,
 )
-from config.errors import ACCOUNT_INACTIVE, TOKEN_INVALID
+from config.errors import ACCOUNT_INACTIVE, TOKEN_INVALID, ErrorCode
 from config.purge import delete_in_batches
 
 # --- Tokens --------------------------------------------------------------------------
@@ -67,11 +69,40 @@ class CitizenRefreshToken(RefreshToken):
         return BlacklistedToken.objects.get_or_create(token=self.outstand())
 
 
-def tokens_issue(*, user: User) -> dict[str, str]:
-    refresh = CitizenRefreshToken.for_user(user)
-    access = refresh.access_token
-    token_facts.facts_stamp(access, user)
+def _hold_open_account(user_id: Any) -> User | None:
+    """The account, locked until the transaction ends, if it is active and
+    open (None otherwise). ``FOR NO KEY UPDATE``, the lock a suspension
+    (its ``UPDATE``) and :func:`accounts.citizens.account_close` take, so
+    that a pair is made either before them, and their revocation sees its
+    refresh token, or after them, and is refused; not ``FOR UPDATE``, which
+    would also block the key check of rows written for the citizen (a
+    message) meanwhile. Taken before any token row, in the order the
+    suspension and the close take theirs (the account, then its tokens)."""
+    held = User.objects.select_for_update(no_key=True).filter(pk=user_id).first()
+    if held is None or not held.is_active or held.closed_at is not None:
+        return None
+    return held
+
+
+def tokens_issue(*, user: User, refusal: ErrorCode = ACCOUNT_INACTIVE) -> dict[str, str]:
+    """A new access and refresh pair for ``user``, made while the account is
+    held active and open (``refusal`` is raised otherwise): a suspension or
+    a close racing it waits for the pair and then revokes its refresh
+    token, or comes first and the pair is not made."""
+    with transaction.atomic():
+        held = _hold_open_account(user.pk)
+        if held is None:
+            raise AccountsError(refusal)
+        refresh = CitizenRefreshToken.for_user(held)
+        access = refresh.access_token
+        token_facts.facts_stamp(access, held)
     return {"access": str(access), "refresh": str(refresh)}
+
+
+def tokens_login(*, user: User) -> dict[str, str]:
+    """The pair a login by SMS code gives; an account suspended since its
+    code was checked is refused as at the check (``account_suspended``)."""
+    return tokens_issue(user=user, refusal=ACCOUNT_SUSPENDED)
 
 
 def tokens_revoke_all(*, user: User) -> int:
@@ -122,22 +153,31 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
         if reused_by is not None:
             tokens_revoke_all(user=reused_by)
         raise AccountsError(TOKEN_INVALID) from exc
+    inactive = False
     with transaction.atomic():
+        # The account first, as a suspension or a close holds it before it
+        # revokes the tokens (the other order waits on each other).
+        user = _hold_open_account(token.get("user_id"))
         outstanding = OutstandingToken.objects.select_for_update().filter(jti=token["jti"]).first()
         if outstanding is None or BlacklistedToken.objects.filter(token=outstanding).exists():
             reuse = True
         else:
             reuse = False
-            user = User.objects.filter(pk=token.get("user_id")).first()
-            if user is None or not user.is_active:
-                raise AccountsError(ACCOUNT_INACTIVE)
+            # Spent even when the account is not active: a token that
+            # outlived a suspension (made by a request racing it) must not
+            # work again after reinstatement.
             BlacklistedToken.objects.create(token=outstanding)
-            pair = tokens_issue(user=user)
+            if user is None:
+                inactive = True
+            else:
+                pair = tokens_issue(user=user)
     if reuse:
         owner = User.objects.filter(pk=token.get("user_id")).first()
         if owner is not None:
             tokens_revoke_all(user=owner)
         raise AccountsError(TOKEN_INVALID)
+    if inactive:
+        raise AccountsError(ACCOUNT_INACTIVE)
     return pair
 
 

@@ -1,0 +1,139 @@
+"""A suspension ends every session: no refresh token made by a login or a
+refresh that raced it lives on to work again after reinstatement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts import citizens, tokens
+from accounts.models import User
+from accounts.tokens import CitizenRefreshToken
+from tests.accounts.helpers import last_code_sent_to, log_in
+from tests.concurrency import a_backend_waits_on_a_lock, in_thread, pause_in
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = "/api/v1/auth/token/"
+REFRESH = "/api/v1/auth/token/refresh/"
+
+
+def refresh(refresh_token: str) -> Any:
+    return APIClient().post(REFRESH, {"refresh": refresh_token}, format="json")
+
+
+def suspend(user_id: Any, operator: User) -> None:
+    citizens.user_set_active(user=User.objects.get(pk=user_id), active=False, actor=operator)
+
+
+def reinstate(user_id: Any, operator: User) -> None:
+    citizens.user_set_active(user=User.objects.get(pk=user_id), active=True, actor=operator)
+
+
+def test_a_refresh_token_shown_while_suspended_does_not_work_after_reinstatement(
+    citizen, operator
+) -> None:
+    """A refresh token that outlived the suspension (one a refresh racing it
+    made) is spent when it is shown while the account is suspended."""
+    suspend(citizen.pk, operator)
+    leftover = str(CitizenRefreshToken.for_user(User.objects.get(pk=citizen.pk)))
+
+    while_suspended = refresh(leftover)
+    assert while_suspended.status_code == 401
+    assert while_suspended.json()["code"] == "account_inactive"
+
+    reinstate(citizen.pk, operator)
+    after = refresh(leftover)
+    assert after.status_code == 401
+    assert after.json()["code"] == "token_invalid"
+
+
+def suspend_meanwhile(
+    step: Any, *, paused: Any, release: Any, user_id: Any, operator: User
+) -> None:
+    """Run ``step`` until it pauses, suspend the account on another
+    connection meanwhile, then let ``step`` go on; both must end without an
+    error (PostgreSQL aborting one of two sessions waiting on each other is
+    one)."""
+    errors: list[BaseException] = []
+    stepping = in_thread(step, errors)
+    assert paused.wait(30)
+    suspending = in_thread(lambda: suspend(user_id, operator), errors)
+    a_backend_waits_on_a_lock(timeout=2)  # the suspension may wait for the step, or not
+    release.set()
+    stepping.join(60)
+    suspending.join(60)
+    if errors:
+        raise errors[0]
+    assert not User.objects.get(pk=user_id).is_active
+
+
+# Where the racing request stops: before it looks at the account again to
+# make the pair, and just before the new refresh token's row is written.
+PAUSES = [(tokens, "tokens_issue"), (CitizenRefreshToken, "for_user")]
+
+
+@pytest.mark.integration  # PostgreSQL's row locks, two sessions
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("owner", "name"), PAUSES, ids=["before_issue", "at_token_row"])
+def test_a_refresh_racing_a_suspension_leaves_no_working_token(
+    citizen, operator, monkeypatch, owner, name
+) -> None:
+    start = log_in(APIClient())["refresh"]
+    paused, release = pause_in(monkeypatch, owner, name)
+    answers: list[Any] = []
+    suspend_meanwhile(
+        lambda: answers.append(refresh(start)),
+        paused=paused,
+        release=release,
+        user_id=citizen.pk,
+        operator=operator,
+    )
+    monkeypatch.undo()
+
+    (answer,) = answers
+    assert answer.status_code in (200, 401), answer.json()
+    made = [answer.json()["refresh"]] if answer.status_code == 200 else []
+    for token in made:
+        assert refresh(token).json()["code"] in ("token_invalid", "account_inactive")
+    reinstate(citizen.pk, operator)
+    # The new token first: the spent one, shown again, would end every
+    # session of the account (reuse), the new token's too.
+    for token in [*made, start]:
+        after = refresh(token)
+        assert after.status_code == 401, after.json()
+
+
+@pytest.mark.integration  # PostgreSQL's row locks, two sessions
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("owner", "name"), PAUSES, ids=["before_issue", "at_token_row"])
+def test_a_login_racing_a_suspension_leaves_no_working_token(
+    citizen, operator, monkeypatch, owner, name
+) -> None:
+    phone = citizen.phone
+    assert APIClient().post("/api/v1/auth/otp/", {"phone": phone}, format="json").status_code == 202
+    code = last_code_sent_to(phone)
+    paused, release = pause_in(monkeypatch, owner, name)
+    answers: list[Any] = []
+    suspend_meanwhile(
+        lambda: answers.append(
+            APIClient().post(LOGIN, {"phone": phone, "code": code}, format="json")
+        ),
+        paused=paused,
+        release=release,
+        user_id=citizen.pk,
+        operator=operator,
+    )
+    monkeypatch.undo()
+
+    (answer,) = answers
+    assert answer.status_code in (200, 403), answer.json()
+    if answer.status_code == 403:
+        assert answer.json()["code"] == "account_suspended"
+        return
+    made = answer.json()["refresh"]
+    reinstate(citizen.pk, operator)
+    after = refresh(made)
+    assert after.status_code == 401, after.json()
