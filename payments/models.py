@@ -55,6 +55,13 @@ class PaymentOrder(models.Model):
         Service, verbose_name=_("服务事项"), on_delete=models.PROTECT, related_name="payments"
     )
     description = models.CharField(_("商品描述"), max_length=127)
+    # The payee as it was named when the order was opened: what its receipt
+    # prints, whatever the department is called later. (Empty on orders
+    # opened before it was kept: the department's name then.)
+    payee_name = models.CharField(_("收款部门名称"), max_length=100, blank=True, db_default="")
+    payee_name_en = models.CharField(
+        _("收款部门英文名称"), max_length=200, blank=True, db_default=""
+    )
     amount_fen = models.PositiveIntegerField(_("金额（分）"))
     currency = models.CharField(_("币种"), max_length=3, default="CNY")
     channel = models.CharField(_("支付渠道"), max_length=16, choices=Channel.choices)

@@ -193,8 +193,8 @@ def _order_open(
     # encrypted form) and its service's name.
     application = (
         Application.objects.select_for_update(of=("self",))
-        .select_related("service")
-        .only("status", "fee_fen", "department", "service__name")
+        .select_related("service", "department")
+        .only("status", "fee_fen", "service__name", "department__name", "department__name_en")
         .filter(pk=application_id, applicant=citizen)
         .first()
     )
@@ -218,6 +218,8 @@ def _order_open(
         department_id=application.department_id,
         service=application.service,
         description=application.service.name[:127],
+        payee_name=application.department.name,
+        payee_name_en=application.department.name_en,
         amount_fen=application.fee_fen,
         channel=channel,
         expires_at=now + dt.timedelta(seconds=settings.PAYMENTS_ORDER_TTL_SECONDS),

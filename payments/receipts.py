@@ -97,12 +97,13 @@ def receipt_for(order: PaymentOrder) -> dict[str, Any]:
         "order_no": order.order_no,
         "application": order.application.number,
         "payer": _payer_masked(order),
+        # Named as when the order was opened: a receipt is a document.
         "payee": {
             "code": order.department.code,
-            "name": order.department.name,
-            "name_en": order.department.name_en,
+            "name": order.payee_name or order.department.name,
+            "name_en": order.payee_name_en if order.payee_name else order.department.name_en,
         },
-        "service": {"code": order.service.code, "name": order.service.name},
+        "service": {"code": order.service.code, "name": order.description},
         "amount_fen": order.paid_fen,
         "refunded_fen": order.refunded_fen,
         "currency": order.currency,

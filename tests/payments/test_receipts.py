@@ -205,6 +205,24 @@ def test_downloading_the_receipt_again_gives_the_same_receipt(citizen_api, paid_
     assert svg.content == citizen_api.get(f"/api/v1/payments/{paid_order.pk}/receipt.svg").content
 
 
+def test_a_receipt_names_payee_and_service_as_they_were_when_paid(
+    citizen_api, paid_order, department, id_card_service
+):
+    """A receipt is a document: renaming the department or the service
+    later changes none of it (it says so at its foot)."""
+    before = receipt_of(citizen_api, paid_order)
+    svg = citizen_api.get(f"/api/v1/payments/{paid_order.pk}/receipt.svg").content
+    department.name, department.name_en = "长沙市改名后的局", "Renamed Bureau"
+    department.save()
+    id_card_service.name = "改名后的事项"
+    id_card_service.save()
+    after = receipt_of(citizen_api, paid_order)
+    assert after == before
+    assert after["payee"]["name"] == "长沙市人力资源和社会保障局"
+    assert after["service"]["name"] == "居民身份证换领"
+    assert citizen_api.get(f"/api/v1/payments/{paid_order.pk}/receipt.svg").content == svg
+
+
 def test_a_refunded_order_keeps_its_receipt_and_shows_the_refund(
     citizen_api, api, paid_order, django_capture_on_commit_callbacks
 ):
@@ -335,9 +353,11 @@ def test_the_printed_qr_holds_the_receipt_code(citizen, citizen_api, api, paid_o
     assert independently_verified(api, texts[0])["jti"] == f"rcpt-{paid_order.order_no}"
 
 
-def test_names_that_look_like_markup_are_printed_as_text(citizen_api, paid_order, department):
-    department.name = '长沙<市>&"局" </text><script>alert(1)</script>\x01'
-    department.save(update_fields=["name"])
+def test_names_that_look_like_markup_are_printed_as_text(citizen_api, paid_order):
+    # The payee's name as the order keeps it (the department's, when opened).
+    PaymentOrder.objects.filter(pk=paid_order.pk).update(
+        payee_name='长沙<市>&"局" </text><script>alert(1)</script>\x01'
+    )
     svg = citizen_api.get(f"/api/v1/payments/{paid_order.pk}/receipt.svg").content
     root = ET.fromstring(svg)
     assert not [e for e in root.iter() if e.tag.removeprefix(SVG) == "script"]
