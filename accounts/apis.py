@@ -244,9 +244,11 @@ class MeView(APIView):
         description=(
             "Every section of the citizen's data is erased or pseudonymised in one "
             "transaction; applications stay as pseudonymous records, and the events "
-            "stored for departments keep only the pseudonymous `sub` (see README)."
+            "stored for departments keep only the pseudonymous `sub` (see README). "
+            "An operator's account (staff, superuser, holding powers) that logged in "
+            "by SMS code is refused (`account_privileged`): the admin manages it."
         ),
-        responses={204: None},
+        responses={204: None, **problems("account_privileged")},
     )
     def delete(self, request: CitizenRequest) -> Response:
         citizens.account_close(user=request.user, ip=client_ip(request))

@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts import citizen_data, idnumber, pii, token_facts
 from accounts.audit import audit_record
 from accounts.errors import (
+    ACCOUNT_PRIVILEGED,
     ALREADY_VERIFIED,
     ID_NUMBER_INVALID,
     ID_NUMBER_TAKEN,
@@ -26,7 +27,7 @@ from accounts.models import (
     IdentityLevel,
     User,
 )
-from accounts.privileges import account_check_manageable
+from accounts.privileges import account_check_manageable, account_is_privileged
 from accounts.tokens import tokens_revoke_all
 from config.errors import ACCOUNT_INACTIVE
 
@@ -153,10 +154,17 @@ def account_close(*, user: User, ip: str | None = None) -> None:
     application the close is about to lock, and PostgreSQL would abort one
     of the two. The row's phone, a key, changes last, once the close holds
     the applications.
+
+    A privileged account (staff, superuser, holding powers) is refused
+    (``account_privileged``): one with a phone logs in by SMS code like a
+    citizen, but closed it could never be reinstated; it is the
+    superusers' to suspend or delete in the admin.
     """
     locked = User.objects.select_for_update(no_key=True).get(pk=user.pk)
     if locked.closed_at is not None:
         return
+    if account_is_privileged(locked):
+        raise AccountsError(ACCOUNT_PRIVILEGED)
     citizen_data.erase(locked)
     locked.is_active = False
     # The database's clock, as every deactivation stamp: offline scanners

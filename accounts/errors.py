@@ -138,6 +138,15 @@ IDEMPOTENCY_KEY_INVALID = error_code(
     when=_("`Idempotency-Key` 头为空、过长，或含有可见 ASCII 以外的字符。"),
     what_to_do=_("使用 1 至 255 个可见 ASCII 字符的键，例如 UUID。"),
 )
+ACCOUNT_PRIVILEGED = error_code(
+    "account_privileged",
+    403,
+    _("管理账户不能在此注销"),
+    when=_(
+        "账户是运营方的管理账户（工作人员、超级用户或持有权限），不能通过市民接口注销；账户没有变化。"
+    ),
+    what_to_do=_("不要重试；管理账户由超级用户在管理后台停用或删除。"),
+)
 
 
 class AccountsError(DomainError):

@@ -540,6 +540,12 @@ def citizen_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> None:
         HTTP_IDEMPOTENCY_KEY="no spaces allowed",
     )
 
+    # An operator's account that logged in by SMS code cannot close itself.
+    StaffFactory(phone="13700137008")
+    p.refused(
+        log_in(p, "13700137008"), "delete", "/api/v1/me/", status=403, code="account_privileged"
+    )
+
     # Moves the application's status does not allow.
     at = f"/api/v1/applications/{act['completed']['id']}/"
     p.refused(li, "post", at + "cancel/", {}, status=409, code="invalid_transition")

@@ -6,6 +6,7 @@ import pytest
 
 from accounts.inbox import message_post
 from accounts.models import AuditEntry, Message, User
+from tests.accounts.factories import StaffFactory
 from tests.accounts.helpers import log_in
 
 pytestmark = pytest.mark.django_db
@@ -108,6 +109,27 @@ def test_closing_erases_personal_data_and_keeps_a_pseudonymous_row(citizen_api, 
     assert closed.subject == citizen.subject
     assert not Message.objects.filter(user=closed).exists()
     assert AuditEntry.objects.filter(action="account.closed", target_id=str(citizen.pk)).exists()
+
+
+@pytest.mark.parametrize(
+    "powers", [{"is_staff": True}, {"is_superuser": True}], ids=["staff", "superuser"]
+)
+def test_an_operator_who_logs_in_by_sms_cannot_close_their_account(api, powers) -> None:
+    """An operator's account with a phone logs in by SMS code like anyone's,
+    but closing it is the superusers' (the admin), not the citizen API's:
+    closed, it could never be reinstated."""
+    operator = StaffFactory(phone="13600136000", **powers)
+    tokens = log_in(api, "13600136000")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+
+    response = api.delete(ME)
+
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("application/problem+json")
+    assert response.json()["code"] == "account_privileged"
+    kept = User.objects.get(pk=operator.pk)
+    assert kept.is_active and kept.closed_at is None and kept.phone == "13600136000"
+    assert api.get(ME).status_code == 200  # its tokens still work
 
 
 def test_after_closing_the_phone_opens_a_new_account(api, citizen, citizen_api) -> None:
