@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 
 from django.db import IntegrityError, transaction
@@ -19,6 +20,8 @@ from accounts.models import (
 )
 
 API_KEY_PREFIX = "mcs"
+# A key's own prefix, as api_key_create makes it (secrets.token_hex(4)).
+_KEY_PREFIX = re.compile(r"[0-9a-f]{8}")
 
 
 def _key_hash(raw: str) -> str:
@@ -80,7 +83,9 @@ def api_key_authenticate(raw: str) -> ApiKey | None:
     """The live key matching ``raw``, or None. Records when it was last used
     (at most once a minute, so busy scanners do not write on every scan)."""
     parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != API_KEY_PREFIX or len(parts[1]) != 8:
+    # Of the keys' form before anything is looked up: a prefix with a NUL
+    # in it was a PostgreSQL error (500), not a refusal.
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not _KEY_PREFIX.fullmatch(parts[1]):
         return None
     key = ApiKey.objects.select_related("department").filter(prefix=parts[1]).first()
     if key is None or not constant_time_compare(key.key_hash, _key_hash(raw)):
