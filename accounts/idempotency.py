@@ -26,7 +26,7 @@ from accounts.errors import IDEMPOTENCY_KEY_INVALID, IDEMPOTENCY_KEY_REUSED, Acc
 from accounts.models import ApiKey, IdempotencyRecord, User
 
 KEY_LIFETIME = dt.timedelta(hours=24)
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def _owner(request: Request) -> str:
@@ -60,7 +60,7 @@ def idempotent(request: Request, create: Callable[[], Response]) -> Response:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return create()
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise AccountsError(IDEMPOTENCY_KEY_INVALID, _("幂等键须为 1 至 255 个可见 ASCII 字符"))
     owner, fingerprint = _owner(request), _fingerprint(request)
     cutoff = timezone.now() - KEY_LIFETIME

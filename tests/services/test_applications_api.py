@@ -157,10 +157,12 @@ def test_a_failed_request_is_not_remembered_under_its_key(citizen_api, service) 
     assert submit(citizen_api, HTTP_IDEMPOTENCY_KEY="k-1").status_code == 201
 
 
-def test_a_malformed_idempotency_key_is_a_400(citizen_api, service) -> None:
-    response = submit(citizen_api, HTTP_IDEMPOTENCY_KEY="x" * 300)
+@pytest.mark.parametrize("key", ["x" * 300, "k-1\n", "\nk-1", "k 1"])
+def test_a_malformed_idempotency_key_is_a_400(citizen_api, service, key) -> None:
+    response = submit(citizen_api, HTTP_IDEMPOTENCY_KEY=key)
     assert response.status_code == 400
     assert response.json()["code"] == "idempotency_key_invalid"
+    assert not Application.objects.exists()
 
 
 def test_citizen_lists_only_their_own_applications(citizen_api, other_citizen_api, service) -> None:
