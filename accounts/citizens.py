@@ -33,7 +33,10 @@ from config.errors import ACCOUNT_INACTIVE
 
 # --- Profile, real name, closing ----------------------------------------------------------
 
-_NAME = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0002ebef]+([·•][\u3400-\u9fff]+)*$")
+# CJK Unified Ideographs, Extension A and Extensions B-F (not the Yijing
+# hexagram symbols between A and the main block), before and after each dot.
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U0002ebef"
+_NAME = re.compile(rf"[{_HAN}]+(?:[·•][{_HAN}]+)*")
 
 
 def profile_update(*, user: User, nickname: str | None = None, email: str | None = None) -> User:
@@ -57,7 +60,7 @@ def profile_update(*, user: User, nickname: str | None = None, email: str | None
 
 def _normalize_name(raw: str) -> str:
     name = re.sub(r"\s+", "", raw or "").replace("•", "·")
-    if not (2 <= len(name) <= 30) or not _NAME.match(name):
+    if not (2 <= len(name) <= 30) or not _NAME.fullmatch(name):
         message = str(_("请填写身份证上的中文姓名"))
         raise AccountsError(NAME_INVALID, message, errors={"name": [message]})
     return name

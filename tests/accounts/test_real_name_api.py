@@ -68,7 +68,11 @@ def test_an_impossible_id_number_is_refused_before_asking_the_bureau(new_api, nu
     assert "id_number" in response.json()["errors"]
 
 
-@pytest.mark.parametrize("name", ["A", "王", "Wang Xiaoming", "王小明1", "王" * 31])
+@pytest.mark.parametrize(
+    "name",
+    # The last two: Yijing hexagram symbols (U+4DC0-U+4DFF) are no characters of a name.
+    ["A", "王", "Wang Xiaoming", "王小明1", "王" * 31, "阿·\u4dc0\u4dc1", "\u4dc0\u4dc1"],
+)
 def test_a_name_that_is_not_a_chinese_name_is_refused(new_api, name) -> None:
     response = new_api.post(REAL_NAME, {"name": name, "id_number": ID}, format="json")
     assert response.status_code == 400
@@ -77,6 +81,13 @@ def test_a_name_that_is_not_a_chinese_name_is_refused(new_api, name) -> None:
 
 def test_minority_names_with_a_middle_dot_are_accepted(new_api) -> None:
     response = new_api.post(REAL_NAME, {"name": "阿依古丽·买买提", "id_number": ID}, format="json")
+    assert response.status_code == 200, response.json()
+
+
+@pytest.mark.parametrize("name", ["阿·\U00020000三", "\U00020000·\U0002a6d6", "阿·\u3400"])
+def test_after_a_middle_dot_come_the_same_characters_as_before_it(new_api, name) -> None:
+    """Extension B (and later) ideographs, taken before the dot, are taken after it too."""
+    response = new_api.post(REAL_NAME, {"name": name, "id_number": ID}, format="json")
     assert response.status_code == 200, response.json()
 
 
