@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
@@ -36,10 +37,15 @@ from services.apis.dept_services import DepartmentView
 # --- Department ------------------------------------------------------------------------------
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _date(value: str | None) -> dt.date | None:
     if not value:
         return None
     try:
+        if not _DAY.fullmatch(value):  # (fromisoformat takes 2026-W49-1 and 20261207 too)
+            raise ValueError(value)
         day = dt.date.fromisoformat(value)
     except ValueError:
         raise ValidationError({"date": ["YYYY-MM-DD"]}) from None

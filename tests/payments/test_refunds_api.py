@@ -489,7 +489,15 @@ def test_the_department_lists_its_orders_with_filters(
     assert (
         integrator_api.get("/api/v1/dept/payments/", {"channel": "alipay"}).json()["results"] == []
     )
-    for bad in ({"date": "yesterday"}, {"status": "lost"}, {"channel": "paypal"}):
+    # The day as the parameter says it, YYYY-MM-DD only (not the week or
+    # basic forms Python's ISO reader also takes).
+    for bad in (
+        {"date": "yesterday"},
+        {"date": "2026-W49-1"},
+        {"date": "20261207"},
+        {"status": "lost"},
+        {"channel": "paypal"},
+    ):
         response = integrator_api.get("/api/v1/dept/payments/", bad)
         assert response.status_code == 400, bad
     # The calendar's ends: days without bounds in China time, refused, not a 500.
