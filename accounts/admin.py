@@ -7,12 +7,13 @@ and each look is audited.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -132,6 +133,61 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# --- Lists of big tables ---------------------------------------------------------------------
+
+
+class FixedChoicesFilter(admin.ChoicesFieldListFilter):
+    """A filter on a field without choices that offers a fixed list of
+    values (:func:`fixed_choices`), as a field with choices does. Django's
+    own filter for such a field offers the distinct values of the column,
+    read from every row of the table on every page load; any value still
+    filters through a link (``?kind__exact=…``), listed or not."""
+
+    lookup_choices: list[tuple[Any, Any]]
+
+    @staticmethod
+    def fixed_choices() -> Iterable[tuple[Any, Any]]:
+        return ()
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        self.lookup_choices = list(self.fixed_choices())
+
+    def choices(self, changelist):
+        yield next(iter(super().choices(changelist)))  # "All", in Django's words
+        for value, title in self.lookup_choices:
+            yield {
+                "selected": self.lookup_val is not None and str(value) in self.lookup_val,
+                "query_string": changelist.get_query_string(
+                    {self.lookup_kwarg: value}, [self.lookup_kwarg_isnull]
+                ),
+                "display": title,
+            }
+
+
+def fixed_choices(choices: Callable[[], Iterable[tuple[Any, Any]]]) -> type[FixedChoicesFilter]:
+    """A :class:`FixedChoicesFilter` offering ``choices()`` (called per page,
+    so that labels follow the operator's language), for ``list_filter`` as
+    ``("kind", fixed_choices(...))``."""
+    return type(
+        "FixedChoicesFilter", (FixedChoicesFilter,), {"fixed_choices": staticmethod(choices)}
+    )
+
+
+class BigTableList(admin.ModelAdmin):
+    """The list of a table that grows without end: no count of the whole
+    table next to the page's own (``show_full_result_count``), and no date
+    hierarchy (its first and last dates and its years and months are read
+    from every row); dates are picked from a list instead
+    (``admin.DateFieldListFilter``), and filters on fields without choices
+    offer fixed values (:func:`fixed_choices`). No counts beside the
+    filters' choices either: each would be one more count of the table.
+    """
+
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
 
 
 class DetailActions(admin.ModelAdmin):
@@ -589,13 +645,30 @@ class ApiKeyAdmin(AuditedModelAdmin):
 # --- Inbox, codes and audit (read-only) ----------------------------------------------------------
 
 
+# What the apps post to citizens' and staff's inboxes (``accounts.inbox``'s
+# ``kind``): the choices of the list's filter (any other still filters by link).
+MESSAGE_KINDS = (
+    "application.submitted",
+    "application.status",
+    "payment.succeeded",
+    "payment.failed",
+    "payment.refunded",
+    "endpoint.held",
+    "endpoint.paused",
+    "endpoint.disabled",
+)
+
+
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdmin):
+class MessageAdmin(BigTableList, ReadOnlyAdmin):
     list_display = ("created_at", "user", "kind", "title_masked", "read_at")
-    list_filter = ("kind", ("read_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        ("kind", fixed_choices(lambda: [(kind, kind) for kind in MESSAGE_KINDS])),
+        ("read_at", admin.EmptyFieldListFilter),
+        ("created_at", admin.DateFieldListFilter),
+    )
     search_fields = ("kind",)
     list_select_related = ("user",)
-    date_hierarchy = "created_at"
     fields = ("user", "kind", "title_masked", "body_masked", "data", "created_at", "read_at")
     readonly_fields = fields
 
@@ -624,12 +697,27 @@ class OtpChallengeAdmin(ReadOnlyAdmin):
         return masking.mask_phone(challenge.phone)
 
 
+def _audited_kinds() -> list[tuple[str, str]]:
+    """What an audit entry's target may be: the records of this site."""
+    return sorted(
+        (model._meta.label_lower, f"{model._meta.verbose_name}（{model._meta.label_lower}）")
+        for model in apps.get_models()
+        if admin.site.is_registered(model)
+    )
+
+
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
+class AuditEntryAdmin(BigTableList, ReadOnlyAdmin):
     list_display = ("at", "actor_kind", "actor_label", "action", "target_type", "target_id", "ip")
-    list_filter = ("actor_kind", "action", "target_type")
+    # Actions are too many to list: found by the search, or by a link
+    # (?action__exact=…).
+    list_filter = (
+        "actor_kind",
+        ("target_type", fixed_choices(_audited_kinds)),
+        ("at", admin.DateFieldListFilter),
+    )
+    lookups_allowed = ("action",)
     search_fields = ("=target_id", "=actor_id", "actor_label", "action")
-    date_hierarchy = "at"
 
 
 # --- Groups and refresh tokens --------------------------------------------------------------

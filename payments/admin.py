@@ -29,7 +29,7 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 
 from accounts import dashboard
-from accounts.admin import ReadOnlyAdmin, StaffRequest
+from accounts.admin import BigTableList, ReadOnlyAdmin, StaffRequest, fixed_choices
 from accounts.models import Department
 from config import masking
 from config.api import client_ip
@@ -170,7 +170,7 @@ class OwedFilter(admin.SimpleListFilter):
 
 
 @admin.register(PaymentOrder)
-class PaymentOrderAdmin(ReadOnlyAdmin):
+class PaymentOrderAdmin(BigTableList, ReadOnlyAdmin):
     """Orders change only through payments.orders; operators watch them
     here and, with ``payments.add_refund``, ask for a refund."""
 
@@ -186,11 +186,16 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
         "refunded_yuan",
         "created_at",
     )
-    list_filter = ("status", "channel", "department", OwedFilter)
+    list_filter = (
+        "status",
+        "channel",
+        "department",
+        OwedFilter,
+        ("created_at", admin.DateFieldListFilter),
+    )
     search_fields = ("=order_no", "=provider_transaction_id", "=application__number")
     search_help_text = _("订单号、渠道交易号或办件编号")
     list_select_related = ("application", "department", "service")
-    date_hierarchy = "created_at"
     fields = (
         "order_no",
         "application",
@@ -422,13 +427,12 @@ class PaymentOrderAdmin(ReadOnlyAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(BigTableList, ReadOnlyAdmin):
     list_display = ("at", "kind", "channel", "amount_yuan", "reference", "order", "created_at")
-    list_filter = ("kind", "channel", "order__department")
+    list_filter = ("kind", "channel", "order__department", ("at", admin.DateFieldListFilter))
     search_fields = ("=reference", "=order__order_no")
     search_help_text = _("流水号（渠道交易号或退款单号）、订单号")
     list_select_related = ("order",)
-    date_hierarchy = "at"
     fields = ("order", "kind", "channel", "amount_yuan", "reference", "at", "created_at")
     readonly_fields = fields
 
@@ -438,7 +442,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
+class RefundAdmin(BigTableList, ReadOnlyAdmin):
     list_display = (
         "refund_no",
         "order",
@@ -448,11 +452,15 @@ class RefundAdmin(ReadOnlyAdmin):
         "created_at",
         "succeeded_at",
     )
-    list_filter = ("status", "order__channel", "order__department")
+    list_filter = (
+        "status",
+        "order__channel",
+        "order__department",
+        ("created_at", admin.DateFieldListFilter),
+    )
     search_fields = ("=refund_no", "=order__order_no", "=provider_refund_id", "requested_by")
     search_help_text = _("退款单号、订单号、渠道退款号或发起方")
     list_select_related = ("order",)
-    date_hierarchy = "created_at"
     fields = (
         "refund_no",
         "order",
@@ -479,7 +487,7 @@ class RefundAdmin(ReadOnlyAdmin):
 
 
 @admin.register(NotifyLog)
-class NotifyLogAdmin(ReadOnlyAdmin):
+class NotifyLogAdmin(BigTableList, ReadOnlyAdmin):
     list_display = (
         "received_at",
         "channel",
@@ -490,10 +498,16 @@ class NotifyLogAdmin(ReadOnlyAdmin):
         "transaction_id",
         "client_ip",
     )
-    list_filter = ("outcome", "channel", "reason")
+    # Reasons are the channels' and our codes, too many to list: filtered
+    # by a link (?reason__exact=…).
+    list_filter = (
+        "outcome",
+        ("channel", fixed_choices(lambda: Channel.choices)),
+        ("received_at", admin.DateFieldListFilter),
+    )
+    lookups_allowed = ("reason",)
     search_fields = ("=order_no", "=transaction_id")
     search_help_text = _("订单号或渠道交易号")
-    date_hierarchy = "received_at"
     fields = (
         "received_at",
         "channel",

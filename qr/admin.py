@@ -15,7 +15,13 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from accounts import dashboard
-from accounts.admin import AuditedModelAdmin, DetailActions, ReadOnlyAdmin, StaffRequest
+from accounts.admin import (
+    AuditedModelAdmin,
+    BigTableList,
+    DetailActions,
+    ReadOnlyAdmin,
+    StaffRequest,
+)
 from config.api import client_ip
 from qr import keys, selectors, venue_codes
 from qr.models import ScanEvent, ScannerProfile, SigningKey, VenueCode
@@ -161,7 +167,7 @@ class ScannerProfileAdmin(AuditedModelAdmin):
 
 
 @admin.register(ScanEvent)
-class ScanEventAdmin(ReadOnlyAdmin):
+class ScanEventAdmin(BigTableList, ReadOnlyAdmin):
     list_display = (
         "scanned_at",
         "source",
@@ -172,11 +178,17 @@ class ScanEventAdmin(ReadOnlyAdmin):
         "reason",
         "subject_masked",
     )
-    list_filter = ("source", "kind", "valid", "reason", "department")
+    list_filter = (
+        "source",
+        "kind",
+        "valid",
+        "reason",
+        "department",
+        ("scanned_at", admin.DateFieldListFilter),
+    )
     search_fields = ("=subject", "=jti", "=terminal_event_id", "place")
     search_help_text = _("完整匿名主体标识、码标识或终端事件号")
     list_select_related = ("department",)
-    date_hierarchy = "scanned_at"
     exclude = ("subject",)
     readonly_fields = ("subject_masked",)
 

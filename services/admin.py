@@ -24,10 +24,12 @@ from accounts import dashboard
 from accounts.admin import (
     AuditedDeletions,
     AuditedModelAdmin,
+    BigTableList,
     ChangesPublicPages,
     DetailActions,
     ReadOnlyAdmin,
     StaffRequest,
+    fixed_choices,
 )
 from config import masking
 from config.api import client_ip
@@ -47,7 +49,7 @@ from services.models import (
     Service,
     TimelineEntry,
 )
-from services.routing import deliveries, endpoints
+from services.routing import deliveries, endpoints, events
 from services.serializers import GuideSerializer
 
 
@@ -624,14 +626,21 @@ ENDPOINT_STATES = {
 }
 
 
+def _event_types() -> list[tuple[str, str]]:
+    return [(kind, kind) for kind in (events.PING, *events.SUBSCRIBABLE)]
+
+
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(ReadOnlyAdmin):
+class OutboxEventAdmin(BigTableList, ReadOnlyAdmin):
     list_display = ("created_at", "type", "department", "application", "handled_at")
-    list_filter = ("type", "department")
+    list_filter = (
+        ("type", fixed_choices(_event_types)),
+        "department",
+        ("created_at", admin.DateFieldListFilter),
+    )
     search_fields = ("=id", "application__number")
     list_select_related = ("department", "application")
     exclude = ("data",)
-    date_hierarchy = "created_at"
 
 
 # A department's answer may echo the application back (the applicant's
@@ -658,7 +667,7 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
+class DeliveryAdmin(BigTableList, DetailActions, ReadOnlyAdmin):
     """A record of what was sent and every try; with ``services.change_delivery``
     an operator replays one (services.routing.deliveries, audited)."""
 
@@ -671,7 +680,11 @@ class DeliveryAdmin(DetailActions, ReadOnlyAdmin):
         "last_status_code",
         "next_attempt_at",
     )
-    list_filter = ("status", "event__type", "endpoint__department")
+    list_filter = (
+        "status",
+        ("event__type", fixed_choices(_event_types)),
+        "endpoint__department",
+    )
     lookups_allowed = ("created_at",)  # the dashboard's week of deliveries
     search_fields = ("=event__id", "=endpoint__url", "event__application__number")
     list_select_related = ("event", "endpoint__department")
