@@ -86,12 +86,16 @@ _BY_STATUS = {
     503: SERVICE_UNAVAILABLE,
 }
 
-# simplejwt's codes and ours.
+# simplejwt's codes and ours. Its refusals are told in our words (the
+# code's title, in the request's language): its own details are English
+# only, as its catalogue is not one this project loads.
 _AUTH_CODES = {
     "token_not_valid": TOKEN_INVALID,
     "user_inactive": ACCOUNT_INACTIVE,
     "user_not_found": ACCOUNT_INACTIVE,
     "no_active_account": ACCOUNT_INACTIVE,
+    "password_changed": TOKEN_INVALID,
+    "bad_authorization_header": AUTHENTICATION_FAILED,
 }
 
 
@@ -172,7 +176,9 @@ def _translate(exc: exceptions.APIException) -> tuple[ErrorCode, Any, dict[str, 
     else:
         code = next(iter(_leaf_codes(exc.get_codes())), "")
     if isinstance(exc, exceptions.AuthenticationFailed):
-        return _AUTH_CODES.get(code) or _registered(code, 401) or AUTHENTICATION_FAILED, detail, {}
+        if code in _AUTH_CODES:
+            return _AUTH_CODES[code], None, {}
+        return _registered(code, 401) or AUTHENTICATION_FAILED, detail, {}
     error = _registered(code, exc.status_code) or _BY_STATUS.get(exc.status_code, INVALID)
     return error, detail, {}
 

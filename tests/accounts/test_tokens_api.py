@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.models import User
 from tests.accounts.helpers import bearer, log_in
 
 pytestmark = pytest.mark.django_db
@@ -118,3 +119,42 @@ def test_suspension_and_reinstatement_record_when(operator) -> None:
     account_close(user=user)
     closed = User.objects.get(pk=user.pk)
     assert closed.deactivated_at == closed.closed_at
+
+
+def has_chinese(text: str) -> bool:
+    return any("\u4e00" <= char <= "\u9fff" for char in text)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        ("Bearer garbage", "token_invalid"),
+        ("Bearer", "authentication_failed"),
+        ("Bearer a b", "authentication_failed"),
+    ],
+)
+def test_a_refused_token_is_told_in_chinese_by_default(api, header, code) -> None:
+    api.credentials(HTTP_AUTHORIZATION=header)
+    response = api.get("/api/v1/me/")
+    assert response.status_code == 401
+    body = response.json()
+    assert body["code"] == code
+    assert has_chinese(body["detail"]), body
+    assert body["detail"] == body["title"]
+
+
+def test_a_suspended_accounts_token_is_told_in_chinese_by_default(api, citizen) -> None:
+    tokens = log_in(api, citizen.phone)
+    User.objects.filter(pk=citizen.pk).update(is_active=False)
+    response = bearer(api, tokens["access"]).get("/api/v1/me/")
+    assert response.status_code == 401
+    body = response.json()
+    assert body["code"] == "account_inactive"
+    assert has_chinese(body["detail"]), body
+
+
+@pytest.mark.parametrize("header", ["Bearer garbage", "Bearer"])
+def test_a_refused_token_is_told_in_english_when_asked(api, header) -> None:
+    api.credentials(HTTP_AUTHORIZATION=header)
+    body = api.get("/api/v1/me/", HTTP_ACCEPT_LANGUAGE="en").json()
+    assert not has_chinese(body["detail"]) and body["detail"] == body["title"]
