@@ -372,6 +372,10 @@ STORAGES = {
 # --- Security ------------------------------------------------------------------
 
 SESSION_COOKIE_SECURE = not DEBUG
+# The admin's messages are kept in the session, on the server: a message can
+# carry a secret shown once (a new API key), and Django's default, a cookie,
+# is signed but not encrypted.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 CSRF_FAILURE_VIEW = "config.api.csrf_failure"
