@@ -44,7 +44,10 @@ class SigningKeyAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("状态"))
     def status(self, key: SigningKey) -> str:
-        return str(STATUS_LABELS[selectors.signing_key_status(key)])
+        return str(STATUS_LABELS[key.key_status])  # type: ignore[attr-defined]  # annotated by get_queryset
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SigningKey]:
+        return selectors.signing_keys_with_status(super().get_queryset(request))
 
     def get_urls(self):
         return [
@@ -164,6 +167,11 @@ class ScannerProfileAdmin(AuditedModelAdmin):
     search_fields = ("place", "api_key__prefix", "api_key__name", "api_key__department__code")
     autocomplete_fields = ("api_key",)
     list_select_related = ("api_key__department",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The key is the profile's primary key: another one on this page
+        # would save a second profile, not move this one.
+        return ("api_key",) if obj is not None else ()
 
 
 @admin.register(ScanEvent)

@@ -8,7 +8,17 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
@@ -38,6 +48,29 @@ def signing_key_status(key: SigningKey, *, now: dt.datetime | None = None) -> st
         return "upcoming"
     active = signing_key_active(now=now)
     return "active" if active is not None and active.pk == key.pk else "retiring"
+
+
+def signing_keys_with_status(
+    queryset: QuerySet[SigningKey], *, now: dt.datetime | None = None
+) -> QuerySet[SigningKey]:
+    """``queryset`` with each key's ``key_status``, as :func:`signing_key_status`
+    says, in the same query: the key that signs is worked out once for all
+    of them (a list of keys), not once per key."""
+    now = now or timezone.now()
+    signing = (
+        SigningKey.objects.filter(withdrawn_at__isnull=True, activates_at__lte=now)
+        .order_by("-activates_at", "-pk")
+        .values("pk")[:1]
+    )
+    return queryset.annotate(
+        key_status=Case(
+            When(withdrawn_at__isnull=False, then=Value("withdrawn")),
+            When(activates_at__gt=now, then=Value("upcoming")),
+            When(pk=Subquery(signing), then=Value("active")),
+            default=Value("retiring"),
+            output_field=CharField(),
+        )
+    )
 
 
 def kids_of_active_venue_codes() -> set[str]:
