@@ -295,8 +295,11 @@ class ExportView(APIView):
             "One member per section of the citizen's data that an app declares "
             "(accounts.citizen_data): `profile`, `login_codes`, `messages`, "
             "`applications` (with form, timeline, rating and the events sent to "
-            "departments), `payments` (`orders`, with their refunds) and "
-            "`star_code_scans`. Each section is the app's own record, unmasked."
+            "departments), `payments` (`orders`, with their refunds), "
+            "`star_code_scans` and `audit_trail` (the audit entries about the citizen: "
+            "their own actions with their address, and what operators did to the "
+            "account, by kind only; kept when the account closes). Each section is the "
+            "app's own record, unmasked."
         ),
         responses={
             200: inline_serializer(
@@ -308,6 +311,7 @@ class ExportView(APIView):
                     "applications": serializers.ListField(child=serializers.DictField()),
                     "payments": serializers.DictField(),
                     "star_code_scans": serializers.ListField(child=serializers.DictField()),
+                    "audit_trail": serializers.ListField(child=serializers.DictField()),
                 },
             )
         },

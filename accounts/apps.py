@@ -16,7 +16,7 @@ class AccountsConfig(AppConfig):
             otp,
             selectors,
         )
-        from accounts.models import IdempotencyRecord, Message, OtpChallenge, User
+        from accounts.models import AuditEntry, IdempotencyRecord, Message, OtpChallenge, User
 
         citizen_data.register(
             "profile", export=selectors.profile_export, erase=citizens.profile_erase, models=[User]
@@ -42,4 +42,14 @@ class AccountsConfig(AppConfig):
             export=None,
             erase=idempotency.idempotency_records_erase,
             models=[IdempotencyRecord],
+        )
+        # The audit trail's entries about the citizen are shown, never
+        # erased: the trail is append-only (who did what to an account must
+        # outlive it; the entries name the account by its opaque id, and a
+        # citizen's own by the masked phone of the time).
+        citizen_data.register(
+            "audit_trail",
+            export=selectors.audit_trail_export,
+            erase=None,
+            models=[AuditEntry],
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import citizen_data
-from accounts.models import Message, OtpChallenge, User
+from accounts.models import AuditEntry, Message, OtpChallenge, User
 
 
 def messages_for(user: User, *, unread_only: bool = False) -> QuerySet[Message]:
@@ -75,3 +75,36 @@ def account_export(user: User) -> dict[str, Any]:
     """Everything held about the citizen, unmasked (it is theirs): one
     member per section the apps registered in :mod:`accounts.citizen_data`."""
     return citizen_data.export(user)
+
+
+def audit_trail_export(user: User) -> list[dict[str, Any]]:
+    """The audit trail's entries about the citizen: what they did (with the
+    address they did it from) and what was done to their account (by whom
+    only as a kind: an operator's name and address are the operator's).
+    An entry's ``data`` is shown when it is about the citizen's own account
+    or the citizen acted as a citizen (their order, their check); of what
+    an operator's account did to others, only the action, the time and the
+    kind of object."""
+    own = str(user.pk)
+    acted = Q(
+        actor_kind__in=[AuditEntry.ActorKind.CITIZEN, AuditEntry.ActorKind.OPERATOR],
+        actor_id=own,
+    )
+    label = User._meta.label_lower
+    entries = AuditEntry.objects.filter(acted | Q(target_type=label, target_id=own))
+    trail = []
+    for entry in entries.order_by("at", "id"):
+        by_self = entry.actor_id == own and entry.actor_kind != AuditEntry.ActorKind.API_KEY
+        about_self = entry.target_type == label and entry.target_id == own
+        shown = about_self or (by_self and entry.actor_kind == AuditEntry.ActorKind.CITIZEN)
+        trail.append(
+            {
+                "action": entry.action,
+                "at": _local(entry.at),
+                "by": "self" if by_self else entry.actor_kind,
+                "ip": entry.ip if by_self else None,
+                "about": "self" if about_self else entry.target_type,
+                "data": entry.data if shown else None,
+            }
+        )
+    return trail

@@ -55,9 +55,6 @@ NO_CITIZEN_DATA: dict[str, str] = {
     "django_celery_beat.periodictasks": "the periodic tasks' change marker",
     "django_celery_beat.periodictask": "periodic tasks",
     "accounts.department": "departments",
-    "accounts.auditentry": (
-        "the append-only audit trail: citizens named by account id and masked phone only"
-    ),
     "services.category": "the catalog",
     "services.service": "the catalog",
     "services.holiday": "the working-day calendar",
@@ -76,6 +73,32 @@ NO_CITIZEN_DATA: dict[str, str] = {
     "payments.sandboxtrade": "the sandbox channel's own books: order numbers and amounts",
     "payments.sandboxrefund": "the sandbox channel's own refunds",
 }
+
+
+# Models of a section that exports them but has no erase hook: the rows stay
+# as they are when the account closes, each for the reason given. A section
+# without an erase hook must name its models here.
+KEPT_ON_CLOSE: dict[str, str] = {
+    "accounts.auditentry": (
+        "the append-only audit trail (who did what to an account must outlive it); "
+        "it names the citizen by the account's opaque id and, for their own actions, "
+        "the masked phone of the time; exported as the audit_trail section"
+    ),
+    "payments.paymentorder": "the city's financial record, pointing at the pseudonymous account",
+    "payments.refund": "the city's financial record, pointing at the pseudonymous account",
+    "payments.ledgerentry": "the city's financial record, pointing at the pseudonymous account",
+}
+
+
+def test_rows_a_closing_keeps_are_named_with_the_reason() -> None:
+    kept = {
+        m._meta.label_lower
+        for section in citizen_data.sections()
+        if section.erase is None
+        for m in section.models
+    }
+    assert kept == set(KEPT_ON_CLOSE)
+    assert all(reason.strip() for reason in KEPT_ON_CLOSE.values())
 
 
 def test_every_model_is_a_sections_an_exemption_or_holds_no_citizen_data() -> None:
@@ -268,12 +291,12 @@ def test_the_export_holds_every_section_of_the_citizens_data_and_no_one_elses(
     theirs = busy_life(other_citizen_api, integrator_api, scanner_api)
     recorded_scans()
 
-    with django_assert_max_num_queries(9):  # one per section, and the account
+    with django_assert_max_num_queries(10):  # one per section, and the account
         response = citizen_api.get(EXPORT)
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {s.name for s in citizen_data.sections() if s.export is not None}
-    assert {"profile", "messages", "applications", "star_code_scans"} <= set(body)
+    assert {"profile", "messages", "applications", "star_code_scans", "audit_trail"} <= set(body)
 
     assert body["profile"]["id_number"] == citizen.id_number  # unmasked: it is theirs
     assert body["profile"]["subject"] == citizen.subject

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.inbox import message_post
 from accounts.models import AuditEntry, Message, User
@@ -205,3 +207,61 @@ def test_the_login_codes_sent_to_a_citizen_are_exported_and_go_with_the_account(
     assert "code" not in code and "code_hash" not in code
     assert api.delete("/api/v1/me/").status_code == 204
     assert not OtpChallenge.objects.filter(phone="13600136000").exists()
+
+
+def test_the_export_lists_the_audit_trail_about_the_citizen_and_closing_keeps_it(
+    new_citizen, other_citizen
+) -> None:
+    """What the audit trail holds about the citizen (their checks, with their
+    address and the bureau's reference; what operators did to the account)
+    is in the export; another person's address and name are not. Closing
+    keeps the entries: the audit trail is append-only."""
+    from accounts import citizens
+    from tests.accounts.factories import make_id_number
+    from tests.conftest import client_for
+
+    operator = StaffFactory(username="ops-wang", is_superuser=True)
+    api = client_for(new_citizen)
+    api.defaults["REMOTE_ADDR"] = "198.51.100.23"
+    stranger = {"name": "王五", "id_number": make_id_number(999)}  # the sandbox bureau says no
+    assert api.post("/api/v1/me/real-name/", stranger, format="json").status_code == 422
+    ok = {"name": "王五", "id_number": make_id_number(321)}
+    assert api.post("/api/v1/me/real-name/", ok, format="json").status_code == 200
+    operator_ip = "203.0.113.77"
+    for active in (False, True):
+        citizens.user_set_active(user=new_citizen, active=active, actor=operator, ip=operator_ip)
+    citizens.pii_reveal(subject=new_citizen, operator=operator, ip=operator_ip)
+    citizens.pii_reveal(subject=other_citizen, operator=operator, ip=operator_ip)
+    api = client_for(new_citizen)
+
+    with CaptureQueriesContext(connection) as first:
+        response = api.get("/api/v1/me/export/")
+    for _ in range(3):  # more entries, no more queries
+        citizens.pii_reveal(subject=new_citizen, operator=operator, ip=operator_ip)
+    with CaptureQueriesContext(connection) as again:
+        assert len(api.get("/api/v1/me/export/").json()["audit_trail"]) == 8
+    assert len(again) == len(first)
+
+    assert response.status_code == 200
+    trail = response.json()["audit_trail"]
+    assert [entry["action"] for entry in trail] == [
+        "identity.real_name_mismatch",
+        "identity.real_name_verified",
+        "account.suspended",
+        "account.reinstated",
+        "user.pii_viewed",
+    ]
+    mismatch, verified, suspended = trail[:3]
+    assert mismatch["by"] == "self" and mismatch["ip"] == "198.51.100.23"
+    assert mismatch["data"]["provider_reference"].startswith("SBX")
+    assert verified["data"]["provider_reference"].startswith("SBX")
+    assert mismatch["at"].endswith("+08:00")
+    # What an operator did: when and what, not who or from where.
+    assert suspended["by"] == "operator" and suspended["ip"] is None
+    text = response.content.decode()
+    assert operator_ip not in text and operator.username not in text
+    assert str(other_citizen.pk) not in text
+
+    before = AuditEntry.objects.count()
+    assert api.delete(ME).status_code == 204
+    assert AuditEntry.objects.count() == before + 1  # account.closed, nothing erased
