@@ -240,6 +240,20 @@ PAYLOAD_TOO_LARGE = error_code(
     ),
     what_to_do=_("缩小请求体，例如把离线扫码记录分成几批上传。"),
 )
+URI_TOO_LONG = error_code(
+    "uri_too_long",
+    414,
+    _("请求地址过长"),
+    when=_("请求行（方法、路径和查询参数）超过 4094 字节，服务器没有读取这个请求。"),
+    what_to_do=_("缩短路径或查询参数；大量数据放在请求体里发送。"),
+)
+HEADER_FIELDS_TOO_LARGE = error_code(
+    "header_fields_too_large",
+    431,
+    _("请求头过大"),
+    when=_("某个请求头超过 8190 字节，或者请求头超过 100 个，服务器没有读取这个请求。"),
+    what_to_do=_("去掉不需要的请求头（例如过多的 Cookie）后重试。"),
+)
 UNSUPPORTED_MEDIA_TYPE = error_code(
     "unsupported_media_type",
     415,

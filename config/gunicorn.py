@@ -16,6 +16,9 @@ import time
 os.environ["TZ"] = "Asia/Shanghai"
 time.tzset()
 
+# What gunicorn refuses before Django sees it is answered as a problem too.
+worker_class = "config.gunicorn_worker.ProblemSyncWorker"
+
 # No control socket: every instance would share one path in the home
 # directory (several web nodes or test servers on one machine), and nothing
 # here drives gunicorn through it; signals do.

@@ -219,3 +219,58 @@ def test_gunicorn_hands_over_what_the_kept_pages_must_not_answer(department, cat
         assert _raw(base, empty_host) == b"HTTP/1.0 400 Bad Request"
         chunked = with_host + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         assert _raw(base, chunked) == b"HTTP/1.1 411 Length Required"
+
+
+def _whole_answer(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body gunicorn at ``base`` answers ``request``
+    with before it closes the connection."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.timeout(120)
+def test_what_gunicorn_refuses_before_django_is_a_problem_too(tmp_path) -> None:
+    """A request gunicorn cannot parse never reaches Django: its refusal is
+    still a problem with a stable code, not gunicorn's HTML page."""
+    import os
+
+    from tests.processes import configured_web_server
+
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    host = b"Host: 127.0.0.1\r\n"
+    refused = {
+        b"NOT A REQUEST\r\n\r\n": (400, "malformed_request"),
+        b"G@T / HTTP/1.1\r\n" + host + b"\r\n": (400, "malformed_request"),
+        b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n" + host + b"\r\n": (414, "uri_too_long"),
+        b"GET / HTTP/1.1\r\n" + host + b"X: " + b"a" * 9000 + b"\r\n\r\n": (
+            431,
+            "header_fields_too_large",
+        ),
+        b"GET / HTTP/1.1\r\n" + host + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n": (
+            431,
+            "header_fields_too_large",
+        ),
+    }
+    with configured_web_server(env, tmp_path / "web.log") as base:
+        for request, (status, code) in refused.items():
+            answered, headers, body = _whole_answer(base, request)
+            assert answered == status, request[:40]
+            assert headers["content-type"] == "application/problem+json", request[:40]
+            assert int(headers["content-length"]) == len(body)
+            problem = json.loads(body)
+            assert (problem["status"], problem["code"]) == (status, code), request[:40]
+            assert problem["type"] == f"/api/problems/{code}"
