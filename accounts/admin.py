@@ -7,6 +7,7 @@ and each look is audited.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,8 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import (
     Http404,
@@ -846,6 +848,30 @@ for _model, _library_admin, _ours in (
 # list: here they take the change permission and are audited too.
 
 
+# A time on the calendar's first or last day has no bounds once put in UTC
+# for the database (0001-01-01 in China time is before year 1) or no day
+# after it for the scheduler: refused as the payments admin's CALENDAR
+# refuses such dates, a field error rather than a server error.
+CALENDAR_TIMES = [
+    MinValueValidator(
+        dt.datetime.combine(dt.date.min + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    ),
+    MaxValueValidator(
+        dt.datetime.combine(dt.date.max - dt.timedelta(days=1), dt.time.max, tzinfo=dt.UTC)
+    ),
+]
+
+
+class TimesInTheCalendar(admin.ModelAdmin):
+    """Every time on the record's form within :data:`CALENDAR_TIMES`."""
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(db_field, models.DateTimeField) and formfield is not None:
+            formfield.validators = [*formfield.validators, *CALENDAR_TIMES]
+        return formfield
+
+
 def _beat_label(action: str) -> Any:
     """The library's own (translated) label of one of its actions."""
     return getattr(PeriodicTaskAdmin, action).short_description
@@ -865,7 +891,7 @@ def _audited_switch(name: str, verb: str) -> Any:
     return switch
 
 
-class PeriodicTaskRecord(AuditedModelAdmin, PeriodicTaskAdmin):
+class PeriodicTaskRecord(TimesInTheCalendar, AuditedModelAdmin, PeriodicTaskAdmin):
     list_display = (
         "name",
         "enabled",
@@ -948,5 +974,10 @@ for _schedule, _schedule_admin in (
     if admin.site.is_registered(_schedule):
         admin.site.unregister(_schedule)
     admin.site.register(
-        _schedule, type(_schedule_admin.__name__, (AuditedModelAdmin, _schedule_admin), {})
+        _schedule,
+        type(
+            _schedule_admin.__name__,
+            (TimesInTheCalendar, AuditedModelAdmin, _schedule_admin),
+            {},
+        ),
     )
