@@ -340,6 +340,7 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         "last_login",
         "date_joined",
         "closed_at",
+        "email_masked_display",
     )
     fieldsets = (
         (None, {"fields": ("username", "password")}),
@@ -402,6 +403,21 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and not obj.is_staff:
+            # A citizen's e-mail is theirs to change (citizens.profile_update)
+            # and personal data: masked here, in full on the reveal page.
+            fieldsets = [
+                (
+                    name,
+                    {
+                        **opts,
+                        "fields": [
+                            "email_masked_display" if f == "email" else f for f in opts["fields"]
+                        ],
+                    },
+                )
+                for name, opts in fieldsets
+            ]
         if obj is None and not request.user.is_superuser:
             return [
                 (
@@ -465,9 +481,13 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
     def id_number_masked_display(self, user: User) -> str:
         return user.id_number_masked
 
+    @admin.display(description=_("电子邮箱"))
+    def email_masked_display(self, user: User) -> str:
+        return masking.mask_email(user.email)
+
     @admin.display(description=_("完整个人信息"))
     def pii_link(self, user: User) -> str:
-        if not user.pk or not (user.phone or user.real_name):
+        if not user.pk or not (user.phone or user.real_name or user.email):
             return "-"
         url = reverse("admin:accounts_user_pii", args=[user.pk])
         return format_html('<a href="{}">{}</a>', url, _("查看（需权限，留痕）"))
@@ -502,6 +522,8 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
             values = citizens.pii_reveal(
                 subject=subject, operator=request.user, ip=client_ip(request)
             )
+            # The same look (audited above) shows the e-mail, masked elsewhere.
+            values = {**values, "email": subject.email}
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

@@ -30,6 +30,17 @@ def mask_id_number(id_number: str | None) -> str:
     return f"{id_number[:6]}********{id_number[14:]}"
 
 
+def mask_email(email: str | None) -> str:
+    """``zhangsan@example.com`` → ``z***@example.com``: the first character
+    and the domain only."""
+    if not email:
+        return ""
+    local, at, domain = email.rpartition("@")
+    if not at or not local:
+        return "*" * len(email)
+    return f"{local[0]}***@{domain}"
+
+
 # Mainland mobile numbers (with or without +86 / 0086) and resident ID
 # numbers, not inside longer digit runs.
 _PHONE = re.compile(
