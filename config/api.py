@@ -351,6 +351,21 @@ class OneCheckAtATime(SimpleRateThrottle):
         return 1.0 if self._busy else super().wait()
 
 
+# KEYS: a window's counter; ARGV: its lifetime. The count with this request
+# (the window's first request gives the counter its lifetime: atomic, and
+# without EXPIRE's NX option, which Redis has only since 7.0).
+_COUNT_IN_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
+return count
+"""
+
+
+@functools.cache
+def _count_in_window(client: redis.Redis) -> Any:
+    return client.register_script(_COUNT_IN_WINDOW)
+
+
 @dataclass(frozen=True, slots=True)
 class ThrottleWindow:
     """One caller's current window of a :class:`FixedWindowThrottle`."""
@@ -370,11 +385,11 @@ class ThrottleWindow:
         through rather than refusing them all, and logs it."""
         if redis_enabled():
             try:
-                key = redis_key(self.name)
-                pipe = redis_client().pipeline(transaction=False)
-                pipe.incr(key)
-                pipe.expire(key, self.period + 1, nx=True)
-                return self.admits(int(pipe.execute()[0]))
+                client = redis_client()
+                count = _count_in_window(client)(
+                    keys=[redis_key(self.name)], args=[self.period + 1]
+                )
+                return self.admits(int(count))
             except REDIS_ERRORS as exc:
                 logger.warning("%s throttle unavailable, not counting: %s", self.scope, exc)
                 return True

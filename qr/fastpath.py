@@ -192,7 +192,7 @@ ISSUE_PROBLEM_HEADERS = [(k, "no-store" if k == "Cache-Control" else v) for k, v
 _GENERATION_AND_COUNT = """
 local generation = redis.call('GET', KEYS[1])
 local count = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1]), 'NX')
+if count == 1 then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[1])) end
 return {generation, count}
 """
 
