@@ -5,6 +5,7 @@ and parsing, pagination with :func:`paginated`, and the OpenAPI helpers."""
 
 from __future__ import annotations
 
+import codecs
 import copy
 import datetime as dt
 import functools
@@ -40,6 +41,7 @@ from rest_framework.throttling import (
     SimpleRateThrottle,
     UserRateThrottle,
 )
+from rest_framework.utils import json as drf_json
 
 from config.errors import (
     ACCOUNT_INACTIVE,
@@ -558,16 +560,46 @@ def json_problem(value: Any) -> StrOrPromise | None:
     return None
 
 
+class _NameGivenTwice(ValueError):
+    pass
+
+
+def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _value in pairs:
+            if name in seen:
+                raise _NameGivenTwice(name)
+            seen.add(name)
+    return data
+
+
 class StrictJSONParser(JSONParser):
     """JSON bodies, refusing NUL characters anywhere (no database text column
-    can hold them, and no legitimate client sends them) and nesting deeper
-    than :data:`MAX_JSON_DEPTH`."""
+    can hold them, and no legitimate client sends them), nesting deeper than
+    :data:`MAX_JSON_DEPTH`, and a name given twice in one object (which of
+    its values counts is up to each reader: the last here, the first in a
+    department's log or a proxy)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
+        # As JSONParser.parse (its encoding, its strict constants), with
+        # each object's names checked.
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = drf_json.loads(
+                codecs.getreader(encoding)(stream).read(),
+                parse_constant=drf_json.strict_constant if self.strict else None,
+                object_pairs_hook=_object_once,
+            )
+        except _NameGivenTwice as exc:
+            raise exceptions.ParseError(
+                str(_("JSON 对象中的名称重复：%(name)s") % {"name": str(exc)[:64]})
+            ) from exc
         except RecursionError as exc:  # "[[[[…" nested past Python's limit
             raise exceptions.ParseError(str(_("JSON 嵌套层数过多"))) from exc
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from exc
         problem = json_problem(data)
         if problem is not None:
             raise exceptions.ParseError(str(problem))

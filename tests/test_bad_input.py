@@ -126,6 +126,24 @@ def test_deeply_nested_json_is_a_400_at_any_depth(api, depth) -> None:
         assert response.json()["code"] == "malformed_request"
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ('{"phone": "13800138000", "phone": "13900139000"}', "phone"),
+        ('{"phone": "13800138000", "x": {"nested": 1, "nested": 2}}', "nested"),
+        ('[{"amount_fen": 5, "amount_fen": 1900}]', "amount_fen"),
+    ],
+)
+def test_a_name_given_twice_in_one_json_object_is_a_400(api, body, name) -> None:
+    """Which value counts is up to each reader (the last here, the first in
+    a department's log or a proxy): a body that says two things is refused."""
+    response = api.post("/api/v1/auth/otp/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_request"
+    assert name in response.json()["detail"]
+
+
 def _cursor(query: str) -> str:
     import base64
 
