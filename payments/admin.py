@@ -281,9 +281,12 @@ class PaymentOrderAdmin(BigTableList, ReadOnlyAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        # The settlement reads the ledger: offered to those who may read it.
         extra_context = {
             **(extra_context or {}),
-            "settlement_url": reverse("admin:payments_paymentorder_settlement"),
+            "settlement_url": reverse("admin:payments_paymentorder_settlement")
+            if request.user.has_perm("payments.view_ledgerentry")
+            else None,
         }
         return super().changelist_view(request, extra_context)
 

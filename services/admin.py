@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -293,9 +293,23 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "import_url": reverse("admin:services_service_import")
+            if self.has_import_permission(request)
+            else None,
+        }
+        return super().changelist_view(request, extra_context)
+
     def import_view(self, request: StaffRequest) -> HttpResponse:
-        if not (self.has_add_permission(request) and self.has_change_permission(request)):
-            return HttpResponse(status=403)
+        if not self.has_import_permission(request):
+            raise PermissionDenied
         form = CatalogFileForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
