@@ -110,7 +110,7 @@ class RefundForm(forms.Form):
     reason = forms.CharField(label=_("退款原因"), max_length=200)
     # What was refunded or in flight when the form was shown: the same
     # form sent twice (a double click, a resubmitted page) refunds once.
-    reserved_fen = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
+    reserved_fen = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
 
 
 # The calendar's first and last days have no bounds in China time (the first

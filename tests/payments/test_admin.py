@@ -144,7 +144,7 @@ def test_an_operator_refunds_part_of_an_order(
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(
             f"{ORDERS}{paid.pk}/refund/",
-            {"amount_fen": "500", "reason": "多收工本费"},
+            {"amount_fen": "500", "reason": "多收工本费", "reserved_fen": "0"},
             REMOTE_ADDR="10.3.4.5",
         )
     assert response.status_code == 302 and response["Location"] == f"{ORDERS}{paid.pk}/change/"
@@ -189,9 +189,19 @@ def test_the_refund_form_sent_twice_refunds_once(operator_client, paid) -> None:
     assert Refund.objects.filter(order=paid).count() == 2
 
 
+def test_a_refund_form_without_what_it_was_shown_refunds_nothing(operator_client, paid) -> None:
+    """The form carries what was refunded when it was shown (the guard
+    against sending it twice): a post without it is not a refund."""
+    response = operator_client.post(
+        f"{ORDERS}{paid.pk}/refund/", {"amount_fen": "500", "reason": "多收工本费"}
+    )
+    assert response.status_code == 200
+    assert not Refund.objects.exists()
+
+
 def test_a_refund_above_what_is_left_is_refused_with_a_message(operator_client, paid) -> None:
     response = operator_client.post(
-        f"{ORDERS}{paid.pk}/refund/", {"amount_fen": str(FEE + 1), "reason": "多退"}
+        f"{ORDERS}{paid.pk}/refund/", {"amount_fen": str(FEE + 1), "reason": "多退", "reserved_fen": "0"}
     )
     assert response.status_code == 200
     assert not Refund.objects.exists()
@@ -203,7 +213,7 @@ def test_a_refund_above_what_is_left_is_refused_with_a_message(operator_client, 
 def test_an_unpaid_order_cannot_be_refunded(operator_client, pay_order) -> None:
     pending = pay_order("alipay", heard=False)
     response = operator_client.post(
-        f"{ORDERS}{pending.pk}/refund/", {"amount_fen": "100", "reason": "测试"}
+        f"{ORDERS}{pending.pk}/refund/", {"amount_fen": "100", "reason": "测试", "reserved_fen": "0"}
     )
     assert "refund_not_allowed" in messages_of(response)[0]
     assert not Refund.objects.exists()
@@ -233,7 +243,9 @@ def test_staff_without_the_refund_permission_cannot_refund(client, paid) -> None
 def test_staff_with_the_refund_permission_may_refund(client, paid) -> None:
     cashier = staff_with("view_paymentorder", "add_refund", username="cashier")
     client.force_login(cashier)
-    response = client.post(f"{ORDERS}{paid.pk}/refund/", {"amount_fen": "100", "reason": "退差额"})
+    response = client.post(
+        f"{ORDERS}{paid.pk}/refund/", {"amount_fen": "100", "reason": "退差额", "reserved_fen": "0"}
+    )
     assert response.status_code == 302
     assert Refund.objects.get().requested_by == "cashier"
 
