@@ -201,7 +201,8 @@ def test_a_refund_form_without_what_it_was_shown_refunds_nothing(operator_client
 
 def test_a_refund_above_what_is_left_is_refused_with_a_message(operator_client, paid) -> None:
     response = operator_client.post(
-        f"{ORDERS}{paid.pk}/refund/", {"amount_fen": str(FEE + 1), "reason": "多退", "reserved_fen": "0"}
+        f"{ORDERS}{paid.pk}/refund/",
+        {"amount_fen": str(FEE + 1), "reason": "多退", "reserved_fen": "0"},
     )
     assert response.status_code == 200
     assert not Refund.objects.exists()
@@ -213,7 +214,8 @@ def test_a_refund_above_what_is_left_is_refused_with_a_message(operator_client, 
 def test_an_unpaid_order_cannot_be_refunded(operator_client, pay_order) -> None:
     pending = pay_order("alipay", heard=False)
     response = operator_client.post(
-        f"{ORDERS}{pending.pk}/refund/", {"amount_fen": "100", "reason": "测试", "reserved_fen": "0"}
+        f"{ORDERS}{pending.pk}/refund/",
+        {"amount_fen": "100", "reason": "测试", "reserved_fen": "0"},
     )
     assert "refund_not_allowed" in messages_of(response)[0]
     assert not Refund.objects.exists()
