@@ -372,6 +372,11 @@ STORAGES = {
 # --- Security ------------------------------------------------------------------
 
 SESSION_COOKIE_SECURE = not DEBUG
+# Sessions are the admin's only (the API authenticates by token or key): a
+# console that reveals citizens' data keeps one a working day, not Django's
+# two weeks, and not past the browser's closing.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_HOURS", default=8) * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 # The admin's messages are kept in the session, on the server: a message can
 # carry a secret shown once (a new API key), and Django's default, a cookie,
 # is signed but not encrypted.

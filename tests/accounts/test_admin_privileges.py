@@ -320,3 +320,17 @@ def _citizen_with_permission() -> User:
     user = CitizenFactory()
     user.user_permissions.add(Permission.objects.get(codename="view_pii"))
     return user
+
+
+def test_an_operators_session_lasts_a_working_day_not_two_weeks(client, settings) -> None:
+    """A console that reveals citizens' data: a session left open (or its
+    cookie taken) ends after ADMIN_SESSION_HOURS, and when the browser
+    closes."""
+    root = StaffFactory(username="root", is_superuser=True)
+    root.set_password("Right-pass-2026")
+    root.save()
+    assert _admin_login(client, "Right-pass-2026").status_code == 302
+    assert client.session.get_expiry_age() == 8 * 3600
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+    assert cookie["max-age"] in ("", None) and cookie["expires"] in ("", None)
+    assert cookie["httponly"]
