@@ -567,6 +567,11 @@ class DepartmentAdmin(ChangesPublicPages, AuditedModelAdmin):
     search_fields = ("code", "name", "name_en")
     ordering = ("code",)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # What integrations hold (keys' commands, events, receipts' signed
+        # claims): given once, like a service's.
+        return ("code",) if obj else ()
+
 
 class ApiKeyAddForm(forms.ModelForm):
     class Meta:

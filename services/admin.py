@@ -61,6 +61,10 @@ class CategoryAdmin(ChangesPublicPages, AuditedModelAdmin):
     list_editable = ("sort_order", "is_active")
     search_fields = ("code", "name", "name_en")
 
+    def get_readonly_fields(self, request, obj=None):
+        # What clients filter the catalog by: given once, like a service's.
+        return ("code",) if obj else ()
+
 
 def _not_json(text: str) -> NoReturn:
     raise json.JSONDecodeError("not a JSON number", text, 0)

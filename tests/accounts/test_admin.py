@@ -305,3 +305,28 @@ def test_an_inbox_message_is_shown_with_personal_values_masked(operator_client, 
     html = operator_client.get(f"/admin/accounts/message/{message.pk}/change/").content.decode()
     assert "430102199003070018" not in html and "13800138000" not in html
     assert "430102********0018" in html and "138****8000" in html
+
+
+def test_a_departments_and_a_categorys_code_stay_once_made(
+    operator_client, department, category
+) -> None:
+    """Codes are what integrations hold: API keys' commands, events, the
+    catalog's filters, receipts signed with the department's code. The
+    admin edits the rest, never the code (as a service's)."""
+    response = operator_client.post(
+        f"/admin/accounts/department/{department.pk}/change/",
+        {"code": "renamed", "name": "新名称", "name_en": "", "contact_phone": "", "is_active": "on"},
+    )
+    assert response.status_code == 302
+    department.refresh_from_db()
+    assert department.name == "新名称" and department.code != "renamed"
+    response = operator_client.post(
+        f"/admin/services/category/{category.pk}/change/",
+        {"code": "renamed", "name": "新的分类", "name_en": "", "sort_order": 0, "is_active": "on"},
+    )
+    assert response.status_code == 302
+    category.refresh_from_db()
+    assert category.name == "新的分类" and category.code != "renamed"
+    # Made new, a code is given as before.
+    assert 'name="code"' in operator_client.get("/admin/accounts/department/add/").content.decode()
+    assert 'name="code"' in operator_client.get("/admin/services/category/add/").content.decode()
