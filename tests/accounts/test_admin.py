@@ -315,7 +315,13 @@ def test_a_departments_and_a_categorys_code_stay_once_made(
     admin edits the rest, never the code (as a service's)."""
     response = operator_client.post(
         f"/admin/accounts/department/{department.pk}/change/",
-        {"code": "renamed", "name": "新名称", "name_en": "", "contact_phone": "", "is_active": "on"},
+        {
+            "code": "renamed",
+            "name": "新名称",
+            "name_en": "",
+            "contact_phone": "",
+            "is_active": "on",
+        },
     )
     assert response.status_code == 302
     department.refresh_from_db()
