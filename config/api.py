@@ -560,17 +560,20 @@ def json_problem(value: Any) -> StrOrPromise | None:
     return None
 
 
-class _NameGivenTwice(ValueError):
-    pass
+class NameGivenTwice(ValueError):
+    """A JSON object names a member twice (see :func:`json_object_once`)."""
 
 
-def _object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def json_object_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for every JSON body we read from a client: an
+    object naming a member twice raises :class:`NameGivenTwice` (which of
+    its values counts would be up to each reader)."""
     data = dict(pairs)
     if len(data) != len(pairs):
         seen: set[str] = set()
         for name, _value in pairs:
             if name in seen:
-                raise _NameGivenTwice(name)
+                raise NameGivenTwice(name)
             seen.add(name)
     return data
 
@@ -590,9 +593,9 @@ class StrictJSONParser(JSONParser):
             data = drf_json.loads(
                 codecs.getreader(encoding)(stream).read(),
                 parse_constant=drf_json.strict_constant if self.strict else None,
-                object_pairs_hook=_object_once,
+                object_pairs_hook=json_object_once,
             )
-        except _NameGivenTwice as exc:
+        except NameGivenTwice as exc:
             raise exceptions.ParseError(
                 str(_("JSON 对象中的名称重复：%(name)s") % {"name": str(exc)[:64]})
             ) from exc

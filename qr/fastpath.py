@@ -30,7 +30,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts import token_facts
-from config.api import json_problem
+from config.api import json_object_once, json_problem
 from config.errors import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
 from config.fastpath import API_HEADERS, bodiless, plain_request
 from config.redis_client import REDIS_ERRORS, redis_client, redis_key
@@ -53,8 +53,11 @@ def _json_constant_refused(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-# Made once: json.loads with any option builds a new decoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_json_constant_refused)
+# Made once: json.loads with any option builds a new decoder per call. A body
+# the view's parser refuses (a name given twice too) goes to the view.
+_DECODER = json.JSONDecoder(
+    parse_constant=_json_constant_refused, object_pairs_hook=json_object_once
+)
 
 
 StartResponse = Callable[..., Any]

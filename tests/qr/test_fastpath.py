@@ -149,6 +149,18 @@ def test_anything_unusual_goes_the_full_way_and_gets_its_problem(
     assert json.loads(answer[2])["code"] == code
 
 
+def test_a_code_given_twice_in_one_body_is_refused_on_both_paths(citizen, scanner_key) -> None:
+    """Which "code" counts is up to each reader: the view's parser refuses
+    a body that names one twice, and so does the fast path (it took the
+    last and said valid)."""
+    body = b'{"code": "MCS1:not.a.code", "code": "' + citizen_code(citizen).encode() + b'"}'
+    first = wsgi(body, key=scanner_key.raw)  # unknown key yet: the full way
+    wsgi({"code": citizen_code(citizen)}, key=scanner_key.raw)
+    second = wsgi(body, key=scanner_key.raw)  # remembered key: the fast path
+    assert first[0] == second[0] == 400
+    assert json.loads(first[2])["code"] == json.loads(second[2])["code"] == "malformed_request"
+
+
 def test_english_scanners_get_english_headers_the_full_way(
     citizen, scanner_key, view_calls
 ) -> None:
