@@ -152,10 +152,10 @@ class SettlementForm(forms.Form):
 
 
 class OwedFilter(admin.SimpleListFilter):
-    """Orders of withdrawn applications with money not yet on its way back
-    (``selectors.orders_owed_to_withdrawn``)."""
+    """Orders a refund the platform asked for by itself failed on, with
+    money not yet on its way back (``selectors.orders_owed_back``)."""
 
-    title = _("撤回办件")
+    title = _("自动退款")
     parameter_name = "owed"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
@@ -165,7 +165,7 @@ class OwedFilter(admin.SimpleListFilter):
         self, request: HttpRequest, queryset: QuerySet[PaymentOrder]
     ) -> QuerySet[PaymentOrder]:
         if self.value() == "yes":
-            return queryset.filter(pk__in=selectors.orders_owed_to_withdrawn().values("pk"))
+            return queryset.filter(pk__in=selectors.orders_owed_back().values("pk"))
         return queryset
 
 
@@ -890,7 +890,7 @@ def _money_panel(periods: dashboard.Periods) -> dashboard.Panel:
     today = by_day[periods.today]
     week = {key: sum(day[key] for day in by_day.values()) for key in today}
     in_flight = selectors.refunds_in_flight()
-    owed = selectors.owed_to_withdrawn_totals()
+    owed = selectors.owed_back_totals()
 
     def ledger(kind: str, start: dt.datetime, end: dt.datetime) -> str:
         return dashboard.changelist(
@@ -964,7 +964,7 @@ def _money_panel(periods: dashboard.Periods) -> dashboard.Panel:
                 note=f"¥{selectors.yuan(in_flight['fen'], grouped=True)}",
             ),
             dashboard.Figure(
-                str(_("撤回办件待退款")),
+                str(_("自动退款失败待退")),
                 str(owed["count"]),
                 dashboard.changelist(reverse("admin:payments_paymentorder_changelist"), owed="yes"),
                 note=f"¥{selectors.yuan(owed['fen'], grouped=True)}",

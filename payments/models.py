@@ -166,6 +166,9 @@ class Refund(models.Model):
     )
     provider_refund_id = models.CharField(_("渠道退款号"), max_length=64, blank=True)
     requested_by = models.CharField(_("发起方"), max_length=100, blank=True)
+    # Asked for by the platform itself (a withdrawn application's money, a
+    # payment nothing needs any more), not by a department or an operator.
+    automatic = models.BooleanField(_("平台自动发起"), default=False, db_default=False)
     failure_reason = models.CharField(_("失败原因"), max_length=200, blank=True)
     # Set once the provider took the request (it answers asynchronously).
     submitted_at = models.DateTimeField(_("提交渠道时间"), null=True, blank=True)

@@ -635,6 +635,7 @@ def refund_request(
             reason=reason[:200],
             # Who asked, as the audit trail names them; the system by name.
             requested_by=(audit.actor_label(actor) or SYSTEM)[:100],
+            automatic=actor is None,
         )
         audit_record(
             actor=actor,
@@ -693,14 +694,11 @@ def refund_apply_result(*, refund: Refund, result: RefundResult) -> bool:
                 target=refund,
                 data={"order_no": order.order_no, "refund_no": refund.refund_no},
             )
-            if (
-                refund.requested_by != SYSTEM
-                and order.application.status == ApplicationStatus.CANCELLED
-            ):
+            if not refund.automatic and order.application.status == ApplicationStatus.CANCELLED:
                 # Under way when the citizen withdrew, it kept its amount out
                 # of the automatic refund: that amount goes back by itself
-                # too. (One the system asked for is not asked for again: the
-                # order is listed as owed for an operator.)
+                # too. (One the platform asked for is not asked for again:
+                # the order is listed as owed for an operator.)
                 refund_what_is_left(order)
             return True
         if result.amount_fen and result.amount_fen != refund.amount_fen:

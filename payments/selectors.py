@@ -19,7 +19,6 @@ from payments.models import (
     Refund,
     RefundStatus,
 )
-from services.models import ApplicationStatus
 
 
 def yuan(fen: int | None, *, grouped: bool = False) -> str:
@@ -211,11 +210,11 @@ def refunds_in_flight() -> dict[str, int]:
     return {"count": int(totals["count"] or 0), "fen": int(totals["fen"] or 0)}
 
 
-def orders_owed_to_withdrawn() -> QuerySet[PaymentOrder]:
-    """Paid orders of withdrawn applications with money that no refund
-    takes or may still take (``owed_fen``): a refund failed, and the
-    automatic one did too, or is still to be asked for. An operator pays it
-    back. Driven by the failed refunds, which are few."""
+def orders_owed_back() -> QuerySet[PaymentOrder]:
+    """Paid orders a refund the platform asked for by itself failed on (a
+    withdrawn application's money, a payment nothing needed any more), with
+    money that no refund takes or may still take (``owed_fen``): an
+    operator pays it back. Driven by the failed refunds, which are few."""
     reserved = (
         Refund.objects.filter(order=OuterRef("pk"))
         .exclude(status=RefundStatus.FAILED)
@@ -226,16 +225,17 @@ def orders_owed_to_withdrawn() -> QuerySet[PaymentOrder]:
     )
     return (
         PaymentOrder.objects.filter(
-            pk__in=Refund.objects.filter(status=RefundStatus.FAILED).values("order_id"),
+            pk__in=Refund.objects.filter(status=RefundStatus.FAILED, automatic=True).values(
+                "order_id"
+            ),
             status__in=(OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED),
-            application__status=ApplicationStatus.CANCELLED,
         )
         .annotate(owed_fen=F("paid_fen") - Coalesce(Subquery(reserved), 0))
         .filter(owed_fen__gt=0)
     )
 
 
-def owed_to_withdrawn_totals() -> dict[str, int]:
-    """:func:`orders_owed_to_withdrawn`: ``count`` and ``fen``."""
-    totals = orders_owed_to_withdrawn().aggregate(count=Count("id"), fen=Sum("owed_fen"))
+def owed_back_totals() -> dict[str, int]:
+    """:func:`orders_owed_back`: ``count`` and ``fen``."""
+    totals = orders_owed_back().aggregate(count=Count("id"), fen=Sum("owed_fen"))
     return {"count": int(totals["count"] or 0), "fen": int(totals["fen"] or 0)}

@@ -493,6 +493,31 @@ def test_a_late_success_for_a_closed_order_is_recorded_and_sent_back_if_not_need
     assert paid_second.status == OrderStatus.PAID
 
 
+def test_a_late_successs_failed_automatic_refund_is_listed_as_owed(
+    citizen_api, awaiting, pay, settings
+) -> None:
+    """The money of a payment nothing needed went back by itself, and that
+    refund failed at its channel: the order is listed as owed (the
+    application was not withdrawn: it was paid through another order)."""
+    from payments import selectors
+    from payments.models import Refund, SandboxRefund
+
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    first = open_order(citizen_api, awaiting, "wechat")
+    pay(open_order(citizen_api, awaiting, "alipay"))  # closes the first, pays
+    SandboxTrade.objects.filter(order_no=first["order_no"]).update(state="NOTPAY")
+    pay(first)  # the wallet took it after all: sent back by the platform
+    automatic = Refund.objects.get(order_id=first["id"])
+    assert automatic.automatic and automatic.status == "pending"
+    SandboxRefund.objects.filter(refund_no=automatic.refund_no).update(state="CLOSED")
+    tasks.payments_sweep()
+    assert Refund.objects.get(pk=automatic.pk).status == "failed"
+
+    [owed] = selectors.orders_owed_back()
+    assert str(owed.pk) == first["id"] and owed.owed_fen == FEE
+
+
 def test_the_citizens_export_holds_their_orders_and_refunds(
     citizen_api, awaiting, pay, integrator_api, django_capture_on_commit_callbacks
 ) -> None:

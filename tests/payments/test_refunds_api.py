@@ -453,16 +453,16 @@ def test_money_a_failed_automatic_refund_leaves_is_shown_to_operators(
     for _ in range(2):
         sent_again_by_the_sweep()
     assert [r.status for r in Refund.objects.all()] == ["failed"]
-    [owed] = selectors.orders_owed_to_withdrawn()
+    [owed] = selectors.orders_owed_back()
     assert str(owed.pk) == paid["id"] and owed.owed_fen == FEE
-    assert selectors.owed_to_withdrawn_totals() == {"count": 1, "fen": FEE}
+    assert selectors.owed_back_totals() == {"count": 1, "fen": FEE}
     dashboard = operator_client.get("/admin/").content.decode()
-    assert "撤回办件待退款" in dashboard and "?owed=yes" in dashboard
+    assert "自动退款失败待退" in dashboard and "?owed=yes" in dashboard
     listed = operator_client.get("/admin/payments/paymentorder/", {"owed": "yes"})
     assert paid["order_no"] in listed.content.decode()
 
     assert refund(paid, FEE).status_code == 201  # paid back another way
-    assert list(selectors.orders_owed_to_withdrawn()) == []
+    assert list(selectors.orders_owed_back()) == []
     listed = operator_client.get("/admin/payments/paymentorder/", {"owed": "yes"})
     assert paid["order_no"] not in listed.content.decode()
 
