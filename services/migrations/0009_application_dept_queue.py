@@ -1,10 +1,12 @@
 from django.db import migrations, models
 
-from config.schema import AddIndexConcurrentlyOnPostgres, RemoveIndexConcurrentlyOnPostgres
+from config.schema import AddIndexConcurrentlyOnPostgres
 
 
 class Migration(migrations.Migration):
-    # CONCURRENTLY cannot run inside a transaction.
+    # CONCURRENTLY cannot run inside a transaction; one operation per
+    # migration, so that one that fails (a lock or statement timeout) is
+    # run again alone, after the ones recorded as done.
     atomic = False
 
     dependencies = [
@@ -19,21 +21,5 @@ class Migration(migrations.Migration):
                 fields=["department", "-submitted_at"],
                 name="application_dept_queue",
             ),
-        ),
-        AddIndexConcurrentlyOnPostgres(
-            model_name="application",
-            index=models.Index(
-                condition=models.Q(("submitted_at__isnull", False)),
-                fields=["department", "status", "-submitted_at"],
-                name="application_dept_status",
-            ),
-        ),
-        RemoveIndexConcurrentlyOnPostgres(
-            model_name="application",
-            name="application_dept_recent",
-        ),
-        RemoveIndexConcurrentlyOnPostgres(
-            model_name="application",
-            name="application_dept_feed",
         ),
     ]
