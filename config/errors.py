@@ -254,6 +254,22 @@ HEADER_FIELDS_TOO_LARGE = error_code(
     when=_("某个请求头超过 8190 字节，或者请求头超过 100 个，服务器没有读取这个请求。"),
     what_to_do=_("去掉不需要的请求头（例如过多的 Cookie）后重试。"),
 )
+EXPECTATION_FAILED = error_code(
+    "expectation_failed",
+    417,
+    _("不支持该 Expect 请求头"),
+    when=_("请求带有 `Expect` 头，其值不是服务器唯一支持的 `100-continue`。"),
+    what_to_do=_("去掉 `Expect` 头，或改为 `Expect: 100-continue`。"),
+)
+TRANSFER_CODING_UNSUPPORTED = error_code(
+    "transfer_coding_unsupported",
+    501,
+    _("不支持该传输编码"),
+    when=_(
+        "请求的 `Transfer-Encoding` 不是服务器认识的编码（`chunked`、`gzip`、`deflate`、`compress`）。"
+    ),
+    what_to_do=_("带 `Content-Length` 发送未经传输编码的请求体。"),
+)
 UNSUPPORTED_MEDIA_TYPE = error_code(
     "unsupported_media_type",
     415,

@@ -14,19 +14,27 @@ from gunicorn import util  # type: ignore[import-untyped]
 from gunicorn.workers.sync import SyncWorker  # type: ignore[import-untyped]
 
 from config.errors import (
+    EXPECTATION_FAILED,
     HEADER_FIELDS_TOO_LARGE,
     MALFORMED_REQUEST,
     PROBLEM_CONTENT_TYPE,
     SERVER_ERROR,
+    TRANSFER_CODING_UNSUPPORTED,
     URI_TOO_LONG,
     ErrorCode,
     problem_body,
 )
 
 # gunicorn's status for what it refuses; anything else it refuses (a
-# request line or header it cannot read, a proxy line, an Expect or a
-# transfer coding it does not take) is the client's malformed request.
-_BY_STATUS = {414: URI_TOO_LONG, 431: HEADER_FIELDS_TOO_LARGE, 500: SERVER_ERROR}
+# request line or header it cannot read; a proxy line or TLS, which this
+# configuration does not take) is the client's malformed request.
+_BY_STATUS = {
+    414: URI_TOO_LONG,
+    417: EXPECTATION_FAILED,
+    431: HEADER_FIELDS_TOO_LARGE,
+    500: SERVER_ERROR,
+    501: TRANSFER_CODING_UNSUPPORTED,
+}
 
 
 class _Withheld:

@@ -264,6 +264,11 @@ def test_what_gunicorn_refuses_before_django_is_a_problem_too(tmp_path) -> None:
             431,
             "header_fields_too_large",
         ),
+        b"POST / HTTP/1.1\r\n" + host + b"Expect: 200-ok\r\n\r\n": (417, "expectation_failed"),
+        b"POST / HTTP/1.1\r\n" + host + b"Transfer-Encoding: br\r\n\r\n": (
+            501,
+            "transfer_coding_unsupported",
+        ),
     }
     with configured_web_server(env, tmp_path / "web.log") as base:
         for request, (status, code) in refused.items():
