@@ -344,6 +344,10 @@ class PaymentOrderAdmin(BigTableList, ReadOnlyAdmin):
                     level=messages.SUCCESS,
                 )
                 return HttpResponseRedirect(change_url)
+        elif request.method == "POST" and "reserved_fen" in form.errors:
+            # Not the form as it was shown (its guard is missing or
+            # altered): shown afresh, as a refused one is.
+            refused = True
         if refused:
             # Shown again as things stand now (another refund may have come
             # meanwhile), the amount left empty: sending it again is the

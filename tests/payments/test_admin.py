@@ -197,6 +197,12 @@ def test_a_refund_form_without_what_it_was_shown_refunds_nothing(operator_client
     )
     assert response.status_code == 200
     assert not Refund.objects.exists()
+    # Shown afresh, with its guard: sent as shown, it refunds.
+    shown = re.search(r'name="reserved_fen" value="(\d+)"', response.content.decode())
+    assert shown is not None and shown.group(1) == "0"
+    again = {"reserved_fen": shown.group(1), "amount_fen": "500", "reason": "多收工本费"}
+    assert operator_client.post(f"{ORDERS}{paid.pk}/refund/", again).status_code == 302
+    assert Refund.objects.count() == 1
 
 
 def test_a_refund_above_what_is_left_is_refused_with_a_message(operator_client, paid) -> None:
