@@ -10,7 +10,8 @@ the channel does, so everything on our side is what production runs.
 
 Everything a provider returns is one of the small value types below; what it
 cannot accept it raises as :class:`NotifyRejected` (callbacks) or
-:class:`ProviderError` (calls to the channel). Providers keep no state of
+:class:`ProviderError` (calls to the channel); an authentic callback about
+something else than a payment as :class:`NotifyNotAPayment`. Providers keep no state of
 their own: :mod:`payments.orders` and :mod:`payments.refunds` own the rules.
 """
 
@@ -176,9 +177,11 @@ class BasePaymentProvider:
 
         Checks everything the channel offers to check (signature with the
         platform key, timestamps, our merchant and app ids, decryption) and
-        raises :class:`NotifyRejected` on any failure. ``headers`` are
-        case-insensitive. The amount is returned, not judged: the caller
-        compares it with the order."""
+        raises :class:`NotifyRejected` on any failure; an authentic callback
+        that is not about a payment (UnionPay's refund notice) raises
+        :class:`NotifyNotAPayment`. ``headers`` are case-insensitive. The
+        amount is returned, not judged: the caller compares it with the
+        order."""
         raise NotImplementedError
 
     def notify_reply(self, *, accepted: bool, message: str = "") -> NotifyReply:

@@ -506,7 +506,8 @@ class UnionpayProvider(BasePaymentProvider):
                 "txnAmt": str(amount_fen),
                 "currencyCode": "156",
                 # UnionPay requires a backUrl for refunds; their notices are
-                # refused there (see notify_parse) and refunds are queried.
+                # acknowledged there and nothing more (see notify_parse):
+                # refunds are settled by their query.
                 "backUrl": f"{settings.PAYMENTS_NOTIFY_BASE_URL.rstrip('/')}"
                 "/api/v1/payments/notify/unionpay/",
             }
