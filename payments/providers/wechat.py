@@ -295,8 +295,8 @@ class WechatPayProvider(BasePaymentProvider):
     Every call raises :class:`~payments.providers.base.ProviderError` with
     WeChat's error ``code`` (``ORDERPAID``, ``INVALID_REQUEST`` …); it is
     ``retryable`` for network failures, 429 and 5xx, ``NOT_ENOUGH`` (a refund
-    beyond the merchant's balance), and for answers (refusals too) whose
-    signature does not hold (every call here is idempotent, and a
+    beyond the merchant's balance), and for answers (signed refusals too)
+    whose signature does not hold (every call here is idempotent, and a
     call that did reach WeChat must be asked again, not forgotten).
     """
 
@@ -553,11 +553,17 @@ class WechatPayProvider(BasePaymentProvider):
             raise ProviderError(f"WeChat Pay unreachable: {exc}", code="NETWORK") from exc
         if not response.is_success:
             refusal = self._refusal(response)
-            if signed_answer and not refusal.retryable:
+            if (
+                signed_answer
+                and not refusal.retryable
+                and "Wechatpay-Signature" in response.headers
+            ):
                 # A refusal steers us as much as an answer (a refund WeChat
-                # does not know is failed and its amount freed), and WeChat
-                # signs its answer to every request it authenticated: one
-                # whose signature does not hold is no answer, asked again.
+                # does not know is failed and its amount freed): a signed
+                # one whose signature does not hold is no answer, asked
+                # again. One without a signature is believed, as WeChat's own
+                # SDKs believe refusals (they check successes only): WeChat
+                # does not promise to sign them.
                 try:
                     self._check_answer(response)
                 except ProviderError as unsigned:
