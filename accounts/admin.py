@@ -16,6 +16,7 @@ from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
@@ -34,6 +35,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django_celery_beat.admin import (
@@ -649,17 +651,39 @@ class ApiKeyAdmin(AuditedModelAdmin):
             name=form.cleaned_data["name"],
             created_by=request.user,
         )
-        obj.pk = key.pk
+        # The key as made (its prefix names it in the logs and the picker).
+        for field in key._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(key, field.attname))
         obj._state.adding = False
-        self.message_user(
-            request,
-            format_html(
-                "{}<br><code style='user-select:all'>{}</code>",
-                _("新密钥只显示这一次，请立即复制并交给部门："),
-                raw,
-            ),
-            level=messages.WARNING,
-        )
+        # For response_add, on this request's object only: never a message,
+        # which the session would keep in its row until the next page.
+        obj._new_key = raw
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new key, shown once in the answer to the form that made it
+        (nothing of it in a message, the session or a cookie) and kept by
+        no cache; from a picker's popup, the picker is given the key once
+        the operator has copied it."""
+        raw = getattr(obj, "_new_key", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        popup = None
+        if IS_POPUP_VAR in request.POST:
+            to_field = request.POST.get(TO_FIELD_VAR)
+            value = str(obj.serializable_value(to_field) if to_field else obj.pk)
+            popup = {"value": value, "obj": str(obj)}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("新密钥"),
+            "key": obj,
+            "raw": raw,
+            "popup_response_data": popup,
+            "is_popup": popup is not None,
+        }
+        response = TemplateResponse(request, "admin/accounts/apikey/new_key.html", context)
+        add_never_cache_headers(response)
+        return response
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from celery import shared_task
+from django.conf import settings
 
 from accounts import idempotency, inbox, otp, tokens
 
@@ -25,3 +28,10 @@ def refresh_tokens_purge() -> int:
 @shared_task(name="accounts.purge_closed_inboxes", acks_late=True)
 def closed_inboxes_purge() -> int:
     return inbox.messages_of_closed_accounts_purge()
+
+
+@shared_task(name="accounts.purge_expired_sessions", acks_late=True)
+def expired_sessions_purge() -> None:
+    # Django's clearsessions: an admin session's row outlives its expiry,
+    # with what it held (its messages), until something deletes it.
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()

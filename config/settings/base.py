@@ -343,6 +343,13 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": crontab(hour=4, minute=41),
         "options": {"queue": "housekeeping"},
     },
+    # Admin sessions past their expiry (Django's clearsessions), with the
+    # messages they held.
+    "accounts-purge-expired-sessions": {
+        "task": "accounts.purge_expired_sessions",
+        "schedule": crontab(hour=4, minute=53),
+        "options": {"queue": "housekeeping"},
+    },
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
@@ -377,9 +384,10 @@ SESSION_COOKIE_SECURE = not DEBUG
 # two weeks, and not past the browser's closing.
 SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_HOURS", default=8) * 3600
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
-# The admin's messages are kept in the session, on the server: a message can
-# carry a secret shown once (a new API key), and Django's default, a cookie,
-# is signed but not encrypted.
+# The admin's messages are kept in the session, on the server, not in
+# Django's default cookie (signed, not encrypted). Still no secret goes in a
+# message: the session's row keeps it until the next page or its expiry (a
+# new API key is shown in the answer to the form that made it).
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
