@@ -405,9 +405,10 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
-        if obj is not None and not obj.is_staff:
+        if obj is not None and not privileges.account_is_privileged(obj):
             # A citizen's e-mail is theirs to change (citizens.profile_update)
-            # and personal data: masked here, in full on the reveal page.
+            # and personal data: masked here, in full on the reveal page. A
+            # privileged account's (staff or not) is an operator's.
             fieldsets = [
                 (
                     name,
@@ -453,8 +454,10 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         # A citizen's account is closed by the citizen (citizens.account_close
         # revokes tokens and star-codes, tells the revocation feed and erases
         # personal data); deleting the row would skip all of it. Suspending
-        # is the operator's way to stop an account.
-        if obj is not None and not obj.is_staff:
+        # is the operator's way to stop an account. A privileged one, staff
+        # or not, cannot close itself (account_privileged): a superuser
+        # (account_may_manage, above) deletes it here.
+        if obj is not None and not privileges.account_is_privileged(obj):
             return False
         return super().has_delete_permission(request, obj)
 
