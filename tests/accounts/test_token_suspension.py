@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+from rest_framework_simplejwt.tokens import UntypedToken
 
 from accounts import citizens, tokens
 from accounts.models import User
@@ -22,6 +24,15 @@ REFRESH = "/api/v1/auth/token/refresh/"
 
 def refresh(refresh_token: str) -> Any:
     return APIClient().post(REFRESH, {"refresh": refresh_token}, format="json")
+
+
+def revoked(refresh_token: str) -> bool:
+    """Whether the suspension revoked ``refresh_token``, read from its
+    record: shown to the API while the account is suspended, a token the
+    suspension missed would be spent by that very look, and the race's
+    escapee found only when a later one came."""
+    jti = UntypedToken(refresh_token)["jti"]  # type: ignore[arg-type]  # simplejwt annotates the token as Token; it takes the JWT string
+    return BlacklistedToken.objects.filter(token__jti=jti).exists()
 
 
 def suspend(user_id: Any, operator: User) -> None:
@@ -97,7 +108,7 @@ def test_a_refresh_racing_a_suspension_leaves_no_working_token(
     assert answer.status_code in (200, 401), answer.json()
     made = [answer.json()["refresh"]] if answer.status_code == 200 else []
     for token in made:
-        assert refresh(token).json()["code"] in ("token_invalid", "account_inactive")
+        assert revoked(token)
     reinstate(citizen.pk, operator)
     # The new token first: the spent one, shown again, would end every
     # session of the account (reuse), the new token's too.
@@ -134,6 +145,7 @@ def test_a_login_racing_a_suspension_leaves_no_working_token(
         assert answer.json()["code"] == "account_suspended"
         return
     made = answer.json()["refresh"]
+    assert revoked(made)
     reinstate(citizen.pk, operator)
     after = refresh(made)
     assert after.status_code == 401, after.json()
