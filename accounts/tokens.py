@@ -84,6 +84,16 @@ def _hold_open_account(user_id: Any) -> User | None:
     return held
 
 
+def _pair_make(*, held: User) -> dict[str, str]:
+    """A new access and refresh pair for ``held``, an account the caller's
+    transaction holds active and open (:func:`_hold_open_account`): the
+    login's or the refresh's own lock, not taken again here."""
+    refresh = CitizenRefreshToken.for_user(held)
+    access = refresh.access_token
+    token_facts.facts_stamp(access, held)
+    return {"access": str(access), "refresh": str(refresh)}
+
+
 def tokens_issue(*, user: User, refusal: ErrorCode = ACCOUNT_INACTIVE) -> dict[str, str]:
     """A new access and refresh pair for ``user``, made while the account is
     held active and open (``refusal`` is raised otherwise): a suspension or
@@ -93,10 +103,7 @@ def tokens_issue(*, user: User, refusal: ErrorCode = ACCOUNT_INACTIVE) -> dict[s
         held = _hold_open_account(user.pk)
         if held is None:
             raise AccountsError(refusal)
-        refresh = CitizenRefreshToken.for_user(held)
-        access = refresh.access_token
-        token_facts.facts_stamp(access, held)
-    return {"access": str(access), "refresh": str(refresh)}
+        return _pair_make(held=held)
 
 
 def tokens_login(*, user: User) -> dict[str, str]:
@@ -170,7 +177,9 @@ def token_refresh(*, refresh: str) -> dict[str, str]:
             if user is None:
                 inactive = True
             else:
-                pair = tokens_issue(user=user)
+                # Under the lock taken above: a nested issuance would take
+                # it again (a savepoint, the lock's query, the release).
+                pair = _pair_make(held=user)
     if reuse:
         owner = User.objects.filter(pk=token.get("user_id")).first()
         if owner is not None:

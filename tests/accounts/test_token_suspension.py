@@ -81,9 +81,9 @@ def suspend_meanwhile(
     assert not User.objects.get(pk=user_id).is_active
 
 
-# Where the racing request stops: before it looks at the account again to
-# make the pair, and just before the new refresh token's row is written.
-PAUSES = [(tokens, "tokens_issue"), (CitizenRefreshToken, "for_user")]
+# Where the racing request stops, holding the account: before it makes the
+# pair, and just before the new refresh token's row is written.
+PAUSES = [(tokens, "_pair_make"), (CitizenRefreshToken, "for_user")]
 
 
 @pytest.mark.integration  # PostgreSQL's row locks, two sessions
