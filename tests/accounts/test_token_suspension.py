@@ -61,24 +61,29 @@ def test_a_refresh_token_shown_while_suspended_does_not_work_after_reinstatement
     assert after.json()["code"] == "token_invalid"
 
 
-def suspend_meanwhile(
-    step: Any, *, paused: Any, release: Any, user_id: Any, operator: User
-) -> None:
-    """Run ``step`` until it pauses, suspend the account on another
-    connection meanwhile, then let ``step`` go on; both must end without an
-    error (PostgreSQL aborting one of two sessions waiting on each other is
-    one)."""
+def answer_racing_a_suspension(
+    monkeypatch: Any, pause: tuple[Any, str], request: Any, *, user_id: Any, operator: User
+) -> Any:
+    """Send ``request()`` until it pauses in ``pause`` (owner, name),
+    suspend the account on another connection meanwhile, then let the
+    request go on; its answer. Both must end without an error (PostgreSQL
+    aborting one of two sessions waiting on each other is one)."""
+    paused, release = pause_in(monkeypatch, *pause)
+    answers: list[Any] = []
     errors: list[BaseException] = []
-    stepping = in_thread(step, errors)
+    stepping = in_thread(lambda: answers.append(request()), errors)
     assert paused.wait(30)
     suspending = in_thread(lambda: suspend(user_id, operator), errors)
     a_backend_waits_on_a_lock(timeout=2)  # the suspension may wait for the step, or not
     release.set()
     stepping.join(60)
     suspending.join(60)
+    monkeypatch.undo()
     if errors:
         raise errors[0]
     assert not User.objects.get(pk=user_id).is_active
+    (answer,) = answers
+    return answer
 
 
 # Where the racing request stops, holding the account: before it makes the
@@ -93,18 +98,9 @@ def test_a_refresh_racing_a_suspension_leaves_no_working_token(
     citizen, operator, monkeypatch, owner, name
 ) -> None:
     start = log_in(APIClient())["refresh"]
-    paused, release = pause_in(monkeypatch, owner, name)
-    answers: list[Any] = []
-    suspend_meanwhile(
-        lambda: answers.append(refresh(start)),
-        paused=paused,
-        release=release,
-        user_id=citizen.pk,
-        operator=operator,
+    answer = answer_racing_a_suspension(
+        monkeypatch, (owner, name), lambda: refresh(start), user_id=citizen.pk, operator=operator
     )
-    monkeypatch.undo()
-
-    (answer,) = answers
     assert answer.status_code in (200, 401), answer.json()
     made = [answer.json()["refresh"]] if answer.status_code == 200 else []
     for token in made:
@@ -126,20 +122,13 @@ def test_a_login_racing_a_suspension_leaves_no_working_token(
     phone = citizen.phone
     assert APIClient().post("/api/v1/auth/otp/", {"phone": phone}, format="json").status_code == 202
     code = last_code_sent_to(phone)
-    paused, release = pause_in(monkeypatch, owner, name)
-    answers: list[Any] = []
-    suspend_meanwhile(
-        lambda: answers.append(
-            APIClient().post(LOGIN, {"phone": phone, "code": code}, format="json")
-        ),
-        paused=paused,
-        release=release,
+    answer = answer_racing_a_suspension(
+        monkeypatch,
+        (owner, name),
+        lambda: APIClient().post(LOGIN, {"phone": phone, "code": code}, format="json"),
         user_id=citizen.pk,
         operator=operator,
     )
-    monkeypatch.undo()
-
-    (answer,) = answers
     assert answer.status_code in (200, 403), answer.json()
     if answer.status_code == 403:
         assert answer.json()["code"] == "account_suspended"
