@@ -376,6 +376,9 @@ def application_supplement(*, citizen: User, application: Application, form: Any
             )
         if not isinstance(form, dict):
             raise ServicesError(FORM_INVALID, errors={"form": [str(_("补正内容必须是对象"))]})
+        if not form:
+            # Nothing answered: the request for information stands.
+            raise ServicesError(FORM_INVALID, errors={"form": [str(_("补正内容不能为空"))]})
         merged = {**application.form, **form}
         _check_form(application.service, merged)
         application.form = merged

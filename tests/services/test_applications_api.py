@@ -257,6 +257,20 @@ def test_a_supplement_is_checked_against_the_form(citizen_api, service) -> None:
     assert Application.objects.get(pk=body["id"]).status == "needs_info"
 
 
+def test_an_empty_supplement_is_refused_and_the_application_waits(citizen_api, service) -> None:
+    # {} would end needs_info, start the clock again and tell the department
+    # it was supplemented, without a single answer.
+    body = submit(citizen_api).json()
+    move(Application.objects.get(pk=body["id"]), "accepted", "needs_info")
+    response = citizen_api.post(f"{URL}{body['id']}/supplement/", {"form": {}}, format="json")
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["code"] == "form_invalid"
+    assert list(problem["errors"]) == ["form"]
+    assert Application.objects.get(pk=body["id"]).status == "needs_info"
+    assert not OutboxEvent.objects.filter(type="application.supplemented").exists()
+
+
 def test_supplement_outside_needs_info_is_a_conflict(citizen_api, service) -> None:
     body = submit(citizen_api).json()
     response = citizen_api.post(f"{URL}{body['id']}/supplement/", {"form": {}}, format="json")
