@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.audit import audit_record
 from accounts.inbox import message_post
 from accounts.models import ApiKey, Department, User
+from config.errors import NOT_FOUND
 from config.masking import mask_url_query
 from services.errors import (
     ENDPOINT_HELD,
@@ -37,6 +38,16 @@ from services.models import Delivery, DeliveryStatus, Endpoint
 from services.routing import events, outbox, transport
 
 Actor = User | ApiKey | None
+
+
+def _locked_live(endpoint: Endpoint) -> Endpoint:
+    """The endpoint's row, locked, unless it was removed meanwhile (read
+    before a removal committed, a change written after it would bring the
+    endpoint back): then 404, as for an endpoint never seen."""
+    locked = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    if locked is None or locked.deleted_at is not None:
+        raise ServicesError(NOT_FOUND)
+    return locked
 
 
 def _checked_url(url: str) -> str:
@@ -125,7 +136,7 @@ def endpoint_update(
     with transaction.atomic():
         # Locked and saved field by field: a concurrent secret rotation,
         # pause or 410 must not be written back over by this change.
-        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint = _locked_live(endpoint)
         if "url" in changes and endpoint.held_at is not None:
             # Moved away, the held address would be free to register again.
             raise ServicesError(ENDPOINT_HELD)
@@ -163,6 +174,7 @@ def endpoint_delete(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) 
     What was still to go, and its dead letters (no replay can reach a
     deleted endpoint), are cancelled with it; their attempts stay."""
     with transaction.atomic():
+        endpoint = _locked_live(endpoint)
         endpoint.deleted_at = timezone.now()
         endpoint.is_active = False
         endpoint.save(update_fields=["deleted_at", "is_active"])
@@ -197,7 +209,7 @@ def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor, ip: str | None =
     and still verify with the one before."""
     secret = transport.secret_generate()
     with transaction.atomic():
-        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint = _locked_live(endpoint)
         now = timezone.now()
         kept = [endpoint.secret, *_previous_secrets(endpoint, now)]
         endpoint.previous_secret = " ".join(kept[:PREVIOUS_SECRETS_KEPT])
