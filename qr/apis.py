@@ -36,6 +36,7 @@ from config.api import (
     FixedWindowThrottle,
     PagePagination,
     client_ip,
+    flatten_errors,
     links,
     paginated,
     problems,
@@ -43,7 +44,7 @@ from config.api import (
 from qr import keys, rendering, scans, selectors, star_codes, venue_codes
 from qr.authentication import ScannerKeyAuthentication
 from qr.codes import Kind
-from qr.errors import SINCE_INVALID, QrError
+from qr.errors import CODE_INVALID, SINCE_INVALID, QrError
 from qr.models import VenueCode
 from qr.scans import OfflineScan
 from qr.serializers import (
@@ -395,7 +396,11 @@ class ResolveView(APIView):
     )
     def post(self, request: Request) -> Response:
         serializer = CodeInSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            # DESIGN §5: anything but a valid or a deactivated venue code is
+            # `code_invalid`; the app switches on one code for "not ours",
+            # whatever its scanner read (nothing, blanks, a page of text).
+            raise QrError(CODE_INVALID, errors=flatten_errors(serializer.errors))
         venue = venue_codes.venue_code_resolve(text=serializer.validated_data["code"])
         return Response(
             {

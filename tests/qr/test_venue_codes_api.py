@@ -236,3 +236,31 @@ def test_a_stranger_code_naming_an_odd_jti_is_code_invalid(api, scanner_api, jti
     assert response.status_code == 400
     assert response.json()["code"] == "code_invalid"
     assert verify(scanner_api, code) == {"valid": False, "reason": "unknown_key"}
+
+
+@pytest.mark.parametrize("text", ["", "   ", "A" * 4200], ids=["empty", "blank", "over-long"])
+def test_scanned_text_that_is_no_code_at_all_is_code_invalid(api, text):
+    """DESIGN §5: a deactivated code is 410, anything else 400 `code_invalid`:
+    text the app's scanner read but that is empty, blank or too long too."""
+    response = api.post("/api/v1/qr/resolve/", {"code": text}, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "code_invalid"
+    assert set(body["errors"]) == {"code"}  # what was wrong, as for any invalid input
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"code": 42}, {"code": None}, {"code": ["MCS1:a.b.c"]}, ["MCS1:a.b.c"], "MCS1:a.b.c"],
+    ids=["no-code", "number", "null", "list", "array-body", "string-body"],
+)
+def test_a_body_without_a_code_string_is_code_invalid(api, payload):
+    response = api.post("/api/v1/qr/resolve/", payload, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "code_invalid"
+
+
+def test_a_body_that_is_not_json_stays_malformed_request(api):
+    response = api.post("/api/v1/qr/resolve/", b"{", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_request"
