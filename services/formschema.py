@@ -33,6 +33,7 @@ again before a stored schema checks a form.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -461,6 +462,9 @@ class _Examined:
     # false stands as a subschema that jsonschema enters itself.
     regexes: dict[str, Any] = field(default_factory=dict)
     falses: tuple[Path, ...] = ()
+    # Formats nothing here checks: refused when a schema is saved; in a
+    # schema stored before that rule, an annotation (as JSON Schema has it).
+    unchecked_formats: tuple[str, ...] = ()
 
 
 def _location(path: Path) -> str:
@@ -496,7 +500,7 @@ def _subschemas(schema: dict[str, Any]) -> Iterator[tuple[str, Path, Any]]:
                 yield keyword, (keyword, name), each
 
 
-def _examine(schema: Any) -> _Examined:
+def _examine(schema: Any, *, meta_checked: bool = False) -> _Examined:
     if not isinstance(schema, dict):
         return _Examined([_("申请表定义必须是 JSON 对象")])
     if _deeper_than(schema, MAX_SCHEMA_DEPTH):
@@ -512,13 +516,15 @@ def _examine(schema: Any) -> _Examined:
         return _Examined([_('申请表定义的顶层必须是 "type": "object"')])
     if not isinstance(schema.get("properties", {}), dict):
         return _Examined([_("properties 必须是对象")])
-    return _structure_problems(schema)
+    return _structure_problems(schema, meta_checked=meta_checked)
 
 
-def _structure_problems(schema: dict[str, Any]) -> _Examined:
-    """Subschemas, keywords, regexes, the meta-schema and references, the
-    cheap checks first."""
+def _structure_problems(schema: dict[str, Any], *, meta_checked: bool = False) -> _Examined:
+    """Subschemas, keywords, regexes, the meta-schema (unless this schema
+    passed it before: ``meta_checked``) and references, the cheap checks
+    first."""
     problems: list[str] = []
+    unchecked_formats: list[str] = []
     nodes: dict[Path, Any] = {(): schema}
     applied: dict[Path, list[Path]] = {}
     refs: dict[Path, str] = {}
@@ -547,6 +553,14 @@ def _structure_problems(schema: dict[str, Any]) -> _Examined:
                 patterns.setdefault(pattern, (*path, "patternProperties"))
         if isinstance(node.get("$ref"), str):
             refs[path] = node["$ref"]
+        if isinstance(node.get("format"), str) and node["format"] not in _FORMATS.checkers:
+            unchecked_formats.append(
+                _at(
+                    (*path, "format"),
+                    _("无法校验格式 %(format)s；可用的格式：%(formats)s")
+                    % {"format": node["format"], "formats": ", ".join(sorted(_FORMATS.checkers))},
+                )
+            )
         for keyword, relative, child in _subschemas(node):
             if not isinstance(child, dict | bool):
                 continue
@@ -586,10 +600,11 @@ def _structure_problems(schema: dict[str, Any]) -> _Examined:
             )
         regexes[pattern] = regex
 
-    try:
-        Draft202012Validator.check_schema(schema, format_checker=_NO_FORMATS)
-    except SchemaError as exc:
-        return _Examined([_at(tuple(exc.absolute_path), exc.message)])
+    if not meta_checked:
+        try:
+            Draft202012Validator.check_schema(schema, format_checker=_NO_FORMATS)
+        except SchemaError as exc:
+            return _Examined([_at(tuple(exc.absolute_path), exc.message)])
 
     # Every reference must land on one of the subschemas just walked.
     where = {id(node): path for path, node in nodes.items()}
@@ -628,7 +643,7 @@ def _structure_problems(schema: dict[str, Any]) -> _Examined:
         return _Examined(
             [_("申请表定义展开引用后嵌套过深（最多 %(n)s 层）") % {"n": MAX_SCHEMA_DEPTH}]
         )
-    return _Examined([], regexes, tuple(falses))
+    return _Examined([], regexes, tuple(falses), tuple(unchecked_formats))
 
 
 @dataclass(frozen=True)
@@ -665,7 +680,16 @@ def _unfolded(applied: dict[Path, list[Path]]) -> _Unfolded:
 
 def schema_problems(schema: Any) -> list[str]:
     """Why ``schema`` cannot serve as an application form (empty: it can)."""
-    return _examine(schema).problems
+    examined = _examine(schema)
+    return examined.problems or list(examined.unchecked_formats)
+
+
+def stored_schema_findings(schema: Any) -> tuple[list[str], list[str]]:
+    """For a schema already stored: why no form can be checked against it
+    (the service takes no applications), and the formats in it that
+    nothing checks (answers pass them unchecked)."""
+    examined = _examine(schema)
+    return examined.problems, list(examined.unchecked_formats)
 
 
 # --- Checking forms ------------------------------------------------------------------------
@@ -678,13 +702,25 @@ class _Checked:
     regexes: dict[str, Any]
 
 
+# Digests of the schemas that passed the meta-schema in this process. Its
+# check is most of a schema's cost (about half a millisecond a subschema,
+# a second at the bound): a validator the cache below dropped is made again
+# without it. Cleared whole past its bound, as the memo it is.
+_META_CHECKED: set[bytes] = set()
+_META_CHECKED_MAX = 100_000
+
+
 @functools.lru_cache(maxsize=256)
 def _checked(canonical: str) -> _Checked:
     """A schema (as canonical JSON) checked once, its validator and regexes."""
     schema = json.loads(canonical)
-    examined = _examine(schema)
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+    examined = _examine(schema, meta_checked=digest in _META_CHECKED)
     if examined.problems:
         return _Checked(tuple(examined.problems), None, {})
+    if len(_META_CHECKED) >= _META_CHECKED_MAX:
+        _META_CHECKED.clear()
+    _META_CHECKED.add(digest)
     # The dialect is always 2020-12; a $schema left in would make jsonschema
     # switch to its stock class (stdlib regexes) wherever "#" is followed.
     schema.pop("$schema", None)

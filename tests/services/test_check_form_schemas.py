@@ -48,3 +48,18 @@ def test_the_check_command_lists_a_schema_that_crashed_the_rules(service) -> Non
     assert "sbk-apply (hrss, active)" in out.getvalue()
     assert "properties/extra/$ref" in out.getvalue() and "#/type/x" in out.getvalue()
     assert "listy" in out.getvalue() and "#/required/x" in out.getvalue()
+
+
+def test_the_check_command_names_formats_nothing_checks_without_calling_them_unusable(
+    service,
+) -> None:
+    # Stored before formats were checked when saved: applications are taken,
+    # the answers in those fields are not checked, and the operator is told.
+    stored_before_the_rules(
+        service, {**SIMPLE_FORM, "properties": {"span": {"type": "string", "format": "duration"}}}
+    )
+    out = io.StringIO()
+    call_command("check_form_schemas", stdout=out)
+    assert "1 form schemas checked, all usable" in out.getvalue()
+    assert "sbk-apply (hrss, active)" in out.getvalue()
+    assert "properties/span/format" in out.getvalue() and "duration" in out.getvalue()

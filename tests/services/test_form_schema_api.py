@@ -319,3 +319,32 @@ def test_a_number_too_large_for_a_float_is_checked_exactly(citizen_api, service)
         content_type="application/json",
     )
     assert response.status_code == 201, response.content
+
+
+def test_a_form_naming_a_format_is_checked_by_it_or_refused(
+    integrator_api, category, citizen_api
+) -> None:
+    # A format nothing checks would let any answer through as checked.
+    response = integrator_api.post(URL, guide(with_field(format="duration")), format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "form_schema_invalid"
+    assert "properties/extra/format" in response.json()["errors"]["form_schema"][0]
+
+    schema = {
+        **SIMPLE_FORM,
+        "properties": {
+            **SIMPLE_FORM["properties"],
+            "when": {"type": "string", "format": "date-time"},
+            "site": {"type": "string", "format": "uri"},
+        },
+    }
+    response = integrator_api.post(URL, guide(schema), format="json")
+    assert response.status_code == 201, response.json()
+    response = submit(citizen_api, form={**GOOD_FORM, "when": "下周某天", "site": "not a uri"})
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "form.site": ["格式不正确（uri）"],
+        "form.when": ["格式不正确（date-time）"],
+    }
+    good = {**GOOD_FORM, "when": "2026-12-08T09:30:00+08:00", "site": "https://example.cn/a"}
+    assert submit(citizen_api, form=good).status_code == 201

@@ -296,7 +296,9 @@ def test_the_validator_itself_never_retrieves(monkeypatch, schema_host) -> None:
     resolves nowhere, and nothing is fetched."""
     from services import formschema
 
-    monkeypatch.setattr(formschema, "_structure_problems", lambda schema: formschema._Examined([]))
+    monkeypatch.setattr(
+        formschema, "_structure_problems", lambda schema, **kwargs: formschema._Examined([])
+    )
     formschema._checked.cache_clear()
     try:
         for ref in (schema_host.url(), "file:///etc/hostname"):
@@ -511,3 +513,70 @@ def test_multiples_of_integers_too_large_for_a_float_are_exact() -> None:
         "form.third": ["不符合要求"],
         "form.three": ["不符合要求"],
     }
+
+
+# --- Formats -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("format_", "good", "bad"),
+    [
+        ("date", "2026-12-07", "2026-13-07"),
+        ("time", "09:30:00", "9点半"),
+        ("date-time", "2026-12-07T09:30:00+08:00", "下周某天"),
+        ("email", "zhang.san@example.cn", "not an address"),
+        ("hostname", "gov.changsha.cn", "-bad-.example"),
+        ("uri", "https://www.changsha.gov.cn/a?b=c", "not a uri at all"),
+        ("uri-reference", "/a/b?c", "\\\\bad path"),
+        ("ipv4", "192.0.2.1", "192.0.2"),
+        ("uuid", "4f6bd0a4-4b3e-4c5d-9a1e-9d2f5e6a7b8c", "4f6bd0a4"),
+    ],
+)
+def test_every_format_a_schema_may_name_is_checked(format_, good, bad) -> None:
+    schema = form_with(x={"type": "string", "format": format_})
+    assert schema_problems(schema) == []
+    assert form_errors(schema, {"x": good}) == {}
+    assert form_errors(schema, {"x": bad}) == {"form.x": [f"格式不正确（{format_}）"]}
+
+
+@pytest.mark.parametrize("format_", ["duration", "iri", "json-pointer", "no-such-format"])
+def test_a_format_nothing_here_checks_is_refused_when_the_schema_is_saved(format_) -> None:
+    # A format nothing checks would pass any answer as "checked".
+    schema = form_with(a={"type": "object", "properties": {"x": {"format": format_}}})
+    (problem,) = schema_problems(schema)
+    assert problem.startswith("位置 properties/a/properties/x/format：")
+    assert format_ in problem
+
+
+def test_a_stored_schema_naming_a_format_nothing_checks_still_takes_forms() -> None:
+    # Stored before the rule: the format stays an annotation, as JSON Schema
+    # has it, rather than the service refusing every application.
+    schema = form_with(x={"type": "string", "format": "no-such-format"})
+    assert form_errors(schema, {"x": "anything"}) == {}
+
+
+def test_the_meta_schema_check_is_not_paid_again_when_a_validator_is_evicted(
+    monkeypatch,
+) -> None:
+    # It costs about half a millisecond a subschema: a schema at the bound
+    # costs about a second, which a process dropping and remaking validators
+    # would pay on every remake.
+    from services import formschema
+
+    calls = []
+    real = formschema.Draft202012Validator.check_schema
+
+    def counted(schema, *args, **kwargs):
+        calls.append(1)
+        return real(schema, *args, **kwargs)
+
+    monkeypatch.setattr(formschema.Draft202012Validator, "check_schema", counted)
+    schema = form_with(**{f"f{i}": {"allOf": [{"not": {}}, True]} for i in range(50)})
+    formschema._checked.cache_clear()
+    assert form_errors(schema, {"f1": "ab"}) == {"form.f1": ["不符合要求"]}
+    formschema._checked.cache_clear()  # evicted
+    assert form_errors(schema, {"f1": "ab"}) == {"form.f1": ["不符合要求"]}
+    assert len(calls) == 1
+    # Another schema is checked in full.
+    assert schema_problems(form_with(a={"minLength": "x"}))
+    assert len(calls) == 2
