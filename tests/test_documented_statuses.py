@@ -30,6 +30,7 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -51,7 +52,7 @@ from payments.sandbox import books
 from payments.sandbox.channels import sandbox_for
 from services import catalog
 from services.models import Category, Endpoint, Service
-from services.routing import endpoints
+from services.routing import endpoints, transport
 from tests import test_api_examples as examples
 from tests.accounts.factories import CitizenFactory, StaffFactory, make_id_number
 from tests.conftest import client_with_key
@@ -848,6 +849,24 @@ def department_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> None:
         p.refused(dept, "post", act["endpoint"] + "test/", status=429, code="throttled")
         retry = f"/api/v1/dept/deliveries/{sent['id']}/retry/"
         p.refused(dept, "post", retry, status=429, code="throttled")
+    # No host can be looked up now: the web process has as many lookups
+    # under way as it runs (names whose servers never answer).
+    with mock.patch.object(transport, "MAX_LOOKUPS_UNDER_WAY", 0):
+        fresh = {"url": cast.server.url("/moved"), "events": ["application.cancelled"]}
+        p.refused(
+            dept, "post", "/api/v1/dept/endpoints/", fresh, status=503, code="service_unavailable"
+        )
+        p.refused(dept, "patch", act["endpoint"], fresh, status=503, code="service_unavailable")
+    with override_settings(ROUTING_ENDPOINT_WRITE_RATE="0/day"):
+        # Registrations, changes, removals and rotations count together, per key.
+        fresh = {"url": cast.server.url(), "events": ["application.cancelled"]}
+        p.refused(dept, "post", "/api/v1/dept/endpoints/", fresh, status=429, code="throttled")
+        p.refused(
+            dept, "patch", act["endpoint"], {"description": "x"}, status=429, code="throttled"
+        )
+        p.refused(dept, "post", act["endpoint"] + "rotate-secret/", status=429, code="throttled")
+        p.refused(dept, "delete", act["endpoint"], status=429, code="throttled")
+        p.answered(dept, "get", act["endpoint"], expect=200)
     # The story's ping went to an endpoint removed since.
     ping = p.story.told["dept_endpoints_test_create"]["responses"]["202"]["value"]
     p.refused(

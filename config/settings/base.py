@@ -546,6 +546,9 @@ ROUTING_SECRET_OVERLAP_HOURS = env.int("ROUTING_SECRET_OVERLAP_HOURS", default=2
 # work for the delivery workers that every department shares.
 ROUTING_MAX_ENDPOINTS = env.int("ROUTING_MAX_ENDPOINTS", default=20)
 ROUTING_SEND_RATE = env.str("ROUTING_SEND_RATE", default="60/min")
+# Endpoint registrations, changes, removals and secret rotations per API key
+# (a registration or a new URL looks its host up while the request waits).
+ROUTING_ENDPOINT_WRITE_RATE = env.str("ROUTING_ENDPOINT_WRITE_RATE", default="60/hour")
 # Service creations and edits per department API key (each checks a form
 # schema the department wrote).
 DEPT_SERVICE_WRITE_RATE = env.str("DEPT_SERVICE_WRITE_RATE", default="60/min")

@@ -50,8 +50,36 @@ class SendThrottle(FixedWindowThrottle):
         return str(request.auth.pk)
 
 
+class EndpointWriteThrottle(FixedWindowThrottle):
+    """Endpoint registrations, changes, removals and secret rotations per
+    API key, in fixed windows: a registration or a new URL looks its host
+    up while the request waits (up to ``transport.LOOKUP_SECONDS`` for a
+    name whose servers never answer), holding a web worker meanwhile."""
+
+    scope = "dept_endpoint_writes"
+    methods = frozenset({"POST", "PATCH", "DELETE"})
+
+    def get_rate(self) -> str:
+        return settings.ROUTING_ENDPOINT_WRITE_RATE
+
+    def get_ident(self, request: Any) -> str:
+        return str(request.auth.pk)
+
+
+# The schema's word on it, for each write.
+ENDPOINT_WRITES_LIMITED = (
+    "Registrations, changes, removals and secret rotations together count against "
+    "`ROUTING_ENDPOINT_WRITE_RATE` per API key (60 an hour)."
+)
+LOOKUP_BUSY = (
+    " A URL whose host cannot be looked up now (too many lookups under way) is 503 "
+    "`service_unavailable` with `Retry-After`: nothing was changed, send it again then."
+)
+
+
 class EndpointListView(DepartmentView):
     pagination_class = PagePagination
+    throttle_classes = [EndpointWriteThrottle]
     openapi_links = {
         "get": [
             links(
@@ -89,11 +117,16 @@ class EndpointListView(DepartmentView):
     @extend_schema(
         tags=["dept: endpoints"],
         summary="Register an endpoint (the secret is shown only in this answer)",
+        description=ENDPOINT_WRITES_LIMITED + LOOKUP_BUSY,
         request=EndpointWriteSerializer,
         responses={
             201: EndpointWithSecretSerializer,
             **problems(
-                "endpoint_url_invalid", "endpoint_url_not_allowed", "endpoint_limit_reached"
+                "endpoint_url_invalid",
+                "endpoint_url_not_allowed",
+                "endpoint_limit_reached",
+                "throttled",
+                "service_unavailable",
             ),
         },
     )
@@ -123,6 +156,8 @@ class _EndpointView(DepartmentView):
 
 
 class EndpointDetailView(_EndpointView):
+    throttle_classes = [EndpointWriteThrottle]
+
     @extend_schema(
         tags=["dept: endpoints"],
         summary="One endpoint",
@@ -134,11 +169,17 @@ class EndpointDetailView(_EndpointView):
     @extend_schema(
         tags=["dept: endpoints"],
         summary="Change an endpoint (is_active: true also resumes a paused one)",
+        description=ENDPOINT_WRITES_LIMITED + LOOKUP_BUSY,
         request=EndpointWriteSerializer(partial=True),
         responses={
             200: EndpointSerializer,
             **problems(
-                "endpoint_url_invalid", "endpoint_url_not_allowed", "endpoint_held", "not_found"
+                "endpoint_url_invalid",
+                "endpoint_url_not_allowed",
+                "endpoint_held",
+                "not_found",
+                "throttled",
+                "service_unavailable",
             ),
         },
     )
@@ -157,7 +198,8 @@ class EndpointDetailView(_EndpointView):
     @extend_schema(
         tags=["dept: endpoints"],
         summary="Remove an endpoint",
-        responses={204: None, **problems("not_found")},
+        description=ENDPOINT_WRITES_LIMITED,
+        responses={204: None, **problems("not_found", "throttled")},
     )
     def delete(self, request: DepartmentRequest, endpoint_id: str) -> Response:
         endpoints.endpoint_delete(
@@ -169,9 +211,12 @@ class EndpointDetailView(_EndpointView):
 
 
 class EndpointRotateSecretView(_EndpointView):
+    throttle_classes = [EndpointWriteThrottle]
+
     @extend_schema(
         tags=["dept: endpoints"],
         summary="New secret; the old one keeps signing alongside it for a day",
+        description=ENDPOINT_WRITES_LIMITED,
         request=None,
         responses={
             200: inline_serializer(
@@ -181,7 +226,7 @@ class EndpointRotateSecretView(_EndpointView):
                     "previous_secret_expires_at": serializers.DateTimeField(),
                 },
             ),
-            **problems("not_found"),
+            **problems("not_found", "throttled"),
         },
     )
     def post(self, request: DepartmentRequest, endpoint_id: str) -> Response:

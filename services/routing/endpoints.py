@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.audit import audit_record
 from accounts.inbox import message_post
 from accounts.models import ApiKey, Department, User
-from config.errors import NOT_FOUND
+from config.errors import NOT_FOUND, SERVICE_UNAVAILABLE
 from config.masking import mask_url_query
 from services.errors import (
     ENDPOINT_HELD,
@@ -50,11 +50,26 @@ def _locked_live(endpoint: Endpoint) -> Endpoint:
     return locked
 
 
-def _checked_url(url: str) -> str:
-    """The URL as stored (host in ASCII), if it may receive events."""
+# How long a department is asked to wait when its URL's host could not be
+# looked up now: the lookups that fill the bound end when the system
+# resolver gives up on them, in tens of seconds.
+LOOKUPS_BUSY_RETRY_AFTER_SECONDS = 30
+
+
+def _checked_url(url: str, *, department_id: Any) -> str:
+    """The URL as stored (host in ASCII), if it may receive events. Its
+    host's lookup counts against the department's share of the lookups
+    under way: one that cannot be looked up now is 503
+    ``service_unavailable``, never a refusal of the URL."""
     try:
-        transport.url_resolve(url)
+        transport.url_resolve(url, caller=str(department_id))
         normalized = transport.url_normalize(url)
+    except transport.LookupsBusy as exc:
+        raise ServicesError(
+            SERVICE_UNAVAILABLE,
+            str(exc),
+            headers={"Retry-After": str(LOOKUPS_BUSY_RETRY_AFTER_SECONDS)},
+        ) from exc
     except transport.UrlNotAllowed as exc:
         error = ENDPOINT_URL_INVALID if exc.shape else ENDPOINT_URL_NOT_ALLOWED
         raise ServicesError(error, str(exc), errors={"url": [str(exc)]}) from exc
@@ -84,7 +99,7 @@ def endpoint_create(
     ``ROUTING_MAX_ENDPOINTS`` (not deleted) at once: each takes a delivery of
     every event it subscribes to, from the workers all departments share."""
     secret = transport.secret_generate()
-    checked = _checked_url(url)
+    checked = _checked_url(url, department_id=department.pk)
     with transaction.atomic():
         # The department's row orders its registrations, so that two at once
         # cannot both pass the count.
@@ -128,7 +143,7 @@ def endpoint_update(
     operator's hold)."""
     changes: dict[str, Any] = {}
     if "url" in values and values["url"] != endpoint.url:
-        changes["url"] = _checked_url(values["url"])
+        changes["url"] = _checked_url(values["url"], department_id=endpoint.department_id)
     if "events" in values:
         changes["events"] = list(dict.fromkeys(values["events"]))
     if "description" in values:

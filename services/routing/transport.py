@@ -9,6 +9,7 @@ changes between check and connect cannot steer it into the private network.
 from __future__ import annotations
 
 import base64
+import collections
 import concurrent.futures
 import datetime as dt
 import ipaddress
@@ -47,6 +48,14 @@ class UrlNotAllowed(Exception):
         # True: malformed (the message says how); False: does not resolve or
         # points somewhere forbidden (one message for both).
         self.shape = shape
+
+
+class LookupsBusy(UrlNotAllowed):
+    """The host was not looked up at all: too many lookups are under way in
+    this process, or for this caller (see :data:`MAX_LOOKUPS_PER_CALLER`).
+    Nothing is known about the URL; asking again later may succeed. A
+    subclass, so that a caller that only knows refusals (a delivery's try)
+    takes it as one."""
 
 
 def _ascii_host(hostname: str) -> str:
@@ -186,6 +195,9 @@ def _refused() -> UrlNotAllowed:
     return UrlNotAllowed(str(REFUSED))
 
 
+BUSY = gettext_lazy("暂时无法检查地址的主机名，请稍后再试")
+
+
 # How long a host's lookup may take (the system resolver's own limit can be
 # tens of seconds, for a name whose servers never answer).
 LOOKUP_SECONDS = 5.0
@@ -196,6 +208,9 @@ LOOKUP_SECONDS = 5.0
 # never the lookups of other names (a shared pool of threads would fill
 # with one department's silent names and refuse every department's).
 _under_way: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
+# The lookups each caller (a department) started that have not ended yet,
+# hung ones included: the threads it holds.
+_started_by: collections.Counter[str] = collections.Counter()
 _under_way_lock = threading.Lock()
 
 
@@ -205,12 +220,15 @@ def _forget_lookups() -> None:
     global _under_way_lock
     _under_way_lock = threading.Lock()
     _under_way.clear()
+    _started_by.clear()
 
 
 os.register_at_fork(after_in_child=_forget_lookups)
 
 
-def _resolve_into(key: tuple[str, int], future: concurrent.futures.Future[Any]) -> None:
+def _resolve_into(
+    key: tuple[str, int], future: concurrent.futures.Future[Any], caller: str | None
+) -> None:
     try:
         future.set_result(socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM))
     except BaseException as exc:  # handed to every caller waiting on it
@@ -219,17 +237,31 @@ def _resolve_into(key: tuple[str, int], future: concurrent.futures.Future[Any]) 
         with _under_way_lock:
             if _under_way.get(key) is future:
                 del _under_way[key]
+            _count_off(caller)
+
+
+def _count_off(caller: str | None) -> None:
+    """A lookup ``caller`` started has ended (under the lock)."""
+    if caller is not None:
+        _started_by[caller] -= 1
+        if _started_by[caller] <= 0:
+            del _started_by[caller]
 
 
 # Names being looked up at once in one process, at most (each silent one
-# holds its thread until the resolver gives up); past it a new name is
-# refused at once, as one that does not resolve.
+# holds its thread until the resolver gives up); past it a new name is not
+# looked up (:class:`LookupsBusy`).
 MAX_LOOKUPS_UNDER_WAY = 256
+# Of those, the most one caller may have started (a department registering
+# names whose servers never answer): one caller cannot take every thread and
+# leave the other departments' new names unchecked.
+MAX_LOOKUPS_PER_CALLER = 8
 
 
-def _lookup(host: str, port: int) -> concurrent.futures.Future[Any]:
-    """The lookup of ``host`` under way in this process, or a new one (a
-    lookup that cannot start is one that failed, never one left pending)."""
+def _lookup(host: str, port: int, caller: str | None) -> concurrent.futures.Future[Any]:
+    """The lookup of ``host`` under way in this process, or a new one
+    started for ``caller`` (a lookup that cannot start is one that failed
+    with :class:`LookupsBusy`, never one left pending)."""
     key = (host, port)
     with _under_way_lock:
         future = _under_way.get(key)
@@ -237,27 +269,44 @@ def _lookup(host: str, port: int) -> concurrent.futures.Future[Any]:
             return future
         future = concurrent.futures.Future()
         if len(_under_way) >= MAX_LOOKUPS_UNDER_WAY:
-            future.set_exception(OSError("too many endpoint lookups under way"))
+            future.set_exception(LookupsBusy("too many endpoint lookups under way"))
+            return future
+        if caller is not None and _started_by[caller] >= MAX_LOOKUPS_PER_CALLER:
+            future.set_exception(LookupsBusy(f"too many endpoint lookups under way for {caller}"))
             return future
         _under_way[key] = future
+        if caller is not None:
+            _started_by[caller] += 1  # before the thread runs: its end counts it off
         try:
             threading.Thread(
-                target=_resolve_into, args=(key, future), name="endpoint-lookup", daemon=True
+                target=_resolve_into,
+                args=(key, future, caller),
+                name="endpoint-lookup",
+                daemon=True,
             ).start()
         except RuntimeError as exc:  # no thread to be had
             del _under_way[key]
-            future.set_exception(OSError(f"lookup not started: {exc}"))
+            _count_off(caller)
+            future.set_exception(LookupsBusy(f"lookup not started: {exc}"))
         return future
 
 
-def host_resolve(host: str, port: int, *, timeout: float | None = None) -> list[str]:
+def host_resolve(
+    host: str, port: int, *, timeout: float | None = None, caller: str | None = None
+) -> list[str]:
     """Every address ``host`` resolves to within ``timeout`` seconds
     (:data:`LOOKUP_SECONDS` unless given), or :class:`UrlNotAllowed` (a name
-    that does not answer in time is refused like one that does not resolve)."""
+    that does not answer in time is refused like one that does not resolve),
+    or :class:`LookupsBusy` if it could not be looked up now. A new lookup
+    counts against ``caller``'s share until it ends (see
+    :data:`MAX_LOOKUPS_PER_CALLER`; None: no share)."""
     if timeout is None:
         timeout = LOOKUP_SECONDS
     try:
-        infos = _lookup(host, port).result(timeout=timeout)
+        infos = _lookup(host, port, caller).result(timeout=timeout)
+    except LookupsBusy as exc:
+        logger.warning("endpoint host %s not looked up: %s", host, exc)
+        raise LookupsBusy(str(BUSY)) from exc
     except concurrent.futures.TimeoutError as exc:
         logger.warning("endpoint host %s did not resolve within %.1f s", host, timeout)
         raise _refused() from exc
@@ -271,7 +320,9 @@ def host_resolve(host: str, port: int, *, timeout: float | None = None) -> list[
     return addresses
 
 
-def url_resolve(url: str, *, timeout: float | None = None) -> tuple[str, str, int, list[str]]:
+def url_resolve(
+    url: str, *, timeout: float | None = None, caller: str | None = None
+) -> tuple[str, str, int, list[str]]:
     """Check ``url`` and resolve it within ``timeout`` seconds: (scheme,
     host, port, addresses to use).
 
@@ -280,7 +331,7 @@ def url_resolve(url: str, *, timeout: float | None = None) -> tuple[str, str, in
     resolve and one that resolves somewhere forbidden get the same refusal.
     """
     scheme, host, port = url_shape_check(url)
-    addresses = host_resolve(host, port, timeout=timeout)
+    addresses = host_resolve(host, port, timeout=timeout, caller=caller)
     if not settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS:
         forbidden = [a for a in addresses if not address_is_public(a)]
         if forbidden:
