@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
@@ -32,6 +33,10 @@ from qr.recorders import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The first half of the advisory lock that serialises a scanner key's
+# offline uploads (the second is a hash of the key's id).
+_OFFLINE_UPLOAD_LOCK_SPACE = 0x51_5343  # "QSC"
 
 # --- What a scan is made of ----------------------------------------------------------
 
@@ -227,40 +232,74 @@ def offline_scans_upload(*, scanner: ApiKey, scans: Sequence[OfflineScan]) -> li
     """
     profile = caches.scanner_profiles.get(scanner.pk, fallback_place=scanner.name)
     ids = [scan.event_id for scan in scans]
-    already = set(
-        ScanEvent.objects.filter(scanner=scanner, terminal_event_id__in=ids).values_list(
-            "terminal_event_id", flat=True
-        )
-    )
     # Per scan, not per event id: of two scans sharing an id, the first is
-    # stored, and judged by its own code.
+    # stored, and judged by its own code. Checked before the lock: the
+    # signatures are the slow part and read nothing that changes here.
     checked = [code_check(scan.code, scan.scanned_at.timestamp()) for scan in scans]
-    attributed = set(
-        ScanEvent.objects.filter(
-            scanner=scanner,
-            jti__in=[c.jti for c, reason in checked if c is not None and reason is None],
+    valid_jtis = [c.jti for c, reason in checked if c is not None and reason is None]
+    with transaction.atomic():
+        # What is stored already and which codes are attributed is read and
+        # written by one upload of this key at a time: two batches sent side
+        # by side (a terminal's retry, two terminals sharing a key) would
+        # otherwise both find a code unattributed and both attribute it.
+        _offline_uploads_of_key_serialise(scanner)
+        already = set(
+            ScanEvent.objects.filter(scanner=scanner, terminal_event_id__in=ids).values_list(
+                "terminal_event_id", flat=True
+            )
         )
-        .exclude(subject="")
-        .values_list("jti", flat=True)
-    )
-    results, records, seen = [], [], set()
-    for scan, (claims, server_reason) in zip(scans, checked, strict=True):
-        if scan.event_id in already or scan.event_id in seen:
-            results.append({"event_id": scan.event_id, "status": "duplicate"})
-            continue
-        seen.add(scan.event_id)
-        record = scan_record_for(claims, scan.reason, now=scan.scanned_at.timestamp())
-        if server_reason is not None or (claims is not None and claims.jti in attributed):
-            record.subject = ""
-        elif claims is not None:
-            attributed.add(claims.jti)
-        record.valid = scan.valid
-        record.source = ScanEvent.Source.OFFLINE
-        record.scanner = str(scanner.pk)
-        record.department = scanner.department_id
-        record.place = profile.place
-        record.terminal_event_id = scan.event_id
-        records.append(record)
-        results.append({"event_id": scan.event_id, "status": "recorded"})
-    scan_events_store(records)
+        attributed = set(
+            ScanEvent.objects.filter(scanner=scanner, jti__in=valid_jtis)
+            .exclude(subject="")
+            .values_list("jti", flat=True)
+        )
+        records: list[ScanRecord] = []
+        first_of: dict[str, ScanRecord] = {}  # event id -> the record that may store it
+        for scan, (claims, server_reason) in zip(scans, checked, strict=True):
+            if scan.event_id in already or scan.event_id in first_of:
+                continue
+            record = scan_record_for(claims, scan.reason, now=scan.scanned_at.timestamp())
+            if server_reason is not None or (claims is not None and claims.jti in attributed):
+                record.subject = ""
+            elif claims is not None:
+                attributed.add(claims.jti)
+            record.valid = scan.valid
+            record.source = ScanEvent.Source.OFFLINE
+            record.scanner = str(scanner.pk)
+            record.department = scanner.department_id
+            record.place = profile.place
+            record.terminal_event_id = scan.event_id
+            records.append(record)
+            first_of[scan.event_id] = record
+        scan_events_store(records)
+        # The statuses say what was written: a row the store skipped (an
+        # event id stored meanwhile) is a duplicate, not "recorded".
+        written = {
+            str(pk)
+            for pk in ScanEvent.objects.filter(pk__in=[r.id for r in records]).values_list(
+                "pk", flat=True
+            )
+        }
+    results, answered = [], set()
+    for scan in scans:
+        stored = first_of.get(scan.event_id)
+        fresh = stored is not None and stored.id in written and scan.event_id not in answered
+        answered.add(scan.event_id)
+        results.append({"event_id": scan.event_id, "status": "recorded" if fresh else "duplicate"})
     return results
+
+
+def _offline_uploads_of_key_serialise(scanner: ApiKey) -> None:
+    """Hold the upload lock of ``scanner`` until the transaction ends.
+
+    A PostgreSQL advisory lock rather than the key's row: the row is
+    updated when the key is used (``last_used_at``) and revoked, and neither
+    should wait for an upload. Elsewhere (SQLite: one writer at a time, in
+    development) there is nothing to take."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            [_OFFLINE_UPLOAD_LOCK_SPACE, str(scanner.pk)],
+        )
