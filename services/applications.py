@@ -26,6 +26,7 @@ from services.errors import (
     FORM_SCHEMA_UNUSABLE,
     INVALID_TRANSITION,
     RATING_NOT_ALLOWED,
+    SERVICE_NOT_ONLINE,
     ServicesError,
 )
 from services.formschema import FormSchemaUnusable, form_errors
@@ -34,6 +35,7 @@ from services.models import (
     Application,
     ApplicationSerial,
     ApplicationStatus,
+    Channel,
     OutboxEvent,
     Service,
     TimelineEntry,
@@ -287,7 +289,10 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
     """Apply for ``service``. The form is checked against the service's
     schema and the citizen's identity level against the service's; the
     application and its ``application.submitted`` event are written in one
-    transaction. Services with a fee wait for payment first."""
+    transaction. Services with a fee wait for payment first. A service
+    whose guide does not offer ``online`` takes no application here."""
+    if Channel.ONLINE not in service.channels:
+        raise ServicesError(SERVICE_NOT_ONLINE)
     if citizen.identity_level < service.identity_level:
         raise AccountsError(IDENTITY_LEVEL_TOO_LOW)
     _check_form(service, form)

@@ -35,6 +35,13 @@ FORM_SCHEMA_UNUSABLE = error_code(
         "告知用户该事项暂不可申请；部门需修正表单定义（`python manage.py check_form_schemas` 列出这类定义）。"
     ),
 )
+SERVICE_NOT_ONLINE = error_code(
+    "service_not_online",
+    409,
+    _("该事项不能网上申请"),
+    when=_("该事项的办理渠道（办事指南的 `channels`）不含 `online`：只能到窗口办理或邮寄办理。"),
+    what_to_do=_("按办事指南告知用户到窗口或邮寄办理，不要重试。"),
+)
 GUIDE_INVALID = error_code(
     "guide_invalid",
     400,

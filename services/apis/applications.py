@@ -92,6 +92,7 @@ class ApplicationListView(CitizenView, ListAPIView):
             **problems(
                 "form_invalid",
                 "form_schema_unusable",
+                "service_not_online",
                 "identity_level_too_low",
                 "idempotency_key_reused",
                 "idempotency_key_invalid",

@@ -114,6 +114,21 @@ def test_an_unknown_or_offline_service_is_a_field_error(citizen_api, service) ->
     assert "service" in submit(citizen_api).json()["errors"]
 
 
+@pytest.mark.parametrize("channels", [["hall"], ["hall", "mail"]])
+def test_a_service_not_handled_online_takes_no_application(citizen_api, service, channels) -> None:
+    # Its guide sends citizens to a hall (or the post): an application made
+    # here (and, with a fee, paid here) would reach a department that does
+    # not take it online.
+    service.channels = channels
+    service.fee_fen = 12000
+    service.save()
+    response = submit(citizen_api)
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["code"] == "service_not_online"
+    assert not Application.objects.exists()
+
+
 def test_the_same_idempotency_key_and_body_give_the_first_answer_again(
     citizen_api, service
 ) -> None:
