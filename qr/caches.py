@@ -6,8 +6,13 @@ database, which stays the truth:
 
 - :class:`KeyRing`: the published signing keys (``QR_KEY_CACHE_SECONDS``);
   a code naming a ``kid`` we do not hold triggers a reload, at most once a
-  second, so a key created by another process is picked up at once. The
-  ring only reads: keys are made by :mod:`qr.keys`.
+  second, so a key created by another process is picked up at once. With
+  Redis, the ring also looks at the key ring's version there at most once a
+  second and reloads when it moved: :mod:`qr.keys` bumps it when a key is
+  made, withdrawn or loses its private part, so a withdrawal after a
+  compromise reaches every process within about a second, not
+  ``QR_KEY_CACHE_SECONDS``. The ring only reads: keys are made by
+  :mod:`qr.keys`.
 - :class:`ScannerProfiles`: each scanner key's disclosure profile, with the
   same lifetime as the scanner-key authentication cache.
 - :class:`InactiveSubjects`: subjects deactivated recently enough to still
@@ -19,8 +24,10 @@ database, which stays the truth:
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -30,10 +37,49 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils import timezone
 
+from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 from qr.codes import CLOCK_SKEW_SECONDS, b64url_decode
+
+logger = logging.getLogger(__name__)
 
 # A code naming an unknown kid reloads the keys at most this often.
 _MISS_RELOAD_INTERVAL = 1.0
+# Each process looks at the key ring's version in Redis at most this often
+# (one GET a second, whatever the traffic: never one per request).
+_VERSION_CHECK_INTERVAL = 1.0
+_VERSION_KEY = "qr:keyring:version"
+# The version of a ring loaded while Redis did not answer: unlike any.
+_VERSION_UNKNOWN = b"?"
+
+
+# GET's reply as redis-py types it (bytes here: no decode_responses).
+_Version = bytes | str | None
+
+
+def _keyring_version_read() -> _Version:
+    return redis_client().get(redis_key(_VERSION_KEY))
+
+
+def _keyring_version_write() -> None:
+    redis_client().incr(redis_key(_VERSION_KEY))
+
+
+def keyring_version_bump() -> None:
+    """Tell every process's key ring that the keys changed (after the change
+    is committed: a ring reloading earlier would read the old keys under the
+    new version). Without Redis there is nothing to tell; a process whose
+    Redis does not answer learns it within ``QR_KEY_CACHE_SECONDS``."""
+    keyring.clear()
+    if not redis_enabled():
+        return
+    try:
+        _keyring_version_write()
+    except REDIS_ERRORS as exc:
+        logger.error(
+            "signing keys changed but Redis did not take the key ring's version (%s): "
+            "other processes see the change within QR_KEY_CACHE_SECONDS",
+            exc,
+        )
 
 
 @dataclass(frozen=True)
@@ -48,18 +94,35 @@ class LoadedKey:
 class KeyRing:
     """The signing keys as this process knows them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._private: dict[str, Ed25519PrivateKey] = {}
         self._loaded_at = float("-inf")
+        self._version: _Version = _VERSION_UNKNOWN
+        self._checked_at = float("-inf")
 
     def clear(self) -> None:
         with self._lock:
             self._keys, self._private, self._loaded_at = {}, {}, float("-inf")
 
-    def _load(self) -> None:
+    def _version_now(self) -> _Version:
+        if not redis_enabled():
+            return None
+        try:
+            return _keyring_version_read()
+        except REDIS_ERRORS as exc:
+            logger.warning("key ring: Redis unavailable (%s); keys kept by age", exc)
+            return _VERSION_UNKNOWN
+
+    def _load(self, version: _Version = _VERSION_UNKNOWN) -> None:
         from qr.models import SigningKey
+
+        # The version is read before the keys: a change committed in
+        # between moves it again, and the next look reloads.
+        if version is _VERSION_UNKNOWN:
+            version = self._version_now()
 
         rows = SigningKey.objects.filter(withdrawn_at__isnull=True).values_list(
             "kid", "activates_at", "public_key", "private_key"
@@ -78,19 +141,37 @@ class KeyRing:
         self._private = {
             kid: k for kid, k in self._private.items() if kid in keys and keys[kid].private_key_b64
         }
-        self._loaded_at = time.monotonic()
+        self._version = version
+        self._loaded_at = self._checked_at = self.clock()
 
     def _current(self) -> dict[str, LoadedKey]:
-        if time.monotonic() - self._loaded_at > settings.QR_KEY_CACHE_SECONDS:
+        now = self.clock()
+        if now - self._loaded_at > settings.QR_KEY_CACHE_SECONDS:
             with self._lock:
-                if time.monotonic() - self._loaded_at > settings.QR_KEY_CACHE_SECONDS:
+                if self.clock() - self._loaded_at > settings.QR_KEY_CACHE_SECONDS:
                     self._load()
+        elif now - self._checked_at >= _VERSION_CHECK_INTERVAL:
+            self._check_version(now)
         return self._keys
+
+    def _check_version(self, now: float) -> None:
+        """Reload if the key ring's version in Redis moved since the load."""
+        with self._lock:
+            if now - self._checked_at < _VERSION_CHECK_INTERVAL:
+                return  # another thread is looking
+            self._checked_at = now
+        if not redis_enabled():
+            return
+        version = self._version_now()
+        if version is _VERSION_UNKNOWN or version == self._version:
+            return
+        with self._lock:
+            self._load(version)
 
     def get(self, kid: str) -> Ed25519PublicKey | None:
         """The public key named ``kid``, if it is published."""
         key = self._current().get(kid)
-        if key is None and time.monotonic() - self._loaded_at > _MISS_RELOAD_INTERVAL:
+        if key is None and self.clock() - self._loaded_at > _MISS_RELOAD_INTERVAL:
             with self._lock:
                 self._load()
             key = self._keys.get(kid)

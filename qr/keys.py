@@ -18,6 +18,15 @@ from qr.codes import CLOCK_SKEW_SECONDS
 from qr.models import SigningKey
 
 
+def _keyring_changed() -> None:
+    """The keys changed: this process forgets its key ring at once, every
+    other process within a second of the commit (the key ring's version in
+    Redis, :func:`qr.caches.keyring_version_bump`) — what makes a withdrawal
+    after a compromise stop signing and verifying everywhere promptly."""
+    caches.keyring.clear()
+    transaction.on_commit(caches.keyring_version_bump)
+
+
 def _new_kid(now: dt.datetime) -> str:
     return f"{timezone.localtime(now):%Y%m%d}-{secrets.token_hex(3)}"
 
@@ -54,7 +63,7 @@ def signing_key_create(
             data={"kid": key.kid, "activates_at": key.activates_at.isoformat()},
             ip=ip,
         )
-    caches.keyring.clear()
+    _keyring_changed()
     return key
 
 
@@ -135,7 +144,7 @@ def _signing_key_withdraw(
                 data={"kid": key.kid, "reason": reason},
                 ip=ip,
             )
-    caches.keyring.clear()
+    _keyring_changed()
 
 
 def signing_keys_prune(*, now: dt.datetime | None = None) -> list[str]:
@@ -183,4 +192,4 @@ def _signing_key_private_part_erase(key: SigningKey) -> None:
             target=key,
             data={"kid": key.kid, "reason": "superseded"},
         )
-    caches.keyring.clear()
+    _keyring_changed()
