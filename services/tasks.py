@@ -49,3 +49,8 @@ def deliveries_sweep() -> dict[str, int]:
 @shared_task(name="routing.probe_paused", acks_late=True, ignore_result=True)
 def endpoints_probe_paused() -> int:
     return sweeper.endpoints_probe_paused()
+
+
+@shared_task(name="routing.purge_pings", acks_late=True, ignore_result=True)
+def pings_purge() -> int:
+    return sweeper.pings_purge()

@@ -540,6 +540,10 @@ ROUTING_LEASE_SECONDS = env.int("ROUTING_LEASE_SECONDS", default=60)
 # Consecutive failed tries that pause an endpoint (circuit breaker).
 ROUTING_BREAKER_THRESHOLD = env.int("ROUTING_BREAKER_THRESHOLD", default=10)
 ROUTING_PROBE_INTERVAL_SECONDS = env.int("ROUTING_PROBE_INTERVAL_SECONDS", default=300)
+# Days a finished ping (the probes of a paused endpoint, a department's
+# /test/) is kept, with its delivery and attempts; events of applications
+# and payments are kept.
+ROUTING_PING_RETENTION_DAYS = env.int("ROUTING_PING_RETENTION_DAYS", default=7)
 ROUTING_SECRET_OVERLAP_HOURS = env.int("ROUTING_SECRET_OVERLAP_HOURS", default=24)
 # Endpoints a department may have at once (every event goes to each that
 # takes it), and the pings and retries an API key may ask for: both make
@@ -588,11 +592,18 @@ CELERY_TASK_ROUTES = {
     "routing.deliver_due": {"queue": "deliveries"},
     "routing.sweep": {"queue": "housekeeping"},
     "routing.probe_paused": {"queue": "housekeeping"},
+    "routing.purge_pings": {"queue": "housekeeping"},
 }
 CELERY_BEAT_SCHEDULE.update(
     {
         "routing-sweep": {"task": "routing.sweep", "schedule": ROUTING_SWEEP_EVERY_SECONDS},
         "routing-probe-paused": {"task": "routing.probe_paused", "schedule": 60.0},
+        # Finished pings past ROUTING_PING_RETENTION_DAYS.
+        "routing-purge-pings": {
+            "task": "routing.purge_pings",
+            "schedule": crontab(hour=3, minute=53),
+            "options": {"queue": "housekeeping"},
+        },
     }
 )
 

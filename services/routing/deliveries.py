@@ -35,6 +35,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from accounts.audit import audit_record
+from config.errors import NOT_FOUND
 from services.errors import DELIVERY_NOT_RETRYABLE, ServicesError
 from services.models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, OutboxEvent
 from services.routing import endpoints, events, outbox, transport
@@ -620,8 +621,11 @@ def delivery_replay(
         locked = (
             Delivery.objects.select_for_update(of=("self",))
             .select_related("endpoint")
-            .get(pk=delivery.pk)
+            .filter(pk=delivery.pk)
+            .first()
         )
+        if locked is None:  # an old ping, purged since it was read
+            raise ServicesError(NOT_FOUND)
         if locked.locked_until and locked.locked_until > now:
             raise ServicesError(DELIVERY_NOT_RETRYABLE)
         if locked.status == DeliveryStatus.CANCELLED or locked.endpoint.deleted_at is not None:

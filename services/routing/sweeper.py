@@ -1,16 +1,18 @@
 """Periodic work (beat): the sweep that nudges again whatever is due and not
-in hand, and the probes that ping paused endpoints until they answer."""
+in hand, the probes that ping paused endpoints until they answer, and the
+purge of old pings."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from services.models import Delivery, DeliveryStatus, Endpoint, OutboxEvent
-from services.routing import endpoints, outbox
+from services.models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, OutboxEvent
+from services.routing import endpoints, events, outbox
 
 
 def deliveries_sweep(*, limit: int = 500) -> dict[str, int]:
@@ -60,3 +62,43 @@ def endpoints_probe_paused() -> int:
         endpoints.endpoint_ping(endpoint=endpoint, actor=None)
         count += 1
     return count
+
+
+def pings_purge(*, older_than: dt.timedelta | None = None, batch: int = 1000) -> int:
+    """Delete ``ping`` events older than ``ROUTING_PING_RETENTION_DAYS``
+    (unless ``older_than``) that are finished (no delivery of theirs still
+    pending), with their deliveries and attempts, ``batch`` events at a time
+    (each batch its own transaction); how many events went.
+
+    A paused endpoint is pinged every ``ROUTING_PROBE_INTERVAL_SECONDS`` for
+    as long as it stays paused, and a department's ``/test/`` pings are
+    tests: neither is anyone's record. Events of applications and payments,
+    and their deliveries, are the department's record and are never purged."""
+    if older_than is None:
+        older_than = dt.timedelta(days=settings.ROUTING_PING_RETENTION_DAYS)
+    cutoff = timezone.now() - older_than
+    old = OutboxEvent.objects.filter(type=events.PING, created_at__lt=cutoff)
+    finished = old.filter(handled_at__isnull=False).exclude(
+        deliveries__status=DeliveryStatus.PENDING
+    )
+    purged = 0
+    while True:
+        with transaction.atomic():
+            ids = list(finished.order_by("created_at").values_list("pk", flat=True)[:batch])
+            if not ids:
+                return purged
+            # Locked, and read again under the lock: one replayed (pending
+            # again) since it was picked stays, with its event.
+            done = list(
+                Delivery.objects.select_for_update()
+                .filter(event_id__in=ids)
+                .exclude(status=DeliveryStatus.PENDING)
+                .values_list("pk", flat=True)
+            )
+            DeliveryAttempt.objects.filter(delivery_id__in=done).delete()
+            Delivery.objects.filter(pk__in=done).delete()
+            _, per_model = OutboxEvent.objects.filter(pk__in=ids, deliveries__isnull=True).delete()
+            gone = per_model.get(OutboxEvent._meta.label, 0)
+            purged += gone
+            if gone == 0:
+                return purged  # what is left was replayed meanwhile
