@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from config.errors import (
     LENGTH_REQUIRED,
     MALFORMED_REQUEST,
     PAYLOAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
     problem_http_response,
 )
 from config.home import PAGE_POLICY
@@ -26,6 +28,50 @@ def _has_nul(request: HttpRequest) -> bool:
     return any(
         "\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()
     )
+
+
+def _codec_not_text(request: HttpRequest) -> str | None:
+    """The body's charset, if it names a codec Python knows that is not a
+    text encoding (bz2, zlib, base64, hex, rot13, uu…), else None.
+
+    Django takes any codec :func:`codecs.lookup` finds as the request's
+    encoding, and the JSON parser reads the body through it: a few hundred
+    bytes named ``bz2`` became gigabytes, past every bound on the body's
+    size, and others failed inside the parsers (500). A charset Python does
+    not know is ignored, as Django ignores it (the body is read as UTF-8)."""
+    charset = request.content_params.get("charset") if request.content_params else None
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        return None
+    return None if getattr(info, "_is_text_encoding", True) else charset
+
+
+class RequestCharsetMiddleware:
+    """Refuses a body whose charset is a codec but not a text encoding
+    (:func:`_codec_not_text`), before anything reads it: 415
+    ``unsupported_media_type`` for the API, 400 on the site's error page for
+    the pages. Listed after :class:`SameOriginPagesMiddleware` (the error
+    page carries the pages' policy) and :class:`ApiRequestLimitsMiddleware`
+    (the problem is kept out of caches), which read no body; every later
+    layer may read it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        charset = _codec_not_text(request)
+        if charset is None:
+            return self.get_response(request)
+        if request.path.startswith("/api/"):
+            return problem_http_response(
+                UNSUPPORTED_MEDIA_TYPE,
+                _("不支持的字符集 %(charset)s：请求体须为文本编码（如 UTF-8）")
+                % {"charset": charset[:40]},
+            )
+        raise BadRequest(f"charset {charset[:40]!r} is not a text encoding")
 
 
 class ApiRequestLimitsMiddleware:

@@ -285,3 +285,73 @@ def test_a_nul_in_the_query_is_refused_for_what_it_is(api) -> None:
     body = response.json()
     assert body["code"] == "malformed_request"
     assert "JSON" not in body["title"] and "NUL" in body["detail"]
+
+
+# --- The charset a body names ------------------------------------------------------------
+
+
+def _bz2(text: str) -> bytes:
+    import bz2
+
+    return bz2.compress(text.encode(), 9)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("charset", "body"),
+    [
+        # A few hundred bytes that a codec would make into gigabytes.
+        ("bz2", _bz2('{"phone": "13800138001", "x": "' + "a" * 200_000 + '"}')),
+        ("zlib", b"not zlib data"),
+        ("base64", b"eyJwaG9uZSI6ICIxMzgwMDEzODAwMSJ9"),
+        ("hex", b"7b7d"),
+        ("rot13", b'{"cubar": "13800138001"}'),
+        ("uu", b"begin 666 x\n"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "body",
+)
+def test_a_body_in_a_codec_that_is_not_a_text_encoding_is_refused(api, charset, body) -> None:
+    """Python knows bz2, zlib, base64… as codecs: a charset naming one made
+    the parser decompress the body (past every size bound) or fail (500)."""
+    response = api.post(
+        "/api/v1/auth/otp/", body, content_type=f"application/json; charset={charset}"
+    )
+    assert response.status_code == 415
+    problem = response.json()
+    assert problem["code"] == "unsupported_media_type"
+    assert charset in problem["detail"]
+
+
+@pytest.mark.django_db
+def test_a_body_in_a_text_encoding_it_names_is_read(api) -> None:
+    response = api.post(
+        "/api/v1/auth/otp/",
+        '{"phone": "13800138001"}'.encode("utf-16"),
+        content_type="application/json; charset=utf-16",
+    )
+    assert response.status_code == 202, response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("charset", ["bz2", "rot13"])
+def test_a_page_posted_in_a_codec_that_is_not_a_text_encoding_is_a_400(client, charset) -> None:
+    # Django's multipart parser decoded the field names in it: a 500.
+    body = (
+        b'--BB\r\nContent-Disposition: form-data; name="username"\r\n\r\na\r\n'
+        b'--BB\r\nContent-Disposition: form-data; name="password"\r\n\r\nb\r\n--BB--\r\n'
+    )
+    response = client.generic(
+        "POST",
+        "/admin/login/",
+        body,
+        content_type=f"multipart/form-data; boundary=BB; charset={charset}",
+    )
+    assert response.status_code == 400
+
+
+@pytest.mark.django_db
+def test_the_refusal_of_a_codec_carries_the_answers_usual_headers(api, client) -> None:
+    response = api.post("/api/v1/auth/otp/", b"{}", content_type="application/json; charset=hex")
+    assert response.status_code == 415 and response["Cache-Control"] == "no-store"
+    page = client.generic("POST", "/admin/login/", b"7b", content_type="text/plain; charset=hex")
+    assert page.status_code == 400 and "Content-Security-Policy" in page

@@ -144,6 +144,7 @@ MIDDLEWARE = [
     "config.middleware.ApiRequestLimitsMiddleware",
     "config.middleware.SameOriginPagesMiddleware",
     "config.middleware.PagesRefuseNulMiddleware",
+    "config.middleware.RequestCharsetMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
