@@ -274,8 +274,10 @@ UNSUPPORTED_MEDIA_TYPE = error_code(
     "unsupported_media_type",
     415,
     _("不支持的请求体类型"),
-    when=_("请求体的 `Content-Type` 不是 `application/json`。"),
-    what_to_do=_("以 `Content-Type: application/json` 发送 JSON 请求体。"),
+    when=_(
+        "请求体的 `Content-Type` 不是 `application/json`，或其 `charset` 不是文本编码（例如 `bz2`、`base64`）。"
+    ),
+    what_to_do=_("以 `Content-Type: application/json` 发送 UTF-8 编码的 JSON 请求体。"),
 )
 THROTTLED = error_code(
     "throttled",
