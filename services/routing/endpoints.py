@@ -245,12 +245,14 @@ def signing_keys_of(endpoint: Endpoint, now: dt.datetime) -> list[str]:
 
 def endpoint_ping(*, endpoint: Endpoint, actor: Actor, ip: str | None = None) -> Delivery:
     """Send a ``ping`` to this endpoint only. A paused endpoint that answers
-    the ping is resumed."""
+    the ping is resumed. One removed meanwhile is ``not_found``."""
+    department_code = endpoint.department.code
     with transaction.atomic():
+        live = _locked_live(endpoint)
         event = outbox.event_publish(
             type=events.PING,
-            data={"endpoint": str(endpoint.id), "department": endpoint.department.code},
-            endpoints=[endpoint],
+            data={"endpoint": str(live.id), "department": department_code},
+            endpoints=[live],
         )
         audit_record(actor=actor, action="endpoint.pinged", target=endpoint, ip=ip)
     return event.deliveries.get()

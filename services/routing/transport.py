@@ -83,6 +83,8 @@ def url_shape_check(url: str) -> tuple[str, str, int]:
         raise UrlNotAllowed(_("地址中不能包含用户名或密码"), shape=True)
     if parts.fragment:
         raise UrlNotAllowed(_("地址中不能包含 # 片段"), shape=True)
+    if port == 0:  # no server listens on port 0
+        raise UrlNotAllowed(_("地址的端口不能是 0"), shape=True)
     try:
         host = _ascii_host(parts.hostname)  # 例子.中国 → xn--fsqu00a.xn--fiqs8s
     except (UnicodeError, idna.IDNAError) as exc:

@@ -59,6 +59,18 @@ def test_removing_an_endpoint_twice_is_refused_the_second_time(hook, integrator_
     assert Endpoint.objects.get(pk=hook.pk).deleted_at == deleted_at
 
 
+def test_a_ping_read_before_a_removal_is_refused_and_sends_nothing(hook, integrator_key) -> None:
+    from services.models import Delivery
+
+    stale = Endpoint.objects.get(pk=hook.pk)
+    endpoints.endpoint_delete(endpoint=Endpoint.objects.get(pk=hook.pk), actor=integrator_key)
+
+    with pytest.raises(ServicesError) as refused:
+        endpoints.endpoint_ping(endpoint=stale, actor=integrator_key)
+    assert refused.value.error is NOT_FOUND
+    assert not Delivery.objects.filter(endpoint=hook).exclude(status="cancelled").exists()
+
+
 @pytest.mark.integration  # two PostgreSQL sessions
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(

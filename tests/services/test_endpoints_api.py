@@ -66,6 +66,7 @@ def test_the_secret_is_encrypted_at_rest(integrator_api, public_dns) -> None:
     [
         ("ftp://dept.example.org/hook", "endpoint_url_invalid"),
         ("https://user:pass@dept.example.org/hook", "endpoint_url_invalid"),
+        ("https://dept.example.org:0/hook", "endpoint_url_invalid"),  # no port is 0
         ("http://127.0.0.1:8000/hook", "endpoint_url_not_allowed"),
         ("http://localhost/hook", "endpoint_url_not_allowed"),
         ("http://10.1.2.3/hook", "endpoint_url_not_allowed"),
