@@ -303,6 +303,16 @@ def client_block(address: str | None) -> str | None:
     return address
 
 
+def lockout_address(request: HttpRequest) -> str | None:
+    """What admin log-in lock-outs (django-axes, ``AXES_CLIENT_IP_CALLABLE``)
+    count a client by: its :func:`client_block`, as an address, since axes
+    keeps it in an IP address field (an IPv6 /64 by its first address,
+    ``2001:db8:1:2::``, which is also what ``manage.py axes_reset_ip`` takes).
+    The audit trail keeps :func:`client_ip`, the full address."""
+    block = client_block(client_ip(request))
+    return None if block is None else block.split("/", 1)[0]
+
+
 class _ClientAddress:
     """DRF throttles keyed by :func:`client_block` of :func:`client_ip` for
     anonymous callers."""

@@ -160,6 +160,8 @@ MIDDLEWARE = [
 # Admin logins go through django-axes first: after ADMIN_LOGIN_FAILURE_LIMIT
 # wrong passwords for one username from one client address, that pair is
 # locked out for ADMIN_LOGIN_COOLOFF_MINUTES (`manage.py axes_reset` lifts it).
+# An IPv6 client counts by its /64 (config.api.lockout_address), as the
+# per-address throttles count it: its host may take any address in it.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -179,7 +181,7 @@ AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "config.api.client_ip"
+AXES_CLIENT_IP_CALLABLE = "config.api.lockout_address"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 # What a failed attempt records of the form: never the password (axes' rule) nor the CSRF token.
