@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, JsonResponse
 from kombu import Connection
-from kombu.exceptions import OperationalError
+from kombu.exceptions import KombuError
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,14 @@ def _ask_broker(url: str) -> str:
         connect_timeout=2,
         transport_options=dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS),
     )
+    # What the transport itself raises besides kombu's own errors: a broker
+    # that answers and refuses (RabbitMQ's AccessRefused for a wrong login,
+    # NotAllowed for a missing vhost) is not a recoverable error that kombu
+    # would wrap, yet it is as unavailable as one that does not answer.
+    refusals = (KombuError, OSError, *conn.connection_errors, *conn.channel_errors)
     try:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
-    except (OperationalError, OSError) as exc:
+    except refusals as exc:
         logger.warning("readiness: broker unavailable: %s", exc)
         return "unavailable"
     finally:
@@ -79,8 +84,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to take traffic: the database and the Celery broker answer."""
     checks = {"database": _check_database(), "broker": _check_broker()}
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse(
+    response = JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )
+    # The check that failed said why (a warning, at most once per
+    # BROKER_CHECK_SECONDS for a broker); Django's "Service Unavailable"
+    # error line on every probe of an orchestrator would only bury it.
+    response._has_been_logged = True  # type: ignore[attr-defined]  # read by django.utils.log.log_response
+    return response
