@@ -208,8 +208,12 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------
 
+# DATABASE_URL and REDIS_URL carry passwords: either may come from a file
+# (DATABASE_URL_FILE, REDIS_URL_FILE), as the other secrets do.
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    "default": environ.Env.db_url_config(
+        secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: WAL lets readers run beside the
@@ -229,7 +233,7 @@ AUTH_USER_MODEL = "accounts.User"
 
 # --- Redis: broker, results and cache ----------------------------------------
 
-REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_URL = secret("REDIS_URL")
 
 if REDIS_URL:
     CACHES = {
