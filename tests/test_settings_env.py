@@ -85,3 +85,30 @@ def test_an_unreadable_url_file_is_named(tmp_path: Path, variable: str) -> None:
     result = start({variable: str(missing)})
     assert result.returncode != 0
     assert f"{variable}={missing} cannot be read" in result.stderr
+
+
+# --- Lists ------------------------------------------------------------------------------
+
+
+def test_list_variables_are_trimmed_and_skip_empty_items() -> None:
+    got = settings_of(
+        {
+            "ALLOWED_HOSTS": " api.example.org, www.example.org ,,",
+            "CSRF_TRUSTED_ORIGINS": "https://a.example.org , https://b.example.org,",
+            "ROUTING_RETRY_SCHEDULE": "5, 30,, 120 ,",
+        }
+    )
+    assert got["hosts"] == ["api.example.org", "www.example.org"]
+    assert got["origins"] == ["https://a.example.org", "https://b.example.org"]
+    assert got["retries"] == [5, 30, 120]
+
+
+def test_every_host_of_a_spaced_list_is_served() -> None:
+    script = (
+        "import django; django.setup(); from django.test import Client; "
+        "print([Client().get('/healthz', HTTP_HOST=h).status_code "
+        "for h in ('api.example.org', 'www.example.org', 'other.example.org')])"
+    )
+    result = start({"ALLOWED_HOSTS": "api.example.org, www.example.org"}, script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[200, 200, 400]"

@@ -40,6 +40,14 @@ def secret(name: str, default: str = "") -> str:
     return env.str(name, default=default)
 
 
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list from ``NAME``, each item trimmed, empty ones
+    left out (``"a, b,"`` is ``["a", "b"]``); ``default`` when unset."""
+    if name not in env.ENVIRON:
+        return default
+    return [item.strip() for item in env.str(name).split(",") if item.strip()]
+
+
 DEBUG = env.bool("DEBUG", default=True)
 
 SECRET_KEY = secret("SECRET_KEY", DEV_SECRET_KEY)
@@ -112,8 +120,8 @@ def _check_fernet_keys() -> None:
 
 _check_fernet_keys()
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else [])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["*"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
 # Number of reverse proxies in front of the web nodes; X-Forwarded-For is
 # trusted only that deep when finding the client address for throttles.
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
@@ -535,7 +543,7 @@ IDENTITY_PROVIDER = env.str(
 # Seconds to wait before each retry after the first try (design §6).
 ROUTING_RETRY_SCHEDULE = [
     int(s)
-    for s in env.list(
+    for s in env_list(
         "ROUTING_RETRY_SCHEDULE",
         default=["5", "30", "120", "600", "1800", "3600", "10800", "21600"],
     )
