@@ -61,10 +61,9 @@ def test_readyz_is_503_when_rabbitmq_refuses_the_login_or_the_vhost(
     for response in (first, second):
         assert response.status_code == 503
         assert response["Content-Type"] == "application/json"
-        assert response.json() == {
-            "status": "unavailable",
-            "checks": {"database": "ok", "broker": "unavailable"},
-        }
+        assert response.json()["status"] == "unavailable"
+        assert response.json()["checks"]["broker"] == "unavailable"
+        assert response.json()["checks"]["database"] == "ok"
     # Asked once and kept, as the other answers of the broker are.
     assert len(attempts) == 1
     # A warning, not a server error's traceback.

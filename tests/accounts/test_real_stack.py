@@ -29,7 +29,7 @@ def test_the_real_stack_is_in_use() -> None:
 def test_readyz_checks_the_real_database_and_redis() -> None:
     response = APIClient().get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok", "redis": "ok"}
 
 
 def test_simultaneous_code_requests_send_one_sms() -> None:
