@@ -8,6 +8,7 @@ through the project's PII mask, as every other log line does.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -34,6 +35,15 @@ forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
 forwarder_headers = ""
 
+# LOG_LEVEL sets gunicorn's loggers as it sets Django's (config/settings/base.py);
+# at WARNING and above the access log is silent.
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO"
+if LOG_LEVEL not in logging.getLevelNamesMapping():
+    raise SystemExit(
+        f"LOG_LEVEL={os.environ['LOG_LEVEL']!r} is not a log level: "
+        "use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
@@ -56,7 +66,7 @@ logconfig_dict = {
         },
     },
     "loggers": {
-        "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "gunicorn.error": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "gunicorn.access": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
