@@ -6,13 +6,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.core import signals
+from django.core.handlers.wsgi import WSGIRequest
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, JsonResponse
 from kombu import Connection
 from kombu.exceptions import KombuError
 
+from config.fastpath import _CHINESE as CHINESE  # the fast paths' language test
+from config.fastpath import bodiless
 from config.redis_client import REDIS_ERRORS, redis_client
 
 logger = logging.getLogger(__name__)
@@ -136,3 +141,77 @@ def readyz(request: HttpRequest) -> JsonResponse:
     # error line on every probe of an orchestrator would only bury it.
     response._has_been_logged = True  # type: ignore[attr-defined]  # read by django.utils.log.log_response
     return response
+
+
+# --- In front of Django's request cycle ----------------------------------------------------------
+
+# What Django's middleware adds to a probe's answer, in the order the full
+# cycle writes them around the view's own headers (the parity tests of
+# tests/test_probes_in_front.py compare them).
+_BEFORE_LENGTH = [("X-Frame-Options", "DENY")]
+_AFTER_LENGTH = [
+    ("Vary", "Accept-Language"),
+    ("Content-Language", "zh-hans"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+]
+
+
+class ProbesInFront:
+    """/healthz and /readyz answered before Django's request cycle.
+
+    A load balancer or an orchestrator probes each web process by its
+    address (``Host: 10.0.1.11:8000``), which ALLOWED_HOSTS need not list:
+    through the full cycle that is a 400 page and a DisallowedHost error
+    logged on every probe. Here a probe gets what the full cycle gives an
+    allowed host, status, headers and body, from the same views, whatever
+    its Host says: the answers name no host and carry nothing of anyone's.
+
+    Only a plain ``GET`` or ``HEAD`` of exactly these two paths is answered:
+    no query string, cookie or body, Chinese or no language asked for, and
+    not a secure request while HSTS is on (Django's answer would carry the
+    header). Everything else, any other path or method included, goes to
+    Django unchanged and meets its host check."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        view = _PROBES.get(environ.get("PATH_INFO", ""))
+        if view is None or not self._plain(environ):
+            return self.app(environ, start_response)
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            response = view(WSGIRequest(environ))
+        except Exception:  # the full cycle answers it (and logs it) as it would have
+            return self.app(environ, start_response)
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+        body = response.content
+        headers = [
+            *response.items(),
+            *_BEFORE_LENGTH,
+            ("Content-Length", str(len(body))),
+            *_AFTER_LENGTH,
+        ]
+        start_response(f"{response.status_code} {response.reason_phrase}", headers)
+        return [body]
+
+    @staticmethod
+    def _plain(environ: dict[str, Any]) -> bool:
+        if (
+            environ.get("REQUEST_METHOD") not in ("GET", "HEAD")
+            or environ.get("QUERY_STRING")
+            or environ.get("HTTP_COOKIE")
+            or environ.get("CONTENT_TYPE")
+            or not bodiless(environ)
+            or not CHINESE.fullmatch(environ.get("HTTP_ACCEPT_LANGUAGE", "zh"))
+        ):
+            return False
+        # (SecurityMiddleware's HTTPS redirect leaves the probes alone:
+        # SECURE_REDIRECT_EXEMPT.) is_secure reads the scheme, not the host.
+        return not (settings.SECURE_HSTS_SECONDS and WSGIRequest(environ).is_secure())
+
+
+_PROBES: dict[str, Callable[[HttpRequest], JsonResponse]] = {"/healthz": healthz, "/readyz": readyz}

@@ -37,3 +37,8 @@ if settings.QR_STAR_CODE_FAST_PATH:
     from qr.fastpath import StarCodeFastPath
 
     application = StarCodeFastPath(application)
+
+# Outermost: the probes answer before Django's host check (config.health).
+from config.health import ProbesInFront  # noqa: E402
+
+application = ProbesInFront(application)
