@@ -9,6 +9,7 @@ Python runs the whole system.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -335,36 +336,50 @@ CELERY_TASK_QUEUES = [
 CELERY_TASK_DEFAULT_EXCHANGE = "default"
 CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every periodic task expires about a period after beat sends it, so that
+# while the workers of its queue are down the sends do not pile up to all
+# run when they return: an hourly or daily one after its period, one of
+# seconds or minutes after two, and never under half a minute (the hosts'
+# clocks and the broker's latency). The option is ``expire_seconds``: the
+# database scheduler keeps that one and drops ``expires``.
+HOUR, DAY = 3600, 86400
+
+
+def expire_after(period_seconds: float, *, floor: int = 30) -> int:
+    """``expire_seconds`` of a task sent every ``period_seconds``."""
+    return max(math.ceil(2 * period_seconds), floor)
+
+
 CELERY_BEAT_SCHEDULE: dict = {
     "accounts-purge-idempotency-records": {
         "task": "accounts.purge_idempotency_records",
         "schedule": crontab(minute=23),
-        "options": {"queue": "housekeeping"},
+        "options": {"queue": "housekeeping", "expire_seconds": HOUR},
     },
     "accounts-purge-otp-challenges": {
         "task": "accounts.purge_otp_challenges",
         "schedule": crontab(minute=17),
-        "options": {"queue": "housekeeping"},
+        "options": {"queue": "housekeeping", "expire_seconds": HOUR},
     },
     # Records of refresh tokens past their expiry (every login and refresh
     # leaves one).
     "accounts-purge-refresh-tokens": {
         "task": "accounts.purge_refresh_tokens",
         "schedule": crontab(hour=4, minute=29),
-        "options": {"queue": "housekeeping"},
+        "options": {"queue": "housekeeping", "expire_seconds": DAY},
     },
     # Messages posted to accounts after they closed.
     "accounts-purge-closed-inboxes": {
         "task": "accounts.purge_closed_inboxes",
         "schedule": crontab(hour=4, minute=41),
-        "options": {"queue": "housekeeping"},
+        "options": {"queue": "housekeeping", "expire_seconds": DAY},
     },
     # Admin sessions past their expiry (Django's clearsessions), with the
     # messages they held.
     "accounts-purge-expired-sessions": {
         "task": "accounts.purge_expired_sessions",
         "schedule": crontab(hour=4, minute=53),
-        "options": {"queue": "housekeeping"},
+        "options": {"queue": "housekeeping", "expire_seconds": DAY},
     },
 }
 CELERY_TASK_ALWAYS_EAGER = False
@@ -612,13 +627,21 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE.update(
     {
-        "routing-sweep": {"task": "routing.sweep", "schedule": ROUTING_SWEEP_EVERY_SECONDS},
-        "routing-probe-paused": {"task": "routing.probe_paused", "schedule": 60.0},
+        "routing-sweep": {
+            "task": "routing.sweep",
+            "schedule": ROUTING_SWEEP_EVERY_SECONDS,
+            "options": {"expire_seconds": expire_after(ROUTING_SWEEP_EVERY_SECONDS)},
+        },
+        "routing-probe-paused": {
+            "task": "routing.probe_paused",
+            "schedule": 60.0,
+            "options": {"expire_seconds": expire_after(60)},
+        },
         # Finished pings past ROUTING_PING_RETENTION_DAYS.
         "routing-purge-pings": {
             "task": "routing.purge_pings",
             "schedule": crontab(hour=3, minute=53),
-            "options": {"queue": "housekeeping"},
+            "options": {"queue": "housekeeping", "expire_seconds": DAY},
         },
     }
 )
@@ -724,12 +747,15 @@ CELERY_TASK_ROUTES.update(
 CELERY_BEAT_SCHEDULE["payments-reconcile"] = {
     "task": "payments.reconcile",
     "schedule": crontab(hour=10, minute=30),
-    "options": {"queue": "payments"},
+    "options": {"queue": "payments", "expire_seconds": DAY},
 }
 CELERY_BEAT_SCHEDULE["payments-sweep"] = {
     "task": "payments.sweep",
     "schedule": PAYMENTS_SWEEP_EVERY_SECONDS,
-    "options": {"queue": "payments", "expires": 60},
+    "options": {
+        "queue": "payments",
+        "expire_seconds": expire_after(PAYMENTS_SWEEP_EVERY_SECONDS, floor=60),
+    },
 }
 
 # --- Star-code (qr) ------------------------------------------------------------------
@@ -777,12 +803,12 @@ CELERY_BEAT_SCHEDULE.update(
         "qr-prune-signing-keys": {
             "task": "qr.prune_signing_keys",
             "schedule": timedelta(minutes=10),
-            "options": {"queue": "housekeeping"},
+            "options": {"queue": "housekeeping", "expire_seconds": expire_after(600)},
         },
         "qr-purge-scan-events": {
             "task": "qr.purge_scan_events",
             "schedule": crontab(hour=3, minute=41),
-            "options": {"queue": "housekeeping"},
+            "options": {"queue": "housekeeping", "expire_seconds": DAY},
         },
     }
 )
@@ -791,7 +817,7 @@ if "Redis" in QR_SCAN_RECORDER:
     CELERY_BEAT_SCHEDULE["qr-flush-scan-events"] = {
         "task": "qr.flush_scan_events",
         "schedule": timedelta(seconds=QR_SCAN_FLUSH_SECONDS),
-        "options": {"queue": "default", "expires": 30},
+        "options": {"queue": "default", "expire_seconds": expire_after(QR_SCAN_FLUSH_SECONDS)},
     }
 CELERY_TASK_ROUTES.update(
     {
