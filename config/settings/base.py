@@ -245,6 +245,7 @@ AUTH_USER_MODEL = "accounts.User"
 
 REDIS_URL = secret("REDIS_URL")
 
+CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {
         "default": {
