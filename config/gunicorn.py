@@ -70,3 +70,12 @@ logconfig_dict = {
         "gunicorn.access": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
+
+
+def post_worker_init(worker: object) -> None:
+    """A worker serves only settings whose backends, providers and rates
+    work (config/settings/checks.py): otherwise it fails to boot, naming
+    them, and gunicorn stops."""
+    from config.settings.checks import run_or_refuse
+
+    run_or_refuse()

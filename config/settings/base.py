@@ -883,3 +883,7 @@ LOGGING = {
 }
 
 ADMIN_SITE_HEADER = _("我的长沙 · 运营管理")
+
+# Settings that name code or rates are checked when the apps are ready
+# (`manage.py check`, and gunicorn's workers before they serve).
+from config.settings import checks as _checks  # noqa: E402, F401
