@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,9 +31,29 @@ def _has_nul(request: HttpRequest) -> bool:
     )
 
 
+# Bytes no text encoding is bound to take, decoded as Django's form parsers
+# decode (errors="replace"): a codec that raises on them cannot read a body.
+_TRIAL = b"\xff\x00a-\xc3\xa9\x80"
+
+
+@functools.lru_cache(maxsize=64)
+def _codec_reads_text(name: str) -> bool:
+    """Whether the codec ``name`` (as :func:`codecs.lookup` names it) turns
+    any bytes into text: not bz2, zlib, base64, hex, rot13, uu (not text
+    encodings), nor undefined, idna, punycode (text encodings that raise on
+    bytes they do not expect, even when asked to replace them)."""
+    if not getattr(codecs.lookup(name), "_is_text_encoding", True):
+        return False
+    try:
+        codecs.decode(_TRIAL, name, "replace")
+    except (UnicodeError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _codec_not_text(request: HttpRequest) -> str | None:
-    """The body's charset, if it names a codec Python knows that is not a
-    text encoding (bz2, zlib, base64, hex, rot13, uu…), else None.
+    """The body's charset, if it names a codec Python knows that cannot
+    read a body as text (:func:`_codec_reads_text`), else None.
 
     Django takes any codec :func:`codecs.lookup` finds as the request's
     encoding, and the JSON parser reads the body through it: a few hundred
@@ -43,10 +64,10 @@ def _codec_not_text(request: HttpRequest) -> str | None:
     if not charset:
         return None
     try:
-        info = codecs.lookup(charset)
+        name = codecs.lookup(charset).name
     except LookupError:
         return None
-    return None if getattr(info, "_is_text_encoding", True) else charset
+    return None if _codec_reads_text(name) else charset
 
 
 class RequestCharsetMiddleware:
