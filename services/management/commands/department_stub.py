@@ -9,12 +9,14 @@ API: accepted, then completed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from django.core.management.base import BaseCommand, CommandError
@@ -26,6 +28,9 @@ from services.models import Endpoint
 from services.routing import endpoints, events
 
 KEY_NAME = "department_stub"
+# What the stub's endpoints say they are; with their path (/<code>/events),
+# how a later run tells them from the department's own.
+DESCRIPTION = "demo department backend (department_stub)"
 
 
 class Command(BaseCommand):
@@ -62,27 +67,39 @@ class Command(BaseCommand):
         delay: float,
         **options,
     ):
+        if not 1 <= port <= 65535:
+            raise CommandError(f"--port must be between 1 and 65535, not {port}")
+        if delay < 0:
+            raise CommandError(f"--delay must be 0 or more seconds, not {delay}")
         wanted = Department.objects.filter(is_active=True)
         if departments:
             wanted = wanted.filter(code__in=departments)
-        hosts = hosts or ["127.0.0.1"]
-        wired = {department.code: self.wire(department, hosts[0], port) for department in wanted}
-        if not wired:
+        if not wanted.exists():
             raise CommandError("no active departments; run seed_demo or create_department first")
-        stub = Stub(wired, api=api.rstrip("/"), delay=delay, say=self.say)
-        servers = [_server_class(host)((host, port), stub.handler()) for host in hosts]
-        for server in servers:
-            server.daemon_threads = True
-        for server in servers[1:]:
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.say(
-            f"department stub for {', '.join(sorted(wired))} listening on "
-            + " and ".join(f"http://{_url_host(host)}:{port}/<code>/events" for host in hosts)
-        )
+        hosts = hosts or ["127.0.0.1"]
+        stub = Stub({}, api=api.rstrip("/"), delay=delay, say=self.say)
+        # Listening first: the endpoints are pointed here only once this
+        # process has the port (a busy one would send the departments'
+        # events to whoever holds it).
+        servers: list[ThreadingHTTPServer] = []
         try:
-            servers[0].serve_forever()
-        except KeyboardInterrupt:
-            pass
+            for host in hosts:
+                try:
+                    servers.append(_server_class(host)((host, port), stub.handler()))
+                except OSError as exc:
+                    raise CommandError(f"cannot listen on {_url_host(host)}:{port}: {exc}") from exc
+            for department in wanted:
+                stub.wired[department.code] = self.wire(department, hosts[0], port)
+            for server in servers:
+                server.daemon_threads = True
+            for server in servers[1:]:
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+            self.say(
+                f"department stub for {', '.join(sorted(stub.wired))} listening on "
+                + " and ".join(f"http://{_url_host(host)}:{port}/<code>/events" for host in hosts)
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                servers[0].serve_forever()
         finally:
             for server in servers:
                 server.server_close()
@@ -92,20 +109,31 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def wire(self, department: Department, host: str, port: int) -> dict[str, str]:
-        """A fresh integrator key and a live endpoint (with a secret we know)."""
+        """A fresh integrator key and a live endpoint (with a secret we know).
+        The endpoints an earlier run made at another address are deleted:
+        nothing answers there any more (their events would be retried and
+        end as dead letters, and they would count against the department's
+        ROUTING_MAX_ENDPOINTS)."""
         for old in ApiKey.objects.filter(department=department, name=KEY_NAME, revoked_at=None):
             api_key_revoke(key=old, actor=None)
         _key, raw = api_key_create(
             department=department, scope=ApiKeyScope.INTEGRATOR, name=KEY_NAME
         )
         url = f"http://{_url_host(host)}:{port}/{department.code}/events"
+        left = Endpoint.objects.filter(
+            department=department, description=DESCRIPTION, deleted_at=None
+        ).exclude(url=url)
+        for earlier in left:
+            # Its own: the description it gives and the path it serves.
+            if urlsplit(earlier.url).path == f"/{department.code}/events":
+                endpoints.endpoint_delete(endpoint=earlier, actor=None)
         endpoint = Endpoint.objects.filter(department=department, url=url, deleted_at=None).first()
         if endpoint is None:
             endpoint, secret = endpoints.endpoint_create(
                 department=department,
                 url=url,
                 events=list(events.SUBSCRIBABLE),
-                description="demo department backend (department_stub)",
+                description=DESCRIPTION,
                 actor=None,
             )
         else:
