@@ -27,6 +27,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -61,7 +62,11 @@ def _keyring_version_read() -> _Version:
 
 
 def _keyring_version_write() -> None:
-    redis_client().incr(redis_key(_VERSION_KEY))
+    # A value never written before, not a counter: a counter lost with Redis
+    # (a restart without persistence, a replica that missed the write) would
+    # start again at a value some process still holds, and that process
+    # would keep a withdrawn key.
+    redis_client().set(redis_key(_VERSION_KEY), uuid.uuid4().hex)
 
 
 def keyring_version_bump() -> None:

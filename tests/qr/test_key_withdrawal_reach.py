@@ -144,3 +144,19 @@ def test_two_rings_see_the_withdrawal_through_real_redis(monkeypatch):
     clock.step(1.01)
     assert [k.kid for k in other.published()] == [new.kid]
     assert other.get(first.kid) is None
+
+
+@pytest.mark.integration  # a real Redis
+def test_a_version_lost_with_redis_never_comes_back_as_the_same_value():
+    """A Redis restarted without persistence (or a replica that missed the
+    last write) loses the version: the next change must not write the value
+    a process still holds, or that process would keep a withdrawn key."""
+    from config.redis_client import redis_client, redis_key
+
+    key = redis_key(caches._VERSION_KEY)
+    redis_client().delete(key)
+    caches._keyring_version_write()
+    held = caches._keyring_version_read()
+    redis_client().delete(key)  # lost
+    caches._keyring_version_write()
+    assert caches._keyring_version_read() not in (None, held)
