@@ -187,8 +187,19 @@ class ServiceForm(forms.ModelForm):
                 {name: _messages(errors) for name, errors in checked.errors.items()}
             )
         self.cleaned_data.update(checked.validated_data)
+        # A stored form schema is checked again only when it is changed, as
+        # through the department API: one saved before a rule (a format
+        # nothing checks) leaves the rest of the guide editable.
+        values = self.cleaned_data
+        # Compared with the row read for this save, not the page's hidden
+        # initial value, which the browser sends back.
+        if (
+            not self.instance._state.adding
+            and values.get("form_schema") == self.instance.form_schema
+        ):
+            values = {k: v for k, v in values.items() if k != "form_schema"}
         try:
-            catalog.guide_check(self.cleaned_data)
+            catalog.guide_check(values)
         except ServicesError as exc:
             raise ValidationError(dict(exc.errors.items())) from exc
         return self.cleaned_data

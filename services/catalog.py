@@ -178,7 +178,9 @@ def service_update(
     ``hold`` (operators taking it offline): the service is held offline
     even if it already was, its department having taken it offline."""
     values = _normalise({k: v for k, v in values.items() if k in GUIDE_FIELDS})
-    guide_check(values)
+    # A form schema sent again as stored is not checked again: one saved
+    # before a rule (a format nothing checks) leaves the guide editable.
+    guide_check({k: v for k, v in values.items() if k != "form_schema" or v != service.form_schema})
     with transaction.atomic():
         # Compared with and written to the row as it is now, field by field:
         # an edit made since ``service`` was read (an operator taking it

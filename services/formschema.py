@@ -391,7 +391,25 @@ def _multiple_of(
             yield ValidationError("is not a multiple")
 
 
-_FORMATS = FormatChecker()
+# The formats a form may name (README, docs/departments.md), listed rather
+# than whatever jsonschema finds importable: another package installed
+# beside it must not widen what schemas may say. A checker missing (its
+# library not installed) fails here, at import, not on a citizen's form.
+FORMATS = (
+    "date",
+    "time",
+    "date-time",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "uuid",
+)
+_FORMATS = FormatChecker(formats=FORMATS)
 
 
 @_FORMATS.checks("regex", raises=re2.error)

@@ -348,3 +348,23 @@ def test_a_form_naming_a_format_is_checked_by_it_or_refused(
     }
     good = {**GOOD_FORM, "when": "2026-12-08T09:30:00+08:00", "site": "https://example.cn/a"}
     assert submit(citizen_api, form=good).status_code == 201
+
+
+def test_an_operator_edits_a_service_whose_stored_form_names_a_format_nothing_checks(
+    operator_client,
+) -> None:
+    # Stored before formats were checked on save: the guide stays editable
+    # (as through the department API, which checks a schema only when sent);
+    # a new schema naming such a format is refused.
+    service = ServiceFactory(code="x1")
+    old = with_field(type="string", format="duration")
+    Service.objects.filter(pk=service.pk).update(form_schema=old)
+    service.refresh_from_db()
+    service.name = "改名"
+    response = save_in_admin(operator_client, service, old)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Service.objects.get(pk=service.pk).name == "改名"
+
+    response = save_in_admin(operator_client, service, with_field(type="string", format="iri"))
+    assert response.status_code == 200
+    assert "iri" in " ".join(response.context["adminform"].form.errors["form_schema"])

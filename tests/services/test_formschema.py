@@ -580,3 +580,15 @@ def test_the_meta_schema_check_is_not_paid_again_when_a_validator_is_evicted(
     # Another schema is checked in full.
     assert schema_problems(form_with(a={"minLength": "x"}))
     assert len(calls) == 2
+
+
+def test_the_formats_checked_are_the_documented_ones_whatever_else_is_installed() -> None:
+    from pathlib import Path
+
+    from services import formschema
+
+    assert set(formschema._FORMATS.checkers) == {*formschema.FORMATS, "regex"}
+    root = Path(__file__).resolve().parents[2]
+    for doc in ("README.md", "docs/departments.md"):
+        text = (root / doc).read_text()
+        assert all(f"`{name}`" in text for name in (*formschema.FORMATS, "regex")), doc
