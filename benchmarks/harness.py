@@ -67,13 +67,56 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def free_redis_db() -> int:
+# The key a run writes (SET NX) into the Redis database it takes, so that two
+# runs at once never take the same one; a run that dies without cleaning up
+# leaves it for a day at most.
+CLAIM_KEY = "mcs-bench:claimed-by"
+CLAIM_SECONDS = 24 * 3600
+# Flush the database only while it is still ours (a script: one step).
+_FLUSH_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('FLUSHDB')
+  return 1
+end
+return 0
+"""
+
+
+def free_redis_db(token: str) -> int:
+    """An empty Redis database between 15 and 10 (or the one
+    ``BENCH_REDIS_DB`` names), claimed for this run: ``CLAIM_KEY`` is set to
+    ``token`` only if absent (SET NX), and the database kept only if that
+    key is all it holds. Someone who does not claim (a test run flushing
+    its database) can still take it: the end of the run says so."""
     import redis
 
-    for number in range(15, 9, -1):
-        if redis.Redis.from_url(f"{REDIS}/{number}").dbsize() == 0:
+    pinned = os.environ.get("BENCH_REDIS_DB")
+    for number in [int(pinned)] if pinned else range(15, 9, -1):
+        client = redis.Redis.from_url(f"{REDIS}/{number}")
+        if client.dbsize() != 0 or not client.set(CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
+            continue
+        if client.dbsize() == 1:
             return number
-    raise SystemExit("no empty Redis database between 10 and 15")
+        # Someone else wrote there between our two looks: give it back.
+        client.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+            "return 0",
+            1,
+            CLAIM_KEY,
+            token,
+        )
+    raise SystemExit(
+        f"no empty Redis database {'of BENCH_REDIS_DB' if pinned else 'between 10 and 15'} "
+        "(another run may hold it)"
+    )
+
+
+def redis_release(url: str, token: str) -> bool:
+    """Flush the run's Redis database if it is still claimed by ``token``;
+    whether it was."""
+    import redis
+
+    return bool(redis.Redis.from_url(url).eval(_FLUSH_IF_OURS, 1, CLAIM_KEY, token))
 
 
 def raw_request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -463,7 +506,11 @@ class Stack:
         from cryptography.fernet import Fernet
 
         self.database = f"mcs_bench_{name}_{os.getpid()}"
-        self.redis_url = f"{REDIS}/{free_redis_db()}"
+        self.redis_token = f"{name}-{os.getpid()}-{secrets.token_hex(8)}"
+        self.redis_url = f"{REDIS}/{free_redis_db(self.redis_token)}"
+        # Set at the end: the Redis database was flushed or taken by someone
+        # else during the run (its figures cannot be trusted).
+        self.redis_lost = False
         self.work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.env = {
             "DJANGO_SETTINGS_MODULE": "config.settings.base",
@@ -487,10 +534,10 @@ class Stack:
 @contextmanager
 def scratch_stack(name: str, **extra_env: str) -> Iterator[Stack]:
     """Create the stack, set its environment in this process, set Django up
-    and migrate; drop the database, flush Redis and remove the work
-    directory at the end, however it ends."""
+    and migrate; drop the database, flush Redis (if the database is still
+    claimed by this run) and remove the work directory at the end, however
+    it ends."""
     import psycopg
-    import redis
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(f"stopped by signal {signum}")
@@ -520,7 +567,12 @@ def scratch_stack(name: str, **extra_env: str) -> Iterator[Stack]:
         connections.close_all()
         with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)')
-        redis.Redis.from_url(stack.redis_url).flushdb()
+        if not redis_release(stack.redis_url, stack.redis_token):
+            stack.redis_lost = True
+            log(
+                f"Redis {stack.redis_url} is no longer claimed by this run (flushed or taken by "
+                "someone else meanwhile): not flushed; the run fails"
+            )
         shutil.rmtree(stack.work, ignore_errors=True)
 
 
