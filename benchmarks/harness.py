@@ -159,8 +159,18 @@ class Wrk:
         self.meter = meter
 
     def run(
-        self, requests: list[bytes], *, expect: int, seconds: float, wrap: bool = False
+        self,
+        requests: list[bytes],
+        *,
+        expect: int,
+        seconds: float,
+        wrap: bool = False,
+        body: str | None = None,
     ) -> dict[str, Any]:
+        """One wrk run. An answer counts as expected when its status is
+        ``expect`` and, if ``body`` is given, its body contains ``body``;
+        ``rate`` counts only the expected ones, ``errors`` everything else
+        (other answers, socket errors, time-outs)."""
         if len(requests) < self.threads:
             raise ValueError(f"{len(requests)} requests for {self.threads} wrk threads")
         self.files += 1
@@ -169,7 +179,7 @@ class Wrk:
             self.binary,
             f"-t{self.threads}",
             f"-c{self.connections}",
-            f"-d{seconds:g}s",
+            f"-d{wrk_seconds(seconds)}s",
             "--timeout",
             "30s",
             "-s",
@@ -179,7 +189,8 @@ class Wrk:
             str(path),
             str(expect),
             str(self.threads),
-            *(["wrap"] if wrap else []),
+            "wrap" if wrap else "once",
+            body or "",
         ]
         before = self.meter.read() if self.meter else {}
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
@@ -189,7 +200,8 @@ class Wrk:
         if done.returncode != 0 or match is None:
             raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         result: dict[str, Any] = json.loads(match.group(1))
-        result["rate"] = result["requests"] / (result["duration_us"] / 1e6)
+        # Only the expected answers are throughput; the rest are errors.
+        result["rate"] = result["ok"] / (result["duration_us"] / 1e6)
         result["p50_ms"] = result["p50_us"] / 1000
         result["p99_ms"] = result["p99_us"] / 1000
         result["errors"] = result["unexpected"] + sum(
@@ -197,17 +209,24 @@ class Wrk:
         )
         result["stderr"] = done.stderr.strip()
         result["cpu"] = CpuMeter.delta(before, after, result["requests"]) if self.meter else {}
+        result["problems"] = []
         return result
 
 
-def wsgi_call(request: bytes) -> int:
+def wrk_seconds(seconds: float) -> int:
+    """wrk takes whole seconds only (``-d2.5s`` is refused): the nearest, at least 1."""
+    return max(1, round(seconds))
+
+
+def wsgi_call(request: bytes, *, body: str | None = None) -> int:
     """Send one raw request through the WSGI application gunicorn serves
     (``config.wsgi``: the fast paths, then Django's handler with all its
-    middleware) in this process; the HTTP status."""
+    middleware) in this process; the HTTP status. With ``body``, an answer
+    whose body does not contain it raises RuntimeError."""
     import io
     from urllib.parse import urlsplit
 
-    head, _, body = request.partition(b"\r\n\r\n")
+    head, _, payload = request.partition(b"\r\n\r\n")
     request_line, *header_lines = head.decode().split("\r\n")
     method, target, _protocol = request_line.split(" ")
     url = urlsplit(target)
@@ -219,7 +238,7 @@ def wsgi_call(request: bytes) -> int:
         "SERVER_PORT": "80",
         "REMOTE_ADDR": "127.0.0.1",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.input": io.BytesIO(payload),
         "wsgi.url_scheme": "http",
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
@@ -242,13 +261,15 @@ def wsgi_call(request: bytes) -> int:
     from config.wsgi import application
 
     response = application(environ, start_response)
-    b"".join(response)
+    answer = b"".join(response)
     if hasattr(response, "close"):
         response.close()
+    if body is not None and body.encode() not in answer:
+        raise RuntimeError(f"in-process answer without {body}: {answer[:300]!r}")
     return int(status[0].split()[0])
 
 
-def count_queries(request: bytes, expect: int) -> tuple[list[str], int]:
+def count_queries(request: bytes, expect: int, *, body: str | None = None) -> tuple[list[str], int]:
     """The SQL statements Django sends for ``request`` (CaptureQueriesContext,
     which lists BEGIN and COMMIT too), and how many more statements reached
     PostgreSQL past Django's cursor wrapper (the ``SELECT 1`` of
@@ -267,7 +288,7 @@ def count_queries(request: bytes, expect: int) -> tuple[list[str], int]:
     psycopg.Cursor.execute = counting_execute  # type: ignore[method-assign]
     try:
         with CaptureQueriesContext(connection) as captured:
-            status = wsgi_call(request)
+            status = wsgi_call(request, body=body)
     finally:
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
     if status != expect:
@@ -278,11 +299,13 @@ def count_queries(request: bytes, expect: int) -> tuple[list[str], int]:
     return statements, len(seen) - len(through_cursor)
 
 
-def time_in_process(requests: list[bytes], expect: int) -> tuple[float, float]:
+def time_in_process(
+    requests: list[bytes], expect: int, *, body: str | None = None
+) -> tuple[float, float]:
     """Mean wall and CPU milliseconds per request, in this process."""
     wall, cpu = time.perf_counter(), time.process_time()
     for request in requests:
-        status = wsgi_call(request)
+        status = wsgi_call(request, body=body)
         if status != expect:
             raise RuntimeError(f"in-process request answered {status}, not {expect}")
     n = len(requests)
@@ -344,6 +367,7 @@ def profile(
     *,
     categories: list[tuple[str, Callable[[str, str], bool]]] | None = None,
     watched: Iterable[tuple[str, str]] = (),
+    body: str | None = None,
 ) -> tuple[str, dict[str, float], dict[str, float]]:
     """pyinstrument over ``requests`` sent in this process: the tree's top,
     self time by category, and time inside some functions (per request, ms)."""
@@ -352,7 +376,11 @@ def profile(
     profiler = Profiler(interval=0.001)
     profiler.start()
     for request in requests:
-        status = wsgi_call(request)
+        try:
+            status = wsgi_call(request, body=body)
+        except RuntimeError:
+            profiler.stop()
+            raise
         if status != expect:
             profiler.stop()
             raise RuntimeError(f"profiled request answered {status}, not {expect}")
@@ -608,6 +636,39 @@ def web_log_problems(stack: Stack) -> str:
 Pair = tuple[dict[str, Any], dict[str, Any]]
 
 
+def settled(count: Callable[[], int], *, quiet: float = 0.2, timeout: float = 10.0) -> int:
+    """``count()`` once it has stopped moving for ``quiet`` seconds (the
+    server may still be finishing requests wrk sent just before it stopped)."""
+    deadline = time.monotonic() + timeout
+    last = count()
+    while True:
+        time.sleep(quiet)
+        now = count()
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
+def check_recorded(run: dict[str, Any], recorded: int, what: str) -> None:
+    """The server's own record of a run against wrk's answers: ``recorded``
+    outcomes of the kind every request should have had (``what``) must be
+    at least the expected answers and at most the requests sent (those
+    still in flight when wrk stopped may or may not have been served).
+    A mismatch goes into ``run["problems"]``, making the figure invalid."""
+    run["recorded"] = recorded
+    if not run["ok"] <= recorded <= run["sent"]:
+        run["problems"].append(
+            f"{recorded} {what} on record for {run['ok']} expected answers "
+            f"of {run['sent']} requests sent"
+        )
+
+
+def invalid(result: dict[str, Any]) -> bool:
+    """A run whose figure cannot be quoted: errors (answers other than
+    expected, socket errors), or the server's record disagreeing."""
+    return bool(result["errors"] or result["problems"])
+
+
 def alternate(
     load: Wrk,
     name: str,
@@ -616,19 +677,33 @@ def alternate(
     expect: int,
     seconds: float,
     wrap: bool = False,
+    body: str | None = None,
+    recorded: Callable[[], int] | None = None,
+    recorded_what: str = "outcomes",
 ) -> list[Pair]:
     """For each slice: a floor round (``/bench/bare``), then the endpoint's
-    round on that slice's requests; the (floor, endpoint) results."""
+    round on that slice's requests; the (floor, endpoint) results.
+
+    ``body``: a string every endpoint answer must contain (a wrong answer
+    with the right status is an error). ``recorded``: counts the outcomes
+    the server has recorded that every request of the round should have
+    (read before and after each round; see :func:`check_recorded`)."""
     bare = [raw_request("GET", BARE, {})] * (load.threads * load.connections)
     pairs: list[Pair] = []
     for k, requests in enumerate(slices):
-        floor = load.run(bare, expect=200, seconds=seconds, wrap=True)
-        run = load.run(requests, expect=expect, seconds=seconds, wrap=wrap)
+        floor = load.run(bare, expect=200, seconds=seconds, wrap=True, body='"ok"')
+        before = settled(recorded) if recorded else 0
+        run = load.run(requests, expect=expect, seconds=seconds, wrap=wrap, body=body)
+        if recorded:
+            check_recorded(run, settled(recorded) - before, recorded_what)
         pairs.append((floor, run))
         log(
             f"  round {k + 1}: floor {floor['rate']:.0f}/s, {name} {run['rate']:.0f}/s "
             f"({run['rate'] / floor['rate']:.1%}), errors {run['errors']}"
+            + (f", floor errors {floor['errors']}" if floor["errors"] else "")
+            + (f", {run['recorded']} {recorded_what} on record" if recorded else "")
             + (" EXHAUSTED" if run["exhausted_threads"] else "")
+            + "".join(f"; MISMATCH: {problem}" for problem in run["problems"])
             + (
                 f"; other processes used {run['cpu']['others_cores']:.2f} cores"
                 if run["cpu"]
@@ -638,9 +713,12 @@ def alternate(
     return pairs
 
 
-def medians(pairs: list[Pair]) -> dict[str, float]:
+def medians(pairs: list[Pair]) -> dict[str, Any]:
     """The figure of a series of rounds: medians of the per-round ratio, the
-    endpoint's and the floor's rates and latencies, and CPU per request."""
+    endpoint's and the floor's rates (expected answers only) and latencies,
+    CPU per request; errors of the endpoint's and of the floor's rounds, and
+    whether the figure is invalid (any error, record mismatch or thread
+    that ran out of requests, in either)."""
 
     def med(values: Iterable[float]) -> float:
         listed = list(values)
@@ -658,14 +736,43 @@ def medians(pairs: list[Pair]) -> dict[str, float]:
         "pg_ms": med(run["cpu"].get("postgres_ms", float("nan")) for _, run in pairs),
         "floor_web_ms": med(floor["cpu"].get("web_ms", float("nan")) for floor, _ in pairs),
         "errors": sum(run["errors"] for _, run in pairs),
+        "floor_errors": sum(floor["errors"] for floor, _ in pairs),
+        "mismatches": sum(len(run["problems"]) for _, run in pairs),
         "exhausted": sum(run["exhausted_threads"] for _, run in pairs),
+        "invalid": any(
+            invalid(floor) or invalid(run) or run["exhausted_threads"] for floor, run in pairs
+        ),
     }
+
+
+def failures(rounds: dict[str, list[Pair]]) -> int:
+    """How many runs (floor or endpoint) of these rounds make a figure
+    invalid: the exit code of a benchmark is non-zero if any."""
+    return sum(
+        invalid(floor) + invalid(run) + bool(run["exhausted_threads"])
+        for pairs in rounds.values()
+        for floor, run in pairs
+    )
+
+
+def errors_cell(m: dict[str, Any]) -> str:
+    """The table's errors column: endpoint+floor errors, and record mismatches."""
+    cell = f"{m['errors']}+{m['floor_errors']}"
+    return cell + (f" m{m['mismatches']}" if m["mismatches"] else "")
+
+
+def verdict(m: dict[str, Any], goal: float) -> str:
+    """The "met?" column: INVALID when the figure cannot be quoted."""
+    if m["invalid"]:
+        return "INVALID"
+    return "yes" if m["ratio"] >= goal else "NO"
 
 
 def print_rounds(rounds: dict[str, list[Pair]]) -> None:
     print(
-        "rounds: floor req/s / endpoint req/s (ratio); CPU ms per request of gunicorn, "
-        "PostgreSQL (scratch database's backends), wrk; other processes' use of the machine"
+        "rounds: floor req/s / endpoint req/s (expected answers only; ratio), errors floor / "
+        "endpoint; CPU ms per request of gunicorn, PostgreSQL (scratch database's backends), "
+        "wrk; other processes' use of the machine"
     )
     for name, pairs in rounds.items():
         print(f"  {name}:")
@@ -673,6 +780,13 @@ def print_rounds(rounds: dict[str, list[Pair]]) -> None:
             line = (
                 f"    round {k}: {floor['rate']:6.0f} / {run['rate']:5.0f} "
                 f"({run['rate'] / floor['rate']:4.1%})"
+                f" errors {floor['errors']} / {run['errors']}"
+                + (
+                    f", {run['recorded']} on record of {run['sent']} sent"
+                    if "recorded" in run
+                    else ""
+                )
+                + (" INVALID" if invalid(floor) or invalid(run) else "")
             )
             for label, result in (("floor", floor), (name, run)):
                 cpu = result.get("cpu") or {}
@@ -682,6 +796,8 @@ def print_rounds(rounds: dict[str, list[Pair]]) -> None:
                         f"wrk {cpu['wrk_ms']:.2f}; others {cpu['others_cores']:.2f} cores"
                     )
             print(line)
+            for problem in run["problems"]:
+                print(f"      MISMATCH: {problem}")
 
 
 def print_sql(
