@@ -1,6 +1,7 @@
 """The hot paths citizens and scanners feel, each next to the floor of the same run.
 
     .venv/bin/python benchmarks/hotpaths.py [--paths catalog,guide,...] [--profile]
+        [--scanners 1]
 
 The method (README "Performance"): the real stack on a scratch PostgreSQL
 database and an empty Redis database, gunicorn with the production
@@ -14,16 +15,28 @@ raised for the capacity run (the output says which).
 Paths, and what makes each request different:
 
 - ``catalog``: ``GET /api/v1/services/``, the first page of the public
-  catalog (the demo catalog: 40 services), no login; every app open asks it.
-- ``guide``: ``GET /api/v1/services/{code}/``, round the 40 services.
+  catalog (the demo catalog: 45 services; the output says how many), no
+  login; every app open asks it.
+- ``guide``: ``GET /api/v1/services/{code}/``, round the demo's services.
 - ``revalidate``: the first catalog page with the ``If-None-Match`` of its
   last answer (a mobile client or a CDN revalidating).
 - ``issue``: ``GET /api/v1/me/star-code/``, each by a different real-name
   citizen with their own access token.
 - ``verify``: ``POST /api/v1/qr/verify/`` by a scanner terminal, each with a
   star-code no scanner has seen (a different citizen's, its own ``jti``).
+  The requests go round-robin over ``--scanners`` terminals, each with its
+  own API key (default 1: every request then finds the key in the worker's
+  scanner-auth cache, ``QR_SCANNER_AUTH_CACHE_SECONDS``); the output says
+  how many. Every answer must say ``"valid":true`` (the endpoint answers
+  200 for invalid and replayed codes too), and after each round the valid
+  online scans on record must match the requests.
 - ``submit``: ``POST /api/v1/applications/`` for a free service whose
   department registered no endpoint, each by a different citizen.
+
+An answer with another status (or, for verify, without ``"valid":true``),
+a socket error or a time-out is an error, in the floor's rounds as in the
+endpoint's: the rates count expected answers only, the table has an errors
+column, a figure with any error is marked INVALID, and the exit code is 1.
 
 Before the load, one request of each is sent through the WSGI application
 in this process and its SQL statements listed; ``--profile`` (needs
@@ -50,6 +63,8 @@ from harness import (
     alternate,
     bench_service,
     count_queries,
+    errors_cell,
+    failures,
     log,
     medians,
     print_profiles,
@@ -63,7 +78,9 @@ from harness import (
     served,
     time_in_process,
     tree_state,
+    verdict,
     web_log_problems,
+    wrk_seconds,
     wsgi_call,
 )
 
@@ -75,9 +92,17 @@ RAISED_RATES = {
 EXTRA_ENV = {"STAR_CODE_TTL": "1800", "JWT_ACCESS_MINUTES": "60"}
 
 
+# What every verify answer of the benchmark must contain (the compact JSON
+# both the view and qr.fastpath answer with): the endpoint answers 200 for
+# an invalid, replayed or expired code too.
+VALID_SCAN = '"valid":true'
+
+
 class HotPath:
-    """One hot path: its title, goal, expected status, and how to make
-    ``n`` distinct requests of it."""
+    """One hot path: its title, goal, expected status (and a string the
+    body must contain, if any), how to make ``n`` distinct requests of it,
+    and what the server records of each (a count that must grow by one per
+    request, if any)."""
 
     def __init__(
         self,
@@ -87,18 +112,23 @@ class HotPath:
         make: Callable[[int], list[bytes]],
         *,
         cheap: bool = False,
+        body: str | None = None,
+        recorded: Callable[[], int] | None = None,
+        recorded_what: str = "outcomes",
     ) -> None:
         self.title, self.goal, self.expect, self.make = title, goal, expect, make
+        self.body, self.recorded, self.recorded_what = body, recorded, recorded_what
         # Requests cheap to make: sized for the floor's rate, so that no
         # round can run out whatever the endpoint does.
         self.cheap = cheap
 
 
 class Seeder:
-    """The demo catalog, a free service without endpoint, a scanner terminal,
-    and real-name citizens made in bulk (each used once per run)."""
+    """The demo catalog, a free service without endpoint, ``scanners``
+    scanner terminals (each its own API key), and real-name citizens made in
+    bulk (each used once per run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scanners: int = 1) -> None:
         from django.core.management import call_command
 
         from accounts.api_keys import api_key_create
@@ -113,8 +143,15 @@ class Seeder:
         department, _ = department_ensure(code="bench-free", name="基准测试部门")
         self.free = bench_service(code="bench-free", name="居住证明开具", department=department)
         metro, _ = department_ensure(code="bench-metro", name="长沙地铁")
-        key, self.scanner_key = api_key_create(department=metro, scope=ApiKeyScope.SCANNER)
-        ScannerProfile.objects.create(api_key=key, place="2号线 五一广场站")
+        self.scanner_keys: list[str] = []
+        for n in range(max(1, scanners)):
+            key, raw = api_key_create(
+                department=metro, scope=ApiKeyScope.SCANNER, name=f"闸机 {n + 1}"
+            )
+            ScannerProfile.objects.create(api_key=key, place=f"2号线 五一广场站 闸机 {n + 1}")
+            self.scanner_keys.append(raw)
+        self.scanner_key = self.scanner_keys[0]
+        self.verifies = 0  # verify requests made so far: the round-robin goes on from there
         self.kid, self.private = keys.keyring_ensure()
         self.made = 0
         self.last_etag = ""
@@ -180,12 +217,14 @@ class Seeder:
         from qr import codes
 
         now = int(time.time())
+        first, self.verifies = self.verifies, self.verifies + n
+        keys = self.scanner_keys
         return [
             raw_request(
                 "POST",
                 "/api/v1/qr/verify/",
                 {
-                    "Authorization": f"Api-Key {self.scanner_key}",
+                    "Authorization": f"Api-Key {keys[(first + i) % len(keys)]}",
                     "Content-Type": "application/json",
                 },
                 json.dumps(
@@ -222,6 +261,20 @@ class Seeder:
         ]
 
 
+def valid_online_scans() -> int:
+    """Valid online scans on record, once the recorder's buffer (Redis) has
+    been moved into the database, as the beat task would."""
+    from qr.models import ScanEvent
+    from qr.recorders import get_recorder
+    from qr.scans import scan_events_flush
+
+    for _ in range(1000):
+        if not get_recorder().pending():
+            break
+        scan_events_flush()
+    return ScanEvent.objects.filter(valid=True, source=ScanEvent.Source.ONLINE).count()
+
+
 def paths(seeder: Seeder) -> dict[str, HotPath]:
     return {
         "catalog": HotPath(
@@ -232,7 +285,15 @@ def paths(seeder: Seeder) -> dict[str, HotPath]:
             "  the same, If-None-Match (304)", 0.50, 304, seeder.revalidate, cheap=True
         ),
         "issue": HotPath("GET /api/v1/me/star-code/ (issuance)", 0.50, 200, seeder.issue),
-        "verify": HotPath("POST /api/v1/qr/verify/", 0.80, 200, seeder.verify),
+        "verify": HotPath(
+            "POST /api/v1/qr/verify/",
+            0.80,
+            200,
+            seeder.verify,
+            body=VALID_SCAN,
+            recorded=valid_online_scans,
+            recorded_what="valid scans",
+        ),
         "submit": HotPath("POST /api/v1/applications/ (free)", 0.20, 201, seeder.submit),
     }
 
@@ -258,14 +319,22 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="profile in process")
     parser.add_argument("--profile-requests", type=int, default=200)
     parser.add_argument("--timed-requests", type=int, default=100)
+    parser.add_argument(
+        "--scanners",
+        type=int,
+        default=1,
+        help="scanner terminals (API keys) the verify requests go round-robin over",
+    )
     args = parser.parse_args()
+    if args.scanners < 1:
+        parser.error("--scanners must be at least 1")
     require_wrk()
     started = time.monotonic()
     chosen = args.paths.split(",")
 
     with ExitStack() as running:
         stack = running.enter_context(scratch_stack("hotpaths", **RAISED_RATES, **EXTRA_ENV))
-        seeder = Seeder()
+        seeder = Seeder(scanners=args.scanners)
         table = paths(seeder)
         unknown = set(chosen) - set(table)
         if unknown:
@@ -284,15 +353,19 @@ def main() -> int:
             path = table[name]
             warm, probe = path.make(2)
             wsgi_call(warm)  # per-process set-up (keys, serializers) out of the count
-            sql[name] = count_queries(probe, path.expect)
-            timings[name] = time_in_process(path.make(args.timed_requests), path.expect)
+            sql[name] = count_queries(probe, path.expect, body=path.body)
+            timings[name] = time_in_process(
+                path.make(args.timed_requests), path.expect, body=path.body
+            )
 
         profiles: dict[str, tuple[str, dict[str, float], dict[str, float]]] = {}
         if args.profile and pyinstrument_available():
             log(f"profiling {args.profile_requests} requests of each path in process …")
             for name in chosen:
                 path = table[name]
-                profiles[name] = profile(path.make(args.profile_requests), path.expect)
+                profiles[name] = profile(
+                    path.make(args.profile_requests), path.expect, body=path.body
+                )
 
         load = running.enter_context(
             served(
@@ -305,14 +378,17 @@ def main() -> int:
         bare_records = [raw_request("GET", "/bench/bare", {})] * (
             args.wrk_threads * args.connections
         )
-        floor_rate = load.run(bare_records, expect=200, seconds=2, wrap=True)["rate"]
+        floor_rate = load.run(bare_records, expect=200, seconds=2, wrap=True, body='"ok"')["rate"]
         rounds: dict[str, list[Pair]] = {}
         for name in chosen:
             path = table[name]
             # Enough distinct requests that no round runs out: from a warm-up
             # rate, or what the workers could do at the in-process CPU time.
             warm = load.run(
-                path.make(max(200, args.connections * 20)), expect=path.expect, seconds=2
+                path.make(max(200, args.connections * 20)),
+                expect=path.expect,
+                seconds=2,
+                body=path.body,
             )
             rate = max(warm["rate"], args.workers * 1000 / max(timings[name][1], 0.05))
             if path.cheap:
@@ -321,16 +397,25 @@ def main() -> int:
             log(f"{name}: {path.title} — warm-up {warm['rate']:.0f}/s; {per_round} per round …")
             requests = path.make(per_round * args.rounds)
             slices = [requests[k * per_round : (k + 1) * per_round] for k in range(args.rounds)]
-            rounds[name] = alternate(load, name, slices, expect=path.expect, seconds=args.seconds)
+            rounds[name] = alternate(
+                load,
+                name,
+                slices,
+                expect=path.expect,
+                seconds=args.seconds,
+                body=path.body,
+                recorded=path.recorded,
+                recorded_what=path.recorded_what,
+            )
         web_errors = web_log_problems(stack)
 
-    report(args, table, chosen, sql, timings, profiles, rounds, web_errors, started)
-    failed = sum(run["errors"] + run["exhausted_threads"] for r in rounds.values() for _, run in r)
-    return 1 if failed else 0
+    report(args, seeder, table, chosen, sql, timings, profiles, rounds, web_errors, started)
+    return 1 if failures(rounds) or stack.redis_lost else 0
 
 
 def report(
     args: argparse.Namespace,
+    seeder: Seeder,
     table: dict[str, HotPath],
     chosen: list[str],
     sql: dict[str, tuple[list[str], int]],
@@ -355,7 +440,12 @@ def report(
     )
     print(
         f"{args.rounds} alternating rounds (floor /bench/bare, then the endpoint) of "
-        f"{args.seconds:g} s per path; ratio = median of the per-round ratios"
+        f"{wrk_seconds(args.seconds)} s per path; ratio = median of the per-round ratios"
+    )
+    print(
+        f"demo catalog: {len(seeder.codes)} services; verify: {len(seeder.scanner_keys)} scanner "
+        f"API key(s), requests round-robin over them; every verify answer must contain "
+        f"{VALID_SCAN} and the valid online scans on record must match the requests each round"
     )
     print()
     print("SQL per request (one request through the WSGI application in this process):")
@@ -371,7 +461,7 @@ def report(
     print()
     header = (
         f"{'path':<42}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'floor/s':>9}"
-        f"{'web ms':>8}{'pg ms':>7}{'ratio':>7}{'goal':>6}  met?"
+        f"{'web ms':>8}{'pg ms':>7}{'errors':>8}{'ratio':>7}{'goal':>6}  met?"
     )
     print(header)
     print("-" * len(header))
@@ -382,12 +472,14 @@ def report(
         goal = table[name].goal
         print(
             f"{table[name].title:<42}{m['rate']:>8.0f}{m['p50']:>8.1f}{m['p99']:>8.1f}"
-            f"{m['floor']:>9.0f}{m['web_ms']:>8.2f}{m['pg_ms']:>7.2f}{m['ratio']:>7.1%}"
-            f"{goal:>6.0%}  {'yes' if m['ratio'] >= goal else 'NO'}"
+            f"{m['floor']:>9.0f}{m['web_ms']:>8.2f}{m['pg_ms']:>7.2f}"
+            f"{errors_cell(m):>8}{m['ratio']:>7.1%}{goal:>6.0%}  {verdict(m, goal)}"
         )
     print(
-        "(medians over the rounds; web ms / pg ms: CPU per request of gunicorn and of "
-        "PostgreSQL's backends)"
+        "(medians over the rounds, rates of expected answers only; web ms / pg ms: CPU per "
+        "request of gunicorn and of PostgreSQL's backends; errors: endpoint+floor over all "
+        "rounds, and record mismatches; INVALID: a figure with any error, mismatch or "
+        "exhausted wrk thread, not to be quoted)"
     )
     print(f"code measured: {tree_state()}")
     print(f"total time {time.monotonic() - started:.0f} s")
