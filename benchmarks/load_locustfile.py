@@ -4,6 +4,13 @@
 application numbers), made by load.py with the project's own functions;
 each item is used once. ``LOAD_MODE`` is ``floor`` (only the bare view) or
 ``mix`` (the city's mix, weights below).
+
+A pool that runs out stops the user that asked (``StopUser``) and counts a
+failure named ``<pool> exhausted``, so the summary shows it; pools are never
+reused. Where locust runs several processes (``--processes N``, or workers
+of a master with ``LOAD_PROCESSES`` set to how many), each takes its own
+slice of every pool. A verify answer counts as a success only if it says
+``"valid": true`` (the endpoint answers 200 for any scanned code).
 """
 
 from __future__ import annotations
@@ -13,19 +20,72 @@ import json
 import os
 from typing import Any
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, events, task
+from locust.env import Environment
+from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 with open(os.environ["LOAD_DATA"], encoding="utf-8") as _file:
     DATA: dict[str, Any] = json.load(_file)
 MODE = os.environ.get("LOAD_MODE", "mix")
+# Used once each; "services" (the catalog's codes) is read round and round.
+POOLS = ("issue_tokens", "submit_tokens", "codes", "reads", "numbers")
 _next = {name: itertools.count() for name in DATA}
+_scanners = itertools.count()
+
+
+class PoolExhausted(Exception):
+    pass
+
+
+_environment: list[Environment] = []
+_sliced: list[bool] = []
+
+
+@events.init.add_listener
+def _remember(environment: Environment, **_kwargs: Any) -> None:
+    _environment.append(environment)
+
+
+def _own_slice() -> None:
+    """In a worker process of several, keep only this process's share of
+    every pool (item i goes to process i mod N). Done at the first take:
+    a worker learns its index from the master after init."""
+    _sliced.append(True)
+    runner = _environment[0].runner if _environment else None
+    if not isinstance(runner, WorkerRunner):
+        return
+    options = _environment[0].parsed_options
+    processes = int(os.environ.get("LOAD_PROCESSES") or getattr(options, "processes", 0) or 0)
+    if processes < 1 or runner.worker_index < 0:
+        raise SystemExit(
+            "load_locustfile: several locust processes need LOAD_PROCESSES (how many) and "
+            "their index, so that each takes its own slice of the pools"
+        )
+    for name in POOLS:
+        DATA[name] = DATA[name][runner.worker_index :: processes]
 
 
 def take(name: str) -> Any:
-    """The next unused item of a pool (gevent users share one process); a
-    pool that runs out starts over (the summary's failures then show it)."""
+    """The next unused item of a pool (gevent users share one process). A
+    pool that runs out counts a failure and stops the user."""
+    if not _sliced:
+        _own_slice()
     pool = DATA[name]
-    return pool[next(_next[name]) % len(pool)]
+    index = next(_next[name])
+    if name not in POOLS:
+        return pool[index % len(pool)]
+    if index >= len(pool):
+        events.request.fire(
+            request_type="POOL",
+            name=f"{name} exhausted",
+            response_time=0,
+            response_length=0,
+            exception=PoolExhausted(f"the {name} pool ({len(pool)} items) ran out"),
+            context={},
+        )
+        raise StopUser()
+    return pool[index]
 
 
 class Floor(FastHttpUser):
@@ -62,12 +122,27 @@ class City(FastHttpUser):
 
     @task(25)
     def verify(self) -> None:
-        self.client.post(
+        keys = DATA["scanner_keys"]
+        with self.client.post(
             "/api/v1/qr/verify/",
             json={"code": take("codes")},
-            headers={"Authorization": f"Api-Key {DATA['scanner_key']}"},
+            headers={"Authorization": f"Api-Key {keys[next(_scanners) % len(keys)]}"},
             name="POST /qr/verify/",
-        )
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"status {response.status_code}")
+                return
+            try:
+                answer = response.json()
+            except ValueError:
+                response.failure("not JSON")
+                return
+            if not isinstance(answer, dict) or answer.get("valid") is not True:
+                reason = answer.get("reason") if isinstance(answer, dict) else answer
+                response.failure(f"not valid: {reason}")
+            else:
+                response.success()
 
     @task(5)
     def submit(self) -> None:
