@@ -194,12 +194,34 @@ class KeptSchema:
     patterns: Any
     serve_public: bool
 
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # ``?lang=`` takes any text, which drf-spectacular activates as it
+        # is (Django keeps a catalog per name for good): the closest
+        # language the site speaks, or its own, is asked for instead, so
+        # that every request is answered by a kept schema.
+        asked = request.GET.get("lang")
+        if asked:
+            try:
+                spoken = translation.get_supported_language_variant(asked)
+            except LookupError:
+                spoken = settings.LANGUAGE_CODE
+            if spoken != asked:
+                query = request._request.GET.copy()
+                query["lang"] = spoken
+                request._request.GET = query
+        return super().get(request, *args, **kwargs)  # type: ignore[misc]  # SpectacularAPIView's
+
+    def _get_version_parameter(self, request: Request) -> None:
+        # The API has one version, in its paths: ``?version=`` took any
+        # text, each a schema generated and kept (about 3 MB) for good.
+        return None
+
     def _get_schema_response(self, request: Request) -> Response:
         language = translation.get_language()
         if language not in dict(settings.LANGUAGES):
-            # (``?lang=`` takes any text: each would be a schema kept forever.)
+            # Not reached through get() above; never kept.
             return super()._get_schema_response(request)  # type: ignore[misc]  # SpectacularAPIView's
-        version = self.api_version or request.version or self._get_version_parameter(request)  # type: ignore[attr-defined]
+        version = self.api_version or request.version
         key = (language, version)
         schema = _schemas.get(key)
         if schema is None:
