@@ -208,7 +208,7 @@ class KeptSchema:
             if spoken != asked:
                 query = request._request.GET.copy()
                 query["lang"] = spoken
-                request._request.GET = query
+                request._request.GET = query  # type: ignore[assignment]  # a mutable copy in its place
         return super().get(request, *args, **kwargs)  # type: ignore[misc]  # SpectacularAPIView's
 
     def _get_version_parameter(self, request: Request) -> None:
