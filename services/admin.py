@@ -193,9 +193,8 @@ class ServiceForm(forms.ModelForm):
         values = self.cleaned_data
         # Compared with the row read for this save, not the page's hidden
         # initial value, which the browser sends back.
-        if (
-            not self.instance._state.adding
-            and values.get("form_schema") == self.instance.form_schema
+        if not self.instance._state.adding and catalog.json_equal(
+            values.get("form_schema"), self.instance.form_schema
         ):
             values = {k: v for k, v in values.items() if k != "form_schema"}
         try:

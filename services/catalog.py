@@ -48,7 +48,7 @@ GUIDE_FIELDS = (
 _JSON_FIELDS = frozenset({"materials", "channels", "form_schema", "keywords"})
 
 
-def _json_equal(one: Any, two: Any) -> bool:
+def json_equal(one: Any, two: Any) -> bool:
     """Whether two JSON values are the same: numbers by value (1 and 1.0,
     or 1e16 as PostgreSQL gives it back), true and 1 apart."""
     pending = [(one, two)]
@@ -72,7 +72,7 @@ def _json_equal(one: Any, two: Any) -> bool:
 
 def _unchanged(name: str, stored: Any, given: Any) -> bool:
     if name in _JSON_FIELDS:
-        return _json_equal(stored, given)
+        return json_equal(stored, given)
     return bool(stored == given)
 
 
@@ -179,8 +179,12 @@ def service_update(
     even if it already was, its department having taken it offline."""
     values = _normalise({k: v for k, v in values.items() if k in GUIDE_FIELDS})
     # A form schema sent again as stored is not checked again: one saved
-    # before a rule (a format nothing checks) leaves the guide editable.
-    guide_check({k: v for k, v in values.items() if k != "form_schema" or v != service.form_schema})
+    # before a rule (a format nothing checks) leaves the guide editable. As
+    # JSON has it (true is not 1), and against the row as locked below too.
+    schema_as_read = "form_schema" in values and json_equal(
+        service.form_schema, values["form_schema"]
+    )
+    guide_check({k: v for k, v in values.items() if k != "form_schema" or not schema_as_read})
     with transaction.atomic():
         # Compared with and written to the row as it is now, field by field:
         # an edit made since ``service`` was read (an operator taking it
@@ -194,6 +198,9 @@ def service_update(
         )
         if current is None:  # deleted by an operator since it was read
             raise ServicesError(NOT_FOUND)
+        if schema_as_read and not json_equal(current.form_schema, values["form_schema"]):
+            # Another edit replaced the schema since it was read.
+            guide_check({"form_schema": values["form_schema"]})
         service = current
         changed = [
             name

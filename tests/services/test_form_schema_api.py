@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from services.errors import ServicesError
 from services.models import Application, Service
 from tests.services.conftest import GOOD_FORM, submit
 from tests.services.factories import SIMPLE_FORM, CategoryFactory, ServiceFactory
@@ -368,3 +369,44 @@ def test_an_operator_edits_a_service_whose_stored_form_names_a_format_nothing_ch
     response = save_in_admin(operator_client, service, with_field(type="string", format="iri"))
     assert response.status_code == 200
     assert "iri" in " ".join(response.context["adminform"].form.errors["form_schema"])
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"additionalProperties": 0},  # the stored schema has False
+        {"properties": {**SIMPLE_FORM["properties"], "n": {"type": "integer", "minimum": True}}},
+    ],
+)
+def test_a_schema_that_differs_from_the_stored_one_only_as_true_and_1_differ_is_checked(
+    integrator_api, department, changed
+) -> None:
+    # Python's == takes True for 1 and False for 0; JSON does not, and the
+    # save writes the difference: it was written unchecked, and citizens
+    # then met 409 form_schema_unusable.
+    stored = {**SIMPLE_FORM, "additionalProperties": False, "properties": {
+        **SIMPLE_FORM["properties"], "n": {"type": "integer", "minimum": 1}}}  # fmt: skip
+    ServiceFactory(code="mine", department=department, form_schema=stored)
+    sent = {**stored, **changed}
+    response = integrator_api.patch(f"{URL}mine/", {"form_schema": sent}, format="json")
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == "form_schema_invalid"
+    assert Service.objects.get(code="mine").form_schema == stored
+
+
+def test_a_schema_checked_as_unchanged_is_checked_again_if_the_row_changed_meanwhile(
+    department, integrator_key
+) -> None:
+    """Read before another edit replaced the stored schema and sent back as
+    read: it is not the stored one any more, so it is checked."""
+    from services import catalog
+
+    old = with_field(type="string", format="duration")  # stored before the rule
+    service = ServiceFactory(code="mine", department=department)
+    Service.objects.filter(pk=service.pk).update(form_schema=old)
+    read = Service.objects.get(pk=service.pk)
+    Service.objects.filter(pk=service.pk).update(form_schema=SIMPLE_FORM)  # the other edit
+    with pytest.raises(ServicesError) as refused:
+        catalog.service_update(service=read, actor=integrator_key, form_schema=old)
+    assert refused.value.code == "form_schema_invalid"
+    assert Service.objects.get(pk=service.pk).form_schema == SIMPLE_FORM
