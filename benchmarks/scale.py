@@ -1191,7 +1191,7 @@ def main() -> int:
                 )
 
     ok = report(args, sizes, results, all_paths, loads, counts, time.monotonic() - started, tree)
-    return 0 if ok else 1
+    return 0 if ok and not stack.redis_lost else 1
 
 
 if __name__ == "__main__":
