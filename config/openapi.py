@@ -194,11 +194,12 @@ class KeptSchema:
     patterns: Any
     serve_public: bool
 
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        # ``?lang=`` takes any text, which drf-spectacular activates as it
-        # is (Django keeps a catalog per name for good): the closest
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # ``?lang=`` takes any text, which drf-spectacular's get() activates
+        # as it is (Django keeps a catalog per name for good): the closest
         # language the site speaks, or its own, is asked for instead, so
-        # that every request is answered by a kept schema.
+        # that every request is answered by a kept schema. (Here, not in an
+        # own get(): the schema of the view's get() is drf-spectacular's.)
         asked = request.GET.get("lang")
         if asked:
             try:
@@ -209,7 +210,7 @@ class KeptSchema:
                 query = request._request.GET.copy()
                 query["lang"] = spoken
                 request._request.GET = query  # type: ignore[assignment]  # a mutable copy in its place
-        return super().get(request, *args, **kwargs)  # type: ignore[misc]  # SpectacularAPIView's
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]  # APIView's
 
     def _get_version_parameter(self, request: Request) -> None:
         # The API has one version, in its paths: ``?version=`` took any
