@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from accounts.models import AuditEntry
 from config.api import lockout_address
-from tests.accounts.factories import StaffFactory
+from tests.accounts.factories import AccessAttemptFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -69,16 +69,7 @@ def test_axes_reset_ip_lifts_a_block_by_the_address_the_admin_shows(client, sett
 
 
 def test_the_audit_trail_keeps_the_full_address(operator_client):
-    attempt = AccessAttempt.objects.create(
-        username="clerk",
-        ip_address="2001:db8:1:2::",
-        user_agent="Mozilla/5.0",
-        path_info="/admin/login/",
-        http_accept="text/html",
-        get_data="",
-        post_data="username=clerk",
-        failures_since_start=5,
-    )
+    attempt = AccessAttemptFactory(ip_address="2001:db8:1:2::")
     lifted = operator_client.post(
         f"/admin/axes/accessattempt/{attempt.pk}/delete/",
         {"post": "yes"},

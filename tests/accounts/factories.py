@@ -57,3 +57,19 @@ class StaffFactory(DjangoModelFactory):
     username = factory.Sequence(lambda n: f"staff{n}")
     is_staff = True
     password = factory.LazyFunction(lambda: make_password(STAFF_PASSWORD))
+
+
+class AccessAttemptFactory(DjangoModelFactory):
+    """A failed admin log-in as django-axes records it (a locked-out clerk)."""
+
+    class Meta:
+        model = "axes.AccessAttempt"
+
+    username = "clerk"
+    ip_address = "10.1.2.3"
+    user_agent = "Mozilla/5.0"
+    path_info = "/admin/login/"
+    http_accept = "text/html"
+    get_data = ""
+    post_data = "username=clerk"
+    failures_since_start = 5

@@ -10,7 +10,7 @@ from django.test import Client
 
 from accounts import inbox
 from accounts.models import ApiKey, AuditEntry, User
-from tests.accounts.factories import StaffFactory
+from tests.accounts.factories import AccessAttemptFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -219,16 +219,7 @@ def test_sms_code_log_masks_the_phone(operator_client, api) -> None:
 def test_login_lockouts_are_records_to_read_and_lift(operator_client) -> None:
     from axes.models import AccessAttempt
 
-    attempt = AccessAttempt.objects.create(
-        username="clerk",
-        ip_address="10.1.2.3",
-        user_agent="Mozilla/5.0",
-        path_info="/admin/login/",
-        http_accept="text/html",
-        get_data="",
-        post_data="username=clerk",
-        failures_since_start=5,
-    )
+    attempt = AccessAttemptFactory()
     page = operator_client.get(f"/admin/axes/accessattempt/{attempt.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()

@@ -8,7 +8,6 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
-from axes.models import AccessAttempt
 from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.test import RequestFactory
@@ -17,7 +16,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from accounts.admin import AuditedDeletions, AuditedModelAdmin
 from accounts.models import AuditEntry
 from services.admin import ServiceAdmin
-from tests.accounts.factories import StaffFactory
+from tests.accounts.factories import AccessAttemptFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -127,15 +126,8 @@ def test_every_page_that_changes_records_puts_the_change_in_the_audit_trail() ->
 def test_the_lockout_list_offers_no_clean_up_button(operator_client) -> None:
     """The library's clean-up answered with a server error, and to staff who
     may only look it was offered too; expired attempts go at each failed login."""
-    attempt = AccessAttempt.objects.create(
-        username="clerk",
-        ip_address="10.1.2.3",
-        user_agent="",
-        path_info="/admin/login/",
-        http_accept="",
-        get_data="",
-        post_data="",
-        failures_since_start=1,
+    attempt = AccessAttemptFactory(
+        user_agent="", http_accept="", post_data="", failures_since_start=1
     )
     offered = operator_client.get("/admin/axes/accessattempt/").context["action_form"]
     assert "cleanup_expired_attempts" not in dict(offered.fields["action"].choices)
