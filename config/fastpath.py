@@ -11,6 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from config.middleware import charset_not_text
+
 # After Content-Type, in the order the full cycle writes them (the parity
 # tests of each fast path compare them with the view's).
 API_HEADERS = [
@@ -32,13 +34,15 @@ _CHINESE = re.compile(r"zh(-[A-Za-z]{2,8})*|zh-[A-Za-z]+;q=1(\.0*)?|\*?", re.IGN
 
 def plain_request(environ: dict[str, Any]) -> bool:
     """Whether the full cycle would treat this request as the fast paths
-    assume: no query string or cookie, Chinese or no language asked for, an
-    allowed host, and no HTTPS switch of SecurityMiddleware on (a redirect
-    or an HSTS header the fast answer would lack)."""
+    assume: no query string or cookie, Chinese or no language asked for, no
+    charset that is not a text encoding (refused, 415), an allowed host, and
+    no HTTPS switch of SecurityMiddleware on (a redirect or an HSTS header
+    the fast answer would lack)."""
     if (
         environ.get("QUERY_STRING")
         or environ.get("HTTP_COOKIE")
         or not _CHINESE.fullmatch(environ.get("HTTP_ACCEPT_LANGUAGE", "zh"))
+        or charset_not_text(str(environ.get("CONTENT_TYPE", ""))) is not None
         or settings.SECURE_SSL_REDIRECT
         or settings.SECURE_HSTS_SECONDS
     ):

@@ -356,3 +356,91 @@ def test_the_refusal_of_a_codec_carries_the_answers_usual_headers(api, client) -
     assert response.status_code == 415 and response["Cache-Control"] == "no-store"
     page = client.generic("POST", "/admin/login/", b"7b", content_type="text/plain; charset=hex")
     assert page.status_code == 400 and "Content-Security-Policy" in page
+
+
+# A request's charset is the encoding Django decodes its query string with
+# too, and it did so as it built the request: with a query string, a codec
+# that is not a text encoding failed before any middleware (500).
+NOT_TEXT = [
+    "zlib",
+    "base64",
+    "bz2",
+    "rot13",
+    "hex",
+    "uu",
+    "quopri",
+    "undefined",
+    "idna",
+    "punycode",
+]
+# (idna and punycode take ASCII: "社" is what they raise on.)
+WITH_A_QUERY = [
+    ("POST", "/api/v1/payments/notify/alipay/?x=1"),
+    ("POST", "/api/v1/auth/otp/?a=%E7%A4%BE"),
+    ("GET", "/api/v1/services/?q=sbk"),
+    ("GET", "/api/v1/services/?q=%E7%A4%BE"),
+    ("GET", "/healthz?x=1"),
+    ("GET", "/admin/?x=%E7%A4%BE"),
+    ("POST", "/admin/login/?next=/admin/"),
+]
+
+
+def _assert_charset_refused(path: str, status: int, headers, body: bytes) -> None:
+    if path.startswith("/api/"):
+        assert status == 415, body[:300]
+        assert json.loads(body)["code"] == "unsupported_media_type"
+        assert headers["Cache-Control"] == "no-store"
+    else:
+        assert status == 400, body[:300]
+        assert headers["Content-Type"].startswith("text/html")
+        assert "Content-Security-Policy" in headers
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("charset", NOT_TEXT)
+@pytest.mark.parametrize(("method", "path"), WITH_A_QUERY, ids=lambda v: v)
+def test_a_codec_that_is_not_a_text_encoding_is_refused_with_a_query_string(
+    client, method, path, charset
+) -> None:
+    response = client.generic(
+        method,
+        path,
+        b"a=1" if method == "POST" else b"",
+        **{"CONTENT_TYPE": f"application/x-www-form-urlencoded; charset={charset}"},
+    )
+    _assert_charset_refused(path, response.status_code, response, response.content)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("charset", NOT_TEXT)
+@pytest.mark.parametrize(("method", "path"), WITH_A_QUERY, ids=lambda v: v)
+def test_a_codec_that_is_not_a_text_encoding_is_refused_as_served(method, path, charset) -> None:
+    """Through the layers gunicorn serves (the probes and the fast paths in
+    front of Django) as through Django alone."""
+    from config.wsgi import application
+    from tests.wsgi import environ_for, wsgi_call
+
+    route, _, query = path.partition("?")
+    body = b"a=1" if method == "POST" else b""
+    environ = environ_for(
+        route,
+        body,
+        f"application/x-www-form-urlencoded; charset={charset}",
+        REQUEST_METHOD=method,
+        QUERY_STRING=query,
+    )
+    if not body:
+        environ["CONTENT_LENGTH"] = ""
+    status, headers, payload = wsgi_call(application, environ)
+    _assert_charset_refused(path, status, headers, payload)
+
+
+def test_a_request_does_not_take_a_codec_that_is_not_a_text_encoding_as_its_encoding(
+    rf,
+) -> None:
+    refused = rf.get("/api/v1/services/?q=%E7%A4%BE", CONTENT_TYPE="text/plain; charset=zlib")
+    assert refused.GET["q"] == "社" and refused.encoding is None
+    assert refused.content_params == {"charset": "zlib"}  # for the refusal
+    # A text encoding is the query string's as Django has it.
+    latin = rf.get("/api/v1/services/?q=%E9", CONTENT_TYPE="text/plain; charset=latin-1")
+    assert latin.GET["q"] == "é" and latin.encoding == "latin-1"

@@ -101,6 +101,8 @@ def test_an_empty_host_is_not_given_the_page_kept_for_no_host(stack, settings) -
         {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""},  # 411
         {"CONTENT_LENGTH": "99999999"},  # 413
         {"CONTENT_LENGTH": "-1"},  # 400
+        # A charset that is not a text encoding: 415 (config.middleware)
+        {"CONTENT_TYPE": "application/json; charset=zlib"},
     ],
     ids=lambda extra: "-".join(f"{k}={v}" for k, v in extra.items()),
 )

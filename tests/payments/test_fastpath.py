@@ -168,3 +168,28 @@ def test_an_empty_host_header_gets_djangos_400_without_the_callback_handled(
     assert status == 400 and answered["Content-Type"] == "application/problem+json"
     assert view_calls == []
     assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+
+
+@pytest.mark.parametrize("charset", ["zlib", "idna"])
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_charset_that_is_not_a_text_encoding_is_answered_as_the_view_does(
+    citizen_api, fee_service, fast, django_app, channel, charset
+) -> None:
+    """Django refuses such a body (415) before any view reads it: the fast
+    path hands it over rather than handle the callback in the body."""
+    one, other = (
+        open_order(citizen_api, apply_for(citizen_api, fee_service), channel) for _ in "ab"
+    )
+    answers = []
+    for app, order in ((fast, one), (django_app, other)):
+        headers, body = callback(paid_trade(order))
+        media_type = headers.pop("Content-Type").partition(";")[0]
+        headers["Content-Type"] = f"{media_type}; charset={charset}"
+        answers.append(call(app, channel, headers, body))
+    answered_fast, answered_slow = answers
+    assert answered_fast[0] == answered_slow[0] == 415
+    assert answered_fast[1] == answered_slow[1]
+    assert answered_fast[2] == answered_slow[2]
+    assert {PaymentOrder.objects.get(pk=o["id"]).status for o in (one, other)} == {
+        OrderStatus.PENDING
+    }
