@@ -459,7 +459,7 @@ class WechatPayProvider(BasePaymentProvider):
             ciphertext = _text(resource, "ciphertext")
             resource_nonce = _text(resource, "nonce")
             associated_data = _text(resource, "associated_data", required=False)
-        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+        except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors; "[[[[…" too deep
             raise NotifyRejected("malformed", str(exc)) from exc
 
         try:
@@ -473,7 +473,7 @@ class WechatPayProvider(BasePaymentProvider):
 
         try:
             result = read_transaction(json.loads(plaintext))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # as the body's
             raise NotifyRejected("malformed", f"resource: {exc}") from exc
         if (
             result.merchant_id != self.credentials.merchant_id

@@ -103,11 +103,16 @@ def platform_headers(
     }
 
 
-def sealed_body(transaction: dict[str, Any], *, apiv3_key: bytes | None = None) -> bytes:
-    """A TRANSACTION.SUCCESS body around ``transaction``, encrypted here."""
+def sealed_body(
+    transaction: dict[str, Any], *, apiv3_key: bytes | None = None, plaintext: bytes | None = None
+) -> bytes:
+    """A TRANSACTION.SUCCESS body around ``transaction`` (or ``plaintext``
+    as it is), encrypted here."""
     nonce = secrets.token_hex(6)
     sealed = AESGCM(apiv3_key or keys.secret("wechat.apiv3")).encrypt(
-        nonce.encode(), json.dumps(transaction).encode(), b"transaction"
+        nonce.encode(),
+        plaintext if plaintext is not None else json.dumps(transaction).encode(),
+        b"transaction",
     )
     return json.dumps(
         {
@@ -588,6 +593,39 @@ def test_garbage_without_its_headers_is_malformed(provider, headers, body):
 )
 def test_signed_garbage_is_malformed(provider, body):
     assert rejection(provider, platform_headers(body), body) == "malformed"
+
+
+# Deeper than Python's recursion limit: json.loads raises RecursionError.
+DEEP = [b"[" * 5000 + b"]" * 5000, b'{"a": ' * 5000 + b"1" + b"}" * 5000]
+
+
+@pytest.mark.parametrize("deep", DEEP, ids=["array", "object"])
+def test_a_signed_callback_nested_too_deep_is_malformed(provider, deep):
+    assert rejection(provider, platform_headers(deep), deep) == "malformed"
+    sealed = sealed_body({}, plaintext=deep)
+    assert rejection(provider, platform_headers(sealed), sealed) == "malformed"
+
+
+@pytest.mark.parametrize("deep", DEEP, ids=["array", "object"])
+def test_a_callback_nested_too_deep_is_refused_to_wechat_not_a_server_error(api, deep):
+    """Through the view and through the layers gunicorn serves (the notify
+    fast path)."""
+    from config.wsgi import application
+    from tests.payments.test_notify_api import post
+    from tests.wsgi import environ_for, wsgi_call
+
+    for body in (deep, sealed_body({}, plaintext=deep)):
+        headers = platform_headers(body)
+        response = post(api, "wechat", {**headers, "Content-Type": "application/json"}, body)
+        assert response.status_code == 400 and response.json()["code"] == "FAIL"
+        environ = environ_for(
+            "/api/v1/payments/notify/wechat/",
+            body,
+            "application/json",
+            **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()},
+        )
+        status, _headers, answer = wsgi_call(application, environ)
+        assert status == 400 and json.loads(answer)["code"] == "FAIL"
 
 
 def test_our_reply_to_a_callback_is_wechats(provider, sandbox):
