@@ -79,12 +79,27 @@ def trade_get(*, channel: str, merchant_id: str, order_no: str) -> SandboxTrade 
     ).first()
 
 
+# Where a failed payment leaves the trade open to another try: WeChat Pay,
+# until the merchant closes the order (which is why a merchant closes one
+# whose payment failed: a second payment). Alipay shows such a trade closed
+# (TRADE_CLOSED, final) and UnionPay the transaction failed for good.
+PAYABLE_AFTER_FAILURE = frozenset({"wechat"})
+
+
+def _payable(trade: SandboxTrade) -> bool:
+    return trade.state == T.NOTPAY or (
+        trade.state == T.PAYERROR and trade.channel in PAYABLE_AFTER_FAILURE
+    )
+
+
 def trade_close(trade: SandboxTrade) -> SandboxTrade:
+    """Close a trade not paid (one whose payment failed too): it cannot be
+    paid any more. A closed one stays as it is; a paid one is refused."""
     with transaction.atomic():
         trade = SandboxTrade.objects.select_for_update().get(pk=trade.pk)
         if trade.state == T.SUCCESS:
             raise SandboxRefusal("trade_paid", "订单已支付")
-        if trade.state == T.NOTPAY:
+        if trade.state in (T.NOTPAY, T.PAYERROR):
             trade.state = T.CLOSED
             trade.closed_at = timezone.now()
             trade.save(update_fields=["state", "closed_at"])
@@ -92,7 +107,8 @@ def trade_close(trade: SandboxTrade) -> SandboxTrade:
 
 
 def trade_pay(*, channel: str, order_no: str, succeed: bool) -> SandboxTrade:
-    """The citizen pays in the sandbox wallet (or the payment fails). The
+    """The citizen pays in the sandbox wallet (or the payment fails), if
+    the trade can still be paid (:data:`PAYABLE_AFTER_FAILURE`). The
     channel's callback is then due at once; :mod:`payments.sandbox.notify`
     sends it."""
     with transaction.atomic():
@@ -104,12 +120,12 @@ def trade_pay(*, channel: str, order_no: str, succeed: bool) -> SandboxTrade:
         if trade is None:
             raise SandboxRefusal("not_found", "订单不存在")
         now = timezone.now()
-        if trade.state == T.NOTPAY and now >= trade.expires_at:
+        if _payable(trade) and now >= trade.expires_at:
             trade.state, trade.closed_at = T.CLOSED, now
             trade.save(update_fields=["state", "closed_at"])
         if trade.state == T.SUCCESS:
             raise SandboxRefusal("trade_paid", "订单已支付")
-        if trade.state == T.CLOSED:
+        if not _payable(trade):
             raise SandboxRefusal("trade_closed", "订单已关闭")
         trade.state = T.SUCCESS if succeed else T.PAYERROR
         trade.paid_at = now if succeed else None

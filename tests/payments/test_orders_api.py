@@ -371,6 +371,62 @@ def test_a_failed_payment_leaves_the_order_failed(
     assert Application.objects.get(pk=awaiting["id"]).status == "awaiting_payment"
 
 
+def cashier(client, order: dict, result: str = "success"):
+    """The sandbox wallet, without the callback that follows."""
+    return client.post(
+        f"/api/v1/sandbox/payments/{order['order_no']}/pay/", {"result": result}, format="json"
+    )
+
+
+@pytest.mark.parametrize("channel", ["alipay", "unionpay"])
+def test_a_payment_failed_where_the_channel_ends_the_trade_cannot_be_made_after_all(
+    citizen_api, awaiting, pay, channel
+) -> None:
+    """Alipay shows the trade closed (TRADE_CLOSED is final), UnionPay the
+    transaction failed for good: the wallet does not pay it later."""
+    order = open_order(citizen_api, awaiting, channel)
+    assert pay(order, result="fail").status == OrderStatus.FAILED
+
+    refused = cashier(citizen_api, order)
+
+    assert refused.status_code == 409, refused.json()
+    assert refused.json()["code"] == "sandbox_payment_refused"
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "PAYERROR"
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.FAILED
+    assert not LedgerEntry.objects.exists()
+
+
+def test_a_failed_wechat_payment_can_be_tried_again_while_the_order_is_open(
+    citizen_api, awaiting, pay
+) -> None:
+    """WeChat Pay leaves an order whose payment failed open to another try
+    (why a merchant closes it when it gives up on it: see below)."""
+    order = open_order(citizen_api, awaiting, "wechat")
+    pay(order, result="fail")
+    assert pay(order).status == OrderStatus.PAID
+
+
+def test_a_wechat_order_closed_after_its_payment_failed_cannot_be_paid_after_all(
+    citizen_api, awaiting, pay
+) -> None:
+    """The citizen's payment failed and they chose another channel: the
+    WeChat order is closed there, so the wallet cannot pay it any more (a
+    second payment for one application)."""
+    first = open_order(citizen_api, awaiting, "wechat")
+    pay(first, result="fail")
+    switched = switch(citizen_api, awaiting, "alipay")
+    assert switched.status_code == 201, switched.json()
+    assert SandboxTrade.objects.get(order_no=first["order_no"]).state == "CLOSED"
+
+    refused = cashier(citizen_api, first)
+
+    assert refused.status_code == 409, refused.json()
+    assert refused.json()["code"] == "sandbox_payment_refused"
+    assert SandboxTrade.objects.get(order_no=first["order_no"]).state == "CLOSED"
+    assert PaymentOrder.objects.get(pk=first["id"]).status != OrderStatus.PAID
+    assert not LedgerEntry.objects.exists()
+
+
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_a_lost_callback_is_made_up_by_asking_the_channel(
     citizen_api, awaiting, settings, channel
