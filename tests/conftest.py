@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from accounts import sms
@@ -22,6 +23,7 @@ from accounts.models import ApiKey, ApiKeyScope, Department, User
 from accounts.tokens import tokens_issue
 from config.pages import catalog_pages
 from services.models import Category, Service
+from services.routing import transport
 from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
 from tests.services.factories import CategoryFactory, ServiceFactory
 
@@ -68,13 +70,18 @@ def steady_throttle_clock(monkeypatch) -> float:
 
 @pytest.fixture(autouse=True)
 def _fresh_edges() -> Iterator[None]:
-    """Throttle counters, the SMS outbox and the public pages kept in this
-    process start empty in every test; and every test leaves the project's
-    Celery app current (tasks are sent by name through it: another app made
-    current would take them to a broker nobody answers, silently)."""
+    """Throttle counters, the SMS outbox, the public pages and the endpoint
+    hosts' lookups kept in this process start empty in every test, in the
+    default language (a request in English leaves English active in the
+    thread, for code a later test calls outside a request); and
+    every test leaves the project's Celery app current (tasks are sent by
+    name through it: another app made current would take them to a broker
+    nobody answers, silently)."""
     cache.clear()
     sms.outbox.clear()
     catalog_pages.forget()
+    transport.lookups_forget()
+    translation.deactivate()
     yield
     from celery import current_app
 

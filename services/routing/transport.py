@@ -12,6 +12,7 @@ import base64
 import collections
 import concurrent.futures
 import datetime as dt
+import functools
 import ipaddress
 import logging
 import os
@@ -216,6 +217,23 @@ _started_by: collections.Counter[str] = collections.Counter()
 _under_way_lock = threading.Lock()
 
 
+# What a name resolved to for a send, kept this long: the deliveries of a
+# batch, and the batches after it, to one department's host take one lookup
+# between them (the system resolver keeps nothing; each lookup was a query
+# to the name servers and a thread). Only answers are kept, never failures;
+# each send still checks the addresses and connects to the one checked, so a
+# name that changes to a private address is refused once its answer expires.
+# Registration and other checks of a URL always look up afresh.
+LOOKUP_KEEP_SECONDS = 10.0
+_LOOKUPS_KEPT = 1024
+_answers: dict[tuple[str, int], tuple[float, list[str]]] = {}
+
+
+def lookups_forget() -> None:
+    """Forget the answers kept (:data:`LOOKUP_KEEP_SECONDS`)."""
+    _answers.clear()
+
+
 def _forget_lookups() -> None:
     """In a forked process: the lookups listed are its parent's, whose
     threads it does not have (and the lock may have been held by one)."""
@@ -223,6 +241,7 @@ def _forget_lookups() -> None:
     _under_way_lock = threading.Lock()
     _under_way.clear()
     _started_by.clear()
+    _answers.clear()
 
 
 os.register_at_fork(after_in_child=_forget_lookups)
@@ -231,15 +250,22 @@ os.register_at_fork(after_in_child=_forget_lookups)
 def _resolve_into(
     key: tuple[str, int], future: concurrent.futures.Future[Any], caller: str | None
 ) -> None:
+    answer: Any = None
+    failure: BaseException | None = None
     try:
-        future.set_result(socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM))
+        answer = socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)
     except BaseException as exc:  # handed to every caller waiting on it
-        future.set_exception(exc)
-    finally:
-        with _under_way_lock:
-            if _under_way.get(key) is future:
-                del _under_way[key]
-            _count_off(caller)
+        failure = exc
+    # Off the list before anyone waiting hears the outcome: a caller asking
+    # again at once starts a new lookup, not this ended one.
+    with _under_way_lock:
+        if _under_way.get(key) is future:
+            del _under_way[key]
+        _count_off(caller)
+    if failure is None:
+        future.set_result(answer)
+    else:
+        future.set_exception(failure)
 
 
 def _count_off(caller: str | None) -> None:
@@ -294,14 +320,26 @@ def _lookup(host: str, port: int, caller: str | None) -> concurrent.futures.Futu
 
 
 def host_resolve(
-    host: str, port: int, *, timeout: float | None = None, caller: str | None = None
+    host: str,
+    port: int,
+    *,
+    timeout: float | None = None,
+    caller: str | None = None,
+    keep: bool = False,
 ) -> list[str]:
     """Every address ``host`` resolves to within ``timeout`` seconds
     (:data:`LOOKUP_SECONDS` unless given), or :class:`UrlNotAllowed` (a name
     that does not answer in time is refused like one that does not resolve),
     or :class:`LookupsBusy` if it could not be looked up now. A new lookup
     counts against ``caller``'s share until it ends (see
-    :data:`MAX_LOOKUPS_PER_CALLER`; None: no share)."""
+    :data:`MAX_LOOKUPS_PER_CALLER`; None: no share). With ``keep``, an answer
+    kept from a lookup less than :data:`LOOKUP_KEEP_SECONDS` ago serves, and a
+    new one is kept."""
+    key = (host, port)
+    if keep:
+        kept = _answers.get(key)
+        if kept is not None and kept[0] > time.monotonic():
+            return kept[1]
     if timeout is None:
         timeout = LOOKUP_SECONDS
     try:
@@ -319,11 +357,15 @@ def host_resolve(
     if not addresses:
         logger.warning("endpoint host %s resolves to nothing", host)
         raise _refused()
+    if keep:
+        if len(_answers) >= _LOOKUPS_KEPT:
+            _answers.pop(next(iter(_answers)), None)  # the oldest kept
+        _answers[key] = (time.monotonic() + LOOKUP_KEEP_SECONDS, addresses)
     return addresses
 
 
 def url_resolve(
-    url: str, *, timeout: float | None = None, caller: str | None = None
+    url: str, *, timeout: float | None = None, caller: str | None = None, keep: bool = False
 ) -> tuple[str, str, int, list[str]]:
     """Check ``url`` and resolve it within ``timeout`` seconds: (scheme,
     host, port, addresses to use).
@@ -333,7 +375,7 @@ def url_resolve(
     resolve and one that resolves somewhere forbidden get the same refusal.
     """
     scheme, host, port = url_shape_check(url)
-    addresses = host_resolve(host, port, timeout=timeout, caller=caller)
+    addresses = host_resolve(host, port, timeout=timeout, caller=caller, keep=keep)
     if not settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS:
         forbidden = [a for a in addresses if not address_is_public(a)]
         if forbidden:
@@ -378,7 +420,7 @@ class SendResult:
 
 
 # The end of the POST under way in this thread (time.monotonic()), which
-# every read and write of its connection honours: httpx's timeout is per
+# every read and write of its connection honours: httpcore's timeout is per
 # operation, so a peer trickling its answer a byte at a time would never hit
 # it. A try's whole exchange ends at its deadline, as the lease counts.
 _deadline = threading.local()
@@ -443,32 +485,20 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-class _DeadlineTransport(httpx.HTTPTransport):
-    """httpx's transport over a pool whose connections keep each POST's
-    deadline (the pool is httpcore's own, given our network backend)."""
-
-    def __init__(self, *, limits: httpx.Limits, socket_options: list[Any]) -> None:
-        super().__init__(limits=limits, socket_options=socket_options)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            socket_options=socket_options,
-            network_backend=_DeadlineBackend(),
-        )
-
-
-_clients: dict[tuple[str, str, int], httpx.Client] = {}
+_clients: dict[tuple[str, str, int], httpcore.ConnectionPool] = {}
 _clients_lock = threading.Lock()  # a batch's sender threads ask at once
 _MAX_CLIENTS = 256
 
 
-def _http(scheme: str, host: str, port: int) -> httpx.Client:
-    """A client per endpoint host. Requests go to the checked IP address, and
-    a pool is keyed by address: shared, a keep-alive connection opened (and
-    its certificate checked) for one department's host could carry another's
-    events to the same address."""
+def _http(scheme: str, host: str, port: int) -> httpcore.ConnectionPool:
+    """A pool of kept-alive connections per endpoint host. Requests go to the
+    checked IP address, and a pool is keyed by address: shared, a keep-alive
+    connection opened (and its certificate checked) for one department's
+    host could carry another's events to the same address.
+
+    httpcore's pool, not an httpx client around it: a webhook needs none of
+    the client's request building, cookie jar or redirect handling, which
+    cost more CPU per POST than the exchange itself."""
     key = (scheme, host, port)
     client = _clients.get(key)
     if client is not None:
@@ -481,21 +511,31 @@ def _http(scheme: str, host: str, port: int) -> httpx.Client:
             # The oldest is forgotten, not closed: another thread may be
             # sending through it; its connections close when it is collected.
             del _clients[next(iter(_clients))]
-        client = _clients[key] = httpx.Client(
-            follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
+        client = _clients[key] = httpcore.ConnectionPool(
+            # The trust store httpx would use (certifi's).
+            ssl_context=httpx.create_ssl_context(),
+            # As many kept-alive connections as a batch sends at once.
+            max_connections=max(20, settings.ROUTING_SEND_CONCURRENCY),
+            max_keepalive_connections=max(10, settings.ROUTING_SEND_CONCURRENCY),
             # Headers and body leave as separate writes: without TCP_NODELAY
             # the body waits for the peer's delayed ACK (40 ms on Linux).
-            transport=_DeadlineTransport(
-                # As many kept-alive connections as a batch sends at once.
-                limits=httpx.Limits(
-                    max_connections=max(20, settings.ROUTING_SEND_CONCURRENCY),
-                    max_keepalive_connections=max(10, settings.ROUTING_SEND_CONCURRENCY),
-                ),
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            ),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            network_backend=_DeadlineBackend(),
         )
     return client
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(url: str) -> bytes:
+    """The request target (path and query) of ``url``, percent-encoded as
+    httpx encodes it (an endpoint's path may hold spaces or other scripts)."""
+    return httpx.URL(url).raw_path
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """A response header's value (several joined by commas), or None."""
+    values = [v.decode("latin-1") for k, v in headers if k.lower() == name]
+    return ", ".join(values) if values else None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -559,6 +599,17 @@ class _AnswerBody:
         self._bare_deflate_possible = False
 
 
+# What can go wrong on the wire, recorded as the try's error (httpcore's own
+# exceptions have no common base).
+_SEND_ERRORS = (
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ConnectionNotAvailable,
+    httpcore.ProxyError,
+)
+
+
 def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float) -> SendResult:
     """POST ``body`` to ``url`` within ``timeout`` seconds in all (connect,
     send, wait, read), to the address that passed the checks.
@@ -573,7 +624,9 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
     deadline = started + timeout
     try:
         # The lookup is part of the try's time, not in front of it.
-        scheme, host, port, addresses = url_resolve(url, timeout=min(LOOKUP_SECONDS, timeout))
+        scheme, host, port, addresses = url_resolve(
+            url, timeout=min(LOOKUP_SECONDS, timeout), keep=True
+        )
     except UrlNotAllowed as exc:
         return SendResult(None, "", elapsed(), error=str(exc))
     left = deadline - time.monotonic()
@@ -581,53 +634,66 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
         return SendResult(None, "", elapsed(), error=_("响应超时"))
     parts = urlsplit(url)
     address = addresses[0]
-    netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    target = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
     host_header = f"[{host}]" if ":" in host else host
     if parts.port is not None:
         host_header = f"{host_header}:{parts.port}"
     _deadline.at = deadline
     try:
-        with _http(scheme, host, port).stream(
-            "POST",
-            target,
-            content=body.encode(),
-            headers={
-                **headers,
-                "Host": host_header,
-                "Content-Type": "application/json",
-                "Accept-Encoding": "identity",
+        content = body.encode()
+        request = httpcore.Request(
+            b"POST",
+            # To the checked address (an IPv6 one bare, as sockets take it).
+            httpcore.URL(
+                scheme=scheme.encode(), host=address.encode(), port=port, target=_target(url)
+            ),
+            headers=[
+                (b"Host", host_header.encode()),
+                (b"User-Agent", USER_AGENT.encode()),
+                (b"Accept", b"*/*"),
+                (b"Accept-Encoding", b"identity"),
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", str(len(content)).encode()),
+                *((key.encode(), value.encode()) for key, value in headers.items()),
+            ],
+            content=content,
+            extensions={
+                "timeout": {"connect": min(5.0, left), "read": left, "write": left, "pool": left},
+                "sni_hostname": host,
             },
-            timeout=httpx.Timeout(left, connect=min(5.0, left)),
-            extensions={"sni_hostname": host},
-        ) as response:
-            # Read as it came (httpx would unpack each chunk whole), at most
-            # RESPONSE_READ_LIMIT bytes of it, unpacked no further than that.
-            answer = _AnswerBody(response.headers.get("Content-Encoding", ""), RESPONSE_READ_LIMIT)
+        )
+        response = _http(scheme, host, port).handle_request(request)
+        try:
+            # Read as it came, at most RESPONSE_READ_LIMIT bytes of it,
+            # unpacked no further than that.
+            answer = _AnswerBody(
+                _header(response.headers, b"content-encoding") or "", RESPONSE_READ_LIMIT
+            )
             size = 0
-            for chunk in response.iter_raw():
+            for chunk in response.iter_stream():
                 answer.feed(chunk)
                 size += len(chunk)
                 if size >= RESPONSE_READ_LIMIT or answer.full:
                     break
                 if time.monotonic() > deadline:
                     return SendResult(None, "", elapsed(), error=_("响应超时"))
-            if time.monotonic() > deadline:
-                return SendResult(None, "", elapsed(), error=_("响应超时"))
-            text = (
-                bytes(answer.data[:RESPONSE_KEEP_BYTES])
-                .decode("utf-8", errors="replace")
-                .replace("\x00", "\ufffd")  # no database text column holds NUL
-            )
-            return SendResult(
-                response.status_code,
-                text,
-                elapsed(),
-                retry_after=_retry_after(response.headers.get("Retry-After")),
-            )
-    except httpx.TimeoutException:
+        finally:
+            response.close()
+        if time.monotonic() > deadline:
+            return SendResult(None, "", elapsed(), error=_("响应超时"))
+        text = (
+            bytes(answer.data[:RESPONSE_KEEP_BYTES])
+            .decode("utf-8", errors="replace")
+            .replace("\x00", "\ufffd")  # no database text column holds NUL
+        )
+        return SendResult(
+            response.status,
+            text,
+            elapsed(),
+            retry_after=_retry_after(_header(response.headers, b"retry-after")),
+        )
+    except httpcore.TimeoutException:
         return SendResult(None, "", elapsed(), error=_("响应超时"))
-    except httpx.HTTPError as exc:
+    except _SEND_ERRORS as exc:
         return SendResult(None, "", elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
     except Exception as exc:  # the contract above: a failure to record, not to raise
         logger.exception("delivery to %s failed unexpectedly", host)

@@ -325,3 +325,74 @@ def test_past_the_bound_of_lookups_under_way_a_new_name_is_refused_at_once(
     with pytest.raises(transport.UrlNotAllowed):
         transport.host_resolve("dept.example.org", 443, timeout=5)
     assert len(transport._under_way) == 3
+
+
+class _Clock:
+    """transport's ``time`` module, with a monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+
+def test_sends_share_a_hosts_lookup_until_it_expires_then_check_the_new_answer(
+    settings, monkeypatch
+) -> None:
+    """A send keeps what a name resolved to for LOOKUP_KEEP_SECONDS (the
+    next sends to that host ask no name server); once expired, the name is
+    looked up and checked again: a name moved to a private address is then
+    refused, and a failure is never kept."""
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = False
+    answers = {"hooks.example.org": "93.184.216.34"}
+    asked: list[str] = []
+
+    def fake_dns(host, port, *args, **kwargs):
+        asked.append(host)
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    clock = _Clock()
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    monkeypatch.setattr(transport, "time", clock)
+    url = "https://hooks.example.org/events"
+    for _ in range(5):
+        assert transport.url_resolve(url, keep=True)[3] == ["93.184.216.34"]
+    assert asked == ["hooks.example.org"]
+
+    answers["hooks.example.org"] = "10.0.0.8"
+    clock.ahead = transport.LOOKUP_KEEP_SECONDS - 1
+    assert transport.url_resolve(url, keep=True)[3] == ["93.184.216.34"]  # the checked one
+    clock.ahead = transport.LOOKUP_KEEP_SECONDS + 1
+    with pytest.raises(transport.UrlNotAllowed):
+        transport.url_resolve(url, keep=True)
+    assert asked == ["hooks.example.org"] * 2
+
+    del answers["hooks.example.org"]  # and later back
+    clock.ahead += transport.LOOKUP_KEEP_SECONDS + 1
+    with pytest.raises(transport.UrlNotAllowed):
+        transport.url_resolve(url, keep=True)
+    answers["hooks.example.org"] = "93.184.216.35"
+    assert transport.url_resolve(url, keep=True)[3] == ["93.184.216.35"]
+    assert len(asked) == 4
+
+
+def test_checks_outside_a_send_always_look_up_afresh(monkeypatch) -> None:
+    """Registration (and any check not made for a send) neither uses nor
+    leaves a kept answer."""
+    asked: list[str] = []
+
+    def fake_dns(host, port, *args, **kwargs):
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    transport.url_resolve("https://hooks.example.org/a", keep=True)
+    transport.url_resolve("https://hooks.example.org/b")
+    transport.url_resolve("https://fresh.example.org/a")
+    transport.url_resolve("https://fresh.example.org/a", keep=True)
+    assert asked == ["hooks.example.org", "hooks.example.org", "fresh.example.org"] + [
+        "fresh.example.org"
+    ]
