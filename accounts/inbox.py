@@ -27,6 +27,17 @@ def _in_every_language(text: Promise | str, params: Mapping[str, Any] | None) ->
     return _rendered([(text, params)])[0]
 
 
+def _said(value: Any, said: dict[int, str]) -> str:
+    """``value`` as text in the active language; a lazy text once per
+    object (``said`` is keyed by identity: its objects must outlive it)."""
+    if not isinstance(value, Promise):
+        return str(value)
+    key = id(value)
+    if key not in said:
+        said[key] = str(value)
+    return said[key]
+
+
 def _rendered(
     texts: Sequence[tuple[Promise | str, Mapping[str, Any] | None]],
 ) -> list[dict[str, str]]:
@@ -34,10 +45,13 @@ def _rendered(
     language switch per language for all of them."""
     rendered: list[dict[str, str]] = [{} for _ in texts]
     for code, _name in settings.LANGUAGES:
+        # A template or value shared by many posts (a batch's status label)
+        # is translated once per language, not once per post.
+        said: dict[int, str] = {}
         with translation.override(code):
             for (text, params), into in zip(texts, rendered, strict=True):
-                values = {key: str(value) for key, value in (params or {}).items()}
-                into[code] = str(text) % values if values else str(text)
+                values = {key: _said(value, said) for key, value in (params or {}).items()}
+                into[code] = _said(text, said) % values if values else _said(text, said)
     return rendered
 
 

@@ -161,6 +161,11 @@ def _move_many(
             application.updated_at = now
         _update_each(applications, fields)
     stored_note = _stored(note)
+    # One title, body and label for the batch: each is translated once per
+    # language however many applications move.
+    title = _("办件进度：%(status)s")
+    body = _("您申请的“%(service)s”（%(number)s）状态已更新为：%(status)s。%(note)s")
+    label = S(target).label
     entries = TimelineEntry.objects.bulk_create(
         [
             TimelineEntry(
@@ -179,10 +184,10 @@ def _move_many(
             Post(
                 user_id=application.applicant_id,
                 kind="application.status",
-                title=_("办件进度：%(status)s"),
-                body=_("您申请的“%(service)s”（%(number)s）状态已更新为：%(status)s。%(note)s"),
+                title=title,
+                body=body,
                 params={
-                    "status": S(target).label,
+                    "status": label,
                     "service": application.service.name,
                     "number": application.number,
                     "note": note,
