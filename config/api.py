@@ -22,8 +22,11 @@ import redis
 from django import db
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import F, Field, Func, Value
+from django.db.models.lookups import GreaterThan, LessThan, Lookup
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
@@ -748,37 +751,170 @@ class PagePagination(_ListShape, PageNumberPagination):
     """Page numbers, for the catalog."""
 
 
-class FeedPagination(_ListShape, CursorPagination):
-    """Cursors, for per-user feeds (newest first).
+class _Row(Func):
+    """A row value, ``(a, b)``, compared as a whole."""
 
-    A cursor is the client's to hold, so its position is checked against the
-    ordering field before it reaches a query: a tampered one is a 400
-    ``pagination_invalid``, not a database error.
-    """
+    function = ""
+    output_field = Field()
 
-    ordering = "-created_at"
+
+class _KeysetCursor(CursorPagination):
+    """DRF's cursor pagination with a position made of every ordering field.
+
+    DRF's cursor holds the first ordering field's value and, when rows share
+    it, how many of them the client has already seen. Counting them again
+    lands on the same rows only if they come in the same order every time,
+    which the database does not promise for equal values; and DRF's own
+    links pass over some when a client turns back (from a last page of rows
+    of one time, ``previous`` steps back a full page however few it held).
+    Rows share a time as a matter of course here: one event's deliveries to
+    each subscribed endpoint have one ``created_at``, an offline terminal's
+    scans of one second one ``scanned_at``, one batch's messages to a
+    citizen one ``created_at``. So the position holds the values of every
+    ordering field, the last of them unique (an ordering that does not end
+    with one is refused), and a page starts strictly after it: no two rows
+    share a position, no offset is ever counted."""
 
     def paginate_queryset(self, queryset, request, view=None):
-        ordering = self.get_ordering(request, queryset, view)
-        self._position_field = queryset.model._meta.get_field(ordering[0].lstrip("-"))
-        return super().paginate_queryset(queryset, request, view)
+        # DRF's, but for the filter on the position.
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        if not self.page_size:
+            return None
+
+        self.base_url = request.build_absolute_uri()
+        self.ordering = self.get_ordering(request, queryset, view)
+        meta = queryset.model._meta
+        self._position_fields = [meta.get_field(name.lstrip("-")) for name in self.ordering]
+        if not self._position_fields[-1].unique:
+            raise ImproperlyConfigured(
+                f"{type(self).__qualname__}.ordering {self.ordering!r} does not end with a "
+                "unique field: rows sharing its values would be listed twice or not at all"
+            )
+        if len({name.startswith("-") for name in self.ordering}) > 1:
+            raise ImproperlyConfigured(
+                f"{type(self).__qualname__}.ordering {self.ordering!r} mixes directions: a "
+                "position is compared as one row value"
+            )
+
+        self.cursor = self.decode_cursor(request)
+        current_position: str | None
+        if self.cursor is None:
+            (offset, reverse, current_position) = (0, False, None)
+        else:
+            (offset, reverse, current_position) = self.cursor  # type: ignore[assignment]  # the stubs say the position is an int; it is the query string's text
+
+        if reverse:
+            queryset = queryset.order_by(
+                *(name[1:] if name.startswith("-") else f"-{name}" for name in self.ordering)
+            )
+        else:
+            queryset = queryset.order_by(*self.ordering)
+        if current_position is not None:
+            queryset = queryset.filter(self._past(self._position_values, reverse=reverse))
+
+        results = list(queryset[offset : offset + self.page_size + 1])
+        self.page = list(results[: self.page_size])
+        if len(results) > len(self.page):
+            has_following_position = True
+            following_position = self._get_position_from_instance(results[-1], self.ordering)
+        else:
+            has_following_position = False
+            following_position = None
+
+        if reverse:
+            self.page = list(reversed(self.page))
+            self.has_next = (current_position is not None) or (offset > 0)
+            self.has_previous = has_following_position
+            if self.has_next:
+                self.next_position = current_position
+            if self.has_previous:
+                self.previous_position = following_position
+        else:
+            self.has_next = has_following_position
+            self.has_previous = (current_position is not None) or (offset > 0)
+            if self.has_next:
+                self.next_position = following_position
+            if self.has_previous:
+                self.previous_position = current_position
+
+        if (self.has_previous or self.has_next) and self.template is not None:
+            self.display_page_controls = True
+        return self.page
+
+    def _past(self, values: list[Any], *, reverse: bool) -> Lookup:
+        """The rows after ``values`` in the walk's direction, compared as one
+        row value, ``(created_at, id) < (t, i)``: PostgreSQL estimates it
+        as the range it is and finds it along an index on the fields in that
+        order or on the first of them (an OR of the fields' own comparisons
+        made it read every row newer than the position and sort them)."""
+        names = [name.lstrip("-") for name in self.ordering[: len(values)]]
+        typed = [
+            Value(value, output_field=field)
+            for value, field in zip(values, self._position_fields, strict=False)
+        ]
+        past = LessThan if reverse != self.ordering[0].startswith("-") else GreaterThan
+        if len(names) == 1:
+            return past(F(names[0]), typed[0])
+        return past(_Row(*map(F, names)), _Row(*typed))
+
+    def _get_position_from_instance(self, instance, ordering):
+        values = [
+            instance[name.lstrip("-")]
+            if isinstance(instance, dict)
+            else getattr(instance, name.lstrip("-"))
+            for name in ordering
+        ]
+        return drf_json.dumps([str(value) for value in values], separators=(",", ":"))
 
     def decode_cursor(self, request):
+        """A cursor is the client's to hold, so its position is checked
+        against the ordering fields before it reaches a query: a tampered one
+        is a 400 ``pagination_invalid``, not a database error. One given
+        before positions held every field (the first one's value alone) is
+        still taken, as DRF took it."""
         cursor = super().decode_cursor(request)
-        if cursor is not None and cursor.position is not None:
-            if "\x00" in cursor.position:  # type: ignore[operator]  # the stubs say int; it is the query string's text
-                raise exceptions.NotFound(self.invalid_cursor_message)
-            try:
-                # As the query will take it: parsed, made aware, put in UTC
-                # (where a time at the calendar's ends overflows).
-                value = self._position_field.to_python(cursor.position)
-                if isinstance(value, dt.datetime):
-                    if timezone.is_naive(value):
-                        value = timezone.make_aware(value)
-                    value.astimezone(dt.UTC)
-            except (DjangoValidationError, OverflowError, ValueError) as exc:
-                raise exceptions.NotFound(self.invalid_cursor_message) from exc
+        if cursor is None or cursor.position is None:
+            return cursor
+        text: str = cursor.position  # type: ignore[assignment]  # the stubs say int; it is the query string's text
+        if "\x00" in text:
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        try:
+            parts = drf_json.loads(text)
+        except ValueError:
+            parts = None
+        if not isinstance(parts, list):
+            parts = [text]
+        elif len(parts) != len(self._position_fields) or not all(
+            isinstance(part, str) for part in parts
+        ):
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        try:
+            self._position_values = [
+                _position_value(field, part)
+                for field, part in zip(self._position_fields, parts, strict=False)
+            ]
+        except (DjangoValidationError, OverflowError, ValueError) as exc:
+            raise exceptions.NotFound(self.invalid_cursor_message) from exc
         return cursor
+
+
+def _position_value(field: Any, text: str) -> Any:
+    """``text`` as the query will take it: parsed, and a time made aware and
+    put in UTC (where a time at the calendar's ends overflows)."""
+    value = field.to_python(text)
+    if isinstance(value, dt.datetime):
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value)
+        value = value.astimezone(dt.UTC)
+    return value
+
+
+class FeedPagination(_ListShape, _KeysetCursor):
+    """Cursors, for per-user feeds: newest first, rows of one time by their
+    time-ordered (uuid7) ids."""
+
+    ordering = ("-created_at", "-id")
 
 
 def paginated(

@@ -214,7 +214,7 @@ class MyScansView(APIView):
     permission_classes = [IsCitizen]
 
     class Pagination(FeedPagination):
-        ordering = "-scanned_at"
+        ordering = ("-scanned_at", "-id")
 
     pagination_class = Pagination
 

@@ -35,7 +35,7 @@ class DeptApplicationListView(DepartmentView):
     class Pagination(FeedPagination):
         # When each reached the department (paid, for a fee-bearing one), not
         # when it was made: one paid days later is not buried under newer ones.
-        ordering = "-submitted_at"
+        ordering = ("-submitted_at", "-id")
 
     pagination_class = Pagination
     openapi_links = {

@@ -13,7 +13,8 @@ from accounts.models import Message
 from services.models import Application, Delivery, DeliveryStatus, Endpoint
 from services.routing import deliveries, endpoints, events, outbox, sweeper, transport
 from tests.accounts.factories import StaffFactory
-from tests.services.conftest import try_again
+from tests.feeds import walk, walk_back
+from tests.services.conftest import submit, try_again
 from tests.services.department import Answer
 
 pytestmark = pytest.mark.django_db
@@ -551,3 +552,30 @@ def test_an_operator_reads_a_delivery_and_its_tries_as_the_department_does(
     assert shown["attempts"][0]["response_body"] == '{"error": "maintenance window"}'
     for field in ("status", "attempt_count", "next_attempt_at", "last_status_code"):
         assert str(Delivery._meta.get_field(field).verbose_name) in html
+
+
+def test_a_department_lists_each_delivery_once_when_its_events_go_to_many_endpoints(
+    department, department_server, citizen_api, service, integrator_api
+) -> None:
+    """One event makes a delivery per subscribed endpoint, all of one time:
+    the list still walks through them page by page, none twice, none left
+    out, newest first."""
+    for n in range(12):
+        endpoints.endpoint_create(
+            department=department,
+            url=department_server.url(f"/hook-{n}"),
+            events=["application.submitted"],
+            actor=None,
+        )
+    for _ in range(6):
+        assert submit(citizen_api).status_code == 201
+    made = list(Delivery.objects.order_by("-created_at", "-id").values_list("id", flat=True))
+    assert len(made) == 72 and len({d.created_at for d in Delivery.objects.all()}) == 6
+    expected = [str(d) for d in made]
+    url = "/api/v1/dept/deliveries/"
+    for params in ({}, {"status": "pending"}):
+        for size in (2, 5, 12, 100):
+            asked = {**params, "page_size": size}
+            for listed in (walk(integrator_api, url, asked), walk_back(integrator_api, url, asked)):
+                assert sorted(listed) == sorted(expected)  # each once
+                assert listed == expected  # newest first, one event's in a fixed order
