@@ -144,8 +144,18 @@ def _publish(order: PaymentOrder, event_type: str, *, refund: Refund | None = No
             "refund_no": refund.refund_no,
             "amount_fen": refund.amount_fen,
         }
+    application = order.application
     outbox.event_publish(
-        type=event_type, department=order.department, application=order.application, data=data
+        type=event_type,
+        # The department hears of an order's money only if it had heard of
+        # the application (as of its withdrawal, and as its API lists them:
+        # submitted_at, when it reached it). One withdrawn before payment
+        # never did; a late payment through a channel that cannot close a
+        # trade, and the refund that follows, are the citizen's and the
+        # ledger's business, not news of an application it cannot look up.
+        department=order.department if application.submitted_at is not None else None,
+        application=application,
+        data=data,
     )
 
 
@@ -351,7 +361,8 @@ def _charge(order: PaymentOrder, result: PaymentResult, *, source: str) -> Outco
     )
     takes_it = application.status == ApplicationStatus.AWAITING_PAYMENT
     if takes_it:
-        applications.application_mark_paid(application=application)
+        # As it now is: submitted, and when (the department hears of it).
+        application = applications.application_mark_paid(application=application)
         _close_others(order)
     order.application = application
     _publish(order, events.PAYMENT_SUCCEEDED)

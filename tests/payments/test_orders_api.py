@@ -4,6 +4,7 @@ follows a payment, expiry and the channel being asked (主动查单)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import pytest
 from django.test import TestCase
@@ -11,12 +12,13 @@ from django.utils import timezone
 
 from accounts.models import AuditEntry, Message
 from payments import notifications, tasks
-from payments.models import LedgerEntry, OrderStatus, PaymentOrder, SandboxTrade
+from payments.models import LedgerEntry, OrderStatus, PaymentOrder, SandboxRefund, SandboxTrade
 from payments.sandbox import books
 from payments.sandbox.channels import sandbox_for
 from services.models import Application, OutboxEvent
-from services.routing import events
+from services.routing import endpoints, events
 from tests.payments.conftest import CHANNELS, FEE, apply_for, open_order
+from tests.services.department import DepartmentServer
 
 pytestmark = pytest.mark.django_db
 
@@ -528,6 +530,93 @@ def test_a_payment_that_arrives_after_the_application_was_withdrawn_goes_back(
     assert Application.objects.get(pk=awaiting["id"]).status == "cancelled"
     kinds = list(LedgerEntry.objects.filter(order=paid).values_list("kind", "amount_fen"))
     assert kinds == [("charge", FEE), ("refund", FEE)]
+
+
+@pytest.fixture
+def department_system(department) -> Iterator[DepartmentServer]:
+    """The department's system, its endpoint subscribed to every event."""
+    with DepartmentServer() as server:
+        endpoints.endpoint_create(
+            department=department,
+            url=server.url("/events"),
+            events=list(events.SUBSCRIBABLE),
+            actor=None,
+        )
+        yield server
+
+
+def test_a_department_hears_nothing_of_money_for_an_application_it_never_received(
+    citizen,
+    citizen_api,
+    awaiting,
+    pay,
+    integrator_api,
+    department_system,
+    settings,
+    django_capture_on_commit_callbacks,
+) -> None:
+    """Withdrawn before payment, the application never reached its
+    department. UnionPay cannot close a trade, so the wallet still takes the
+    money, which goes back by itself: the citizen hears of both, the ledger
+    holds both, the department neither (its API has no such application)."""
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    order = open_order(citizen_api, awaiting, "unionpay")
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+    assert cancelled.json()["status"] == "cancelled"
+
+    paid = pay(order)
+    assert paid.status == OrderStatus.PAID
+    SandboxRefund.objects.update(settles_at=timezone.now() - dt.timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.payments_sweep()
+
+    paid.refresh_from_db()
+    assert paid.status == OrderStatus.REFUNDED and paid.refunded_fen == FEE
+    kinds = list(LedgerEntry.objects.filter(order=paid).values_list("kind", "amount_fen"))
+    assert kinds == [("charge", FEE), ("refund", FEE)]
+    assert {m.kind for m in Message.objects.filter(user=citizen)} >= {
+        "payment.succeeded",
+        "payment.refunded",
+    }
+    assert AuditEntry.objects.filter(action="payment.paid").exists()
+    assert AuditEntry.objects.filter(action="payment.refunded").exists()
+    assert integrator_api.get(f"/api/v1/dept/applications/{awaiting['number']}/").status_code == 404
+    assert [r.payload["type"] for r in department_system.received] == []
+    assert integrator_api.get("/api/v1/dept/deliveries/").json()["results"] == []
+
+
+def test_a_department_hears_of_the_payment_and_the_refund_of_an_application_it_received(
+    citizen_api,
+    awaiting,
+    pay,
+    integrator_api,
+    department_system,
+    settings,
+    django_capture_on_commit_callbacks,
+) -> None:
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    paid = pay(open_order(citizen_api, awaiting, "unionpay"))
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+    assert cancelled.json()["status"] == "cancelled"
+    SandboxRefund.objects.update(settles_at=timezone.now() - dt.timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.payments_sweep()
+
+    paid.refresh_from_db()
+    assert paid.status == OrderStatus.REFUNDED
+    assert [r.payload["type"] for r in department_system.received] == [
+        events.APPLICATION_SUBMITTED,
+        events.PAYMENT_SUCCEEDED,
+        events.APPLICATION_CANCELLED,
+        events.PAYMENT_REFUNDED,
+    ]
+    refunded = department_system.received[-1].payload["data"]["payment"]
+    assert refunded["order_no"] == paid.order_no and refunded["refund"]["amount_fen"] == FEE
+    assert integrator_api.get(f"/api/v1/dept/applications/{awaiting['number']}/").status_code == 200
 
 
 def test_a_late_success_for_a_closed_order_is_recorded_and_sent_back_if_not_needed(
