@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import import_modules, setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
@@ -24,6 +24,24 @@ def _django_logging(**kwargs: object) -> None:
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+@import_modules.connect
+def _refuse_unusable_settings(**kwargs: object) -> None:
+    """A worker or beat starts only on settings whose backends, providers
+    and rates work (config/settings/checks.py), as gunicorn's workers do:
+    otherwise it stops, naming them. Both load the task modules first thing
+    (beat's later signal comes after its database scheduler has started).
+    Celery logs and swallows what a signal's receiver raises; ``SystemExit``
+    it lets through."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.settings.checks import run_or_refuse
+
+    try:
+        run_or_refuse()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"unusable settings: {exc}") from exc
 
 
 @app.on_after_configure.connect

@@ -109,3 +109,29 @@ def test_gunicorn_does_not_start_on_them() -> None:
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "IDENTITY_PROVIDER='accounts.identity.Nope' cannot be imported" in output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["worker", "--pool", "solo", "-Q", "default"], ["beat", "--schedule", "/dev/null"]],
+    ids=["worker", "beat"],
+)
+def test_celery_does_not_start_on_them(command: list[str]) -> None:
+    """A worker would take tasks and fail each that needs the setting;
+    beat would send them on time, to fail there."""
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "config", *command],
+        cwd=ROOT,
+        env=_production_env(
+            SMS_BACKEND="accounts.sms.Nope",
+            # A broker nobody answers: one that started anyway would take
+            # no other test's tasks (and fail without naming the setting).
+            REDIS_URL="redis://127.0.0.1:9/0",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "SMS_BACKEND='accounts.sms.Nope' cannot be imported" in output
