@@ -88,26 +88,31 @@ def test_manage_py_check_fails_on_them() -> None:
     assert "THROTTLE_LOGIN='30 per minute' is not a rate" in result.stderr
 
 
-def test_gunicorn_does_not_start_on_them() -> None:
+def _refused_start(*args: str, **env: str) -> str:
+    """Start ``python -m <args>`` with the production settings and ``env``;
+    it must stop by itself (a non-zero exit): its output."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "config/gunicorn.py",
-            "-b",
-            "127.0.0.1:0",
-            "config.wsgi",
-        ],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
-        env=_production_env(IDENTITY_PROVIDER="accounts.identity.Nope"),
+        env=_production_env(**env),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode != 0
-    output = result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_gunicorn_does_not_start_on_them() -> None:
+    output = _refused_start(
+        "gunicorn",
+        "-c",
+        "config/gunicorn.py",
+        "-b",
+        "127.0.0.1:0",
+        "config.wsgi",
+        IDENTITY_PROVIDER="accounts.identity.Nope",
+    )
     assert "IDENTITY_PROVIDER='accounts.identity.Nope' cannot be imported" in output
 
 
@@ -119,19 +124,14 @@ def test_gunicorn_does_not_start_on_them() -> None:
 def test_celery_does_not_start_on_them(command: list[str]) -> None:
     """A worker would take tasks and fail each that needs the setting;
     beat would send them on time, to fail there."""
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "config", *command],
-        cwd=ROOT,
-        env=_production_env(
-            SMS_BACKEND="accounts.sms.Nope",
-            # A broker nobody answers: one that started anyway would take
-            # no other test's tasks (and fail without naming the setting).
-            REDIS_URL="redis://127.0.0.1:9/0",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    output = _refused_start(
+        "celery",
+        "-A",
+        "config",
+        *command,
+        SMS_BACKEND="accounts.sms.Nope",
+        # A broker nobody answers: one that started anyway would take no
+        # other test's tasks (and fail without naming the setting).
+        REDIS_URL="redis://127.0.0.1:9/0",
     )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
     assert "SMS_BACKEND='accounts.sms.Nope' cannot be imported" in output
