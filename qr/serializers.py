@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
@@ -85,10 +86,23 @@ class RevocationsSerializer(serializers.Serializer):
 
 
 class ScanTimeField(serializers.DateTimeField):
-    """A date-time as DRF reads it, where a time at the calendar's ends (a
-    naive ``0001-01-01`` made aware overflows) is invalid input, not a 500."""
+    """A date-time as DRF reads it, with its offset: one without would be
+    taken as Beijing time, and a terminal whose clock keeps UTC without
+    saying so would file its scans eight hours off. A time at the calendar's
+    ends is invalid input, not a 500."""
+
+    default_error_messages = {
+        "offset": _("扫码时间须带时区偏移，如 2026-12-07T09:30:00+08:00"),
+    }
 
     def to_internal_value(self, value: Any) -> dt.datetime:
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value)
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("offset")
         try:
             return super().to_internal_value(value)
         except OverflowError:

@@ -446,3 +446,28 @@ def test_a_scan_uploaded_after_the_account_closed_is_unlinked_at_the_next_purge(
     scan_events_purge()
     assert not ScanEvent.objects.filter(subject=citizen.subject).exists()
     assert ScanEvent.objects.count() == 1
+
+
+def test_a_scan_time_without_its_offset_is_refused(citizen, scanner_api) -> None:
+    """A terminal whose clock keeps UTC without saying so would file its
+    scans eight hours off (a time without offset was read as Beijing's)."""
+    now = timezone.localtime()
+    response = scanner_api.post(
+        "/api/v1/qr/scans/",
+        {
+            "scans": [
+                scan(citizen_code(citizen)) | {"scanned_at": now.strftime("%Y-%m-%dT%H:%M:%S")}
+            ]
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "scans.0.scanned_at" in response.json()["errors"]
+    assert not recorded_scans()
+    with_offset = scan(citizen_code(citizen)) | {"scanned_at": now.isoformat()}
+    assert (
+        scanner_api.post("/api/v1/qr/scans/", {"scans": [with_offset]}, format="json").json()[
+            "recorded"
+        ]
+        == 1
+    )
