@@ -881,7 +881,7 @@ class _KeysetCursor(CursorPagination):
             raise exceptions.NotFound(self.invalid_cursor_message)
         try:
             parts = drf_json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
             parts = None
         if not isinstance(parts, list):
             parts = [text]

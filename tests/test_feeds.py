@@ -136,6 +136,7 @@ def _position(*values: str) -> str:
         '["2026-01-01 00:00:00+00:00",7]',
         "[]",
         "{}",
+        "[" * 1000,  # nested past the parser's recursion limit
     ],
 )
 def test_a_tampered_position_is_a_400(citizen_api, integrator_api, position) -> None:
