@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from uuid import UUID
 
 from django.db.models import (
     Case,
@@ -276,10 +277,27 @@ def deliveries_of_application(application: Application) -> QuerySet[Delivery]:
     )
 
 
-def deliveries_of(department: Department) -> QuerySet[Delivery]:
-    return Delivery.objects.filter(endpoint__department=department).select_related(
-        "event", "endpoint"
-    )
+def deliveries_of(
+    department: Department, *, endpoint: UUID | None = None, status: str | None = None
+) -> QuerySet[Delivery]:
+    """The department's deliveries, or those of its ``endpoint``, with
+    ``status`` if given. Each combination is read along an index in the
+    list's order (newest first, then by id): the department's by the
+    department each delivery holds (``delivery_dept_feed``,
+    ``delivery_dept_status``); one endpoint's by the endpoint, the
+    department checked on the endpoint's row (``delivery_endpoint_recent``,
+    ``delivery_endpoint_status``). Given the delivery's department as well,
+    PostgreSQL may walk the department's index and pass over the other
+    endpoints' rows (all the rows since an endpoint's last delivery, for
+    one that no longer gets any). The endpoint is not fetched: the
+    department sees its id."""
+    if endpoint is None:
+        deliveries = Delivery.objects.filter(department=department)
+    else:
+        deliveries = Delivery.objects.filter(endpoint=endpoint, endpoint__department=department)
+    if status is not None:
+        deliveries = deliveries.filter(status=status)
+    return deliveries.select_related("event")
 
 
 DUE_SOON_WORKING_DAYS = 3

@@ -272,6 +272,9 @@ class EndpointTestView(_EndpointView):
 
 
 class DeliveryFilter(django_filters.FilterSet):
+    """The list's parameters, checked; selectors.deliveries_of applies them
+    (one endpoint's deliveries are read otherwise than the department's)."""
+
     endpoint = django_filters.UUIDFilter(field_name="endpoint_id")
     status = django_filters.ChoiceFilter(choices=DeliveryStatus.choices)
 
@@ -304,12 +307,15 @@ class DeliveryListView(DepartmentView):
         responses={200: DeliverySerializer(many=True), **problems("invalid")},
     )
     def get(self, request: Request) -> Response:
-        filtered = DeliveryFilter(
-            request.query_params, queryset=selectors.deliveries_of(self.department)
+        asked = DeliveryFilter(request.query_params, queryset=Delivery.objects.none())
+        if not asked.is_valid():
+            raise serializers.ValidationError(asked.errors)
+        deliveries = selectors.deliveries_of(
+            self.department,
+            endpoint=asked.form.cleaned_data.get("endpoint"),
+            status=asked.form.cleaned_data.get("status") or None,
         )
-        if not filtered.is_valid():
-            raise serializers.ValidationError(filtered.errors)
-        return paginated(request, self, filtered.qs, DeliverySerializer)
+        return paginated(request, self, deliveries, DeliverySerializer)
 
 
 class _DeliveryView(DepartmentView):

@@ -245,6 +245,8 @@ def _publish(
             Delivery(
                 event=event,
                 endpoint=endpoint,
+                # The endpoint's, whatever the event names (a ping names none).
+                department_id=endpoint.department_id,
                 next_attempt_at=now if endpoint_takes_deliveries(endpoint, type) else None,
                 created_at=now,
                 ordering_key=application.pk if application is not None else None,

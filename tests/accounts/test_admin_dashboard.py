@@ -87,7 +87,9 @@ def delivery(target: Endpoint, status: str, at: dt.datetime) -> Delivery:
     event = OutboxEvent.objects.create(
         type="application.submitted", department=target.department, data={}, created_at=at
     )
-    return Delivery.objects.create(event=event, endpoint=target, status=status, created_at=at)
+    return Delivery.objects.create(
+        event=event, endpoint=target, department=target.department, status=status, created_at=at
+    )
 
 
 def order(world, amount_fen: int) -> PaymentOrder:

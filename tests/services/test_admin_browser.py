@@ -211,7 +211,12 @@ def a_day_of_records() -> None:
         type=events.APPLICATION_SUBMITTED, department=department, application=application, data={}
     )
     delivery = Delivery.objects.create(
-        event=event, endpoint=endpoint, status="failed", attempt_count=9, last_status_code=503
+        event=event,
+        endpoint=endpoint,
+        department=department,
+        status="failed",
+        attempt_count=9,
+        last_status_code=503,
     )
     DeliveryAttempt.objects.create(
         delivery=delivery, number=1, started_at=now, duration_ms=10000, error="timeout"

@@ -337,6 +337,7 @@ def test_a_bulk_replay_names_what_it_could_not_replay(
     in_hand = Delivery.objects.create(
         event=dead_letter.event,
         endpoint=other,
+        department=other.department,
         status="pending",
         locked_until=timezone.now() + timezone.timedelta(minutes=1),  # a worker is sending it
     )
