@@ -18,6 +18,9 @@ a different application where that applies:
    behind the admin's deadline filter, the only overdue list there is);
 5. the revocation feed, ``GET /api/v1/qr/revocations/?since=…`` (scanner key;
    ``since`` within the last hour, as a terminal polling it would send);
+6. a department's deliveries, ``GET /api/v1/dept/deliveries/`` (integrator
+   key; the ten departments in turn), and the same with ``?status=failed``
+   (its dead letters);
 
 and, as extras that are not part of the goal, a department's list without a
 status filter (what a department system calls by default) and with
@@ -40,14 +43,21 @@ What is loaded. The departments and the catalog are the demo ones
 ``catalog_import``); an integrator key per department and a scanner key
 (``api_key_create``), an operator (``create_superuser``), a few citizens who
 verify their real name, apply and are accepted through the project's own
-functions, and venue codes made and deactivated by ``qr.venue_codes``. The
+functions, venue codes made and deactivated by ``qr.venue_codes``, and the
+departments' endpoints (``endpoint_create``, on a local address nothing
+listens on: nothing is sent while the benchmark runs). The
 mass is written by PostgreSQL ``COPY`` in batches (one connection, a tqdm
 progress bar): citizens (85 % real-name verified, 1 % closed and 0.5 %
 suspended, so the revocation feed has subjects), about half of them with 1 to
 3 applications each, two years of history, services chosen with a skewed
 popularity, every status (mostly finished when old, in progress when recent;
 due dates past and future; a few accepted ones overdue), the timeline each
-status implies, and one venue code per 200 citizens (30 % deactivated).
+status implies, the events sent to departments (each submitted
+application's ``application.submitted``, each withdrawn one's
+``application.cancelled``) with their deliveries to the department's
+endpoints (one each, two for the first department; 97 % delivered, 2 %
+dead letters, 1 % cancelled), and one venue code per 200 citizens (30 %
+deactivated).
 Encrypted columns (names, ID numbers, forms) take their ciphertexts from
 pools made with ``accounts.pii``; blind indexes and subjects are unique.
 ``VACUUM (ANALYZE)`` after each size, as autovacuum would.
@@ -92,7 +102,14 @@ BATCH = 5000  # citizens per COPY transaction
 WARM_UP = 10
 COUNTED = 5
 MIN_TIMED = 30
-MASS_TABLES = ("services_application", "services_timelineentry", "accounts_user", "qr_venuecode")
+MASS_TABLES = (
+    "services_application",
+    "services_timelineentry",
+    "accounts_user",
+    "qr_venuecode",
+    "services_outboxevent",
+    "services_delivery",
+)
 
 
 def size_label(n: int) -> str:
@@ -163,6 +180,7 @@ class ServiceInfo:
 class City:
     services: list[ServiceInfo]
     integrator_keys: list[str]  # one raw key per department
+    endpoints: dict[int, list[uuid.UUID]]  # a department's endpoints, by its id
     scanner_key: str
     admin_cookie: str
     venue_kid: str
@@ -214,6 +232,7 @@ def city_create(rng: random.Random) -> tuple[City, dict[int, list[str]]]:
     from services.formschema import form_errors
     from services.management.commands.seed_demo import CATALOG_FILE, DEPARTMENTS
     from services.models import Service
+    from services.routing import endpoints, events
 
     departments = []
     for code, name, name_en, phone in DEPARTMENTS:
@@ -277,6 +296,18 @@ def city_create(rng: random.Random) -> tuple[City, dict[int, list[str]]]:
         for i, service in enumerate(services[:4])
     ]
     venue_code_deactivate(venue=venues[0], actor=operator)
+    # After the real applications: their deliveries would be due, with no
+    # worker to send them.
+    hooks: dict[int, list[uuid.UUID]] = {}
+    for n, department in enumerate(departments):
+        for k in range(2 if n == 0 else 1):
+            endpoint, _secret = endpoints.endpoint_create(
+                department=department,
+                url=f"http://127.0.0.1:9/{department.code}/events/{k}",
+                events=[events.APPLICATION_SUBMITTED, events.APPLICATION_CANCELLED],
+                actor=None,
+            )
+            hooks.setdefault(department.pk, []).append(endpoint.pk)
 
     engine = import_module(settings.SESSION_ENGINE)
     session = engine.SessionStore()
@@ -299,6 +330,7 @@ def city_create(rng: random.Random) -> tuple[City, dict[int, list[str]]]:
             for s in services
         ],
         integrator_keys=[raw for _key, raw in keys.values()],
+        endpoints=hooks,
         scanner_key=scanner_raw,
         admin_cookie=f"{settings.SESSION_COOKIE_NAME}={session.session_key}",
         venue_kid=venues[0].kid,
@@ -408,20 +440,29 @@ class Loaded:
     timeline: int = 0
     venue_codes: int = 0
     deactivated: int = 0
+    events: int = 0
+    deliveries: int = 0
     seconds: float = 0.0
 
 
 class Loader:
     """Grows the city in place with realistic-looking citizens, applications,
-    timelines and venue codes."""
+    timelines, the departments' deliveries of their events, and venue codes."""
 
     def __init__(self, city: City, forms: dict[int, list[str]], dsn: str, seed: int) -> None:
+        from django.db import connection
         from django.utils import timezone
 
         from accounts import pii
         from accounts.models import User
         from qr.models import VenueCode
-        from services.models import Application, ApplicationSerial, TimelineEntry
+        from services.models import (
+            Application,
+            ApplicationSerial,
+            Delivery,
+            OutboxEvent,
+            TimelineEntry,
+        )
 
         self.city, self.forms, self.dsn = city, forms, dsn
         self.rng = random.Random(seed)
@@ -439,6 +480,17 @@ class Loader:
             pii.encrypt(self._id_number(self.rng.randrange(10**6))) for _ in range(500)
         ]
         self.empty_form = [pii.encrypt("{}") for _ in range(20)]
+        # A batch's events and deliveries (rows for COPY), made with its applications.
+        self.sent: list[tuple[Any, ...]] = []
+        self.delivered: list[tuple[Any, ...]] = []
+        payload = OutboxEvent._meta.get_field("data")
+        self.event_data = [
+            payload.get_db_prep_save(
+                {"application": {"number": f"CS20240101{n:06d}", "status": "submitted"}},
+                connection,
+            )
+            for n in range(20)
+        ]
         self.unusable = "!" + secrets.token_urlsafe(30)  # as make_password(None) stores
         order = list(city.services)
         self.rng.shuffle(order)  # which services are popular
@@ -495,6 +547,28 @@ class Loader:
         )
         self.timeline = Copier(
             TimelineEntry, ["application_id", "status", "at", "actor", "actor_label", "note"]
+        )
+        self.events = Copier(
+            OutboxEvent,
+            ["id", "type", "department_id", "application_id", "data", "created_at", "handled_at"],
+        )
+        self.deliveries = Copier(
+            Delivery,
+            [
+                "id",
+                "event_id",
+                "endpoint_id",
+                "department_id",
+                "status",
+                "attempt_count",
+                "ordering_key",
+                "sequence",
+                "last_status_code",
+                "last_attempt_at",
+                "succeeded_at",
+                "failed_at",
+                "created_at",
+            ],
         )
         self.venues = Copier(
             VenueCode,
@@ -576,15 +650,20 @@ class Loader:
                 users: list[tuple[Any, ...]] = []
                 applications: list[tuple[Any, ...]] = []
                 entries: list[tuple[Any, ...]] = []
+                self.sent, self.delivered = [], []
                 for k in counts[start : start + BATCH]:
                     self._citizen(k, users, applications, entries)
                 with conn.cursor() as cursor:
                     self.users.write(cursor, users)
                     self.applications.write(cursor, applications)
                     self.timeline.write(cursor, entries)
+                    self.events.write(cursor, self.sent)
+                    self.deliveries.write(cursor, self.delivered)
                 conn.commit()
                 self.loaded.applications += len(applications)
                 self.loaded.timeline += len(entries)
+                self.loaded.events += len(self.sent)
+                self.loaded.deliveries += len(self.delivered)
                 bar.update(len(users))
                 bar.set_postfix(applications=self.loaded.applications, refresh=False)
             venues = [self._venue_code() for _ in range(target // 200 - self.loaded.venue_codes)]
@@ -751,6 +830,57 @@ class Loader:
         )
         for step_status, at, actor, actor_label, note in steps:
             entries.append((application_id, step_status, at, actor, actor_label, note))
+        # What the department heard: the submission, and a withdrawal after it.
+        if submitted_at is not None:
+            self._event(service, application_id, "application.submitted", submitted_at, 1)
+            if status == "cancelled" and closed_at is not None:
+                self._event(service, application_id, "application.cancelled", closed_at, 2)
+
+    def _event(
+        self,
+        service: ServiceInfo,
+        application_id: uuid.UUID,
+        event_type: str,
+        at: dt.datetime,
+        sequence: int,
+    ) -> None:
+        rng = self.rng
+        event_id = uuid7_at(at, rng)
+        self.sent.append(
+            (
+                event_id,
+                event_type,
+                service.department_id,
+                application_id,
+                rng.choice(self.event_data),
+                at,
+                at,
+            )
+        )
+        for endpoint_id in self.city.endpoints[service.department_id]:
+            roll = rng.random()
+            status = "succeeded" if roll < 0.97 else "failed" if roll < 0.99 else "cancelled"
+            attempts = {"succeeded": 1, "failed": 8, "cancelled": 0}[status]
+            last = (
+                at + self._between(dt.timedelta(seconds=1), 2 * DAY) if status == "failed" else at
+            )
+            self.delivered.append(
+                (
+                    uuid7_at(at, rng),
+                    event_id,
+                    endpoint_id,
+                    service.department_id,
+                    status,
+                    attempts,
+                    application_id,
+                    sequence,
+                    {"succeeded": 200, "failed": 503, "cancelled": None}[status],
+                    self._until_now(last) if attempts else None,
+                    at if status == "succeeded" else None,
+                    self._until_now(last) if status == "failed" else None,
+                    at,
+                )
+            )
 
     def _venue_code(self) -> tuple[Any, ...]:
         rng = self.rng
@@ -815,12 +945,12 @@ def paths(city: City, rng: random.Random) -> list[ReadPath]:
         sample = sample_applications(n)
         return [(f"/api/v1/applications/{aid}/", bearer(applicant)) for aid, applicant in sample]
 
-    def dept(query: str) -> Callable[[int], list[Request]]:
+    def dept(query: str, listed: str = "applications") -> Callable[[int], list[Request]]:
         def make(n: int) -> list[Request]:
             keys = city.integrator_keys
             return [
                 (
-                    f"/api/v1/dept/applications/{query}",
+                    f"/api/v1/dept/{listed}/{query}",
                     {"Authorization": f"Api-Key {keys[i % len(keys)]}"},
                 )
                 for i in range(n)
@@ -855,6 +985,16 @@ def paths(city: City, rng: random.Random) -> list[ReadPath]:
         ReadPath("overdue", "overdue  admin ?deadline=overdue", True, overdue),
         ReadPath(
             "revocations", "revocations  GET /qr/revocations/?since=", True, revocations, False
+        ),
+        ReadPath(
+            "deliveries", "dept deliveries  GET /dept/deliveries/", True, dept("", "deliveries")
+        ),
+        ReadPath(
+            "dead_letters",
+            "dept deliveries  ?status=failed",
+            True,
+            dept("?status=failed", "deliveries"),
+            False,
         ),
         ReadPath("dept_all", "(extra) dept list, no status", False, dept("")),
         ReadPath(
@@ -1049,7 +1189,8 @@ def report(
             f"  {size_label(size):>6}: {c['accounts_user']:>9,} users, "
             f"{c['services_application']:>9,} applications ({c['overdue']:,} overdue), "
             f"{c['services_timelineentry']:>9,} timeline entries, "
-            f"{c['qr_venuecode']:>6,} venue codes, {load.deactivated:,} closed/suspended; "
+            f"{c['qr_venuecode']:>6,} venue codes, {load.deactivated:,} closed/suspended, "
+            f"{c['services_delivery']:>9,} deliveries of {c['services_outboxevent']:,} events; "
             f"{sum(c[f'{t} MB'] for t in MASS_TABLES):,} MB with indexes; "
             f"load time so far {load.seconds:.0f} s"
         )
@@ -1156,7 +1297,8 @@ def main() -> int:
     started = time.monotonic()
     tree = tree_state()  # the code as it was when imported, whatever changes meanwhile
 
-    with scratch_stack("scale") as stack:
+    # The departments' endpoints are on a local address (nothing is sent).
+    with scratch_stack("scale", ROUTING_ALLOW_PRIVATE_ENDPOINTS="1") as stack:
         # The admin's pages need the static files' manifest (DEBUG=0): collected
         # into the stack's work directory, not the project's STATIC_ROOT.
         from django.conf import settings
