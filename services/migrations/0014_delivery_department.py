@@ -4,7 +4,9 @@ that a department's list is read along indexes of its own, in its order
 each page.
 
 On PostgreSQL the column is added without reading the table, which takes
-deliveries all the while: nullable, no index (0016 and 0017 build theirs
+deliveries all the while (a lock on it waited for at most 5 s: a longer
+transaction in the way fails the migration, to be run again, rather than
+queueing every delivery behind it): nullable, no index (0016 and 0017 build theirs
 ``CONCURRENTLY``), its foreign keys ``NOT VALID`` (0021 checks them without
 blocking writes). The keys: the department, and the pair (endpoint,
 department) to the endpoint's own pair (``endpoint_department``, added
@@ -20,13 +22,13 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 FORWARDS = (
+    # Waiting longer for a lock would hold every delivery read and write
+    # queued behind this one: better to fail, and be run again.
+    "SET LOCAL lock_timeout = '5s'",
     "ALTER TABLE services_delivery ADD COLUMN department_id bigint NULL",
     "ALTER TABLE services_delivery ADD CONSTRAINT "
     "services_delivery_department_id_fk_accounts_department_id FOREIGN KEY (department_id) "
     "REFERENCES accounts_department (id) DEFERRABLE INITIALLY DEFERRED NOT VALID",
-    "ALTER TABLE services_delivery ADD CONSTRAINT delivery_endpoint_department "
-    "FOREIGN KEY (endpoint_id, department_id) REFERENCES services_endpoint (id, department_id) "
-    "NOT VALID",
     "CREATE FUNCTION services_delivery_department() RETURNS trigger LANGUAGE plpgsql AS $$ "
     "BEGIN "
     "SELECT department_id INTO NEW.department_id FROM services_endpoint "
@@ -37,6 +39,25 @@ FORWARDS = (
     "FOR EACH ROW WHEN (NEW.department_id IS NULL) "
     "EXECUTE FUNCTION services_delivery_department()",
 )
+
+PAIR_KEY = (
+    "ALTER TABLE services_delivery ADD CONSTRAINT delivery_endpoint_department "
+    "FOREIGN KEY (endpoint_id, department_id) REFERENCES services_endpoint (id, department_id) "
+    "NOT VALID"
+)
+
+
+def pair_key(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(PAIR_KEY)
+
+
+def pair_key_dropped(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(
+            "ALTER TABLE services_delivery DROP CONSTRAINT IF EXISTS delivery_endpoint_department"
+        )
+
 
 BACKWARDS = (
     "DROP TRIGGER delivery_department ON services_delivery",
@@ -68,6 +89,11 @@ class Migration(migrations.Migration):
         ("services", "0013_outbox_ping_age"),
     ]
 
+    # The deliveries' table is taken first, then the endpoints': the order in
+    # which a delivery worker recording its batch takes them (rows of the
+    # first, then an update of the second). Taken the other way, the
+    # migration and a worker waited for each other (a deadlock: the worker's
+    # batch was sent again).
     operations = [
         migrations.AlterField(
             model_name="endpoint",
@@ -78,12 +104,6 @@ class Migration(migrations.Migration):
                 related_name="endpoints",
                 to="accounts.department",
                 verbose_name="部门",
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="endpoint",
-            constraint=models.UniqueConstraint(
-                fields=("id", "department"), name="endpoint_department"
             ),
         ),
         AddDepartmentOnPostgres(
@@ -99,4 +119,11 @@ class Migration(migrations.Migration):
                 verbose_name="部门",
             ),
         ),
+        migrations.AddConstraint(
+            model_name="endpoint",
+            constraint=models.UniqueConstraint(
+                fields=("id", "department"), name="endpoint_department"
+            ),
+        ),
+        migrations.RunPython(pair_key, pair_key_dropped, elidable=False),
     ]
