@@ -5,8 +5,12 @@ On PostgreSQL each step is its own statement and transaction: the keys
 validated (a read that lets writes go on), a CHECK that the column is set,
 added unchecked and then validated the same way, so that SET NOT NULL
 takes its lock only for a moment (it reads no row when a valid CHECK says
-so), and the CHECK dropped. Run again after a failure, each step finds what
-the one before left. Elsewhere (SQLite) the plain ``AlterField``."""
+so), and the CHECK dropped. A lock is waited for at most 5 s, as in 0014:
+the CHECK's addition, SET NOT NULL and the CHECK's removal each hold the
+table for a moment, and queued behind a long transaction they would hold
+every delivery read and write queued behind them; better to fail and be
+run again. Run again after a failure, each step finds what the one before
+left. Elsewhere (SQLite) the plain ``AlterField``."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -35,8 +39,12 @@ class RequireDepartmentOnPostgres(migrations.AlterField):
         if schema_editor.connection.vendor != "postgresql":
             super().database_forwards(app_label, schema_editor, from_state, to_state)
             return
-        for statement in FORWARDS:
-            schema_editor.execute(statement)
+        schema_editor.execute("SET lock_timeout = '5s'")
+        try:
+            for statement in FORWARDS:
+                schema_editor.execute(statement)
+        finally:
+            schema_editor.execute("RESET lock_timeout")
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor != "postgresql":
