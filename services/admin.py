@@ -711,9 +711,12 @@ class DeliveryAdmin(BigTableList, DetailActions, ReadOnlyAdmin):
     list_filter = (
         "status",
         ("event__type", fixed_choices(_event_types)),
-        "endpoint__department",
+        # The delivery's own department: along its index, not through the
+        # endpoints (which read every delivery of the department).
+        "department",
     )
-    lookups_allowed = ("created_at",)  # the dashboard's week of deliveries
+    # The dashboard's week of deliveries, and its links to one endpoint's.
+    lookups_allowed = ("created_at", "endpoint")
     search_fields = ("=event__id", "=endpoint__url", "event__application__number")
     list_select_related = ("event", "endpoint__department")
     fields = ("application_link", *selectors.DELIVERY_FIELDS)

@@ -57,7 +57,7 @@ def test_a_list_may_name_more_lookups_its_pages_link_to(operator_client) -> None
     """An admin's own ``lookups_allowed`` counts (the rule's class comes first
     in every admin's MRO and must not hide it)."""
     delivery_admin = admin.site._registry[Delivery]
-    assert delivery_admin.lookups_allowed == ("created_at",)
+    assert delivery_admin.lookups_allowed == ("created_at", "endpoint")
     assert delivery_admin.lookup_allowed("created_at__gte", "2026-01-01", None)
     url = "/admin/services/delivery/"
     week = "2026-01-01T00:00:00+08:00"
