@@ -142,12 +142,16 @@ def test_another_departments_deliveries_are_never_listed(
 
 # --- PostgreSQL's plans ------------------------------------------------------------------------
 
-# The index each combination of filters is read along.
+# The indexes each combination of filters may be read along in the list's
+# order. With a status, the status index is the one at city scale (the
+# scale benchmark's plans); in a test's few rows the planner may as well
+# walk the same key's feed and filter the status on the way, as it did now
+# and then: either reads no row twice and sorts none.
 INDEXES = {
     (): "delivery_dept_feed",
-    ("status",): "delivery_dept_status",
+    ("status",): "delivery_dept_status|delivery_dept_feed",
     ("endpoint",): "delivery_endpoint_recent",
-    ("endpoint", "status"): "delivery_endpoint_status",
+    ("endpoint", "status"): "delivery_endpoint_status|delivery_endpoint_recent",
 }
 
 
@@ -157,6 +161,8 @@ def plan_of(sql: str) -> str:
     for the planner to see it): a plan that still sorts has no index to
     read the rows along in the list's order."""
     with connection.cursor() as cursor:
+        # Statistics of the rows the test made, not whatever autovacuum left.
+        cursor.execute("ANALYZE services_delivery")
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_bitmapscan = off")
         cursor.execute("SET LOCAL enable_sort = off")
@@ -184,7 +190,7 @@ def test_each_page_is_read_along_an_index_in_the_lists_order(
         assert ") < (" in deeper, deeper  # after the position
         for sql in (first, deeper):
             plan = plan_of(sql)
-            scan = rf"Index Scan(?: Backward)? using {index} on services_delivery"
+            scan = rf"Index Scan(?: Backward)? using (?:{index}) on services_delivery"
             assert re.search(scan, plan), (params, plan)
             assert "Sort" not in plan, (params, plan)
 
