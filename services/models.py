@@ -350,6 +350,11 @@ class DeliveryStatus(models.TextChoices):
     FAILED = "failed", _("失败（死信）")
     CANCELLED = "cancelled", _("已取消")
 
+    @classmethod
+    def finished(cls) -> list[str]:
+        """Every status but pending (a delivery leaves pending once, for one of these)."""
+        return [status.value for status in cls if status != cls.PENDING]
+
 
 class Delivery(models.Model):
     """One event on its way to one endpoint, with every try recorded."""

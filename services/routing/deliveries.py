@@ -568,8 +568,8 @@ def _release_next(finished: list[Delivery]) -> None:
         Delivery.objects.filter(
             ordering_key__in={d.ordering_key for d in finished},
             endpoint_id__in={d.endpoint_id for d in finished},
-            status=DeliveryStatus.PENDING,
         )
+        .filter(outbox.pending_as_filter())
         .order_by("sequence")
         .values("id", "ordering_key", "endpoint_id", "sequence", "next_attempt_at")
     )

@@ -26,7 +26,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Exists, F, Max, OuterRef
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -81,9 +81,20 @@ def delivery_waits_for_earlier() -> Exists:
             ordering_key=OuterRef("ordering_key"),
             endpoint=OuterRef("endpoint"),
             sequence__lt=OuterRef("sequence"),
-            status=DeliveryStatus.PENDING,
-        )
+        ).filter(pending_as_filter())
     )
+
+
+def pending_as_filter() -> Q:
+    """Pending, said so that no index can take it as a condition: only as a
+    filter on the rows delivery_in_order finds. Said as ``status =
+    'pending'``, PostgreSQL could read every pending delivery along
+    delivery_due (or delivery_endpoint_status) for each delivery it asks
+    about, and it did when its statistics were older than a backlog: taken
+    when few deliveries were pending (or before any), they make that look
+    cheap. A claim of 32 at a backlog of 10,000 read 320,000 rows (111 ms
+    instead of 0.6 ms)."""
+    return ~Q(status__in=DeliveryStatus.finished())
 
 
 # --- Nudges --------------------------------------------------------------------------------
