@@ -82,3 +82,40 @@ class RemoveIndexConcurrentlyOnPostgres(_ConcurrentlyOnPostgres, RemoveIndexConc
 
     def _index_name(self) -> str:
         return str(self.name)
+
+
+class DropFieldIndexConcurrentlyOnPostgres(migrations.AlterField):
+    """A foreign key's own index dropped (``field`` says ``db_index=False``),
+    for a key another index already leads with: DROP INDEX CONCURRENTLY on
+    PostgreSQL, a plain AlterField elsewhere. Undone, it builds the index
+    again, CONCURRENTLY. Its migration must say ``atomic = False``."""
+
+    def _index(self, app_label: str, schema_editor: Any, state: Any) -> tuple[str, str, str]:
+        model = state.apps.get_model(app_label, self.model_name)
+        column = model._meta.get_field(self.name).column
+        table = model._meta.db_table
+        # The name Django gave the index (BaseDatabaseSchemaEditor._field_indexes_sql).
+        name = schema_editor._create_index_name(table, [column], suffix="")
+        return table, column, name
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor != "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+            return
+        _, _, name = self._index(app_label, schema_editor, from_state)
+        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(name)}")
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor != "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+            return
+        table, column, name = self._index(app_label, schema_editor, to_state)
+        _drop_invalid_index(schema_editor, name)
+        q = schema_editor.quote_name
+        schema_editor.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {q(name)} ON {q(table)} ({q(column)})"
+        )

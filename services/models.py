@@ -360,11 +360,22 @@ class Delivery(models.Model):
     """One event on its way to one endpoint, with every try recorded."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    # Neither key has an index of its own: delivery_once_per_endpoint leads
+    # with the event, delivery_endpoint_recent with the endpoint (each index
+    # costs every insert and every change of status, services 0022-0023).
     event = models.ForeignKey(
-        OutboxEvent, verbose_name=_("事件"), on_delete=models.PROTECT, related_name="deliveries"
+        OutboxEvent,
+        verbose_name=_("事件"),
+        on_delete=models.PROTECT,
+        related_name="deliveries",
+        db_index=False,
     )
     endpoint = models.ForeignKey(
-        Endpoint, verbose_name=_("回调地址"), on_delete=models.PROTECT, related_name="deliveries"
+        Endpoint,
+        verbose_name=_("回调地址"),
+        on_delete=models.PROTECT,
+        related_name="deliveries",
+        db_index=False,
     )
     # The endpoint's department, held on the delivery: the department's
     # list is read along indexes of its own (below), newest first, however
@@ -413,8 +424,9 @@ class Delivery(models.Model):
             models.UniqueConstraint(
                 fields=["event", "endpoint"], name="delivery_once_per_endpoint"
             ),
-            # Also the index of "is an earlier one still pending?" and of the
-            # next sequence number of an application.
+            # Also the index of "is an earlier one still pending?" (see
+            # outbox.delivery_waits_for_earlier) and of an application's next
+            # sequence number.
             models.UniqueConstraint(
                 fields=["ordering_key", "endpoint", "sequence"], name="delivery_in_order"
             ),

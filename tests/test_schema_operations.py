@@ -6,7 +6,11 @@ import pytest
 from django.db import connection, models
 from django.db.migrations.state import ModelState, ProjectState
 
-from config.schema import AddIndexConcurrentlyOnPostgres, RemoveIndexConcurrentlyOnPostgres
+from config.schema import (
+    AddIndexConcurrentlyOnPostgres,
+    DropFieldIndexConcurrentlyOnPostgres,
+    RemoveIndexConcurrentlyOnPostgres,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,3 +110,81 @@ def test_undoing_a_removal_after_a_failed_build_builds_it_again(probe_state) -> 
         remove.database_backwards("schema_ops", editor, removed, added)
     assert INDEX in _indexes()
     assert not _invalid()
+
+
+# --- A foreign key's own index -----------------------------------------------------------------
+
+HOLDER = "schema_ops_holder"
+
+
+@pytest.fixture
+def keyed_state():
+    """A throwaway table with a foreign key indexed on its own, and the
+    project state that knows it."""
+    state = ProjectState()
+    state.add_model(
+        ModelState("schema_ops", "Target", [("id", models.AutoField(primary_key=True))], {})
+    )
+    state.add_model(
+        ModelState(
+            "schema_ops",
+            "Holder",
+            [
+                ("id", models.AutoField(primary_key=True)),
+                ("target", models.ForeignKey("schema_ops.Target", on_delete=models.PROTECT)),
+            ],
+            {"db_table": HOLDER},
+        )
+    )
+    with connection.schema_editor() as editor:
+        editor.create_model(state.apps.get_model("schema_ops", "Target"))
+        editor.create_model(state.apps.get_model("schema_ops", "Holder"))
+    yield state
+    with connection.schema_editor() as editor:
+        editor.delete_model(state.apps.get_model("schema_ops", "Holder"))
+        editor.delete_model(state.apps.get_model("schema_ops", "Target"))
+
+
+def _key_indexes() -> list[str]:
+    """The holder's indexes of its key alone (not the key's constraint)."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, HOLDER)
+    return [
+        name
+        for name, about in found.items()
+        if about["index"] and about["columns"] == ["target_id"] and not about["foreign_key"]
+    ]
+
+
+DROP_KEY_INDEX = DropFieldIndexConcurrentlyOnPostgres(
+    model_name="holder",
+    name="target",
+    field=models.ForeignKey("schema_ops.Target", on_delete=models.PROTECT, db_index=False),
+)
+
+
+def test_a_keys_own_index_is_dropped_and_built_again(keyed_state) -> None:
+    [index] = _key_indexes()
+    dropped = _run(DROP_KEY_INDEX, keyed_state)
+    assert _key_indexes() == []
+    assert dropped.models["schema_ops", "holder"].fields["target"].db_index is False
+    with connection.schema_editor(atomic=False) as editor:
+        DROP_KEY_INDEX.database_backwards("schema_ops", editor, dropped, keyed_state)
+    assert _key_indexes() == [index]  # the name Django gives it
+
+
+@pytest.mark.integration
+def test_undoing_the_drop_after_a_failed_build_builds_it_again(keyed_state) -> None:
+    [index] = _key_indexes()
+    dropped = _run(DROP_KEY_INDEX, keyed_state)
+    with connection.cursor() as cursor:  # a build of it that failed, undoing before
+        cursor.execute(f"CREATE INDEX {index} ON {HOLDER} (target_id)")
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [index]
+        )
+    with connection.schema_editor(atomic=False) as editor:
+        DROP_KEY_INDEX.database_backwards("schema_ops", editor, dropped, keyed_state)
+    assert _key_indexes() == [index]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index])
+        assert cursor.fetchone()[0]
