@@ -87,7 +87,26 @@ class AuditedDeletions(admin.ModelAdmin):
 
 class AuditedModelAdmin(AuditedDeletions):
     """Every add, change and delete made in the admin also lands in the
-    audit trail (next to Django's own admin log)."""
+    audit trail (next to Django's own admin log). A change names the fields
+    it changed, and keeps the old and new values of those in
+    :attr:`audited_values`."""
+
+    #: Fields whose old and new values a change's audit entry keeps: short
+    #: ones, never personal data or a secret (the rest by name only).
+    audited_values: tuple[str, ...] = ()
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        if not add:
+            # For log_change, which Django calls next with the message only.
+            request._audited_change = {
+                "fields": sorted(form.changed_data),
+                "values": audit.audit_values(
+                    form.initial,
+                    form.cleaned_data,
+                    [name for name in self.audited_values if name in form.changed_data],
+                ),
+            }
+        return super().construct_change_message(request, form, formsets, add)
 
     def log_addition(self, request, obj, message):
         audit.audit_record(
@@ -103,7 +122,7 @@ class AuditedModelAdmin(AuditedDeletions):
             actor=request.user,
             action=f"admin.{obj._meta.model_name}.changed",
             target=obj,
-            data={"change": message},
+            data={"change": message, **request.__dict__.pop("_audited_change", {})},
             ip=client_ip(request),
         )
         return super().log_change(request, obj, message)
@@ -566,6 +585,7 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
 @admin.register(Department)
 class DepartmentAdmin(ChangesPublicPages, AuditedModelAdmin):
     pages = catalog_pages
+    audited_values = ("name", "name_en", "contact_phone", "is_active")
 
     list_display = ("code", "name", "contact_phone", "is_active", "created_at")
     list_filter = ("is_active",)
@@ -586,6 +606,7 @@ class ApiKeyAddForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(AuditedModelAdmin):
+    audited_values = ("name",)
     list_display = (
         "key_prefix",
         "department",
@@ -946,6 +967,21 @@ def _audited_switch(name: str, verb: str) -> Any:
 
 
 class PeriodicTaskRecord(TimesInTheCalendar, AuditedModelAdmin, PeriodicTaskAdmin):
+    # Not its arguments (a task's args and kwargs may carry anything).
+    audited_values = (
+        "task",
+        "enabled",
+        "interval",
+        "crontab",
+        "solar",
+        "clocked",
+        "one_off",
+        "start_time",
+        "expires",
+        "expire_seconds",
+        "queue",
+        "priority",
+    )
     list_display = (
         "name",
         "enabled",
@@ -998,6 +1034,7 @@ class PeriodicTaskRecord(TimesInTheCalendar, AuditedModelAdmin, PeriodicTaskAdmi
 
 
 class CrontabRecord(AuditedModelAdmin, CrontabScheduleAdmin):
+    audited_values = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week", "timezone")
     list_display = ("__str__", "readable")
     fields = (
         "readable",

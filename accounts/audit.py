@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from django.db import models
 
@@ -52,3 +55,38 @@ def audit_record(
     return AuditEntry.objects.create(
         action=action, data=dict(data or {}), ip=ip, **_actor_fields(actor), **target_fields
     )
+
+
+def audit_values(
+    before: Mapping[str, Any], after: Mapping[str, Any], shown: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """``{field: {"from": old, "to": new}}`` for the fields in ``shown`` whose
+    values differ: what an audit entry of a change keeps besides the changed
+    fields' names. Only fields named in ``shown`` (short, neither personal
+    data nor secrets); a related row as its key, several as their keys."""
+    values = {}
+    for name in shown:
+        if name not in before or name not in after:
+            continue
+        old, new = _kept(before[name]), _kept(after[name])
+        if old != new:
+            values[name] = {"from": old, "to": new}
+    return values
+
+
+# What the audit trail's JSON encoder (DjangoJSONEncoder) writes as it is.
+_AS_JSON = (str, int, float, list, dict, dt.date, dt.time, dt.timedelta, Decimal, UUID)
+
+
+def _kept(value: Any) -> Any:
+    if isinstance(value, models.Model):
+        return value.pk
+    if isinstance(value, models.QuerySet) or (
+        isinstance(value, list | tuple | set)
+        and value
+        and isinstance(next(iter(value)), models.Model)
+    ):
+        return sorted((row.pk for row in value), key=str)
+    if value is None or isinstance(value, _AS_JSON):
+        return value
+    return str(value)  # a time zone, a choice object: as the admin shows it

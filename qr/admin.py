@@ -162,6 +162,7 @@ class VenueCodeAdmin(DetailActions, admin.ModelAdmin):
 
 @admin.register(ScannerProfile)
 class ScannerProfileAdmin(AuditedModelAdmin):
+    audited_values = ("place", "disclosure")
     list_display = ("api_key", "place", "disclosure", "updated_at")
     list_filter = ("disclosure",)
     search_fields = ("place", "api_key__prefix", "api_key__name", "api_key__department__code")

@@ -56,6 +56,7 @@ from services.serializers import GuideSerializer
 @admin.register(Category)
 class CategoryAdmin(ChangesPublicPages, AuditedModelAdmin):
     pages = catalog_pages
+    audited_values = ("name", "name_en", "sort_order", "is_active")
 
     list_display = ("code", "name", "name_en", "sort_order", "is_active")
     list_editable = ("sort_order", "is_active")
@@ -370,6 +371,7 @@ class ServiceAdmin(ChangesPublicPages, AuditedDeletions, admin.ModelAdmin):
 
 @admin.register(Holiday)
 class HolidayAdmin(AuditedModelAdmin):
+    audited_values = ("date", "name", "is_workday")
     list_display = ("date", "name", "is_workday")
     list_filter = ("is_workday",)
     date_hierarchy = "date"

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from pypinyin import Style, lazy_pinyin
 
-from accounts.audit import audit_record
+from accounts.audit import audit_record, audit_values
 from accounts.models import ApiKey, Department, User
 from config.errors import NOT_FOUND
 from config.pages import catalog_pages
@@ -39,6 +39,17 @@ GUIDE_FIELDS = (
     "identity_level",
     "form_schema",
     "keywords",
+    "is_active",
+)
+# The guide's fields whose old and new values an update's audit entry keeps
+# (the long texts and the form by name only).
+AUDITED_VALUES = (
+    "name",
+    "category",
+    "fee_fen",
+    "time_limit_days",
+    "channels",
+    "identity_level",
     "is_active",
 )
 
@@ -214,6 +225,11 @@ def service_update(
         )
         if not changed and not held:
             return service
+        shown = audit_values(
+            {name: getattr(service, name) for name in changed},
+            {name: values[name] for name in changed},
+            AUDITED_VALUES,
+        )
         for name in changed:
             setattr(service, name, values[name])
         service.search_text = search_text_build(service.name, service.keywords)
@@ -222,7 +238,7 @@ def service_update(
             actor=actor,
             action="service.updated",
             target=service,
-            data={"code": service.code, "fields": sorted({*changed, *held})},
+            data={"code": service.code, "fields": sorted({*changed, *held}), "values": shown},
             ip=ip,
         )
         catalog_pages.bump()

@@ -47,9 +47,15 @@ def test_a_department_publishes_a_service_that_is_live_at_once(
     ]
     entry = AuditEntry.objects.get(action="service.created")
     assert entry.actor_kind == "api_key" and entry.ip == "127.0.0.1"
-    changed = integrator_api.patch(f"{URL}sbk-apply/", {"fee_fen": 100}, format="json")
+    changed = integrator_api.patch(
+        f"{URL}sbk-apply/", {"fee_fen": 100, "summary": "新的简介"}, format="json"
+    )
     assert changed.status_code == 200, changed.json()
-    assert AuditEntry.objects.get(action="service.updated").ip == "127.0.0.1"
+    entry = AuditEntry.objects.get(action="service.updated")
+    assert entry.ip == "127.0.0.1"
+    # The fee's old and new amounts; the long texts by name only.
+    assert entry.data["fields"] == ["fee_fen", "summary"]
+    assert entry.data["values"] == {"fee_fen": {"from": 0, "to": 100}}
 
 
 def test_a_service_published_inactive_stays_hidden(integrator_api, api, category) -> None:
