@@ -62,23 +62,27 @@ def test_the_index_is_added_and_removed(probe_state) -> None:
     assert INDEX not in _indexes()
 
 
-def _invalid() -> bool:
+def _invalid(index: str = INDEX) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [INDEX]
+            "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index]
         )
         return cursor.fetchone()[0]
 
 
-@pytest.mark.integration
-def test_a_failed_concurrent_build_is_dropped_and_built_again(probe_state) -> None:
+def _failed_build(index: str, table: str, column: str) -> None:
     """What a failed CREATE INDEX CONCURRENTLY leaves: an invalid index of
     the name (marked so here, as PostgreSQL marks it when the build fails)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE INDEX {INDEX} ON {TABLE} (name)")
+        cursor.execute(f"CREATE INDEX {index} ON {table} ({column})")
         cursor.execute(
-            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [INDEX]
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [index]
         )
+
+
+@pytest.mark.integration
+def test_a_failed_concurrent_build_is_dropped_and_built_again(probe_state) -> None:
+    _failed_build(INDEX, TABLE, "name")
     assert _invalid()
     _run(ADD, probe_state)
     assert INDEX in _indexes()
@@ -101,11 +105,7 @@ def test_undoing_a_removal_after_a_failed_build_builds_it_again(probe_state) -> 
     added = _run(ADD, probe_state)
     remove = RemoveIndexConcurrentlyOnPostgres(model_name="probe", name=INDEX)
     removed = _run(remove, added)
-    with connection.cursor() as cursor:  # a build of it that failed, undoing before
-        cursor.execute(f"CREATE INDEX {INDEX} ON {TABLE} (name)")
-        cursor.execute(
-            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [INDEX]
-        )
+    _failed_build(INDEX, TABLE, "name")  # a build of it that failed, undoing before
     with connection.schema_editor(atomic=False) as editor:
         remove.database_backwards("schema_ops", editor, removed, added)
     assert INDEX in _indexes()
@@ -177,14 +177,8 @@ def test_a_keys_own_index_is_dropped_and_built_again(keyed_state) -> None:
 def test_undoing_the_drop_after_a_failed_build_builds_it_again(keyed_state) -> None:
     [index] = _key_indexes()
     dropped = _run(DROP_KEY_INDEX, keyed_state)
-    with connection.cursor() as cursor:  # a build of it that failed, undoing before
-        cursor.execute(f"CREATE INDEX {index} ON {HOLDER} (target_id)")
-        cursor.execute(
-            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [index]
-        )
+    _failed_build(index, HOLDER, "target_id")  # a build of it that failed, undoing before
     with connection.schema_editor(atomic=False) as editor:
         DROP_KEY_INDEX.database_backwards("schema_ops", editor, dropped, keyed_state)
     assert _key_indexes() == [index]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [index])
-        assert cursor.fetchone()[0]
+    assert not _invalid(index)
