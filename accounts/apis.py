@@ -176,7 +176,7 @@ class TokenView(APIView):
     def post(self, request: Request) -> Response:
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = otp.otp_login(**serializer.validated_data)
+        user = otp.otp_login(**serializer.validated_data, ip=client_ip(request))
         pair = tokens.tokens_login(user=user)
         return Response({**pair, "user": UserSerializer(user).data})
 

@@ -156,7 +156,13 @@ class OtpChallenge(models.Model):
     )
     created_at = models.DateTimeField(_("发送时间"), default=timezone.now)
     expires_at = models.DateTimeField(_("过期时间"))
+    # Wrong codes, in all and from networks other than ip_block (the one
+    # that asked for the code); accounts.otp.otp_login keeps the most of a
+    # code's tries for that network.
     attempts = models.PositiveSmallIntegerField(_("核对次数"), default=0)
+    # No CHECK (>= 0) as on attempts: adding one reads the whole table
+    # while holding it; the count only ever goes up from 0.
+    attempts_elsewhere = models.SmallIntegerField(_("其他网络的核对次数"), default=0, db_default=0)
     closed_at = models.DateTimeField(_("关闭时间"), null=True, blank=True)
     close_reason = models.CharField(
         _("关闭原因"), max_length=16, choices=CloseReason.choices, blank=True

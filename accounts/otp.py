@@ -251,11 +251,43 @@ def _send(*, phone: str, ip: str | None, block: str | None, others: int) -> OtpC
     return challenge
 
 
-def otp_login(*, phone: str, code: str) -> User:
+def _tries_elsewhere() -> int:
+    """Wrong codes that networks other than the one that asked for a code
+    may type for it, all of them together: at most half of its tries, so
+    that the network that asked always keeps the most of them."""
+    return settings.OTP_MAX_ATTEMPTS // 2
+
+
+def _tries_left(challenge: OtpChallenge, block: str) -> int:
+    """The wrong codes ``challenge`` still takes from the network ``block``."""
+    left = settings.OTP_MAX_ATTEMPTS - challenge.attempts
+    if block != challenge.ip_block:
+        left = min(left, _tries_elsewhere() - challenge.attempts_elsewhere)
+    return max(left, 0)
+
+
+def otp_login(*, phone: str, code: str, ip: str | None = None) -> User:
     """Check a login code and return the citizen, created on first login.
 
-    Each wrong code counts; the fifth burns the challenge. Only the newest
-    open challenge of the phone is considered.
+    The code is checked against every open code of the phone, and each
+    wrong code counts against each of them. A code takes ``OTP_MAX_ATTEMPTS`` wrong codes in
+    all (5: the fifth burns it, and a new SMS is needed), but networks
+    other than the one that asked for it (``ip``'s
+    :func:`config.api.client_block`, as the throttles count it) only
+    ``OTP_MAX_ATTEMPTS // 2`` of them together (2): after that it answers
+    ``otp_attempts_exceeded`` to them and stays open, with at least 3
+    tries, to the network that asked.
+
+    So a stranger who knows the number cannot lock its owner out by typing
+    wrong codes: from anywhere else they use at most 2 of the 5 tries of
+    the code the owner asked for, however many networks they use. Guessing
+    stays as hard as before: at most 5 wrong codes against any one code.
+    The network is the client's as far as ``NUM_PROXIES`` lets
+    :func:`config.api.client_ip` see it: a stranger behind the same
+    address as the owner (a carrier's shared IPv4, or every client when
+    the proxies in front are not declared) counts as the owner.
+    A phone that changed networks between asking and typing has the 2
+    tries of elsewhere; after them it asks for a code where it is now.
     """
     phone = phone_normalize(phone)
     # Full-width digits (１２３…) as ASCII, as for the phone; other scripts'
@@ -263,28 +295,45 @@ def otp_login(*, phone: str, code: str) -> User:
     code = unicodedata.normalize("NFKC", code or "").strip()
     if not re.fullmatch(r"[0-9]{6}", code):
         raise AccountsError(OTP_INVALID, errors={"code": [str(_("验证码为 6 位数字"))]})
+    block = client_block(ip) or ""
     now = timezone.now()
     with transaction.atomic():
-        challenge = (
+        challenges = list(
             OtpChallenge.objects.select_for_update()
-            .filter(phone=phone, closed_at__isnull=True)
-            .order_by("-created_at")
-            .first()
+            .filter(phone=phone, closed_at__isnull=True, expires_at__gt=now)
+            .order_by("created_at", "pk")
         )
-        if challenge is None or challenge.expires_at <= now:
+        if not challenges:
             raise AccountsError(OTP_EXPIRED)
-        if constant_time_compare(challenge.code_hash, _otp_hash(phone, code)):
-            challenge.closed_at = now
-            challenge.close_reason = OtpChallenge.CloseReason.USED
-            challenge.save(update_fields=["closed_at", "close_reason"])
+        tried = [c for c in challenges if _tries_left(c, block) > 0]
+        if not tried:
+            raise AccountsError(OTP_ATTEMPTS_EXCEEDED)
+        digest = _otp_hash(phone, code)
+        matches = [constant_time_compare(c.code_hash, digest) for c in tried]
+        if any(matches):
+            used = tried[matches.index(True)]
+            # The login ends every open code of the phone.
+            for challenge in challenges:
+                challenge.closed_at = now
+                challenge.close_reason = (
+                    OtpChallenge.CloseReason.USED
+                    if challenge is used
+                    else OtpChallenge.CloseReason.SUPERSEDED
+                )
+            OtpChallenge.objects.bulk_update(challenges, ["closed_at", "close_reason"])
             return _citizen_for_phone(phone)
-        challenge.attempts += 1
-        left = settings.OTP_MAX_ATTEMPTS - challenge.attempts
-        if left <= 0:
-            challenge.closed_at = now
-            challenge.close_reason = OtpChallenge.CloseReason.BURNED
-        challenge.save(update_fields=["attempts", "closed_at", "close_reason"])
-    # Raised after the block so the counted attempt is committed.
+        for challenge in tried:
+            challenge.attempts += 1
+            if block != challenge.ip_block:
+                challenge.attempts_elsewhere += 1
+            if challenge.attempts >= settings.OTP_MAX_ATTEMPTS:
+                challenge.closed_at = now
+                challenge.close_reason = OtpChallenge.CloseReason.BURNED
+        OtpChallenge.objects.bulk_update(
+            tried, ["attempts", "attempts_elsewhere", "closed_at", "close_reason"]
+        )
+        left = max(_tries_left(c, block) for c in tried)
+    # Raised after the block so the counted attempts are committed.
     if left <= 0:
         raise AccountsError(OTP_ATTEMPTS_EXCEEDED)
     raise AccountsError(

@@ -79,6 +79,58 @@ def test_racing_wrong_codes_never_get_more_than_five_tries() -> None:
     assert challenge.attempts == 5 and challenge.close_reason == "burned"
 
 
+def test_racing_wrong_codes_from_strangers_leave_the_citizen_able_to_log_in() -> None:
+    """Wrong codes from twelve other networks at once use two of the code's
+    tries between them; the citizen's network still logs in with it."""
+    APIClient().post(
+        "/api/v1/auth/otp/", {"phone": "13800138000"}, format="json", REMOTE_ADDR="198.51.100.7"
+    )
+    code = last_code_sent_to("13800138000")
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+
+    def guess(i: int) -> str:
+        response = APIClient().post(
+            "/api/v1/auth/token/",
+            {"phone": "13800138000", "code": wrong},
+            format="json",
+            REMOTE_ADDR=f"2001:db8:{i + 1:x}::1",
+        )
+        return response.json()["code"]
+
+    outcomes = Counter(at_once(12, guess))
+    assert outcomes == {"otp_invalid": 1, "otp_attempts_exceeded": 11}
+    challenge = OtpChallenge.objects.get(phone="13800138000")
+    assert (challenge.attempts, challenge.attempts_elsewhere) == (2, 2)
+    response = APIClient().post(
+        "/api/v1/auth/token/",
+        {"phone": "13800138000", "code": code},
+        format="json",
+        REMOTE_ADDR="198.51.100.7",
+    )
+    assert response.status_code == 200
+
+
+def test_racing_wrong_codes_from_everywhere_never_get_more_than_five_tries() -> None:
+    APIClient().post(
+        "/api/v1/auth/otp/", {"phone": "13800138000"}, format="json", REMOTE_ADDR="198.51.100.7"
+    )
+    code = last_code_sent_to("13800138000")
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+
+    def guess(i: int) -> None:
+        APIClient().post(
+            "/api/v1/auth/token/",
+            {"phone": "13800138000", "code": wrong},
+            format="json",
+            REMOTE_ADDR="198.51.100.7" if i % 2 else f"203.0.113.{i}",
+        )
+
+    at_once(12, guess)
+    challenge = OtpChallenge.objects.get(phone="13800138000")
+    assert challenge.attempts == 5 and challenge.attempts_elsewhere <= 2
+    assert challenge.close_reason == "burned"
+
+
 def test_one_id_number_verifies_one_account_under_a_race() -> None:
     citizens = [CitizenFactory() for _ in range(4)]
     number = make_id_number(321)
