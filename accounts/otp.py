@@ -200,7 +200,15 @@ def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
     client address, an hourly cap per address (429 with ``Retry-After``);
     an address counts by its :func:`config.api.client_block`, an IPv6
     client's by its /64.
-    A new code replaces any earlier one.
+
+    A new code replaces the earlier ones asked for from the same network
+    (client block); those asked for from other networks stay open until
+    they are used or burned, expire, or a login ends them. A stranger who
+    asks for a code for someone else's number (it reaches that number's
+    phone, not the stranger) so leaves the code its owner asked for valid;
+    the one-a-minute rule per phone keeps at most
+    ``OTP_TTL_SECONDS / OTP_SEND_INTERVAL_SECONDS`` (5) codes of a phone
+    open at once, and :func:`otp_login` counts a wrong code against each.
     """
     phone = phone_normalize(phone)
     block = client_block(ip)
@@ -227,9 +235,9 @@ def _send(*, phone: str, ip: str | None, block: str | None, others: int) -> OtpC
     code = f"{secrets.randbelow(10**6):06d}"
     try:
         with transaction.atomic():
-            OtpChallenge.objects.filter(phone=phone, closed_at__isnull=True).update(
-                closed_at=now, close_reason=OtpChallenge.CloseReason.SUPERSEDED
-            )
+            OtpChallenge.objects.filter(
+                phone=phone, ip_block=block or "", closed_at__isnull=True
+            ).update(closed_at=now, close_reason=OtpChallenge.CloseReason.SUPERSEDED)
             challenge = OtpChallenge.objects.create(
                 phone=phone,
                 code_hash=_otp_hash(phone, code),
@@ -269,8 +277,9 @@ def _tries_left(challenge: OtpChallenge, block: str) -> int:
 def otp_login(*, phone: str, code: str, ip: str | None = None) -> User:
     """Check a login code and return the citizen, created on first login.
 
-    The code is checked against every open code of the phone, and each
-    wrong code counts against each of them. A code takes ``OTP_MAX_ATTEMPTS`` wrong codes in
+    The code is checked against every open code of the phone (one per
+    network that asked, see :func:`otp_send`), and each wrong code counts
+    against each of them. A code takes ``OTP_MAX_ATTEMPTS`` wrong codes in
     all (5: the fifth burns it, and a new SMS is needed), but networks
     other than the one that asked for it (``ip``'s
     :func:`config.api.client_block`, as the throttles count it) only

@@ -20,7 +20,7 @@ from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from accounts import otp
+from accounts import otp, sms
 from accounts.errors import AccountsError
 from accounts.models import OtpChallenge, User
 from config.api import ClientScopedRateThrottle
@@ -163,6 +163,53 @@ def test_a_strangers_spent_login_rate_is_not_the_citizens(
     statuses = [type_code(api, wrong(code), STRANGER).status_code for _ in range(4)]
     assert statuses == [400, 400, 400, 429]
     assert type_code(api, code, OWNER).status_code == 200
+
+
+# --- Codes asked for by a stranger -------------------------------------------------------
+
+
+def test_a_strangers_code_request_replaces_none_of_the_citizens_codes(api) -> None:
+    assert ask(api, OWNER).status_code == 202
+    code = last_code_sent_to(PHONE)
+    a_minute_passes()
+    assert ask(api, STRANGER).status_code == 202
+    theirs = last_code_sent_to(PHONE)  # it reached the citizen's phone, not the stranger
+    assert len([m for m in sms.outbox if m.to == PHONE]) == 2
+    # The stranger burns the code they asked for.
+    for _ in range(5):
+        type_code(api, wrong(code, theirs), STRANGER)
+    assert OtpChallenge.objects.get(ip=STRANGER).close_reason == "burned"
+    assert type_code(api, code, OWNER).status_code == 200
+
+
+def test_the_citizen_may_log_in_with_the_code_a_stranger_asked_for(api) -> None:
+    """Either SMS the citizen got logs in; the login ends the other code."""
+    assert ask(api, OWNER).status_code == 202
+    own = last_code_sent_to(PHONE)
+    a_minute_passes()
+    assert ask(api, STRANGER).status_code == 202
+    latest = last_code_sent_to(PHONE)
+    assert type_code(api, latest, OWNER).status_code == 200
+    if own != latest:
+        assert type_code(api, own, OWNER).json()["code"] == "otp_expired"
+    assert set(OtpChallenge.objects.values_list("close_reason", flat=True)) == {
+        "used",
+        "superseded",
+    }
+
+
+def test_a_new_code_asked_for_from_the_same_network_replaces_the_earlier_one(api) -> None:
+    assert ask(api, OWNER).status_code == 202
+    first = last_code_sent_to(PHONE)
+    a_minute_passes()
+    assert ask(api, OWNER).status_code == 202
+    second = last_code_sent_to(PHONE)
+    assert list(
+        OtpChallenge.objects.order_by("created_at").values_list("close_reason", flat=True)
+    ) == ["superseded", ""]
+    if first != second:
+        assert type_code(api, first, OWNER).json()["code"] == "otp_invalid"
+    assert type_code(api, second, OWNER).status_code == 200
 
 
 # --- The rule over any order of tries ---------------------------------------------------
