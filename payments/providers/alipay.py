@@ -19,6 +19,7 @@ import json
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import IO, Any, ClassVar
@@ -260,7 +261,7 @@ class AlipayProvider(BasePaymentProvider):
             text = content.decode("utf-8")
             spans = _node_spans(text)
             document = json.loads(text)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8; "[[[[…" too deep
             raise ProviderError(f"alipay {method}: unreadable answer") from exc
         key = method.replace(".", "_") + "_response"
         if key not in spans:
@@ -481,6 +482,8 @@ class AlipayProvider(BasePaymentProvider):
             raise ProviderError(f"alipay refund query: {exc}", retryable=False) from exc
         # Alipay documents an empty refund_status with refund data as success.
         status = node.get("refund_status") or "REFUND_SUCCESS"
+        if not isinstance(status, str):
+            raise ProviderError(f"alipay refund query: refund_status {status!r}"[:200])
         if status != "REFUND_SUCCESS":
             return RefundResult(
                 refund_no=refund_no, state="pending", amount_fen=amount_fen, failure_reason=status
@@ -508,7 +511,11 @@ class AlipayProvider(BasePaymentProvider):
         # Spooled to disk past a few megabytes: one copy of the zip, never two.
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as archive:
             try:
-                with self.http.stream("GET", url) as response:
+                bill_url = httpx.URL(url)
+            except httpx.InvalidURL as exc:
+                raise ProviderError(f"alipay bill: download URL {url[:200]!r}") from exc
+            try:
+                with self.http.stream("GET", bill_url) as response:
                     if response.status_code != 200:
                         # The URL lives 30 seconds: asking again gives a new one.
                         raise ProviderError(f"alipay bill download: HTTP {response.status_code}")
@@ -524,7 +531,18 @@ class AlipayProvider(BasePaymentProvider):
             archive.seek(0)
             try:
                 return self._statement_lines(archive)
-            except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, KeyError) as exc:
+            except (
+                zipfile.BadZipFile,
+                # zipfile's other refusals: a compression method it lacks,
+                # an encrypted file, deflated data that does not inflate.
+                NotImplementedError,
+                RuntimeError,
+                EOFError,
+                zlib.error,
+                csv.Error,
+                ValueError,  # UnicodeDecodeError too
+                KeyError,
+            ) as exc:
                 raise ProviderError(f"alipay bill: unreadable ({exc})", retryable=False) from exc
 
     @staticmethod

@@ -93,6 +93,8 @@ STATEMENT_COLUMNS: tuple[tuple[str, int], ...] = (
 )
 
 _DIGITS = re.compile(r"[0-9]+")
+# txnAmt: fen, at most 12 digits (int() refuses more than 4300).
+_AMOUNT = re.compile(r"[0-9]{1,12}")
 
 
 def _china_time(at: dt.datetime) -> str:
@@ -275,8 +277,8 @@ class UnionpayProvider(BasePaymentProvider):
     @staticmethod
     def _amount(answer: Mapping[str, str], path: str) -> int:
         value = answer.get("txnAmt", "")
-        if not _DIGITS.fullmatch(value):
-            raise ProviderError(f"unionpay {path}: txnAmt {value!r}", code="malformed")
+        if not _AMOUNT.fullmatch(value):
+            raise ProviderError(f"unionpay {path}: txnAmt {value[:20]!r}", code="malformed")
         return int(value)
 
     def _query(self, order_id: str) -> dict[str, str]:
@@ -381,7 +383,7 @@ class UnionpayProvider(BasePaymentProvider):
             # like any: acknowledged (or UnionPay sends it again and again);
             # we learn refunds by querying them.
             raise NotifyNotAPayment(f"txnType {fields['txnType'][:8]}")
-        if not _DIGITS.fullmatch(fields["txnAmt"]):
+        if not _AMOUNT.fullmatch(fields["txnAmt"]):
             raise NotifyRejected("malformed", f"txnAmt {fields['txnAmt'][:20]}")
         try:
             txn_time = _parse_time(fields["txnTime"]) if fields.get("txnTime") else None
@@ -585,6 +587,11 @@ class UnionpayProvider(BasePaymentProvider):
             binascii.Error,
             zlib.error,
             zipfile.BadZipFile,
+            # zipfile's other refusals: a compression method it lacks, an
+            # encrypted file, data cut short.
+            NotImplementedError,
+            RuntimeError,
+            EOFError,
             KeyError,
             UnicodeDecodeError,
         ) as exc:

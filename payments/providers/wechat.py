@@ -196,6 +196,8 @@ def _refund_time(refund: Mapping[str, Any]) -> dt.datetime | None:
         return None
 
 
+# The bill's SHA1 as WeChat gives it (compare_digest takes ASCII text only).
+_SHA1_HEX = re.compile(r"[0-9a-fA-F]{40}")
 _BILL_YUAN = re.compile(r"\d{1,12}(?:\.\d{1,2})?")
 
 
@@ -410,10 +412,18 @@ class WechatPayProvider(BasePaymentProvider):
         url, hash_type, hash_value = (
             answer.get(k) for k in ("download_url", "hash_type", "hash_value")
         )
-        if not (isinstance(url, str) and isinstance(hash_value, str)) or hash_type != "SHA1":
-            raise ProviderError(f"unexpected bill answer: {answer}", code="BAD_ANSWER")
+        if (
+            not (isinstance(url, str) and isinstance(hash_value, str))
+            or hash_type != "SHA1"
+            or not _SHA1_HEX.fullmatch(hash_value)
+        ):
+            raise ProviderError(f"unexpected bill answer: {answer}"[:500], code="BAD_ANSWER")
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL as exc:
+            raise ProviderError(f"bill download URL {url[:200]!r}", code="BAD_ANSWER") from exc
         # The download is signed like any call: never send it to another host.
-        if httpx.URL(url).host != self.http.base_url.host:
+        if host != self.http.base_url.host:
             raise ProviderError(f"bill download outside WeChat Pay: {url}", retryable=False)
         # The file is not signed; its SHA1 came in the signed answer above.
         content = self._call("GET", url, signed_answer=False).content
@@ -596,7 +606,7 @@ class WechatPayProvider(BasePaymentProvider):
         code, message = f"HTTP_{response.status_code}", response.text[:200]
         try:
             answer = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON; "[[[[…" nested past Python's limit
             answer = None
         if isinstance(answer, dict):
             code = str(answer.get("code") or code)
@@ -615,7 +625,7 @@ class WechatPayProvider(BasePaymentProvider):
     def _json(response: httpx.Response) -> dict[str, Any]:
         try:
             return _object(response.json(), "answer")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # as a refusal's body
             raise ProviderError(f"unreadable answer: {exc}", code="BAD_ANSWER") from exc
 
     def _refund(self, response: httpx.Response, refund_no: str) -> RefundResult:
