@@ -95,6 +95,13 @@ def _check_send_limits(phone: str, block: str | None, now: dt.datetime, others: 
         raise _throttled(seconds_to_midnight)
 
     if block:
+        # A phone's day shared out: one network asks for at most a few of
+        # its codes (the rule per phone above lets one send through at a
+        # time, so the rows alone count them).
+        from_block = recent.filter(ip_block=block, created_at__gte=day_start).count()
+        if from_block >= settings.OTP_SEND_DAILY_LIMIT_PER_PHONE_PER_IP:
+            raise _throttled(seconds_to_midnight)
+
         # By the client's block, as the throttles count it: an IPv6 host may
         # take any address of its /64, and each would get its own caps.
         by_ip = OtpChallenge.objects.filter(ip_block=block)
@@ -197,9 +204,26 @@ def otp_send(*, phone: str, ip: str | None = None) -> OtpChallenge:
 
     The same whether or not the phone has an account. Limits: one code per
     phone per ``OTP_SEND_INTERVAL_SECONDS``, daily caps per phone and per
-    client address, an hourly cap per address (429 with ``Retry-After``);
-    an address counts by its :func:`config.api.client_block`, an IPv6
-    client's by its /64.
+    client address, an hourly cap per address, and of a phone's daily
+    codes at most ``OTP_SEND_DAILY_LIMIT_PER_PHONE_PER_IP`` asked for from
+    one address (429 with ``Retry-After``); an address counts by its
+    :func:`config.api.client_block`, an IPv6 client's by its /64.
+
+    The limits per phone protect the SMS budget and the phone's owner from
+    a flood of messages, and anyone who knows the number can spend them:
+    each code a stranger asks for makes the owner wait up to
+    ``OTP_SEND_INTERVAL_SECONDS`` (60 s) before asking for one, and a
+    stranger asking from ``ceil(OTP_SEND_DAILY_LIMIT_PER_PHONE /
+    OTP_SEND_DAILY_LIMIT_PER_PHONE_PER_IP)`` (4) networks uses up the
+    phone's day (10 codes): the owner then gets none until midnight, China
+    time. The codes the stranger asked for reach the owner's phone, but
+    the stranger burns each with wrong codes from the network that asked
+    for it. A stranger behind the owner's own address (a carrier's shared
+    IPv4) spends that network's share, and its caps per address, as the
+    owner would. Nothing here tells the owner asking from a stranger asking:
+    that takes a challenge only a person passes (a CAPTCHA, a slider) in
+    front of this call, or the app's own attestation of the device, which
+    the API does not have.
 
     A new code replaces the earlier ones asked for from the same network
     (client block); those asked for from other networks stay open until

@@ -529,6 +529,9 @@ OTP_TTL_SECONDS = env.int("OTP_TTL_SECONDS", default=300)
 OTP_MAX_ATTEMPTS = env.int("OTP_MAX_ATTEMPTS", default=5)
 OTP_SEND_INTERVAL_SECONDS = env.int("OTP_SEND_INTERVAL_SECONDS", default=60)
 OTP_SEND_DAILY_LIMIT_PER_PHONE = env.int("OTP_SEND_DAILY_LIMIT_PER_PHONE", default=10)
+# Of those, how many one client address (an IPv6 client's /64) may ask for:
+# a stranger on one network cannot use up a number's day (accounts.otp).
+OTP_SEND_DAILY_LIMIT_PER_PHONE_PER_IP = env.int("OTP_SEND_DAILY_LIMIT_PER_PHONE_PER_IP", default=3)
 OTP_SEND_HOURLY_LIMIT_PER_IP = env.int("OTP_SEND_HOURLY_LIMIT_PER_IP", default=100)
 OTP_SEND_DAILY_LIMIT_PER_IP = env.int("OTP_SEND_DAILY_LIMIT_PER_IP", default=500)
 

@@ -212,6 +212,45 @@ def test_a_new_code_asked_for_from_the_same_network_replaces_the_earlier_one(api
     assert type_code(api, second, OWNER).status_code == 200
 
 
+def test_one_network_asks_for_at_most_three_of_a_numbers_codes_a_day(api) -> None:
+    statuses = []
+    for _ in range(4):
+        statuses.append(ask(api, STRANGER).status_code)
+        a_minute_passes()
+    assert statuses == [202, 202, 202, 429]
+    refused = ask(api, STRANGER)
+    assert refused.json()["code"] == "throttled"
+    assert abs(int(refused["Retry-After"]) - seconds_to_midnight()) < 5 + 61 * 4
+    # The citizen's own network still gets a code, and logs in with it.
+    assert ask(api, OWNER).status_code == 202
+    assert type_code(api, last_code_sent_to(PHONE), OWNER).status_code == 200
+
+
+def test_the_cap_per_network_is_per_number(api) -> None:
+    for _ in range(3):
+        assert ask(api, STRANGER).status_code == 202
+        a_minute_passes()
+    assert ask(api, STRANGER, phone="13900139000").status_code == 202
+
+
+def test_what_a_stranger_on_four_networks_still_can_do(api) -> None:
+    """What remains without a CAPTCHA: the number's ten codes a day, asked
+    for from four networks, leave the citizen none until midnight (China
+    time); and each of their codes makes the citizen wait up to a minute
+    before asking."""
+    networks = ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"]
+    statuses = []
+    for address in itertools.islice(itertools.cycle(networks), 10):
+        statuses.append(ask(api, address).status_code)
+        waiting = ask(api, OWNER)
+        assert waiting.status_code == 429 and 1 <= int(waiting["Retry-After"]) <= 60
+        a_minute_passes()
+    assert statuses == [202] * 10
+    refused = ask(api, OWNER)
+    assert refused.status_code == 429
+    assert abs(int(refused["Retry-After"]) - seconds_to_midnight()) < 5 + 61 * 10
+
+
 # --- The rule over any order of tries ---------------------------------------------------
 
 _examples = itertools.count()
