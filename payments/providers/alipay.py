@@ -41,6 +41,8 @@ from payments.providers.base import (
     RefundResult,
     StatementLine,
     TradeState,
+    channel_reference,
+    channel_time,
 )
 
 # Alipay writes every time in China time, whatever the server's zone.
@@ -121,7 +123,7 @@ def yuan_to_fen(yuan: str) -> int:
 
 
 def _china_time(value: str) -> dt.datetime:
-    return dt.datetime.strptime(value, TIME_FORMAT).replace(tzinfo=CHINA)
+    return channel_time(dt.datetime.strptime(value, TIME_FORMAT).replace(tzinfo=CHINA))
 
 
 def _refunded_at(node: Mapping[str, Any]) -> dt.datetime | None:
@@ -328,7 +330,7 @@ class AlipayProvider(BasePaymentProvider):
         return PaymentResult(
             order_no=str(fields.get("out_trade_no", "")),
             state=state,
-            transaction_id=str(fields.get("trade_no", "")),
+            transaction_id=channel_reference(str(fields.get("trade_no", "")), "trade_no"),
             amount_fen=yuan_to_fen(str(fields.get("total_amount", ""))),
             merchant_id=str(fields.get("seller_id", "")),
             app_id=str(fields.get("app_id", "")),

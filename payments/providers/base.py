@@ -32,6 +32,32 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 TradeState = Literal["pending", "paid", "closed", "failed"]
 RefundState = Literal["pending", "succeeded", "failed"]
 
+# The longest transaction or refund id a channel's answer may give: what
+# our columns keep (PaymentOrder.provider_transaction_id, LedgerEntry.reference,
+# Refund.provider_refund_id). The channels' own are 32 (WeChat Pay), 64
+# (Alipay) and 21 (UnionPay) characters.
+REFERENCE_MAX = 64
+# The years a channel's time may fall in. Any other is no moment of a
+# trade, and one near datetime's own bounds cannot even be moved to
+# another zone (OverflowError where it is stored or shown).
+CHANNEL_YEARS = range(2000, 2100)
+
+
+def channel_reference(value: str, name: str) -> str:
+    """``value``, a channel's transaction or refund id, if it fits
+    :data:`REFERENCE_MAX`; ValueError otherwise."""
+    if len(value) > REFERENCE_MAX:
+        raise ValueError(f"{name} of {len(value)} characters")
+    return value
+
+
+def channel_time(value: dt.datetime) -> dt.datetime:
+    """``value``, a time a channel wrote (aware), if its year is one of
+    :data:`CHANNEL_YEARS`; ValueError otherwise."""
+    if value.year not in CHANNEL_YEARS:
+        raise ValueError(f"time out of range: {value.isoformat()}")
+    return value
+
 
 @dataclass(frozen=True)
 class Credentials:

@@ -48,6 +48,8 @@ from payments.providers.base import (
     RefundState,
     StatementLine,
     TradeState,
+    channel_reference,
+    channel_time,
 )
 
 # UnionPay's clock is China time whatever TIME_ZONE says.
@@ -105,7 +107,7 @@ def _parse_time(value: str) -> dt.datetime:
     """``yyyyMMddHHmmss`` China time; ValueError if it is not one."""
     if len(value) != 14 or not value.isdigit():
         raise ValueError(f"not a yyyyMMddHHmmss time: {value!r}")
-    return dt.datetime.strptime(value, TIME_FORMAT).replace(tzinfo=CHINA)
+    return channel_time(dt.datetime.strptime(value, TIME_FORMAT).replace(tzinfo=CHINA))
 
 
 def _trace_time(trace_time: str, txn_time: dt.datetime) -> dt.datetime:
@@ -121,7 +123,7 @@ def _trace_time(trace_time: str, txn_time: dt.datetime) -> dt.datetime:
         except ValueError:
             continue
         if at >= txn_time - dt.timedelta(days=1):
-            return at
+            return channel_time(at)
     raise ValueError(f"not a MMDDhhmmss time: {trace_time!r}")
 
 
@@ -281,6 +283,13 @@ class UnionpayProvider(BasePaymentProvider):
             raise ProviderError(f"unionpay {path}: txnAmt {value[:20]!r}", code="malformed")
         return int(value)
 
+    @staticmethod
+    def _query_id(answer: Mapping[str, str], path: str) -> str:
+        try:
+            return channel_reference(answer.get("queryId", ""), "queryId")
+        except ValueError as exc:
+            raise ProviderError(f"unionpay {path}: {exc}", code="malformed") from exc
+
     def _query(self, order_id: str) -> dict[str, str]:
         """queryTrans.do by orderId. Returns the answer with respCode 00 or
         34; anything else is raised."""
@@ -400,6 +409,10 @@ class UnionpayProvider(BasePaymentProvider):
         if paid and not fields.get("queryId"):
             # The payment's transaction id: nothing to book it under.
             raise NotifyRejected("malformed", "a payment without queryId")
+        try:
+            query_id = channel_reference(fields.get("queryId", ""), "queryId")
+        except ValueError as exc:
+            raise NotifyRejected("malformed", str(exc)) from exc
         state: TradeState = "paid" if paid else "failed"
         if fields["respCode"] in CONFIRM_BY_QUERY:
             # Neither booked nor failed: the order stays pending and the
@@ -408,7 +421,7 @@ class UnionpayProvider(BasePaymentProvider):
         return PaymentResult(
             order_no=fields["orderId"],
             state=state,
-            transaction_id=fields.get("queryId", ""),
+            transaction_id=query_id,
             amount_fen=int(fields["txnAmt"]),
             merchant_id=fields["merId"],
             app_id=fields["accessType"],
@@ -460,7 +473,7 @@ class UnionpayProvider(BasePaymentProvider):
         return PaymentResult(
             order_no=order_no,
             state=state,
-            transaction_id=answer.get("queryId", ""),
+            transaction_id=self._query_id(answer, QUERY_PATH),
             amount_fen=self._amount(answer, QUERY_PATH),
             merchant_id=answer.get("merId", ""),
             app_id=answer.get("accessType", ""),
@@ -524,7 +537,7 @@ class UnionpayProvider(BasePaymentProvider):
         return RefundResult(
             refund_no=refund_no,
             state="pending",
-            refund_id=answer.get("queryId", ""),
+            refund_id=self._query_id(answer, BACK_PATH),
             amount_fen=self._amount(answer, BACK_PATH),
         )
 
@@ -555,7 +568,7 @@ class UnionpayProvider(BasePaymentProvider):
         return RefundResult(
             refund_no=refund_no,
             state=state,
-            refund_id=answer.get("queryId", ""),
+            refund_id=self._query_id(answer, QUERY_PATH),
             amount_fen=self._amount(answer, QUERY_PATH),
             failure_reason=answer.get("origRespMsg", "") if state == "failed" else "",
             succeeded_at=succeeded_at,

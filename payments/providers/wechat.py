@@ -47,6 +47,8 @@ from payments.providers.base import (
     RefundState,
     StatementLine,
     TradeState,
+    channel_reference,
+    channel_time,
 )
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
@@ -142,7 +144,7 @@ def _time(value: str) -> dt.datetime:
     parsed = dt.datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError(f"time without offset: {value!r}")
-    return parsed
+    return channel_time(parsed)
 
 
 def read_transaction(data: object) -> PaymentResult:
@@ -160,7 +162,9 @@ def read_transaction(data: object) -> PaymentResult:
     return PaymentResult(
         order_no=_text(transaction, "out_trade_no"),
         state=state,
-        transaction_id=_text(transaction, "transaction_id", required=state == "paid"),
+        transaction_id=channel_reference(
+            _text(transaction, "transaction_id", required=state == "paid"), "transaction_id"
+        ),
         amount_fen=amount_fen,
         merchant_id=_text(transaction, "mchid"),
         app_id=_text(transaction, "appid"),
@@ -179,7 +183,7 @@ def read_refund(data: object) -> RefundResult:
     return RefundResult(
         refund_no=_text(refund, "out_refund_no"),
         state=state,
-        refund_id=_text(refund, "refund_id"),
+        refund_id=channel_reference(_text(refund, "refund_id"), "refund_id"),
         amount_fen=_fen(_object(refund.get("amount"), "amount"), "refund"),
         failure_reason=REFUND_FAILURES.get(raw_state, ""),
         succeeded_at=_refund_time(refund) if state == "succeeded" else None,
@@ -241,8 +245,10 @@ def read_trade_bill(content: bytes) -> list[StatementLine]:
     for row in rows:
         if len(row) < len(columns):
             raise ValueError(f"bill line with {len(row)} of {len(columns)} fields")
-        at = timezone.make_aware(
-            dt.datetime.strptime(field(row, BILL_TIME), "%Y-%m-%d %H:%M:%S"), CHINA
+        at = channel_time(
+            timezone.make_aware(
+                dt.datetime.strptime(field(row, BILL_TIME), "%Y-%m-%d %H:%M:%S"), CHINA
+            )
         )
         trade_state = field(row, BILL_TRADE_STATE)
         if trade_state == "REFUND":

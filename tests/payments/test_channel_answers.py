@@ -304,6 +304,152 @@ def test_a_unionpay_statement_that_does_not_unpack_is_a_provider_error(monkeypat
     unreadable(answered(monkeypatch, "unionpay", statement), "statement_download")
 
 
+# --- Ids and times we could not keep ---------------------------------------------------------
+
+
+def rewritten(channel: str, change: dict[str, str]) -> Callable[[httpx.Request], httpx.Response]:
+    """The sandbox's answers, the fields of ``change`` written over (and
+    signed again where the channel signs its answers)."""
+    sandbox = sandbox_for(channel)
+    handle = sandbox.handle
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        original = handle(request)
+        if channel == "wechat":
+            if not original.content:
+                return original
+            data = json.loads(original.content)
+            return wechat_signed(original.status_code, json.dumps({**data, **change}).encode())
+        if channel == "alipay":
+            if request.url.path != "/gateway.do":
+                return original
+            key = alipay_method(request)
+            return sandbox._answer(key, {**json.loads(original.content)[key], **change})
+        fields = dict(pair.split("=", 1) for pair in original.text.split("&"))
+        return sandbox._answer({k: v for k, v in {**fields, **change}.items() if k != "signature"})
+
+    return answer
+
+
+# Each a paid trade's answer that reads, but names an id longer than our
+# columns (PostgreSQL refused the row) or a time no zone conversion takes
+# (OverflowError where it was stored).
+UNKEPT = {
+    "wechat id": ("wechat", {"transaction_id": "4" * 65}),
+    "wechat time": ("wechat", {"success_time": "9999-12-31T23:59:59-12:00"}),
+    "wechat year 1": ("wechat", {"success_time": "0001-01-01T00:00:00+08:00"}),
+    "alipay id": ("alipay", {"trade_no": "2" * 65}),
+    "alipay year 1": ("alipay", {"send_pay_date": "0001-01-01 00:00:00"}),
+    "unionpay id": ("unionpay", {"queryId": "5" * 65}),
+}
+
+
+@pytest.mark.parametrize(("channel", "change"), UNKEPT.values(), ids=UNKEPT)
+def test_a_paid_answer_with_an_id_or_time_we_could_not_keep_is_a_provider_error(
+    monkeypatch, channel, change
+) -> None:
+    from payments.sandbox import books
+
+    order_no = new_number("P")
+    provider_for(channel).checkout_create(
+        order_no=order_no,
+        amount_fen=2000,
+        description="居民身份证换领",
+        expires_at=timezone.now() + dt.timedelta(minutes=30),
+        notify_url=NOTIFY_URL,
+    )
+    books.trade_pay(channel=channel, order_no=order_no, succeed=True)
+    provider = answered(monkeypatch, channel, rewritten(channel, change))
+
+    with pytest.raises(ProviderError):
+        provider.order_query(order_no=order_no)
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"txnTime": "99991231235959", "traceTime": "1231235959"},
+        {"txnTime": "19991231235959", "traceTime": "1231235959"},
+    ],
+    ids=["9999", "1999"],
+)
+@pytest.mark.parametrize("name", ["order_query", "refund_query"])
+def test_a_unionpay_time_out_of_range_dates_nothing(monkeypatch, name, times) -> None:
+    """UnionPay's times date a payment or a refund, they do not decide it:
+    one out of range is read as one that does not read (dated now)."""
+    provider = answered(monkeypatch, "unionpay", lambda r: unionpay_signed(r, **times))
+    result = call(provider, name)
+    moment = getattr(result, "paid_at", None) or getattr(result, "succeeded_at", None)
+    assert moment is None or abs(moment - timezone.now()) < dt.timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("channel", "change"),
+    [("wechat", {"refund_id": "5" * 65}), ("unionpay", {"queryId": "5" * 65})],
+    ids=["wechat", "unionpay"],
+)
+def test_a_refund_answer_with_an_id_we_could_not_keep_is_a_provider_error(
+    monkeypatch, channel, change
+) -> None:
+    from payments.sandbox import books
+
+    order_no = new_number("P")
+    provider = provider_for(channel)
+    provider.checkout_create(
+        order_no=order_no,
+        amount_fen=2000,
+        description="居民身份证换领",
+        expires_at=timezone.now() + dt.timedelta(minutes=30),
+        notify_url=NOTIFY_URL,
+    )
+    books.trade_pay(channel=channel, order_no=order_no, succeed=True)
+    refund_no = new_number("R")
+    provider.refund_create(
+        order_no=order_no, refund_no=refund_no, amount_fen=700, total_fen=2000, reason=""
+    )
+    provider = answered(monkeypatch, channel, rewritten(channel, change))
+
+    with pytest.raises(ProviderError) as caught:
+        provider.refund_query(order_no=order_no, refund_no=refund_no)
+    assert not provider.refund_unknown(caught.value)
+
+
+@pytest.mark.parametrize(("channel", "change"), UNKEPT.values(), ids=UNKEPT)
+def test_a_payment_whose_id_or_time_we_could_not_keep_leaves_the_order_pending(
+    citizen_api, awaiting, monkeypatch, settings, channel, change
+) -> None:
+    """Asked by the sweep and by its payer once expired: neither fails (on
+    PostgreSQL the id was a DataError, on SQLite the time an OverflowError,
+    both a 500 to the payer and the end of the sweep's orders)."""
+    from payments import tasks
+    from payments.models import LedgerEntry, PaymentOrder
+    from payments.sandbox import books
+
+    order = open_order(citizen_api, awaiting, channel)
+    books.trade_pay(channel=channel, order_no=order["order_no"], succeed=True)
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    answered(monkeypatch, channel, rewritten(channel, change))
+
+    assert tasks.payments_sweep()["orders"] == 1
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+
+    if channel == "unionpay":
+        # Its close is a query: unreadable, as if unreachable, the order
+        # closes here (the payment's callback is a late success).
+        assert shown.status_code == 200, shown.content[:200]
+        assert shown.json()["status"] == "closed"
+    else:
+        # The channel will not close a paid trade, and what it says of it
+        # does not read: its refusal stands, the order open.
+        assert shown.status_code == 502, shown.content[:200]
+        assert shown.json()["code"] == "payment_provider_error"
+        assert PaymentOrder.objects.get(pk=order["id"]).status == "pending"
+    assert not LedgerEntry.objects.exists()
+
+
 # --- Through the API and the workers ----------------------------------------------------------
 
 
