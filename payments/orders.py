@@ -268,7 +268,8 @@ def order_apply_result(*, order: PaymentOrder, result: PaymentResult, source: st
     a query). Paid: the charge is written once per channel transaction id,
     the order is paid, the application goes to its department (or, if it
     cannot take the money any more, the money goes back). Failed or closed:
-    a pending order ends. Anything else changes nothing.
+    a pending order ends; one whose payment failed is closed at its channel
+    too, after commit. Anything else changes nothing.
 
     A word that does not fit the order (another order number, merchant or
     amount) changes nothing either: it is audited and refused with
@@ -299,6 +300,13 @@ def order_apply_result(*, order: PaymentOrder, result: PaymentResult, source: st
             # did not go through.
             expired = result.state == "closed" and order.expires_at <= now
             _move(order, OS.CLOSED if expired else OS.FAILED, also=("closed_at",))
+            if result.state == "failed":
+                # The payment failed, the trade is not closed: WeChat Pay
+                # leaves it open to another try until the merchant closes
+                # it, and the citizen could pay an order we gave up on.
+                # Closed at its channel as every order we close is (a
+                # channel that says "closed" has closed it already).
+                _close_at_channel_after_commit(order)
             message_post(
                 user=order.payer,
                 kind="payment.failed",
@@ -430,6 +438,15 @@ def _close_here_then_at_channel(order: PaymentOrder, *, reason: str) -> None:
     """Close a locked pending order here, and at its channel once this
     transaction commits (no channel call while rows are locked)."""
     _close_here(order, reason=reason)
+    _close_at_channel_after_commit(order)
+
+
+def _close_at_channel_after_commit(order: PaymentOrder) -> None:
+    """Close ``order`` at its channel once this transaction commits (no
+    channel call while rows are locked). Closing a closed trade is fine; a
+    channel that cannot be reached leaves it open there, and a payment that
+    still arrives is a late success, recorded and sent back if not needed
+    (see :func:`order_apply_result`)."""
     transaction.on_commit(
         functools.partial(_close_at_channel, order.channel, order.order_no), robust=True
     )
