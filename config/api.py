@@ -751,7 +751,7 @@ class PagePagination(_ListShape, PageNumberPagination):
     """Page numbers, for the catalog."""
 
 
-class _Row(Func):
+class Row(Func):
     """A row value, ``(a, b)``, compared as a whole."""
 
     function = ""
@@ -856,7 +856,7 @@ class _KeysetCursor(CursorPagination):
         past = LessThan if reverse != self.ordering[0].startswith("-") else GreaterThan
         if len(names) == 1:
             return past(F(names[0]), typed[0])
-        return past(_Row(*map(F, names)), _Row(*typed))
+        return past(Row(*map(F, names)), Row(*typed))
 
     def _get_position_from_instance(self, instance, ordering):
         values = [

@@ -70,13 +70,21 @@ def _jittered(seconds: float) -> float:
 # --- Claiming ----------------------------------------------------------------------------
 
 
-def _due(now: dt.datetime) -> QuerySet[Delivery]:
-    """Due, not in another worker's hands, not waiting for an earlier event.
-    An earlier delivery leaves "pending" only by a commit, so whichever
-    worker claims sees it either pending (and leaves this one to its
-    release) or finished."""
+def _due(now: dt.datetime, pk: Any = None) -> QuerySet[Delivery]:
+    """Due, not in another worker's hands, not waiting for an earlier event
+    (only ``pk``, if given). An earlier delivery leaves "pending" only by a
+    commit, so whichever worker claims sees it either pending (and leaves
+    this one to its release) or finished."""
+    pending = (
+        Delivery.objects.filter(status=DeliveryStatus.PENDING)
+        if pk is None
+        # One delivery: looked up by its key. Said as status = 'pending',
+        # PostgreSQL with statistics older than a backlog read every due
+        # delivery along delivery_due to find it.
+        else Delivery.objects.filter(outbox.pending_as_filter(), pk=pk)
+    )
     return (
-        Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        pending.filter(next_attempt_at__lte=now)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
         .filter(~outbox.delivery_waits_for_earlier())
     )
@@ -89,7 +97,7 @@ def _lease(now: dt.datetime) -> dt.datetime:
 def _claim_one(delivery_id: Any) -> tuple[list[Delivery], dt.datetime]:
     now = timezone.now()
     lease = _lease(now)
-    if not _due(now).filter(pk=delivery_id).update(locked_until=lease):
+    if not _due(now, delivery_id).update(locked_until=lease):
         return [], lease
     return [Delivery.objects.select_related("event", "endpoint").get(pk=delivery_id)], lease
 

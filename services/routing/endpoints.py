@@ -444,10 +444,17 @@ def _resume(endpoint: Endpoint) -> None:
     waiting.update(next_attempt_at=now)
     # Only the first waiting event of each application goes now; each one
     # delivered or dead-lettered releases the next (see deliveries._release_next).
-    first = list(
-        waiting.filter(~outbox.delivery_waits_for_earlier())
-        .order_by("created_at")
-        .values_list("id", flat=True)
-    )
-    ids = [str(i) for i in first]
+    # Every earlier event still pending to this endpoint is itself waiting:
+    # read once along delivery_endpoint_status (asked per delivery, PostgreSQL
+    # hashed every delivery the endpoint ever had to answer it).
+    rows = list(waiting.order_by("created_at").values_list("id", "ordering_key", "sequence"))
+    lowest: dict[Any, int] = {}
+    for _pk, key, sequence in rows:
+        if key is not None and sequence is not None:
+            lowest[key] = min(sequence, lowest.get(key, sequence))
+    ids = [
+        str(pk)
+        for pk, key, sequence in rows
+        if key is None or sequence is None or sequence <= lowest[key]
+    ]
     transaction.on_commit(lambda: outbox.deliveries_nudge(ids), robust=True)

@@ -303,9 +303,8 @@ def _held_made_due(held: dict[Any, list[Any]], *, event_type: str) -> bool:
             )
             resumed = [e.pk for e in current if endpoint_takes_deliveries(e, event_type)]
             removed = [e.pk for e in current if e.deleted_at is not None]
-            waiting = Delivery.objects.filter(
-                status=DeliveryStatus.PENDING, next_attempt_at__isnull=True
-            )
+            # By their keys (see pending_as_filter: not along delivery_due).
+            waiting = Delivery.objects.filter(pending_as_filter(), next_attempt_at__isnull=True)
             if removed:
                 waiting.filter(pk__in=[pk for e in removed for pk in held[e]]).update(
                     status=DeliveryStatus.CANCELLED

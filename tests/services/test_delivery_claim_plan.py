@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from services.models import Delivery, DeliveryStatus, Endpoint, OutboxEvent
@@ -28,12 +28,14 @@ pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
 DELIVERED = 600
 BACKLOG = 400
+OLD_PINGS = 200
 
 
 @pytest.fixture
 def backlog(department, department_server, monkeypatch) -> Endpoint:
-    """DELIVERED deliveries, the statistics taken, then BACKLOG due ones:
-    each event the first of its own application (nothing earlier waits)."""
+    """DELIVERED deliveries and OLD_PINGS finished pings of a month ago, the
+    statistics taken, then BACKLOG due ones: each event the first of its own
+    application (nothing earlier waits)."""
     monkeypatch.setattr(outbox, "deliveries_nudge", lambda *args, **kwargs: None)
     monkeypatch.setattr(outbox, "deliveries_wake", lambda *args, **kwargs: True)
     endpoint = department_endpoint(department, department_server, [events.APPLICATION_SUBMITTED])
@@ -42,6 +44,7 @@ def backlog(department, department_server, monkeypatch) -> Endpoint:
     )
     with connection.cursor() as cursor:
         write(cursor, endpoint, model, DELIVERED, "succeeded", "NULL")
+        write(cursor, endpoint, model, OLD_PINGS, "succeeded", "NULL", ping=True)
         cursor.execute("ANALYZE services_delivery")
         cursor.execute("ANALYZE services_outboxevent")
         write(cursor, endpoint, model, BACKLOG, "pending", "now() - interval '1 second' * i")
@@ -49,9 +52,20 @@ def backlog(department, department_server, monkeypatch) -> Endpoint:
 
 
 def write(
-    cursor: Any, endpoint: Endpoint, model: OutboxEvent, n: int, status: str, due: str
+    cursor: Any,
+    endpoint: Endpoint,
+    model: OutboxEvent,
+    n: int,
+    status: str,
+    due: str,
+    *,
+    ping: bool = False,
 ) -> None:
-    """``n`` events like ``model`` (its sealed data), one delivery each."""
+    """``n`` events like ``model`` (its sealed data), one delivery each; or
+    ``n`` pings of a month ago, handled."""
+    made_at = "now() - interval '30 days'" if ping else "now()"
+    kind = "'ping'" if ping else "e.type"
+    key = "NULL, NULL" if ping else "gen_random_uuid(), 1"
     cursor.execute(
         "CREATE TEMP TABLE made ON COMMIT DROP AS SELECT gen_random_uuid() AS id, i "
         "FROM generate_series(1, %s) i",
@@ -59,15 +73,15 @@ def write(
     )
     cursor.execute(
         "INSERT INTO services_outboxevent (id, type, department_id, data, created_at, "
-        "handle_attempts) SELECT made.id, e.type, e.department_id, e.data, now(), 0 "
-        "FROM made, services_outboxevent e WHERE e.id = %s",
+        f"handled_at, handle_attempts) SELECT made.id, {kind}, e.department_id, e.data, "
+        f"{made_at}, {made_at}, 0 FROM made, services_outboxevent e WHERE e.id = %s",
         [model.pk],
     )
     cursor.execute(
         "INSERT INTO services_delivery (id, event_id, endpoint_id, department_id, status, "
         "attempt_count, schedule_index, next_attempt_at, ordering_key, sequence, last_error, "
         f"created_at) SELECT gen_random_uuid(), made.id, %s, %s, %s, 0, 0, {due}, "
-        "gen_random_uuid(), 1, '', now() FROM made",
+        f"{key}, '', {made_at} FROM made",
         [endpoint.pk, endpoint.department_id, status],
     )
     cursor.execute("DROP TABLE made")
@@ -98,6 +112,38 @@ def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
         yield from nodes(child)
+
+
+def undone(run: Any) -> list[str]:
+    """The statements ``run`` makes, its writes undone after: their plans
+    are then read against the rows as ``run`` found them."""
+
+    class Undo(Exception):
+        pass
+
+    with CaptureQueriesContext(connection) as captured:
+        try:
+            with transaction.atomic():
+                run()
+                raise Undo
+        except Undo:
+            pass
+    return [q["sql"] for q in captured.captured_queries]
+
+
+def work(sql: str, *, as_at_scale: bool = False) -> int:
+    """Rows the plan of ``sql`` read or compared, in all: what its scans
+    gave on, and what its scans and joins dropped."""
+    total = 0
+    for node in nodes(plan(sql, as_at_scale=as_at_scale)):
+        loops = node.get("Actual Loops", 1)
+        dropped = sum(
+            node.get(f"Rows Removed by {what}", 0)
+            for what in ("Filter", "Join Filter", "Index Recheck")
+        )
+        scanned = node["Actual Rows"] if "Scan" in node["Node Type"] else 0
+        total += (dropped + scanned) * loops
+    return total
 
 
 def read(node: dict[str, Any]) -> int:
@@ -151,6 +197,43 @@ def test_the_next_events_are_looked_up_by_their_application(backlog) -> None:
     assert indexes == ["delivery_in_order"], steps
     scans = [n for n in steps if n.get("Relation Name") == "services_delivery"]
     assert sum(read(n) for n in scans) == 32, steps
+
+
+def test_one_delivery_is_claimed_by_its_key(backlog) -> None:
+    """A nudge (a retry, a replay, the next event released) claims one."""
+    one = Delivery.objects.filter(status=DeliveryStatus.PENDING).values_list("pk", flat=True)[0]
+    [claim] = [sql for sql in undone(lambda: deliveries._claim_one(one)) if "UPDATE" in sql]
+    assert work(claim) <= 5, plan(claim)
+
+
+def test_held_deliveries_made_due_are_looked_up_by_their_keys(backlog) -> None:
+    """After the commit of deliveries written held, with the endpoint open."""
+    Delivery.objects.filter(status=DeliveryStatus.PENDING).update(next_attempt_at=None)
+    held = list(Delivery.objects.filter(status=DeliveryStatus.PENDING).values_list("pk", flat=True))
+    made_due = [
+        sql
+        for sql in undone(
+            lambda: outbox._held_made_due(
+                {backlog.pk: held[:5]}, event_type=events.APPLICATION_SUBMITTED
+            )
+        )
+        if sql.startswith("UPDATE") and '"services_delivery"' in sql
+    ]
+    assert len(made_due) == 1, made_due
+    assert work(made_due[0]) <= 5 * 5, plan(made_due[0])
+
+
+def test_old_pings_are_purged_a_batch_at_a_time(backlog) -> None:
+    """The purge reads each batch's own deliveries, not the deliveries
+    pending elsewhere: asked of each old ping as a NOT EXISTS, every pending
+    delivery was compared with every old ping."""
+    reads = [sql for sql in undone(lambda: sweeper.pings_purge(batch=50)) if "SELECT" in sql]
+    of_deliveries = [sql for sql in reads if '"services_delivery"' in sql]
+    assert of_deliveries, reads
+    for sql in of_deliveries:
+        assert work(sql, as_at_scale=True) <= 4 * 50, plan(sql, as_at_scale=True)
+    assert sweeper.pings_purge(batch=50) == OLD_PINGS
+    assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == BACKLOG
 
 
 def test_pending_said_as_not_finished_is_pending(backlog) -> None:
