@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
@@ -35,7 +35,7 @@ from payments.models import (
     ReconciliationReport,
 )
 from payments.providers import ChannelUnavailable, provider_for
-from payments.providers.base import ProviderError, StatementLine
+from payments.providers.base import ProviderError, StatementLine, storable
 from payments.selectors import CHINA, day_bounds
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,18 @@ class _Found:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.kind, self.entry_kind, self.reference)
+
+
+def _fit(line: StatementLine) -> StatementLine:
+    """A statement line as the channel wrote it, fit for a query and a
+    column: a statement may hold what PostgreSQL refuses (NUL), which no
+    ledger entry holds (a difference, then)."""
+    return replace(
+        line,
+        order_no=storable(line.order_no, 1000),
+        reference=storable(line.reference, 1000),
+        state=storable(line.state, 1000),
+    )
 
 
 def _line_record(line: StatementLine) -> dict[str, Any]:
@@ -301,7 +313,7 @@ def reconcile(
     reports = []
     for channel in channels or Channel.values:
         try:
-            lines = provider_for(channel).statement_download(date=date)
+            lines = [_fit(line) for line in provider_for(channel).statement_download(date=date)]
         except (ProviderError, ChannelUnavailable) as exc:
             logger.warning("statement of %s for %s not reconciled: %s", channel, date, exc)
             watcher.channel_failed(channel, exc)

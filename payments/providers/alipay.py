@@ -43,6 +43,7 @@ from payments.providers.base import (
     TradeState,
     channel_reference,
     channel_time,
+    storable,
 )
 
 # Alipay writes every time in China time, whatever the server's zone.
@@ -488,7 +489,10 @@ class AlipayProvider(BasePaymentProvider):
             raise ProviderError(f"alipay refund query: refund_status {status!r}"[:200])
         if status != "REFUND_SUCCESS":
             return RefundResult(
-                refund_no=refund_no, state="pending", amount_fen=amount_fen, failure_reason=status
+                refund_no=refund_no,
+                state="pending",
+                amount_fen=amount_fen,
+                failure_reason=storable(status, 200),
             )
         return RefundResult(
             refund_no=refund_no,

@@ -43,11 +43,22 @@ REFERENCE_MAX = 64
 CHANNEL_YEARS = range(2000, 2100)
 
 
+def storable(text: str, limit: int) -> str:
+    """Text from a channel or a caller we do not trust, fit for a text
+    column and JSON: no NUL (PostgreSQL refuses it), no lone surrogates
+    (not UTF-8), bounded."""
+    return text[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def channel_reference(value: str, name: str) -> str:
     """``value``, a channel's transaction or refund id, if it fits
-    :data:`REFERENCE_MAX`; ValueError otherwise."""
+    :data:`REFERENCE_MAX` and is printable text (no NUL, control character
+    or lone surrogate: an id is kept as the channel wrote it, or not at
+    all); ValueError otherwise."""
     if len(value) > REFERENCE_MAX:
         raise ValueError(f"{name} of {len(value)} characters")
+    if not value.isprintable():
+        raise ValueError(f"{name} {storable(value, REFERENCE_MAX)!r} is not printable")
     return value
 
 
@@ -156,7 +167,8 @@ class ProviderError(Exception):
     does not hold: the call may or may not have reached it)."""
 
     def __init__(self, message: str, *, retryable: bool = True, code: str = "") -> None:
-        super().__init__(message)
+        # Often the channel's own words, shown where a refund waits.
+        super().__init__(storable(message, 2000))
         self.retryable = retryable
         self.code = code
 

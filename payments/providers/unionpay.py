@@ -50,6 +50,7 @@ from payments.providers.base import (
     TradeState,
     channel_reference,
     channel_time,
+    storable,
 )
 
 # UnionPay's clock is China time whatever TIME_ZONE says.
@@ -426,7 +427,7 @@ class UnionpayProvider(BasePaymentProvider):
             merchant_id=fields["merId"],
             app_id=fields["accessType"],
             paid_at=(paid_at or timezone.now()) if paid else None,
-            raw_state=fields["respCode"],
+            raw_state=storable(fields["respCode"], 64),
         )
 
     def notify_reply(self, *, accepted: bool, message: str = "") -> NotifyReply:
@@ -478,7 +479,7 @@ class UnionpayProvider(BasePaymentProvider):
             merchant_id=answer.get("merId", ""),
             app_id=answer.get("accessType", ""),
             paid_at=paid_at,
-            raw_state=original,
+            raw_state=storable(original, 64),
         )
 
     def order_close(self, *, order_no: str) -> None:
@@ -570,7 +571,9 @@ class UnionpayProvider(BasePaymentProvider):
             state=state,
             refund_id=self._query_id(answer, QUERY_PATH),
             amount_fen=self._amount(answer, QUERY_PATH),
-            failure_reason=answer.get("origRespMsg", "") if state == "failed" else "",
+            failure_reason=storable(answer.get("origRespMsg", ""), 200)
+            if state == "failed"
+            else "",
             succeeded_at=succeeded_at,
         )
 

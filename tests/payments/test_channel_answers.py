@@ -651,3 +651,107 @@ def test_an_alipay_refund_whose_status_is_not_text_stays_pending(
     tasks.payments_sweep()
 
     assert Refund.objects.get().status == "pending"
+
+
+# --- Text we could not store ------------------------------------------------------------------
+
+# What JSON may carry and a text column may not: NUL (PostgreSQL refuses
+# it) and a lone surrogate (not UTF-8).
+UNSTORABLE = ["a\u0000b", "a\ud800b"]
+
+
+@pytest.mark.parametrize("text", UNSTORABLE, ids=["nul", "surrogate"])
+def test_a_refusal_whose_message_we_could_not_store_leaves_the_refund_pending(
+    citizen_api, awaiting, pay, integrator_api, monkeypatch, text
+) -> None:
+    """WeChat Pay's refusal is shown as what holds the refund: its text
+    fit for the column, the worker not crashed."""
+    from payments import tasks
+    from payments.models import Refund
+
+    order = open_order(citizen_api, awaiting, "wechat")
+    pay(order)
+    handle = sandbox_for("wechat").handle
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v3/refund/domestic/refunds":
+            body = json.dumps({"code": "SYSTEM_ERROR", "message": text}).encode()
+            return httpx.Response(500, content=body, headers={"Content-Type": "application/json"})
+        return handle(request)
+
+    answered(monkeypatch, "wechat", refused)
+    asked = integrator_api.post(
+        f"/api/v1/dept/payments/{order['order_no']}/refunds/",
+        {"amount_fen": 700, "reason": "部分退费"},
+        format="json",
+    )
+    assert asked.status_code == 201, asked.json()
+
+    tasks.refund_send.delay(asked.json()["id"])
+
+    waiting = Refund.objects.get()
+    assert waiting.status == "pending" and "SYSTEM_ERROR" in waiting.failure_reason
+    assert "\x00" not in waiting.failure_reason
+
+
+UNSTORED = {
+    "wechat id nul": ("wechat", {"transaction_id": "4200\u00001"}),
+    "wechat id surrogate": ("wechat", {"transaction_id": "4200\ud8001"}),
+    "alipay id nul": ("alipay", {"trade_no": "2026\u00001"}),
+    "unionpay failure nul": ("unionpay", {"origRespCode": "0\x001"}),
+    "unionpay id nul": ("unionpay", {"queryId": "5126\x001"}),
+}
+
+
+@pytest.mark.parametrize(("channel", "change"), UNSTORED.values(), ids=UNSTORED)
+def test_an_answer_whose_text_we_could_not_store_is_no_server_error(
+    citizen_api, awaiting, monkeypatch, settings, channel, change
+) -> None:
+    """An id is kept as the channel wrote it, or not at all: one we could
+    not store does not read (the order stays pending). A state is recorded
+    fit for the audit trail."""
+    from payments import tasks
+    from payments.models import LedgerEntry, PaymentOrder
+    from payments.sandbox import books
+
+    order = open_order(citizen_api, awaiting, channel)
+    books.trade_pay(
+        channel=channel, order_no=order["order_no"], succeed="origRespCode" not in change
+    )
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    answered(monkeypatch, channel, rewritten(channel, change))
+
+    assert tasks.payments_sweep()["orders"] == 1
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+
+    assert shown.status_code in (200, 502), shown.content[:200]
+    assert not LedgerEntry.objects.exists()
+
+
+def test_a_statement_line_whose_text_we_could_not_store_is_a_difference(monkeypatch) -> None:
+    """Reported to the operators as the channel wrote it, fit for the
+    report (the run failed storing it, and the day stayed unreconciled)."""
+    from payments import reconciliation
+    from payments.models import MismatchKind
+    from payments.sandbox.unionpay import UnionpaySandbox
+
+    date = timezone.localdate()
+    provider = provider_for("unionpay")
+    line = UnionpaySandbox._line(
+        txnType="01", orderId="P\x00X", queryId="512\x00612", txnAmt=2000, at=timezone.now()
+    )
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as files:
+        files.writestr(f"INN{date:%y%m%d}88ZM_{provider.credentials.merchant_id}", line + "\r\n")
+    content = base64.b64encode(zlib.compress(archive.getvalue())).decode()
+    answered(monkeypatch, "unionpay", lambda r: unionpay_signed(r, fileContent=content))
+
+    (report,) = reconciliation.reconcile(date=date, channels=["unionpay"])
+
+    (item,) = report.items.all()
+    assert item.kind == MismatchKind.MISSING_IN_LEDGER
+    assert (item.order_no, item.reference) == ("P\ufffdX", "512\ufffd612")
+    assert item.theirs["order_no"] == "P\ufffdX"
