@@ -195,6 +195,12 @@ class NotifyOutcome(models.TextChoices):
     IGNORED = "ignored", _("无需处理")
     REJECTED = "rejected", _("已拒绝")
 
+    @classmethod
+    def not_received(cls) -> list[str]:
+        """Every outcome but received: a callback waits to be applied until
+        it has one of these (see :func:`payments.notifications.notify_apply`)."""
+        return [outcome.value for outcome in cls if outcome != cls.RECEIVED]
+
 
 class NotifyLog(models.Model):
     """Every callback a provider made, whatever became of it."""

@@ -21,6 +21,7 @@ from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -405,9 +406,16 @@ def notify_apply(*, log_id: int) -> str | None:
     for an operator. The order's query (主动查单) brings the money in
     regardless."""
     with transaction.atomic():
+        # Looked up by its id alone: "received" said as none of the other
+        # outcomes (no index takes that as a condition), and no order
+        # (NotifyLog's, received_at, is what notify_to_apply gives). With
+        # statistics older than a burst of callbacks, PostgreSQL walked
+        # notify_to_apply back through every received one for each
+        # callback it applied (10,000 waiting: 7.1 ms a callback, not 0.14 ms).
         log = (
             NotifyLog.objects.select_for_update(skip_locked=True)
-            .filter(pk=log_id, outcome=NotifyOutcome.RECEIVED)
+            .filter(~Q(outcome__in=NotifyOutcome.not_received()), pk=log_id)
+            .order_by("pk")
             .first()
         )
         if log is None or not log.result:

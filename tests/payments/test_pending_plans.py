@@ -1,0 +1,188 @@
+"""The payments' questions about one row (one callback, one application's
+open order, one refund) must be answered by looking that row up, never by
+reading every row of a status along the status's index: asked once per
+callback, per order opened, per charge and per refund, that is the whole
+backlog each time.
+
+PostgreSQL did read them all when its statistics were older than the
+backlog: taken when few callbacks waited, few orders were open or few
+refunds pending (or before there were any), they make a walk along
+notify_to_apply, payment_status_due or refund_status_due look as cheap as
+the lookup. The tests make that case: statistics taken when every row had
+left that status, then a burst that none of them has seen."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Model, Q
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from payments import notifications
+from payments.models import NotifyLog, NotifyOutcome
+from tests.payments.conftest import FEE
+
+pytestmark = [pytest.mark.django_db, pytest.mark.integration]
+
+SETTLED = 3000
+BURST = 3000
+
+
+# --- Rows made by SQL ------------------------------------------------------------------------
+
+
+def made(n: int, **extra: str) -> None:
+    """The temporary table ``made``: ``n`` rows of a fresh uuid ``id``,
+    their number ``i`` (1 to ``n``) and the ``extra`` columns (SQL)."""
+    more = "".join(f", {sql} AS {name}" for name, sql in extra.items())
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS made")
+        cursor.execute(
+            f"CREATE TEMP TABLE made AS SELECT gen_random_uuid() AS id, i{more} "
+            "FROM generate_series(1, %s) i",
+            [n],
+        )
+
+
+def copies(model: Model, columns: dict[str, str]) -> None:
+    """A row like ``model`` for each row of ``made``: each column as the
+    model's, but those ``columns`` gives SQL for (of ``made``'s columns).
+    A primary key ``columns`` does not give is the table's own."""
+    meta = type(model)._meta
+    fields = [f.column for f in meta.concrete_fields if f.column in columns or not f.primary_key]
+    values = [columns.get(column, f"m.{column}") for column in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {meta.db_table} ({', '.join(fields)}) SELECT {', '.join(values)} "
+            f"FROM made, {meta.db_table} m WHERE m.{meta.pk.column} = %s",
+            [model.pk],
+        )
+
+
+def analyze(*tables: str) -> None:
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"ANALYZE {table}")
+
+
+# --- Plans ------------------------------------------------------------------------------------
+
+
+def statements(run: Callable[[], Any], table: str) -> list[str]:
+    """The statements ``run`` sent that name ``table``."""
+    with CaptureQueriesContext(connection) as captured:
+        run()
+    return [q["sql"] for q in captured.captured_queries if f'"{table}"' in q["sql"]]
+
+
+def plan(sql: str) -> dict[str, Any]:
+    """The plan PostgreSQL runs for ``sql``, and what it read."""
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
+        found = cursor.fetchone()[0]
+    return (json.loads(found) if isinstance(found, str) else found)[0]["Plan"]
+
+
+def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from nodes(child)
+
+
+def read(node: dict[str, Any]) -> int:
+    """Rows a scan read: those it gave on and those it read and dropped."""
+    per_loop = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+    return (per_loop + node.get("Rows Removed by Index Recheck", 0)) * node["Actual Loops"]
+
+
+def scans_of(sql: str, table: str) -> tuple[int, list[str]]:
+    """Rows ``sql`` read of ``table``, in all, and how: the indexes, or the
+    kind of scan."""
+    found = [n for n in nodes(plan(sql)) if n.get("Relation Name") == table]
+    assert found, sql
+    return sum(read(n) for n in found), [n.get("Index Name", n["Node Type"]) for n in found]
+
+
+# --- A callback waiting to be applied ------------------------------------------------------
+
+
+@pytest.fixture
+def waiting_callbacks() -> NotifyLog:
+    """SETTLED callbacks applied, the statistics taken, then BURST received
+    ones; returns one received before them all (for an order we do not
+    have: it is rejected when applied)."""
+    result = {
+        "order_no": "P20260101NOSUCHORDER0001",
+        "state": "paid",
+        "transaction_id": "4200000000000000000000000001",
+        "amount_fen": FEE,
+        "merchant_id": "",
+        "app_id": "",
+        "paid_at": None,
+        "raw_state": "SUCCESS",
+    }
+    model = NotifyLog.objects.create(
+        channel="wechat",
+        outcome=NotifyOutcome.ACCEPTED,
+        order_no=result["order_no"],
+        transaction_id=result["transaction_id"],
+        body_excerpt='{"event_type": "TRANSACTION.SUCCESS"}',
+        result=result,
+        handled_at=timezone.now(),
+    )
+    made(SETTLED)
+    copies(model, {"received_at": "now() - interval '1 second' * made.i"})
+    analyze("payments_notifylog")
+    made(BURST)
+    copies(
+        model,
+        {
+            "outcome": f"'{NotifyOutcome.RECEIVED}'",
+            "handled_at": "NULL",
+            "received_at": "now() - interval '1 millisecond' * made.i",
+        },
+    )
+    return NotifyLog.objects.create(
+        channel="wechat",
+        outcome=NotifyOutcome.RECEIVED,
+        received_at=timezone.now() - dt.timedelta(minutes=5),
+        order_no=result["order_no"],
+        transaction_id=result["transaction_id"],
+        result=result,
+    )
+
+
+def test_a_worker_claims_a_callback_by_its_id(waiting_callbacks) -> None:
+    """The drain takes the oldest received callback first: the one that
+    a walk back along notify_to_apply reaches last."""
+    claims = [
+        sql
+        for sql in statements(
+            lambda: notifications.notifies_apply_waiting(limit=1), "payments_notifylog"
+        )
+        if "FOR UPDATE" in sql
+    ]
+    assert len(claims) == 1, claims
+    read, indexes = scans_of(claims[0], "payments_notifylog")
+    assert indexes == ["payments_notifylog_pkey"], indexes
+    assert read == 1, read
+    waiting_callbacks.refresh_from_db()
+    assert waiting_callbacks.outcome == NotifyOutcome.REJECTED  # applied: no such order
+    assert NotifyLog.objects.filter(outcome=NotifyOutcome.RECEIVED).count() == BURST
+
+
+def test_received_said_as_no_other_outcome_is_received(waiting_callbacks) -> None:
+    assert set(NotifyOutcome.not_received()) == set(NotifyOutcome.values) - {NotifyOutcome.RECEIVED}
+    for outcome in NotifyOutcome.not_received():
+        NotifyLog.objects.create(channel="alipay", outcome=outcome)
+    assert set(NotifyLog.objects.values_list("outcome", flat=True)) == set(NotifyOutcome.values)
+    received = NotifyLog.objects.filter(outcome=NotifyOutcome.RECEIVED)
+    said = NotifyLog.objects.filter(~Q(outcome__in=NotifyOutcome.not_received()))
+    assert set(said.values_list("pk", flat=True)) == set(received.values_list("pk", flat=True))
+    assert said.count() == BURST + 1
