@@ -33,6 +33,11 @@ class OrderStatus(models.TextChoices):
     PARTIALLY_REFUNDED = "partially_refunded", _("部分退款")
     REFUNDED = "refunded", _("已全额退款")
 
+    @classmethod
+    def not_pending(cls) -> list[str]:
+        """Every status but pending (see :func:`payments.selectors.pending_as_filter`)."""
+        return [status.value for status in cls if status != cls.PENDING]
+
 
 class PaymentOrder(models.Model):
     """One attempt to pay for one application through one channel."""

@@ -415,9 +415,7 @@ def _close_others(paid: PaymentOrder) -> None:
     citizen left) closes here at once and at its channel after commit, so it
     can no longer be paid; money that still reaches it is a late success,
     recorded and sent back."""
-    others = PaymentOrder.objects.select_for_update(of=("self",)).filter(
-        application_id=paid.application_id, status=OS.PENDING
-    )
+    others = selectors.open_orders(paid.application_id).select_for_update(of=("self",))
     for other in others.exclude(pk=paid.pk):
         _close_here_then_at_channel(other, reason="application_paid")
 
@@ -561,8 +559,7 @@ def orders_close_open(*, application_id: Any, reason: str) -> int:
     recorded and sent back, since the application can no longer take it.
     Returns the orders closed."""
     closed = 0
-    open_orders = PaymentOrder.objects.filter(application_id=application_id, status=OS.PENDING)
-    for pk in open_orders.values_list("pk", flat=True):
+    for pk in selectors.open_orders(application_id).values_list("pk", flat=True):
         with transaction.atomic():
             order = _locked(pk)
             if order.status != OS.PENDING:

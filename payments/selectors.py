@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -130,17 +130,32 @@ def payments_export(citizen: User) -> dict[str, Any]:
     }
 
 
-def open_order_id(application_id: Any) -> Any:
-    """The id of the application's open order (at most one: a partial
-    unique index), or None. Read it after locking the application, in a
-    statement of its own: a subquery of the locking statement would see
-    the snapshot taken before the lock was granted, not the order another
-    transaction opened meanwhile."""
-    return (
-        PaymentOrder.objects.filter(application_id=application_id, status=OrderStatus.PENDING)
-        .values_list("pk", flat=True)
-        .first()
+def pending_as_filter(statuses: type[OrderStatus]) -> Q:
+    """Pending, said so that no index can take it as a condition: as none of
+    the other ``statuses``, a filter on the rows a lookup by key finds (an
+    application's orders). Said as ``status = 'pending'``, PostgreSQL could
+    read every pending row along the status's index (payment_status_due)
+    for one application, and it did when its statistics were older than a
+    burst of them: taken when few were pending (or before any), they make
+    that walk look as cheap as the lookup (10 ms instead of 0.1 ms, for
+    each order opened or paid)."""
+    return ~Q(status__in=statuses.not_pending())
+
+
+def open_orders(application_id: Any) -> QuerySet[PaymentOrder]:
+    """The application's open orders (at most one: a partial unique index),
+    found among the application's orders (see :func:`pending_as_filter`)."""
+    return PaymentOrder.objects.filter(
+        pending_as_filter(OrderStatus), application_id=application_id
     )
+
+
+def open_order_id(application_id: Any) -> Any:
+    """The id of the application's open order, or None. Read it after
+    locking the application, in a statement of its own: a subquery of the
+    locking statement would see the snapshot taken before the lock was
+    granted, not the order another transaction opened meanwhile."""
+    return open_orders(application_id).values_list("pk", flat=True).first()
 
 
 # --- Money by day ---------------------------------------------------------------------------

@@ -19,14 +19,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Model, Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from payments import notifications
-from payments.models import NotifyLog, NotifyOutcome
-from tests.payments.conftest import FEE
+from payments import notifications, orders, selectors
+from payments.models import NotifyLog, NotifyOutcome, OrderStatus, PaymentOrder
+from services import applications
+from tests.payments.conftest import FEE, open_order
+from tests.services.conftest import GOOD_FORM
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
@@ -186,3 +188,148 @@ def test_received_said_as_no_other_outcome_is_received(waiting_callbacks) -> Non
     said = NotifyLog.objects.filter(~Q(outcome__in=NotifyOutcome.not_received()))
     assert set(said.values_list("pk", flat=True)) == set(received.values_list("pk", flat=True))
     assert said.count() == BURST + 1
+
+
+# --- An application's open order ------------------------------------------------------------
+
+
+def number(column: str) -> str:
+    """32 characters of a uuid of ``made``: an order's, a refund's or an
+    application's number."""
+    return f"replace(made.{column}::text, '-', '')"
+
+
+def orders_made(model: PaymentOrder, n: int, status: str, *, own_applications: bool = True) -> None:
+    """``n`` orders like ``model`` in ``status``, the oldest first, each of
+    an application of its own (like ``model``'s), or without
+    ``own_applications`` all of ``model``'s (as far as its one open order
+    allows)."""
+    made(n, application_id="gen_random_uuid()" if own_applications else "NULL::uuid")
+    if own_applications:
+        copies(model.application, {"id": "made.application_id", "number": number("application_id")})
+    copies(
+        model,
+        {
+            "id": "made.id",
+            "order_no": number("id"),
+            "application_id": "made.application_id" if own_applications else "m.application_id",
+            "status": f"'{status}'",
+            "created_at": f"now() - interval '1 second' * ({n} - made.i)",
+        },
+    )
+
+
+@pytest.fixture
+def paid_order(citizen, fee_service) -> PaymentOrder:
+    """An order paid for an application of the citizen's: what the rows
+    made by SQL are copied from."""
+    application = applications.application_submit(
+        citizen=citizen, service=fee_service, form=GOOD_FORM
+    )
+    now = timezone.now()
+    return PaymentOrder.objects.create(
+        order_no="P20260101PAIDMODEL000001",
+        application=application,
+        payer=citizen,
+        department=application.department,
+        service=application.service,
+        description=application.service.name,
+        amount_fen=FEE,
+        channel="wechat",
+        status=OrderStatus.PAID,
+        checkout={"code_url": "weixin://wxpay/bizpayurl?pr=AbCdEfGhI"},
+        provider_transaction_id="4200000000000000000000000002",
+        paid_fen=FEE,
+        expires_at=now + dt.timedelta(minutes=30),
+        paid_at=now,
+    )
+
+
+@pytest.fixture
+def open_orders(paid_order) -> PaymentOrder:
+    """SETTLED paid orders, the statistics taken, then BURST open ones,
+    each of an application of its own."""
+    orders_made(paid_order, SETTLED, OrderStatus.PAID)
+    analyze("payments_paymentorder", "services_application")
+    orders_made(paid_order, BURST, OrderStatus.PENDING)
+    return paid_order
+
+
+def of_application(sql: str) -> bool:
+    """The question "which orders of this application are open?"."""
+    _, _, where = sql.partition(" WHERE ")
+    return '"payments_paymentorder"."application_id" =' in where and '"status"' in where
+
+
+def application_looked_up(sql: str, at_most: int) -> None:
+    read, indexes = scans_of(sql, "payments_paymentorder")
+    assert "payment_status_due" not in indexes, (read, indexes)
+    assert read <= at_most, (read, indexes)
+
+
+def test_opening_an_order_looks_the_applications_open_order_up(
+    open_orders, citizen_api, awaiting
+) -> None:
+    def opening() -> None:
+        # Undone, so that the question is explained as it was asked: before
+        # the order was opened.
+        with transaction.atomic():
+            open_order(citizen_api, awaiting)
+            transaction.set_rollback(True)
+
+    asked = [sql for sql in statements(opening, "payments_paymentorder") if of_application(sql)]
+    assert len(asked) == 1, asked
+    application_looked_up(asked[0], at_most=0)
+
+
+def test_a_payment_looks_the_applications_other_open_orders_up(
+    open_orders, citizen_api, awaiting, pay
+) -> None:
+    left = open_order(citizen_api, awaiting, "wechat")
+    taken = open_order(citizen_api, awaiting, "alipay")  # the first is closed
+    asked = [
+        sql
+        for sql in statements(lambda: pay(taken), "payments_paymentorder")
+        if of_application(sql) and "FOR UPDATE" in sql
+    ]
+    assert len(asked) == 1, asked
+    application_looked_up(asked[0], at_most=2)
+    assert PaymentOrder.objects.get(pk=left["id"]).status == OrderStatus.CLOSED
+    assert PaymentOrder.objects.get(pk=taken["id"]).status == OrderStatus.PAID
+
+
+def test_a_withdrawal_looks_the_applications_open_orders_up(
+    open_orders, citizen_api, awaiting, django_capture_on_commit_callbacks
+) -> None:
+    order = open_order(citizen_api, awaiting)
+
+    def withdraw() -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = citizen_api.post(f"/api/v1/applications/{awaiting['id']}/cancel/", {})
+        assert response.status_code == 200, response.json()
+
+    asked = [sql for sql in statements(withdraw, "payments_paymentorder") if of_application(sql)]
+    assert asked, asked
+    for sql in asked:
+        application_looked_up(sql, at_most=1)
+    assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.CLOSED
+
+
+def test_the_open_order_is_found_among_the_applications_orders(open_orders) -> None:
+    """Pending said as none of the other statuses: the same orders, of
+    every status there is."""
+    assert set(OrderStatus.not_pending()) == set(OrderStatus.values) - {OrderStatus.PENDING}
+    some = PaymentOrder.objects.filter(status=OrderStatus.PAID).values_list("pk", flat=True)
+    others = [s for s in OrderStatus.not_pending() if s != OrderStatus.PAID]
+    for status, pk in zip(others, some[: len(others)], strict=True):
+        PaymentOrder.objects.filter(pk=pk).update(status=status)
+    assert set(PaymentOrder.objects.values_list("status", flat=True)) == set(OrderStatus.values)
+    pending = PaymentOrder.objects.filter(status=OrderStatus.PENDING)
+    said = PaymentOrder.objects.filter(selectors.pending_as_filter(OrderStatus))
+    assert set(said.values_list("pk", flat=True)) == set(pending.values_list("pk", flat=True))
+    assert said.count() == BURST
+    one = pending.first()
+    assert one is not None
+    assert selectors.open_order_id(one.application_id) == one.pk
+    assert selectors.open_order_id(open_orders.application_id) is None
+    assert orders.orders_close_open(application_id=one.application_id, reason="test") == 1
