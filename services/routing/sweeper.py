@@ -98,15 +98,23 @@ def pings_purge(*, older_than: dt.timedelta | None = None, batch: int = 1000) ->
                 return purged
             after = picked[-1]
             ids = [pk for _, pk in picked]
-            # Locked, and read under the lock: a ping with a delivery pending
-            # (in flight, or replayed since) stays, with its deliveries.
-            deliveries = list(
-                Delivery.objects.select_for_update()
-                .filter(event_id__in=ids)
-                .values_list("pk", "event_id", "status")
+            # A ping with a delivery pending (in flight, or replayed) stays,
+            # with its deliveries. Only finished deliveries are locked, as
+            # every other writer of deliveries writes pending ones: one
+            # replayed after this read is pending again when its lock is
+            # taken, so it is not locked, and keeps its event.
+            busy = set(
+                Delivery.objects.filter(event_id__in=ids)
+                .filter(outbox.pending_as_filter())
+                .values_list("event_id", flat=True)
             )
-            busy = {event for _, event, status in deliveries if status == DeliveryStatus.PENDING}
-            done = [pk for pk, event, _ in deliveries if event not in busy]
+            done = list(
+                Delivery.objects.select_for_update()
+                .filter(event_id__in=[pk for pk in ids if pk not in busy])
+                .exclude(status=DeliveryStatus.PENDING)  # not a condition an index takes
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
             DeliveryAttempt.objects.filter(delivery_id__in=done).delete()
             Delivery.objects.filter(pk__in=done).delete()
             _, per_model = OutboxEvent.objects.filter(
