@@ -155,6 +155,11 @@ class RefundStatus(models.TextChoices):
     SUCCEEDED = "succeeded", _("退款成功")
     FAILED = "failed", _("退款失败")
 
+    @classmethod
+    def not_pending(cls) -> list[str]:
+        """Every status but pending (see :func:`payments.selectors.pending_as_filter`)."""
+        return [status.value for status in cls if status != cls.PENDING]
+
 
 class Refund(models.Model):
     """Money going back to the payer, partly or in full."""

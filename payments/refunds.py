@@ -18,7 +18,7 @@ from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
-from payments import orders
+from payments import orders, selectors
 from payments.errors import PaymentsError
 from payments.models import OrderStatus, PaymentOrder, Refund, RefundStatus
 from payments.providers.base import ProviderError, RefundResult
@@ -48,7 +48,9 @@ def refund_send(refund_id: Any) -> bool:
             # it is shown to operators (a balance too short, the channel
             # unreachable) until it settles.
             logger.warning("refund %s not sent: %s", refund.refund_no, exc)
-            Refund.objects.filter(pk=refund.pk, status=RefundStatus.PENDING).update(
+            # By its id (see selectors.pending_as_filter): not along
+            # refund_status_due through every pending refund.
+            Refund.objects.filter(selectors.pending_as_filter(RefundStatus), pk=refund.pk).update(
                 failure_reason=str(exc)[:200]
             )
             return False

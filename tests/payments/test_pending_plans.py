@@ -25,7 +25,15 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from payments import notifications, orders, selectors
-from payments.models import NotifyLog, NotifyOutcome, OrderStatus, PaymentOrder
+from payments.models import (
+    NotifyLog,
+    NotifyOutcome,
+    OrderStatus,
+    PaymentOrder,
+    Refund,
+    RefundStatus,
+)
+from payments.providers.base import ProviderError
 from services import applications
 from tests.payments.conftest import FEE, open_order
 from tests.services.conftest import GOOD_FORM
@@ -333,3 +341,98 @@ def test_the_open_order_is_found_among_the_applications_orders(open_orders) -> N
     assert selectors.open_order_id(one.application_id) == one.pk
     assert selectors.open_order_id(open_orders.application_id) is None
     assert orders.orders_close_open(application_id=one.application_id, reason="test") == 1
+
+
+# --- A refund the channel could not take yet ----------------------------------------------
+
+
+def refunds_made(model: Refund, n: int, status: str, **columns: str) -> None:
+    """``n`` refunds like ``model`` in ``status``, the oldest first, each
+    of a paid order of its own (made too)."""
+    orders_made(model.order, n, OrderStatus.PAID)
+    copies(
+        model,
+        {
+            "id": "made.id",
+            "refund_no": number("id"),
+            "order_id": "made.id",
+            "status": f"'{status}'",
+            "created_at": f"now() - interval '1 second' * ({n} - made.i)",
+            **columns,
+        },
+    )
+
+
+@pytest.fixture
+def settled_refund(paid_order) -> Refund:
+    """A refund of :func:`paid_order`, settled: what the refunds made by
+    SQL are copied from."""
+    return Refund.objects.create(
+        refund_no="R20260101REFUNDMODEL0001",
+        order=paid_order,
+        amount_fen=500,
+        reason="部分退费",
+        status=RefundStatus.SUCCEEDED,
+        requested_by="hrss",
+        submitted_at=timezone.now(),
+        succeeded_at=timezone.now(),
+    )
+
+
+@pytest.fixture
+def pending_refunds(settled_refund) -> None:
+    """SETTLED refunds settled, the statistics taken, then BURST pending ones."""
+    refunds_made(settled_refund, SETTLED, RefundStatus.SUCCEEDED)
+    analyze("payments_refund", "payments_paymentorder", "services_application")
+    refunds_made(settled_refund, BURST, RefundStatus.PENDING, succeeded_at="NULL")
+
+
+class Unreachable:
+    def refund_create(self, **kwargs: Any) -> Any:
+        raise ProviderError("channel unreachable", retryable=True)
+
+
+def test_a_refund_the_channel_could_not_take_is_marked_by_its_id(
+    pending_refunds,
+    citizen_api,
+    awaiting,
+    pay,
+    integrator_api,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+) -> None:
+    order = pay(open_order(citizen_api, awaiting))
+    monkeypatch.setattr(orders, "provider", lambda channel: Unreachable())
+
+    def refunding() -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = integrator_api.post(
+                f"/api/v1/dept/payments/{order.order_no}/refunds/",
+                {"amount_fen": 500, "reason": "部分退费"},
+                format="json",
+            )
+        assert response.status_code in (201, 202), response.json()
+
+    marked = [
+        sql
+        for sql in statements(refunding, "payments_refund")
+        if sql.startswith("UPDATE") and '"failure_reason"' in sql
+    ]
+    assert len(marked) == 1, marked
+    read, indexes = scans_of(marked[0], "payments_refund")
+    assert indexes == ["ModifyTable", "payments_refund_pkey"], indexes
+    assert read == 1, read
+    refund = Refund.objects.get(order=order)
+    assert (refund.status, refund.failure_reason) == (RefundStatus.PENDING, "channel unreachable")
+
+
+def test_a_pending_refund_is_found_as_none_of_the_other_statuses(pending_refunds) -> None:
+    assert set(RefundStatus.not_pending()) == set(RefundStatus.values) - {RefundStatus.PENDING}
+    Refund.objects.filter(pk=Refund.objects.filter(status=RefundStatus.SUCCEEDED)[:1]).update(
+        status=RefundStatus.FAILED
+    )
+    assert set(Refund.objects.values_list("status", flat=True)) == set(RefundStatus.values)
+    pending = Refund.objects.filter(status=RefundStatus.PENDING)
+    said = Refund.objects.filter(selectors.pending_as_filter(RefundStatus))
+    assert set(said.values_list("pk", flat=True)) == set(pending.values_list("pk", flat=True))
+    assert said.count() == BURST
