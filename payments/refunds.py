@@ -117,10 +117,14 @@ def refunds_sweep(*, limit: int = 200) -> int:
     ).order_by(*least_recently_tried)[:limit]
     for refund in unsent:
         handled += _each(refund_send, refund.pk)
+    # Their orders looked up by key afterwards, at most ``limit`` of them.
+    # Joined, PostgreSQL read every order there is into a hash once about
+    # one order in 160 had a sent refund (100,000 orders and 1,000 sent:
+    # 59 ms a sweep instead of 1 ms).
     sent = (
         Refund.objects.filter(status=RefundStatus.PENDING, submitted_at__isnull=False)
         .exclude(last_queried_at__gt=quiet)
-        .select_related("order")
+        .prefetch_related("order")
         .order_by(*least_recently_tried)[:limit]
     )
     for refund in sent:

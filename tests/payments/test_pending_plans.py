@@ -24,7 +24,7 @@ from django.db.models import Model, Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from payments import notifications, orders, selectors
+from payments import notifications, orders, refunds, selectors
 from payments.models import (
     NotifyLog,
     NotifyOutcome,
@@ -436,3 +436,43 @@ def test_a_pending_refund_is_found_as_none_of_the_other_statuses(pending_refunds
     said = Refund.objects.filter(selectors.pending_as_filter(RefundStatus))
     assert set(said.values_list("pk", flat=True)) == set(pending.values_list("pk", flat=True))
     assert said.count() == BURST
+
+
+# --- The sweep of sent refunds ----------------------------------------------------------------
+
+# Paid orders, and refunds sent to their channels: one for every hundred
+# orders, as at 100,000 and 1,000, where the join of the sent refunds to
+# their orders read every order into a hash (59 ms a sweep). Here the
+# planner joins so up to about one sent refund for 160 orders.
+ORDERS = 30_000
+SENT = 300
+
+
+@pytest.fixture
+def sent_refunds(settled_refund) -> None:
+    """ORDERS paid orders and SENT refunds sent to their channels, each of
+    an order of its own, and statistics that say so."""
+    orders_made(settled_refund.order, ORDERS, OrderStatus.PAID, own_applications=False)
+    refunds_made(settled_refund, SENT, RefundStatus.PENDING, succeeded_at="NULL")
+    analyze("payments_refund", "payments_paymentorder", "services_application")
+
+
+def test_the_sweep_looks_the_sent_refunds_orders_up(sent_refunds, monkeypatch) -> None:
+    asked: list[Refund] = []
+
+    def check(refund: Refund) -> bool:
+        asked.append(refund)
+        return True
+
+    monkeypatch.setattr(refunds, "refund_check", check)
+    found = statements(refunds.refunds_sweep, "payments_paymentorder")
+    assert len(asked) == 200  # the sweep's batch, each with its own order
+    assert all(refund.order.pk == refund.order_id for refund in asked)
+    assert all(refund.order.order_no == refund.refund_no for refund in asked)
+    assert found, found
+    for sql in found:
+        read, scans = scans_of(sql, "payments_paymentorder")
+        assert "Seq Scan" not in scans, (scans, sql)
+        assert read <= 200, (read, sql)
+        indexes = {n["Index Name"] for n in nodes(plan(sql)) if "Index Name" in n}
+        assert indexes == {"payments_paymentorder_pkey"}, (indexes, sql)
