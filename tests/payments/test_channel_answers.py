@@ -100,6 +100,19 @@ def unreadable(provider: BasePaymentProvider, name: str) -> ProviderError:
 # --- WeChat Pay -----------------------------------------------------------------------------
 
 
+def refund_asked_and_sent(integrator_api, order: dict) -> None:
+    """The department asks for 7.00 back; the worker's run after the commit."""
+    from payments import tasks
+
+    asked = integrator_api.post(
+        f"/api/v1/dept/payments/{order['order_no']}/refunds/",
+        {"amount_fen": 700, "reason": "部分退费"},
+        format="json",
+    )
+    assert asked.status_code == 201, asked.json()
+    tasks.refund_send.delay(asked.json()["id"])
+
+
 def wechat_signed(status: int, body: bytes) -> httpx.Response:
     from payments.sandbox.wechat import WechatSandbox
 
@@ -594,14 +607,7 @@ def test_a_refund_whose_answers_do_not_read_stays_pending_and_is_sent_again(
     pay(order)
     settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
     garbling(monkeypatch, channel, only=refund_call)
-    asked = integrator_api.post(
-        f"/api/v1/dept/payments/{order['order_no']}/refunds/",
-        {"amount_fen": 700, "reason": "部分退费"},
-        format="json",
-    )
-    assert asked.status_code == 201, asked.json()
-
-    tasks.refund_send.delay(asked.json()["id"])  # the worker's run, after commit
+    refund_asked_and_sent(integrator_api, order)
 
     waiting = Refund.objects.get()
     assert waiting.status == "pending" and waiting.failure_reason
@@ -639,14 +645,7 @@ def test_an_alipay_refund_whose_status_is_not_text_stays_pending(
         return handle(request)
 
     answered(monkeypatch, "alipay", odd_status)
-    asked = integrator_api.post(
-        f"/api/v1/dept/payments/{order['order_no']}/refunds/",
-        {"amount_fen": 700, "reason": "部分退费"},
-        format="json",
-    )
-    assert asked.status_code == 201, asked.json()
-
-    tasks.refund_send.delay(asked.json()["id"])
+    refund_asked_and_sent(integrator_api, order)
     Refund.objects.update(created_at=timezone.now() - dt.timedelta(minutes=1))
     tasks.payments_sweep()
 
@@ -666,7 +665,6 @@ def test_a_refusal_whose_message_we_could_not_store_leaves_the_refund_pending(
 ) -> None:
     """WeChat Pay's refusal is shown as what holds the refund: its text
     fit for the column, the worker not crashed."""
-    from payments import tasks
     from payments.models import Refund
 
     order = open_order(citizen_api, awaiting, "wechat")
@@ -680,14 +678,7 @@ def test_a_refusal_whose_message_we_could_not_store_leaves_the_refund_pending(
         return handle(request)
 
     answered(monkeypatch, "wechat", refused)
-    asked = integrator_api.post(
-        f"/api/v1/dept/payments/{order['order_no']}/refunds/",
-        {"amount_fen": 700, "reason": "部分退费"},
-        format="json",
-    )
-    assert asked.status_code == 201, asked.json()
-
-    tasks.refund_send.delay(asked.json()["id"])
+    refund_asked_and_sent(integrator_api, order)
 
     waiting = Refund.objects.get()
     assert waiting.status == "pending" and "SYSTEM_ERROR" in waiting.failure_reason
