@@ -31,7 +31,13 @@ from config.redis_client import REDIS_ERRORS, redis_enabled
 from payments import inbox, orders
 from payments.errors import PAYMENT_RESULT_MISMATCH, PaymentsError
 from payments.models import NotifyLog, NotifyOutcome, PaymentOrder
-from payments.providers.base import NotifyNotAPayment, NotifyRejected, NotifyReply, PaymentResult
+from payments.providers.base import (
+    NotifyNotAPayment,
+    NotifyRejected,
+    NotifyReply,
+    PaymentResult,
+    storable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +58,6 @@ NUDGED_KEY = "payments:notifies-nudged"
 NUDGED_SECONDS = 2
 
 
-def _storable(text: str, limit: int) -> str:
-    """Text from a caller we do not trust, fit for a text column and JSON:
-    no NUL (PostgreSQL refuses it), no lone surrogates, bounded."""
-    return text[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-
 def _log(
     *,
     channel: str,
@@ -71,10 +71,10 @@ def _log(
         channel=channel,
         outcome=outcome,
         reason=reason,
-        order_no=_storable(result.order_no if result else "", 64),
-        transaction_id=_storable(result.transaction_id if result else "", 64),
+        order_no=storable(result.order_no if result else "", 64),
+        transaction_id=storable(result.transaction_id if result else "", 64),
         client_ip=client_ip,
-        body_excerpt=_storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS),
+        body_excerpt=storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS),
         result=_stored(result)
         if result is not None and outcome != NotifyOutcome.REJECTED
         else None,
@@ -83,16 +83,16 @@ def _log(
 
 def _stored(result: PaymentResult) -> dict[str, Any]:
     """What a callback said, fit for a JSON column (the channel's strings
-    pass :func:`_storable`: PostgreSQL's jsonb refuses NUL)."""
+    pass :func:`~payments.providers.base.storable`: PostgreSQL's jsonb refuses NUL)."""
     return {
-        "order_no": _storable(result.order_no, 64),
+        "order_no": storable(result.order_no, 64),
         "state": result.state,
-        "transaction_id": _storable(result.transaction_id, 64),
+        "transaction_id": storable(result.transaction_id, 64),
         "amount_fen": result.amount_fen,
-        "merchant_id": _storable(result.merchant_id, 64),
-        "app_id": _storable(result.app_id, 64),
+        "merchant_id": storable(result.merchant_id, 64),
+        "app_id": storable(result.app_id, 64),
         "paid_at": result.paid_at.isoformat() if result.paid_at else None,
-        "raw_state": _storable(result.raw_state, 64),
+        "raw_state": storable(result.raw_state, 64),
     }
 
 
@@ -119,7 +119,7 @@ def _refuse(
         data={
             "channel": channel,
             "reason": reason,
-            "order_no": _storable(result.order_no if result else "", 64),
+            "order_no": storable(result.order_no if result else "", 64),
         },
         ip=client_ip,
     )
@@ -178,7 +178,7 @@ def notify_receive(
     if result.merchant_id and result.merchant_id != credentials.merchant_id:
         _admit(window)
         return _refuse(channel, "wrong_merchant", body=body, client_ip=client_ip, result=result)
-    order_no = _storable(result.order_no, 64)
+    order_no = storable(result.order_no, 64)
     entry = _entry(channel, body, client_ip, result) if inbox.enabled() else None
     order, written, entry = _facts_or_written(order_no, window, channel, result, entry)
     if written:
@@ -311,10 +311,10 @@ def _entry(
     appended)."""
     return inbox.entry(
         channel=channel,
-        order_no=_storable(result.order_no, 64),
-        transaction_id=_storable(result.transaction_id, 64),
+        order_no=storable(result.order_no, 64),
+        transaction_id=storable(result.transaction_id, 64),
         client_ip=client_ip,
-        body_excerpt=_storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS),
+        body_excerpt=storable(body[:EXCERPT_CHARS].decode("utf-8", "replace"), EXCERPT_CHARS),
         result=_stored(result),
     )
 

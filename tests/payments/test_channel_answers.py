@@ -320,6 +320,21 @@ def test_a_unionpay_statement_that_does_not_unpack_is_a_provider_error(monkeypat
 # --- Ids and times we could not keep ---------------------------------------------------------
 
 
+def queried_then_shown(citizen_api, monkeypatch, settings, channel, change, order: dict):
+    """The sweep asks the channel about ``order`` (its answer rewritten by
+    ``change``), then the citizen looks at the order once it has expired."""
+    from payments import tasks
+    from payments.models import PaymentOrder
+
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+    answered(monkeypatch, channel, rewritten(channel, change))
+    assert tasks.payments_sweep()["orders"] == 1
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    return citizen_api.get(f"/api/v1/payments/{order['id']}/")
+
+
 def rewritten(channel: str, change: dict[str, str]) -> Callable[[httpx.Request], httpx.Response]:
     """The sandbox's answers, the fields of ``change`` written over (and
     signed again where the channel signs its answers)."""
@@ -434,20 +449,12 @@ def test_a_payment_whose_id_or_time_we_could_not_keep_leaves_the_order_pending(
     """Asked by the sweep and by its payer once expired: neither fails (on
     PostgreSQL the id was a DataError, on SQLite the time an OverflowError,
     both a 500 to the payer and the end of the sweep's orders)."""
-    from payments import tasks
     from payments.models import LedgerEntry, PaymentOrder
     from payments.sandbox import books
 
     order = open_order(citizen_api, awaiting, channel)
     books.trade_pay(channel=channel, order_no=order["order_no"], succeed=True)
-    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
-    answered(monkeypatch, channel, rewritten(channel, change))
-
-    assert tasks.payments_sweep()["orders"] == 1
-    PaymentOrder.objects.filter(pk=order["id"]).update(
-        expires_at=timezone.now() - dt.timedelta(seconds=1)
-    )
-    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+    shown = queried_then_shown(citizen_api, monkeypatch, settings, channel, change, order)
 
     if channel == "unionpay":
         # Its close is a query: unreadable, as if unreachable, the order
@@ -701,22 +708,14 @@ def test_an_answer_whose_text_we_could_not_store_is_no_server_error(
     """An id is kept as the channel wrote it, or not at all: one we could
     not store does not read (the order stays pending). A state is recorded
     fit for the audit trail."""
-    from payments import tasks
-    from payments.models import LedgerEntry, PaymentOrder
+    from payments.models import LedgerEntry
     from payments.sandbox import books
 
     order = open_order(citizen_api, awaiting, channel)
     books.trade_pay(
         channel=channel, order_no=order["order_no"], succeed="origRespCode" not in change
     )
-    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
-    answered(monkeypatch, channel, rewritten(channel, change))
-
-    assert tasks.payments_sweep()["orders"] == 1
-    PaymentOrder.objects.filter(pk=order["id"]).update(
-        expires_at=timezone.now() - dt.timedelta(seconds=1)
-    )
-    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+    shown = queried_then_shown(citizen_api, monkeypatch, settings, channel, change, order)
 
     assert shown.status_code in (200, 502), shown.content[:200]
     assert not LedgerEntry.objects.exists()
