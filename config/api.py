@@ -25,7 +25,7 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import F, Field, Func, Value
+from django.db.models import F, Value
 from django.db.models.lookups import GreaterThan, LessThan, Lookup
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone, translation
@@ -71,6 +71,7 @@ from config.errors import (
     problem_body,
     problem_http_response,
 )
+from config.queries import Row
 from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
 
 if TYPE_CHECKING:
@@ -749,13 +750,6 @@ class _ListShape(BasePagination):
 
 class PagePagination(_ListShape, PageNumberPagination):
     """Page numbers, for the catalog."""
-
-
-class Row(Func):
-    """A row value, ``(a, b)``, compared as a whole."""
-
-    function = ""
-    output_field = Field()
 
 
 class _KeysetCursor(CursorPagination):

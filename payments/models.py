@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Department
 from config.ids import uuid7
+from config.queries import other_values
 from services.models import Application, Service
 
 
@@ -36,7 +37,7 @@ class OrderStatus(models.TextChoices):
     @classmethod
     def not_pending(cls) -> list[str]:
         """Every status but pending (see :func:`payments.selectors.pending_as_filter`)."""
-        return [status.value for status in cls if status != cls.PENDING]
+        return other_values(cls.PENDING)
 
 
 class PaymentOrder(models.Model):
@@ -158,7 +159,7 @@ class RefundStatus(models.TextChoices):
     @classmethod
     def not_pending(cls) -> list[str]:
         """Every status but pending (see :func:`payments.selectors.pending_as_filter`)."""
-        return [status.value for status in cls if status != cls.PENDING]
+        return other_values(cls.PENDING)
 
 
 class Refund(models.Model):
@@ -209,7 +210,7 @@ class NotifyOutcome(models.TextChoices):
     def not_received(cls) -> list[str]:
         """Every outcome but received: a callback waits to be applied until
         it has one of these (see :func:`payments.notifications.notify_apply`)."""
-        return [outcome.value for outcome in cls if outcome != cls.RECEIVED]
+        return other_values(cls.RECEIVED)
 
 
 class NotifyLog(models.Model):

@@ -21,12 +21,12 @@ from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
-from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from accounts.audit import audit_record
 from config.api import ThrottleWindow
+from config.queries import equal_unindexed
 from config.redis_client import REDIS_ERRORS, redis_enabled
 from payments import inbox, orders
 from payments.errors import PAYMENT_RESULT_MISMATCH, PaymentsError
@@ -414,7 +414,7 @@ def notify_apply(*, log_id: int) -> str | None:
         # callback it applied (10,000 waiting: 7.1 ms a callback, not 0.14 ms).
         log = (
             NotifyLog.objects.select_for_update(skip_locked=True)
-            .filter(~Q(outcome__in=NotifyOutcome.not_received()), pk=log_id)
+            .filter(equal_unindexed("outcome", NotifyOutcome.RECEIVED), pk=log_id)
             .order_by("pk")
             .first()
         )

@@ -11,6 +11,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from accounts.models import Department, User
+from config.queries import equal_unindexed
 from payments.models import (
     EntryKind,
     LedgerEntry,
@@ -131,16 +132,11 @@ def payments_export(citizen: User) -> dict[str, Any]:
 
 
 def pending_as_filter(statuses: type[OrderStatus] | type[RefundStatus]) -> Q:
-    """Pending, said so that no index can take it as a condition: as none of
-    the other ``statuses``, a filter on the rows a lookup by key finds (an
-    application's orders, a refund). Said as ``status = 'pending'``,
-    PostgreSQL could read every pending row along the status's index
-    (payment_status_due, refund_status_due) for one application or refund,
-    and it did when its statistics were older than a burst of them: taken
-    when few were pending (or before any), they make that walk look as
-    cheap as the lookup (10 ms instead of 0.1 ms, for each order opened or
-    paid)."""
-    return ~Q(status__in=statuses.not_pending())
+    """Pending, as a filter on the rows a lookup by key finds (an
+    application's orders, a refund), never along payment_status_due or
+    refund_status_due (10 ms instead of 0.1 ms for each order opened or paid
+    under stale statistics): see :func:`config.queries.equal_unindexed`."""
+    return equal_unindexed("status", statuses.PENDING)
 
 
 def open_orders(application_id: Any) -> QuerySet[PaymentOrder]:

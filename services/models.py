@@ -13,6 +13,7 @@ from accounts.fields import EncryptedJSONField, EncryptedTextField
 from accounts.models import Department, IdentityLevel
 from config.ids import uuid7
 from config.masking import mask_url_query
+from config.queries import other_values
 
 
 class Channel(models.TextChoices):
@@ -353,7 +354,7 @@ class DeliveryStatus(models.TextChoices):
     @classmethod
     def finished(cls) -> list[str]:
         """Every status but pending (a delivery leaves pending once, for one of these)."""
-        return [status.value for status in cls if status != cls.PENDING]
+        return other_values(cls.PENDING)
 
 
 class Delivery(models.Model):

@@ -13,7 +13,7 @@ from django.db.models import DateTimeField, F, Q, UUIDField, Value
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from config.api import Row
+from config.queries import Row
 from services.models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, OutboxEvent
 from services.routing import endpoints, events, outbox
 
