@@ -95,6 +95,14 @@ STATEMENT_COLUMNS: tuple[tuple[str, int], ...] = (
     ("settleTime", 14),
 )
 
+# What a settlement file may unpack to: the zip, once the answer's own
+# deflate is undone, and the file in it, each. Far above a city's day (a
+# line is 196 bytes: this is some 1.3 million transactions), well below
+# what would exhaust a worker. Beyond it the answer is refused unread (a
+# decompression bomb, or a broken file) as an unreadable one is.
+STATEMENT_MAX_BYTES = 256 << 20
+_STATEMENT_CHUNK = 1 << 20
+
 _DIGITS = re.compile(r"[0-9]+")
 # txnAmt: fen, at most 12 digits (int() refuses more than 4300).
 _AMOUNT = re.compile(r"[0-9]{1,12}")
@@ -174,6 +182,40 @@ def parse_answer(text: str) -> dict[str, str]:
                 raise ValueError(f"not a key=value pair: {pair[:40]!r}")
             fields[key] = value
     return fields
+
+
+class _TooLarge(Exception):
+    """A settlement file unpacking beyond :data:`STATEMENT_MAX_BYTES`."""
+
+
+def _inflated(data: bytes) -> bytes:
+    """``data`` inflated (zlib), never beyond :data:`STATEMENT_MAX_BYTES`."""
+    limit = STATEMENT_MAX_BYTES
+    inflater = zlib.decompressobj()
+    archive = inflater.decompress(data, limit + 1)
+    if len(archive) > limit:
+        raise _TooLarge("the deflated answer")
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return archive
+
+
+def _unzipped(bundle: zipfile.ZipFile, name: str) -> bytes:
+    """The file ``name`` of ``bundle``, never beyond :data:`STATEMENT_MAX_BYTES`.
+    Read in chunks: one read inflates all a file says it holds and more, and
+    a file may lie about its size (then it stops at the size it declared
+    and fails its CRC)."""
+    limit = STATEMENT_MAX_BYTES
+    info = bundle.getinfo(name)
+    if info.file_size > limit:
+        raise _TooLarge(f"{name} of {info.file_size} bytes")
+    content = bytearray()
+    with bundle.open(info) as member:
+        while chunk := member.read(_STATEMENT_CHUNK):
+            content += chunk
+            if len(content) > limit:
+                raise _TooLarge(name)
+    return bytes(content)
 
 
 class UnionpayProvider(BasePaymentProvider):
@@ -593,12 +635,17 @@ class UnionpayProvider(BasePaymentProvider):
         if answer["respCode"] != "00":
             raise self._refused(FILE_PATH, answer, {})
         try:
-            archive = zlib.decompress(
-                base64.b64decode(answer.get("fileContent", ""), validate=True)
-            )
+            archive = _inflated(base64.b64decode(answer.get("fileContent", ""), validate=True))
             with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
                 name = f"INN{date:%y%m%d}88ZM_{self.credentials.merchant_id}"
-                text = bundle.read(name).decode("utf-8")
+                text = _unzipped(bundle, name).decode("utf-8")
+        except _TooLarge as exc:
+            raise ProviderError(
+                f"unionpay statement of {date}: larger than a statement can be "
+                f"(unpacks beyond {STATEMENT_MAX_BYTES} bytes, {exc}): refused unread",
+                retryable=False,
+                code="bad_statement",
+            ) from exc
         except (
             binascii.Error,
             zlib.error,
