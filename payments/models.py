@@ -83,6 +83,12 @@ class PaymentOrder(models.Model):
     paid_at = models.DateTimeField(_("支付时间"), null=True, blank=True)
     closed_at = models.DateTimeField(_("关闭时间"), null=True, blank=True)
     last_queried_at = models.DateTimeField(_("最近查单"), null=True, blank=True)
+    # Closed here, and still to be closed at its channel (the call after
+    # commit failed): the sweep tries again while the channel could still
+    # take a payment for it (payments.orders.orders_close_owed).
+    channel_close_owed = models.BooleanField(
+        _("待渠道关单"), default=False, db_default=False, editable=False
+    )
     created_at = models.DateTimeField(_("创建时间"), default=timezone.now)
     updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
 
@@ -106,6 +112,11 @@ class PaymentOrder(models.Model):
             models.Index(fields=["status", "created_at"], name="payment_status_due"),
             models.Index(fields=["department", "-created_at"], name="payment_department_feed"),
             models.Index(fields=["payer", "-created_at"], name="payment_payer_feed"),
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(channel_close_owed=True),
+                name="payment_channel_close_owed",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -442,32 +442,103 @@ def _close_here_then_at_channel(order: PaymentOrder, *, reason: str) -> None:
 def _close_at_channel_after_commit(order: PaymentOrder) -> None:
     """Close ``order`` at its channel once this transaction commits (no
     channel call while rows are locked). Closing a closed trade is fine; a
-    channel that cannot be reached leaves it open there, and a payment that
-    still arrives is a late success, recorded and sent back if not needed
-    (see :func:`order_apply_result`)."""
+    channel that cannot be reached leaves it open there: the order stays
+    owed a close (``channel_close_owed``, written in this transaction) and
+    the sweep tries again (:func:`orders_close_owed`). A payment that still
+    arrives meanwhile is a late success, recorded and sent back if not
+    needed (see :func:`order_apply_result`)."""
+    PaymentOrder.objects.filter(pk=order.pk).update(channel_close_owed=True)
+    order.channel_close_owed = True
     transaction.on_commit(
-        functools.partial(_close_at_channel, order.channel, order.order_no), robust=True
+        functools.partial(_close_at_channel, order.pk, bring_in=False), robust=True
     )
 
 
-def _close_at_channel(channel: str, order_no: str) -> None:
+# How long after an order's expiry its channel may still take a payment for
+# it, by our clock: each channel is sent the expiry with the order and takes
+# none after it; this allows for the two clocks' difference.
+CHANNEL_CLOSE_GRACE = dt.timedelta(minutes=5)
+
+
+def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> None:
+    """One try at closing an order owed a close at its channel. Done (no
+    longer owed) when the channel closes it, or when there is no point any
+    more: the order was paid meanwhile, or its channel takes no payment for
+    it any longer (expired). Refused for good (paid there meanwhile?): with
+    ``bring_in`` (the sweep's tries, when the payment's callback had its
+    time), the channel is asked and a payment is brought in."""
+    order = PaymentOrder.objects.filter(pk=order_id, channel_close_owed=True).first()
+    if order is None:
+        return
+    owed = PaymentOrder.objects.filter(pk=order_id, channel_close_owed=True)
+    if (
+        order.status not in (OS.CLOSED, OS.FAILED)
+        or order.expires_at + CHANNEL_CLOSE_GRACE <= timezone.now()
+    ):
+        owed.update(channel_close_owed=False)
+        return
     try:
-        provider(channel).order_close(order_no=order_no)
-    except (ProviderError, PaymentsError) as exc:
-        logger.warning("closing %s at %s failed: %s", order_no, channel, exc)
+        provider(order.channel).order_close(order_no=order.order_no)
+    except ProviderError as exc:
+        logger.warning("closing %s at %s failed: %s", order.order_no, order.channel, exc)
+        if bring_in and not exc.retryable:
+            try:
+                _bring_in(_CloseRefused(order))
+            except PaymentsError as refused:
+                logger.warning("closing %s: %s", order.order_no, refused)
+            if PaymentOrder.objects.filter(pk=order_id, status__in=REFUNDABLE).exists():
+                owed.update(channel_close_owed=False)
+        return
+    except PaymentsError as exc:  # the channel is off here: tried again once it is on
+        logger.warning("closing %s at %s failed: %s", order.order_no, order.channel, exc)
+        return
+    owed.update(channel_close_owed=False)
+
+
+def orders_close_owed(*, limit: int = 200) -> int:
+    """Close at their channel the orders closed here whose close there
+    failed (:func:`_close_at_channel`), each on its own; those past the
+    point where their channel could take a payment are let go. Returns the
+    orders tried."""
+    owed = PaymentOrder.objects.filter(channel_close_owed=True).order_by("expires_at")
+    tried = 0
+    for order_id in owed.values_list("pk", flat=True)[:limit]:
+        try:
+            _close_at_channel(order_id)
+        except DatabaseError as exc:
+            logger.warning("payments sweep: close of order %s left for later: %s", order_id, exc)
+            continue
+        tried += 1
+    return tried
 
 
 def order_as_of_now(order: PaymentOrder) -> PaymentOrder:
     """The order as its payer should see it now: a pending one past its
-    expiry is checked with the channel and closed (or found paid) first."""
+    expiry is checked with the channel and closed (or found paid) first.
+
+    If the channel cannot tell where it stands (its answer cannot be had or
+    read) and does not close it either, the order is shown as we know it,
+    pending: the wallet may have taken the money. The sweep settles it, as
+    it does every order it could not ask."""
     if order.status == OS.PENDING and order.expires_at <= timezone.now():
-        return order_refresh(order)
+        try:
+            return order_refresh(order, close_unknown=False)
+        except PaymentsError as exc:
+            # The channel refused to close it and could not be asked why
+            # (_bring_in): as the sweep does, left for later.
+            logger.info("%s shown as it stands: %s", order.order_no, exc)
+            return PaymentOrder.objects.get(pk=order.pk)
     return order
 
 
-def order_refresh(order: PaymentOrder) -> PaymentOrder:
+def order_refresh(order: PaymentOrder, *, close_unknown: bool = True) -> PaymentOrder:
     """Ask the channel where a pending order stands (主动查单) and apply the
-    answer; close it, at the channel and here, once it has expired."""
+    answer; close it, at the channel and here, once it has expired.
+
+    ``close_unknown``: whether an expired order whose channel could be
+    neither asked nor made to close it is closed here all the same (the
+    sweep: a payment that still arrives is a late success); if not, it
+    stays pending."""
     if order.status != OS.PENDING:
         return order
     now = timezone.now()
@@ -495,7 +566,11 @@ def order_refresh(order: PaymentOrder) -> PaymentOrder:
             with transaction.atomic():
                 locked = _locked(order.pk)
                 if locked.status == OS.PENDING:
-                    _close(locked, reason="expired")
+                    _close(
+                        locked,
+                        reason="expired",
+                        close_unreached=close_unknown or result is not None,
+                    )
         except _CloseRefused as refused:  # paid between the query and the close?
             _bring_in(refused)
     return PaymentOrder.objects.get(pk=order.pk)
@@ -512,10 +587,11 @@ class _CloseRefused(Exception):
         self.order = order
 
 
-def _close(order: PaymentOrder, *, reason: str) -> None:
+def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) -> None:
     """Close a locked pending order, at the channel first. If the channel
     refuses for good, :class:`_CloseRefused`; if it cannot be reached, the
-    order closes here anyway."""
+    order closes here anyway, unless ``close_unreached`` is false (then it
+    stays as it is)."""
     try:
         provider_for(order.channel).order_close(order_no=order.order_no)
     except ProviderError as exc:
@@ -529,7 +605,11 @@ def _close(order: PaymentOrder, *, reason: str) -> None:
         # callbacks wait at the channel until it is on again), so that the
         # citizen may pay through another channel meanwhile.
         logger.warning("closing %s: channel %s is off here", order.order_no, order.channel)
-    _close_here(order, reason=reason)
+    else:
+        _close_here(order, reason=reason)
+        return
+    if close_unreached:
+        _close_here(order, reason=reason)
 
 
 def _bring_in(refused: _CloseRefused) -> None:

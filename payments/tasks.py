@@ -53,13 +53,18 @@ def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
 
 @shared_task(name="payments.sweep", acks_late=True, ignore_result=True)
 def payments_sweep() -> dict[str, int]:
-    """Received callbacks no worker applied, pending orders queried or
-    closed, refunds sent or queried, and, in sandbox mode, the sandbox's
+    """Received callbacks no worker applied, ended orders closed at their
+    channel where that failed before, pending orders queried or closed,
+    refunds sent or queried, and, in sandbox mode, the sandbox's
     overdue callbacks."""
     return {
         "applied": _step("applied", lambda: notifications.notifies_apply_waiting()[1]),
+        # Orders closed here that their channel could still take a payment
+        # for (before the orders step: a close that has just failed there
+        # waits for the next sweep).
+        "closes": _step("closes", orders.orders_close_owed),
         # The safety net for callbacks lost on the way: it runs whatever
-        # became of the step before.
+        # became of the steps before.
         "orders": _step("orders", orders.orders_sweep),
         "refunds": _step("refunds", refunds.refunds_sweep),
         "callbacks": _step("callbacks", notify.notifies_sweep) if settings.PAYMENTS_SANDBOX else 0,

@@ -113,9 +113,12 @@ def test_one_order_whose_channel_is_off_does_not_stop_the_sweep(
     assert Refund.objects.get().status == "succeeded"
 
 
-def test_an_expired_order_whose_channel_is_off_shows_closed_to_its_payer(
+def test_an_expired_order_whose_channel_is_off_is_closed_by_the_sweep(
     citizen_api, awaiting, settings
 ) -> None:
+    """Its payer sees it as it stands (the channel cannot be asked whether
+    the wallet took the money), never a failure; the sweep closes it as if
+    its channel were unreachable."""
     order = open_order(citizen_api, awaiting, "unionpay")
     PaymentOrder.objects.filter(pk=order["id"]).update(
         expires_at=timezone.now() - dt.timedelta(seconds=1)
@@ -127,6 +130,9 @@ def test_an_expired_order_whose_channel_is_off_shows_closed_to_its_payer(
     shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
 
     assert shown.status_code == 200
+    assert shown.json()["status"] == "pending"
+    tasks.payments_sweep()
+    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
     assert shown.json()["status"] == "closed" and shown.json()["checkout"] == {}
 
 
