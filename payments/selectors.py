@@ -82,6 +82,12 @@ def order_for_department(department: Department, order_no: str) -> PaymentOrder 
     )
 
 
+def refunds_of(order: PaymentOrder) -> QuerySet[Refund]:
+    """The order's refunds, newest first; those made at one time by id, so
+    that each is on one page of the list only."""
+    return order.refunds.order_by("-created_at", "-id")
+
+
 def refund_view(refund: Refund) -> dict[str, Any]:
     return {
         "id": str(refund.id),

@@ -137,7 +137,14 @@ def scans_export(user: User) -> list[dict[str, Any]]:
 
 
 def venue_codes_of(department: Department) -> QuerySet[VenueCode]:
-    return VenueCode.objects.filter(department=department).select_related("service")
+    """The department's codes, newest first; those made at one time by id
+    (along ``venue_code_department``), so that each is on one page of the
+    list only, however the rows were written."""
+    return (
+        VenueCode.objects.filter(department=department)
+        .select_related("service")
+        .order_by("-created_at", "-id")
+    )
 
 
 def venue_code_of(department: Department, venue_id: Any) -> VenueCode | None:

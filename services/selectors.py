@@ -265,7 +265,11 @@ DELIVERY_ATTEMPT_FIELDS = (
 
 
 def endpoints_of(department: Department) -> QuerySet[Endpoint]:
-    return Endpoint.objects.filter(department=department, deleted_at=None)
+    """The department's endpoints, oldest first; those made at one time by
+    id, so that each is on one page of the list only."""
+    return Endpoint.objects.filter(department=department, deleted_at=None).order_by(
+        "created_at", "id"
+    )
 
 
 def deliveries_of_application(application: Application) -> QuerySet[Delivery]:

@@ -126,7 +126,7 @@ class DeptPaymentDetailView(_DeptOrderView):
         return Response(
             {
                 **selectors.payment_view(order),
-                "refunds": RefundSerializer(order.refunds.all(), many=True).data,
+                "refunds": RefundSerializer(selectors.refunds_of(order), many=True).data,
             }
         )
 
@@ -144,7 +144,7 @@ class DeptRefundView(_DeptOrderView):
         return paginated(
             request,
             self,
-            self.get_order(order_no).refunds.select_related("order"),
+            selectors.refunds_of(self.get_order(order_no)),
             RefundSerializer,
         )
 
