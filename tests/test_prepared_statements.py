@@ -1,0 +1,56 @@
+"""PostgreSQL binds the parameters and keeps the statements a connection runs
+again and again prepared (``DATABASE_PREPARED_STATEMENTS``, on by default):
+parsed and planned once per connection instead of once per run. Off, Django's
+default comes back (values quoted into the SQL text by psycopg), for a
+pooler that cannot keep prepared statements."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from accounts.models import User
+from tests.test_settings_env import settings_of
+
+POSTGRES = "postgres://mcs:pw@db.internal:5432/mcs"
+
+
+def test_on_postgresql_statements_are_bound_and_prepared_by_the_server() -> None:
+    options = settings_of({"DATABASE_URL": POSTGRES})["db"]["OPTIONS"]
+    assert options["server_side_binding"] is True
+    assert options["prepare_threshold"] == 5
+
+
+@pytest.mark.parametrize("value", ["0", "false", "off"])
+def test_switched_off_it_is_djangos_default(value: str) -> None:
+    db = settings_of({"DATABASE_URL": POSTGRES, "DATABASE_PREPARED_STATEMENTS": value})["db"]
+    assert "server_side_binding" not in db.get("OPTIONS", {})
+    assert "prepare_threshold" not in db.get("OPTIONS", {})
+
+
+def test_sqlite_keeps_its_own_options() -> None:
+    options = settings_of({})["db"]["OPTIONS"]
+    assert "server_side_binding" not in options
+    assert options["transaction_mode"] == "IMMEDIATE"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_a_statement_run_again_is_prepared_on_the_connection(citizen) -> None:
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT statement FROM pg_prepared_statements"
+                " WHERE statement LIKE %s AND statement LIKE %s",
+                ['%"accounts_user"%', "%$1%"],
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    # The same query with other values each time: one statement, $1 bound.
+    for n in range(4):
+        assert not User.objects.filter(pk=citizen.pk, phone=f"1380000000{n}").exists()
+    assert prepared() == []
+    for n in range(4, 8):
+        assert not User.objects.filter(pk=citizen.pk, phone=f"1380000000{n}").exists()
+    assert len(prepared()) == 1
+    assert User.objects.filter(pk=citizen.pk).exists()
