@@ -41,6 +41,9 @@ from payments.providers.base import (
     RefundResult,
     StatementLine,
     TradeState,
+    answer_chunks,
+    answer_read,
+    answer_stream,
     channel_reference,
     channel_time,
     storable,
@@ -233,10 +236,11 @@ class AlipayProvider(BasePaymentProvider):
         params = {key: value for key, value in params.items() if value}
         params["sign"] = self._sign(_content(params, exclude=("sign",)))
         biz_content = params.pop("biz_content")
+        request = self.http.build_request(
+            "POST", "/gateway.do", params=params, data={"biz_content": biz_content}
+        )
         try:
-            response = self.http.post(
-                "/gateway.do", params=params, data={"biz_content": biz_content}
-            )
+            response = answer_read(self.http, request, what=f"alipay {method}")
         except httpx.HTTPError as exc:
             raise ProviderError(f"alipay {method}: {exc}") from exc
         if response.status_code != 200:
@@ -521,17 +525,18 @@ class AlipayProvider(BasePaymentProvider):
             except httpx.InvalidURL as exc:
                 raise ProviderError(f"alipay bill: download URL {url[:200]!r}") from exc
             try:
-                with self.http.stream("GET", bill_url) as response:
+                with answer_stream(self.http, self.http.build_request("GET", bill_url)) as response:
                     if response.status_code != 200:
                         # The URL lives 30 seconds: asking again gives a new one.
                         raise ProviderError(f"alipay bill download: HTTP {response.status_code}")
-                    for chunk in response.iter_bytes(_BILL_CHUNK):
+                    for chunk in answer_chunks(
+                        response,
+                        what="alipay bill download",
+                        limit=BILL_MAX_DOWNLOAD,
+                        kind="a bill",
+                        retryable=False,
+                    ):
                         archive.write(chunk)
-                        if archive.tell() > BILL_MAX_DOWNLOAD:
-                            raise ProviderError(
-                                "alipay bill download: larger than a bill can be",
-                                retryable=False,
-                            )
             except httpx.HTTPError as exc:
                 raise ProviderError(f"alipay bill download: {exc}") from exc
             archive.seek(0)

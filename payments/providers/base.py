@@ -13,12 +13,19 @@ cannot accept it raises as :class:`NotifyRejected` (callbacks) or
 :class:`ProviderError` (calls to the channel); an authentic callback about
 something else than a payment as :class:`NotifyNotAPayment`. Providers keep no state of
 their own: :mod:`payments.orders` and :mod:`payments.refunds` own the rules.
+
+Every answer of a channel is read through :func:`answer_read` (or
+:func:`answer_chunks`, for a file spooled as it comes), never whole: it
+undoes the answer's content coding itself, in bounded steps, and refuses an
+answer past its bound unread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -41,6 +48,19 @@ REFERENCE_MAX = 64
 # trade, and one near datetime's own bounds cannot even be moved to
 # another zone (OverflowError where it is stored or shown).
 CHANNEL_YEARS = range(2000, 2100)
+
+# What a channel's answer to one API call may hold once its content coding
+# is undone. A real one is a few KB (UnionPay's, carrying the gateway's
+# certificate, some 3 KB), so this is generous a hundred times; past it the
+# answer is refused unread, as one we cannot read is: a decompression bomb
+# (a few KB of gzip inflating to gigabytes) or a broken channel never fills
+# a worker's memory. Statements and bills have their own bounds, by channel.
+ANSWER_MAX_BYTES = 256 << 10
+# The content codings we accept and undo ourselves, step by step: httpx
+# would inflate each chunk that arrives at once (one chunk of a bomb, or
+# a whole answer from a transport that gives it in one piece).
+ANSWER_ENCODINGS = "gzip, deflate"
+_ANSWER_STEP = 64 << 10
 
 
 def storable(text: str, limit: int) -> str:
@@ -173,6 +193,155 @@ class ProviderError(Exception):
         self.code = code
 
 
+class _Inflater:
+    """One content coding (``gzip``, ``deflate``) undone in steps of at most
+    :data:`_ANSWER_STEP` bytes, however much a step of input inflates to."""
+
+    def __init__(self, coding: str) -> None:
+        gzip = coding in ("gzip", "x-gzip")
+        self.decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16 if gzip else zlib.MAX_WBITS)
+        # "deflate" is zlib's format by the RFC, raw deflate by some servers:
+        # the first step tells (as httpx and the browsers do).
+        self.raw_deflate_possible = not gzip
+
+    def undo(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        fed = False
+        for piece in pieces:
+            fed = fed or bool(piece)
+            if self.decompressor.eof:
+                continue  # past the end of the coded data: not the answer's (as httpx)
+            pending = piece
+            while True:
+                try:
+                    out = self.decompressor.decompress(pending, _ANSWER_STEP)
+                except zlib.error:
+                    if not self.raw_deflate_possible:
+                        raise
+                    self.raw_deflate_possible = False
+                    self.decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                self.raw_deflate_possible = False
+                yield out
+                pending = self.decompressor.unconsumed_tail
+                if self.decompressor.eof or (not pending and len(out) < _ANSWER_STEP):
+                    break
+        if fed and not self.decompressor.eof:
+            raise zlib.error("the coded answer is cut short")
+
+
+def _raw_steps(
+    response: httpx.Response, *, limit: int, too_large: ProviderError
+) -> Iterator[bytes]:
+    """The answer's bytes as they came, in steps of at most :data:`_ANSWER_STEP`
+    (a transport may give the whole answer in one piece), never more than
+    ``limit`` of them."""
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read > limit:
+            raise too_large
+        for start in range(0, len(chunk), _ANSWER_STEP):
+            yield chunk[start : start + _ANSWER_STEP]
+
+
+def answer_chunks(
+    response: httpx.Response,
+    *,
+    what: str,
+    limit: int = ANSWER_MAX_BYTES,
+    kind: str = "an answer",
+    retryable: bool = True,
+) -> Iterator[bytes]:
+    """The body of ``response`` (sent with ``stream=True``, see
+    :func:`answer_stream`) as it is read, its content coding undone, in
+    pieces of at most 64 KiB.
+
+    Past ``limit`` bytes, decoded or as they came, it stops reading and
+    raises :class:`ProviderError` (code ``answer_too_large``; ``retryable``
+    as the caller treats an answer it cannot read) with the message
+    "``what``: larger than ``kind`` can be". A coding other than
+    :data:`ANSWER_ENCODINGS` (none was asked for), or one that does not
+    undo, raises ``httpx.DecodingError``, as httpx does for a broken one:
+    the caller's handling of a failed call applies."""
+    too_large = ProviderError(
+        f"{what}: larger than {kind} can be (over {limit} bytes once decoded): refused unread",
+        retryable=retryable,
+        code="answer_too_large",
+    )
+    if response.is_stream_consumed:
+        # Made whole in this process (an httpx.Response(content=...) of an
+        # in-process transport, the sandbox's): read and decoded already,
+        # by whoever made it; the bound holds all the same.
+        if len(response.content) > limit:
+            raise too_large
+        for start in range(0, len(response.content), _ANSWER_STEP):
+            yield response.content[start : start + _ANSWER_STEP]
+        return
+    codings = [
+        coding.strip().lower()
+        for coding in response.headers.get_list("content-encoding", split_commas=True)
+    ]
+    pieces = _raw_steps(response, limit=limit, too_large=too_large)
+    # Codings are listed in the order they were applied: undone from the last.
+    for coding in reversed([coding for coding in codings if coding not in ("", "identity")]):
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise httpx.DecodingError(
+                f"{what}: content coding {coding!r} not asked for", request=response.request
+            )
+        pieces = _Inflater(coding).undo(pieces)
+    decoded = 0
+    try:
+        for piece in pieces:
+            decoded += len(piece)
+            if decoded > limit:
+                raise too_large
+            if piece:
+                yield piece
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"{what}: {exc}", request=response.request) from exc
+
+
+@contextlib.contextmanager
+def answer_stream(http: httpx.Client, request: httpx.Request) -> Iterator[httpx.Response]:
+    """``request`` sent, its answer's head read and its body left to
+    :func:`answer_chunks`; the codings it can undo the only ones asked for."""
+    request.headers["Accept-Encoding"] = ANSWER_ENCODINGS
+    response = http.send(request, stream=True)
+    try:
+        yield response
+    finally:
+        response.close()
+
+
+def answer_read(
+    http: httpx.Client,
+    request: httpx.Request,
+    *,
+    what: str,
+    limit: int = ANSWER_MAX_BYTES,
+    kind: str = "an answer",
+    retryable: bool = True,
+) -> httpx.Response:
+    """Send ``request`` and read its answer whole, as ``http.send`` would,
+    but never beyond ``limit`` bytes (see :func:`answer_chunks`). The answer
+    comes back with its body read (``content`` is the exact bytes the
+    channel signed, decoded) and its ``Content-Encoding`` gone. Raises
+    ``httpx.HTTPError`` as ``http.send`` does, and :class:`ProviderError`
+    for an answer past its bound."""
+    with answer_stream(http, request) as response:
+        body = b"".join(
+            answer_chunks(response, what=what, limit=limit, kind=kind, retryable=retryable)
+        )
+    read = httpx.Headers(
+        [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+    )
+    return httpx.Response(response.status_code, headers=read, content=body, request=request)
+
+
 class BasePaymentProvider:
     """The merchant's side of one payment channel.
 
@@ -180,7 +349,9 @@ class BasePaymentProvider:
     ``{channel}`` of ``/api/v1/payments/notify/{channel}/``) and
     :attr:`verbose_name`, and implement every method below. They are built
     with the merchant's :class:`Credentials` and an ``httpx.Client`` whose
-    base URL is the channel's API host (or the sandbox's transport).
+    base URL is the channel's API host (or the sandbox's transport). Every
+    answer is read through :func:`answer_read` or :func:`answer_chunks`,
+    never with ``http.send``/``.post`` and ``.content`` alone.
 
     Amounts are integer fen on both sides of every method, whatever the
     channel writes on the wire (Alipay speaks yuan with two decimals).

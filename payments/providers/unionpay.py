@@ -38,6 +38,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from payments.providers.base import (
+    ANSWER_MAX_BYTES,
     BasePaymentProvider,
     NotifyNotAPayment,
     NotifyRejected,
@@ -48,6 +49,7 @@ from payments.providers.base import (
     RefundState,
     StatementLine,
     TradeState,
+    answer_read,
     channel_reference,
     channel_time,
     storable,
@@ -264,12 +266,27 @@ class UnionpayProvider(BasePaymentProvider):
         # UnionPay's SDKs drop empty fields before signing and sending.
         fields = {key: value for key, value in fields.items() if value != ""}
         fields["signature"] = sign(fields, self.credentials.merchant_private_key)
+        request = self.http.build_request(
+            "POST",
+            path,
+            content=urllib.parse.urlencode(fields).encode("utf-8"),
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=UTF-8"},
+        )
         try:
-            response = self.http.post(
-                path,
-                content=urllib.parse.urlencode(fields).encode("utf-8"),
-                headers={"Content-Type": "application/x-www-form-urlencoded;charset=UTF-8"},
-            )
+            if path == FILE_PATH:
+                # The settlement file travels in the answer (deflated twice
+                # and in base64: 4/3 of it at most, the answer's fields
+                # besides); refused as a file that unpacks too far is.
+                response = answer_read(
+                    self.http,
+                    request,
+                    what=f"unionpay {path}",
+                    limit=STATEMENT_MAX_BYTES * 4 // 3 + ANSWER_MAX_BYTES,
+                    kind="a statement",
+                    retryable=False,
+                )
+            else:
+                response = answer_read(self.http, request, what=f"unionpay {path}")
         except httpx.HTTPError as exc:
             raise ProviderError(f"unionpay {path}: {exc}", retryable=True) from exc
         if response.status_code != 200:

@@ -47,6 +47,7 @@ from payments.providers.base import (
     RefundState,
     StatementLine,
     TradeState,
+    answer_read,
     channel_reference,
     channel_time,
 )
@@ -99,6 +100,10 @@ BILL_REFUND_AMOUNT = "退款金额"
 BILL_REFUND_STATE = "退款状态"
 BILL_ORDER_AMOUNT = "订单金额"
 BILL_SUMMARY = "总交易单数"
+# What a trade bill may hold: far above a city's day (a line is some 300
+# bytes: this is some 900,000 payments and refunds), well below what would
+# exhaust a worker. Past it the bill is refused unread, as an unreadable one.
+BILL_MAX_BYTES = 256 << 20
 
 
 def _dumps(payload: Mapping[str, Any]) -> bytes:
@@ -432,7 +437,7 @@ class WechatPayProvider(BasePaymentProvider):
         if host != self.http.base_url.host:
             raise ProviderError(f"bill download outside WeChat Pay: {url}", retryable=False)
         # The file is not signed; its SHA1 came in the signed answer above.
-        content = self._call("GET", url, signed_answer=False).content
+        content = self._call("GET", url, signed_answer=False, bill=True).content
         if not hmac.compare_digest(hashlib.sha1(content).hexdigest(), hash_value.lower()):
             raise ProviderError(f"bill of {date} does not match its SHA1", code="BILL_HASH")
         try:
@@ -546,6 +551,7 @@ class WechatPayProvider(BasePaymentProvider):
         *,
         params: Mapping[str, str] | None = None,
         signed_answer: bool = True,
+        bill: bool = False,
     ) -> httpx.Response:
         body = _dumps(payload) if payload is not None else b""
         headers = {"Accept": "application/json", "User-Agent": "my-changsha/1.0"}
@@ -563,8 +569,20 @@ class WechatPayProvider(BasePaymentProvider):
         request.headers["Authorization"] = self._authorization(
             method, request.url.raw_path.decode("ascii"), body
         )
+        what = f"WeChat Pay {method} {request.url.path}"
         try:
-            response = self.http.send(request)
+            if bill:
+                # Refused as an unreadable bill is (reconciliation reports it).
+                response = answer_read(
+                    self.http,
+                    request,
+                    what=what,
+                    limit=BILL_MAX_BYTES,
+                    kind="a bill",
+                    retryable=False,
+                )
+            else:
+                response = answer_read(self.http, request, what=what)
         except httpx.HTTPError as exc:
             raise ProviderError(f"WeChat Pay unreachable: {exc}", code="NETWORK") from exc
         if not response.is_success:
