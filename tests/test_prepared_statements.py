@@ -19,6 +19,14 @@ def test_on_postgresql_statements_are_bound_and_prepared_by_the_server() -> None
     options = settings_of({"DATABASE_URL": POSTGRES})["db"]["OPTIONS"]
     assert options["server_side_binding"] is True
     assert options["prepare_threshold"] == 5
+    assert options["options"] == "-c plan_cache_mode=force_custom_plan"
+
+
+def test_options_the_url_gives_postgresql_are_kept() -> None:
+    url = f"{POSTGRES}?options=-c%20search_path%3Dcity&sslmode=require"
+    options = settings_of({"DATABASE_URL": url})["db"]["OPTIONS"]
+    assert options["options"] == "-c search_path=city -c plan_cache_mode=force_custom_plan"
+    assert options["sslmode"] == "require"
 
 
 @pytest.mark.parametrize("value", ["0", "false", "off"])
@@ -26,6 +34,7 @@ def test_switched_off_it_is_djangos_default(value: str) -> None:
     db = settings_of({"DATABASE_URL": POSTGRES, "DATABASE_PREPARED_STATEMENTS": value})["db"]
     assert "server_side_binding" not in db.get("OPTIONS", {})
     assert "prepare_threshold" not in db.get("OPTIONS", {})
+    assert "options" not in db.get("OPTIONS", {})
 
 
 def test_sqlite_keeps_its_own_options() -> None:
@@ -37,20 +46,25 @@ def test_sqlite_keeps_its_own_options() -> None:
 @pytest.mark.integration
 @pytest.mark.django_db
 def test_a_statement_run_again_is_prepared_on_the_connection(citizen) -> None:
-    def prepared() -> list[str]:
+    def prepared() -> list[tuple[str, int, int]]:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT statement FROM pg_prepared_statements"
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
                 " WHERE statement LIKE %s AND statement LIKE %s",
                 ['%"accounts_user"%', "%$1%"],
             )
-            return [row[0] for row in cursor.fetchall()]
+            return cursor.fetchall()
 
     # The same query with other values each time: one statement, $1 bound.
     for n in range(4):
         assert not User.objects.filter(pk=citizen.pk, phone=f"1380000000{n}").exists()
     assert prepared() == []
-    for n in range(4, 8):
+    for n in range(4, 10):
         assert not User.objects.filter(pk=citizen.pk, phone=f"1380000000{n}").exists()
-    assert len(prepared()) == 1
-    assert User.objects.filter(pk=citizen.pk).exists()
+    [(_statement, generic_plans, custom_plans)] = prepared()
+    # Planned for each run's own values, never once for all (PostgreSQL
+    # would take a generic plan from the sixth run on).
+    assert (generic_plans, custom_plans) == (0, 5)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone() == ("force_custom_plan",)
