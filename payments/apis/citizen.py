@@ -134,7 +134,9 @@ class PaymentDetailView(CitizenView):
         summary="One of my payment orders",
         description=(
             "A pending order past its expiry is checked with the channel and closed "
-            "(or found paid) before it is shown."
+            "(or found paid) before it is shown. If the channel can neither be asked "
+            "nor close it, the order is shown as it stands (`pending`: the wallet may "
+            "have paid) and the payments sweep settles it."
         ),
         responses={200: PaymentOrderSerializer, **problems("not_found")},
     )
