@@ -40,6 +40,19 @@ def answered_with(monkeypatch, file_content: bytes) -> None:
     monkeypatch.setattr(UnionpaySandbox, "_file", file)
 
 
+def reconcile_today(*channels: str, stderr: io.StringIO | None = None) -> None:
+    """``manage.py reconcile`` for today, for ``channels``."""
+    chosen = [arg for channel in channels for arg in ("--channel", channel)]
+    call_command(
+        "reconcile",
+        "--date",
+        selectors.china_today().isoformat(),
+        *chosen,
+        stdout=io.StringIO(),
+        stderr=stderr or io.StringIO(),
+    )
+
+
 def deflated_bomb() -> bytes:
     """The answer's own deflate inflating to INFLATED bytes."""
     inflater = zlib.compressobj(9)
@@ -68,22 +81,12 @@ def test_a_statement_that_unpacks_beyond_any_days_is_refused_unread(monkeypatch,
     answered_with(monkeypatch, bomb())
     # The bound, made small for the test, as the bomb is.
     monkeypatch.setattr(unionpay, "STATEMENT_MAX_BYTES", INFLATED // 16, raising=False)
-    out, err = io.StringIO(), io.StringIO()
+    err = io.StringIO()
 
     tracemalloc.start()
     try:
         with pytest.raises(CommandError, match="unionpay: not reconciled"):
-            call_command(
-                "reconcile",
-                "--date",
-                selectors.china_today().isoformat(),
-                "--channel",
-                "unionpay",
-                "--channel",
-                "wechat",
-                stdout=out,
-                stderr=err,
-            )
+            reconcile_today("unionpay", "wechat", stderr=err)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -106,28 +109,12 @@ def test_the_bound_is_on_what_the_statement_unpacks_to(
     err = io.StringIO()
 
     with pytest.raises(CommandError, match="unionpay: not reconciled"):
-        call_command(
-            "reconcile",
-            "--date",
-            selectors.china_today().isoformat(),
-            "--channel",
-            "unionpay",
-            stdout=io.StringIO(),
-            stderr=err,
-        )
+        reconcile_today("unionpay", stderr=err)
 
     assert "larger than a statement can be" in err.getvalue()
     assert not ReconciliationReport.objects.exists()
 
     monkeypatch.undo()
-    call_command(
-        "reconcile",
-        "--date",
-        selectors.china_today().isoformat(),
-        "--channel",
-        "unionpay",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-    )
+    reconcile_today("unionpay")
     report = ReconciliationReport.objects.get(channel="unionpay")
     assert (report.statement_lines, report.matched) == (1, 1)
