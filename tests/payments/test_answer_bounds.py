@@ -13,7 +13,6 @@ the channel), their bodies as streams, as they come off the network."""
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import gzip
 import io
@@ -27,10 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from django.core.management import CommandError, call_command
-from django.utils import timezone
 
 from payments import selectors
-from payments.models import PaymentOrder, ReconciliationReport, Refund
+from payments.models import PaymentOrder, ReconciliationReport
 from payments.providers import provider_for
 from payments.providers.base import ProviderError
 from payments.sandbox.channels import sandbox_for
@@ -40,8 +38,8 @@ from tests.payments.test_channel_answers import (
     alipay_method,
     answered,
     checkout_call,
-    refund_asked_and_sent,
     refund_call,
+    refund_waits_then_is_sent_again,
     unreadable,
     wechat_signed,
 )
@@ -389,22 +387,9 @@ def test_a_refund_whose_answers_inflate_beyond_any_real_one_stays_pending_and_is
 ) -> None:
     """The money may have gone back: the refund keeps its amount, says why
     it waits, and is sent again with the same number once answers read."""
-    from payments import tasks
-
     order = open_order(citizen_api, awaiting, channel)
     pay(order)
     settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
     bombing(monkeypatch, channel, only=refund_call)
-    refund_asked_and_sent(integrator_api, order)
-
-    waiting = Refund.objects.get()
-    assert waiting.status == "pending"
+    waiting = refund_waits_then_is_sent_again(integrator_api, order, monkeypatch)
     assert "larger than an answer can be" in waiting.failure_reason
-    Refund.objects.update(created_at=timezone.now() - dt.timedelta(minutes=1))
-    assert tasks.payments_sweep()["refunds"] == 0
-    assert Refund.objects.get().status == "pending"
-
-    monkeypatch.undo()
-    tasks.payments_sweep()
-    tasks.payments_sweep()  # UnionPay settles asynchronously: found by the query
-    assert Refund.objects.get().status == "succeeded"

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from payments.models import Refund
 from payments.providers import provider_for
 from payments.providers.base import BasePaymentProvider, ProviderError
 from payments.sandbox.channels import sandbox_for
@@ -111,6 +112,28 @@ def refund_asked_and_sent(integrator_api, order: dict) -> None:
     )
     assert asked.status_code == 201, asked.json()
     tasks.refund_send.delay(asked.json()["id"])
+
+
+def refund_waits_then_is_sent_again(integrator_api, order: dict, monkeypatch) -> Refund:
+    """With the channel's refund answers spoiled (by ``monkeypatch``), a
+    department's refund stays pending with the reason why, and the sweep
+    does not send it again before its time; with them mended, the sweep
+    sends it again with the same number and it succeeds. The refund as it
+    waited."""
+    from payments import tasks
+
+    refund_asked_and_sent(integrator_api, order)
+    waiting = Refund.objects.get()
+    assert waiting.status == "pending" and waiting.failure_reason
+    Refund.objects.update(created_at=timezone.now() - dt.timedelta(minutes=1))
+    assert tasks.payments_sweep()["refunds"] == 0
+    assert Refund.objects.get().status == "pending"
+
+    monkeypatch.undo()
+    tasks.payments_sweep()
+    tasks.payments_sweep()  # UnionPay settles asynchronously: found by the query
+    assert Refund.objects.get().status == "succeeded"
+    return waiting
 
 
 def wechat_signed(status: int, body: bytes) -> httpx.Response:
@@ -608,25 +631,13 @@ def test_a_refund_whose_answers_do_not_read_stays_pending_and_is_sent_again(
     """The worker sending it does not crash: the refund keeps its amount
     (the money may have gone back), shows why it waits, and the sweep sends
     it again with the same number until an answer reads."""
-    from payments import tasks
-    from payments.models import PaymentOrder, Refund
+    from payments.models import PaymentOrder
 
     order = open_order(citizen_api, awaiting, channel)
     pay(order)
     settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
     garbling(monkeypatch, channel, only=refund_call)
-    refund_asked_and_sent(integrator_api, order)
-
-    waiting = Refund.objects.get()
-    assert waiting.status == "pending" and waiting.failure_reason
-    Refund.objects.update(created_at=timezone.now() - dt.timedelta(minutes=1))
-    assert tasks.payments_sweep()["refunds"] == 0
-    assert Refund.objects.get().status == "pending"
-
-    monkeypatch.undo()
-    tasks.payments_sweep()
-    tasks.payments_sweep()  # UnionPay settles asynchronously: found by the query
-    assert Refund.objects.get().status == "succeeded"
+    refund_waits_then_is_sent_again(integrator_api, order, monkeypatch)
     assert PaymentOrder.objects.get(pk=order["id"]).refunded_fen == 700
 
 
