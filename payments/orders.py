@@ -519,8 +519,15 @@ def order_as_of_now(order: PaymentOrder) -> PaymentOrder:
     If the channel cannot tell where it stands (its answer cannot be had or
     read) and does not close it either, the order is shown as we know it,
     pending: the wallet may have taken the money. The sweep settles it, as
-    it does every order it could not ask."""
-    if order.status == OS.PENDING and order.expires_at <= timezone.now():
+    it does every order it could not ask. Asked since it expired and less
+    than ``PAYMENTS_QUERY_AFTER_SECONDS`` ago (a payer's app polling while
+    the channel is down), it is shown as it stands without asking again."""
+    now = timezone.now()
+    if order.status == OS.PENDING and order.expires_at <= now:
+        asked = order.last_queried_at
+        quiet = now - dt.timedelta(seconds=settings.PAYMENTS_QUERY_AFTER_SECONDS)
+        if asked is not None and asked >= order.expires_at and asked > quiet:
+            return order
         try:
             return order_refresh(order, close_unknown=False)
         except PaymentsError as exc:
@@ -610,6 +617,10 @@ def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) ->
         return
     if close_unreached:
         _close_here(order, reason=reason)
+        # Still open at its channel: owed the close, which the sweep tries
+        # again (orders_close_owed) while the channel could take a payment.
+        PaymentOrder.objects.filter(pk=order.pk).update(channel_close_owed=True)
+        order.channel_close_owed = True
 
 
 def _bring_in(refused: _CloseRefused) -> None:

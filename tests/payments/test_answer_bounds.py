@@ -260,6 +260,7 @@ def test_an_answer_in_a_coding_we_did_not_ask_for_is_a_provider_error(
 
     refused = unreadable(answered(monkeypatch, channel, answer), "order_query")
     assert refused.retryable
+    assert "not asked for" in str(refused)  # refused for its coding, not its bytes
 
 
 # --- Statements and bills ----------------------------------------------------------------------

@@ -117,3 +117,42 @@ def test_an_expired_order_whose_channel_cannot_be_reached_is_shown_pending(
     assert shown.status_code == 200, shown.json()
     assert shown.json()["status"] == "pending"
     assert PaymentOrder.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_a_payer_polling_while_the_channel_is_down_asks_it_once_a_quiet_period(
+    citizen_api, awaiting, monkeypatch, settings, channel
+) -> None:
+    """Each look would otherwise ask the channel again (and wait on it with
+    the order's row locked for its close), and put the order last in the
+    sweep's line."""
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 60
+    order = open_order(citizen_api, awaiting, channel)
+    expire(order)
+    asked: list[str] = []
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        raise httpx.ConnectError("unreachable", request=request)
+
+    monkeypatch.setattr(provider_for(channel).http, "_transport", httpx.MockTransport(unreachable))
+
+    for _ in range(3):
+        shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+        assert (shown.status_code, shown.json()["status"]) == (200, "pending")
+    calls = len(asked)
+    assert calls >= 1
+    first_asked = PaymentOrder.objects.get(pk=order["id"]).last_queried_at
+
+    for _ in range(3):
+        citizen_api.get(f"/api/v1/payments/{order['id']}/")
+    assert len(asked) == calls  # nothing asked within the quiet period
+    assert PaymentOrder.objects.get(pk=order["id"]).last_queried_at == first_asked
+
+    # A quiet period later, asked again.
+    PaymentOrder.objects.filter(pk=order["id"]).update(
+        last_queried_at=timezone.now() - dt.timedelta(seconds=61)
+    )
+    shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
+    assert shown.json()["status"] == "pending"
+    assert len(asked) == 2 * calls

@@ -132,3 +132,25 @@ def test_a_failed_order_paid_before_the_close_got_through_is_brought_in(
     assert (paid.status, paid.paid_fen) == (OrderStatus.PAID, FEE)
     assert LedgerEntry.objects.filter(order=paid, kind="charge").count() == 1
     assert len(wechat.closes) == 2
+
+
+def test_an_order_superseded_while_its_channel_was_down_is_closed_there_later(
+    citizen_api, awaiting, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """The citizen turns to another channel while WeChat cannot be reached:
+    the WeChat order closes here at once, and at WeChat once it answers
+    (before, its trade stayed payable there until it expired)."""
+    order = open_order(citizen_api, awaiting, "wechat")
+    wechat = WechatCloses(monkeypatch)
+    wechat.down = True
+    other = open_order(citizen_api, awaiting, "alipay")
+    superseded = PaymentOrder.objects.get(pk=order["id"])
+    assert superseded.status == OrderStatus.CLOSED
+    assert superseded.channel_close_owed
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "NOTPAY"
+
+    wechat.down = False
+    sweep(django_capture_on_commit_callbacks)
+    assert SandboxTrade.objects.get(order_no=order["order_no"]).state == "CLOSED"
+    assert not PaymentOrder.objects.get(pk=order["id"]).channel_close_owed
+    assert PaymentOrder.objects.get(pk=other["id"]).status == OrderStatus.PENDING
