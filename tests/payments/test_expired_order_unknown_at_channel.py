@@ -45,6 +45,18 @@ def queries_unreadable(channel: str, monkeypatch) -> None:
     monkeypatch.setattr(provider_for(channel).http, "_transport", httpx.MockTransport(answer))
 
 
+def unreachable(channel: str, monkeypatch) -> list[str]:
+    """The channel cannot be reached; the calls tried are listed."""
+    tried: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        tried.append(str(request.url))
+        raise httpx.ConnectError("unreachable", request=request)
+
+    monkeypatch.setattr(provider_for(channel).http, "_transport", httpx.MockTransport(answer))
+    return tried
+
+
 def expire(order: dict) -> None:
     PaymentOrder.objects.filter(pk=order["id"]).update(
         created_at=timezone.now() - dt.timedelta(hours=1),
@@ -106,11 +118,7 @@ def test_an_expired_order_whose_channel_cannot_be_reached_is_shown_pending(
 ) -> None:
     order = open_order(citizen_api, awaiting, channel)
     expire(order)
-
-    def unreachable(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("unreachable", request=request)
-
-    monkeypatch.setattr(provider_for(channel).http, "_transport", httpx.MockTransport(unreachable))
+    unreachable(channel, monkeypatch)
 
     shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
 
@@ -129,13 +137,7 @@ def test_a_payer_polling_while_the_channel_is_down_asks_it_once_a_quiet_period(
     settings.PAYMENTS_QUERY_AFTER_SECONDS = 60
     order = open_order(citizen_api, awaiting, channel)
     expire(order)
-    asked: list[str] = []
-
-    def unreachable(request: httpx.Request) -> httpx.Response:
-        asked.append(str(request.url))
-        raise httpx.ConnectError("unreachable", request=request)
-
-    monkeypatch.setattr(provider_for(channel).http, "_transport", httpx.MockTransport(unreachable))
+    asked = unreachable(channel, monkeypatch)
 
     for _ in range(3):
         shown = citizen_api.get(f"/api/v1/payments/{order['id']}/")
