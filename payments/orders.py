@@ -447,11 +447,18 @@ def _close_at_channel_after_commit(order: PaymentOrder) -> None:
     the sweep tries again (:func:`orders_close_owed`). A payment that still
     arrives meanwhile is a late success, recorded and sent back if not
     needed (see :func:`order_apply_result`)."""
-    PaymentOrder.objects.filter(pk=order.pk).update(channel_close_owed=True)
-    order.channel_close_owed = True
+    _owe_close_at_channel(order)
     transaction.on_commit(
         functools.partial(_close_at_channel, order.pk, bring_in=False), robust=True
     )
+
+
+def _owe_close_at_channel(order: PaymentOrder) -> None:
+    """Still open at its channel: ``order`` is owed the close there, which
+    the sweep tries again (:func:`orders_close_owed`) while the channel
+    could take a payment for it. Written in the caller's transaction."""
+    PaymentOrder.objects.filter(pk=order.pk).update(channel_close_owed=True)
+    order.channel_close_owed = True
 
 
 # How long after an order's expiry its channel may still take a payment for
@@ -617,10 +624,7 @@ def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) ->
         return
     if close_unreached:
         _close_here(order, reason=reason)
-        # Still open at its channel: owed the close, which the sweep tries
-        # again (orders_close_owed) while the channel could take a payment.
-        PaymentOrder.objects.filter(pk=order.pk).update(channel_close_owed=True)
-        order.channel_close_owed = True
+        _owe_close_at_channel(order)
 
 
 def _bring_in(refused: _CloseRefused) -> None:
