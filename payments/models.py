@@ -367,7 +367,12 @@ class SandboxTrade(models.Model):
                 fields=["channel", "merchant_id", "order_no"], name="sandbox_trade_once"
             )
         ]
-        indexes = [models.Index(fields=["notify_due_at"], name="sandbox_notify_due")]
+        indexes = [
+            models.Index(fields=["notify_due_at"], name="sandbox_notify_due"),
+            # The cashier's address names the channel and the order, not the
+            # merchant, which the unique index has between them.
+            models.Index(fields=["channel", "order_no"], name="sandbox_trade_order"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} {self.order_no} {self.state}"
