@@ -258,7 +258,9 @@ def second_act(p: Problems, cast: Cast) -> dict[str, Any]:
         li, "post", "/api/v1/applications/", {"service": "sbk-apply", "form": form}, expect=201
     )
     status_at = f"/api/v1/dept/applications/{done['number']}/status/"
-    p.answered(dept, "post", status_at, {"status": "accepted"}, expect=200)
+    p.answered(
+        dept, "post", status_at, {"status": "accepted"}, expect=200, HTTP_IDEMPOTENCY_KEY="accept-1"
+    )
     p.answered(dept, "post", status_at, {"status": "needs_info", "note": "请补充"}, expect=200)
     p.answered(
         li,
@@ -791,6 +793,15 @@ def department_problems(p: Problems, cast: Cast, act: dict[str, Any]) -> None:
         {"status": "teleported"},
         status=400,
         code="invalid",
+    )
+    p.refused(
+        dept,
+        "post",
+        f"/api/v1/dept/applications/{act['completed']['number']}/status/",
+        {"status": "rejected"},
+        status=422,
+        code="idempotency_key_reused",
+        HTTP_IDEMPOTENCY_KEY="accept-1",
     )
     guide = p.story.succeeded["dept_services_create"].body
     p.refused(dept, "post", "/api/v1/dept/services/", guide, status=409, code="service_code_taken")

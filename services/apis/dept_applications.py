@@ -10,8 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.authentication import DepartmentRequest
+from accounts.idempotency import idempotent
 from config.api import FeedPagination, client_ip, links, paginated, problems
 from services import applications, selectors
+from services.apis.applications import IDEMPOTENCY_KEY
 from services.apis.dept_services import DepartmentView
 from services.models import Application, ApplicationStatus
 from services.serializers import (
@@ -95,19 +97,28 @@ class DeptApplicationStatusView(_DeptApplicationView):
     @extend_schema(
         tags=["dept: applications"],
         summary="Report progress: accepted, needs_info, completed or rejected",
+        parameters=[IDEMPOTENCY_KEY],
         request=DepartmentStatusSerializer,
         responses={
             200: DepartmentApplicationSerializer,
-            **problems("invalid_transition", "not_found"),
+            **problems(
+                "invalid_transition",
+                "not_found",
+                "idempotency_key_reused",
+                "idempotency_key_invalid",
+            ),
         },
     )
     def post(self, request: DepartmentRequest, number: str) -> Response:
-        serializer = DepartmentStatusSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        application = applications.application_department_update(
-            application=self.get_application(number),
-            api_key=request.auth,
-            ip=client_ip(request),
-            **serializer.validated_data,
-        )
-        return Response(_with_timeline(self.get_application(application.number)))
+        def report() -> Response:
+            serializer = DepartmentStatusSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            application = applications.application_department_update(
+                application=self.get_application(number),
+                api_key=request.auth,
+                ip=client_ip(request),
+                **serializer.validated_data,
+            )
+            return Response(_with_timeline(self.get_application(application.number)))
+
+        return idempotent(request, report)

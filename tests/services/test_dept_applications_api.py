@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.models import AuditEntry
-from services.models import Application
+from accounts.api_keys import api_key_create
+from accounts.models import ApiKeyScope, AuditEntry, Message
+from services.models import Application, OutboxEvent, TimelineEntry
+from tests.conftest import client_with_key
 from tests.services.conftest import GOOD_FORM, submit
 
 pytestmark = pytest.mark.django_db
@@ -198,3 +200,121 @@ def test_an_unknown_status_filter_is_refused_in_the_callers_language(integrator_
     assert chinese["code"] == "invalid" and "不是合法选项" in chinese["errors"]["status"][0]
     english = integrator_api.get(URL, {"status": "nope"}, HTTP_ACCEPT_LANGUAGE="en").json()
     assert english["errors"]["status"] == ['"nope" is not a valid choice.']
+
+
+# --- Reports sent again: Idempotency-Key ------------------------------------------------------
+
+
+def report(client, number: str, body: dict, **headers):
+    return client.post(f"{URL}{number}/status/", body, format="json", **headers)
+
+
+def traces() -> dict[str, int]:
+    """What a report leaves behind, counted."""
+    return {
+        "timeline": TimelineEntry.objects.count(),
+        "events": OutboxEvent.objects.count(),
+        "messages": Message.objects.count(),
+        "audit": AuditEntry.objects.filter(action="application.status_changed").count(),
+    }
+
+
+ACCEPT = {"status": "accepted", "note": "已受理", "reference": "HRSS-2026-007"}
+
+
+def test_a_report_sent_again_with_its_key_gets_the_first_answer_and_applies_once(
+    integrator_api, citizen_api, service
+) -> None:
+    """The department's first report timed out on its side: sent again with
+    the same Idempotency-Key, it gets the answer the first one got."""
+    number = submit(citizen_api).json()["number"]
+    first = report(integrator_api, number, ACCEPT, HTTP_IDEMPOTENCY_KEY="accept-007")
+    assert first.status_code == 200, first.json()
+    after_first = traces()
+    again = report(integrator_api, number, ACCEPT, HTTP_IDEMPOTENCY_KEY="accept-007")
+    assert again.status_code == 200, again.json()
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert traces() == after_first
+    timeline = integrator_api.get(f"{URL}{number}/").json()["timeline"]
+    assert [t["status"] for t in timeline] == ["submitted", "accepted"]
+
+
+def test_the_same_key_with_another_report_is_refused(integrator_api, citizen_api, service) -> None:
+    number = submit(citizen_api).json()["number"]
+    report(integrator_api, number, ACCEPT, HTTP_IDEMPOTENCY_KEY="accept-007")
+    before = traces()
+    response = report(
+        integrator_api, number, {"status": "rejected"}, HTTP_IDEMPOTENCY_KEY="accept-007"
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert traces() == before
+    assert Application.objects.get(number=number).status == "accepted"
+
+
+def test_a_report_sent_again_without_a_key_is_a_conflict(
+    integrator_api, citizen_api, service
+) -> None:
+    number = submit(citizen_api).json()["number"]
+    assert report(integrator_api, number, ACCEPT).status_code == 200
+    before = traces()
+    again = report(integrator_api, number, ACCEPT)
+    assert again.status_code == 409
+    assert again.json()["code"] == "invalid_transition"
+    assert again.json()["current_status"] == "accepted"
+    assert traces() == before
+
+
+def test_a_report_key_belongs_to_the_api_key_that_sent_it(
+    integrator_api, other_integrator_key, department, citizen_api, service, other_service
+) -> None:
+    """Another department's key (or another key of the same department)
+    using the same key value gets its own answer, never the first one."""
+    mine = submit(citizen_api).json()["number"]
+    theirs = submit(citizen_api, other_service.code).json()["number"]
+    assert report(integrator_api, mine, ACCEPT, HTTP_IDEMPOTENCY_KEY="report-1").status_code == 200
+
+    other_api = client_with_key(other_integrator_key.raw)
+    looked = report(other_api, mine, ACCEPT, HTTP_IDEMPOTENCY_KEY="report-1")
+    assert looked.status_code == 404 and "Idempotent-Replayed" not in looked
+    own = report(other_api, theirs, ACCEPT, HTTP_IDEMPOTENCY_KEY="report-1")
+    assert own.status_code == 200 and "Idempotent-Replayed" not in own
+    assert own.json()["number"] == theirs
+    assert Application.objects.get(number=theirs).status == "accepted"
+
+    _second_key, raw = api_key_create(department=department, scope=ApiKeyScope.INTEGRATOR)
+    second_key_api = client_with_key(raw)
+    second = report(second_key_api, mine, ACCEPT, HTTP_IDEMPOTENCY_KEY="report-1")
+    assert second.status_code == 409 and "Idempotent-Replayed" not in second
+
+
+def test_a_refused_report_is_not_remembered_under_its_key(
+    integrator_api, citizen_api, service
+) -> None:
+    """As for every POST with an Idempotency-Key: only an answer that did
+    something is kept; a refused report sent again is looked at again."""
+    number = submit(citizen_api).json()["number"]
+    done = {"status": "completed", "note": "已办结"}
+    early = report(integrator_api, number, done, HTTP_IDEMPOTENCY_KEY="done-1")
+    assert early.status_code == 409
+    again = report(integrator_api, number, done, HTTP_IDEMPOTENCY_KEY="done-1")
+    assert again.status_code == 409 and "Idempotent-Replayed" not in again
+    unknown = report(integrator_api, number, {"status": "done"}, HTTP_IDEMPOTENCY_KEY="accept-1")
+    assert unknown.status_code == 400
+    assert (
+        report(integrator_api, number, ACCEPT, HTTP_IDEMPOTENCY_KEY="accept-1").status_code == 200
+    )
+    completed = report(integrator_api, number, done, HTTP_IDEMPOTENCY_KEY="done-1")
+    assert completed.status_code == 200 and completed.json()["status"] == "completed"
+
+
+@pytest.mark.parametrize("key", ["x" * 300, "k 1", "k-1\n"])
+def test_a_report_with_a_malformed_key_is_a_400_and_not_applied(
+    integrator_api, citizen_api, service, key
+) -> None:
+    number = submit(citizen_api).json()["number"]
+    response = report(integrator_api, number, ACCEPT, HTTP_IDEMPOTENCY_KEY=key)
+    assert response.status_code == 400
+    assert response.json()["code"] == "idempotency_key_invalid"
+    assert Application.objects.get(number=number).status == "submitted"

@@ -95,6 +95,38 @@ def test_identical_submits_racing_with_one_idempotency_key_make_one_application(
     assert OutboxEvent.objects.filter(type="application.submitted").count() == 1
 
 
+def test_identical_status_reports_racing_with_one_idempotency_key_apply_once() -> None:
+    """A department's system that retries its report while the first is
+    still running: every answer is the first one, and the application moves,
+    is audited and tells its citizen once."""
+    from accounts.models import AuditEntry, Message
+    from services.models import TimelineEntry
+    from tests.conftest import client_with_key
+
+    service = ServiceFactory()
+    _key, raw = api_key_create(department=service.department, scope="integrator")
+    citizen = CitizenFactory(verified=True)
+    application = application_submit(citizen=citizen, service=service, form=GOOD_FORM)
+    messages_before = Message.objects.count()
+
+    def report(_: int):
+        response = client_with_key(raw).post(
+            f"/api/v1/dept/applications/{application.number}/status/",
+            {"status": "accepted", "note": "已受理", "reference": "R-1"},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="accept-once",
+        )
+        return response.status_code, response.json()
+
+    answers = at_once(6, report)
+    assert {status for status, _ in answers} == {200}, answers
+    assert len({str(body) for _, body in answers}) == 1
+    moves = TimelineEntry.objects.filter(application=application, status="accepted")
+    assert moves.count() == 1
+    assert AuditEntry.objects.filter(action="application.status_changed").count() == 1
+    assert Message.objects.count() == messages_before + 1
+
+
 @pytest.mark.parametrize("claim", ["by id", "in batches"])
 def test_workers_racing_over_every_delivery_send_each_applications_events_in_order(
     department_server, settings, monkeypatch, claim
