@@ -22,7 +22,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from payments.providers.base import BasePaymentProvider, Credentials
+from payments.providers.base import BasePaymentProvider, Credentials, deadline_bound
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,13 @@ def _configured(channel: str, config: dict[str, str]) -> Credentials:
     )
 
 
+def channel_http(base_url: str) -> httpx.Client:
+    """The client through which a provider reaches its channel at
+    ``base_url``: 10 s for each connect, read and write, and no longer in
+    all than the call under way has left (:func:`.base.deadline_bound`)."""
+    return deadline_bound(httpx.Client(base_url=base_url, timeout=10.0, follow_redirects=False))
+
+
 @functools.cache
 def provider_for(channel: str) -> BasePaymentProvider:
     """The provider of ``channel``; raises :class:`ChannelUnavailable`."""
@@ -103,7 +110,7 @@ def provider_for(channel: str) -> BasePaymentProvider:
             base_url=credentials.api_base_url, transport=transport(channel), timeout=10.0
         )
     else:
-        http = httpx.Client(base_url=credentials.api_base_url, timeout=10.0, follow_redirects=False)
+        http = channel_http(credentials.api_base_url)
     cls: type[BasePaymentProvider] = import_string(config["provider"])
     return cls(credentials, http)
 

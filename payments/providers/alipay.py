@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from django.utils import timezone
 
 from payments.providers.base import (
+    STATEMENT_SECONDS,
     BasePaymentProvider,
     NotifyRejected,
     NotifyReply,
@@ -525,7 +526,13 @@ class AlipayProvider(BasePaymentProvider):
             except httpx.InvalidURL as exc:
                 raise ProviderError(f"alipay bill: download URL {url[:200]!r}") from exc
             try:
-                with answer_stream(self.http, self.http.build_request("GET", bill_url)) as response:
+                with answer_stream(
+                    self.http,
+                    self.http.build_request("GET", bill_url),
+                    what="alipay bill download",
+                    seconds=STATEMENT_SECONDS,
+                    retryable=False,
+                ) as response:
                     if response.status_code != 200:
                         # The URL lives 30 seconds: asking again gives a new one.
                         raise ProviderError(f"alipay bill download: HTTP {response.status_code}")

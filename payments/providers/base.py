@@ -15,20 +15,26 @@ something else than a payment as :class:`NotifyNotAPayment`. Providers keep no s
 their own: :mod:`payments.orders` and :mod:`payments.refunds` own the rules.
 
 Every answer of a channel is read through :func:`answer_read` (or
-:func:`answer_chunks`, for a file spooled as it comes), never whole: it
-undoes the answer's content coding itself, in bounded steps, and refuses an
-answer past its bound unread.
+:func:`answer_stream` and :func:`answer_chunks`, for a file spooled as it
+comes), never whole: it undoes the answer's content coding itself, in
+bounded steps, and refuses an answer past its bound unread. A call has a
+bound in time too, from sending the request to the answer's last byte
+(:data:`ANSWER_SECONDS`, a statement's longer): past it, the call is given
+up as an answer we cannot read is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
+import httpcore
 import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
@@ -61,6 +67,18 @@ ANSWER_MAX_BYTES = 256 << 10
 # a whole answer from a transport that gives it in one piece).
 ANSWER_ENCODINGS = "gzip, deflate"
 _ANSWER_STEP = 64 << 10
+
+# How long one API call may take in all, from sending the request to the
+# last byte of the answer (connecting, sending, waiting for the head,
+# reading the body). The client's timeout (10 s) is per read: a channel, or
+# anything between, giving its answer a byte every few seconds would hold
+# the caller (a citizen's request, the sweep, the refund worker) for as
+# long as it liked. A real answer comes within a few seconds; past this the
+# call is given up, as an answer we cannot read is (:func:`answer_stream`).
+ANSWER_SECONDS = 30.0
+# The same for a day's statement or bill (megabytes, from a file server
+# slower than the API): passed by the providers' ``statement_download``.
+STATEMENT_SECONDS = 300.0
 
 
 def storable(text: str, limit: int) -> str:
@@ -193,6 +211,116 @@ class ProviderError(Exception):
         self.code = code
 
 
+@dataclass(frozen=True)
+class _Deadline:
+    """The end of the call under way in this thread (``time.monotonic()``)."""
+
+    at: float
+    seconds: float
+    what: str
+    retryable: bool
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def passed(self) -> ProviderError:
+        return ProviderError(
+            f"{self.what}: not answered in full within {self.seconds:g} seconds: given up",
+            retryable=self.retryable,
+            code="answer_too_slow",
+        )
+
+
+# The deadline of the call under way in this thread, set by answer_stream
+# for as long as its answer is read. Every connect, read and write of a
+# channel client's connections (see deadline_bound) waits at most until it,
+# and answer_chunks checks it between the pieces of the answer.
+_under_way = threading.local()
+
+
+def _deadline() -> _Deadline | None:
+    return getattr(_under_way, "deadline", None)
+
+
+def _time_left(timeout: float | None, timed_out: type[Exception]) -> float | None:
+    """``timeout`` (httpcore's, per operation), cut to the time the call
+    under way has left; ``timed_out`` raised if it has none left."""
+    deadline = _deadline()
+    if deadline is None:
+        return timeout
+    left = deadline.left()
+    if left <= 0:
+        raise timed_out("the call's time is up")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._backend.connect_tcp(host, port, left, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        left = _time_left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def deadline_bound(http: httpx.Client) -> httpx.Client:
+    """``http``, every connect, TLS handshake, read and write of its
+    connections waiting no longer than the call under way has left
+    (:func:`answer_stream`): a head that never comes, or comes a byte at a
+    time, ends at the call's deadline as a dripped body does.
+
+    httpx gives no say in the network backend of the connection pools it
+    makes: ours is put around theirs in each (the client's own and those of
+    any proxy taken from the environment). A test holds this to httpx's
+    make (tests/payments/test_answer_deadline.py, a head given slowly)."""
+    for transport in (http._transport, *http._mounts.values()):
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore.ConnectionPool):
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return http
+
+
 class _Inflater:
     """One content coding (``gzip``, ``deflate``) undone in steps of at most
     :data:`_ANSWER_STEP` bytes, however much a step of input inflates to."""
@@ -235,11 +363,16 @@ def _raw_steps(
     """The answer's bytes as they came, in steps of at most :data:`_ANSWER_STEP`
     (a transport may give the whole answer in one piece), never more than
     ``limit`` of them."""
+    deadline = _deadline()
     read = 0
     for chunk in response.iter_raw():
         read += len(chunk)
         if read > limit:
             raise too_large
+        # However the transport gives it (one without sockets too), the
+        # answer is not read past the call's deadline.
+        if deadline is not None and deadline.left() <= 0:
+            raise deadline.passed()
         for start in range(0, len(chunk), _ANSWER_STEP):
             yield chunk[start : start + _ANSWER_STEP]
 
@@ -259,7 +392,9 @@ def answer_chunks(
     Past ``limit`` bytes, decoded or as they came, it stops reading and
     raises :class:`ProviderError` (code ``answer_too_large``; ``retryable``
     as the caller treats an answer it cannot read) with the message
-    "``what``: larger than ``kind`` can be". A coding other than
+    "``what``: larger than ``kind`` can be". Past the deadline of the call
+    (:func:`answer_stream`) it stops reading too, and raises that call's
+    ``answer_too_slow``. A coding other than
     :data:`ANSWER_ENCODINGS` (none was asked for), or one that does not
     undo, raises ``httpx.DecodingError``, as httpx does for a broken one:
     the caller's handling of a failed call applies."""
@@ -302,15 +437,44 @@ def answer_chunks(
 
 
 @contextlib.contextmanager
-def answer_stream(http: httpx.Client, request: httpx.Request) -> Iterator[httpx.Response]:
+def answer_stream(
+    http: httpx.Client,
+    request: httpx.Request,
+    *,
+    what: str,
+    seconds: float | None = None,
+    retryable: bool = True,
+) -> Iterator[httpx.Response]:
     """``request`` sent, its answer's head read and its body left to
-    :func:`answer_chunks`; the codings it can undo the only ones asked for."""
+    :func:`answer_chunks`; the codings it can undo the only ones asked for.
+
+    The whole call, from sending ``request`` to the answer's last byte read
+    in the block, takes at most ``seconds`` (:data:`ANSWER_SECONDS` unless
+    given): every connect, read and write waits at most the time left (see
+    :func:`deadline_bound`), and the answer is not read past it. Past it,
+    the call raises :class:`ProviderError` (code ``answer_too_slow``;
+    ``retryable`` as the caller treats an answer it cannot read) with the
+    message "``what``: not answered in full within ``seconds`` seconds"."""
+    if seconds is None:
+        seconds = ANSWER_SECONDS
     request.headers["Accept-Encoding"] = ANSWER_ENCODINGS
-    response = http.send(request, stream=True)
+    deadline = _Deadline(time.monotonic() + seconds, seconds, what, retryable)
+    outer = _deadline()
+    _under_way.deadline = deadline
     try:
-        yield response
+        response = http.send(request, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+    except httpx.TimeoutException as exc:
+        # A timeout that came with the deadline is the deadline's; one
+        # before it (a read's own timeout) is left to the caller as it was.
+        if deadline.left() <= 0:
+            raise deadline.passed() from exc
+        raise
     finally:
-        response.close()
+        _under_way.deadline = outer
 
 
 def answer_read(
@@ -320,15 +484,17 @@ def answer_read(
     what: str,
     limit: int = ANSWER_MAX_BYTES,
     kind: str = "an answer",
+    seconds: float | None = None,
     retryable: bool = True,
 ) -> httpx.Response:
     """Send ``request`` and read its answer whole, as ``http.send`` would,
-    but never beyond ``limit`` bytes (see :func:`answer_chunks`). The answer
-    comes back with its body read (``content`` is the exact bytes the
-    channel signed, decoded) and its ``Content-Encoding`` gone. Raises
-    ``httpx.HTTPError`` as ``http.send`` does, and :class:`ProviderError`
-    for an answer past its bound."""
-    with answer_stream(http, request) as response:
+    but never beyond ``limit`` bytes (see :func:`answer_chunks`) nor beyond
+    ``seconds`` (see :func:`answer_stream`). The answer comes back with its
+    body read (``content`` is the exact bytes the channel signed, decoded)
+    and its ``Content-Encoding`` gone. Raises ``httpx.HTTPError`` as
+    ``http.send`` does, and :class:`ProviderError` for an answer past
+    either bound."""
+    with answer_stream(http, request, what=what, seconds=seconds, retryable=retryable) as response:
         body = b"".join(
             answer_chunks(response, what=what, limit=limit, kind=kind, retryable=retryable)
         )
@@ -350,8 +516,10 @@ class BasePaymentProvider:
     :attr:`verbose_name`, and implement every method below. They are built
     with the merchant's :class:`Credentials` and an ``httpx.Client`` whose
     base URL is the channel's API host (or the sandbox's transport). Every
-    answer is read through :func:`answer_read` or :func:`answer_chunks`,
-    never with ``http.send``/``.post`` and ``.content`` alone.
+    answer is read through :func:`answer_read` or :func:`answer_stream` and
+    :func:`answer_chunks`, never with ``http.send``/``.post`` and
+    ``.content`` alone: they bound it in bytes and in time (a statement's
+    download is given :data:`STATEMENT_SECONDS`).
 
     Amounts are integer fen on both sides of every method, whatever the
     channel writes on the wire (Alipay speaks yuan with two decimals).

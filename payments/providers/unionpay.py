@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from payments.providers.base import (
     ANSWER_MAX_BYTES,
+    STATEMENT_SECONDS,
     BasePaymentProvider,
     NotifyNotAPayment,
     NotifyRejected,
@@ -283,6 +284,7 @@ class UnionpayProvider(BasePaymentProvider):
                     what=f"unionpay {path}",
                     limit=STATEMENT_MAX_BYTES * 4 // 3 + ANSWER_MAX_BYTES,
                     kind="a statement",
+                    seconds=STATEMENT_SECONDS,
                     retryable=False,
                 )
             else:

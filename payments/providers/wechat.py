@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.utils import timezone
 
 from payments.providers.base import (
+    STATEMENT_SECONDS,
     BasePaymentProvider,
     NotifyRejected,
     NotifyReply,
@@ -579,6 +580,7 @@ class WechatPayProvider(BasePaymentProvider):
                     what=what,
                     limit=BILL_MAX_BYTES,
                     kind="a bill",
+                    seconds=STATEMENT_SECONDS,
                     retryable=False,
                 )
             else:
