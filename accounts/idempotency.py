@@ -6,6 +6,11 @@ Same key and same body from the same caller → the first response again
 each other produce one effect: the record is inserted in the same database
 transaction as the effect, so the second request waits on the unique index
 until the first commits, then replays its answer.
+
+An answer holds personal data: a citizen's own, or, kept under a
+department's key, the citizen the view names as ``concerns`` (a status
+report answers with the applicant's identity). Closing the account erases
+both (:func:`idempotency_records_erase`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import re
 from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework.request import Request
@@ -55,8 +61,14 @@ class _NotStored(Exception):
         self.response = response
 
 
-def idempotent(request: Request, create: Callable[[], Response]) -> Response:
-    """Run ``create`` at most once per caller and ``Idempotency-Key``."""
+def idempotent(
+    request: Request, create: Callable[[], Response], *, concerns: User | None = None
+) -> Response:
+    """Run ``create`` at most once per caller and ``Idempotency-Key``.
+
+    ``concerns``: the citizen whose personal data the answer holds, when
+    the caller is not that citizen; the kept answer goes when their account
+    closes."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return create()
@@ -71,7 +83,9 @@ def idempotent(request: Request, create: Callable[[], Response]) -> Response:
         return _replay(existing, fingerprint)
     try:
         with transaction.atomic():
-            record = IdempotencyRecord.objects.create(owner=owner, key=key, fingerprint=fingerprint)
+            record = IdempotencyRecord.objects.create(
+                owner=owner, key=key, fingerprint=fingerprint, concerns=concerns
+            )
             response = create()
             if response.status_code >= 500:
                 raise _NotStored(response)
@@ -96,6 +110,16 @@ def idempotency_records_purge() -> int:
 
 
 def idempotency_records_erase(user: User) -> None:
-    """Forget the citizen's stored answers (they repeat forms and
-    applications); a closed account sends no retries."""
-    IdempotencyRecord.objects.filter(owner=_user_owner(user.pk)).delete()
+    """Forget the stored answers that hold the citizen's data: those to
+    their own requests (they repeat forms and applications; a closed
+    account sends no retries) and those kept under a department's key about
+    them (a status report's answer names the applicant). A department's
+    retry is then looked at again, and answered as the application stands:
+    with the pseudonymous subject alone.
+
+    Run in the closing transaction after the applications' erase hook,
+    which waits for a report in progress on the citizen's applications: the
+    report's answer, committed by then, is seen here and deleted. A record
+    has no key to the citizen's row in the database: writing or deleting it
+    locks no account."""
+    IdempotencyRecord.objects.filter(Q(owner=_user_owner(user.pk)) | Q(concerns=user)).delete()

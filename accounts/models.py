@@ -312,12 +312,32 @@ class IdempotencyRecord(models.Model):
     status_code = models.PositiveSmallIntegerField(default=0)
     body = EncryptedJSONField(null=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The citizen whose data the answer holds when it was kept under another
+    # caller's key (a department's status report answers with the applicant's
+    # identity): it goes when that citizen's account closes. No constraint in
+    # the database: writing a record takes no lock on the citizen's row.
+    concerns = models.ForeignKey(
+        User,
+        null=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        editable=False,
+        related_name="+",
+    )
 
     class Meta:
         verbose_name = _("幂等记录")
         verbose_name_plural = _("幂等记录")
         constraints = [
             models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key")
+        ]
+        indexes = [
+            models.Index(
+                fields=["concerns"],
+                name="idempotency_concerns",
+                condition=models.Q(concerns__isnull=False),
+            )
         ]
 
     def __str__(self) -> str:

@@ -110,15 +110,19 @@ class DeptApplicationStatusView(_DeptApplicationView):
         },
     )
     def post(self, request: DepartmentRequest, number: str) -> Response:
+        application = self.get_application(number)
+
         def report() -> Response:
             serializer = DepartmentStatusSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            application = applications.application_department_update(
-                application=self.get_application(number),
+            applications.application_department_update(
+                application=application,
                 api_key=request.auth,
                 ip=client_ip(request),
                 **serializer.validated_data,
             )
-            return Response(_with_timeline(self.get_application(application.number)))
+            return Response(_with_timeline(self.get_application(number)))
 
-        return idempotent(request, report)
+        # The answer names the applicant: kept for the department's retries,
+        # it goes when the applicant's account closes.
+        return idempotent(request, report, concerns=application.applicant)

@@ -191,6 +191,64 @@ def test_closing_forgets_the_stored_answers_to_the_citizens_requests(
     assert IdempotencyRecord.objects.count() == 1  # the other citizen's stays
 
 
+def test_closing_forgets_the_answers_a_department_kept_about_the_citizen(
+    citizen_api, citizen, integrator_api, service
+) -> None:
+    """A department's status report is answered with the application and
+    the applicant's identity, kept 24 h under the department's API key for
+    its retries. Once the account is closed, the same report sent again with
+    that key finds no answer to repeat: it is looked at again, and refused
+    as any report repeated without a key (the application is accepted
+    already), naming no erased identity."""
+    from tests.services.conftest import submit
+
+    number = submit(citizen_api).json()["number"]
+    url = f"/api/v1/dept/applications/{number}/status/"
+    accept = {"status": "accepted", "note": "已受理"}
+    first = integrator_api.post(url, accept, format="json", HTTP_IDEMPOTENCY_KEY="accept-1")
+    assert first.status_code == 200
+    assert first.json()["applicant"]["id_number"] == citizen.id_number
+    assert citizen_api.delete(ME).status_code == 204
+
+    again = integrator_api.post(url, accept, format="json", HTTP_IDEMPOTENCY_KEY="accept-1")
+    text = again.content.decode()
+    for erased in (citizen.real_name, citizen.id_number, citizen.phone):
+        assert erased not in text
+    assert "Idempotent-Replayed" not in again
+    assert again.status_code == 409
+    assert again.json()["code"] == "invalid_transition"
+    assert again.json()["current_status"] == "accepted"
+    shown = integrator_api.get(f"/api/v1/dept/applications/{number}/").json()
+    assert shown["status"] == "accepted" and shown["applicant"] == {"sub": citizen.subject}
+
+
+def test_erasing_a_citizens_stored_answers_takes_those_about_them_under_any_key(
+    citizen, other_citizen, integrator_key, other_integrator_key
+) -> None:
+    from accounts.idempotency import idempotency_records_erase
+    from accounts.models import IdempotencyRecord
+
+    def kept(owner: str, key: str, concerns: User | None = None) -> None:
+        IdempotencyRecord.objects.create(
+            owner=owner, key=key, fingerprint="f" * 64, status_code=200, body={}, concerns=concerns
+        )
+
+    kept(f"user:{citizen.pk}", "own")
+    kept(f"key:{integrator_key.pk}", "report-about-them", concerns=citizen)
+    kept(f"key:{other_integrator_key.pk}", "report-about-them", concerns=citizen)
+    kept(f"key:{integrator_key.pk}", "report-about-another", concerns=other_citizen)
+    kept(f"key:{integrator_key.pk}", "refund")  # about nobody
+    kept(f"user:{other_citizen.pk}", "own")
+
+    idempotency_records_erase(citizen)
+
+    assert set(IdempotencyRecord.objects.values_list("owner", "key")) == {
+        (f"key:{integrator_key.pk}", "report-about-another"),
+        (f"key:{integrator_key.pk}", "refund"),
+        (f"user:{other_citizen.pk}", "own"),
+    }
+
+
 def test_export_times_are_shanghai_times(citizen_api) -> None:
     profile = citizen_api.get("/api/v1/me/export/").json()["profile"]
     assert profile["date_joined"].endswith("+08:00")

@@ -301,10 +301,11 @@ def test_a_close_waits_for_an_application_being_written_then_erases_it(
     close that comes meanwhile waits, then erases what it wrote (the form,
     the applicant in the stored event)."""
     from services import applications
+    from services.routing.outbox import Publication
     from tests.services.conftest import GOOD_FORM
 
-    # Paused once the application row is written, not yet committed.
-    paused, release = pause_in(monkeypatch, applications, "message_post")
+    # Paused once the application's rows are written, not yet committed.
+    paused, release = pause_in(monkeypatch, Publication, "written")
     close_waited = close_meanwhile(
         lambda: applications.application_submit(
             citizen=User.objects.get(pk=citizen.pk), service=service, form=GOOD_FORM
@@ -352,6 +353,45 @@ def test_a_department_report_and_a_close_at_once_both_go_through(
     application.refresh_from_db()
     assert application.status == "accepted" and application.form == {}
     assert User.objects.get(pk=citizen.pk).closed_at is not None
+
+
+@pytest.mark.integration  # PostgreSQL's row locks, two sessions
+@pytest.mark.django_db(transaction=True)
+def test_a_report_answer_kept_while_the_account_closes_goes_with_it(
+    citizen, service, integrator_key, monkeypatch
+) -> None:
+    """A report sent with an Idempotency-Key holds the application when the
+    close comes: the close waits, and the answer the report kept (the
+    applicant's identity) is erased with the account's data; the report
+    sent again is looked at again, and names nobody."""
+    from accounts.models import IdempotencyRecord
+    from services import applications
+    from tests.conftest import client_with_key
+    from tests.services.conftest import GOOD_FORM
+
+    number = applications.application_submit(
+        citizen=citizen, service=service, form=GOOD_FORM
+    ).number
+    url = f"{DEPT}{number}/status/"
+    accept = {"status": "accepted", "note": "已受理"}
+    answers = []
+
+    def report() -> None:
+        department = client_with_key(integrator_key.raw)
+        answers.append(department.post(url, accept, format="json", HTTP_IDEMPOTENCY_KEY="k-1"))
+
+    # Paused with the application locked and the answer's record written.
+    paused, release = pause_in(monkeypatch, applications, "messages_post")
+    assert close_meanwhile(report, paused=paused, release=release, user_id=citizen.pk)
+
+    [first] = answers
+    assert first.status_code == 200 and citizen.id_number in first.content.decode()
+    assert not IdempotencyRecord.objects.exists()
+    again = client_with_key(integrator_key.raw).post(
+        url, accept, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert again.status_code == 409 and "Idempotent-Replayed" not in again
+    assert_names_nobody(again.content.decode(), citizen)
 
 
 def test_an_answer_that_comes_after_the_close_is_not_kept(
