@@ -14,12 +14,13 @@ import datetime as dt
 import functools
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any, Literal
 
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from kombu.exceptions import OperationalError as BrokerError
@@ -467,56 +468,117 @@ def _owe_close_at_channel(order: PaymentOrder) -> None:
 CHANNEL_CLOSE_GRACE = dt.timedelta(minutes=5)
 
 
-def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> None:
+def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> bool:
     """One try at closing an order owed a close at its channel. Done (no
     longer owed) when the channel closes it, or when there is no point any
     more: the order was paid meanwhile, or its channel takes no payment for
     it any longer (expired). Refused for good (paid there meanwhile?): with
     ``bring_in`` (the sweep's tries, when the payment's callback had its
-    time), the channel is asked and a payment is brought in."""
+    time), the channel is asked and a payment is brought in. True if the
+    channel was called and could not be reached: still owed (see
+    :func:`_sweep_line`)."""
     order = PaymentOrder.objects.filter(pk=order_id, channel_close_owed=True).first()
     if order is None:
-        return
+        return False
     owed = PaymentOrder.objects.filter(pk=order_id, channel_close_owed=True)
     if (
         order.status not in (OS.CLOSED, OS.FAILED)
         or order.expires_at + CHANNEL_CLOSE_GRACE <= timezone.now()
     ):
         owed.update(channel_close_owed=False)
-        return
+        return False
     try:
         provider(order.channel).order_close(order_no=order.order_no)
     except ProviderError as exc:
         logger.warning("closing %s at %s failed: %s", order.order_no, order.channel, exc)
-        if bring_in and not exc.retryable:
+        if exc.retryable:
+            return True
+        if bring_in:
             try:
                 _bring_in(_CloseRefused(order))
             except PaymentsError as refused:
                 logger.warning("closing %s: %s", order.order_no, refused)
             if PaymentOrder.objects.filter(pk=order_id, status__in=REFUNDABLE).exists():
                 owed.update(channel_close_owed=False)
-        return
+        return False
     except PaymentsError as exc:  # the channel is off here: tried again once it is on
         logger.warning("closing %s at %s failed: %s", order.order_no, order.channel, exc)
-        return
+        return False
     owed.update(channel_close_owed=False)
+    return False
+
+
+# What became of one order's try in a sweep run: done (whatever the channel
+# answered, or nothing to ask it), its channel called and down (a retryable
+# failure: it could not be reached, failed on its side, or its answer could
+# not be read), or left for the next run by a failure here.
+Tried = Literal["done", "down", "left"]
+
+
+def _sweep_line(
+    line: QuerySet[PaymentOrder],
+    *,
+    limit: int,
+    step: str,
+    attempt: Callable[[PaymentOrder], Tried],
+) -> int:
+    """Try the orders of ``line`` in its order, at most ``limit`` of them.
+    Once one's channel is down, the rest of that channel's orders are left
+    as they are (owed, pending) for the next run: each call to a channel
+    that cannot be reached waits out the client's timeout, and the sweep's
+    other steps, every channel's, wait on this one. Such a channel costs a
+    step one failed try (a query, and the close of an expired order), not
+    one per order. The line goes on with the other channels' orders, those
+    after the skipped ones taking their places within ``limit``. Returns
+    the orders tried but those ``left``."""
+    tried: list[Any] = []
+    down: set[str] = set()
+    done = 0
+    while len(tried) < limit:
+        batch = list(line.exclude(channel__in=down).exclude(pk__in=tried)[: limit - len(tried)])
+        down_before = len(down)
+        for order in batch:
+            if order.channel in down:
+                continue
+            tried.append(order.pk)
+            outcome = attempt(order)
+            if outcome == "down":
+                down.add(order.channel)
+            done += outcome != "left"
+        if len(down) == down_before:
+            # Every order of the batch tried: the limit is reached, or the
+            # line is at its end.
+            break
+    for channel in sorted(down):
+        left = line.filter(channel=channel).exclude(pk__in=tried).count()
+        if left:
+            logger.warning(
+                "payments sweep (%s): %s cannot be reached, %d more of its orders left"
+                " for the next run",
+                step,
+                channel,
+                left,
+            )
+    return done
 
 
 def orders_close_owed(*, limit: int = 200) -> int:
     """Close at their channel the orders closed here whose close there
-    failed (:func:`_close_at_channel`), each on its own; those past the
-    point where their channel could take a payment are let go. Returns the
-    orders tried."""
-    owed = PaymentOrder.objects.filter(channel_close_owed=True).order_by("expires_at")
-    tried = 0
-    for order_id in owed.values_list("pk", flat=True)[:limit]:
+    failed (:func:`_close_at_channel`), each on its own, the soonest to
+    expire first; those past the point where their channel could take a
+    payment are let go. A channel that cannot be reached is tried once a
+    run (:func:`_sweep_line`). Returns the orders tried."""
+
+    def attempt(order: PaymentOrder) -> Tried:
         try:
-            _close_at_channel(order_id)
+            down = _close_at_channel(order.pk)
         except DatabaseError as exc:
-            logger.warning("payments sweep: close of order %s left for later: %s", order_id, exc)
-            continue
-        tried += 1
-    return tried
+            logger.warning("payments sweep: close of order %s left for later: %s", order.pk, exc)
+            return "left"
+        return "down" if down else "done"
+
+    owed = PaymentOrder.objects.filter(channel_close_owed=True).order_by("expires_at", "pk")
+    return _sweep_line(owed.only("pk", "channel"), limit=limit, step="closes", attempt=attempt)
 
 
 def order_as_of_now(order: PaymentOrder) -> PaymentOrder:
@@ -553,17 +615,26 @@ def order_refresh(order: PaymentOrder, *, close_unknown: bool = True) -> Payment
     neither asked nor made to close it is closed here all the same (the
     sweep: a payment that still arrives is a late success); if not, it
     stays pending."""
+    return _refresh(order, close_unknown=close_unknown)[0]
+
+
+def _refresh(order: PaymentOrder, *, close_unknown: bool) -> tuple[PaymentOrder, bool]:
+    """:func:`order_refresh`, and whether the order's channel is down: its
+    last call (the query, or the close that followed it) failed as a call
+    to a channel that cannot be reached does (see :func:`_sweep_line`)."""
     if order.status != OS.PENDING:
-        return order
+        return order, False
     now = timezone.now()
     # Asked now, whatever comes of it: one whose channel is off or refuses
     # goes to the back of the sweep's line (orders_due_for_query).
     PaymentOrder.objects.filter(pk=order.pk).update(last_queried_at=now)
     result = None
+    down = False
     try:
         result = provider(order.channel).order_query(order_no=order.order_no)
     except ProviderError as exc:
         logger.info("query of %s failed: %s", order.order_no, exc)
+        down = exc.retryable
     except PaymentsError as exc:
         # Its channel was switched off here since: nothing to ask; once
         # expired it closes as if its channel were unreachable (_close).
@@ -580,14 +651,15 @@ def order_refresh(order: PaymentOrder, *, close_unknown: bool = True) -> Payment
             with transaction.atomic():
                 locked = _locked(order.pk)
                 if locked.status == OS.PENDING:
-                    _close(
+                    down = _close(
                         locked,
                         reason="expired",
                         close_unreached=close_unknown or result is not None,
                     )
         except _CloseRefused as refused:  # paid between the query and the close?
+            down = False  # it answered
             _bring_in(refused)
-    return PaymentOrder.objects.get(pk=order.pk)
+    return PaymentOrder.objects.get(pk=order.pk), down
 
 
 class _CloseRefused(Exception):
@@ -601,11 +673,13 @@ class _CloseRefused(Exception):
         self.order = order
 
 
-def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) -> None:
+def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) -> bool:
     """Close a locked pending order, at the channel first. If the channel
     refuses for good, :class:`_CloseRefused`; if it cannot be reached, the
     order closes here anyway, unless ``close_unreached`` is false (then it
-    stays as it is)."""
+    stays as it is). True if the channel was called and could not be
+    reached (see :func:`_sweep_line`)."""
+    down = False
     try:
         provider_for(order.channel).order_close(order_no=order.order_no)
     except ProviderError as exc:
@@ -614,6 +688,7 @@ def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) ->
         # Unreachable: close here anyway. A payment that still arrives is a
         # late success, recorded and sent back (see order_apply_result).
         logger.warning("closing %s at the channel failed: %s", order.order_no, exc)
+        down = True
     except ChannelUnavailable:
         # Switched off here since the order was opened: as unreachable (its
         # callbacks wait at the channel until it is on again), so that the
@@ -621,10 +696,11 @@ def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) ->
         logger.warning("closing %s: channel %s is off here", order.order_no, order.channel)
     else:
         _close_here(order, reason=reason)
-        return
+        return False
     if close_unreached:
         _close_here(order, reason=reason)
         _owe_close_at_channel(order)
+    return down
 
 
 def _bring_in(refused: _CloseRefused) -> None:
@@ -666,21 +742,27 @@ def orders_close_open(*, application_id: Any, reason: str) -> int:
 
 def orders_sweep(*, limit: int = 200) -> int:
     """Query or close the orders :func:`orders_due_for_query` lists, each on
-    its own: one whose channel is down or refuses does not hold up the
-    rest (it is tried again next time). Returns the orders handled."""
-    handled = 0
-    for order in orders_due_for_query(limit=limit):
+    its own: one whose channel refuses does not hold up the rest (it is
+    tried again next time), and a channel that cannot be reached is tried
+    once a run (:func:`_sweep_line`). Returns the orders handled."""
+
+    def attempt(order: PaymentOrder) -> Tried:
         try:
-            order_refresh(order)
+            _, down = _refresh(order, close_unknown=True)
         except (PaymentsError, ProviderError, DatabaseError) as exc:
             logger.warning("payments sweep: order %s left for later: %s", order.order_no, exc)
-            continue
-        handled += 1
-    return handled
+            return "left"
+        return "down" if down else "done"
+
+    return _sweep_line(_due_for_query(), limit=limit, step="orders", attempt=attempt)
 
 
 def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:
     """Pending orders that heard nothing for a while, or have expired."""
+    return list(_due_for_query()[:limit])
+
+
+def _due_for_query() -> QuerySet[PaymentOrder]:
     now = timezone.now()
     quiet = now - dt.timedelta(seconds=settings.PAYMENTS_QUERY_AFTER_SECONDS)
     pending = PaymentOrder.objects.filter(status=OS.PENDING, created_at__lte=quiet)
@@ -688,9 +770,7 @@ def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:
     expired = PaymentOrder.objects.filter(status=OS.PENDING, expires_at__lte=now)
     # Least recently asked first: one the channel keeps refusing goes to the
     # back of the line instead of holding up the rest.
-    return list(
-        (due | expired).order_by(F("last_queried_at").asc(nulls_first=True), "created_at")[:limit]
-    )
+    return (due | expired).order_by(F("last_queried_at").asc(nulls_first=True), "created_at", "pk")
 
 
 # --- Refunds ------------------------------------------------------------------------------------
