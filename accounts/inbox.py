@@ -87,20 +87,25 @@ def message_post(
 
 def messages_post(posts: Sequence[Post]) -> list[Message]:
     """Post several messages in one statement (see :func:`message_post`)."""
+    return Message.objects.bulk_create(messages_prepared(posts))
+
+
+def messages_prepared(posts: Sequence[Post]) -> list[Message]:
+    """The messages :func:`messages_post` writes, rendered, not yet saved:
+    for a caller that writes them with its own rows in one statement
+    (:func:`config.queries.rows_insert`)."""
     titles = _rendered([(post.title, post.params) for post in posts])
     bodies = _rendered([(post.body, post.params) for post in posts])
-    return Message.objects.bulk_create(
-        [
-            Message(
-                user_id=post.user_id,
-                kind=post.kind,
-                title=title,
-                body=body,
-                data=dict(post.data or {}),
-            )
-            for post, title, body in zip(posts, titles, bodies, strict=True)
-        ]
-    )
+    return [
+        Message(
+            user_id=post.user_id,
+            kind=post.kind,
+            title=title,
+            body=body,
+            data=dict(post.data or {}),
+        )
+        for post, title, body in zip(posts, titles, bodies, strict=True)
+    ]
 
 
 def message_mark_read(*, user: User, message_id: Any) -> Message:

@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from accounts.audit import audit_record
 from accounts.errors import IDENTITY_LEVEL_TOO_LOW, AccountsError
-from accounts.inbox import Post, message_post, messages_post
+from accounts.inbox import Post, messages_post, messages_prepared
 from accounts.models import ApiKey, User
 from config.errors import ACCOUNT_INACTIVE
+from config.queries import rows_insert
 from services import selectors
 from services.errors import (
     FORM_INVALID,
@@ -236,15 +238,12 @@ def _locked(application: Application) -> Application:
     )
 
 
-def _publish(
-    application: Application, event_type: str, *, first: bool = False, **extra: Any
-) -> None:
+def _publish(application: Application, event_type: str, **extra: Any) -> None:
     outbox.event_publish(
         type=event_type,
         department=application.department,
         application=application,
         data={"application": department_view(application), **extra},
-        first_of_application=first,
     )
 
 
@@ -281,13 +280,18 @@ def _hold_open_account(citizen: User) -> None:
     and send their identity to the department, after their data was erased
     (the new application's reference to the account locks nothing on
     PostgreSQL until the commit)."""
-    still_open = (
+    if not _open_account(citizen):
+        raise AccountsError(ACCOUNT_INACTIVE)
+
+
+def _open_account(citizen: User) -> QuerySet[User, Any]:
+    """The citizen's row while the account is open, to be locked as
+    :func:`_hold_open_account` says."""
+    return (
         User.objects.select_for_update(no_key=True)
         .filter(pk=citizen.pk, is_active=True, closed_at__isnull=True)
-        .values_list("pk", flat=True)
+        .values("pk")
     )
-    if not still_open:
-        raise AccountsError(ACCOUNT_INACTIVE)
 
 
 def application_submit(*, citizen: User, service: Service, form: Any) -> Application:
@@ -304,8 +308,7 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
     now = timezone.now()
     status = S.AWAITING_PAYMENT if service.fee_fen else S.SUBMITTED
     with transaction.atomic():
-        _hold_open_account(citizen)
-        application = Application.objects.create(
+        application = Application(
             number=_new_number(now),
             service=service,
             department=service.department,
@@ -316,34 +319,54 @@ def application_submit(*, citizen: User, service: Service, form: Any) -> Applica
             created_at=now,
             submitted_at=now if status == S.SUBMITTED else None,
         )
-        entry = TimelineEntry.objects.create(
+        entry = TimelineEntry(
             application=application,
             status=status,
             at=now,
             actor=ActorKind.CITIZEN,
             actor_label=_citizen_label(citizen),
         )
-        selectors.timeline_known(application, [entry])
-        message_post(
-            user=citizen,
-            kind="application.submitted",
-            title=_("申请已提交"),
-            body=_("您已提交“%(service)s”的申请，办件编号 %(number)s。%(next)s"),
-            params={
-                "service": service.name,
-                "number": application.number,
-                "next": _("请尽快完成缴费。")
-                if status == S.AWAITING_PAYMENT
-                else _("我们已通知办理部门。"),
-            },
-            data={
-                "application": str(application.id),
-                "number": application.number,
-                "status": status,
-            },
+        (message,) = messages_prepared(
+            [
+                Post(
+                    user_id=citizen.pk,
+                    kind="application.submitted",
+                    title=_("申请已提交"),
+                    body=_("您已提交“%(service)s”的申请，办件编号 %(number)s。%(next)s"),
+                    params={
+                        "service": service.name,
+                        "number": application.number,
+                        "next": _("请尽快完成缴费。")
+                        if status == S.AWAITING_PAYMENT
+                        else _("我们已通知办理部门。"),
+                    },
+                    data={
+                        "application": str(application.id),
+                        "number": application.number,
+                        "status": status,
+                    },
+                )
+            ]
         )
+        publication = None
         if status == S.SUBMITTED:
-            _publish(application, events.APPLICATION_SUBMITTED, first=True)
+            publication = outbox.event_prepare(
+                type=events.APPLICATION_SUBMITTED,
+                department=application.department,
+                application=application,
+                data={"application": department_view(application)},
+                first_of_application=True,
+            )
+        # The account held open (see _hold_open_account) and every row
+        # written in one statement on PostgreSQL.
+        rows_insert(
+            [[application], [entry], [message], *(publication.rows if publication else [])],
+            held=_open_account(citizen),
+            refused=AccountsError(ACCOUNT_INACTIVE),
+        )
+        if publication is not None:
+            publication.written()
+        selectors.timeline_known(application, [entry])
     return application
 
 

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from celery import current_app
@@ -213,6 +214,71 @@ def _publish(
     endpoints: Iterable[Endpoint] | None,
     first_of_application: bool,
 ) -> OutboxEvent:
+    publication = event_prepare(
+        type=type,
+        data=data,
+        department=department,
+        application=application,
+        endpoints=endpoints,
+        first_of_application=first_of_application,
+    )
+    publication.event.save(force_insert=True)
+    Delivery.objects.bulk_create(publication.deliveries)
+    publication.written()
+    return publication.event
+
+
+@dataclass
+class Publication:
+    """An event and its deliveries, made and not yet written (see
+    :func:`event_prepare`)."""
+
+    event: OutboxEvent
+    deliveries: list[Delivery]
+
+    @property
+    def rows(self) -> list[list[Any]]:
+        """What to write, one model's rows after another."""
+        return [[self.event], self.deliveries]
+
+    def written(self) -> None:
+        """Call once the rows are written, in their transaction: after its
+        commit, the due deliveries' worker and the in-process subscribers are
+        woken (and deliveries written held while their endpoint resumed are
+        made due)."""
+        type = self.event.type
+        delivery_ids = [str(d.id) for d in self.deliveries if d.next_attempt_at is not None]
+        held: dict[Any, list[Any]] = {}
+        for d in self.deliveries:
+            if d.next_attempt_at is None:
+                held.setdefault(d.endpoint_id, []).append(d.id)
+        # Handled at once when no in-process subscriber takes its type.
+        event_ids = [str(self.event.id)] if self.event.handled_at is None else []
+
+        def nudge() -> None:
+            due = bool(delivery_ids)
+            if held and _held_made_due(held, event_type=type):
+                due = True
+            if (deliveries_wake() if due else True) and event_ids:
+                events_nudge(event_ids)
+
+        transaction.on_commit(nudge, robust=True)
+
+
+def event_prepare(
+    *,
+    type: str,
+    data: dict[str, Any],
+    department: Department | None = None,
+    application: Application | None = None,
+    endpoints: Iterable[Endpoint] | None = None,
+    first_of_application: bool = False,
+) -> Publication:
+    """The event :func:`event_publish` writes and its deliveries, made in
+    the caller's transaction (the endpoints read, the application's place
+    taken) and not yet written: for a caller that writes them with its own
+    rows in one statement (:func:`config.queries.rows_insert`), then calls
+    :meth:`Publication.written`."""
     now = timezone.now()
     has_subscribers = bool(events.subscribers(type))
     sequence = None
@@ -226,7 +292,7 @@ def _publish(
         Application.objects.select_for_update(of=("self",)).filter(pk=application.pk).exists()
         last = Delivery.objects.filter(ordering_key=application.pk).aggregate(last=Max("sequence"))
         sequence = (last["last"] or 0) + 1
-    event = OutboxEvent.objects.create(
+    event = OutboxEvent(
         type=type,
         department=department,
         application=application,
@@ -247,37 +313,20 @@ def _publish(
             if department is not None
             else []
         )
-    deliveries = Delivery.objects.bulk_create(
-        [
-            Delivery(
-                event=event,
-                endpoint=endpoint,
-                # The endpoint's, whatever the event names (a ping names none).
-                department_id=endpoint.department_id,
-                next_attempt_at=now if endpoint_takes_deliveries(endpoint, type) else None,
-                created_at=now,
-                ordering_key=application.pk if application is not None else None,
-                sequence=sequence,
-            )
-            for endpoint in endpoints
-        ]
-    )
-    delivery_ids = [str(d.id) for d in deliveries if d.next_attempt_at is not None]
-    held: dict[Any, list[Any]] = {}
-    for d in deliveries:
-        if d.next_attempt_at is None:
-            held.setdefault(d.endpoint_id, []).append(d.id)
-    event_ids = [str(event.id)] if has_subscribers else []
-
-    def nudge() -> None:
-        due = bool(delivery_ids)
-        if held and _held_made_due(held, event_type=type):
-            due = True
-        if (deliveries_wake() if due else True) and event_ids:
-            events_nudge(event_ids)
-
-    transaction.on_commit(nudge, robust=True)
-    return event
+    deliveries = [
+        Delivery(
+            event=event,
+            endpoint=endpoint,
+            # The endpoint's, whatever the event names (a ping names none).
+            department_id=endpoint.department_id,
+            next_attempt_at=now if endpoint_takes_deliveries(endpoint, type) else None,
+            created_at=now,
+            ordering_key=application.pk if application is not None else None,
+            sequence=sequence,
+        )
+        for endpoint in endpoints
+    ]
+    return Publication(event=event, deliveries=deliveries)
 
 
 def _held_made_due(held: dict[Any, list[Any]], *, event_type: str) -> bool:

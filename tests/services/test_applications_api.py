@@ -394,11 +394,17 @@ def test_submitting_takes_a_fixed_number_of_statements(
     citizen_api, service, django_assert_max_num_queries
 ) -> None:
     """Submit (a free service, no endpoint registered): the same statements
-    for the first application and the next ones (savepoints included; one
-    asks whether the account is still open once the application holds it)."""
+    for the first application and the next ones, savepoints included. On
+    PostgreSQL: the citizen, the service, the number, the endpoints, and
+    one statement that holds the account open and writes the application,
+    its timeline, the message and the event; elsewhere the account is asked
+    for first and each table's rows take a statement."""
+    from django.db import connection
+
+    most = 7 if connection.vendor == "postgresql" else 11
     counts = []
     for _ in range(3):
-        with django_assert_max_num_queries(11) as captured:
+        with django_assert_max_num_queries(most) as captured:
             assert submit(citizen_api).status_code == 201
         counts.append(len(captured.captured_queries))
     assert len(set(counts)) == 1
