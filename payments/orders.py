@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import operator
 import secrets
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from celery import current_app
 from django.conf import settings
@@ -476,7 +477,7 @@ def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> bool:
     ``bring_in`` (the sweep's tries, when the payment's callback had its
     time), the channel is asked and a payment is brought in. True if the
     channel was called and could not be reached: still owed (see
-    :func:`_sweep_line`)."""
+    :func:`sweep_line`)."""
     order = PaymentOrder.objects.filter(pk=order_id, channel_close_owed=True).first()
     if order is None:
         return False
@@ -508,56 +509,75 @@ def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> bool:
     return False
 
 
-# What became of one order's try in a sweep run: done (whatever the channel
-# answered, or nothing to ask it), its channel called and down (a retryable
-# failure: it could not be reached, failed on its side, or its answer could
-# not be read), or left for the next run by a failure here.
+# What became of one try in a sweep run (an order's, a refund's): done
+# (whatever the channel answered, or nothing to ask it), its channel called
+# and down (a retryable failure: it could not be reached, failed on its
+# side, or its answer could not be read), or left for the next run by a
+# failure here.
 Tried = Literal["done", "down", "left"]
 
+Swept = TypeVar("Swept", PaymentOrder, Refund)
 
-def _sweep_line(
-    line: QuerySet[PaymentOrder],
+
+def sweep_line(
+    line: QuerySet[Swept],
     *,
     limit: int,
     step: str,
-    attempt: Callable[[PaymentOrder], Tried],
+    attempt: Callable[[Swept], Tried],
+    channel: str = "channel",
+    down: set[str] | None = None,
+    what: str = "orders",
 ) -> int:
-    """Try the orders of ``line`` in its order, at most ``limit`` of them.
-    Once one's channel is down, the rest of that channel's orders are left
+    """Try the rows of ``line`` in its order, at most ``limit`` of them.
+    Once one's channel is down, the rest of that channel's rows are left
     as they are (owed, pending) for the next run: each call to a channel
     that cannot be reached waits out the client's timeout, and the sweep's
     other steps, every channel's, wait on this one. Such a channel costs a
     step one failed try (a query, and the close of an expired order), not
-    one per order. The line goes on with the other channels' orders, those
-    after the skipped ones taking their places within ``limit``. Returns
-    the orders tried but those ``left``."""
+    one per row. The line goes on with the other channels' rows, those
+    after the skipped ones taking their places within ``limit``.
+
+    ``channel`` is the lookup of a row's channel (``order__channel`` for a
+    refund; the rows then come with their order). ``down``, shared by the
+    lines of one step, holds the channels found down (those in it at the
+    start are skipped from the first row). Returns the rows tried but
+    those ``left``."""
+    channel_of = operator.attrgetter(channel.replace("__", "."))
     tried: list[Any] = []
-    down: set[str] = set()
+    down = set() if down is None else down
+    skipped = set(down)
     done = 0
     while len(tried) < limit:
-        batch = list(line.exclude(channel__in=down).exclude(pk__in=tried)[: limit - len(tried)])
+        rest = line.exclude(pk__in=tried) if tried else line
+        if down:
+            # Joined to the orders only then (see refunds_sweep).
+            rest = rest.exclude(**{f"{channel}__in": sorted(down)})
+        batch = list(rest[: limit - len(tried)])
         down_before = len(down)
-        for order in batch:
-            if order.channel in down:
+        for row in batch:
+            if channel_of(row) in down:
                 continue
-            tried.append(order.pk)
-            outcome = attempt(order)
+            tried.append(row.pk)
+            outcome = attempt(row)
             if outcome == "down":
-                down.add(order.channel)
+                down.add(channel_of(row))
             done += outcome != "left"
         if len(down) == down_before:
-            # Every order of the batch tried: the limit is reached, or the
+            # Every row of the batch tried: the limit is reached, or the
             # line is at its end.
             break
-    for channel in sorted(down):
-        left = line.filter(channel=channel).exclude(pk__in=tried).count()
+    skipped |= down
+    for name in sorted(skipped):
+        left = line.filter(**{channel: name}).exclude(pk__in=tried).count()
         if left:
             logger.warning(
-                "payments sweep (%s): %s cannot be reached, %d more of its orders left"
+                "payments sweep (%s): %s cannot be reached, %d more of its %s left"
                 " for the next run",
                 step,
-                channel,
+                name,
                 left,
+                what,
             )
     return done
 
@@ -567,7 +587,7 @@ def orders_close_owed(*, limit: int = 200) -> int:
     failed (:func:`_close_at_channel`), each on its own, the soonest to
     expire first; those past the point where their channel could take a
     payment are let go. A channel that cannot be reached is tried once a
-    run (:func:`_sweep_line`). Returns the orders tried."""
+    run (:func:`sweep_line`). Returns the orders tried."""
 
     def attempt(order: PaymentOrder) -> Tried:
         try:
@@ -578,7 +598,7 @@ def orders_close_owed(*, limit: int = 200) -> int:
         return "down" if down else "done"
 
     owed = PaymentOrder.objects.filter(channel_close_owed=True).order_by("expires_at", "pk")
-    return _sweep_line(owed.only("pk", "channel"), limit=limit, step="closes", attempt=attempt)
+    return sweep_line(owed.only("pk", "channel"), limit=limit, step="closes", attempt=attempt)
 
 
 def order_as_of_now(order: PaymentOrder) -> PaymentOrder:
@@ -621,7 +641,7 @@ def order_refresh(order: PaymentOrder, *, close_unknown: bool = True) -> Payment
 def _refresh(order: PaymentOrder, *, close_unknown: bool) -> tuple[PaymentOrder, bool]:
     """:func:`order_refresh`, and whether the order's channel is down: its
     last call (the query, or the close that followed it) failed as a call
-    to a channel that cannot be reached does (see :func:`_sweep_line`)."""
+    to a channel that cannot be reached does (see :func:`sweep_line`)."""
     if order.status != OS.PENDING:
         return order, False
     now = timezone.now()
@@ -678,7 +698,7 @@ def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) ->
     refuses for good, :class:`_CloseRefused`; if it cannot be reached, the
     order closes here anyway, unless ``close_unreached`` is false (then it
     stays as it is). True if the channel was called and could not be
-    reached (see :func:`_sweep_line`)."""
+    reached (see :func:`sweep_line`)."""
     down = False
     try:
         provider_for(order.channel).order_close(order_no=order.order_no)
@@ -744,7 +764,7 @@ def orders_sweep(*, limit: int = 200) -> int:
     """Query or close the orders :func:`orders_due_for_query` lists, each on
     its own: one whose channel refuses does not hold up the rest (it is
     tried again next time), and a channel that cannot be reached is tried
-    once a run (:func:`_sweep_line`). Returns the orders handled."""
+    once a run (:func:`sweep_line`). Returns the orders handled."""
 
     def attempt(order: PaymentOrder) -> Tried:
         try:
@@ -754,7 +774,7 @@ def orders_sweep(*, limit: int = 200) -> int:
             return "left"
         return "down" if down else "done"
 
-    return _sweep_line(_due_for_query(), limit=limit, step="orders", attempt=attempt)
+    return sweep_line(_due_for_query(), limit=limit, step="orders", attempt=attempt)
 
 
 def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:

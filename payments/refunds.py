@@ -30,9 +30,17 @@ def refund_send(refund_id: Any) -> bool:
     """Send a pending refund to its channel (again: the channel is
     idempotent on the refund number) and apply the answer. False if the
     channel could not be reached; the payments sweep tries again."""
+    return _send(refund_id)[0]
+
+
+def _send(refund_id: Any) -> tuple[bool, bool]:
+    """:func:`refund_send`, and whether the refund's channel is down: its
+    last call (the refund, or the query that followed a refusal) failed as
+    a call to a channel that cannot be reached does (see
+    :func:`payments.orders.sweep_line`)."""
     refund = Refund.objects.select_related("order").filter(pk=refund_id).first()
     if refund is None or refund.status != RefundStatus.PENDING:
-        return True
+        return True, False
     order = refund.order
     try:
         result = orders.provider(order.channel).refund_create(
@@ -53,23 +61,27 @@ def refund_send(refund_id: Any) -> bool:
             Refund.objects.filter(selectors.pending_as_filter(RefundStatus), pk=refund.pk).update(
                 failure_reason=str(exc)[:200]
             )
-            return False
+            return False, True
         # A refusal (the channel's own word; an answer that is not its word
         # was retryable above): the channel's record decides. Only a refund
         # the channel does not know is failed (and its amount free again);
         # one it knows takes its state.
         known = _as_the_channel_knows_it(refund, refused=exc)
-        if known is None:
-            return False
+        if isinstance(known, ProviderError):
+            return False, known.retryable
         result = known
     Refund.objects.filter(pk=refund.pk, submitted_at__isnull=True).update(
         submitted_at=timezone.now()
     )
     orders.refund_apply_result(refund=refund, result=result)
-    return True
+    return True, False
 
 
-def _as_the_channel_knows_it(refund: Refund, *, refused: ProviderError) -> RefundResult | None:
+def _as_the_channel_knows_it(
+    refund: Refund, *, refused: ProviderError
+) -> RefundResult | ProviderError:
+    """The refund as its channel knows it after a refusal, or the query's
+    failure if that cannot be told."""
     order = refund.order
     channel = orders.provider(order.channel)
     try:
@@ -85,12 +97,18 @@ def _as_the_channel_knows_it(refund: Refund, *, refused: ProviderError) -> Refun
                 refused,
                 exc,
             )
-            return None
+            return exc
     return RefundResult(refund_no=refund.refund_no, state="failed", failure_reason=str(refused))
 
 
 def refund_check(refund: Refund) -> bool:
     """Ask the channel where a submitted refund stands and apply it."""
+    return _check(refund)[0]
+
+
+def _check(refund: Refund) -> tuple[bool, bool]:
+    """:func:`refund_check`, and whether the refund's channel is down (see
+    :func:`payments.orders.sweep_line`)."""
     order = refund.order
     try:
         result = orders.provider(order.channel).refund_query(
@@ -98,51 +116,73 @@ def refund_check(refund: Refund) -> bool:
         )
     except ProviderError as exc:
         logger.info("query of refund %s failed: %s", refund.refund_no, exc)
-        return False
-    return orders.refund_apply_result(refund=refund, result=result)
+        return False, exc.retryable
+    return orders.refund_apply_result(refund=refund, result=result), False
 
 
 def refunds_sweep(*, limit: int = 200) -> int:
     """Pending refunds: send those no worker sent, query those sent. Least
     recently tried first: one whose channel is off or keeps failing goes to
-    the back of the line instead of holding up the rest."""
+    the back of the line instead of holding up the rest. A channel that
+    cannot be reached is tried once in the step, sends and queries
+    together (:func:`payments.orders.sweep_line`). Returns the refunds
+    sent or settled."""
     now = timezone.now()
     quiet = now - dt.timedelta(seconds=settings.PAYMENTS_QUERY_AFTER_SECONDS)
-    least_recently_tried = (F("last_queried_at").asc(nulls_first=True), "created_at")
+    least_recently_tried = (F("last_queried_at").asc(nulls_first=True), "created_at", "pk")
     handled = 0
-    unsent = Refund.objects.filter(
-        status=RefundStatus.PENDING,
-        submitted_at__isnull=True,
-        created_at__lte=now - dt.timedelta(seconds=10),
-    ).order_by(*least_recently_tried)[:limit]
-    for refund in unsent:
-        handled += _each(refund_send, refund.pk)
-    # Their orders looked up by key afterwards, at most ``limit`` of them.
-    # Joined, PostgreSQL read every order there is into a hash once about
-    # one order in 160 had a sent refund (100,000 orders and 1,000 sent:
-    # 59 ms a sweep instead of 1 ms).
+    down: set[str] = set()
+
+    def each(step: Callable[[Refund], tuple[bool, bool]]) -> Callable[[Refund], orders.Tried]:
+        def attempt(refund: Refund) -> orders.Tried:
+            nonlocal handled
+            # Marked tried, whatever comes of it.
+            Refund.objects.filter(pk=refund.pk).update(last_queried_at=timezone.now())
+            try:
+                done, channel_down = step(refund)
+            except (PaymentsError, ProviderError, DatabaseError) as exc:
+                logger.warning("payments sweep: refund %s left for later: %s", refund.pk, exc)
+                return "left"
+            handled += done
+            return "down" if channel_down else "done"
+
+        return attempt
+
+    # Their orders looked up by key afterwards, a batch at a time: joined,
+    # PostgreSQL read every order there is into a hash once about one order
+    # in 160 had a sent refund (100,000 orders and 1,000 sent: 59 ms a
+    # sweep instead of 1 ms). Only a run that found a channel down leaves
+    # that channel's out by a join.
+    unsent = (
+        Refund.objects.filter(
+            status=RefundStatus.PENDING,
+            submitted_at__isnull=True,
+            created_at__lte=now - dt.timedelta(seconds=10),
+        )
+        .prefetch_related("order")
+        .order_by(*least_recently_tried)
+    )
     sent = (
         Refund.objects.filter(status=RefundStatus.PENDING, submitted_at__isnull=False)
         .exclude(last_queried_at__gt=quiet)
         .prefetch_related("order")
-        .order_by(*least_recently_tried)[:limit]
+        .order_by(*least_recently_tried)
     )
-    for refund in sent:
-        handled += _each(refund_check, refund)
+    lines = (
+        ("refund sends", unsent, lambda refund: _send(refund.pk)),
+        ("refund queries", sent, _check),
+    )
+    for step, line, work in lines:
+        orders.sweep_line(
+            line,
+            limit=limit,
+            step=step,
+            attempt=each(work),
+            channel="order__channel",
+            down=down,
+            what="refunds",
+        )
     return handled
-
-
-def _each(step: Callable[[Any], bool], item: Any) -> bool:
-    """One refund's step of the sweep; a refund whose channel is down or
-    unavailable does not hold up the rest (it is marked tried, whatever
-    comes of it)."""
-    pk = item.pk if isinstance(item, Refund) else item
-    Refund.objects.filter(pk=pk).update(last_queried_at=timezone.now())
-    try:
-        return step(item)
-    except (PaymentsError, ProviderError, DatabaseError) as exc:
-        logger.warning("payments sweep: refund %s left for later: %s", item, exc)
-        return False
 
 
 def application_cancelled(event: Any) -> None:

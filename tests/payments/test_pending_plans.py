@@ -460,11 +460,11 @@ def sent_refunds(settled_refund) -> None:
 def test_the_sweep_looks_the_sent_refunds_orders_up(sent_refunds, monkeypatch) -> None:
     asked: list[Refund] = []
 
-    def check(refund: Refund) -> bool:
+    def check(refund: Refund) -> tuple[bool, bool]:
         asked.append(refund)
-        return True
+        return True, False  # settled; its channel not down
 
-    monkeypatch.setattr(refunds, "refund_check", check)
+    monkeypatch.setattr(refunds, "_check", check)
     found = statements(refunds.refunds_sweep, "payments_paymentorder")
     assert len(asked) == 200  # the sweep's batch, each with its own order
     assert all(refund.order.pk == refund.order_id for refund in asked)

@@ -11,8 +11,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from payments import orders, tasks
-from payments.models import OrderStatus, PaymentOrder, SandboxTrade
+from payments import orders, refunds, tasks
+from payments.models import OrderStatus, PaymentOrder, Refund, SandboxRefund, SandboxTrade
 from payments.sandbox import books
 from tests.payments.conftest import FEE, apply_for, open_order
 from tests.payments.test_expired_order_unknown_at_channel import unreachable
@@ -203,3 +203,125 @@ def test_expired_orders_of_a_down_channel_cost_a_sweep_one_query_and_one_close(
     first = PaymentOrder.objects.get(order_no=wechat[0])
     assert (first.status, first.channel_close_owed) == (OrderStatus.CLOSED, True)
     assert [status(order_no) for order_no in wechat[1:]] == [OrderStatus.PENDING] * 2
+
+
+# --- Refunds ------------------------------------------------------------------------------------
+
+
+def refunds_asked(
+    citizen_api, fee_service, pay, integrator_api, channel: str, ages: list[int]
+) -> list[Refund]:
+    """Paid orders of ``channel``, each with a refund of 5.00 a department
+    asked for ``ages`` minutes ago, its worker's run lost: the sweep sends
+    them, the oldest first."""
+    asked = []
+    for minutes in ages:
+        order = pay(open_order(citizen_api, apply_for(citizen_api, fee_service), channel))
+        response = integrator_api.post(
+            f"/api/v1/dept/payments/{order.order_no}/refunds/", {"amount_fen": 500}, format="json"
+        )
+        assert response.status_code == 201, response.json()
+        Refund.objects.filter(pk=response.json()["id"]).update(
+            created_at=timezone.now() - dt.timedelta(minutes=minutes)
+        )
+        asked.append(Refund.objects.get(pk=response.json()["id"]))
+    return asked
+
+
+def refunds_sent(refunds_: list[Refund], settings) -> None:
+    """Sent to their channel, which settles them later (the sweep's query
+    finds them settled)."""
+    settings.PAYMENTS_SANDBOX_REFUND_SECONDS = 3600
+    for refund in refunds_:
+        assert refunds.refund_send(refund.pk)
+    assert not Refund.objects.filter(pk__in=[r.pk for r in refunds_]).exclude(status="pending")
+    settings.PAYMENTS_QUERY_AFTER_SECONDS = 0
+
+
+def as_now(refunds_: list[Refund]) -> list[tuple[str, bool]]:
+    """Each refund's status, and whether it reached its channel."""
+    fresh = [Refund.objects.get(pk=refund.pk) for refund in refunds_]
+    return [(refund.status, refund.submitted_at is not None) for refund in fresh]
+
+
+def test_a_down_channel_is_sent_one_refund_a_sweep_and_the_others_are_sent(
+    citizen_api,
+    fee_service,
+    pay,
+    integrator_api,
+    monkeypatch,
+    caplog,
+    django_capture_on_commit_callbacks,
+) -> None:
+    wechat = refunds_asked(citizen_api, fee_service, pay, integrator_api, "wechat", [9, 7, 6])
+    alipay = refunds_asked(citizen_api, fee_service, pay, integrator_api, "alipay", [8, 5])
+    tried = unreachable("wechat", monkeypatch)
+
+    sweep(django_capture_on_commit_callbacks)
+
+    assert len(tried) == 1
+    # The oldest was tried, and goes behind the others for the next run.
+    tried_at = [Refund.objects.get(pk=refund.pk).last_queried_at for refund in wechat]
+    assert [at is not None for at in tried_at] == [True, False, False]
+    assert as_now(alipay) == [("succeeded", True)] * 2
+    assert as_now(wechat) == [("pending", False)] * 3
+    assert skipped(caplog) == [
+        "payments sweep (refund sends): wechat cannot be reached, 2 more of its refunds left"
+        " for the next run"
+    ]
+
+    # Back: the next run sends them.
+    monkeypatch.undo()
+    sweep(django_capture_on_commit_callbacks)
+    assert [submitted for _, submitted in as_now(wechat)] == [True] * 3
+
+
+def test_a_down_channel_costs_the_refunds_step_one_call_for_its_sends_and_queries(
+    citizen_api,
+    fee_service,
+    pay,
+    integrator_api,
+    monkeypatch,
+    settings,
+    caplog,
+    django_capture_on_commit_callbacks,
+) -> None:
+    """Refunds sent and waiting for the channel's word are queried in the
+    same step as those to send: a channel found down sending is not asked
+    about the others."""
+    sent = refunds_asked(citizen_api, fee_service, pay, integrator_api, "wechat", [9, 8])
+    elsewhere = refunds_asked(citizen_api, fee_service, pay, integrator_api, "unionpay", [7, 6])
+    refunds_sent(sent + elsewhere, settings)
+    unsent = refunds_asked(citizen_api, fee_service, pay, integrator_api, "wechat", [5])
+    SandboxRefund.objects.update(settles_at=timezone.now())
+    tried = unreachable("wechat", monkeypatch)
+
+    sweep(django_capture_on_commit_callbacks)
+
+    assert len(tried) == 1
+    assert as_now(elsewhere) == [("succeeded", True)] * 2
+    assert as_now(sent) == [("pending", True)] * 2
+    assert as_now(unsent) == [("pending", False)]
+    assert skipped(caplog) == [
+        "payments sweep (refund queries): wechat cannot be reached, 2 more of its refunds left"
+        " for the next run"
+    ]
+
+    monkeypatch.undo()
+    sweep(django_capture_on_commit_callbacks)
+    assert as_now(sent) == [("succeeded", True)] * 2
+    assert as_now(unsent)[0][1]
+
+
+def test_a_down_channels_refunds_do_not_take_the_others_places_in_a_run(
+    citizen_api, fee_service, pay, integrator_api, monkeypatch
+) -> None:
+    wechat = refunds_asked(citizen_api, fee_service, pay, integrator_api, "wechat", [9, 8, 7])
+    alipay = refunds_asked(citizen_api, fee_service, pay, integrator_api, "alipay", [6, 5])
+    tried = unreachable("wechat", monkeypatch)
+
+    refunds.refunds_sweep(limit=2)
+
+    assert len(tried) == 1
+    assert as_now(alipay) == [("succeeded", True), ("pending", False)]
+    assert as_now(wechat) == [("pending", False)] * 3
