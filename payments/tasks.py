@@ -12,6 +12,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
+from config import leases
 from payments import notifications, orders, reconciliation, refunds, selectors
 from payments.sandbox import notify
 
@@ -51,24 +52,53 @@ def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
         notify.nudge(trade_id, countdown=wait)
 
 
+# One run of the sweep at a time (beat sends one every 15 s; a run with a
+# channel slow to answer lasts longer): a second would call the same
+# channels about the same orders and refunds. The lease lasts this long
+# from the start of each step (a step calls a channel that cannot be
+# reached once or twice, ANSWER_SECONDS each); a worker killed in a run
+# holds the sweep back this long at most.
+SWEEP_LEASE = "payments:sweep"
+SWEEP_LEASE_SECONDS = 300
+
+
 @shared_task(name="payments.sweep", acks_late=True, ignore_result=True)
 def payments_sweep() -> dict[str, int]:
     """Received callbacks no worker applied, ended orders closed at their
     channel where that failed before, pending orders queried or closed,
     refunds sent or queried, and, in sandbox mode, the sandbox's
-    overdue callbacks."""
-    return {
-        "applied": _step("applied", lambda: notifications.notifies_apply_waiting()[1]),
-        # Orders closed here that their channel could still take a payment
-        # for (before the orders step: a close that has just failed there
-        # waits for the next sweep).
-        "closes": _step("closes", orders.orders_close_owed),
-        # The safety net for callbacks lost on the way: it runs whatever
-        # became of the steps before.
-        "orders": _step("orders", orders.orders_sweep),
-        "refunds": _step("refunds", refunds.refunds_sweep),
-        "callbacks": _step("callbacks", notify.notifies_sweep) if settings.PAYMENTS_SANDBOX else 0,
-    }
+    overdue callbacks. Nothing (``{}``) if another run is under way."""
+    lease = leases.Lease(SWEEP_LEASE, seconds=SWEEP_LEASE_SECONDS)
+    if not lease.take():
+        logger.info("payments sweep: another run is under way")
+        return {}
+    try:
+        return _steps(
+            lease,
+            ("applied", lambda: notifications.notifies_apply_waiting()[1]),
+            # Orders closed here that their channel could still take a
+            # payment for (before the orders step: a close that has just
+            # failed there waits for the next sweep).
+            ("closes", orders.orders_close_owed),
+            # The safety net for callbacks lost on the way: it runs whatever
+            # became of the steps before.
+            ("orders", orders.orders_sweep),
+            ("refunds", refunds.refunds_sweep),
+            ("callbacks", notify.notifies_sweep if settings.PAYMENTS_SANDBOX else lambda: 0),
+        )
+    finally:
+        lease.give_back()
+
+
+def _steps(lease: leases.Lease, *steps: tuple[str, Callable[[], int]]) -> dict[str, int]:
+    done: dict[str, int] = {}
+    for index, (name, work) in enumerate(steps):
+        if index and not lease.renew():
+            # Its time ran out in the step before, and another run has it.
+            logger.warning("payments sweep: another run took over before the %s step", name)
+            return done
+        done[name] = _step(name, work)
+    return done
 
 
 def _step(name: str, work: Callable[[], int]) -> int:
