@@ -32,11 +32,13 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import httpcore
 import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+from config.deadlines import DeadlineBackend, deadline_set
 
 # Our view of a trade at the channel. "pending": not paid yet (NOTPAY,
 # WAIT_BUYER_PAY, USERPAYING); "paid": money taken (SUCCESS, TRADE_SUCCESS,
@@ -232,76 +234,15 @@ class _Deadline:
 
 
 # The deadline of the call under way in this thread, set by answer_stream
-# for as long as its answer is read. Every connect, read and write of a
-# channel client's connections (see deadline_bound) waits at most until it,
-# and answer_chunks checks it between the pieces of the answer.
+# for as long as its answer is read (its end also set for config.deadlines,
+# which every connect, read and write of a channel client's connections
+# honours: see deadline_bound); answer_chunks checks it between the pieces
+# of the answer.
 _under_way = threading.local()
 
 
 def _deadline() -> _Deadline | None:
     return getattr(_under_way, "deadline", None)
-
-
-def _time_left(timeout: float | None, timed_out: type[Exception]) -> float | None:
-    """``timeout`` (httpcore's, per operation), cut to the time the call
-    under way has left; ``timed_out`` raised if it has none left."""
-    deadline = _deadline()
-    if deadline is None:
-        return timeout
-    left = deadline.left()
-    if left <= 0:
-        raise timed_out("the call's time is up")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, backend: httpcore.NetworkBackend) -> None:
-        self._backend = backend
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(
-            self._backend.connect_tcp(host, port, left, local_address, socket_options)
-        )
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._backend.connect_unix_socket(path, left, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
 
 
 def deadline_bound(http: httpx.Client) -> httpx.Client:
@@ -317,7 +258,7 @@ def deadline_bound(http: httpx.Client) -> httpx.Client:
     for transport in (http._transport, *http._mounts.values()):
         pool = getattr(transport, "_pool", None)
         if isinstance(pool, httpcore.ConnectionPool):
-            pool._network_backend = _DeadlineBackend(pool._network_backend)
+            pool._network_backend = DeadlineBackend(pool._network_backend)
     return http
 
 
@@ -461,6 +402,7 @@ def answer_stream(
     deadline = _Deadline(time.monotonic() + seconds, seconds, what, retryable)
     outer = _deadline()
     _under_way.deadline = deadline
+    outer_at = deadline_set(deadline.at)
     try:
         response = http.send(request, stream=True)
         try:
@@ -475,6 +417,7 @@ def answer_stream(
         raise
     finally:
         _under_way.deadline = outer
+        deadline_set(outer_at)
 
 
 def answer_read(

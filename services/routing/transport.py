@@ -34,6 +34,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from standardwebhooks import Webhook
 
+from config.deadlines import DeadlineBackend, deadline_set
+
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "MyChangsha-Webhooks/1.0"
@@ -419,72 +421,6 @@ class SendResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-# The end of the POST under way in this thread (time.monotonic()), which
-# every read and write of its connection honours: httpcore's timeout is per
-# operation, so a peer trickling its answer a byte at a time would never hit
-# it. A try's whole exchange ends at its deadline, as the lease counts.
-_deadline = threading.local()
-
-
-def _time_left(timeout: float | None, timed_out: type[Exception]) -> float | None:
-    until = getattr(_deadline, "at", None)
-    if until is None:
-        return timeout
-    left = until - time.monotonic()
-    if left <= 0:
-        raise timed_out("the delivery's time is up")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
-        self._backend = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        left = _time_left(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(
-            self._backend.connect_tcp(host, port, left, local_address, socket_options)
-        )
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("events go over TCP only")
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
-
-
 _clients: dict[tuple[str, str, int], httpcore.ConnectionPool] = {}
 _clients_lock = threading.Lock()  # a batch's sender threads ask at once
 _MAX_CLIENTS = 256
@@ -520,7 +456,7 @@ def _http(scheme: str, host: str, port: int) -> httpcore.ConnectionPool:
             # Headers and body leave as separate writes: without TCP_NODELAY
             # the body waits for the peer's delayed ACK (40 ms on Linux).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            network_backend=_DeadlineBackend(),
+            network_backend=DeadlineBackend(tcp_only=True),
         )
     return client
 
@@ -637,7 +573,8 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
     host_header = f"[{host}]" if ":" in host else host
     if parts.port is not None:
         host_header = f"{host_header}:{parts.port}"
-    _deadline.at = deadline
+    # The whole exchange ends at the deadline, as the lease counts.
+    outer = deadline_set(deadline)
     try:
         content = body.encode()
         request = httpcore.Request(
@@ -699,4 +636,4 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
         logger.exception("delivery to %s failed unexpectedly", host)
         return SendResult(None, "", elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
     finally:
-        _deadline.at = None
+        deadline_set(outer)
