@@ -382,7 +382,7 @@ class Delivery(models.Model):
     # list is read along indexes of its own (below), newest first, however
     # many deliveries the city has made (through the endpoint, PostgreSQL
     # read and sorted every one of them for each page). Written with the
-    # delivery (outbox._publish). On PostgreSQL (services 0014) the pair
+    # delivery (outbox.event_prepare). On PostgreSQL (services 0014) the pair
     # (endpoint, department) refers to the endpoint's, so the two never
     # differ, and a delivery inserted without it (by code from before it)
     # takes the endpoint's. Indexed only at the head of the lists' indexes.

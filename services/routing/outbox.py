@@ -183,48 +183,24 @@ def event_publish(
     department: Department | None = None,
     application: Application | None = None,
     endpoints: Iterable[Endpoint] | None = None,
-    first_of_application: bool = False,
 ) -> OutboxEvent:
     """Write an event and its deliveries in the caller's transaction.
 
     Deliveries go to ``endpoints`` if given, else to every endpoint of
     ``department`` subscribed to ``type`` (paused ones included: they get
     it when they resume). In-process subscribers run after commit.
-    ``first_of_application``: the application was created in this
-    transaction and this is its first event (no other transaction can see
-    it yet, so it takes the first place without asking).
     """
     with transaction.atomic(savepoint=False):
-        return _publish(
+        publication = event_prepare(
             type=type,
             data=data,
             department=department,
             application=application,
             endpoints=endpoints,
-            first_of_application=first_of_application,
         )
-
-
-def _publish(
-    *,
-    type: str,
-    data: dict[str, Any],
-    department: Department | None,
-    application: Application | None,
-    endpoints: Iterable[Endpoint] | None,
-    first_of_application: bool,
-) -> OutboxEvent:
-    publication = event_prepare(
-        type=type,
-        data=data,
-        department=department,
-        application=application,
-        endpoints=endpoints,
-        first_of_application=first_of_application,
-    )
-    publication.event.save(force_insert=True)
-    Delivery.objects.bulk_create(publication.deliveries)
-    publication.written()
+        publication.event.save(force_insert=True)
+        Delivery.objects.bulk_create(publication.deliveries)
+        publication.written()
     return publication.event
 
 
@@ -278,7 +254,10 @@ def event_prepare(
     the caller's transaction (the endpoints read, the application's place
     taken) and not yet written: for a caller that writes them with its own
     rows in one statement (:func:`config.queries.rows_insert`), then calls
-    :meth:`Publication.written`."""
+    :meth:`Publication.written`. ``first_of_application``: the application
+    is being created in this transaction and this is its first event (no
+    other transaction can see it yet, so it takes the first place without
+    asking)."""
     now = timezone.now()
     has_subscribers = bool(events.subscribers(type))
     sequence = None
