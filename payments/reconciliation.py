@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 SETTLED_STATES = frozenset({"paid", "succeeded"})
 
 MK = MismatchKind
+# Resolved mismatches that no longer apply, deleted this many at a time.
+GONE_PER_DELETE = 10_000
 
 
 class ReconcileProgress:
@@ -253,13 +255,16 @@ def _store(
     # changed: what was resolved is not what is there now, so it is open
     # again; its resolution stays in the audit trail).
     report.items.filter(resolved_at__isnull=True).delete()
-    gone = [
+    gone = {
         m.pk
         for key, m in resolved.items()
         if key not in now_found
         or (m.ours, m.theirs) != (now_found[key].ours, now_found[key].theirs)
-    ]
-    report.items.filter(pk__in=gone).delete()
+    }
+    # A statement carries at most 65,535 values (config/postgresql/base.py).
+    listed = sorted(gone)
+    for start in range(0, len(listed), GONE_PER_DELETE):
+        report.items.filter(pk__in=listed[start : start + GONE_PER_DELETE]).delete()
     resolved = {key: m for key, m in resolved.items() if m.pk not in gone}
     ReconciliationMismatch.objects.bulk_create(
         ReconciliationMismatch(

@@ -128,7 +128,7 @@ def test_settings_follow_the_environment(settings) -> None:
         assert settings.CACHES["default"]["BACKEND"].endswith("LocMemCache")
     engine = settings.DATABASES["default"]["ENGINE"]
     if os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        assert engine == "django.db.backends.postgresql"
+        assert engine == "config.postgresql"
     else:
         assert engine == "django.db.backends.sqlite3"
 

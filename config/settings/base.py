@@ -225,6 +225,10 @@ DATABASES = {
         secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
     ),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's, its bulk statements cut to fit one statement's parameters
+    # (config/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: WAL lets readers run beside the
     # writer, IMMEDIATE transactions take the write lock up front so two
@@ -237,7 +241,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
+    if DATABASES["default"]["ENGINE"] == "config.postgresql" and env.bool(
         "DATABASE_PREPARED_STATEMENTS", default=True
     ):
         # Parameters bound by PostgreSQL, and a statement a connection has

@@ -293,3 +293,14 @@ def test_a_urls_query_values_are_masked_and_odd_parts_whole(url, shown) -> None:
     from config.masking import mask_url_query
 
     assert mask_url_query(url) == shown
+
+
+@pytest.mark.parametrize("size", [0, -1, 70_000])
+def test_reencrypting_takes_batches_one_statement_can_name(size: int) -> None:
+    """A batch's rows are named in one statement: 70,000 of them were more
+    parameters than PostgreSQL takes in one (65,535) once it binds them, a
+    failure halfway through the re-encryption; 0 made no batches at all."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--batch-size"):
+        call_command("reencrypt_pii", batch_size=size, stdout=StringIO())

@@ -529,3 +529,28 @@ def test_a_charge_listed_more_than_once_is_said_so(pay_order, monkeypatch) -> No
     assert (report.statement_lines, report.matched, report.mismatches) == (3, 1, 1)
     assert item.kind == MismatchKind.LISTED_MORE_THAN_ONCE
     assert item.theirs["times"] == 3 and item.ours["amount_fen"] == FEE
+
+
+@pytest.mark.integration  # PostgreSQL's bound on one statement's parameters
+def test_a_rerun_lets_go_of_any_number_of_resolved_mismatches() -> None:
+    """Resolved mismatches that no longer apply go at a rerun: 70,000 of
+    them were one DELETE … IN of 70,000 parameters, which PostgreSQL
+    refuses when it binds them (over 65,535)."""
+    from payments.models import MismatchKind, ReconciliationMismatch, ReconciliationReport
+
+    day = dt.date(2026, 12, 1)
+    report = ReconciliationReport.objects.create(date=day, channel="wechat")
+    ReconciliationMismatch.objects.bulk_create(
+        ReconciliationMismatch(
+            report=report,
+            kind=MismatchKind.choices[0][0],
+            entry_kind="charge",
+            order_no=f"CS{n:014d}",
+            reference=f"420000{n:022d}",
+            resolved_at=timezone.now(),
+            resolved_by="op",
+        )
+        for n in range(70_000)
+    )
+    reconciliation._store(date=day, channel="wechat", lines=0, entries=0, matched=0, found=[])
+    assert not ReconciliationMismatch.objects.filter(report=report).exists()

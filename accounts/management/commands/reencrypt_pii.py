@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from django.apps import apps
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import models, transaction
 from tqdm import tqdm
 
 from accounts.fields import EncryptedJSONField, EncryptedTextField
 
 ENCRYPTED = (EncryptedTextField, EncryptedJSONField)
+# Each batch's rows are named in one statement, whose values PostgreSQL
+# bounds (65,535 parameters when it binds them).
+MOST_PER_BATCH = 10_000
 
 
 def encrypted_columns() -> list[tuple[type[models.Model], list[str]]]:
@@ -29,9 +32,16 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--batch-size", type=int, default=500)
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=500,
+            help=f"rows a transaction (1 to {MOST_PER_BATCH})",
+        )
 
     def handle(self, *args, batch_size: int, **options) -> None:
+        if not 1 <= batch_size <= MOST_PER_BATCH:
+            raise CommandError(f"--batch-size must be from 1 to {MOST_PER_BATCH}")
         total = 0
         for model, names in encrypted_columns():
             # Reading decrypts with any listed key; saving encrypts with the first.
