@@ -61,7 +61,9 @@ def rows_insert(
     database's CPU instead of 1.5 to 1.8). Elsewhere ``held`` is asked first, then one
     ``bulk_create`` per group. Either way the rows end as ``bulk_create``
     leaves them: saved, their keys (auto ones too) set. As with
-    ``bulk_create``, no ``save()`` is called and no signal sent."""
+    ``bulk_create``, no ``save()`` is called and no signal sent; of what
+    the database fills in, only keys are read back (a group's rows all
+    have their key, or none has), not other database defaults."""
     connection = connections[using]
     if not connection.in_atomic_block:
         raise TransactionManagementError("rows_insert needs the caller's transaction")
@@ -88,7 +90,7 @@ def rows_insert(
         returning: list[Field[Any, Any]] = []
         if group[0].pk is None:  # a key the database gives
             fields = [f for f in fields if not isinstance(f, AutoField)]
-            returning = list(opts.db_returning_fields)
+            returning = [opts.pk]
         query = InsertQuery(model)
         query.insert_values(fields, group)
         compiler = query.get_compiler(using=using)
