@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from django.core.cache import cache
 
@@ -36,12 +37,21 @@ return 1
 
 
 class Lease:
-    """``name`` held for ``seconds`` at most from its take or last renewal."""
+    """``name`` held for ``seconds`` at most from its take or last renewal.
+
+    A holder whose work is long, in pieces each well within ``seconds``,
+    asks :meth:`keep` before each piece: the lease lasts as long as the
+    work does, and a holder that dies lets it run out ``seconds`` after
+    its last piece began."""
 
     def __init__(self, name: str, *, seconds: int) -> None:
         self.name = name
         self.seconds = seconds
         self.token = secrets.token_hex(16)
+        # When it was taken or last renewed (time.monotonic()), and whether
+        # another took it since.
+        self._since = time.monotonic()
+        self._lost = False
 
     @property
     def _key(self) -> str:
@@ -49,6 +59,7 @@ class Lease:
 
     def take(self) -> bool:
         """Taken; False if another holds it."""
+        self._since = time.monotonic()
         if not redis_enabled():
             return bool(cache.add(self._key, self.token, timeout=self.seconds))
         try:
@@ -59,9 +70,21 @@ class Lease:
             logger.warning("lease %s not taken, going ahead without: %s", self.name, exc)
             return True
 
+    def keep(self) -> bool:
+        """Whether it is still this holder's. Renewed (:meth:`renew`) once a
+        tenth of ``seconds`` has passed since it was taken or last renewed:
+        a holder asking before every piece of its work costs Redis a call
+        now and then, and begins each piece with at least nine tenths of
+        ``seconds`` left. False once it ran out and another took it, and
+        from then on (the other does the work now)."""
+        if not self._lost and time.monotonic() - self._since >= self.seconds / 10:
+            self._lost = not self.renew()
+        return not self._lost
+
     def renew(self) -> bool:
         """Held for ``seconds`` from now; False if it ran out and another
         took it meanwhile."""
+        self._since = time.monotonic()
         if not redis_enabled():
             if cache.get(self._key) == self.token:
                 return bool(cache.touch(self._key, timeout=self.seconds))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import current_app
@@ -483,11 +483,15 @@ def notifies_collect(*, limit: int = DRAIN_BATCH) -> int:
         return 0
 
 
-def notifies_apply_waiting(*, limit: int = DRAIN_BATCH) -> tuple[int, int]:
+def notifies_apply_waiting(
+    *, limit: int = DRAIN_BATCH, held: Callable[[], bool] | None = None
+) -> tuple[int, int]:
     """Apply the received callbacks, oldest first, each on its own (the
     drain, and the sweep for those whose nudge was lost), after moving
-    those in the Redis inbox into rows. Returns (entries or rows looked at,
-    rows applied)."""
+    those in the Redis inbox into rows. The sweep's ``held`` (its lease,
+    see :func:`payments.orders.sweep_line`) is asked before each row: a
+    callback applied may close its order at the channel. Returns (entries
+    or rows looked at, rows applied)."""
     moved = notifies_collect(limit=limit)
     waiting = list(
         NotifyLog.objects.filter(outcome=NotifyOutcome.RECEIVED)
@@ -496,6 +500,9 @@ def notifies_apply_waiting(*, limit: int = DRAIN_BATCH) -> tuple[int, int]:
     )
     applied = 0
     for log_id in waiting:
+        if held is not None and not held():
+            logger.warning("payments sweep (applied): its lease was lost to another run")
+            break
         try:
             applied += notify_apply(log_id=log_id) is not None
         except DatabaseError as exc:

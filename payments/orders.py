@@ -476,8 +476,8 @@ def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> bool:
     it any longer (expired). Refused for good (paid there meanwhile?): with
     ``bring_in`` (the sweep's tries, when the payment's callback had its
     time), the channel is asked and a payment is brought in. True if the
-    channel was called and could not be reached: still owed (see
-    :func:`sweep_line`)."""
+    channel was called and could not be reached
+    (:attr:`ProviderError.unreachable`): still owed (see :func:`sweep_line`)."""
     order = PaymentOrder.objects.filter(pk=order_id, channel_close_owed=True).first()
     if order is None:
         return False
@@ -493,7 +493,9 @@ def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> bool:
     except ProviderError as exc:
         logger.warning("closing %s at %s failed: %s", order.order_no, order.channel, exc)
         if exc.retryable:
-            return True
+            # Still owed; only a channel that could not be reached holds
+            # back its other closes (one that failed on this order does not).
+            return exc.unreachable
         if bring_in:
             try:
                 _bring_in(_CloseRefused(order))
@@ -510,9 +512,9 @@ def _close_at_channel(order_id: Any, *, bring_in: bool = True) -> bool:
 
 
 # What became of one try in a sweep run (an order's, a refund's): done
-# (whatever the channel answered, or nothing to ask it), its channel called
-# and down (a retryable failure: it could not be reached, failed on its
-# side, or its answer could not be read), or left for the next run by a
+# (whatever the channel answered, "later" for this row included, or nothing
+# to ask it), its channel called and down (it could not be reached, or not
+# in time: ProviderError.unreachable), or left for the next run by a
 # failure here.
 Tried = Literal["done", "down", "left"]
 
@@ -528,6 +530,7 @@ def sweep_line(
     channel: str = "channel",
     down: set[str] | None = None,
     what: str = "orders",
+    held: Callable[[], bool] | None = None,
 ) -> int:
     """Try the rows of ``line`` in its order, at most ``limit`` of them.
     Once one's channel is down, the rest of that channel's rows are left
@@ -541,8 +544,15 @@ def sweep_line(
     ``channel`` is the lookup of a row's channel (``order__channel`` for a
     refund; the rows then come with their order). ``down``, shared by the
     lines of one step, holds the channels found down (those in it at the
-    start are skipped from the first row). Returns the rows tried but
-    those ``left``."""
+    start are skipped from the first row).
+
+    ``held``, the sweep run's lease (:meth:`config.leases.Lease.keep`), is
+    asked before each row: a row's calls are bounded (a few of
+    ``ANSWER_SECONDS`` each), a line of them is not, and the lease is
+    renewed as the line goes. Once it says the lease was lost (it ran out
+    and another run has it), the line stops where it is: the other run
+    goes through the same rows. Returns the rows tried but those
+    ``left``."""
     channel_of = operator.attrgetter(channel.replace("__", "."))
     tried: list[Any] = []
     down = set() if down is None else down
@@ -558,6 +568,14 @@ def sweep_line(
         for row in batch:
             if channel_of(row) in down:
                 continue
+            if held is not None and not held():
+                logger.warning(
+                    "payments sweep (%s): its lease was lost to another run, stopped after %d %s",
+                    step,
+                    len(tried),
+                    what,
+                )
+                return done
             tried.append(row.pk)
             outcome = attempt(row)
             if outcome == "down":
@@ -582,12 +600,13 @@ def sweep_line(
     return done
 
 
-def orders_close_owed(*, limit: int = 200) -> int:
+def orders_close_owed(*, limit: int = 200, held: Callable[[], bool] | None = None) -> int:
     """Close at their channel the orders closed here whose close there
     failed (:func:`_close_at_channel`), each on its own, the soonest to
     expire first; those past the point where their channel could take a
     payment are let go. A channel that cannot be reached is tried once a
-    run (:func:`sweep_line`). Returns the orders tried."""
+    run (:func:`sweep_line`, which asks ``held`` before each order).
+    Returns the orders tried."""
 
     def attempt(order: PaymentOrder) -> Tried:
         try:
@@ -598,7 +617,9 @@ def orders_close_owed(*, limit: int = 200) -> int:
         return "down" if down else "done"
 
     owed = PaymentOrder.objects.filter(channel_close_owed=True).order_by("expires_at", "pk")
-    return sweep_line(owed.only("pk", "channel"), limit=limit, step="closes", attempt=attempt)
+    return sweep_line(
+        owed.only("pk", "channel"), limit=limit, step="closes", attempt=attempt, held=held
+    )
 
 
 def order_as_of_now(order: PaymentOrder) -> PaymentOrder:
@@ -654,7 +675,7 @@ def _refresh(order: PaymentOrder, *, close_unknown: bool) -> tuple[PaymentOrder,
         result = provider(order.channel).order_query(order_no=order.order_no)
     except ProviderError as exc:
         logger.info("query of %s failed: %s", order.order_no, exc)
-        down = exc.retryable
+        down = exc.unreachable
     except PaymentsError as exc:
         # Its channel was switched off here since: nothing to ask; once
         # expired it closes as if its channel were unreachable (_close).
@@ -698,17 +719,18 @@ def _close(order: PaymentOrder, *, reason: str, close_unreached: bool = True) ->
     refuses for good, :class:`_CloseRefused`; if it cannot be reached, the
     order closes here anyway, unless ``close_unreached`` is false (then it
     stays as it is). True if the channel was called and could not be
-    reached (see :func:`sweep_line`)."""
+    reached (:attr:`ProviderError.unreachable`, see :func:`sweep_line`)."""
     down = False
     try:
         provider_for(order.channel).order_close(order_no=order.order_no)
     except ProviderError as exc:
         if not exc.retryable:
             raise _CloseRefused(order) from exc
-        # Unreachable: close here anyway. A payment that still arrives is a
-        # late success, recorded and sent back (see order_apply_result).
+        # Unreachable, or "later": close here anyway. A payment that still
+        # arrives is a late success, recorded and sent back (see
+        # order_apply_result).
         logger.warning("closing %s at the channel failed: %s", order.order_no, exc)
-        down = True
+        down = exc.unreachable
     except ChannelUnavailable:
         # Switched off here since the order was opened: as unreachable (its
         # callbacks wait at the channel until it is on again), so that the
@@ -760,11 +782,12 @@ def orders_close_open(*, application_id: Any, reason: str) -> int:
     return closed
 
 
-def orders_sweep(*, limit: int = 200) -> int:
+def orders_sweep(*, limit: int = 200, held: Callable[[], bool] | None = None) -> int:
     """Query or close the orders :func:`orders_due_for_query` lists, each on
     its own: one whose channel refuses does not hold up the rest (it is
     tried again next time), and a channel that cannot be reached is tried
-    once a run (:func:`sweep_line`). Returns the orders handled."""
+    once a run (:func:`sweep_line`, which asks ``held`` before each order).
+    Returns the orders handled."""
 
     def attempt(order: PaymentOrder) -> Tried:
         try:
@@ -774,7 +797,7 @@ def orders_sweep(*, limit: int = 200) -> int:
             return "left"
         return "down" if down else "done"
 
-    return sweep_line(_due_for_query(), limit=limit, step="orders", attempt=attempt)
+    return sweep_line(_due_for_query(), limit=limit, step="orders", attempt=attempt, held=held)
 
 
 def orders_due_for_query(*, limit: int = 200) -> list[PaymentOrder]:

@@ -35,8 +35,8 @@ def refund_send(refund_id: Any) -> bool:
 
 def _send(refund_id: Any) -> tuple[bool, bool]:
     """:func:`refund_send`, and whether the refund's channel is down: its
-    last call (the refund, or the query that followed a refusal) failed as
-    a call to a channel that cannot be reached does (see
+    last call (the refund, or the query that followed a refusal) could not
+    reach it (``ProviderError.unreachable``; see
     :func:`payments.orders.sweep_line`)."""
     refund = Refund.objects.select_related("order").filter(pk=refund_id).first()
     if refund is None or refund.status != RefundStatus.PENDING:
@@ -54,21 +54,22 @@ def _send(refund_id: Any) -> tuple[bool, bool]:
         if exc.retryable:
             # Sent again by the sweep (the same refund number); what holds
             # it is shown to operators (a balance too short, the channel
-            # unreachable) until it settles.
+            # unreachable) until it settles. Only a channel that could not
+            # be reached is down: a balance too short is this refund's.
             logger.warning("refund %s not sent: %s", refund.refund_no, exc)
             # By its id (see selectors.pending_as_filter): not along
             # refund_status_due through every pending refund.
             Refund.objects.filter(selectors.pending_as_filter(RefundStatus), pk=refund.pk).update(
                 failure_reason=str(exc)[:200]
             )
-            return False, True
+            return False, exc.unreachable
         # A refusal (the channel's own word; an answer that is not its word
         # was retryable above): the channel's record decides. Only a refund
         # the channel does not know is failed (and its amount free again);
         # one it knows takes its state.
         known = _as_the_channel_knows_it(refund, refused=exc)
         if isinstance(known, ProviderError):
-            return False, known.retryable
+            return False, known.unreachable
         result = known
     Refund.objects.filter(pk=refund.pk, submitted_at__isnull=True).update(
         submitted_at=timezone.now()
@@ -107,8 +108,8 @@ def refund_check(refund: Refund) -> bool:
 
 
 def _check(refund: Refund) -> tuple[bool, bool]:
-    """:func:`refund_check`, and whether the refund's channel is down (see
-    :func:`payments.orders.sweep_line`)."""
+    """:func:`refund_check`, and whether the refund's channel is down: the
+    query could not reach it (see :func:`payments.orders.sweep_line`)."""
     order = refund.order
     try:
         result = orders.provider(order.channel).refund_query(
@@ -116,17 +117,17 @@ def _check(refund: Refund) -> tuple[bool, bool]:
         )
     except ProviderError as exc:
         logger.info("query of refund %s failed: %s", refund.refund_no, exc)
-        return False, exc.retryable
+        return False, exc.unreachable
     return orders.refund_apply_result(refund=refund, result=result), False
 
 
-def refunds_sweep(*, limit: int = 200) -> int:
+def refunds_sweep(*, limit: int = 200, held: Callable[[], bool] | None = None) -> int:
     """Pending refunds: send those no worker sent, query those sent. Least
     recently tried first: one whose channel is off or keeps failing goes to
     the back of the line instead of holding up the rest. A channel that
     cannot be reached is tried once in the step, sends and queries
-    together (:func:`payments.orders.sweep_line`). Returns the refunds
-    sent or settled."""
+    together (:func:`payments.orders.sweep_line`, which asks ``held``
+    before each refund). Returns the refunds sent or settled."""
     now = timezone.now()
     quiet = now - dt.timedelta(seconds=settings.PAYMENTS_QUERY_AFTER_SECONDS)
     least_recently_tried = (F("last_queried_at").asc(nulls_first=True), "created_at", "pk")
@@ -181,6 +182,7 @@ def refunds_sweep(*, limit: int = 200) -> int:
             channel="order__channel",
             down=down,
             what="refunds",
+            held=held,
         )
     return handled
 

@@ -54,10 +54,12 @@ def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
 
 # One run of the sweep at a time (beat sends one every 15 s; a run with a
 # channel slow to answer lasts longer): a second would call the same
-# channels about the same orders and refunds. The lease lasts this long
-# from the start of each step (a step calls a channel that cannot be
-# reached once or twice, ANSWER_SECONDS each); a worker killed in a run
-# holds the sweep back this long at most.
+# channels about the same orders and refunds. A step goes through up to
+# 200 orders or refunds a line (500 callbacks), each with up to three
+# calls to its channel of ANSWER_SECONDS at most, so the lease is renewed
+# as the step goes, before each of them (Lease.keep): it lasts this long
+# from the start of the latest, far longer than one takes. A worker killed
+# in a run holds the sweep back this long at most.
 SWEEP_LEASE = "payments:sweep"
 SWEEP_LEASE_SECONDS = 300
 
@@ -67,7 +69,9 @@ def payments_sweep() -> dict[str, int]:
     """Received callbacks no worker applied, ended orders closed at their
     channel where that failed before, pending orders queried or closed,
     refunds sent or queried, and, in sandbox mode, the sandbox's
-    overdue callbacks. Nothing (``{}``) if another run is under way."""
+    overdue callbacks. Nothing (``{}``) if another run is under way; what
+    was done until then if its lease was lost (it ran out and another run
+    has it: see :data:`SWEEP_LEASE_SECONDS`)."""
     lease = leases.Lease(SWEEP_LEASE, seconds=SWEEP_LEASE_SECONDS)
     if not lease.take():
         logger.info("payments sweep: another run is under way")
@@ -75,36 +79,44 @@ def payments_sweep() -> dict[str, int]:
     try:
         return _steps(
             lease,
-            ("applied", lambda: notifications.notifies_apply_waiting()[1]),
+            ("applied", lambda held: notifications.notifies_apply_waiting(held=held)[1]),
             # Orders closed here that their channel could still take a
             # payment for (before the orders step: a close that has just
             # failed there waits for the next sweep).
-            ("closes", orders.orders_close_owed),
+            ("closes", lambda held: orders.orders_close_owed(held=held)),
             # The safety net for callbacks lost on the way: it runs whatever
             # became of the steps before.
-            ("orders", orders.orders_sweep),
-            ("refunds", refunds.refunds_sweep),
-            ("callbacks", notify.notifies_sweep if settings.PAYMENTS_SANDBOX else lambda: 0),
+            ("orders", lambda held: orders.orders_sweep(held=held)),
+            ("refunds", lambda held: refunds.refunds_sweep(held=held)),
+            (
+                "callbacks",
+                lambda held: notify.notifies_sweep(held=held) if settings.PAYMENTS_SANDBOX else 0,
+            ),
         )
     finally:
         lease.give_back()
 
 
-def _steps(lease: leases.Lease, *steps: tuple[str, Callable[[], int]]) -> dict[str, int]:
+Step = Callable[[Callable[[], bool]], int]
+
+
+def _steps(lease: leases.Lease, *steps: tuple[str, Step]) -> dict[str, int]:
+    """The steps in turn, each given ``lease.keep`` to ask before each of
+    its orders, refunds or callbacks; none after the lease was lost."""
     done: dict[str, int] = {}
-    for index, (name, work) in enumerate(steps):
-        if index and not lease.renew():
-            # Its time ran out in the step before, and another run has it.
+    for name, work in steps:
+        if not lease.keep():
+            # Its time ran out, and another run has it.
             logger.warning("payments sweep: another run took over before the %s step", name)
             return done
-        done[name] = _step(name, work)
+        done[name] = _step(name, work, lease.keep)
     return done
 
 
-def _step(name: str, work: Callable[[], int]) -> int:
+def _step(name: str, work: Step, held: Callable[[], bool]) -> int:
     """One part of the sweep; one that fails is logged, not the end of the others."""
     try:
-        return work()
+        return work(held)
     except Exception:  # noqa: BLE001  (the next sweep tries again)
         logger.exception("payments sweep: the %s step failed", name)
         return 0

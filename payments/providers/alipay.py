@@ -48,6 +48,8 @@ from payments.providers.base import (
     channel_reference,
     channel_time,
     storable,
+    unreached,
+    unreached_status,
 )
 
 # Alipay writes every time in China time, whatever the server's zone.
@@ -243,11 +245,12 @@ class AlipayProvider(BasePaymentProvider):
         try:
             response = answer_read(self.http, request, what=f"alipay {method}")
         except httpx.HTTPError as exc:
-            raise ProviderError(f"alipay {method}: {exc}") from exc
+            raise ProviderError(f"alipay {method}: {exc}", unreachable=unreached(exc)) from exc
         if response.status_code != 200:
             raise ProviderError(
                 f"alipay {method}: HTTP {response.status_code}",
-                retryable=response.status_code >= 500 or response.status_code in (408, 429),
+                retryable=unreached_status(response.status_code),
+                unreachable=unreached_status(response.status_code),
             )
         node = self._verified(response.content, method)
         code = str(node.get("code", ""))
@@ -545,7 +548,9 @@ class AlipayProvider(BasePaymentProvider):
                     ):
                         archive.write(chunk)
             except httpx.HTTPError as exc:
-                raise ProviderError(f"alipay bill download: {exc}") from exc
+                raise ProviderError(
+                    f"alipay bill download: {exc}", unreachable=unreached(exc)
+                ) from exc
             archive.seek(0)
             try:
                 return self._statement_lines(archive)

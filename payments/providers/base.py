@@ -204,13 +204,44 @@ class ProviderError(Exception):
     whether trying the same call later may succeed: the network, the
     channel's own fault, a refusal it means as "later" (a refund beyond the
     merchant's balance), or an answer that is not its word (its signature
-    does not hold: the call may or may not have reached it)."""
+    does not hold: the call may or may not have reached it).
 
-    def __init__(self, message: str, *, retryable: bool = True, code: str = "") -> None:
+    ``unreachable`` says the channel could not be reached, or not in time:
+    the connection failed, dropped or timed out, the answer did not come
+    in full within the call's bound (``answer_too_slow``), or the answer
+    was the HTTP layer's own refusal of any call (:func:`unreached_status`:
+    5xx, 408, 429). Every other call to the channel would fail the same
+    way now, each waiting out its time: the payments sweep leaves the
+    channel's other rows for its next run. A refusal in the channel's own
+    words, "later" included (WeChat Pay's ``NOT_ENOUGH``, Alipay's
+    ``ACQ.SYSTEM_ERROR``, UnionPay's respCode 06), is about the one call
+    and is not. Set where the providers turn an httpx failure or an HTTP
+    status into this error (:func:`unreached`, :func:`unreached_status`),
+    and by the call's deadline."""
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, code: str = "", unreachable: bool = False
+    ) -> None:
         # Often the channel's own words, shown where a refund waits.
         super().__init__(storable(message, 2000))
         self.retryable = retryable
         self.code = code
+        self.unreachable = unreachable
+
+
+def unreached(error: httpx.HTTPError) -> bool:
+    """Whether an httpx failure of a call to a channel is one of reaching
+    it (connecting, a TLS handshake, reading, writing, a timeout, the
+    connection dropped, a proxy's refusal), not of an answer that came (a
+    content coding that does not undo, too many redirects)."""
+    return isinstance(error, httpx.TransportError)
+
+
+def unreached_status(status: int) -> bool:
+    """Whether an HTTP status from a channel is its HTTP layer's failure or
+    refusal of any call now (5xx, 408 Request Timeout, 429 Too Many
+    Requests), not an answer about the call's order or refund."""
+    return status >= 500 or status in (408, 429)
 
 
 @dataclass(frozen=True)
@@ -230,6 +261,7 @@ class _Deadline:
             f"{self.what}: not answered in full within {self.seconds:g} seconds: given up",
             retryable=self.retryable,
             code="answer_too_slow",
+            unreachable=True,
         )
 
 

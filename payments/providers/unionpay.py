@@ -54,6 +54,8 @@ from payments.providers.base import (
     channel_reference,
     channel_time,
     storable,
+    unreached,
+    unreached_status,
 )
 
 # UnionPay's clock is China time whatever TIME_ZONE says.
@@ -290,12 +292,15 @@ class UnionpayProvider(BasePaymentProvider):
             else:
                 response = answer_read(self.http, request, what=f"unionpay {path}")
         except httpx.HTTPError as exc:
-            raise ProviderError(f"unionpay {path}: {exc}", retryable=True) from exc
+            raise ProviderError(
+                f"unionpay {path}: {exc}", retryable=True, unreachable=unreached(exc)
+            ) from exc
         if response.status_code != 200:
             raise ProviderError(
                 f"unionpay {path}: HTTP {response.status_code}",
-                retryable=response.status_code >= 500 or response.status_code in (408, 429),
+                retryable=unreached_status(response.status_code),
                 code=f"http_{response.status_code}",
+                unreachable=unreached_status(response.status_code),
             )
         try:
             answer = parse_answer(response.content.decode("utf-8"))

@@ -51,6 +51,8 @@ from payments.providers.base import (
     answer_read,
     channel_reference,
     channel_time,
+    unreached,
+    unreached_status,
 )
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
@@ -308,10 +310,12 @@ class WechatPayProvider(BasePaymentProvider):
 
     Every call raises :class:`~payments.providers.base.ProviderError` with
     WeChat's error ``code`` (``ORDERPAID``, ``INVALID_REQUEST`` …); it is
-    ``retryable`` for network failures, 429 and 5xx, ``NOT_ENOUGH`` (a refund
-    beyond the merchant's balance), and for answers (signed refusals too)
-    whose signature does not hold (every call here is idempotent, and a
-    call that did reach WeChat must be asked again, not forgotten).
+    ``retryable`` for network failures, 408, 429 and 5xx, ``NOT_ENOUGH`` (a
+    refund beyond the merchant's balance), and for answers (signed refusals
+    too) whose signature does not hold (every call here is idempotent, and
+    a call that did reach WeChat must be asked again, not forgotten). Of
+    these, network failures, 408, 429 and 5xx are ``unreachable`` too: the
+    others are WeChat's word on the one call.
     """
 
     identifier = "wechat"
@@ -586,7 +590,9 @@ class WechatPayProvider(BasePaymentProvider):
             else:
                 response = answer_read(self.http, request, what=what)
         except httpx.HTTPError as exc:
-            raise ProviderError(f"WeChat Pay unreachable: {exc}", code="NETWORK") from exc
+            raise ProviderError(
+                f"WeChat Pay unreachable: {exc}", code="NETWORK", unreachable=unreached(exc)
+            ) from exc
         if not response.is_success:
             refusal = self._refusal(response)
             if (
@@ -637,14 +643,13 @@ class WechatPayProvider(BasePaymentProvider):
         if isinstance(answer, dict):
             code = str(answer.get("code") or code)
             message = str(answer.get("message") or message)
-        retryable = (
-            response.status_code >= 500 or response.status_code == 429 or code in TRY_AGAIN_CODES
-        )
+        retryable = unreached_status(response.status_code) or code in TRY_AGAIN_CODES
         return ProviderError(
             f"WeChat Pay refused {response.request.method} {response.request.url.path}: "
             f"{response.status_code} {code} {message}",
             retryable=retryable,
             code=code,
+            unreachable=unreached_status(response.status_code),
         )
 
     @staticmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -125,11 +126,15 @@ def notifies_due(*, limit: int = 200) -> list[int]:
     )
 
 
-def notifies_sweep() -> int:
-    """Send the callbacks whose next try is due, each on its own; returns
-    how many were tried."""
+def notifies_sweep(*, held: Callable[[], bool] | None = None) -> int:
+    """Send the callbacks whose next try is due, each on its own, asking
+    the sweep's ``held`` (its lease, see :func:`payments.orders.sweep_line`)
+    before each; returns how many were tried."""
     sent = 0
     for trade_id in notifies_due():
+        if held is not None and not held():
+            logger.warning("payments sweep (callbacks): its lease was lost to another run")
+            break
         try:
             wait = notify_send(trade_id)
         except DatabaseError as exc:

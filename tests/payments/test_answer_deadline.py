@@ -199,8 +199,10 @@ def test_an_answer_slower_than_any_real_one_is_given_up(
         provider.order_query(order_no=order["order_no"])
 
     assert caught.value.code == "answer_too_slow"
-    # As an answer we cannot read: asked again, never taken as the channel's word.
+    # As an answer we cannot read: asked again, never taken as the channel's word;
+    # and as a channel that cannot be reached (the sweep leaves its others for later).
     assert caught.value.retryable
+    assert caught.value.unreachable
     assert "not answered in full within" in str(caught.value)
     given_up(channel)
 

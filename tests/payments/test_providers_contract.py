@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
+import httpx
 import pytest
 from django.conf import settings
 from django.utils import timezone
@@ -135,3 +137,74 @@ def test_a_refund_the_channel_never_took_is_said_to_be_unknown(provider) -> None
     assert provider.refund_unknown(unknown.value)
     # Anything else is not that answer, whatever its code says of retrying.
     assert not provider.refund_unknown(ProviderError("unreadable", retryable=False, code="x"))
+
+
+# What each channel answers when it refuses a call for now, in its own
+# words ("later": the merchant's balance short of a refund, the payment's
+# state not known yet), to a refund (UnionPay's first asks where the
+# payment stands).
+LATER: dict[str, Callable[[], httpx.Response]] = {
+    "wechat": lambda: httpx.Response(
+        403, json={"code": "NOT_ENOUGH", "message": "基本账户余额不足，请充值后重新发起"}
+    ),
+    "alipay": lambda: httpx.Response(
+        200,
+        json={
+            "alipay_trade_refund_response": {
+                "code": "40004",
+                "msg": "Business Failed",
+                "sub_code": "ACQ.SELLER_BALANCE_NOT_ENOUGH",
+                "sub_msg": "卖家余额不足",
+            }
+        },
+    ),
+    "unionpay": lambda: httpx.Response(200, text="respCode=04&respMsg=交易状态未明，请稍后查询"),
+}
+
+
+def _answered(provider: BasePaymentProvider, monkeypatch, answer) -> None:
+    """Every call to ``provider``'s channel answered by ``answer(request)``."""
+    monkeypatch.setattr(provider.http, "_transport", httpx.MockTransport(answer))
+
+
+def _connect_error(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+def _read_timeout(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _connect_error,
+        _read_timeout,
+        lambda request: httpx.Response(503, text="Service Unavailable"),
+        lambda request: httpx.Response(429, text="Too Many Requests"),
+    ],
+    ids=["connect_error", "read_timeout", "503", "429"],
+)
+def test_a_channel_that_cannot_be_reached_says_so(provider, monkeypatch, answer) -> None:
+    """Not reached, or its HTTP layer refusing any call now: every other
+    call would fail the same way (the payments sweep leaves the channel's
+    other orders and refunds for its next run)."""
+    _answered(provider, monkeypatch, answer)
+    with pytest.raises(ProviderError) as failed:
+        provider.order_query(order_no="P20261206CONTRACT00004")
+    assert (failed.value.retryable, failed.value.unreachable) == (True, True)
+
+
+def test_a_channel_that_says_later_about_one_call_was_reached(provider, monkeypatch) -> None:
+    """Its own refusal of one call, meant as "try it again later", is worth
+    trying again, and says nothing of its other orders and refunds."""
+    _answered(provider, monkeypatch, lambda request: LATER[provider.identifier]())
+    with pytest.raises(ProviderError) as refused:
+        provider.refund_create(
+            order_no="P20261206CONTRACT00005",
+            refund_no="R20261206CONTRACT00005",
+            amount_fen=100,
+            total_fen=1234,
+            reason="",
+        )
+    assert (refused.value.retryable, refused.value.unreachable) == (True, False)

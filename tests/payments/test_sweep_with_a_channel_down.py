@@ -7,12 +7,16 @@ on with the other channels' orders, oldest first, as before."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+from urllib.parse import parse_qs
 
+import httpx
 import pytest
 from django.utils import timezone
 
 from payments import orders, refunds, tasks
 from payments.models import OrderStatus, PaymentOrder, Refund, SandboxRefund, SandboxTrade
+from payments.providers import provider_for
 from payments.sandbox import books
 from tests.payments.conftest import FEE, apply_for, open_order
 from tests.payments.test_expired_order_unknown_at_channel import unreachable
@@ -325,3 +329,108 @@ def test_a_down_channels_refunds_do_not_take_the_others_places_in_a_run(
     assert len(tried) == 1
     assert as_now(alipay) == [("succeeded", True), ("pending", False)]
     assert as_now(wechat) == [("pending", False)] * 3
+
+
+# --- A channel that answers, refusing one order or refund for now -------------------------------
+
+
+def refusing(channel: str, monkeypatch, refusal) -> list[httpx.Request]:
+    """``channel`` answers as its sandbox does, but ``refusal(request)``
+    in its own words where that gives an answer; the calls are listed."""
+    calls: list[httpx.Request] = []
+    sandbox = provider_for(channel).http._transport
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return refusal(request) or sandbox.handle_request(request)
+
+    monkeypatch.setattr(provider_for(channel).http, "_transport", httpx.MockTransport(answer))
+    return calls
+
+
+def balance_short(request: httpx.Request) -> httpx.Response | None:
+    """WeChat Pay refusing every refund: the merchant's balance is short of
+    it (top up, then ask again with the same refund number)."""
+    if request.method == "POST" and request.url.path == "/v3/refund/domestic/refunds":
+        return httpx.Response(
+            403, json={"code": "NOT_ENOUGH", "message": "基本账户余额不足，请充值后重新发起"}
+        )
+    return None
+
+
+def test_a_refund_refused_for_a_short_balance_does_not_hold_back_its_channels_others(
+    citizen_api,
+    fee_service,
+    pay,
+    integrator_api,
+    monkeypatch,
+    settings,
+    caplog,
+    django_capture_on_commit_callbacks,
+) -> None:
+    """WeChat Pay answers, and refuses the refunds to send NOT_ENOUGH: each
+    is its own refusal ("later"), not a channel that cannot be reached. The
+    refunds to send are each sent, and those sent before are queried and
+    found settled, in the same run."""
+    sent = refunds_asked(citizen_api, fee_service, pay, integrator_api, "wechat", [9, 8])
+    refunds_sent(sent, settings)
+    unsent = refunds_asked(citizen_api, fee_service, pay, integrator_api, "wechat", [6, 5])
+    SandboxRefund.objects.update(settles_at=timezone.now())  # settled at WeChat Pay
+    calls = refusing("wechat", monkeypatch, balance_short)
+
+    sweep(django_capture_on_commit_callbacks)
+
+    assert as_now(sent) == [("succeeded", True)] * 2
+    assert as_now(unsent) == [("pending", False)] * 2
+    refused = [Refund.objects.get(pk=refund.pk).failure_reason for refund in unsent]
+    assert all("NOT_ENOUGH" in reason for reason in refused)
+    assert sum(request.method == "POST" for request in calls) == 2  # each sent once
+    assert skipped(caplog) == []
+
+
+def close_later(order_no: str):
+    """Alipay failing on its side to close ``order_no`` (ACQ.SYSTEM_ERROR:
+    "try again later"), and only that order."""
+
+    def refusal(request: httpx.Request) -> httpx.Response | None:
+        form = parse_qs(request.content.decode())
+        if request.url.params.get("method") == "alipay.trade.close" and (
+            json.loads(form["biz_content"][0])["out_trade_no"] == order_no
+        ):
+            return httpx.Response(
+                200,
+                json={
+                    "alipay_trade_close_response": {
+                        "code": "40004",
+                        "msg": "Business Failed",
+                        "sub_code": "ACQ.SYSTEM_ERROR",
+                        "sub_msg": "系统错误",
+                    }
+                },
+            )
+        return None
+
+    return refusal
+
+
+def test_an_order_its_channel_keeps_failing_to_close_does_not_hold_back_the_others(
+    citizen_api, fee_service, monkeypatch, caplog
+) -> None:
+    """The soonest to expire of Alipay's owed closes fails at Alipay, run
+    after run: its others, behind it in the line, are closed all the same
+    (before they too expire unclosed), and it is tried again each run."""
+    alipay = owed_closes(citizen_api, fee_service, monkeypatch, "alipay", 3)
+    expiring(alipay, [10, 11, 12])
+    calls = refusing("alipay", monkeypatch, close_later(alipay[0]))
+
+    for _ in range(2):  # two runs of the sweep, 15 s apart
+        orders.orders_close_owed()
+
+    assert [owed(order_no) for order_no in alipay] == [True, False, False]
+    closes = [
+        json.loads(parse_qs(request.content.decode())["biz_content"][0])["out_trade_no"]
+        for request in calls
+        if request.url.params.get("method") == "alipay.trade.close"
+    ]
+    assert closes == [alipay[0], alipay[1], alipay[2], alipay[0]]
+    assert skipped(caplog) == []
