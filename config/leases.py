@@ -42,7 +42,8 @@ class Lease:
     A holder whose work is long, in pieces each well within ``seconds``,
     asks :meth:`keep` before each piece: the lease lasts as long as the
     work does, and a holder that dies lets it run out ``seconds`` after
-    its last piece began."""
+    its last renewal (renewals come at most a tenth of ``seconds`` apart,
+    see :meth:`keep`)."""
 
     def __init__(self, name: str, *, seconds: int) -> None:
         self.name = name

@@ -62,8 +62,9 @@ def rows_insert(
     ``bulk_create`` per group. Either way the rows end as ``bulk_create``
     leaves them: saved, their keys (auto ones too) set. As with
     ``bulk_create``, no ``save()`` is called and no signal sent; of what
-    the database fills in, only keys are read back (a group's rows all
-    have their key, or none has), not other database defaults."""
+    the database fills in, keys are read back (a group's rows all have
+    their key, or none has); other database defaults are read back only
+    where ``bulk_create`` does it (not on PostgreSQL): give their values."""
     connection = connections[using]
     if not connection.in_atomic_block:
         raise TransactionManagementError("rows_insert needs the caller's transaction")

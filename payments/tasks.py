@@ -56,10 +56,11 @@ def sandbox_notify(self: Any, trade_id: int, duplicate: bool = False) -> None:
 # channel slow to answer lasts longer): a second would call the same
 # channels about the same orders and refunds. A step goes through up to
 # 200 orders or refunds a line (500 callbacks), each with up to three
-# calls to its channel of ANSWER_SECONDS at most, so the lease is renewed
-# as the step goes, before each of them (Lease.keep): it lasts this long
-# from the start of the latest, far longer than one takes. A worker killed
-# in a run holds the sweep back this long at most.
+# calls to its channel of ANSWER_SECONDS at most, so the lease is checked
+# before each of them and renewed as the step goes (Lease.keep, at least
+# every tenth of this): each begins with nine tenths of this left, far
+# longer than one takes. A worker killed in a run holds the sweep back
+# this long at most.
 SWEEP_LEASE = "payments:sweep"
 SWEEP_LEASE_SECONDS = 300
 
