@@ -77,10 +77,13 @@ def idempotent(
     owner, fingerprint = _owner(request), _fingerprint(request)
     cutoff = timezone.now() - KEY_LIFETIME
     records = IdempotencyRecord.objects.filter(owner=owner, key=key)
-    records.filter(created_at__lt=cutoff).delete()
     existing = records.first()
     if existing is not None:
-        return _replay(existing, fingerprint)
+        if existing.created_at >= cutoff:
+            return _replay(existing, fingerprint)
+        # Past its lifetime: the key is free again. Deleted only when found
+        # so, not looked for on every request (the purge takes the rest).
+        records.filter(pk=existing.pk).delete()
     try:
         with transaction.atomic():
             record = IdempotencyRecord.objects.create(

@@ -410,6 +410,24 @@ def test_submitting_takes_a_fixed_number_of_statements(
     assert len(set(counts)) == 1
 
 
+def test_a_submit_with_its_idempotency_key_takes_five_statements_more(
+    citizen_api, service, django_assert_max_num_queries
+) -> None:
+    """As the apps send it (docs/mobile.md): the key looked up, then in the
+    transaction that writes the application the record inserted and its
+    answer stored, the submit's own transaction a savepoint within. An
+    expired record is not looked for on every request."""
+    from django.db import connection
+
+    most = (7 if connection.vendor == "postgresql" else 11) + 5
+    counts = []
+    for number in range(3):
+        with django_assert_max_num_queries(most) as captured:
+            assert submit(citizen_api, HTTP_IDEMPOTENCY_KEY=f"k-{number}").status_code == 201
+        counts.append(len(captured.captured_queries))
+    assert len(set(counts)) == 1
+
+
 def test_the_platforms_notes_on_the_timeline_speak_the_readers_language(
     citizen_api, integrator_api, service
 ) -> None:
