@@ -32,6 +32,9 @@ Paths, and what makes each request different:
   online scans on record must match the requests.
 - ``submit``: ``POST /api/v1/applications/`` for a free service whose
   department registered no endpoint, each by a different citizen.
+- ``submit-keyed``: the same, each with its own ``Idempotency-Key``, as
+  the apps send every submit (docs/mobile.md): the key's record looked up,
+  inserted and given the answer in the submit's transaction.
 
 An answer with another status (or, for verify, without ``"valid":true``),
 a socket error or a time-out is an error, in the floor's rounds as in the
@@ -53,6 +56,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -253,17 +257,24 @@ class Seeder:
             for i, citizen in enumerate(self.citizens(n))
         ]
 
-    def submit(self, n: int) -> list[bytes]:
+    def submit(self, n: int, *, keyed: bool = False) -> list[bytes]:
         body = json.dumps({"service": self.free.code, "form": FORM}).encode()
         return [
             raw_request(
                 "POST",
                 "/api/v1/applications/",
-                {**self.bearer(c), "Content-Type": "application/json"},
+                {
+                    **self.bearer(c),
+                    "Content-Type": "application/json",
+                    **({"Idempotency-Key": f"submit-{uuid.uuid4()}"} if keyed else {}),
+                },
                 body,
             )
             for c in self.citizens(n)
         ]
+
+    def submit_keyed(self, n: int) -> list[bytes]:
+        return self.submit(n, keyed=True)
 
 
 def valid_online_scans() -> int:
@@ -303,6 +314,9 @@ def paths(seeder: Seeder) -> dict[str, HotPath]:
             recorded_what="valid scans",
         ),
         "submit": HotPath("POST /api/v1/applications/ (free)", 0.20, 201, seeder.submit),
+        "submit-keyed": HotPath(
+            "  the same, with an Idempotency-Key", 0.20, 201, seeder.submit_keyed
+        ),
     }
 
 
