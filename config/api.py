@@ -72,7 +72,7 @@ from config.errors import (
     problem_http_response,
 )
 from config.queries import Row
-from config.redis_client import REDIS_ERRORS, redis_client, redis_enabled, redis_key
+from config.redis_client import REDIS_ERRORS, LuaScript, redis_enabled, redis_key
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -377,9 +377,7 @@ return count
 """
 
 
-@functools.cache
-def _count_in_window(client: redis.Redis) -> Any:
-    return client.register_script(_COUNT_IN_WINDOW)
+_count_in_window = LuaScript(_COUNT_IN_WINDOW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,10 +399,7 @@ class ThrottleWindow:
         through rather than refusing them all, and logs it."""
         if redis_enabled():
             try:
-                client = redis_client()
-                count = _count_in_window(client)(
-                    keys=[redis_key(self.name)], args=[self.period + 1]
-                )
+                count = _count_in_window(keys=[redis_key(self.name)], args=[self.period + 1])
                 return self.admits(int(count))
             except REDIS_ERRORS as exc:
                 logger.warning("%s throttle unavailable, not counting: %s", self.scope, exc)

@@ -39,7 +39,6 @@ refused.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from config.api import ThrottleWindow
-from config.redis_client import REDIS_ERRORS, redis_client, redis_key
+from config.redis_client import REDIS_ERRORS, LuaScript, redis_client, redis_key
 from payments.models import NotifyLog, OrderStatus, PaymentOrder
 
 logger = logging.getLogger(__name__)
@@ -177,9 +176,7 @@ class Offer:
     marked: bool  # the nudge mark was set: a drain is due
 
 
-@functools.cache
-def _offer_script() -> Any:
-    return redis_client().register_script(OFFER_SCRIPT)
+_offer_script = LuaScript(OFFER_SCRIPT)
 
 
 def inbox_offer(
@@ -200,7 +197,7 @@ def inbox_offer(
         value for facts, outcome in accepted_under.items() for value in (facts.dumps(), outcome)
     ]
     fields = [value for pair in entry.items() for value in pair]
-    count, raw, appended, marked = _offer_script()(
+    count, raw, appended, marked = _offer_script(
         keys=[
             redis_key(window.name) if window else redis_key(nudge_key),
             facts_key(order_no),
@@ -216,7 +213,6 @@ def inbox_offer(
             *expected,
             *fields,
         ],
-        client=redis_client(),
     )
     return Offer(
         count=int(count) if count is not None else None,

@@ -33,7 +33,7 @@ from accounts import token_facts
 from config.api import json_object_once, json_problem
 from config.errors import PROBLEM_CONTENT_TYPE, SERVER_ERROR, ErrorCode, problem_body
 from config.fastpath import API_HEADERS, bodiless, plain_request
-from config.redis_client import REDIS_ERRORS, redis_client, redis_key
+from config.redis_client import REDIS_ERRORS, LuaScript, redis_key
 from qr import scans, star_codes
 from qr.authentication import remembered_scanner
 from qr.errors import QrError
@@ -219,13 +219,7 @@ class StarCodeFastPath:
 
         self.throttle_class = StarCodeThrottle
         self.answer = star_code_answer
-        self._script: Any = None
-
-    @property
-    def script(self) -> Any:
-        if self._script is None:
-            self._script = redis_client().register_script(_GENERATION_AND_COUNT)
-        return self._script
+        self.script = LuaScript(_GENERATION_AND_COUNT)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != ISSUE_PATH or environ.get("REQUEST_METHOD") != "GET":
@@ -269,9 +263,7 @@ class StarCodeFastPath:
         window = self.throttle_class().window_of(str(token[api_settings.USER_ID_CLAIM]))
         if window is None:
             return token_facts.citizen_from_token(token)
-        current, count = self.script(
-            keys=[key, redis_key(window.name)], args=[window.period + 1], client=redis_client()
-        )
+        current, count = self.script(keys=[key, redis_key(window.name)], args=[window.period + 1])
         if not window.admits(int(count)):
             return None  # the view counts once more and words the 429
         return token_facts.citizen_vouched(token, current)

@@ -36,7 +36,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from config.redis_client import redis_client
+from config.redis_client import LuaScript, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ class RedisScanRecorder(ScanRecorder):
 
         self._errors = (redis.RedisError, OSError)
         client = redis_client()
-        self._record = client.register_script(_RECORD_SCRIPT)
+        self._record = LuaScript(_RECORD_SCRIPT)  # the verification's one round trip
         self._trim = client.register_script(_TRIM_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
         # Inside the cache's key space, so each deployment (and test run)

@@ -177,14 +177,16 @@ def test_the_rate_holds_on_both_paths(citizen, keyring, view_calls, settings) ->
 
 @integration
 def test_with_redis_away_the_full_way_answers(citizen, keyring, view_calls, monkeypatch) -> None:
-    class Away:
-        def __getattr__(self, name: str) -> Any:
-            raise ConnectionError("Redis is away")
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    from qr import fastpath
+    from config import redis_client
 
-    monkeypatch.setattr(token_facts, "redis_client", lambda: Away())
-    monkeypatch.setattr(fastpath, "redis_client", lambda: Away())
+    # A client of a Redis that refuses connections, wherever one is asked for.
+    away = redis.Redis(port=1, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    monkeypatch.setattr(token_facts, "redis_client", lambda: away)
+    monkeypatch.setattr(redis_client, "redis_client", lambda: away)
     status, _, body = wsgi(vouching(citizen))
     assert status == 200 and len(view_calls) == 1
     shape(body)
