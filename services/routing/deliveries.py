@@ -464,7 +464,7 @@ def _record(outcomes: list[tuple[_Try, transport.SendResult]], lease: dt.datetim
             if result.ok:
                 endpoints.endpoint_mark_succeeded(endpoint, now)
                 if _on_delivered.get(event.type):
-                    delivered[event.type].append((event, _reference(result.body)))
+                    delivered[event.type].append((event, _reference(result.answer)))
             else:
                 endpoints.endpoint_mark_failed(endpoint, now, result)
             if row["status"] != DeliveryStatus.PENDING or row["locked_until"] != lease:
@@ -602,8 +602,9 @@ def _release_next(finished: list[Delivery]) -> None:
 
 
 def _reference(body: str) -> str:
-    """The department's ``reference`` from its answer, as text a database
-    column holds: no NUL, no lone surrogate (valid JSON may carry both)."""
+    """The department's ``reference`` from its answer (the whole answer
+    read, not the excerpt kept on record), as text a database column holds:
+    no NUL, no lone surrogate (valid JSON may carry both)."""
     try:
         reference = json.loads(body).get("reference")
     except (ValueError, AttributeError, RecursionError):

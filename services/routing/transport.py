@@ -411,10 +411,15 @@ def signature_headers(
 @dataclass
 class SendResult:
     status_code: int | None
+    # The excerpt of the answer kept on record (RESPONSE_KEEP_BYTES at most).
     body: str
     duration_ms: int
     error: str = ""
     retry_after: float | None = None
+    # A success's whole answer as read (RESPONSE_READ_LIMIT bytes at most),
+    # which the department's reference is read from: an answer longer than
+    # the excerpt still names it. Empty for any other answer (never read).
+    answer: str = ""
 
     @property
     def ok(self) -> bool:
@@ -535,6 +540,11 @@ class _AnswerBody:
         self._bare_deflate_possible = False
 
 
+def _text(data: bytes | bytearray) -> str:
+    """An answer's bytes as text a database column holds (no NUL)."""
+    return bytes(data).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
 # What can go wrong on the wire, recorded as the try's error (httpcore's own
 # exceptions have no common base).
 _SEND_ERRORS = (
@@ -617,16 +627,12 @@ def webhook_post(url: str, *, body: str, headers: dict[str, str], timeout: float
             response.close()
         if time.monotonic() > deadline:
             return SendResult(None, "", elapsed(), error=_("响应超时"))
-        text = (
-            bytes(answer.data[:RESPONSE_KEEP_BYTES])
-            .decode("utf-8", errors="replace")
-            .replace("\x00", "\ufffd")  # no database text column holds NUL
-        )
         return SendResult(
             response.status,
-            text,
+            _text(answer.data[:RESPONSE_KEEP_BYTES]),
             elapsed(),
             retry_after=_retry_after(_header(response.headers, b"retry-after")),
+            answer=_text(answer.data) if 200 <= response.status < 300 else "",
         )
     except httpcore.TimeoutException:
         return SendResult(None, "", elapsed(), error=_("响应超时"))

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import Message
 from services.applications import application_submit
 from services.models import Application, Delivery, DeliveryAttempt, Endpoint
-from services.routing import deliveries, endpoints, events, outbox
+from services.routing import deliveries, endpoints, events, outbox, transport
 from tests.accounts.factories import CitizenFactory
 from tests.processes import wait_for
 from tests.services.conftest import GOOD_FORM
@@ -78,6 +78,39 @@ def test_a_batch_keeps_each_deliverys_own_outcome(quiet, settings) -> None:
     statuses = dict(Application.objects.values_list("pk", "status"))
     assert statuses == {delivered.pk: "routed", retried.pk: "submitted", refused.pk: "submitted"}
     assert Application.objects.get(pk=delivered.pk).department_reference == "OK-1"
+
+
+@pytest.mark.django_db
+def test_a_batch_stores_references_from_answers_longer_than_the_kept_excerpt(
+    quiet, department, department_server, settings
+) -> None:
+    """The batched path reads each reference from the whole answer read, as
+    a lone delivery does, not from the excerpt kept on record."""
+    settings.ROUTING_SEND_CONCURRENCY = 4
+    endpoints.endpoint_create(
+        department=department,
+        url=department_server.url(),
+        events=[events.APPLICATION_SUBMITTED],
+        actor=None,
+    )
+    service = ServiceFactory(department=department)
+    department_server.respond = lambda received: Answer(
+        200,
+        {
+            "echo": "x" * 5000,
+            "reference": "R-" + received.payload["data"]["application"]["number"],
+        },
+    )
+    applications = submitted(service, 3)
+    assert deliveries.deliveries_send_due(batch_size=3) == 3
+    stored = Application.objects.filter(pk__in=[a.pk for a in applications])
+    assert {(a.status, a.department_reference) for a in stored} == {
+        ("routed", f"R-{a.number}") for a in stored
+    }
+    assert all(
+        len(body.encode()) <= transport.RESPONSE_KEEP_BYTES
+        for body in DeliveryAttempt.objects.values_list("response_body", flat=True)
+    )
 
 
 @pytest.mark.django_db

@@ -190,6 +190,26 @@ def test_a_lone_surrogate_in_the_reference_is_recorded_like_any_answer(
     )
 
 
+@pytest.mark.django_db
+def test_the_reference_in_an_answer_longer_than_the_kept_excerpt_is_stored(
+    apply, hook, department_server
+) -> None:
+    """docs/departments.md: a JSON answer ``{"reference": ...}`` is stored as
+    the application's reference. The engine reads up to RESPONSE_READ_LIMIT
+    bytes of the answer and keeps only RESPONSE_KEEP_BYTES on record; the
+    reference was parsed from that excerpt, so an answer a little longer
+    (one that echoes what it received) lost it silently."""
+    from services.models import Application, DeliveryAttempt
+
+    department_server.default = Answer(200, {"received": "x" * 3000, "reference": "HRSS-2026-0001"})
+    body = apply()
+    application = Application.objects.get(pk=body["id"])
+    assert application.status == "routed"
+    assert application.department_reference == "HRSS-2026-0001"
+    kept = DeliveryAttempt.objects.get().response_body
+    assert len(kept.encode()) <= transport.RESPONSE_KEEP_BYTES
+
+
 def _trickling_server(stop: threading.Event, status_line: bytes, then: bytes) -> int:
     """A server that answers with ``status_line``, then ``then`` one byte
     every 0.2 s for as long as the client listens."""

@@ -91,3 +91,23 @@ def test_a_small_compressed_answer_is_still_read(settings, encoding, pack) -> No
         f"http://127.0.0.1:{port}/events", body="{}", headers={}, timeout=5.0
     )
     assert (result.status_code, result.body) == (200, '{"reference": "HR-9"}')
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_the_whole_answer_read_is_handed_on_beside_the_excerpt_kept(settings, status) -> None:
+    """The excerpt kept on record is RESPONSE_KEEP_BYTES; what the
+    department's reference is read from is all that was read (at most
+    RESPONSE_READ_LIMIT bytes), for a success only: a failure's is never
+    read, so it is not held either."""
+    settings.ROUTING_ALLOW_PRIVATE_ENDPOINTS = True
+    whole = b'{"echo": "' + b"x" * (2 * transport.RESPONSE_READ_LIMIT) + b'"}'
+    port = _answering_server(f"HTTP/1.1 {status} Whatever\r\n".encode(), whole)
+    result = transport.webhook_post(
+        f"http://127.0.0.1:{port}/events", body="{}", headers={}, timeout=5.0
+    )
+    assert result.status_code == status, result.error
+    assert result.body == whole[: transport.RESPONSE_KEEP_BYTES].decode()
+    if status == 200:
+        assert result.answer == whole[: transport.RESPONSE_READ_LIMIT].decode()
+    else:
+        assert result.answer == ""
