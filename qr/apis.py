@@ -490,7 +490,10 @@ class DeptCodeListView(DeptCodesView):
         )
         serializer.is_valid(raise_exception=True)
         venue = venue_codes.venue_code_create(
-            department=self.department, actor=request.auth, **serializer.validated_data
+            department=self.department,
+            actor=request.auth,
+            ip=client_ip(request),
+            **serializer.validated_data,
         )
         return Response(VenueCodeSerializer(venue).data, status=status.HTTP_201_CREATED)
 

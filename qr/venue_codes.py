@@ -20,7 +20,6 @@ from qr.recorders import ScanStateUnavailable, get_recorder
 from services.models import Service
 
 
-@transaction.atomic
 def venue_code_create(
     *,
     department: Department,
@@ -28,8 +27,13 @@ def venue_code_create(
     label: str,
     location: str = "",
     actor: ApiKey | User | None = None,
+    ip: str | None = None,
 ) -> VenueCode:
-    """A venue code for one of the department's own services."""
+    """A venue code for one of the department's own services: signed, then
+    stored in one transaction with its audit entry, which names the caller's
+    address. (Signing stays outside that transaction: a first signing key
+    made for it commits on its own, before the key ring takes it up, rather
+    than with a code that may yet be rolled back.)"""
     if service.department_id != department.pk:
         raise QrError(NOT_FOUND)
     venue = VenueCode(department=department, service=service, label=label, location=location)
@@ -48,13 +52,15 @@ def venue_code_create(
         kid=kid,
         private_key=private,
     )
-    venue.save()
-    audit_record(
-        actor=actor,
-        action="qr.venue_code.created",
-        target=venue,
-        data={"service": service.code, "label": label, "kid": kid},
-    )
+    with transaction.atomic():
+        venue.save()
+        audit_record(
+            actor=actor,
+            action="qr.venue_code.created",
+            target=venue,
+            data={"service": service.code, "label": label, "kid": kid},
+            ip=ip,
+        )
     return venue
 
 

@@ -224,6 +224,46 @@ def test_creating_and_deactivating_are_audited(integrator_api, integrator_key, s
     assert {e.actor_id for e in entries} == {str(integrator_key.pk)}
 
 
+def test_creating_and_deactivating_are_audited_with_the_callers_address(integrator_api, service):
+    """Every department state change is on the audit trail with its client
+    address (DESIGN §9); the creation of a venue code, a credential printed
+    and posted in a hall, named none."""
+    from accounts.models import AuditEntry
+
+    response = integrator_api.post(
+        "/api/v1/dept/codes/",
+        {"service": service.code, "label": "一楼大厅", "location": "芙蓉区"},
+        format="json",
+        REMOTE_ADDR="203.0.113.9",
+    )
+    assert response.status_code == 201, response.content
+    code_id = response.json()["id"]
+    integrator_api.post(f"/api/v1/dept/codes/{code_id}/deactivate/", REMOTE_ADDR="203.0.113.10")
+    entries = AuditEntry.objects.filter(target_id=code_id).order_by("at")
+    assert [(e.action, e.ip) for e in entries] == [
+        ("qr.venue_code.created", "203.0.113.9"),
+        ("qr.venue_code.deactivated", "203.0.113.10"),
+    ]
+
+
+def test_a_venue_code_is_not_kept_without_its_audit_entry(integrator_api, service, monkeypatch):
+    """The code and its audit entry are written in one transaction: a code
+    whose entry could not be written is not stored (nor printable)."""
+    from qr import venue_codes
+    from qr.models import VenueCode
+
+    def failing(**kwargs):
+        raise RuntimeError("the audit trail is unavailable")
+
+    monkeypatch.setattr(venue_codes, "audit_record", failing)
+    integrator_api.raise_request_exception = False
+    response = integrator_api.post(
+        "/api/v1/dept/codes/", {"service": service.code, "label": "x"}, format="json"
+    )
+    assert response.status_code == 500
+    assert not VenueCode.objects.exists()
+
+
 @pytest.mark.parametrize("jti", ["a\x00b", "\ud800"])
 def test_a_stranger_code_naming_an_odd_jti_is_code_invalid(api, scanner_api, jti):
     """A code under a key we never published is read unverified for a revoked
