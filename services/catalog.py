@@ -294,10 +294,20 @@ class ImportReport:
 
 
 def catalog_import(
-    records: list[dict[str, Any]], *, actor: User | None, ip: str | None = None
+    records: list[dict[str, Any]],
+    *,
+    actor: User | None,
+    ip: str | None = None,
+    missing_only: bool = False,
 ) -> ImportReport:
     """Create or update every service in ``records`` (the export format), all
-    or nothing: the first bad record aborts the import with its code named."""
+    or nothing: the first bad record aborts the import with its code named.
+
+    With ``missing_only`` (the demo's seeding) only services not stored yet
+    are created; one already there is left exactly as it is (online or
+    offline, held or not, its guide as its department keeps it) and reported
+    unchanged. Every record is still checked, a code of another department
+    still refused."""
     from services.serializers import CatalogRecordSerializer
 
     report = ImportReport()
@@ -331,6 +341,9 @@ def catalog_import(
                     _("事项 %(code)s 属于其他部门") % {"code": code},
                     errors={f"{index}.code": [str(SERVICE_CODE_TAKEN.title)]},
                 )
+            if existing is not None and missing_only:
+                report.unchanged.append(code)
+                continue
             try:
                 if existing is None:
                     service_create(code=code, department=department, actor=actor, ip=ip, **data)

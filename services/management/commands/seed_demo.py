@@ -2,7 +2,10 @@
 categories and services (``services/demo/catalog.json``, in the operators'
 import format), and demo accounts.
 
-Idempotent: running it again changes nothing that is already there.
+Idempotent: running it again changes nothing that is already there. It only
+adds what is missing: a department, category or service already stored is
+left as the operators and its department keep it (a service taken offline
+stays offline, a guide edited stays edited, a name changed stays changed).
 
 On a laptop (``DEBUG``), or wherever ``DEMO_KEYS_FILE`` names a file, it also
 keeps the API keys ``make demo`` (``scripts/demo.py``) acts with: an
@@ -30,6 +33,7 @@ from accounts.citizens import real_name_verify
 from accounts.departments import department_ensure
 from accounts.models import ApiKey, ApiKeyScope, Department, IdentityLevel, User
 from services.catalog import catalog_import, category_ensure
+from services.models import Category
 
 CATALOG_FILE = Path(__file__).resolve().parents[2] / "demo" / "catalog.json"
 
@@ -140,14 +144,18 @@ class Command(BaseCommand):
         # demo operator exists only if its password is given.
         password = os.environ.get("DEMO_ADMIN_PASSWORD", "changsha-demo" if settings.DEBUG else "")
         with transaction.atomic():
+            # What is already there stays as it is (department_ensure would
+            # rename a department back, category_ensure rewrite a category).
+            departments = set(Department.objects.values_list("code", flat=True))
             for code, name, name_en, phone in DEPARTMENTS:
-                department, _ = department_ensure(
-                    code=code, name=name, name_en=name_en, contact_phone=phone
-                )
+                if code not in departments:
+                    department_ensure(code=code, name=name, name_en=name_en, contact_phone=phone)
             catalog = json.loads(CATALOG_FILE.read_text(encoding="utf-8"))
+            categories = set(Category.objects.values_list("code", flat=True))
             for category in catalog["categories"]:
-                category_ensure(**category)
-            report = catalog_import(catalog["services"], actor=None)
+                if category["code"] not in categories:
+                    category_ensure(**category)
+            report = catalog_import(catalog["services"], actor=None, missing_only=True)
             operator = User.objects.filter(username=DEMO_ADMIN).first()
             if operator is None and password:
                 User.objects.create_superuser(DEMO_ADMIN, password)
