@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import translation
 from rest_framework.test import APIClient
@@ -22,6 +23,7 @@ from accounts.api_keys import api_key_create
 from accounts.models import ApiKey, ApiKeyScope, Department, User
 from accounts.tokens import tokens_issue
 from config.pages import catalog_pages
+from config.redis_client import _connection as redis_scripts_connection
 from services.models import Category, Service
 from services.routing import transport
 from tests.accounts.factories import CitizenFactory, DepartmentFactory, StaffFactory
@@ -78,6 +80,10 @@ def _fresh_edges() -> Iterator[None]:
     name through it: another app made current would take them to a broker
     nobody answers, silently)."""
     cache.clear()
+    if settings.REDIS_URL:
+        # Connected, as a web process's is after its first request: before a
+        # test stubs the resolver (socket.getaddrinfo) for endpoint hosts.
+        redis_scripts_connection().connect()
     sms.outbox.clear()
     catalog_pages.forget()
     transport.lookups_forget()
