@@ -171,7 +171,9 @@ def order_create(*, citizen: User, application_id: Any, channel: str) -> tuple[P
 
     An open order of the same channel that is not about to expire is
     returned as it is (``created`` False): one open order per application.
-    An open order of another channel is closed at its channel first.
+    An open order of another channel (or one about to expire) is closed,
+    at its channel first, once the new channel has given the new order its
+    checkout: refused, the open order stays as it is, payable.
     """
     chosen = provider(channel)
     try:
@@ -217,12 +219,12 @@ def _order_open(
             APPLICATION_NOT_PAYABLE, extra={"application_status": application.status}
         )
     now = timezone.now()
+    current = None
     current_id = selectors.open_order_id(application.pk)
     if current_id is not None:
         current = _locked(current_id)
         if current.channel == channel and current.expires_at > now + dt.timedelta(minutes=1):
             return current, False
-        _close(current, reason="superseded")
     order = PaymentOrder(
         order_no=_new_number("P", now),
         application=application,
@@ -251,6 +253,15 @@ def _order_open(
     except ProviderError as exc:
         logger.warning("%s checkout of %s failed: %s", channel, order.order_no, exc)
         raise PaymentsError(PAYMENT_PROVIDER_ERROR) from exc
+    if current is not None:
+        # The open order is closed at its channel only once the new one has
+        # its checkout: a close there is final, and a refused checkout rolls
+        # this transaction back (the request's too, with an Idempotency-Key),
+        # which would leave the order pending here, handed out again, though
+        # its channel would take no payment for it. Refused in turn (paid
+        # there just now?), the new checkout is left to expire unpaid at its
+        # channel, as when the INSERT fails.
+        _close(current, reason="superseded")
     order.save(force_insert=True)
     inbox.facts_remember(order)
     audit_record(

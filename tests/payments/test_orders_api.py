@@ -251,6 +251,50 @@ def test_a_close_the_channel_refuses_for_another_reason_leaves_the_order_open(
     ]
 
 
+@pytest.mark.parametrize("idempotency_key", [None, "switch-2"])
+def test_a_switch_the_new_channel_refuses_leaves_the_open_order_payable(
+    citizen_api, awaiting, monkeypatch, idempotency_key
+) -> None:
+    """The citizen with an open WeChat Pay order asks for Alipay, and Alipay
+    refuses the checkout. A close at WeChat is final, and our transaction
+    (the request's, with an Idempotency-Key) rolls back with the refusal:
+    so WeChat must not have been told to close the order. The sandbox keeps
+    its books in our transaction, so the close calls WeChat received are
+    recorded. Going back to WeChat, the citizen gets that order, pending
+    and payable there."""
+    from payments.providers.alipay import AlipayProvider
+    from payments.providers.base import ProviderError
+    from payments.providers.wechat import WechatPayProvider
+
+    first = open_order(citizen_api, awaiting, "wechat")
+    closed_at_wechat: list[str] = []
+    real_close = WechatPayProvider.order_close
+
+    def recording_close(self, *, order_no):
+        result = real_close(self, order_no=order_no)
+        closed_at_wechat.append(order_no)
+        return result
+
+    def refused(self, **kwargs):
+        raise ProviderError("alipay precreate: HTTP 503", unreachable=True)
+
+    monkeypatch.setattr(WechatPayProvider, "order_close", recording_close)
+    monkeypatch.setattr(AlipayProvider, "checkout_create", refused)
+
+    switched = switch(citizen_api, awaiting, "alipay", idempotency_key)
+
+    assert switched.status_code == 502, switched.json()
+    assert switched.json()["code"] == "payment_provider_error"
+    assert closed_at_wechat == []
+    again = open_order(citizen_api, awaiting, "wechat")
+    assert (again["id"], again["status"]) == (first["id"], "pending")
+    assert list(PaymentOrder.objects.values_list("order_no", "status")) == [
+        (first["order_no"], "pending")
+    ]
+    assert SandboxTrade.objects.get(order_no=first["order_no"]).state != "CLOSED"
+    assert not AuditEntry.objects.filter(action="payment.closed").exists()
+
+
 @pytest.mark.parametrize("idempotency_key", [None, "switch-3"])
 def test_an_order_its_channel_ended_but_would_not_close_gives_way_to_the_new_one(
     citizen_api, awaiting, monkeypatch, idempotency_key
