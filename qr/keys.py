@@ -8,7 +8,7 @@ import secrets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.audit import audit_record
@@ -69,18 +69,39 @@ def signing_key_create(
 
 def signing_key_ensure() -> SigningKey:
     """The active key; the very first one is created on demand, so a fresh
-    installation issues codes out of the box."""
-    now = timezone.now()
+    installation issues codes out of the box. Two processes asking at once
+    make one: the second waits for the first's commit
+    (:func:`_first_key_serialise`) and signs with its key."""
     with transaction.atomic():
-        active = selectors.signing_key_active(now=now)
+        active = selectors.signing_key_active()
         if active is not None:
             return active
-        # Serialise first-key creation between processes.
-        list(SigningKey.objects.select_for_update().all()[:1])
+        _first_key_serialise()
+        # As of now, not of before the wait: the key another process made
+        # meanwhile activated when it was made, after this one first looked.
+        now = timezone.now()
         active = selectors.signing_key_active(now=now)
         if active is not None:
             return active
         return signing_key_create(activates_at=now)
+
+
+# The advisory lock that serialises the creation of the first signing key
+# (two halves, as qr.scans takes its own).
+_FIRST_KEY_LOCK = (0x51_4B59, 1)  # "QKY"
+
+
+def _first_key_serialise() -> None:
+    """Hold the first-key lock until the transaction ends.
+
+    A PostgreSQL advisory lock: a row lock on the key table (``SELECT …
+    FOR UPDATE``) locks nothing while it is empty, which is exactly when
+    it matters. Elsewhere (SQLite: one writer at a time, in development)
+    there is nothing to take."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", list(_FIRST_KEY_LOCK))
 
 
 def keyring_ensure() -> tuple[str, Ed25519PrivateKey]:

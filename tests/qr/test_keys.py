@@ -271,3 +271,27 @@ def test_a_loaded_key_never_shows_its_private_part(citizen_api):
     assert loaded.private_key_b64
     assert loaded.private_key_b64 not in repr(loaded)
     assert loaded.private_key_b64 not in repr(caches.keyring.published())
+
+
+@pytest.mark.integration  # two connections at once: the PostgreSQL pass
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_ensuring_the_first_key_make_one(monkeypatch) -> None:
+    """Two workers issue their first code at once on a fresh installation:
+    one creates the first key, the other waits for it and signs with it (a
+    row lock on the empty key table locks nothing)."""
+    from tests.concurrency import at_once
+
+    assert not SigningKey.objects.exists()
+    real_create = keys.signing_key_create
+
+    def slow_create(**kwargs):
+        # The first caller is still inside its transaction when the other asks.
+        time.sleep(0.5)
+        return real_create(**kwargs)
+
+    monkeypatch.setattr(keys, "signing_key_create", slow_create)
+
+    made = at_once(2, lambda _i: keys.signing_key_ensure().kid)
+
+    assert list(SigningKey.objects.values_list("kid", flat=True)) == [made[0]]
+    assert made[0] == made[1]
