@@ -112,3 +112,33 @@ def test_every_host_of_a_spaced_list_is_served() -> None:
     result = start({"ALLOWED_HOSTS": "api.example.org, www.example.org"}, script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[200, 200, 400]"
+
+
+# --- NUM_PROXIES --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "two", " -0x1"])
+def test_a_number_of_proxies_that_is_not_a_whole_number_of_0_or_more_is_refused(
+    value: str,
+) -> None:
+    """NUM_PROXIES=-1 left X-Forwarded-For ignored (as for 0) while Django
+    believed the client's own X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER is
+    set whenever NUM_PROXIES is not 0): refused at start-up instead."""
+    result = start({"NUM_PROXIES": value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"NUM_PROXIES={value.strip()!r} is not a whole number of 0 or more" in result.stderr
+
+
+@pytest.mark.parametrize(("value", "proxies", "believed"), [("", 0, None), (" 2 ", 2, "https")])
+def test_a_number_of_proxies_is_read_as_a_whole_number(
+    value: str, proxies: int, believed: str | None
+) -> None:
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.NUM_PROXIES, s.REST_FRAMEWORK['NUM_PROXIES'], "
+        "(s.SECURE_PROXY_SSL_HEADER or [None, None])[1])"
+    )
+    result = start({"NUM_PROXIES": value}, script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"{proxies} {proxies} {believed}"

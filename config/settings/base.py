@@ -126,7 +126,16 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["*"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
 # Number of reverse proxies in front of the web nodes; X-Forwarded-For is
 # trusted only that deep when finding the client address for throttles.
-NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+# Any value above 0 also believes the nearest proxy's X-Forwarded-Proto
+# (SECURE_PROXY_SSL_HEADER, below): a negative or non-integer value is
+# refused rather than read one way here and another way there.
+_num_proxies = env.str("NUM_PROXIES", default="0").strip() or "0"
+if not (_num_proxies.isascii() and _num_proxies.isdigit()):
+    raise ImproperlyConfigured(
+        f"NUM_PROXIES={_num_proxies!r} is not a whole number of 0 or more: set it to the "
+        "number of reverse proxies in front of the web nodes (0 when there is none)."
+    )
+NUM_PROXIES = int(_num_proxies)
 
 INSTALLED_APPS = [
     "accounts.admin_site.OperatorAdminConfig",  # django.contrib.admin with the operators' site
@@ -463,7 +472,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, QR_SCAN_UPLOAD_MAX_BYTES, 
 
 # --- REST framework --------------------------------------------------------------
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.CitizenJWTAuthentication",
         "accounts.authentication.ApiKeyAuthentication",
@@ -483,7 +492,7 @@ REST_FRAMEWORK = {
     },
     # Our throttles use config.api.client_ip; 0 keeps any stock DRF throttle
     # off X-Forwarded-For too (None would trust the whole header).
-    "NUM_PROXIES": max(NUM_PROXIES, 0),
+    "NUM_PROXIES": NUM_PROXIES,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DATETIME_FORMAT": "iso-8601",
