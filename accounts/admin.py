@@ -55,10 +55,11 @@ from django_celery_beat.models import (
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import api_keys, audit, citizens, idnumber, pii, privileges, token_facts
+from accounts.errors import AccountsError
 from accounts.models import ApiKey, AuditEntry, Department, Message, OtpChallenge, User
 from config import masking
 from config.api import client_ip
-from config.errors import DomainError
+from config.errors import ACCOUNT_INACTIVE, DomainError
 from config.pages import PublicPages, catalog_pages
 
 
@@ -557,25 +558,41 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         }
         return TemplateResponse(request, "admin/accounts/user/pii.html", context)
 
+    def _set_active(self, request: StaffRequest, queryset: QuerySet[User], *, active: bool) -> int:
+        """Suspend or reinstate the selected accounts one by one; how many
+        were changed. A closed account is never written to again (its
+        deactivation stamp is what offline scanners page by): one closed
+        before or while the action runs (user_set_active sees a close
+        committed after this list was read) is left as it is and reported."""
+        changed = closed = 0
+        for user in self._manageable(request, queryset):
+            if user.closed_at is not None:
+                closed += 1
+                continue
+            try:
+                citizens.user_set_active(
+                    user=user, active=active, actor=request.user, ip=client_ip(request)
+                )
+            except AccountsError as exc:
+                if exc.code != ACCOUNT_INACTIVE.code:
+                    raise
+                closed += 1
+            else:
+                changed += 1
+        if closed:
+            self.message_user(
+                request, _("%(n)s 个账户已注销，未改动") % {"n": closed}, level=messages.WARNING
+            )
+        return changed
+
     @admin.action(description=_("停用所选账户（吊销令牌）"), permissions=["change"])
     def suspend(self, request: StaffRequest, queryset: QuerySet[User]) -> None:
-        # A closed account is never written to again (its deactivation
-        # stamp is what offline scanners page by).
-        users = self._manageable(request, queryset.filter(closed_at__isnull=True))
-        for user in users:
-            citizens.user_set_active(
-                user=user, active=False, actor=request.user, ip=client_ip(request)
-            )
-        self.message_user(request, _("已停用 %(n)s 个账户") % {"n": len(users)})
+        count = self._set_active(request, queryset, active=False)
+        self.message_user(request, _("已停用 %(n)s 个账户") % {"n": count})
 
     @admin.action(description=_("恢复所选账户"), permissions=["change"])
     def reinstate(self, request: StaffRequest, queryset: QuerySet[User]) -> None:
-        count = 0
-        for user in self._manageable(request, queryset.filter(closed_at__isnull=True)):
-            citizens.user_set_active(
-                user=user, active=True, actor=request.user, ip=client_ip(request)
-            )
-            count += 1
+        count = self._set_active(request, queryset, active=True)
         self.message_user(request, _("已恢复 %(n)s 个账户") % {"n": count})
 
 

@@ -197,11 +197,19 @@ def profile_erase(user: User) -> None:
 
 def user_set_active(*, user: User, active: bool, actor: User | None, ip: str | None = None) -> User:
     """Suspend or reinstate an account (operators). Suspension revokes tokens.
-    A privileged account is only a superuser's to suspend or reinstate."""
-    account_check_manageable(actor=actor, target=user)
-    if user.closed_at is not None and active:
-        raise AccountsError(ACCOUNT_INACTIVE, _("已注销的账户不能恢复"))
+    A privileged account is only a superuser's to suspend or reinstate.
+
+    A closed account is never written to again: not reinstated, and not
+    suspended either (its deactivation stamp, which offline scanners page
+    by, stays the close's); ``account_inactive`` instead. Both are checked
+    on the row as locked here, as :func:`account_close` locks it first
+    (``FOR NO KEY UPDATE``): a close committed after the caller read
+    ``user`` is seen, one starting now waits for this change."""
     with transaction.atomic():
+        locked = User.objects.select_for_update(no_key=True).get(pk=user.pk)
+        account_check_manageable(actor=actor, target=locked)
+        if locked.closed_at is not None:
+            raise AccountsError(ACCOUNT_INACTIVE, _("已注销的账户不能恢复") if active else None)
         User.objects.filter(pk=user.pk).update(
             is_active=active, deactivated_at=None if active else Now()
         )

@@ -283,6 +283,41 @@ def test_a_closed_account_is_shown_but_never_written_to(operator_client, citizen
     assert not AuditEntry.objects.filter(action="account.suspended").exists()
 
 
+@pytest.mark.parametrize("action", ["suspend", "reinstate"])
+def test_an_action_on_an_account_closed_meanwhile_leaves_it_closed_and_says_so(
+    operator_client, citizen, operator, monkeypatch, action
+) -> None:
+    """The citizen's close commits after the action has read the selected
+    accounts (here: as it starts on the first one): the account is skipped
+    and the operator told, not reopened nor stamped again."""
+    from accounts import admin as accounts_admin
+    from accounts import citizens
+
+    if action == "reinstate":
+        citizens.user_set_active(user=citizen, active=False, actor=operator)
+    real = citizens.user_set_active
+
+    def close_first(*, user, active, actor, ip=None):
+        citizens.account_close(user=User.objects.get(pk=user.pk))
+        return real(user=user, active=active, actor=actor, ip=ip)
+
+    monkeypatch.setattr(accounts_admin.citizens, "user_set_active", close_first)
+    page = operator_client.post(
+        "/admin/accounts/user/",
+        {"action": action, "_selected_action": [str(citizen.pk)]},
+        follow=True,
+    )
+    after = User.objects.get(pk=citizen.pk)
+    assert after.closed_at is not None
+    assert after.is_active is False, "a closed account was made active again"
+    assert after.deactivated_at == after.closed_at
+    shown = [str(m) for m in page.context["messages"]]
+    assert "1 个账户已注销，未改动" in shown
+    assert ("已恢复 0 个账户" if action == "reinstate" else "已停用 0 个账户") in shown
+    audited = "account.reinstated" if action == "reinstate" else "account.suspended"
+    assert AuditEntry.objects.filter(action=audited).count() == 0
+
+
 def test_an_inbox_message_is_shown_with_personal_values_masked(operator_client, citizen) -> None:
     """A message carries a department's note as written (an ID number, a
     phone): its page in the admin masks them, as the application's does."""

@@ -11,7 +11,8 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import UntypedToken
 
 from accounts import citizens, tokens
-from accounts.models import User
+from accounts.errors import AccountsError
+from accounts.models import AuditEntry, User
 from accounts.tokens import CitizenRefreshToken
 from tests.accounts.helpers import last_code_sent_to, log_in
 from tests.concurrency import a_backend_waits_on_a_lock, in_thread, pause_in
@@ -59,6 +60,67 @@ def test_a_refresh_token_shown_while_suspended_does_not_work_after_reinstatement
     after = refresh(leftover)
     assert after.status_code == 401
     assert after.json()["code"] == "token_invalid"
+
+
+# --- A close committed after the operator read the account ---------------------------------
+
+
+def closed_behind_the_operators_back(citizen: User) -> tuple[User, User]:
+    """The account as an operator's action read it, and as it is once the
+    citizen's close (DELETE /api/v1/me/) has committed after that read."""
+    as_the_operator_read_it = User.objects.get(pk=citizen.pk)
+    citizens.account_close(user=User.objects.get(pk=citizen.pk))
+    closed = User.objects.get(pk=citizen.pk)
+    assert closed.closed_at is not None and not closed.is_active
+    return as_the_operator_read_it, closed
+
+
+@pytest.mark.parametrize(
+    ("active", "action"), [(True, "account.reinstated"), (False, "account.suspended")]
+)
+def test_a_suspension_or_reinstatement_landing_after_the_close_leaves_the_account_closed(
+    citizen, operator, active: bool, action: str
+) -> None:
+    """user_set_active checked ``closed_at`` on the caller's copy and then
+    wrote unconditionally: a reinstatement reopened the closed account
+    (tokens and star-codes vouched for it again), a suspension rewrote the
+    deactivation stamp offline scanners page by. Now refused on the row."""
+    stale, closed = closed_behind_the_operators_back(citizen)
+    with pytest.raises(AccountsError) as refused:
+        citizens.user_set_active(user=stale, active=active, actor=operator)
+    assert refused.value.code == "account_inactive"
+    after = User.objects.get(pk=citizen.pk)
+    assert after.is_active is False, "a closed account was made active again"
+    assert after.closed_at == closed.closed_at
+    assert after.deactivated_at == closed.deactivated_at
+    assert not AuditEntry.objects.filter(action=action, target_id=str(citizen.pk)).exists()
+
+
+@pytest.mark.integration  # PostgreSQL's row locks, two sessions
+@pytest.mark.django_db(transaction=True)
+def test_a_reinstatement_racing_the_close_leaves_the_account_closed(
+    citizen, operator, monkeypatch
+) -> None:
+    """The same with two sessions: the reinstatement has read the account
+    (suspended, open) and is about to write when the citizen's close starts."""
+    from tests.concurrency import close_meanwhile
+
+    suspend(citizen.pk, operator)
+    paused, release = pause_in(monkeypatch, citizens, "account_check_manageable")
+    outcome: list[Any] = []
+
+    def reinstating() -> None:
+        try:
+            reinstate(citizen.pk, operator)
+            outcome.append("reinstated")
+        except AccountsError as exc:
+            outcome.append(exc.code)
+
+    close_meanwhile(reinstating, paused=paused, release=release, user_id=citizen.pk)
+    after = User.objects.get(pk=citizen.pk)
+    assert after.closed_at is not None
+    assert after.is_active is False, "a closed account was made active again"
+    assert outcome in (["account_inactive"], ["reinstated"])
 
 
 def answer_racing_a_suspension(
