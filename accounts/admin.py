@@ -566,9 +566,6 @@ class UserAdmin(PrivilegesAudited, AuditedModelAdmin, DjangoUserAdmin):
         committed after this list was read) is left as it is and reported."""
         changed = closed = 0
         for user in self._manageable(request, queryset):
-            if user.closed_at is not None:
-                closed += 1
-                continue
             try:
                 citizens.user_set_active(
                     user=user, active=active, actor=request.user, ip=client_ip(request)
